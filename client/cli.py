@@ -1,0 +1,63 @@
+"""The ``pyreg`` entry point.
+
+Start-up must stay fast (``pyreg --help`` well under 150 ms), so this module imports nothing
+heavy: each subcommand lives in its own module, named in COMMANDS, and is imported only when it
+is the one being run. A command module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("registry.serve_command", "run the registry server"),
+}
+
+EXIT_USAGE = 2
+
+
+def _top_level_help() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: pyreg [-h] [--version] COMMAND [ARGS...]",
+        "",
+        "A self-hosted OCI registry, its push/pull client, and a small container runtime.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run 'pyreg COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_top_level_help())
+        return 0 if args else EXIT_USAGE
+    if args[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"pyreg {version('pyreg')}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"pyreg: unknown command {name!r} (see 'pyreg --help')", file=sys.stderr)
+        return EXIT_USAGE
+    module_name, summary = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
+    module.add_arguments(parser)
+    parsed = parser.parse_args(rest)
+    try:
+        return int(module.run(parsed) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

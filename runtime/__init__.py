@@ -1,0 +1,1 @@
+"""The container runtime: safe layer extraction, overlay rootfs, namespaces and cgroups."""

@@ -1,0 +1,105 @@
+"""Digests: parsing, validation and streaming hashers (OCI image-spec descriptor.md).
+
+Only sha256 and sha512 are registered algorithms; the grammar is
+``algorithm ":" encoded`` with lower-case hex of the algorithm's exact length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+ALGORITHM_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
+DEFAULT_ALGORITHM: Final = "sha256"
+
+# The full grammar admits algorithms we do not implement; those are "unsupported", not "malformed".
+_DIGEST_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+
+
+class DigestError(ValueError):
+    """A digest string is malformed or uses an algorithm we do not support."""
+
+    def __init__(self, value: str, reason: str, unsupported: bool = False) -> None:
+        super().__init__(f"{reason}: {value!r}")
+        self.value = value
+        self.unsupported = unsupported
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+    def copy(self) -> Hasher: ...
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Digest:
+    """A validated ``algorithm:hex`` digest."""
+
+    algorithm: str
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @classmethod
+    def parse(cls, value: str) -> Digest:
+        """Parse and validate; raise DigestError naming what is wrong."""
+        if not _DIGEST_GRAMMAR.match(value):
+            raise DigestError(value, "malformed digest")
+        algorithm, _, encoded = value.partition(":")
+        expected = ALGORITHM_LENGTHS.get(algorithm)
+        if expected is None:
+            raise DigestError(value, f"unsupported digest algorithm {algorithm!r}", unsupported=True)
+        if len(encoded) != expected or not re.fullmatch(r"[a-f0-9]+", encoded):
+            raise DigestError(value, f"{algorithm} digest must be {expected} lower-case hex characters")
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> Digest:
+        """Digest of bytes held in memory (manifests, configs)."""
+        hasher = new_hasher(algorithm)
+        hasher.update(data)
+        return cls(algorithm, hasher.hexdigest())
+
+
+def is_supported_algorithm(algorithm: str) -> bool:
+    return algorithm in ALGORITHM_LENGTHS
+
+
+def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
+    """A fresh streaming hasher for a supported algorithm."""
+    if algorithm not in ALGORITHM_LENGTHS:
+        raise DigestError(algorithm, f"unsupported digest algorithm {algorithm!r}", unsupported=True)
+    return hashlib.new(algorithm)
+
+
+class DigestMismatchError(ValueError):
+    """Bytes did not hash to the digest they were announced with."""
+
+    def __init__(self, expected: Digest, actual: Digest) -> None:
+        super().__init__(f"digest mismatch: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class DigestVerifier:
+    """Hashes a stream as it passes and checks it against the expected digest at the end."""
+
+    def __init__(self, expected: Digest) -> None:
+        self.expected = expected
+        self._hasher = new_hasher(expected.algorithm)
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self._hasher.update(data)
+        self.size += len(data)
+
+    def actual(self) -> Digest:
+        return Digest(self.expected.algorithm, self._hasher.hexdigest())
+
+    def verify(self) -> None:
+        actual = self.actual()
+        if actual != self.expected:
+            raise DigestMismatchError(self.expected, actual)

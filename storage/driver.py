@@ -1,0 +1,95 @@
+"""The storage-driver interface: a small async key/blob store with resumable writers.
+
+Modelled on Distribution's StorageDriver: paths are absolute, '/'-separated, and a driver knows
+nothing of registries. The registry's layout, upload sessions and garbage collection are built
+on top of these calls only, so any driver that passes ``tests/driver_suite.py`` can carry it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from storage.errors import InvalidPathError
+
+# Same rule as Distribution: absolute, no empty or dot components, a conservative alphabet.
+_PATH = re.compile(r"^(/[A-Za-z0-9._:=+-]+)+$")
+
+
+def check_path(path: str) -> str:
+    """Return ``path`` if it is a valid driver path, else raise InvalidPathError."""
+    if path == "/":
+        return path
+    if not _PATH.match(path) or any(part in (".", "..") for part in path.split("/")):
+        raise InvalidPathError(path)
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    modtime: datetime
+    is_dir: bool
+
+
+@runtime_checkable
+class FileWriter(Protocol):
+    """An append-only writer to one path. Nothing is final until ``commit``.
+
+    ``size`` counts every byte the path holds, including what earlier writers appended, so
+    an upload can be resumed by a new writer (another process, another replica) with
+    ``append=True``.
+    """
+
+    @property
+    def size(self) -> int: ...
+
+    async def write(self, data: bytes) -> int: ...
+
+    async def close(self) -> None:
+        """Flush and release; what was written stays and can be appended to later."""
+
+    async def cancel(self) -> None:
+        """Drop everything this path holds."""
+
+    async def commit(self) -> None:
+        """Make the written content durable and readable."""
+
+
+@runtime_checkable
+class Driver(Protocol):
+    name: str
+
+    async def get_content(self, path: str) -> bytes:
+        """The whole content of a small file (links, manifests); raises PathNotFoundError."""
+
+    async def put_content(self, path: str, data: bytes) -> None:
+        """Replace a small file atomically: readers see the old or the new bytes, never a mix."""
+
+    def reader(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (all when None) from ``offset`` in large chunks."""
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        """A writer positioned at the end of ``path`` (append) or truncating it."""
+
+    async def stat(self, path: str) -> FileInfo:
+        """Size and kind of a path; raises PathNotFoundError."""
+
+    async def list(self, path: str) -> list[str]:
+        """Full paths of the direct children of a directory; raises PathNotFoundError."""
+
+    async def move(self, source: str, dest: str) -> None:
+        """Atomically put ``source`` at ``dest``, replacing what was there."""
+
+    async def delete(self, path: str) -> None:
+        """Remove a file or a whole tree; raises PathNotFoundError when nothing is there."""
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL the client can fetch the content from directly, or None."""
+
+    def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        """Every file and directory below ``path`` (depth first, order unspecified)."""
