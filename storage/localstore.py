@@ -1,0 +1,542 @@
+"""The client-side local image store: an OCI image layout plus extracted layers keyed by chain ID.
+
+Layout under the store root (``LocalStore.default_root()``)::
+
+    oci-layout                      {"imageLayoutVersion": "1.0.0"}
+    index.json                      one descriptor per local image name, annotated with
+                                    org.opencontainers.image.ref.name = "registry/repo:tag"
+    blobs/sha256/<hex>              manifests, configs and layer blobs (verified before visible)
+    layers/sha256/<chainhex>/diff   a layer extracted by the runtime's safe extractor (overlay
+                                    whiteouts), shared by every image that has that chain ID
+    layers/sha256/<chainhex>/meta.json
+    ingest/                         partial downloads, keyed by digest so a re-run resumes them
+    locks/                          per-blob and per-layer flock files
+
+So ``skopeo copy oci:<root>:registry/repo:tag …`` (and umoci) read it as they read any layout.
+
+Safety: blobs are written into ``ingest/`` and renamed into ``blobs/`` only after their size and
+digest are verified; layers are extracted aside, their diff ID checked against the config, then
+renamed into place; ``index.json`` is replaced atomically and only after everything an image
+needs is in place. So an interrupted pull leaves nothing half-visible. One writer per blob and
+per layer (flock; a second writer waits and then finds the work done). Writers hold a shared
+``gc.lock`` for the length of an operation; ``rmi``/``prune`` take it exclusively, so a sweep
+never deletes what a concurrent pull has written but not yet tagged.
+
+This module must not import ``runtime``: callers pass the extractor, a callable
+``extract(blob_path, dest_dir, media_type)`` whose result may carry ``.diff_id`` (the runtime's
+``runtime.extract.extract_layer`` does) — it is then verified against the image config.
+
+The runtime's entry point is :meth:`LocalStore.resolve`::
+
+    image = LocalStore().resolve("busybox", extractor=extract_layer)
+    image.manifest, image.config          # parsed JSON
+    image.layer_dirs                      # extracted dirs, base layer FIRST (overlay lowerdir
+                                          # wants them reversed: top first)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from storage import mediatypes
+from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from storage.reference import Reference, ReferenceError, client_config, parse
+
+Extractor = Callable[[Path, Path, str], object]
+
+OCI_LAYOUT_VERSION = "1.0.0"
+_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A local-store failure with a message fit for one line on stderr."""
+
+
+class ImageNotFoundError(StoreError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"image not known locally: {ref}")
+        self.ref = ref
+
+
+class SizeMismatchError(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One entry of index.json: a local image name and the manifest it points at."""
+
+    name: str                       # the ref.name annotation: "registry/repo:tag" or "registry/repo@digest"
+    digest: Digest                  # manifest (or index) digest
+    media_type: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: dict[str, Any] | None = None
+
+    def descriptor(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.platform:
+            out["platform"] = self.platform
+        out["annotations"] = {**self.annotations, mediatypes.ANNOTATION_REF_NAME: self.name}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """What the runtime needs to build a rootfs from a local image."""
+
+    name: str
+    manifest_digest: Digest
+    manifest: dict[str, Any]
+    config_digest: Digest
+    config: dict[str, Any]
+    layer_dirs: list[Path]          # extracted layers, base first
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        Digest.parse(diff_id)
+        out.append(diff_id if not out else str(Digest.of(f"{out[-1]} {diff_id}".encode())))
+    return out
+
+
+def _rmtree(path: Path) -> None:
+    """rmtree that also removes read-only directories an image may contain."""
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        parent = os.path.dirname(p)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+        func(p)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=onerror)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, exclusive: bool = True) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """Writes one blob through ``ingest/``; ``commit()`` verifies and renames it into ``blobs/``.
+
+    Obtained from :meth:`LocalStore.blob_writer`, which holds the blob's lock. ``exists`` is
+    True when the blob is already stored (nothing to write). ``offset`` is how many bytes of a
+    previous, interrupted download are already in the partial file (and already hashed): resume
+    the transfer from there, or call ``restart()`` to start over.
+    """
+
+    def __init__(self, store: LocalStore, digest: Digest, size: int | None) -> None:
+        self.store = store
+        self.digest = digest
+        self.size = size
+        self.final = store.blob_path(digest)
+        self.exists = self.final.exists()
+        self.partial = store.root / "ingest" / f"{digest.algorithm}-{digest.hex}"
+        self._verifier = DigestVerifier(digest)
+        self._file: IO[bytes] | None = None
+        self.committed = False
+        if not self.exists:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.partial, "ab+")  # noqa: SIM115 - closed in commit/close
+            self._file.seek(0)
+            while chunk := self._file.read(_CHUNK):
+                self._verifier.update(chunk)
+            if size is not None and self._verifier.size > size:
+                self.restart()
+
+    @property
+    def offset(self) -> int:
+        return self._verifier.size
+
+    def restart(self) -> None:
+        assert self._file is not None
+        self._file.seek(0)
+        self._file.truncate()
+        self._verifier = DigestVerifier(self.digest)
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None, "blob already stored"
+        self._file.write(data)
+        self._verifier.update(data)
+        if self.size is not None and self._verifier.size > self.size:
+            self.discard()
+            raise SizeMismatchError(f"blob {self.digest} is larger than its descriptor's {self.size} bytes")
+
+    def commit(self) -> Path:
+        """Verify size and digest; on a mismatch delete what was written and raise."""
+        if self.exists:
+            return self.final
+        assert self._file is not None
+        if self.size is not None and self._verifier.size != self.size:
+            got = self._verifier.size
+            self.discard()
+            raise SizeMismatchError(f"blob {self.digest}: expected {self.size} bytes, got {got}")
+        try:
+            self._verifier.verify()
+        except DigestMismatchError:
+            self.discard()
+            raise
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.partial, 0o444)
+        os.rename(self.partial, self.final)
+        self.committed = True
+        return self.final
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.partial.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Keep a partial download for a later resume (it is invisible until committed)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LocalStore:
+    """The local OCI layout + chain-ID layer store. Safe for concurrent processes and threads."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else self.default_root()
+        self._init_layout()
+
+    @staticmethod
+    def default_root() -> Path:
+        """``$PYREG_STORE``, else ``store`` in the client config, else /var/lib/pyreg for root,
+        else ``$XDG_DATA_HOME/pyreg`` (``~/.local/share/pyreg``)."""
+        explicit = os.environ.get("PYREG_STORE") or client_config().get("store")
+        if explicit:
+            return Path(str(explicit)).expanduser()
+        if os.geteuid() == 0:
+            return Path("/var/lib/pyreg")
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "pyreg"
+
+    def _init_layout(self) -> None:
+        layout = self.root / "oci-layout"
+        if layout.exists() and (self.root / "index.json").exists():
+            return
+        for sub in ("blobs/sha256", "layers/sha256", "ingest", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        with _flock(self.root / "locks" / "index.lock"):
+            if not layout.exists():
+                self._atomic_write(layout, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
+            if not (self.root / "index.json").exists():
+                self._write_index([])
+
+    # -- low level -----------------------------------------------------------------------------
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+
+    def _write_index(self, records: list[ImageRecord]) -> None:
+        doc = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+               "manifests": [r.descriptor() for r in records]}
+        self._atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode())
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold for the length of a pull / load / push-from-layout: keeps prune from sweeping."""
+        with _flock(self.root / "locks" / "gc.lock", exclusive=False):
+            yield
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blob_path(self, digest: Digest | str) -> Path:
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        return self.root / "blobs" / d.algorithm / d.hex
+
+    def has_blob(self, digest: Digest | str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def read_blob(self, digest: Digest | str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the local store") from None
+
+    def read_json(self, digest: Digest | str) -> dict[str, Any]:
+        data = json.loads(self.read_blob(digest))
+        if not isinstance(data, dict):
+            raise StoreError(f"blob {digest} is not a JSON object")
+        return data
+
+    @contextlib.contextmanager
+    def blob_writer(self, digest: Digest | str, size: int | None = None) -> Iterator[BlobWriter]:
+        """One writer per digest across processes; a second one waits, then sees ``exists``."""
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        with _flock(self.root / "locks" / f"blob-{d.algorithm}-{d.hex}"):
+            writer = BlobWriter(self, d, size)
+            try:
+                yield writer
+            finally:
+                writer.close()
+
+    def put_blob(self, data: bytes, digest: Digest | str | None = None) -> Digest:
+        """Store bytes held in memory (manifests, configs); verified against ``digest`` if given."""
+        d = Digest.parse(digest) if isinstance(digest, str) else (digest or Digest.of(data))
+        with self.blob_writer(d, len(data)) as w:
+            if not w.exists:
+                w.restart()
+                w.write(data)
+                w.commit()
+        return d
+
+    def put_blob_file(self, path: Path, digest: Digest | str | None = None) -> tuple[Digest, int]:
+        """Copy a file into the store, hashing it; verified against ``digest`` if given."""
+        if digest is None:
+            from storage.digest import new_hasher
+
+            h = new_hasher()
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+            digest = Digest("sha256", h.hexdigest())
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        size = path.stat().st_size
+        with self.blob_writer(d, size) as w:
+            if not w.exists:
+                w.restart()
+                with open(path, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        w.write(chunk)
+                w.commit()
+        return d, size
+
+    # -- images (index.json) -------------------------------------------------------------------
+    def images(self) -> list[ImageRecord]:
+        try:
+            doc = json.loads((self.root / "index.json").read_text())
+        except FileNotFoundError:
+            return []
+        out = []
+        for desc in doc.get("manifests", []):
+            annotations = dict(desc.get("annotations") or {})
+            name = annotations.pop(mediatypes.ANNOTATION_REF_NAME, None)
+            if not name:
+                continue
+            out.append(ImageRecord(name, Digest.parse(desc["digest"]), desc["mediaType"], int(desc["size"]),
+                                   annotations, desc.get("platform")))
+        return out
+
+    def tag(self, name: str, digest: Digest | str, media_type: str, size: int,
+            platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> ImageRecord:
+        """Point the local name at a stored manifest (its blobs must all be stored already)."""
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        if not self.has_blob(d):
+            raise StoreError(f"cannot tag {name}: manifest {d} is not stored")
+        record = ImageRecord(name, d, media_type, size, dict(annotations or {}), platform)
+        with _flock(self.root / "locks" / "index.lock"):
+            records = [r for r in self.images() if r.name != name]
+            records.append(record)
+            self._write_index(records)
+        return record
+
+    def untag(self, name: str) -> bool:
+        with _flock(self.root / "locks" / "index.lock"):
+            records = self.images()
+            kept = [r for r in records if r.name != name]
+            if len(kept) == len(records):
+                return False
+            self._write_index(kept)
+            return True
+
+    def lookup(self, ref: str | Reference) -> ImageRecord:
+        """Find a local image by reference (``busybox``, ``reg/x:1``, ``x@sha256:…``), by full
+        manifest digest, or by a unique prefix (≥ 4 hex) of its image ID (config digest)."""
+        text = str(ref)
+        records = self.images()
+        parsed: Reference | None = None
+        if isinstance(ref, Reference):
+            parsed = ref
+        else:
+            with contextlib.suppress(ReferenceError, ValueError):
+                parsed = parse(text)
+        if parsed is not None:
+            for r in records:
+                if r.name == str(parsed):
+                    return r
+            if parsed.digest is not None:
+                for r in records:
+                    if r.digest == parsed.digest and r.name.startswith(parsed.name + "@"):
+                        return r
+                for r in records:
+                    if r.digest == parsed.digest and r.name.rsplit(":", 1)[0] == parsed.name:
+                        return r
+        if not isinstance(ref, Reference):
+            with contextlib.suppress(DigestError):
+                d = Digest.parse(text)
+                for r in records:
+                    if r.digest == d:
+                        return r
+            prefix = text.removeprefix("sha256:")
+            if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+                hits = {r.digest: r for r in records if self.image_id(r).hex.startswith(prefix)}
+                if len(hits) == 1:
+                    return next(iter(hits.values()))
+                if len(hits) > 1:
+                    raise StoreError(f"image ID prefix {prefix} is ambiguous")
+        raise ImageNotFoundError(text)
+
+    def image_id(self, record: ImageRecord) -> Digest:
+        """The image ID is the config digest (as Docker and podman show it)."""
+        manifest = self.read_json(record.digest)
+        if record.media_type in mediatypes.INDEXES:
+            return record.digest
+        return Digest.parse(manifest["config"]["digest"])
+
+    def manifest(self, ref: str | Reference) -> tuple[ImageRecord, dict[str, Any]]:
+        record = self.lookup(ref)
+        return record, self.read_json(record.digest)
+
+    # -- layers --------------------------------------------------------------------------------
+    def layer_dir(self, chain_id: str) -> Path:
+        d = Digest.parse(chain_id)
+        return self.root / "layers" / d.algorithm / d.hex
+
+    def ensure_layers(self, manifest: dict[str, Any], config: dict[str, Any],
+                      extractor: Extractor | None) -> list[Path]:
+        """Extract every layer of the image that is not extracted yet; return the ``diff`` dirs,
+        base first. Each layer is extracted once (per-chain-ID lock) and its diff ID verified."""
+        layers = manifest.get("layers") or []
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layers):
+            raise StoreError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
+        dirs = []
+        for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
+            final = self.layer_dir(chain_id)
+            if not (final / "diff").is_dir():
+                if extractor is None:
+                    raise StoreError(f"layer {chain_id} is not extracted and no extractor was given")
+                with _flock(self.root / "locks" / f"layer-{Digest.parse(chain_id).hex}"):
+                    if not (final / "diff").is_dir():
+                        self._extract(desc, diff_id, chain_id, final, extractor)
+            dirs.append(final / "diff")
+        return dirs
+
+    def _extract(self, desc: dict[str, Any], diff_id: str, chain_id: str, final: Path,
+                 extractor: Extractor) -> None:
+        blob = self.blob_path(desc["digest"])
+        if not blob.exists():
+            raise StoreError(f"layer blob {desc['digest']} is missing from the local store")
+        staging = self.root / "layers" / ".ingest" / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        try:
+            result = extractor(blob, staging / "diff", str(desc.get("mediaType") or ""))
+            got = getattr(result, "diff_id", None)
+            if got is not None and str(got) != diff_id:
+                raise DigestMismatchError(Digest.parse(diff_id), Digest.parse(str(got)))
+            meta = {"chainID": chain_id, "diffID": diff_id, "blob": desc["digest"],
+                    "mediaType": desc.get("mediaType"), "verified": got is not None}
+            (staging / "meta.json").write_text(json.dumps(meta))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, final)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        finally:
+            _rmtree(staging)
+
+    def resolve(self, ref: str | Reference, extractor: Extractor | None = None) -> ResolvedImage:
+        """Image reference -> manifest, config and the extracted layer dirs (base first).
+
+        Layers missing from ``layers/`` are extracted with ``extractor`` (e.g. after ``pyreg
+        load``); without one, a missing layer is an error. Raises ImageNotFoundError.
+        """
+        with self.writing():
+            record, manifest = self.manifest(ref)
+            if record.media_type in mediatypes.INDEXES:
+                raise StoreError(f"{record.name} is a multi-platform index; pull one platform to run it")
+            config_digest = Digest.parse(manifest["config"]["digest"])
+            config = self.read_json(config_digest)
+            dirs = self.ensure_layers(manifest, config, extractor)
+        return ResolvedImage(record.name, record.digest, manifest, config_digest, config, dirs)
+
+    # -- removal -------------------------------------------------------------------------------
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """(blob hexes, chain-ID hexes) reachable from index.json."""
+        blobs: set[str] = set()
+        chains: set[str] = set()
+
+        def walk(digest: Digest, media_type: str) -> None:
+            if digest.hex in blobs:
+                return
+            blobs.add(digest.hex)
+            if not self.has_blob(digest):
+                return
+            if media_type in mediatypes.INDEXES:
+                for child in self.read_json(digest).get("manifests", []):
+                    walk(Digest.parse(child["digest"]), child.get("mediaType", ""))
+            elif media_type in mediatypes.IMAGE_MANIFESTS:
+                manifest = self.read_json(digest)
+                config_digest = Digest.parse(manifest["config"]["digest"])
+                blobs.add(config_digest.hex)
+                for layer in manifest.get("layers") or []:
+                    blobs.add(Digest.parse(layer["digest"]).hex)
+                if self.has_blob(config_digest):
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        diff_ids = self.read_json(config_digest)["rootfs"]["diff_ids"]
+                        chains.update(Digest.parse(c).hex for c in chain_ids(diff_ids))
+
+        for record in self.images():
+            walk(record.digest, record.media_type)
+        return blobs, chains
+
+    def rmi(self, ref: str | Reference) -> tuple[ImageRecord, dict[str, int]]:
+        """Untag a local image, then sweep what no other image uses."""
+        record = self.lookup(ref)
+        self.untag(record.name)
+        return record, self.prune()
+
+    def prune(self) -> dict[str, int]:
+        """Delete blobs, extracted layers and stale ingest files that no image references."""
+        removed = {"blobs": 0, "layers": 0, "ingest": 0, "bytes": 0}
+        with _flock(self.root / "locks" / "gc.lock", exclusive=True):
+            blobs, chains = self._referenced()
+            for path in (self.root / "blobs" / "sha256").iterdir():
+                if path.name not in blobs:
+                    removed["bytes"] += path.stat().st_size
+                    path.unlink(missing_ok=True)
+                    removed["blobs"] += 1
+            for path in (self.root / "layers" / "sha256").iterdir():
+                if path.name not in chains:
+                    _rmtree(path)
+                    removed["layers"] += 1
+            for stale in [*(self.root / "ingest").iterdir(), *(self.root / "layers").glob(".ingest/*")]:
+                _rmtree(stale)
+                removed["ingest"] += 1
+        return removed

@@ -1,0 +1,168 @@
+"""The local store: OCI layout that skopeo reads, chain-ID layers, locks, atomicity, rmi/prune."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime.extract import extract_layer
+from storage.digest import Digest, DigestMismatchError
+from storage.localstore import ImageNotFoundError, LocalStore, StoreError, chain_ids
+from tests.fixtures.client import MemImage, mem_image
+
+NAME = "localhost:5000/library/demo:latest"
+
+
+def store_image(store: LocalStore, image: MemImage, name: str = NAME) -> None:
+    with store.writing():
+        for digest, data in image.blobs().items():
+            store.put_blob(data, digest)
+        store.tag(name, image.manifest_digest, "application/vnd.oci.image.manifest.v1+json",
+                  len(image.manifest))
+
+
+def test_layout_and_lookup(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    assert store.images() == []
+    image = mem_image({"a.txt": b"a"})
+    store_image(store, image)
+    record = store.lookup("demo")
+    assert str(record.digest) == image.manifest_digest and record.name == NAME
+    assert store.lookup(f"demo@{image.manifest_digest}") == record
+    assert store.lookup(image.config_digest.split(":")[1][:12]) == record
+    assert store.image_id(record) == Digest.parse(image.config_digest)
+    with pytest.raises(ImageNotFoundError):
+        store.lookup("other")
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == NAME
+
+
+def test_skopeo_reads_the_store(tmp_path: Path) -> None:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo not installed")
+    store = LocalStore(tmp_path / "s")
+    image = mem_image({"a.txt": b"a"}, {"b.txt": b"b"})
+    store_image(store, image)
+    out = tmp_path / "copy"
+    subprocess.run(["skopeo", "copy", f"oci:{store.root}:{NAME}", f"oci:{out}:x"], check=True,
+                   capture_output=True)
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == image.manifest_digest
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{store.root}:{NAME}"], check=True,
+                                          capture_output=True, text=True).stdout)
+    assert inspected["Digest"] == image.manifest_digest
+
+
+def test_digest_mismatch_keeps_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    digest = Digest.of(b"right")
+    with store.blob_writer(digest, 5) as w, pytest.raises(DigestMismatchError):
+        w.write(b"wrong")
+        w.commit()
+    assert not store.has_blob(digest)
+    assert list((store.root / "ingest").iterdir()) == []
+
+
+def test_interrupted_blob_is_invisible_and_resumes(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = bytes(range(256)) * 1000
+    digest = Digest.of(data)
+    with store.blob_writer(digest, len(data)) as w:
+        w.write(data[:1000])
+        # the "connection drops" here: no commit
+    assert not store.has_blob(digest)
+    with store.blob_writer(digest, len(data)) as w:
+        assert w.offset == 1000
+        w.write(data[1000:])
+        w.commit()
+    assert store.read_blob(digest) == data
+
+
+def test_layers_extracted_once_shared_and_verified(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    base = {"bin/x": b"x"}
+    one = mem_image(base, {"one": b"1"})
+    two = mem_image(base, {"two": b"2"})
+    store_image(store, one, "localhost:5000/r/one:1")
+    store_image(store, two, "localhost:5000/r/two:1")
+    calls: list[Path] = []
+
+    def counting(blob: Path, dest: Path, media_type: str) -> object:
+        calls.append(dest)
+        return extract_layer(blob, dest, media_type)
+
+    a = store.resolve("localhost:5000/r/one:1", extractor=counting)
+    b = store.resolve("localhost:5000/r/two:1", extractor=counting)
+    assert len(calls) == 3  # the shared base once
+    assert a.layer_dirs[0] == b.layer_dirs[0]
+    assert (a.layer_dirs[0] / "bin" / "x").read_bytes() == b"x"
+    assert (a.layer_dirs[1] / "one").read_bytes() == b"1"
+    diff_ids = json.loads(one.config)["rootfs"]["diff_ids"]
+    assert a.layer_dirs[1].parent.name == chain_ids(diff_ids)[1].split(":")[1]
+    assert a.config["config"]["Cmd"] == ["sh"]
+
+
+def test_extractor_diff_id_mismatch_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    image = mem_image({"a": b"a"})
+    config = json.loads(image.config)
+    config["rootfs"]["diff_ids"] = [str(Digest.of(b"not the layer"))]
+    bad_config = json.dumps(config).encode()
+    manifest = json.loads(image.manifest)
+    manifest["config"] = {**manifest["config"], "digest": str(Digest.of(bad_config)), "size": len(bad_config)}
+    forged = MemImage(json.dumps(manifest).encode(), bad_config, image.layers)
+    store_image(store, forged)
+    with pytest.raises(DigestMismatchError):
+        store.resolve("demo", extractor=extract_layer)
+    assert list((store.root / "layers" / "sha256").iterdir()) == []
+    with pytest.raises(StoreError):
+        store.resolve("demo")  # no extractor, not extracted
+
+
+def _resolve_in_child(root: str, name: str) -> int:
+    store = LocalStore(root)
+    return len(store.resolve(name, extractor=extract_layer).layer_dirs)
+
+
+def test_concurrent_resolves_share_layers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    shared = {f"f{i}": bytes([i]) * 10000 for i in range(50)}
+    for i in range(4):
+        store_image(store, mem_image(shared, {f"own{i}": b"o"}), f"localhost:5000/r/img{i}:1")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(_resolve_in_child, [(str(store.root), f"localhost:5000/r/img{i}:1")
+                                                    for i in range(4)])
+    assert results == [2, 2, 2, 2]
+    assert len(list((store.root / "layers" / "sha256").iterdir())) == 5
+    assert list((store.root / "layers" / ".ingest").iterdir()) == []
+
+
+def test_rmi_and_prune_remove_only_unused(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    base = {"base": b"b"}
+    one = mem_image(base, {"one": b"1"})
+    two = mem_image(base, {"two": b"2"})
+    store_image(store, one, "localhost:5000/r/one:1")
+    store_image(store, two, "localhost:5000/r/two:1")
+    store.resolve("r/one:1", extractor=extract_layer)
+    store.resolve("r/two:1", extractor=extract_layer)
+    # leftovers of an interrupted pull
+    with store.blob_writer(Digest.of(b"partial"), 7) as w:
+        w.write(b"par")
+    record, removed = store.rmi("r/one:1")
+    assert record.name == "localhost:5000/r/one:1"
+    assert removed["blobs"] == 3 and removed["layers"] == 1 and removed["ingest"] == 1
+    for digest in two.blobs():
+        assert store.has_blob(digest)
+    assert not store.has_blob(one.manifest_digest)
+    assert store.resolve("r/two:1").layer_dirs[0].is_dir()  # shared base kept
+    store.rmi("r/two:1")
+    assert list((store.root / "blobs" / "sha256").iterdir()) == []
+    assert list((store.root / "layers" / "sha256").iterdir()) == []
