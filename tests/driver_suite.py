@@ -1,0 +1,335 @@
+"""The storage-driver conformance suite: every driver must pass all of it.
+
+Use it by subclassing :class:`DriverSuite` in a test module and providing a ``make_driver``
+fixture: a zero-argument factory that returns a *new, independent* driver instance on the same
+storage each time it is called (a second process or replica, in effect; no state may be shared
+in memory between two instances). See tests/test_drivers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from storage.driver import Driver, FileWriter
+from storage.errors import InvalidOffsetError, InvalidPathError, PathNotFoundError
+
+MiB = 1 << 20
+MakeDriver = Callable[[], Any]
+
+INVALID_PATHS = ["", "relative/path", "/a/../b", "/a/./b", "/a//b", "/trailing/", "/sp ace", "/a/%2e"]
+
+
+async def read_all(driver: Any, path: str, offset: int = 0, length: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(path, offset, length)])
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    """Deterministic non-repeating bytes (repeating data would hide offset bugs)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest() * 32
+        counter += 1
+    return bytes(out[:size])
+
+
+class DriverSuite:
+    """Conformance tests; subclasses provide the ``make_driver`` fixture."""
+
+    @pytest.fixture
+    def driver(self, make_driver: MakeDriver) -> Any:
+        return make_driver()
+
+    # -- small files ---------------------------------------------------------------------------
+
+    async def test_protocol(self, driver: Any) -> None:
+        assert isinstance(driver, Driver)
+        assert isinstance(driver.name, str) and driver.name
+
+    async def test_put_get(self, driver: Any) -> None:
+        await driver.put_content("/a/b/c", b"hello")
+        assert await driver.get_content("/a/b/c") == b"hello"
+        await driver.put_content("/a/b/c", b"replaced")
+        assert await driver.get_content("/a/b/c") == b"replaced"
+        await driver.put_content("/empty", b"")
+        assert await driver.get_content("/empty") == b""
+        data = bytes(range(256)) * 17
+        await driver.put_content("/bin:ary=1+2", data)
+        assert await driver.get_content("/bin:ary=1+2") == data
+
+    async def test_get_missing(self, driver: Any) -> None:
+        with pytest.raises(PathNotFoundError):
+            await driver.get_content("/nope")
+        await driver.put_content("/dir/file", b"x")
+        with pytest.raises(PathNotFoundError):
+            await driver.get_content("/dir/other")
+
+    async def test_seen_by_another_instance(self, driver: Any, make_driver: MakeDriver) -> None:
+        await driver.put_content("/shared", b"one")
+        other = make_driver()
+        assert await other.get_content("/shared") == b"one"
+        await other.put_content("/shared", b"two")
+        assert await driver.get_content("/shared") == b"two"
+
+    @pytest.mark.parametrize("bad", INVALID_PATHS)
+    async def test_invalid_paths(self, driver: Any, bad: str) -> None:
+        with pytest.raises(InvalidPathError):
+            await driver.put_content(bad, b"x")
+        with pytest.raises(InvalidPathError):
+            await driver.get_content(bad)
+        with pytest.raises(InvalidPathError):
+            await driver.stat(bad)
+        with pytest.raises(InvalidPathError):
+            await driver.list(bad)
+        with pytest.raises(InvalidPathError):
+            await driver.delete(bad)
+        with pytest.raises(InvalidPathError):
+            await driver.writer(bad)
+        with pytest.raises(InvalidPathError):
+            await driver.move("/ok", bad)
+        with pytest.raises(InvalidPathError):
+            await read_all(driver, bad)
+        with pytest.raises(InvalidPathError):
+            _ = [i async for i in driver.walk(bad)]
+
+    # -- stat, list, walk ----------------------------------------------------------------------
+
+    async def test_stat(self, driver: Any) -> None:
+        await driver.put_content("/s/t/file", b"12345")
+        info = await driver.stat("/s/t/file")
+        assert (info.path, info.size, info.is_dir) == ("/s/t/file", 5, False)
+        assert info.modtime.tzinfo is not None
+        d = await driver.stat("/s/t")
+        assert d.is_dir and d.path == "/s/t"
+        assert (await driver.stat("/s")).is_dir
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/s/t/missing")
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/s/t/fi")  # a prefix of a name is not a path
+
+    async def test_list(self, driver: Any) -> None:
+        for path in ("/l/a", "/l/b", "/l/sub/c", "/l/sub/deeper/d", "/lx/e"):
+            await driver.put_content(path, b"x")
+        assert sorted(await driver.list("/l")) == ["/l/a", "/l/b", "/l/sub"]
+        assert sorted(await driver.list("/l/sub")) == ["/l/sub/c", "/l/sub/deeper"]
+        assert sorted(await driver.list("/")) == ["/l", "/lx"]
+        with pytest.raises(PathNotFoundError):
+            await driver.list("/missing")
+        with pytest.raises(PathNotFoundError):
+            await driver.list("/l/a")  # a file is not a directory
+
+    async def test_walk(self, driver: Any) -> None:
+        files = {"/w/a": 1, "/w/x/b": 2, "/w/x/y/c": 3, "/w/z/d": 4}
+        for path, size in files.items():
+            await driver.put_content(path, b"x" * size)
+        await driver.put_content("/outside", b"x")
+        found = {info.path: info async for info in driver.walk("/w")}
+        assert {p: i.size for p, i in found.items() if not i.is_dir} == files
+        assert {p for p, i in found.items() if i.is_dir} == {"/w/x", "/w/x/y", "/w/z"}
+        everything = {info.path async for info in driver.walk("/")}
+        assert {"/w", "/outside", "/w/x/y/c"} <= everything
+        with pytest.raises(PathNotFoundError):
+            _ = [i async for i in driver.walk("/missing")]
+
+    # -- move, delete --------------------------------------------------------------------------
+
+    async def test_move(self, driver: Any) -> None:
+        await driver.put_content("/m/src", b"payload")
+        await driver.put_content("/m/dst", b"old")
+        await driver.move("/m/src", "/m/dst")
+        assert await driver.get_content("/m/dst") == b"payload"
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/m/src")
+        await driver.move("/m/dst", "/elsewhere/new/place")
+        assert await driver.get_content("/elsewhere/new/place") == b"payload"
+        with pytest.raises(PathNotFoundError):
+            await driver.move("/m/nothing", "/m/dst2")
+
+    async def test_move_large(self, driver: Any) -> None:
+        data = blob(6 * MiB + 3, seed=7)
+        w = await driver.writer("/big/src")
+        for i in range(0, len(data), MiB):
+            await w.write(data[i:i + MiB])
+        await w.commit()
+        await w.close()
+        await driver.move("/big/src", "/big/dst")
+        assert (await driver.stat("/big/dst")).size == len(data)
+        assert hashlib.sha256(await read_all(driver, "/big/dst")).digest() == hashlib.sha256(data).digest()
+
+    async def test_delete(self, driver: Any) -> None:
+        await driver.put_content("/d/keep", b"k")
+        await driver.put_content("/d/tree/a", b"a")
+        await driver.put_content("/d/tree/sub/b", b"b")
+        await driver.put_content("/d/treehouse", b"not below /d/tree")
+        await driver.delete("/d/tree")
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/d/tree/a")
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/d/tree")
+        assert sorted(await driver.list("/d")) == ["/d/keep", "/d/treehouse"]
+        await driver.delete("/d/keep")
+        with pytest.raises(PathNotFoundError):
+            await driver.get_content("/d/keep")
+        with pytest.raises(PathNotFoundError):
+            await driver.delete("/d/keep")
+        with pytest.raises(PathNotFoundError):
+            await driver.delete("/never/was")
+
+    # -- reader --------------------------------------------------------------------------------
+
+    async def test_reader(self, driver: Any) -> None:
+        data = blob(3 * MiB + 123, seed=1)
+        await driver.put_content("/r/blob", data)
+        assert await read_all(driver, "/r/blob") == data
+        assert await read_all(driver, "/r/blob", 1000) == data[1000:]
+        assert await read_all(driver, "/r/blob", 1000, 5000) == data[1000:6000]
+        assert await read_all(driver, "/r/blob", MiB - 1, MiB + 2) == data[MiB - 1:2 * MiB + 1]
+        assert await read_all(driver, "/r/blob", len(data) - 10, 100) == data[-10:]
+        assert await read_all(driver, "/r/blob", len(data)) == b""
+        assert await read_all(driver, "/r/blob", 5, 0) == b""
+        with pytest.raises(InvalidOffsetError):
+            await read_all(driver, "/r/blob", len(data) + 1)
+        with pytest.raises(PathNotFoundError):
+            await read_all(driver, "/r/missing")
+
+    async def test_reader_chunks_are_bounded(self, driver: Any) -> None:
+        data = blob(4 * MiB, seed=2)
+        await driver.put_content("/r/chunks", data)
+        sizes = [len(c) async for c in driver.reader("/r/chunks")]
+        assert sum(sizes) == len(data)
+        assert max(sizes) <= 16 * MiB and len(sizes) >= 1
+
+    # -- writer --------------------------------------------------------------------------------
+
+    async def test_writer_commit(self, driver: Any) -> None:
+        w: FileWriter = await driver.writer("/w1/data")
+        assert w.size == 0
+        await w.write(b"abc")
+        await w.write(b"def")
+        assert w.size == 6
+        await w.commit()
+        await w.close()
+        assert await driver.get_content("/w1/data") == b"abcdef"
+        assert (await driver.stat("/w1/data")).size == 6
+
+    async def test_writer_commit_empty(self, driver: Any) -> None:
+        w = await driver.writer("/w2/empty")
+        await w.commit()
+        await w.close()
+        assert await driver.get_content("/w2/empty") == b""
+
+    @pytest.mark.parametrize("chunks", [
+        [10, 20, 30],                                   # tiny tails, several writers
+        [3 * MiB, 3 * MiB, 6 * MiB + 1, 1],             # crossing the 5 MiB part minimum
+        [11 * MiB + 5, 7, 5 * MiB],                     # one writer holds more than a part
+    ], ids=["tiny", "straddle", "large"])
+    async def test_writer_append_across_instances(self, make_driver: MakeDriver, chunks: list[int]) -> None:
+        data = blob(sum(chunks), seed=len(chunks))
+        pos = 0
+        for i, n in enumerate(chunks):
+            d = make_driver()  # a new instance each time: another replica, nothing shared in memory
+            w = await d.writer("/up/load/data", append=i > 0)
+            assert w.size == pos
+            piece = data[pos:pos + n]
+            for j in range(0, n, MiB):  # arrive in request-body-sized writes
+                await w.write(piece[j:j + MiB])
+            pos += n
+            assert w.size == pos
+            await w.close()
+        d = make_driver()
+        w = await d.writer("/up/load/data", append=True)
+        assert w.size == len(data)
+        await w.commit()
+        await w.close()
+        got = await read_all(d, "/up/load/data")
+        assert len(got) == len(data)
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    async def test_writer_reopen_without_writing(self, make_driver: MakeDriver) -> None:
+        w = await make_driver().writer("/re/data")
+        await w.write(b"x" * 100)
+        await w.close()
+        for _ in range(2):
+            w = await make_driver().writer("/re/data", append=True)
+            assert w.size == 100
+            await w.close()
+        w = await make_driver().writer("/re/data", append=True)
+        await w.write(b"y")
+        await w.commit()
+        await w.close()
+        assert await make_driver().get_content("/re/data") == b"x" * 100 + b"y"
+
+    async def test_writer_truncates(self, driver: Any) -> None:
+        w = await driver.writer("/t/data")
+        await w.write(b"old content")
+        await w.close()
+        w = await driver.writer("/t/data", append=False)
+        assert w.size == 0
+        await w.write(b"new")
+        await w.commit()
+        await w.close()
+        assert await driver.get_content("/t/data") == b"new"
+
+    async def test_writer_append_to_committed(self, driver: Any) -> None:
+        await driver.put_content("/ac/small", b"base")
+        w = await driver.writer("/ac/small", append=True)
+        assert w.size == 4
+        await w.write(b"+more")
+        await w.commit()
+        await w.close()
+        assert await driver.get_content("/ac/small") == b"base+more"
+
+    async def test_writer_cancel(self, make_driver: MakeDriver) -> None:
+        d = make_driver()
+        w = await d.writer("/c/data")
+        await w.write(blob(6 * MiB))
+        await w.close()
+        w = await make_driver().writer("/c/data", append=True)
+        await w.write(b"more")
+        await w.cancel()
+        with pytest.raises(PathNotFoundError):
+            await d.stat("/c/data")
+        w = await make_driver().writer("/c/data", append=True)
+        assert w.size == 0
+        await w.close()
+
+    async def test_writer_closed(self, driver: Any) -> None:
+        w = await driver.writer("/closed/data")
+        await w.write(b"x")
+        await w.close()
+        with pytest.raises(ValueError):
+            await w.write(b"y")
+
+    async def test_concurrent_writers(self, driver: Any) -> None:
+        async def one(i: int) -> None:
+            w = await driver.writer(f"/cc/{i}/data")
+            await w.write(blob(100_000 + i, seed=i))
+            await w.commit()
+            await w.close()
+
+        await asyncio.gather(*(one(i) for i in range(8)))
+        for i in range(8):
+            assert await driver.get_content(f"/cc/{i}/data") == blob(100_000 + i, seed=i)
+
+    # -- redirect ------------------------------------------------------------------------------
+
+    async def test_redirect_url(self, driver: Any) -> None:
+        data = blob(70_000, seed=3)
+        await driver.put_content("/rd/blob", data)
+        url = await driver.redirect_url("/rd/blob")
+        if url is None:
+            return  # the driver does not redirect: callers stream the content themselves
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(url)
+            assert resp.status_code == 200
+            assert resp.content == data
+            ranged = await client.get(url, headers={"Range": "bytes=10-19"})
+            assert ranged.status_code == 206 and ranged.content == data[10:20]
+        assert await driver.redirect_url("/rd/blob", method="PUT") is None
+

@@ -1,0 +1,151 @@
+"""S3-specific behaviour beyond the shared driver suite: key layout, where writer state lives,
+multipart copy, redirect switch, config parsing. S3 is a real moto_server process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from storage.s3 import MIN_PART, PENDING, S3Config, S3Driver, parse_duration, s3_config_from_dict
+from tests.driver_suite import blob, read_all
+from tests.fixtures.s3 import MotoServer
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def make(s3_section: dict[str, Any]) -> Iterator[Any]:
+    made: list[S3Driver] = []
+
+    def factory(**overrides: Any) -> S3Driver:
+        driver = S3Driver(s3_config_from_dict({**s3_section, **overrides}))
+        made.append(driver)
+        return driver
+
+    yield factory
+    for d in made:
+        d.close()
+
+
+def keys(moto_server: MotoServer, bucket: str) -> list[str]:
+    resp = moto_server.client().list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in resp.get("Contents", []))
+
+
+def uploads(moto_server: MotoServer, bucket: str) -> list[dict[str, Any]]:
+    return list(moto_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+async def test_registry_layout_under_root(make: Any, moto_server: MotoServer, s3_bucket: str) -> None:
+    d = make()
+    path = "/docker/registry/v2/blobs/sha256/ab/abcd/data"
+    await d.put_content(path, b"x")
+    assert keys(moto_server, s3_bucket) == ["pyreg/docker/registry/v2/blobs/sha256/ab/abcd/data"]
+    bare = make(rootdirectory="/")
+    assert await bare.get_content("/pyreg" + path) == b"x"
+
+
+async def test_writer_state_lives_in_s3(make: Any, moto_server: MotoServer, s3_bucket: str) -> None:
+    w = await make().writer("/u/data")
+    await w.write(b"a" * 1000)
+    await w.close()
+    # A short tail: one upload (no parts yet) and a pending object, nothing in memory.
+    assert [u["Key"] for u in uploads(moto_server, s3_bucket)] == ["pyreg/u/data"]
+    assert keys(moto_server, s3_bucket) == ["pyreg/u/data" + PENDING]
+    # Listings never show the pending object.
+    assert await make().list("/u") == []
+    w = await make().writer("/u/data", append=True)
+    assert w.size == 1000
+    await w.write(b"b" * (MIN_PART - 1000))
+    await w.close()
+    assert keys(moto_server, s3_bucket) == []  # the tail went into a part: exactly one
+    w = await make().writer("/u/data", append=True)
+    await w.commit()
+    assert uploads(moto_server, s3_bucket) == []
+    assert keys(moto_server, s3_bucket) == ["pyreg/u/data"]
+    assert (await make().stat("/u/data")).size == MIN_PART
+
+
+async def test_stale_tail_is_never_counted_twice(make: Any, moto_server: MotoServer, s3_bucket: str) -> None:
+    """A crash after a part went up but before the tail object was rewritten."""
+    w = await make().writer("/crash/data")
+    await w.write(b"t" * 100)
+    await w.close()
+    client = moto_server.client()
+    pending = client.get_object(Bucket=s3_bucket, Key="pyreg/crash/data" + PENDING)["Body"].read()
+    w = await make().writer("/crash/data", append=True)
+    await w.write(b"p" * (MIN_PART - 100))
+    await w.close()
+    # Simulate the crash: put the old tail back as if its deletion never happened.
+    meta = {"upload": uploads(moto_server, s3_bucket)[0]["UploadId"], "parts": "0"}
+    moto_server.client().put_object(Bucket=s3_bucket, Key="pyreg/crash/data" + PENDING, Body=pending,
+                                    Metadata=meta)
+    w = await make().writer("/crash/data", append=True)
+    assert w.size == MIN_PART
+    await w.commit()
+    assert await make().get_content("/crash/data") == b"t" * 100 + b"p" * (MIN_PART - 100)
+
+
+async def test_append_to_large_committed_object_copies_server_side(make: Any) -> None:
+    d = make()
+    data = blob(MIN_PART + 10, seed=5)
+    await d.put_content("/big/data", data)
+    w = await make().writer("/big/data", append=True)
+    assert w.size == len(data)
+    await w.write(b"tail")
+    await w.close()
+    w = await make().writer("/big/data", append=True)
+    assert w.size == len(data) + 4
+    await w.commit()
+    assert await d.get_content("/big/data") == data + b"tail"
+
+
+async def test_multipart_copy_on_move(make: Any) -> None:
+    d = make(multipart_copy_threshold=6 * MiB, multipart_copy_chunksize=5 * MiB)
+    data = blob(13 * MiB + 7, seed=9)
+    w = await d.writer("/mv/src")
+    for i in range(0, len(data), MiB):
+        await w.write(data[i:i + MiB])
+    await w.commit()
+    await d.move("/mv/src", "/mv/dst")
+    got = await read_all(d, "/mv/dst")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+async def test_delete_aborts_uploads(make: Any, moto_server: MotoServer, s3_bucket: str) -> None:
+    d = make()
+    w = await d.writer("/_uploads/x/data")
+    await w.write(b"z" * (MIN_PART + 1))
+    await w.close()
+    await d.put_content("/_uploads/x/startedat", b"now")
+    await d.delete("/_uploads/x")
+    assert uploads(moto_server, s3_bucket) == []
+    assert keys(moto_server, s3_bucket) == []
+
+
+async def test_redirect_switch(make: Any) -> None:
+    plain = make()
+    await plain.put_content("/r/blob", b"content")
+    assert await plain.redirect_url("/r/blob") is None
+    redirecting = make(redirect={"enabled": True, "expiry": "1m"})
+    url = await redirecting.redirect_url("/r/blob")
+    assert url is not None and "X-Amz-Expires=60" in url
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).content == b"content"
+
+
+def test_config() -> None:
+    c = s3_config_from_dict({"bucket": "b", "redirect": {"enabled": True, "expiry": "20m"},
+                             "rootdirectory": "/x/y/", "chunksize": "6291456"})
+    got = (c.bucket, c.region, c.redirect, c.redirect_expiry, c.chunksize)
+    assert got == ("b", "us-east-1", True, 1200, 6 << 20)
+    assert S3Driver(c).key("/docker/a") == "x/y/docker/a"
+    assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90 and parse_duration("15") == 15
+    with pytest.raises(ValueError):
+        parse_duration("ten minutes")
+    with pytest.raises(ValueError):
+        S3Driver(S3Config(bucket="b", chunksize=MiB))
