@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import posixpath
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -61,6 +62,7 @@ class S3Config:
     accesskey: str | None = None
     secretkey: str | None = None
     sessiontoken: str | None = None
+    secure: bool = True  # https to AWS when there is no regionendpoint
     chunksize: int = DEFAULT_CHUNK
     redirect: bool = False
     redirect_expiry: int = 1200  # seconds
@@ -211,12 +213,19 @@ class S3Driver:
             aws_access_key_id=config.accesskey, aws_secret_access_key=config.secretkey,
             aws_session_token=config.sessiontoken, region_name=config.region)
         self.client: Any = session.client(
-            "s3", endpoint_url=config.regionendpoint,
+            "s3", endpoint_url=config.regionendpoint, use_ssl=config.secure,
             config=botocore.config.Config(
                 signature_version="s3v4",
                 max_pool_connections=config.max_workers + 4,
                 retries={"max_attempts": 5, "mode": "standard"},
                 s3={"addressing_style": "path" if config.forcepathstyle else "auto"}))
+
+    @classmethod
+    def from_config(cls, section: Any) -> S3Driver:
+        """A driver from a ``storage.s3`` section: a mapping or a dataclass (registry/config.py)."""
+        if dataclasses.is_dataclass(section) and not isinstance(section, type):
+            section = dataclasses.asdict(section)
+        return cls(s3_config_from_dict(dict(section)))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -496,9 +505,10 @@ def s3_config_from_dict(section: dict[str, Any]) -> S3Config:
         accesskey=section.get("accesskey") or None,
         secretkey=section.get("secretkey") or None,
         sessiontoken=section.get("sessiontoken") or None,
+        secure=bool(section.get("secure", True)),
         chunksize=int(section.get("chunksize") or DEFAULT_CHUNK),
         redirect=bool(redirect.get("enabled", False)),
-        redirect_expiry=parse_duration(expiry) if isinstance(expiry, str) else int(expiry),
+        redirect_expiry=max(1, parse_duration(expiry) if isinstance(expiry, str) else int(expiry)),
     )
 
 

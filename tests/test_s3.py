@@ -149,3 +149,16 @@ def test_config() -> None:
         parse_duration("ten minutes")
     with pytest.raises(ValueError):
         S3Driver(S3Config(bucket="b", chunksize=MiB))
+
+
+def test_from_registry_config(s3_section: dict[str, Any]) -> None:
+    """registry/drivers.py builds the driver from the registry's own config dataclass."""
+    from registry.config import load_config
+    from registry.drivers import make_driver
+
+    section = {**s3_section, "redirect": {"enabled": True, "expiry": "20m"}}
+    driver = make_driver(load_config(data={"storage": {"s3": section}}))
+    assert isinstance(driver, S3Driver)
+    assert driver.config.redirect and driver.config.redirect_expiry == 1200
+    assert driver.config.bucket == s3_section["bucket"] and driver.config.chunksize == 5 << 20
+    driver.close()
