@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("registry.serve_command", "run the registry server"),
+    "user": ("registry.auth.user_command", "manage the registry's htpasswd users (add, del, list)"),
 }
 
 EXIT_USAGE = 2

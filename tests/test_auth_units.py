@@ -292,3 +292,23 @@ def test_verifier_reads_groups_claim() -> None:
                      algorithm="ES256")
     v = TokenVerifier(issuers=["ext"], audience="reg", keys=[key.public_key()])
     assert v.verify(tok).groups == {"dev"}
+
+
+# ---------------------------------------------------------------- failed-login limiting
+
+
+def test_failed_login_limiter() -> None:
+    from registry.auth.ratelimit import FailedLoginLimiter
+
+    lim = FailedLoginLimiter(failures=3, window=60)
+    for t in (0.0, 1.0):
+        lim.failed("1.2.3.4", now=t)
+    assert lim.retry_after("1.2.3.4", now=2.0) == 0
+    lim.failed("1.2.3.4", now=2.0)
+    assert lim.retry_after("1.2.3.4", now=3.0) == 57.0  # the first failure ages out at 60
+    assert lim.retry_after("5.6.7.8", now=3.0) == 0  # per address
+    assert lim.retry_after("1.2.3.4", now=60.5) == 0
+    small = FailedLoginLimiter(failures=1, window=10, max_clients=2)
+    for i in range(5):
+        small.failed(f"10.0.0.{i}", now=0)
+    assert len(small._seen) == 2
