@@ -305,12 +305,12 @@ def _put_blob(blobs_dir: Path, data: bytes) -> str:
 
 def write_image(layout: Path, name: str, layers: list[Layer], *, tag: str = "latest",
                 cmd: list[str] | None = None, history: list[str] | None = None,
-                labels: dict[str, str] | None = None) -> TestImage:
+                labels: dict[str, str] | None = None, architecture: str | None = None) -> TestImage:
     """Write config, manifest, ``index.json`` and ``oci-layout`` around layers already in ``layout``."""
     blobs = layout / "blobs" / "sha256"
     config_doc: dict[str, object] = {
         "created": CREATED,
-        "architecture": host_architecture(),
+        "architecture": architecture or host_architecture(),
         "os": "linux",
         "config": {
             "Env": [PATH_ENV],
@@ -445,6 +445,55 @@ def build_random_image(layout: Path, size: int, *, tag: str = "latest", seed: in
 def build_big_image(layout: Path, tag: str = "latest") -> TestImage:
     """The ≥ 256 MiB image: busybox plus a 256 MiB random layer."""
     return build_random_image(layout, BIG_LAYER_SIZE, tag=tag)
+
+
+@dataclass(frozen=True)
+class TestIndex:
+    """A multi-platform OCI image index in a layout, its children being ordinary images."""
+
+    __test__ = False
+
+    layout: Path
+    tag: str
+    index: bytes
+    children: tuple[TestImage, ...]
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.index)
+
+    @property
+    def oci_ref(self) -> str:
+        return f"oci:{self.layout}:{self.tag}"
+
+
+def build_index_image(layout: Path, tag: str = "multi") -> TestIndex:
+    """An OCI image index with two children: the busybox image for this host's architecture, and a
+    one-file image (``/etc/arch``) for linux/arm64 (amd64 on an arm64 host). Index ``platform``
+    fields match the children's configs; ``skopeo copy --all`` moves all of it."""
+    other = "arm64" if host_architecture() != "arm64" else "amd64"
+    native = write_image(layout, "busybox", [_layer_for(layout, busybox_entries())])
+    foreign_layer = _layer_for(layout, [Entry("etc", "dir"), Entry("etc/arch", data=f"{other}\n".encode())])
+    foreign = write_image(layout, "foreign", [foreign_layer], architecture=other, cmd=["true"])
+    blobs = layout / "blobs" / "sha256"
+    index_doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": img.manifest_digest, "size": len(img.manifest),
+             "platform": {"architecture": arch, "os": "linux"}}
+            for img, arch in ((native, host_architecture()), (foreign, other))
+        ],
+    }
+    index = canonical_json(index_doc)
+    digest = _put_blob(blobs, index)
+    (layout / "index.json").write_bytes(canonical_json({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_INDEX, "digest": digest, "size": len(index),
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    }))
+    return TestIndex(layout=layout, tag=tag, index=index, children=(native, foreign))
 
 
 # --------------------------------------------------------------------------- reading back
