@@ -1,0 +1,513 @@
+"""The registry's whole configuration: one YAML file, ``PYREG_*`` environment overrides, flags.
+
+This module is the single definition of every key (as dataclasses) and its validation. Precedence:
+flags beat environment variables, which beat the file, which beats the defaults here. An
+environment variable names a key path in upper case joined by ``_``: ``PYREG_STORAGE_S3_BUCKET``
+sets ``storage.s3.bucket``; its value is read as YAML (so ``true``, ``5`` and ``[a, b]`` work).
+A bad key or value raises ``ConfigError`` naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+
+ENV_PREFIX = "PYREG_"
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or has a bad value; the message names the key path."""
+
+
+# Field metadata marking how a scalar is read.
+DURATION = {"kind": "duration"}  # "168h", "20m", "1h30m", "500ms" or a number of seconds
+SIZE = {"kind": "size"}  # bytes: 10485760, "10MiB", "5MB"
+
+
+def duration_field(default: float) -> Any:
+    return field(default=default, metadata=DURATION)
+
+
+@dataclass
+class FilesystemConfig:
+    rootdirectory: str = "./data"
+
+
+@dataclass
+class RedirectConfig:
+    enabled: bool = False
+    expiry: float = duration_field(1200.0)
+
+
+@dataclass
+class S3Config:
+    bucket: str = ""
+    region: str = "us-east-1"
+    regionendpoint: str | None = None
+    forcepathstyle: bool = False
+    rootdirectory: str = "/"
+    accesskey: str | None = None
+    secretkey: str | None = None
+    chunksize: int = field(default=10 * 1024 * 1024, metadata=SIZE)
+    secure: bool = True
+    redirect: RedirectConfig = field(default_factory=RedirectConfig)
+
+
+@dataclass
+class DeleteConfig:
+    enabled: bool = False
+
+
+@dataclass
+class ReadOnlyConfig:
+    enabled: bool = False
+
+
+@dataclass
+class UploadPurgingConfig:
+    enabled: bool = True
+    age: float = duration_field(168 * 3600.0)
+    interval: float = duration_field(24 * 3600.0)
+    dryrun: bool = False
+
+
+@dataclass
+class MaintenanceConfig:
+    readonly: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
+    uploadpurging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
+
+
+@dataclass
+class CacheConfig:
+    """In-process cache of tag -> digest, blob stat and manifest lookups.
+
+    Writes and deletes in the same process invalidate at once; ``ttl`` bounds how long another
+    replica's change can go unseen. 0 turns the cache off.
+    """
+
+    ttl: float = duration_field(1.0)
+    maxentries: int = 10000
+
+
+@dataclass
+class StorageConfig:
+    filesystem: FilesystemConfig | None = None
+    s3: S3Config | None = None
+    delete: DeleteConfig = field(default_factory=DeleteConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    @property
+    def driver(self) -> str:
+        return "s3" if self.s3 is not None else "filesystem"
+
+
+@dataclass
+class HtpasswdConfig:
+    realm: str = "pyreg"
+    path: str = ""
+
+
+@dataclass
+class TokenConfig:
+    realm: str = ""
+    service: str = "pyreg"
+    issuer: str = "pyreg"
+    rootcertbundle: str | None = None
+    signingkey: str | None = None
+    expiration: float = duration_field(300.0)
+    autoredirect: bool = False
+
+
+@dataclass
+class AuthConfig:
+    htpasswd: HtpasswdConfig | None = None
+    token: TokenConfig | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class AccessRule:
+    repository: str = "*"
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    anonymous: bool = False
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TLSConfig:
+    certificate: str | None = None
+    key: str | None = None
+    clientcas: list[str] = field(default_factory=list)
+
+
+@dataclass
+class XAccelRedirectConfig:
+    enabled: bool = False
+    internalprefix: str = "/_blobs"
+
+
+@dataclass
+class ProxyConfig:
+    trustforwarded: bool = False
+    xaccelredirect: XAccelRedirectConfig = field(default_factory=XAccelRedirectConfig)
+
+
+@dataclass
+class AccessLogConfig:
+    disabled: bool = False
+
+
+@dataclass
+class LogConfig:
+    level: str = "info"
+    format: str = "text"
+    accesslog: AccessLogConfig = field(default_factory=AccessLogConfig)
+
+
+@dataclass
+class HTTPConfig:
+    secret: str | None = None
+    host: str | None = None  # external base URL (https://registry.example.com) for absolute Locations
+
+
+@dataclass
+class NotificationEndpoint:
+    name: str = ""
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = duration_field(5.0)
+    events: list[str] = field(default_factory=lambda: ["push", "delete"])
+
+
+@dataclass
+class NotificationsConfig:
+    endpoints: list[NotificationEndpoint] = field(default_factory=list)
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    addr: str = "127.0.0.1:5000"
+    workers: int = 1
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    access: list[AccessRule] = field(default_factory=list)
+    tls: TLSConfig | None = None
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    @property
+    def host(self) -> str:
+        return split_addr(self.addr)[0]
+
+    @property
+    def port(self) -> int:
+        return split_addr(self.addr)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# scalars
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+                   "d": 86400.0}
+_SIZE = re.compile(r"^(\d+)\s*([kmgt]?i?b?)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
+
+
+def parse_duration(value: object, key: str = "duration") -> float:
+    """Seconds from a Go-style duration ("168h", "1h30m", "500ms") or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{key}: duration must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        pos, total = 0, 0.0
+        for m in _DURATION_PART.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            pos = m.end()
+        if text and pos == len(text):
+            return total
+    raise ConfigError(f"{key}: expected a duration like 30s, 20m or 168h, got {value!r}")
+
+
+def parse_size(value: object, key: str = "size") -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value.strip())
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    raise ConfigError(f"{key}: expected a size in bytes (10485760, 10MiB), got {value!r}")
+
+
+def split_addr(addr: str, key: str = "addr") -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:5000) -> (host, port)."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", addr.strip())
+    if not m:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {addr!r}")
+    host = m.group(1) if m.group(1) is not None else m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port out of range in {addr!r}")
+    return host or "0.0.0.0", port
+
+
+# ---------------------------------------------------------------------------------------------
+# building dataclasses from plain data, with errors that name the key
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _convert(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    optional, tp = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            return _build(tp, {}, key)
+        raise ConfigError(f"{key}: must not be empty")
+    kind = meta.get("kind")
+    if kind == "duration":
+        return parse_duration(value, key)
+    if kind == "size":
+        return parse_size(value, key)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if tp is ReadOnlyConfig and isinstance(value, bool):  # readonly: true as a shorthand
+            return ReadOnlyConfig(enabled=value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str) and item is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_convert(item, v, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        _, vtype = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _convert(vtype, v, f"{key}.{k}", {}) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown configuration key {path!r} (known here: {known})")
+        kwargs[key] = _convert(hints[key], value, path, fields[key].metadata)
+    return cls(**kwargs)
+
+
+def _validate(config: Config) -> Config:
+    split_addr(config.addr)
+    if config.workers < 1:
+        raise ConfigError("workers: must be at least 1")
+    storage = config.storage
+    if storage.filesystem is not None and storage.s3 is not None:
+        raise ConfigError("storage: configure exactly one driver, not both filesystem and s3")
+    if storage.filesystem is None and storage.s3 is None:
+        storage.filesystem = FilesystemConfig()
+    if storage.filesystem is not None and not storage.filesystem.rootdirectory:
+        raise ConfigError("storage.filesystem.rootdirectory: must not be empty")
+    if storage.s3 is not None and not storage.s3.bucket:
+        raise ConfigError("storage.s3.bucket: required for the s3 driver")
+    if storage.maintenance.uploadpurging.enabled and storage.maintenance.uploadpurging.interval <= 0:
+        raise ConfigError("storage.maintenance.uploadpurging.interval: must be positive")
+    if config.auth.htpasswd is not None and config.auth.token is not None:
+        raise ConfigError("auth: configure either htpasswd or token, not both")
+    if config.auth.htpasswd is not None and not config.auth.htpasswd.path:
+        raise ConfigError("auth.htpasswd.path: required")
+    if config.auth.token is not None and not config.auth.token.realm:
+        raise ConfigError("auth.token.realm: required")
+    for i, rule in enumerate(config.access):
+        bad = set(rule.actions) - {"pull", "push", "delete", "*"}
+        if bad:
+            raise ConfigError(f"access[{i}].actions: unknown action(s) {sorted(bad)}")
+    if config.tls is not None and bool(config.tls.certificate) != bool(config.tls.key):
+        raise ConfigError("tls: certificate and key must be given together")
+    if config.log.level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
+        raise ConfigError(f"log.level: unknown level {config.log.level!r}")
+    if config.log.format not in ("text", "json"):
+        raise ConfigError(f"log.format: expected text or json, got {config.log.format!r}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# environment overrides
+
+
+def _env_path(cls: type, parts: list[str]) -> list[str] | None:
+    """Match upper-case env parts to a key path through the dataclass schema (None: no match)."""
+    if not parts:
+        return []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name.upper() != parts[0]:
+            continue
+        rest = parts[1:]
+        if not rest:
+            return [f.name]
+        _, tp = _is_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            sub = _env_path(tp, rest)
+            if sub is not None:
+                return [f.name, *sub]
+        if typing.get_origin(tp) is dict:
+            return [f.name, "_".join(rest).lower()]
+        return None
+    return None
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    """(key path, parsed value, variable name) for every PYREG_* variable naming a config key.
+
+    Variables whose first component is not a top-level key are left alone (the client has its
+    own ``PYREG_*`` settings); one that starts like a key but names none is an error.
+    """
+    top = {f.name.upper() for f in dataclasses.fields(Config)}
+    found = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].split("_")
+        if parts[0] not in top:
+            continue
+        path = _env_path(Config, parts)
+        if path is None:
+            raise ConfigError(f"environment variable {name} does not name a configuration key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"environment variable {name}: not valid YAML: {e}") from None
+        found.append((path, value, name))
+    return found
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the configuration: defaults < file (or ``data``) < environment < ``overrides``.
+
+    ``overrides`` maps dotted key paths (``storage.filesystem.rootdirectory``) to values; the
+    ``serve`` command passes its flags this way.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration file {os.fspath(path)!r}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"configuration file {os.fspath(path)!r} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {os.fspath(path)!r} must hold a mapping")
+        raw = _deep_copy(loaded or {})
+    if data is not None:
+        raw = _deep_merge(raw, _deep_copy(dict(data)))
+    for key_path, value, _name in env_overrides(os.environ if environ is None else environ):
+        _set_path(raw, key_path, value)
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted.split("."), value)
+    return _validate(_build(Config, raw, ""))
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain data that ``load_config(data=...)`` turns back into the same Config."""
+    return dataclasses.asdict(config)

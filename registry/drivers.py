@@ -1,0 +1,20 @@
+"""Build the storage driver the configuration asks for."""
+
+from __future__ import annotations
+
+from registry.config import Config
+from storage.driver import Driver
+
+
+def make_driver(config: Config) -> Driver:
+    """The configured driver: filesystem (the embedded default) or s3."""
+    storage = config.storage
+    if storage.s3 is not None:
+        from storage.s3 import S3Driver  # type: ignore[import-not-found,unused-ignore]
+
+        driver: Driver = S3Driver.from_config(storage.s3)
+        return driver
+    from storage.filesystem import FilesystemDriver
+
+    assert storage.filesystem is not None
+    return FilesystemDriver(storage.filesystem.rootdirectory)

@@ -1,0 +1,398 @@
+"""The CNCF Distribution (registry:2) storage layout on top of any Driver.
+
+Byte-compatible with Distribution 2.8 (registry/storage/paths.go), so a directory or bucket
+written by ``docker-registry`` is served as is, and the other way round::
+
+    /docker/registry/v2/blobs/<alg>/<first 2 hex>/<hex>/data
+    /docker/registry/v2/repositories/<name>/_layers/<alg>/<hex>/link
+    /docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link
+    /docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link
+    /docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
+    /docker/registry/v2/repositories/<name>/_uploads/<id>/data | startedat
+
+Link files hold the digest string (``sha256:…``, no newline), as Distribution writes them.
+Distribution 2.8 has no referrers index; ours is one link per referrer, keyed by subject, so a
+subject that does not exist yet works and listing needs no scan:
+
+    /docker/registry/v2/repositories/<name>/_manifests/referrers/<alg>/<hex>/<ralg>/<rhex>/link
+
+Distribution ignores the extra directory (its tags and revisions walks never enter it).
+
+A repository serves only blobs it links. Lookups go through a small in-process cache: content
+addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
+them) and dropped at once by this process's own writes and deletes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
+
+from storage.digest import Digest, DigestError
+from storage.driver import Driver
+from storage.errors import PathNotFoundError
+from storage.manifest import Manifest, sniff_media_type
+
+ROOT: Final = "/docker/registry/v2"
+BLOBS: Final = f"{ROOT}/blobs"
+REPOSITORIES: Final = f"{ROOT}/repositories"
+
+
+class TTLCache:
+    """A bounded dict whose entries expire ``ttl`` seconds after they were put (ttl 0: off)."""
+
+    def __init__(self, ttl: float, maxentries: int = 10000) -> None:
+        self.ttl = ttl
+        self.maxentries = maxentries
+        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._data.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        self._data[key] = (time.monotonic() + self.ttl, value)
+        if len(self._data) > self.maxentries:
+            self._data.popitem(last=False)
+
+    def pop(self, key: Any) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class ContentCache:
+    """Immutable content-addressed bytes (manifests), bounded by total size, least recent out."""
+
+    def __init__(self, maxbytes: int = 32 * 1024 * 1024, maxitem: int = 256 * 1024) -> None:
+        self.maxbytes = maxbytes
+        self.maxitem = maxitem
+        self._size = 0
+        self._data: OrderedDict[Digest, StoredManifest] = OrderedDict()
+
+    def get(self, digest: Digest) -> StoredManifest | None:
+        item = self._data.get(digest)
+        if item is not None:
+            self._data.move_to_end(digest)
+        return item
+
+    def put(self, item: StoredManifest) -> None:
+        if len(item.data) > self.maxitem or item.digest in self._data:
+            return
+        self._data[item.digest] = item
+        self._size += len(item.data)
+        while self._size > self.maxbytes:
+            _, old = self._data.popitem(last=False)
+            self._size -= len(old.data)
+
+    def pop(self, digest: Digest) -> None:
+        item = self._data.pop(digest, None)
+        if item is not None:
+            self._size -= len(item.data)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: Digest
+    data: bytes
+    media_type: str
+
+
+def blob_data_path(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def blob_dir(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def repo_path(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layer_link_path(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def revision_link_path(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def tags_path(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags"
+
+
+def tag_current_path(name: str, tag: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/current/link"
+
+
+def tag_index_link_path(name: str, tag: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def referrers_path(name: str, subject: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/referrers/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_link_path(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers_path(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
+
+
+def uploads_path(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_uploads"
+
+
+def upload_path(name: str, upload_id: str) -> str:
+    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+
+
+def upload_data_path(name: str, upload_id: str) -> str:
+    return f"{upload_path(name, upload_id)}/data"
+
+
+def upload_startedat_path(name: str, upload_id: str) -> str:
+    return f"{upload_path(name, upload_id)}/startedat"
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class Layout:
+    """Repository operations over a Driver in Distribution's layout, with a lookup cache."""
+
+    def __init__(self, driver: Driver, cache_ttl: float = 1.0, maxentries: int = 10000) -> None:
+        self.driver = driver
+        self._links = TTLCache(cache_ttl, maxentries)  # (kind, name, key) -> Digest
+        self._sizes = TTLCache(cache_ttl, maxentries)  # Digest -> blob size
+        self._content = ContentCache()
+
+    # -- links ---------------------------------------------------------------------------------
+
+    async def read_link(self, path: str) -> Digest | None:
+        """The digest a link file holds; None when it is missing or not a digest."""
+        try:
+            raw = await self.driver.get_content(path)
+        except PathNotFoundError:
+            return None
+        try:
+            return Digest.parse(raw.decode("ascii", "replace").strip())
+        except DigestError:
+            return None
+
+    async def write_link(self, path: str, digest: Digest) -> None:
+        await self.driver.put_content(path, str(digest).encode())
+
+    async def _delete(self, path: str) -> bool:
+        try:
+            await self.driver.delete(path)
+        except PathNotFoundError:
+            return False
+        return True
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    async def blob_size(self, digest: Digest) -> int | None:
+        """Size of the blob in the global store, or None when it is not there."""
+        size = self._sizes.get(digest)
+        if size is not None:
+            return int(size)
+        try:
+            info = await self.driver.stat(blob_data_path(digest))
+        except PathNotFoundError:
+            return None
+        if info.is_dir:
+            return None
+        self._sizes.put(digest, info.size)
+        return info.size
+
+    async def repo_blob_size(self, name: str, digest: Digest) -> int | None:
+        """Size of a blob this repository links (as a layer or a manifest), else None."""
+        key = ("layer", name, digest)
+        if self._links.get(key) is None:
+            linked = await self.read_link(layer_link_path(name, digest))
+            if linked != digest:
+                linked = await self.read_link(revision_link_path(name, digest))
+            if linked != digest:
+                return None
+            self._links.put(key, digest)
+        return await self.blob_size(digest)
+
+    async def link_blob(self, name: str, digest: Digest) -> None:
+        await self.write_link(layer_link_path(name, digest), digest)
+        self._links.put(("layer", name, digest), digest)
+
+    async def unlink_blob(self, name: str, digest: Digest) -> bool:
+        """Remove a repository's link to a blob (the data stays for garbage collection)."""
+        self._links.pop(("layer", name, digest))
+        if await self.read_link(layer_link_path(name, digest)) is None:
+            return False
+        return await self._delete(layer_link_path(name, digest).rsplit("/", 1)[0])
+
+    async def commit_blob(self, source: str, digest: Digest) -> None:
+        """Move verified upload data into the blob store; a blob already there is kept."""
+        if await self.blob_size(digest) is not None:
+            await self._delete(source)
+            return
+        await self.driver.move(source, blob_data_path(digest))
+
+    async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
+        """Store small verified content (manifests) in the blob store."""
+        if await self.blob_size(digest) == len(data):
+            return
+        await self.driver.put_content(blob_data_path(digest), data)
+        self._sizes.pop(digest)
+
+    def forget_blob(self, digest: Digest) -> None:
+        self._sizes.pop(digest)
+        self._content.pop(digest)
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    async def has_manifest(self, name: str, digest: Digest) -> bool:
+        key = ("revision", name, digest)
+        if self._links.get(key) is not None:
+            return True
+        if await self.read_link(revision_link_path(name, digest)) != digest:
+            return False
+        self._links.put(key, digest)
+        return True
+
+    async def manifest(self, name: str, digest: Digest) -> StoredManifest | None:
+        """The stored manifest bytes and media type, if this repository has the revision."""
+        if not await self.has_manifest(name, digest):
+            return None
+        return await self.manifest_content(digest)
+
+    async def manifest_content(self, digest: Digest) -> StoredManifest | None:
+        """Manifest bytes from the blob store, whichever repository links them."""
+        cached = self._content.get(digest)
+        if cached is not None:
+            return cached
+        try:
+            data = await self.driver.get_content(blob_data_path(digest))
+        except PathNotFoundError:
+            return None
+        item = StoredManifest(digest, data, sniff_media_type(data))
+        self._content.put(item)
+        return item
+
+    async def put_manifest(self, name: str, digest: Digest, data: bytes, manifest: Manifest) -> None:
+        """Store bytes, link the revision and, for a manifest with a subject, the referrer."""
+        await self.put_blob_bytes(digest, data)
+        self._content.put(StoredManifest(digest, data, manifest.media_type))
+        if manifest.subject is not None:
+            await self.write_link(referrer_link_path(name, manifest.subject.digest, digest), digest)
+        await self.write_link(revision_link_path(name, digest), digest)
+        self._links.put(("revision", name, digest), digest)
+
+    async def delete_manifest(self, name: str, digest: Digest) -> bool:
+        """Delete a revision, every tag pointing at it and its referrer entry; False if unknown."""
+        if not await self.has_manifest(name, digest):
+            return False
+        self._links.pop(("revision", name, digest))
+        stored = await self.manifest_content(digest)
+        for tag in await self.tags(name) or []:
+            if await self.resolve_tag(name, tag) == digest:
+                await self.untag(name, tag)
+        if stored is not None:
+            from storage.manifest import ManifestError, parse_manifest
+
+            try:
+                parsed = parse_manifest(stored.data)
+            except ManifestError:
+                parsed = None
+            if parsed is not None and parsed.subject is not None:
+                await self._delete(referrer_link_path(name, parsed.subject.digest, digest).rsplit("/", 1)[0])
+        return await self._delete(revision_link_path(name, digest).rsplit("/", 1)[0])
+
+    async def referrers(self, name: str, subject: Digest) -> list[Digest]:
+        """Digests of the manifests in ``name`` that name ``subject`` (whether or not it exists)."""
+        found: list[Digest] = []
+        base = referrers_path(name, subject)
+        try:
+            algorithms = await self.driver.list(base)
+        except PathNotFoundError:
+            return found
+        for alg_path in algorithms:
+            try:
+                entries = await self.driver.list(alg_path)
+            except PathNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    digest = Digest.parse(f"{_basename(alg_path)}:{_basename(entry)}")
+                except DigestError:
+                    continue
+                found.append(digest)
+        return sorted(found)
+
+    # -- tags ----------------------------------------------------------------------------------
+
+    async def resolve_tag(self, name: str, tag: str) -> Digest | None:
+        key = ("tag", name, tag)
+        cached = self._links.get(key)
+        if cached is not None:
+            return cached
+        digest = await self.read_link(tag_current_path(name, tag))
+        if digest is not None:
+            self._links.put(key, digest)
+        return digest
+
+    async def tag(self, name: str, tag: str, digest: Digest) -> None:
+        """Point ``tag`` at ``digest``: index entry first, then the current link (atomic)."""
+        await self.write_link(tag_index_link_path(name, tag, digest), digest)
+        await self.write_link(tag_current_path(name, tag), digest)
+        self._links.put(("tag", name, tag), digest)
+
+    async def untag(self, name: str, tag: str) -> bool:
+        self._links.pop(("tag", name, tag))
+        if await self.read_link(tag_current_path(name, tag)) is None:
+            return False
+        return await self._delete(f"{tags_path(name)}/{tag}")
+
+    async def tags(self, name: str) -> list[str] | None:
+        """Sorted tags of a repository; None when the repository does not exist."""
+        try:
+            entries = await self.driver.list(tags_path(name))
+        except PathNotFoundError:
+            return [] if await self.repo_exists(name) else None
+        return sorted(_basename(e) for e in entries)
+
+    # -- repositories --------------------------------------------------------------------------
+
+    async def repo_exists(self, name: str) -> bool:
+        try:
+            children = await self.driver.list(repo_path(name))
+        except PathNotFoundError:
+            return False
+        return any(_basename(c) in ("_manifests", "_layers") for c in children)
+
+    async def repositories(self) -> list[str]:
+        """Every repository with a ``_manifests`` directory, sorted (Distribution's rule)."""
+        found: list[str] = []
+
+        async def visit(path: str, name: str) -> None:
+            try:
+                children = await self.driver.list(path)
+            except PathNotFoundError:
+                return
+            for child in children:
+                base = _basename(child)
+                if base == "_manifests" and name:
+                    found.append(name)
+                elif not base.startswith("_"):
+                    await visit(child, f"{name}/{base}" if name else base)
+
+        await visit(REPOSITORIES, "")
+        return sorted(found)

@@ -1,0 +1,95 @@
+"""The /v2 API: one ASGI endpoint that parses the path itself (names may contain slashes).
+
+``/v2/<name>/(blobs|manifests|tags|referrers)/…`` is matched right to left, so a name such as
+``a/blobs/b`` still works; the name is then checked against the spec's grammar, which also
+rules out traversal (``..``, ``//``, leading or trailing ``/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from registry.errors import RegistryError, error_response
+from registry.routes import blobs, listing, manifests
+from registry.routes.common import BASE_HEADERS, Registry
+from storage.errors import InvalidPathError
+
+log = logging.getLogger("pyreg.api")
+
+Handler = Callable[[Request, Registry, str, str], Awaitable[Response]]
+
+
+async def api_root(request: Request, registry: Registry, name: str, arg: str) -> Response:
+    return Response(b"{}", headers={**BASE_HEADERS, "Content-Type": "application/json"})
+
+
+# (pattern, {method: handler}); first match wins, most specific first.
+_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+    (re.compile(r"^$"), {"GET": api_root, "HEAD": api_root}),
+    (re.compile(r"^_catalog$"), {"GET": listing.catalog}),
+    (re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listing.tags_list}),
+    (re.compile(r"^(?P<name>.+)/manifests/(?P<arg>[^/]+)$"),
+     {"GET": manifests.manifest_get, "HEAD": manifests.manifest_get, "PUT": manifests.manifest_put,
+      "DELETE": manifests.manifest_delete}),
+    (re.compile(r"^(?P<name>.+)/blobs/uploads/?$"), {"POST": blobs.upload_start}),
+    (re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<arg>[^/]+)$"),
+     {"GET": blobs.upload_status, "PATCH": blobs.upload_patch, "PUT": blobs.upload_put,
+      "DELETE": blobs.upload_cancel}),
+    (re.compile(r"^(?P<name>.+)/blobs/(?P<arg>[^/]+)$"),
+     {"GET": blobs.blob_get, "HEAD": blobs.blob_get, "DELETE": blobs.blob_delete}),
+    (re.compile(r"^(?P<name>.+)/referrers/(?P<arg>[^/]+)$"), {"GET": listing.referrers}),
+]
+
+
+def match(path: str) -> tuple[dict[str, Handler], str, str] | None:
+    """(handlers by method, name, argument) for the part of a path after ``/v2/``."""
+    for pattern, handlers in _ROUTES:
+        m = pattern.match(path)
+        if m:
+            groups = m.groupdict()
+            return handlers, groups.get("name") or "", groups.get("arg") or ""
+    return None
+
+
+class V2Endpoint:
+    """The ASGI app behind ``/v2`` and ``/v2/…``."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        path = request.scope["path"]
+        rest = path[4:].lstrip("/") if path.startswith("/v2/") else ""
+        head = request.method == "HEAD"
+        found = match(rest)
+        if found is None:
+            return error_response("NAME_UNKNOWN" if rest else "UNSUPPORTED",
+                                  f"no such endpoint: {path[:200]}", status=404, head=head)
+        handlers, name, arg = found
+        handler = handlers.get(request.method)
+        if handler is None:
+            return error_response("UNSUPPORTED", f"method {request.method} is not allowed here",
+                                  status=405, headers={"Allow": ", ".join(sorted(handlers))}, head=head)
+        try:
+            return await handler(request, self.registry, name, arg)
+        except RegistryError as e:
+            return e.response(head=head)
+        except ClientDisconnect:
+            return error_response("BLOB_UPLOAD_INVALID", "the client disconnected before the body ended",
+                                  head=head)
+        except InvalidPathError as e:
+            return error_response("NAME_INVALID", str(e), head=head)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, path)
+            return error_response("UNKNOWN", "internal server error", status=500, head=head)

@@ -1,0 +1,274 @@
+"""Blob pull (GET/HEAD with Range), blob delete, and every way to push one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from registry.errors import (
+    RegistryError,
+    blob_unknown,
+    digest_invalid,
+    unsupported,
+    upload_unknown,
+)
+from registry.layout import blob_data_path
+from registry.routes.common import (
+    BASE_HEADERS,
+    Registry,
+    check_name,
+    location,
+    parse_content_range,
+    parse_digest,
+    upload_range,
+)
+from registry.uploads import (
+    RangeMismatchError,
+    UploadDigestMismatchError,
+    UploadSizeMismatchError,
+    UploadUnknownError,
+)
+from storage.digest import Digest, is_supported_algorithm
+from storage.errors import PathNotFoundError
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+UNSATISFIABLE = (-1, -1)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for a single range, None to serve it all, UNSATISFIABLE: 416."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # not a form we honour: RFC 9110 says ignore it
+    if not m.group(1):  # suffix: the last N bytes
+        length = int(m.group(2))
+        if length == 0:
+            return UNSATISFIABLE
+        return max(size - length, 0), size - 1
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else size - 1
+    if start >= size or end < start:
+        return UNSATISFIABLE
+    return start, min(end, size - 1)
+
+
+async def blob_get(request: Request, registry: Registry, name: str, reference: str) -> Response:
+    check_name(name)
+    digest = parse_digest(reference)
+    size = await registry.layout.repo_blob_size(name, digest)
+    if size is None:
+        raise blob_unknown(str(digest))
+    return await serve_blob(request, registry, str(digest), blob_data_path(digest), size)
+
+
+async def serve_blob(request: Request, registry: Registry, digest: str, path: str, size: int) -> Response:
+    """Answer a blob GET/HEAD; the hook where redirects and X-Accel-Redirect hand the body off.
+
+    Order: HEAD answers from the stat; a driver redirect URL (S3 presigned) comes next; then
+    nginx's X-Accel-Redirect when configured; else the body streams from the driver.
+    """
+    headers = {
+        **BASE_HEADERS,
+        "Docker-Content-Digest": digest,
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    wanted = _byte_range(request.headers.get("range"), size)
+    if wanted == UNSATISFIABLE:
+        headers["Content-Range"] = f"bytes */{size}"
+        raise RegistryError("BLOB_UNKNOWN", f"range {request.headers.get('range')!r} not satisfiable "
+                            f"for a blob of {size} bytes", status=416, headers=headers)
+    start, end = (0, size - 1) if wanted is None else wanted
+    status = 200 if wanted is None else 206
+    length = end - start + 1 if size else 0
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(b"", status_code=status, headers=headers)
+    url = await registry.driver.redirect_url(path, "GET")
+    if url:
+        return Response(b"", status_code=307, headers={**BASE_HEADERS, "Location": url,
+                                                        "Docker-Content-Digest": digest})
+    xaccel = registry.config.proxy.xaccelredirect
+    if xaccel.enabled and registry.driver.name == "filesystem":
+        headers["X-Accel-Redirect"] = xaccel.internalprefix.rstrip("/") + path
+        return Response(b"", status_code=status, headers=headers)
+    chunks = registry.driver.reader(path, start, length)
+    try:
+        first = await anext(chunks) if length else b""
+    except StopAsyncIteration:
+        first = b""
+    except PathNotFoundError:
+        registry.layout.forget_blob(parse_digest(digest))
+        raise blob_unknown(digest) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        if length:
+            async for chunk in chunks:
+                yield chunk
+
+    return StreamingResponse(body(), status_code=status, headers=headers)
+
+
+async def blob_delete(request: Request, registry: Registry, name: str, reference: str) -> Response:
+    check_name(name)
+    digest = parse_digest(reference)
+    if not registry.config.storage.delete.enabled:
+        raise unsupported("deletes are disabled (storage.delete.enabled is false)")
+    if not await registry.layout.unlink_blob(name, digest):
+        raise blob_unknown(str(digest))
+    return Response(b"", status_code=202, headers={**BASE_HEADERS, "Docker-Content-Digest": str(digest)})
+
+
+# -- uploads -------------------------------------------------------------------------------------
+
+
+def _upload_headers(request: Request, registry: Registry, name: str, upload_id: str,
+                    size: int) -> dict[str, str]:
+    return {
+        **BASE_HEADERS,
+        "Location": location(request, registry, f"/v2/{name}/blobs/uploads/{upload_id}"),
+        "Range": upload_range(size),
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
+
+
+def _created(request: Request, registry: Registry, name: str, digest: str) -> Response:
+    return Response(b"", status_code=201, headers={
+        **BASE_HEADERS,
+        "Location": location(request, registry, f"/v2/{name}/blobs/{digest}"),
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    })
+
+
+async def upload_start(request: Request, registry: Registry, name: str, _: str) -> Response:
+    """POST: a new session, a monolithic push (``digest=``) or a cross-repo mount (``mount=``)."""
+    check_name(name)
+    query = request.query_params
+    algorithm = query.get("digest-algorithm") or "sha256"
+    if not is_supported_algorithm(algorithm):
+        raise digest_invalid(f"unsupported digest algorithm {algorithm[:50]!r}")
+    mount = query.get("mount")
+    if mount:
+        digest = parse_digest(mount)
+        source = query.get("from")
+        mounted = False
+        if await registry.layout.repo_blob_size(name, digest) is not None:
+            mounted = True
+        elif source:
+            try:
+                check_name(source)
+            except RegistryError:
+                source = None
+            if source and await registry.layout.repo_blob_size(source, digest) is not None:
+                await registry.layout.link_blob(name, digest)
+                mounted = True
+        if mounted:
+            return _created(request, registry, name, str(digest))
+    elif query.get("digest"):
+        digest = parse_digest(query["digest"])
+        upload_id = await registry.uploads.start(name, digest.algorithm)
+        try:
+            await registry.uploads.append(name, upload_id, request.stream())
+            await _finish(registry, name, upload_id, digest, _content_length(request))
+        except BaseException:
+            await registry.uploads.cancel(name, upload_id)
+            raise
+        return _created(request, registry, name, str(digest))
+    upload_id = await registry.uploads.start(name, algorithm)
+    return Response(b"", status_code=202, headers=_upload_headers(request, registry, name, upload_id, 0))
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+async def _session_size(registry: Registry, name: str, upload_id: str) -> int:
+    try:
+        return await registry.uploads.size(name, upload_id)
+    except UploadUnknownError:
+        raise upload_unknown(upload_id[:200]) from None
+
+
+async def _append(request: Request, registry: Registry, name: str, upload_id: str, size: int,
+                  final: bool) -> int:
+    """Append the request body, honouring Content-Range; 416 with Range/Location on a gap."""
+    raw_range = request.headers.get("content-range")
+    start: int | None = None
+    if raw_range:
+        parsed = parse_content_range(raw_range)
+        length = _content_length(request)
+        if parsed is None or (length is not None and length != parsed[1] - parsed[0] + 1):
+            raise RegistryError("BLOB_UPLOAD_INVALID", f"invalid Content-Range {raw_range[:100]!r}",
+                                status=416, headers=_upload_headers(request, registry, name, upload_id, size))
+        start = parsed[0]
+    elif final and not request.headers.get("content-length") and not request.headers.get("transfer-encoding"):
+        return size
+    try:
+        return await registry.uploads.append(name, upload_id, request.stream(), start)
+    except RangeMismatchError as e:
+        raise RegistryError(
+            "BLOB_UPLOAD_INVALID",
+            f"Content-Range {raw_range!r} does not continue the upload, which holds {e.size} bytes",
+            status=416, headers=_upload_headers(request, registry, name, upload_id, e.size)) from None
+    except UploadUnknownError:
+        raise upload_unknown(upload_id[:200]) from None
+
+
+async def upload_patch(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
+    check_name(name)
+    size = await _session_size(registry, name, upload_id)
+    size = await _append(request, registry, name, upload_id, size, final=False)
+    return Response(b"", status_code=202, headers=_upload_headers(request, registry, name, upload_id, size))
+
+
+async def upload_put(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
+    check_name(name)
+    raw_digest = request.query_params.get("digest")
+    if not raw_digest:
+        raise digest_invalid("the digest query parameter is required to finish an upload")
+    digest = parse_digest(raw_digest)
+    size = await _session_size(registry, name, upload_id)
+    await _append(request, registry, name, upload_id, size, final=True)
+    await _finish(registry, name, upload_id, digest)
+    return _created(request, registry, name, str(digest))
+
+
+async def _finish(registry: Registry, name: str, upload_id: str, digest: Digest,
+                  expected_size: int | None = None) -> None:
+    try:
+        await registry.uploads.finish(name, upload_id, digest, expected_size)
+    except UploadUnknownError:
+        raise upload_unknown(upload_id[:200]) from None
+    except UploadDigestMismatchError as e:
+        raise digest_invalid(str(e), str(digest)) from None
+    except UploadSizeMismatchError as e:
+        raise RegistryError("SIZE_INVALID", str(e)) from None
+
+
+async def upload_status(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
+    check_name(name)
+    size = await _session_size(registry, name, upload_id)
+    return Response(b"", status_code=204, headers=_upload_headers(request, registry, name, upload_id, size))
+
+
+async def upload_cancel(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
+    check_name(name)
+    if not await registry.uploads.cancel(name, upload_id):
+        raise upload_unknown(upload_id[:200])
+    return Response(b"", status_code=204, headers={**BASE_HEADERS, "Content-Length": "0"})

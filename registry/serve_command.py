@@ -1,0 +1,79 @@
+"""``pyreg serve``: run the registry with uvicorn (uvloop + httptools), one or more workers.
+
+With no flags and no config file it listens on 127.0.0.1:5000 and stores under ./data.
+Precedence: flags > PYREG_* environment variables > the config file > defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", default=os.environ.get("PYREG_CONFIG_FILE"),
+                        help="YAML configuration file (default: none; also PYREG_CONFIG_FILE)")
+    parser.add_argument("--addr", metavar="HOST:PORT", help="listen address (default 127.0.0.1:5000)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="filesystem storage root (storage.filesystem.rootdirectory, default ./data)")
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+
+
+def run(args: argparse.Namespace) -> int:
+    from registry.config import ConfigError, config_to_dict, load_config
+
+    overrides: dict[str, Any] = {}
+    if args.addr:
+        overrides["addr"] = args.addr
+    if args.data_dir:
+        overrides["storage.filesystem.rootdirectory"] = args.data_dir
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.log_level:
+        overrides["log.level"] = args.log_level
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as e:
+        print(f"pyreg serve: configuration error: {e}", file=sys.stderr)
+        return 2
+    if config.storage.filesystem is not None:
+        config.storage.filesystem.rootdirectory = os.path.abspath(config.storage.filesystem.rootdirectory)
+
+    import uvicorn
+
+    from registry.app import CONFIG_ENV, create_app
+
+    level = config.log.level.lower()
+    logging.basicConfig(level=level.upper() if level != "warn" else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "warning" if level == "warn" else level,
+        "access_log": not config.log.accesslog.disabled,
+        "server_header": False,
+        "proxy_headers": config.proxy.trustforwarded,
+        "forwarded_allow_ips": "*" if config.proxy.trustforwarded else None,
+        "timeout_keep_alive": 30,
+    }
+    if config.tls is not None and config.tls.certificate:
+        options["ssl_certfile"] = config.tls.certificate
+        options["ssl_keyfile"] = config.tls.key
+        if config.tls.clientcas:
+            import ssl
+
+            options["ssl_ca_certs"] = config.tls.clientcas[0]
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    if config.workers > 1:
+        os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
+        uvicorn.run("registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
+    else:
+        uvicorn.run(create_app(config), **options)
+    return 0

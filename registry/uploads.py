@@ -1,0 +1,252 @@
+"""Blob upload sessions whose whole state lives in the storage driver.
+
+A session is ``_uploads/<id>/data`` (the bytes so far) and ``startedat`` (RFC 3339), exactly as
+Distribution keeps them, so any process or replica can take the next chunk and a restart loses
+nothing. The running hash kept in memory, keyed by (upload id, offset), only saves re-reading:
+on a miss the digest is recomputed from the stored data. Finishing verifies digest and size
+first and only then moves the data into the blob store, so a blob is never visible under a
+digest its bytes do not have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from registry import layout as paths
+from registry.layout import Layout
+from storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
+from storage.errors import PathNotFoundError
+
+log = logging.getLogger("pyreg.uploads")
+
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_HASHER_CACHE_SIZE = 1024
+
+
+def valid_upload_id(upload_id: str) -> bool:
+    return bool(_UPLOAD_ID.match(upload_id))
+
+
+class UploadUnknownError(Exception):
+    """No session with this id in this repository."""
+
+
+class RangeMismatchError(Exception):
+    """A chunk does not start where the stored data ends (a gap or an overlap)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"chunk must start at offset {size}")
+        self.size = size
+
+
+class UploadDigestMismatchError(Exception):
+    def __init__(self, expected: Digest, actual: Digest) -> None:
+        super().__init__(f"uploaded content has digest {actual}, not {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UploadSizeMismatchError(Exception):
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"uploaded content is {actual} bytes, not {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(slots=True)
+class _HashState:
+    offset: int
+    hasher: Hasher
+
+
+def format_startedat(now: datetime | None = None) -> bytes:
+    """Go's time.RFC3339 in UTC, as Distribution writes it."""
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+
+
+def parse_startedat(raw: bytes) -> datetime | None:
+    text = raw.decode("ascii", "replace").strip()
+    text = re.sub(r"(\.\d+)", lambda m: m.group(1)[:7], text)  # Go may write nanoseconds
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class Uploads:
+    """Start, append to, inspect, finish and cancel upload sessions of any repository."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.driver = layout.driver
+        self._hashers: OrderedDict[tuple[str, str], _HashState] = OrderedDict()
+
+    # -- the in-memory hasher cache (an optimisation only) ---------------------------------------
+
+    def _take_hasher(self, upload_id: str, algorithm: str, offset: int) -> Hasher | None:
+        state = self._hashers.pop((upload_id, algorithm), None)
+        if state is None or state.offset != offset:
+            return None
+        return state.hasher
+
+    def _keep_hasher(self, upload_id: str, algorithm: str, offset: int, hasher: Hasher) -> None:
+        self._hashers[(upload_id, algorithm)] = _HashState(offset, hasher)
+        while len(self._hashers) > _HASHER_CACHE_SIZE:
+            self._hashers.popitem(last=False)
+
+    def _forget(self, upload_id: str) -> None:
+        for key in [k for k in self._hashers if k[0] == upload_id]:
+            self._hashers.pop(key, None)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    async def start(self, name: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
+        upload_id = str(uuid.uuid4())
+        await self.driver.put_content(paths.upload_startedat_path(name, upload_id), format_startedat())
+        await self.driver.put_content(paths.upload_data_path(name, upload_id), b"")
+        self._keep_hasher(upload_id, algorithm, 0, new_hasher(algorithm))
+        return upload_id
+
+    async def size(self, name: str, upload_id: str) -> int:
+        """Bytes received so far; raises UploadUnknownError."""
+        if not valid_upload_id(upload_id):
+            raise UploadUnknownError(upload_id)
+        try:
+            info = await self.driver.stat(paths.upload_data_path(name, upload_id))
+        except PathNotFoundError:
+            raise UploadUnknownError(upload_id) from None
+        if info.is_dir:
+            raise UploadUnknownError(upload_id)
+        return info.size
+
+    async def append(self, name: str, upload_id: str, body: AsyncIterator[bytes],
+                     start: int | None = None) -> int:
+        """Append a request body to the session; ``start`` (from Content-Range) must be its end.
+
+        Returns the new size. A body cut short keeps what arrived, so the client can ask for the
+        status and resume.
+        """
+        size = await self.size(name, upload_id)
+        if start is not None and start != size:
+            raise RangeMismatchError(size)
+        algorithm = DEFAULT_ALGORITHM
+        hasher = None
+        for (uid, alg), state in list(self._hashers.items()):
+            if uid == upload_id and state.offset == size:
+                algorithm, hasher = alg, state.hasher
+                break
+        self._forget(upload_id)
+        writer = await self.driver.writer(paths.upload_data_path(name, upload_id), append=True)
+        ok = False
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                await writer.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+            await writer.commit()
+            ok = True
+        finally:
+            await writer.close()
+        new_size = writer.size
+        if ok and hasher is not None:
+            self._keep_hasher(upload_id, algorithm, new_size, hasher)
+        return new_size
+
+    async def _digest_of_data(self, name: str, upload_id: str, algorithm: str, size: int) -> Digest:
+        hasher = self._take_hasher(upload_id, algorithm, size)
+        if hasher is None:
+            hasher = new_hasher(algorithm)
+            async for chunk in self.driver.reader(paths.upload_data_path(name, upload_id)):
+                hasher.update(chunk)
+        return Digest(algorithm, hasher.hexdigest())
+
+    async def finish(self, name: str, upload_id: str, digest: Digest,
+                     expected_size: int | None = None) -> int:
+        """Verify the session's bytes against ``digest`` (and size), then commit and link the blob.
+
+        On a mismatch the session is dropped and nothing is stored.
+        """
+        size = await self.size(name, upload_id)
+        actual = await self._digest_of_data(name, upload_id, digest.algorithm, size)
+        if actual != digest:
+            await self.cancel(name, upload_id)
+            raise UploadDigestMismatchError(digest, actual)
+        if expected_size is not None and expected_size != size:
+            await self.cancel(name, upload_id)
+            raise UploadSizeMismatchError(expected_size, size)
+        await self.layout.commit_blob(paths.upload_data_path(name, upload_id), digest)
+        await self.layout.link_blob(name, digest)
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(paths.upload_path(name, upload_id))
+        self._forget(upload_id)
+        return size
+
+    async def cancel(self, name: str, upload_id: str) -> bool:
+        self._forget(upload_id)
+        if not valid_upload_id(upload_id):
+            return False
+        try:
+            await self.driver.delete(paths.upload_path(name, upload_id))
+        except PathNotFoundError:
+            return False
+        return True
+
+    # -- purging stale sessions ------------------------------------------------------------------
+
+    async def _upload_dirs(self) -> AsyncIterator[tuple[str, str]]:
+        """(repository path, upload dir) for every session in the store."""
+
+        async def visit(path: str) -> AsyncIterator[tuple[str, str]]:
+            try:
+                children = await self.driver.list(path)
+            except PathNotFoundError:
+                return
+            for child in children:
+                base = child.rsplit("/", 1)[-1]
+                if base == "_uploads":
+                    try:
+                        sessions = await self.driver.list(child)
+                    except PathNotFoundError:
+                        continue
+                    for session in sessions:
+                        yield path, session
+                elif not base.startswith("_"):
+                    async for found in visit(child):
+                        yield found
+
+        async for found in visit(paths.REPOSITORIES):
+            yield found
+
+    async def purge(self, age: float, dryrun: bool = False, now: datetime | None = None) -> list[str]:
+        """Delete sessions started more than ``age`` seconds ago; returns their paths."""
+        now = now or datetime.now(UTC)
+        purged: list[str] = []
+        async for _repo, session in self._upload_dirs():
+            started: datetime | None = None
+            with contextlib.suppress(PathNotFoundError):
+                started = parse_startedat(await self.driver.get_content(f"{session}/startedat"))
+            if started is None:
+                try:
+                    started = (await self.driver.stat(session)).modtime
+                except PathNotFoundError:
+                    continue
+            if (now - started).total_seconds() <= age:
+                continue
+            purged.append(session)
+            if not dryrun:
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(session)
+                self._forget(session.rsplit("/", 1)[-1])
+        if purged:
+            log.info("purged %d stale upload(s)%s", len(purged), " (dry run)" if dryrun else "")
+        return purged

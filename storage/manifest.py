@@ -1,0 +1,247 @@
+"""Manifest, index and descriptor parsing and validation: the one place that knows their shape.
+
+Covers the OCI image manifest and image index (image-spec v1.1, including ``artifactType``,
+the empty config and ``subject``) and Docker's schema 2 manifest and manifest list. The registry
+uses it to validate pushes and to find what a manifest references; the client uses it to walk
+images. It knows nothing of registries: errors are plain ``ManifestError`` values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from storage import mediatypes as mt
+from storage.digest import Digest, DigestError
+
+# RFC 6838 type/subtype, as the image spec requires for mediaType and artifactType.
+_MEDIA_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+# Content-Types that say nothing about the manifest kind (curl's default, generic JSON ...).
+GENERIC_CONTENT_TYPES: Final = frozenset(
+    {"", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
+)
+
+
+class ManifestError(ValueError):
+    """A manifest is not valid JSON, not one of the supported kinds, or breaks its schema.
+
+    ``unsupported`` marks a well-formed document of a kind we do not accept (schema 1, an unknown
+    mediaType) as opposed to a broken one.
+    """
+
+    def __init__(self, message: str, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported
+
+
+def base_media_type(content_type: str | None) -> str:
+    """``type/subtype`` of a Content-Type header, without parameters, lower-cased."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_media_type(value: object) -> bool:
+    return isinstance(value, str) and bool(_MEDIA_TYPE.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An OCI content descriptor (also Docker's, which is a subset)."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+    platform: dict[str, Any] | None = None
+    urls: tuple[str, ...] = ()
+    data: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: object, where: str = "descriptor") -> Descriptor:
+        """Validate a descriptor object; ``where`` names it in error messages."""
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: must be an object")
+        media_type = obj.get("mediaType")
+        if not is_media_type(media_type):
+            raise ManifestError(f"{where}.mediaType: missing or not a media type: {media_type!r}")
+        raw_digest = obj.get("digest")
+        if not isinstance(raw_digest, str):
+            raise ManifestError(f"{where}.digest: missing or not a string")
+        try:
+            digest = Digest.parse(raw_digest)
+        except DigestError as e:
+            raise ManifestError(f"{where}.digest: {e}") from None
+        size = obj.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{where}.size: missing or not a non-negative integer")
+        artifact_type = obj.get("artifactType")
+        if artifact_type is not None and not is_media_type(artifact_type):
+            raise ManifestError(f"{where}.artifactType: not a media type: {artifact_type!r}")
+        annotations = _annotations(obj.get("annotations"), f"{where}.annotations")
+        platform = obj.get("platform")
+        if platform is not None and (not isinstance(platform, dict)
+                                     or not isinstance(platform.get("architecture"), str)
+                                     or not isinstance(platform.get("os"), str)):
+            raise ManifestError(f"{where}.platform: must be an object with architecture and os")
+        urls = obj.get("urls")
+        if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):
+            raise ManifestError(f"{where}.urls: must be a list of strings")
+        data = obj.get("data")
+        if data is not None and not isinstance(data, str):
+            raise ManifestError(f"{where}.data: must be a base64 string")
+        assert isinstance(media_type, str)
+        return cls(media_type, digest, size, artifact_type, annotations, platform, tuple(urls or ()), data)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.artifact_type is not None:
+            out["artifactType"] = self.artifact_type
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.platform is not None:
+            out["platform"] = dict(self.platform)
+        if self.urls:
+            out["urls"] = list(self.urls)
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+def _annotations(value: object, where: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ManifestError(f"{where}: must be an object of strings")
+    return dict(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest or index and what it references."""
+
+    media_type: str
+    config: Descriptor | None = None
+    layers: tuple[Descriptor, ...] = ()
+    manifests: tuple[Descriptor, ...] = ()
+    subject: Descriptor | None = None
+    artifact_type: str | None = None  # the manifest's own field, not the fallback
+    annotations: dict[str, str] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mt.INDEXES
+
+    @property
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Blobs the registry must hold before accepting this manifest (config and layers)."""
+        return ((self.config,) if self.config else ()) + self.layers
+
+    @property
+    def references(self) -> tuple[Descriptor, ...]:
+        """Everything this manifest points to (blobs and child manifests), not the subject."""
+        return self.blobs + self.manifests
+
+    @property
+    def effective_artifact_type(self) -> str | None:
+        """What the referrers API reports: artifactType, else the config's media type for images."""
+        if self.artifact_type:
+            return self.artifact_type
+        if self.config is not None and self.media_type in mt.IMAGE_MANIFESTS:
+            return self.config.media_type
+        return None
+
+
+def sniff_media_type(data: bytes) -> str:
+    """Best-effort media type of stored manifest bytes; never raises (for serving old content)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return "application/octet-stream"
+    if not isinstance(obj, dict):
+        return "application/octet-stream"
+    declared = obj.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    if obj.get("schemaVersion") == 1:
+        return mt.DOCKER_SCHEMA1_SIGNED if "signatures" in obj else mt.DOCKER_SCHEMA1
+    if "manifests" in obj:
+        return mt.OCI_INDEX
+    if "config" in obj or "layers" in obj:
+        return mt.OCI_MANIFEST
+    return "application/octet-stream"
+
+
+def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
+    """Parse and validate manifest bytes as pushed with ``content_type``.
+
+    The kind comes from the document's ``mediaType``; when that is absent (allowed for OCI) it
+    comes from a specific Content-Type, else from the document's shape. A specific Content-Type
+    that disagrees with ``mediaType`` is an error, as the distribution spec requires.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"manifest is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ManifestError("manifest must be a JSON object")
+    header = base_media_type(content_type)
+    if header in GENERIC_CONTENT_TYPES:
+        header = ""
+    declared = obj.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError("mediaType must be a string")
+    schema = obj.get("schemaVersion")
+    if schema == 1 or header in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED):
+        raise ManifestError("Docker schema 1 manifests are not supported", unsupported=True)
+    if declared and header and declared != header:
+        raise ManifestError(f"Content-Type {header!r} does not match the manifest's mediaType {declared!r}")
+    media_type = declared or header
+    if not media_type:
+        media_type = mt.OCI_INDEX if "manifests" in obj else mt.OCI_MANIFEST
+    if media_type not in mt.MANIFESTS:
+        raise ManifestError(f"unsupported manifest media type {media_type!r}", unsupported=True)
+    if media_type in (mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST) and not declared:
+        raise ManifestError("Docker schema 2 manifests must declare their mediaType")
+    if isinstance(schema, bool) or schema != 2:
+        raise ManifestError(f"schemaVersion must be 2, got {schema!r}")
+    artifact_type = obj.get("artifactType")
+    if artifact_type is not None and not is_media_type(artifact_type):
+        raise ManifestError(f"artifactType is not a media type: {artifact_type!r}")
+    subject = None
+    if obj.get("subject") is not None:
+        subject = Descriptor.from_json(obj["subject"], "subject")
+    annotations = _annotations(obj.get("annotations"), "annotations")
+
+    if media_type in mt.INDEXES:
+        if "config" in obj or "layers" in obj:
+            raise ManifestError(f"an index ({media_type}) must not have config or layers")
+        children = obj.get("manifests")
+        if not isinstance(children, list):
+            raise ManifestError("manifests: missing or not a list")
+        manifests = tuple(Descriptor.from_json(c, f"manifests[{i}]") for i, c in enumerate(children))
+        if media_type == mt.DOCKER_MANIFEST_LIST:
+            for i, child in enumerate(manifests):
+                if child.platform is None:
+                    raise ManifestError(f"manifests[{i}].platform: required in a Docker manifest list")
+        return Manifest(media_type, manifests=manifests, subject=subject, artifact_type=artifact_type,
+                        annotations=annotations, raw=obj)
+
+    if "manifests" in obj:
+        raise ManifestError(f"an image manifest ({media_type}) must not have manifests")
+    if "config" not in obj:
+        raise ManifestError("config: missing")
+    config = Descriptor.from_json(obj["config"], "config")
+    raw_layers = obj.get("layers")
+    if not isinstance(raw_layers, list):
+        raise ManifestError("layers: missing or not a list")
+    layers = tuple(Descriptor.from_json(layer, f"layers[{i}]") for i, layer in enumerate(raw_layers))
+    return Manifest(media_type, config=config, layers=layers, subject=subject,
+                    artifact_type=artifact_type, annotations=annotations, raw=obj)
