@@ -1,0 +1,335 @@
+"""The auth layer: one ASGI middleware in front of the routes.
+
+For every ``/v2/…`` request it works out what the request needs (repository + actions, the
+catalog, or just a login for ``/v2/``), who the caller is (Basic against htpasswd, a Bearer
+token, or nobody) and whether the access rules (or the token's grants) allow it. Refusals are
+401 with a ``WWW-Authenticate`` challenge when the caller has not (validly) logged in and 403
+``DENIED`` when it has. Allowed requests go on with ``request.state.auth`` (an
+:class:`AuthContext`) so the catalog route can show only what the caller may pull. A
+cross-repository mount whose source the caller may not pull becomes a plain upload (the mount
+query is dropped), as the spec allows, so nothing leaks about the other repository.
+
+The middleware also answers the built-in token endpoint (``/token``) so no route needs to know.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import anyio.to_thread
+from starlette.responses import Response
+
+from registry.auth.access import ANONYMOUS, AccessPolicy, Identity
+from registry.auth.htpasswd import Htpasswd
+from registry.auth.ratelimit import FailedLoginLimiter
+from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
+from registry.errors import error_response
+
+log = logging.getLogger("pyreg.auth")
+
+Scope_ = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_UPLOAD = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/(?P<uuid>[^/]*))?$")
+_ITEM = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>blobs|manifests|referrers)/(?P<ref>[^/]+)$")
+_TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_READS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a request needs: ``kind`` is ``base`` (just a login), ``catalog`` or ``repository``."""
+
+    kind: str
+    repository: str = ""
+    actions: frozenset[str] = frozenset()
+    mount_from: str | None = None
+
+
+def classify(method: str, path: str, query: str = "") -> Need:
+    """Map a /v2 request to what it needs. Unknown paths under /v2 need a login (the route 404s)."""
+    if path in ("/v2", "/v2/"):
+        return Need("base")
+    if path == "/v2/_catalog":
+        return Need("catalog")
+    m = _UPLOAD.match(path)
+    if m:
+        mount_from = None
+        if method == "POST" and not m.group("uuid") and query:
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            if "mount" in params and params.get("from"):
+                mount_from = params["from"]
+        return Need("repository", m.group("name"), frozenset({"push"}), mount_from)
+    m = _TAGS.match(path)
+    if m:
+        return Need("repository", m.group("name"), frozenset({"pull"}))
+    m = _ITEM.match(path)
+    if m:
+        if method in _READS:
+            action = "pull"
+        elif method == "DELETE":
+            action = "delete"
+        else:
+            action = "push"
+        return Need("repository", m.group("name"), frozenset({action}))
+    return Need("base")
+
+
+@dataclass
+class AuthContext:
+    """The caller, as the routes see it on ``request.state.auth``."""
+
+    identity: Identity
+    policy: AccessPolicy
+    token: VerifiedToken | None = None
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.name
+
+    def can(self, repository: str, action: str = "pull") -> bool:
+        """May the caller do ``action`` on ``repository``? (Used to filter the catalog.)"""
+        return self.policy.allows(self.identity, repository, action)
+
+
+@dataclass
+class AuthService:
+    """Everything the middleware needs; built from the config by ``registry.auth.setup``."""
+
+    mode: str = "none"  # none | htpasswd | token
+    policy: AccessPolicy = field(default_factory=lambda: AccessPolicy(auth_enabled=False))
+    realm: str = "pyreg"  # Basic realm, or the token realm URL ("" = this server's token_path)
+    service: str = "pyreg"
+    htpasswd: Htpasswd | None = None
+    issuer: TokenIssuer | None = None
+    verifier: TokenVerifier | None = None
+    limiter: FailedLoginLimiter = field(default_factory=FailedLoginLimiter)
+    token_path: str = "/token"
+    token_body_limit: int = 64 * 1024
+    hsts: str | None = None  # Strict-Transport-Security value, sent on TLS answers only
+
+    def token_realm(self, scope: Scope_) -> str:
+        if self.realm:
+            return self.realm
+        host = _header(scope, b"host") or "localhost"
+        return f"{scope.get('scheme', 'http')}://{host}{self.token_path}"
+
+    async def check_password(self, client: str, user: str, password: str) -> Identity | Response:
+        """The identity of a valid login, or the 401/429 answer; failures count per client."""
+        wait = self.limiter.retry_after(client)
+        if wait > 0:
+            return error_response("TOOMANYREQUESTS", "too many failed logins from this address",
+                                  headers={"Retry-After": str(int(wait) + 1)})
+        ok = False
+        if self.htpasswd is not None:
+            ok = await anyio.to_thread.run_sync(self.htpasswd.verify, user, password)
+        if not ok:
+            self.limiter.failed(client)
+            log.info("failed login for %r from %s", user, client)
+            return error_response("UNAUTHORIZED", "invalid username or password",
+                                  headers=self.basic_challenge())
+        return self.policy.identity(user)
+
+    def basic_challenge(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Basic realm="{_quote(self.realm or "pyreg")}",charset="UTF-8"'}
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _header(scope: Scope_, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _client(scope: Scope_) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """``(user, password)`` from a Basic Authorization value, or None when malformed."""
+    try:
+        raw = base64.b64decode(header.split(None, 1)[1].strip(), validate=True).decode("utf-8")
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep and user else None
+
+
+def _scope_text(need: Need) -> str:
+    if need.kind == "catalog":
+        return "registry:catalog:*"
+    if need.kind != "repository":
+        return ""
+    actions = set(need.actions)
+    if actions & {"push"}:
+        actions.add("pull")  # what clients ask for when pushing
+    parts = [f"repository:{need.repository}:{','.join(sorted(actions))}"]
+    if need.mount_from:
+        parts.append(f"repository:{need.mount_from}:pull")
+    return " ".join(parts)
+
+
+class AuthMiddleware:
+    """Pure ASGI middleware (streams pass through untouched)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], service: AuthService) -> None:
+        self.app = app
+        self.s = service
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.s.hsts and scope.get("scheme") == "https":
+            send = self._with_hsts(send)
+        path: str = scope["path"]
+        if path == self.s.token_path and self.s.issuer is not None:
+            from registry.auth.token_endpoint import token_endpoint
+
+            await token_endpoint(self.s, scope, receive, send)
+            return
+        if not (path == "/v2" or path.startswith("/v2/")):
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        need = classify(method, path, scope.get("query_string", b"").decode("latin-1"))
+        outcome = await self.decide(scope, need)
+        if isinstance(outcome, Response):  # uvicorn sends no body for HEAD
+            await outcome(scope, receive, send)
+            return
+        scope.setdefault("state", {})["auth"] = outcome
+        await self.app(scope, receive, send)
+
+    def _with_hsts(self, send: Send) -> Send:
+        value = (self.s.hsts or "").encode("latin-1")
+
+        async def wrapped(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"strict-transport-security", value)]
+            await send(message)
+
+        return wrapped
+
+    async def decide(self, scope: Scope_, need: Need) -> AuthContext | Response:
+        s = self.s
+        authz = _header(scope, b"authorization") or ""
+        scheme = authz.split(None, 1)[0].lower() if authz else ""
+        if s.mode == "token":
+            return self._decide_token(scope, need, authz if scheme == "bearer" else None)
+        identity: Identity = ANONYMOUS
+        if s.mode == "htpasswd" and scheme == "basic":
+            creds = parse_basic(authz)
+            if creds is None:
+                return error_response("UNAUTHORIZED", "malformed Basic credentials",
+                                      headers=s.basic_challenge())
+            checked = await s.check_password(_client(scope), *creds)
+            if isinstance(checked, Response):
+                return checked
+            identity = checked
+        ctx = AuthContext(identity, s.policy)
+        if need.kind == "base":
+            allowed = s.mode == "none" or not identity.anonymous
+        elif need.kind == "catalog":
+            allowed = s.policy.may_list_catalog(identity)
+        else:
+            allowed = all(s.policy.allows(identity, need.repository, a) for a in need.actions)
+        if not allowed:
+            if identity.anonymous and s.mode != "none":
+                return error_response("UNAUTHORIZED", "authentication required",
+                                      detail=_detail(need), headers=s.basic_challenge())
+            return error_response("DENIED", "requested access to the resource is denied",
+                                  detail=_detail(need))
+        if need.mount_from and not s.policy.allows(identity, need.mount_from, "pull"):
+            _drop_mount(scope)
+        return ctx
+
+    def _decide_token(self, scope: Scope_, need: Need, authz: str | None) -> AuthContext | Response:
+        s = self.s
+        assert s.verifier is not None
+
+        def challenge(error: str | None, message: str, code: str = "UNAUTHORIZED") -> Response:
+            value = f'Bearer realm="{_quote(s.token_realm(scope))}",service="{_quote(s.service)}"'
+            text = _scope_text(need)
+            if text:
+                value += f',scope="{text}"'
+            if error:
+                value += f',error="{error}"'
+            return error_response(code, message, detail=_detail(need), headers={"WWW-Authenticate": value})
+
+        if authz is None:
+            return challenge(None, "authentication required")
+        try:
+            token = s.verifier.verify(authz.split(None, 1)[1].strip() if " " in authz else "")
+        except InvalidToken as e:
+            return challenge("invalid_token", f"invalid token: {e}")
+        identity = s.policy.identity(token.subject, token.groups)
+        ctx = AuthContext(identity, s.policy, token)
+        if need.kind == "base":
+            return ctx
+        if need.kind == "catalog":
+            missing = [] if token.allows("registry", "catalog", "*") else ["*"]
+        else:
+            missing = [a for a in sorted(need.actions) if not token.allows("repository", need.repository, a)]
+        if missing:
+            # Our own issuer would never grant it to this user: a plain refusal, not a retry hint.
+            if s.issuer is not None and not identity.anonymous and not (
+                s.policy.may_list_catalog(identity) if need.kind == "catalog"
+                else all(s.policy.allows(identity, need.repository, a) for a in missing)
+            ):
+                return error_response("DENIED", "requested access to the resource is denied",
+                                      detail=_detail(need))
+            return challenge("insufficient_scope", "the token does not grant this access")
+        if need.mount_from and not token.allows("repository", need.mount_from, "pull"):
+            _drop_mount(scope)
+        return ctx
+
+
+def _detail(need: Need) -> list[dict[str, str]] | None:
+    if need.kind == "repository":
+        return [{"Type": "repository", "Name": need.repository, "Action": a} for a in sorted(need.actions)]
+    if need.kind == "catalog":
+        return [{"Type": "registry", "Name": "catalog", "Action": "*"}]
+    return None
+
+
+def _drop_mount(scope: Scope_) -> None:
+    """Turn a mount the caller may not make into a plain upload start."""
+    params = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                           keep_blank_values=True) if k not in ("mount", "from")]
+    scope["query_string"] = urlencode(params).encode("latin-1")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(host: str, mode: str) -> None:
+    """A loud warning when anyone on the network may read and write the registry."""
+    if mode == "none" and not is_loopback(host):
+        bar = "!" * 78
+        msg = (f"\n{bar}\n!! WARNING: pyreg is serving on {host} WITHOUT AUTHENTICATION.\n"
+               "!! Anyone who can reach this address can push, overwrite and delete images.\n"
+               "!! Configure auth.htpasswd or auth.token (see deploy/config.yml).\n"
+               f"{bar}\n")
+        print(msg, file=sys.stderr, flush=True)
+        log.warning("serving on %s without authentication", host)
