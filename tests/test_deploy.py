@@ -1,0 +1,133 @@
+"""deploy/ is parsed and validated here; test_replicas.py runs its nginx config and compose
+topology for real. No container engine runs on these machines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from registry.config import load_config
+from tests.fixtures.s3 import DEPLOY, nginx_config, nginx_test, render_template
+
+K8S = os.path.join(DEPLOY, "k8s")
+
+
+def load_yaml(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def k8s_objects() -> dict[str, dict[str, Any]]:
+    objects: dict[str, dict[str, Any]] = {}
+    for name in sorted(os.listdir(K8S)):
+        with open(os.path.join(K8S, name), encoding="utf-8") as f:
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    objects[doc["kind"]] = doc
+    return objects
+
+
+def test_example_config_validates() -> None:
+    config = load_config(os.path.join(DEPLOY, "config.yml"), environ={})
+    assert config.storage.s3 is not None and config.storage.s3.bucket
+    assert config.storage.cache.ttl == 0  # replicas see each other's pushes at once
+    assert config.proxy.trustforwarded
+
+
+def test_compose_topology() -> None:
+    compose = load_yaml(os.path.join(DEPLOY, "compose.yaml"))
+    services = compose["services"]
+    assert {"s3", "pyreg1", "pyreg2", "nginx"} <= set(services)
+    for name in ("pyreg1", "pyreg2"):
+        svc = services[name]
+        assert svc["build"]["dockerfile"] == "deploy/Containerfile"
+        assert any(v.startswith("./config.yml:") for v in svc["volumes"])
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        # The replica's configuration is the example file plus the compose environment.
+        config = load_config(os.path.join(DEPLOY, "config.yml"), environ=env)
+        assert config.storage.s3 is not None
+        assert config.storage.s3.regionendpoint == "http://s3:5000"
+        assert config.port == 5000
+    nginx = services["nginx"]
+    assert "./nginx.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    assert {nginx["environment"]["PYREG1_ADDR"], nginx["environment"]["PYREG2_ADDR"]} == {
+        "pyreg1:5000", "pyreg2:5000"}
+    with open(os.path.join(DEPLOY, "nginx.conf"), encoding="utf-8") as f:
+        rendered = render_template(f.read(), {k: str(v) for k, v in nginx["environment"].items()})
+    assert "${" not in rendered
+
+
+def test_containerfile() -> None:
+    text = Path(DEPLOY, "Containerfile").read_text()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines[0].startswith("FROM ")
+    assert any(ln.startswith("ENTRYPOINT") and "pyreg" in ln for ln in lines)
+    assert any(ln.startswith("USER ") and not ln.endswith(" root") for ln in lines)
+    for ln in lines:
+        if ln.startswith("COPY ") and "--from" not in ln:
+            src = ln.split()[1]
+            assert os.path.exists(os.path.join(DEPLOY, "..", src)), src
+
+
+def test_k8s_manifests() -> None:
+    objs = k8s_objects()
+    assert {"Deployment", "Service", "ConfigMap", "Secret"} <= set(objs)
+    dep, svc, cm, secret = objs["Deployment"], objs["Service"], objs["ConfigMap"], objs["Secret"]
+    assert dep["apiVersion"] == "apps/v1" and dep["spec"]["replicas"] == 2
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert svc["spec"]["selector"].items() <= labels.items()
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    port_names = {p["name"] for p in container["ports"]}
+    assert all(p["targetPort"] in port_names for p in svc["spec"]["ports"])
+    # Every Secret key referenced exists; credentials reach pyreg as PYREG_* overrides.
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) == {"PYREG_STORAGE_S3_ACCESSKEY", "PYREG_STORAGE_S3_SECRETKEY"}
+    for ref in refs.values():
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+    # The config map's file is a valid pyreg configuration on S3, mounted where args point.
+    volume = next(v for v in pod["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert container["args"] == ["--config", f"{mount['mountPath']}/config.yml"]
+    config = load_config(data=yaml.safe_load(cm["data"]["config.yml"]),
+                         environ={"PYREG_STORAGE_S3_ACCESSKEY": "a", "PYREG_STORAGE_S3_SECRETKEY": "b"})
+    assert config.storage.s3 is not None and config.storage.s3.accesskey == "a"
+    assert config.port == int(next(p["containerPort"] for p in container["ports"]))
+    assert container["readinessProbe"]["httpGet"]["port"] in port_names
+
+
+def test_nginx_config_is_valid(tmp_path: Path) -> None:
+    config = nginx_config(str(tmp_path / "nginx"), {
+        "PYREG1_ADDR": "127.0.0.1:5001", "PYREG2_ADDR": "127.0.0.1:5002",
+        "NGINX_LISTEN": "127.0.0.1:5003", "PYREG_BLOB_ROOT": str(tmp_path / "data")})
+    result = nginx_test(config)
+    assert result.returncode == 0, result.stderr
+    text = Path(tmp_path / "nginx" / "pyreg.conf").read_text()
+    for directive in ("client_max_body_size 0;", "proxy_request_buffering off;", "internal;", "sendfile on;"):
+        assert directive in text
+
+
+def test_systemd_unit(tmp_path: Path) -> None:
+    text = Path(DEPLOY, "pyreg.service").read_text()
+    sections = {ln.strip() for ln in text.splitlines() if ln.startswith("[")}
+    assert sections == {"[Unit]", "[Service]", "[Install]"}
+    exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    assert exec_start.split("=", 1)[1].split()[1:3] == ["serve", "--config"]
+    analyze, pyreg = shutil.which("systemd-analyze"), shutil.which("pyreg")
+    if analyze is None or pyreg is None:
+        pytest.skip("systemd-analyze or an installed pyreg is missing: parse check only")
+    # Point ExecStart at this machine's pyreg (verify checks that the binary exists).
+    unit = tmp_path / "pyreg.service"
+    unit.write_text(text.replace("/usr/local/bin/pyreg", os.path.realpath(pyreg)))
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [ln for ln in (result.stdout + result.stderr).splitlines()
+                if "pyreg.service" in ln and "Failed to" not in ln]
+    assert result.returncode == 0 or not problems, result.stderr
