@@ -80,6 +80,9 @@ def build_middleware(config: Config) -> list[Middleware]:
     """The middleware stack, outermost first."""
     middleware = [Middleware(APIVersionMiddleware)]
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
+    from registry.auth.setup import auth_middleware
+
+    middleware.append(auth_middleware(config))
     if config.storage.maintenance.readonly.enabled:
         middleware.append(Middleware(ReadOnlyMiddleware))
     return middleware

@@ -118,13 +118,28 @@ class HtpasswdConfig:
 
 @dataclass
 class TokenConfig:
-    realm: str = ""
+    """Token auth (registry/auth). With ``signingkey`` pyreg issues tokens at ``/token`` (users from
+    ``auth.htpasswd``); ``rootcertbundle``/``jwks`` trust an external issuer's keys."""
+
+    realm: str = ""  # default with signingkey: this server's /token
     service: str = "pyreg"
     issuer: str = "pyreg"
     rootcertbundle: str | None = None
+    jwks: str | None = None
     signingkey: str | None = None
+    certificate: str | None = None  # the signing key's certificate chain, sent as x5c
+    kidformat: str = "libtrust"  # or "thumbprint" (RFC 7638, what Distribution 3 expects)
     expiration: float = duration_field(300.0)
+    refreshexpiration: float = duration_field(30 * 86400.0)
     autoredirect: bool = False
+
+
+@dataclass
+class RateLimitConfig:
+    """Failed logins allowed per client address within ``window`` before 429."""
+
+    failures: int = 10
+    window: float = duration_field(60.0)
 
 
 @dataclass
@@ -132,6 +147,7 @@ class AuthConfig:
     htpasswd: HtpasswdConfig | None = None
     token: TokenConfig | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 
 @dataclass
@@ -148,6 +164,7 @@ class TLSConfig:
     certificate: str | None = None
     key: str | None = None
     clientcas: list[str] = field(default_factory=list)
+    hsts: float = duration_field(0.0)  # Strict-Transport-Security max-age; 0 = no header
 
 
 @dataclass
@@ -380,12 +397,16 @@ def _validate(config: Config) -> Config:
         raise ConfigError("storage.s3.bucket: required for the s3 driver")
     if storage.maintenance.uploadpurging.enabled and storage.maintenance.uploadpurging.interval <= 0:
         raise ConfigError("storage.maintenance.uploadpurging.interval: must be positive")
-    if config.auth.htpasswd is not None and config.auth.token is not None:
-        raise ConfigError("auth: configure either htpasswd or token, not both")
+    # htpasswd and token together: token auth, with htpasswd holding the built-in /token's users
     if config.auth.htpasswd is not None and not config.auth.htpasswd.path:
         raise ConfigError("auth.htpasswd.path: required")
-    if config.auth.token is not None and not config.auth.token.realm:
-        raise ConfigError("auth.token.realm: required")
+    token = config.auth.token
+    if token is not None and not token.realm and not token.signingkey:
+        raise ConfigError("auth.token.realm: required unless pyreg issues the tokens (auth.token.signingkey)")
+    if token is not None and not (token.signingkey or token.rootcertbundle or token.jwks):
+        raise ConfigError("auth.token: give signingkey (pyreg issues tokens) or rootcertbundle/jwks")
+    if token is not None and token.kidformat not in ("libtrust", "thumbprint"):
+        raise ConfigError(f"auth.token.kidformat: expected libtrust or thumbprint, got {token.kidformat!r}")
     for i, rule in enumerate(config.access):
         bad = set(rule.actions) - {"pull", "push", "delete", "*"}
         if bad:

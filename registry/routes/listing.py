@@ -46,6 +46,9 @@ async def tags_list(request: Request, registry: Registry, name: str, _: str) -> 
 async def catalog(request: Request, registry: Registry, name: str, _: str) -> Response:
     n, last = pagination(request)
     repos = await registry.layout.repositories()
+    auth = getattr(request.state, "auth", None)  # registry/auth: show only what the caller may pull
+    if auth is not None:
+        repos = [r for r in repos if auth.can(r, "pull")]
     page, more = _page(repos, n, last)
     headers = {}
     if more and page:
