@@ -16,6 +16,13 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("registry.serve_command", "run the registry server"),
     "user": ("registry.auth.user_command", "manage the registry's htpasswd users (add, del, list)"),
+    "run": ("runtime.commands.run", "run a command in a new container"),
+    "ps": ("runtime.commands.ps", "list containers"),
+    "logs": ("runtime.commands.logs", "show what a container wrote"),
+    "stop": ("runtime.commands.stop", "stop a container (SIGTERM, then SIGKILL)"),
+    "kill": ("runtime.commands.kill", "send a signal to a container"),
+    "rm": ("runtime.commands.rm", "remove containers"),
+    "exec": ("runtime.commands.exec", "run a command in a running container"),
 }
 
 EXIT_USAGE = 2

@@ -1,0 +1,46 @@
+"""Helpers shared by the container commands: find a container, wait for its end."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from runtime import state
+
+
+def find(ref: str) -> dict[str, Any] | None:
+    rec = state.lookup(ref)
+    if rec is None:
+        print(f"pyreg: no such container: {ref}", file=sys.stderr)
+    return rec
+
+
+def wait_exit(rec: dict[str, Any], timeout: float | None) -> bool:
+    """Wait until the container's PID 1 is gone and its supervisor recorded it; True if it ended."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pid = rec.get("pid")
+    if pid and state.is_alive(rec):
+        try:
+            pidfd = os.pidfd_open(int(pid))
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0:
+            import select
+
+            try:
+                if state.proc_start_time(int(pid)) == rec.get("pid_start"):
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not select.select([pidfd], [], [], left)[0]:
+                        return False
+            finally:
+                os.close(pidfd)
+    # PID 1 has exited (a zombie until the supervisor reaps it): wait for the record to say so
+    while True:
+        cur = state.load(rec["id"])
+        if cur is None or cur.get("status") != "running":
+            return True
+        if deadline is not None and time.monotonic() > deadline + 5:
+            return False
+        time.sleep(0.01)

@@ -1,0 +1,35 @@
+"""``pyreg exec``: run a command in a running container's namespaces and cgroup."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env variable")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="USER[:GROUP] (names or ids)")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime import container
+    from runtime.commands._common import find
+
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        print("pyreg: exec needs a command", file=sys.stderr)
+        return container.EXIT_PYREG
+    rec = find(args.container)
+    if rec is None:
+        return container.EXIT_PYREG
+    if rec.get("status") != "running":
+        print(f"pyreg: container {args.container} is not running", file=sys.stderr)
+        return container.EXIT_PYREG
+    try:
+        return container.exec_in(rec, cmd, env=args.env, workdir=args.workdir, user=args.user)
+    except container.ContainerError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return e.code

@@ -1,0 +1,59 @@
+"""``pyreg kill``: send a signal (default SIGKILL) to a container's PID 1."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper()
+    if t.isdigit():
+        return int(t)
+    if not t.startswith("SIG"):
+        t = "SIG" + t
+    try:
+        return int(signal.Signals[t])
+    except KeyError:
+        raise ValueError(f"invalid signal: {text}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+", metavar="container")
+
+
+def send(rec: dict, sig: int) -> bool:
+    import os
+
+    from runtime import state
+
+    if rec.get("status") != "running" or not state.is_alive(rec):
+        return False
+    try:
+        os.kill(int(rec["pid"]), sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.commands._common import find
+
+    try:
+        sig = parse_signal(args.signal)
+    except ValueError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return 1
+    rc = 0
+    for ref in args.containers:
+        rec = find(ref)
+        if rec is None:
+            rc = 1
+        elif not send(rec, sig):
+            print(f"pyreg: container {ref} is not running", file=sys.stderr)
+            rc = 1
+        else:
+            print(ref)
+    return rc

@@ -1,0 +1,56 @@
+"""``pyreg ps``: list containers (running ones; all with -a)."""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print container ids")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids and commands")
+
+
+def _ago(stamp: str | None) -> str:
+    if not stamp:
+        return ""
+    try:
+        t = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return stamp
+    d = max(0, int(time.time() - t))
+    for unit, secs in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if d >= secs:
+            n = d // secs
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{d} second{'s' if d != 1 else ''}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime import state
+
+    recs = [r for r in state.all_containers() if args.all or r.get("status") == "running"]
+    if args.quiet:
+        for r in recs:
+            print(r["id"] if args.no_trunc else r["id"][:12])
+        return 0
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for r in recs:
+        cmd = " ".join(r.get("config", {}).get("argv", []))
+        if not args.no_trunc and len(cmd) > 20:
+            cmd = cmd[:19] + "…"
+        status = r.get("status", "")
+        if status == "running":
+            status = f"Up {_ago(r.get('started_at'))}"
+        elif status == "exited":
+            status = f"Exited ({r.get('exit_code')}) {_ago(r.get('finished_at'))} ago"
+        else:
+            status = status.capitalize()
+        rows.append((r["id"] if args.no_trunc else r["id"][:12], r.get("image", ""), f'"{cmd}"',
+                     f"{_ago(r.get('created'))} ago", status, r.get("name", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "   " + row[-1])
+    return 0

@@ -1,0 +1,141 @@
+"""``pyreg run``: create and start a container from a local (or pulled) image."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (docker's units: powers of 1024)."""
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
+def parse_volume(text: str) -> tuple[str, str, bool]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+        raise argparse.ArgumentTypeError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro|rw]")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise argparse.ArgumentTypeError(f"invalid volume mode {mode!r} in {text!r}")
+    return os.path.abspath(parts[0]), parts[1], mode == "ro"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
+    p.add_argument("--name", help="container name")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env variable")
+    p.add_argument("--env-file", action="append", default=[], metavar="F", help="read env variables")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="USER[:GROUP] (names or ids)")
+    p.add_argument("--entrypoint", help="override the image's entrypoint")
+    p.add_argument("--hostname", help="container host name")
+    p.add_argument("-v", "--volume", action="append", default=[], type=parse_volume,
+                   metavar="HOST:CTR[:ro]", help="bind mount")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("-m", "--memory", type=parse_bytes, help="memory limit (e.g. 256m)")
+    p.add_argument("--cpus", type=float, help="CPU quota in CPUs (e.g. 0.5)")
+    p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--network", "--net", choices=("none", "host"), default="none",
+                   help="none (default: own namespace with only lo) or host")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _read_env_file(path: str) -> list[str]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def resolve_image(ref: str) -> tuple[str, str, dict[str, Any], list[str]]:
+    """(name, digest, config, layer dirs base first); pulls the image when it is not local.
+
+    A path to a directory (``./rootfs``, ``/srv/rootfs``) runs that directory as a one-layer image
+    with an empty config: handy for debugging and for the benchmark.
+    """
+    if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
+        return ref, "", {}, [os.path.abspath(ref)]
+    from runtime.extract import extract_layer
+    from storage.localstore import ImageNotFoundError, LocalStore
+
+    store = LocalStore()
+    try:
+        img = store.resolve(ref, extractor=extract_layer)
+    except ImageNotFoundError:
+        _pull(ref)
+        img = store.resolve(ref, extractor=extract_layer)
+    return img.name, str(img.manifest_digest), img.config, [str(p) for p in img.layer_dirs]
+
+
+def _pull(ref: str) -> None:
+    import contextlib
+
+    from client import cli
+
+    if "pull" not in cli.COMMANDS:
+        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the container
+        code = cli.main(["pull", ref])
+    if code != 0:
+        raise LookupError(f"pull of {ref} failed (exit {code})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime import container, state
+
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    try:
+        env = [e for f in args.env_file for e in _read_env_file(f)] + list(args.env)
+    except OSError as e:
+        print(f"pyreg: --env-file: {e}", file=sys.stderr)
+        return container.EXIT_PYREG
+    try:
+        name, digest, image_config, layers = resolve_image(args.image)
+    except Exception as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return container.EXIT_PYREG
+    cfg = container.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
+                                 workdir=args.workdir, user=args.user)
+    if not cfg["argv"]:
+        print("pyreg: no command specified", file=sys.stderr)
+        return container.EXIT_PYREG
+    taken = {r.get("name") for r in state.all_containers()}
+    if args.name and args.name in taken:
+        print(f"pyreg: the container name {args.name!r} is already in use", file=sys.stderr)
+        return container.EXIT_PYREG
+    cid = state.new_id()
+    cfg.update(
+        hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
+        volumes=args.volume, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit,
+        rm=args.rm, layers=layers,
+    )
+    rec: dict[str, Any] = {
+        "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
+        "image_name": name, "image_digest": digest, "config": cfg, "created": state.now(),
+        "detached": args.detach,
+    }
+    try:
+        code = container.run(rec, args.detach)
+    except container.ContainerError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return e.code
+    if args.detach:
+        print(cid)
+    return code

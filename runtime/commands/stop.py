@@ -1,0 +1,33 @@
+"""``pyreg stop``: the stop signal (SIGTERM unless the image says otherwise), SIGKILL after -t."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--time", type=float, default=10, help="seconds to wait before SIGKILL (default 10)")
+    p.add_argument("containers", nargs="+", metavar="container")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.commands._common import find, wait_exit
+    from runtime.commands.kill import parse_signal, send
+
+    rc = 0
+    for ref in args.containers:
+        rec = find(ref)
+        if rec is None:
+            rc = 1
+            continue
+        if rec.get("status") == "running":
+            try:
+                sig = parse_signal(rec.get("config", {}).get("stop_signal") or "SIGTERM")
+            except ValueError:
+                sig = signal.SIGTERM
+            if send(rec, sig) and not wait_exit(rec, args.time):
+                send(rec, signal.SIGKILL)
+                wait_exit(rec, None)
+        print(ref)
+    return rc

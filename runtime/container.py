@@ -1,0 +1,612 @@
+"""Container lifecycle: build the rootfs, start PID 1 in its namespaces, supervise it, clean up.
+
+Process shape (as docker/runc, minus the daemon)::
+
+    pyreg run (supervisor) ── fork ──> container PID 1 ── execve(command)
+
+The supervisor calls ``unshare(CLONE_NEWPID)`` on itself, so its one child is PID 1 of a new pid
+namespace: the command *is* PID 1 (orphans of the container are reparented to it, as with docker
+without ``--init``). The child joins the cgroup, unshares mnt/uts/ipc/net/cgroup, mounts the
+overlay rootfs (image layers as lower dirs, top first; a per-container upper/work dir) and
+/proc, /dev, /sys, masks and read-only paths, pivots into it, drops to Docker's default
+capability set with no_new_privs, switches user and execs. Set-up failures come back to the
+supervisor through a close-on-exec pipe (EOF means the exec happened), so errors get
+docker's exit codes: 125 for pyreg's own, 126 when the command cannot be executed, 127 when it
+does not exist.
+
+Every mount is made inside the container's private mount namespace, so the host's mount table
+never changes and everything disappears with the container's last process. The supervisor
+stays outside: it forwards signals to PID 1, records the exit status (128+signal when killed;
+OOMKilled from the cgroup), removes the cgroup and, with ``--rm``, the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import sys
+from typing import Any
+
+from runtime import linux, state
+from runtime.cgroups import Cgroup
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# runc's default masked and read-only paths (the ones docker uses)
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+           ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+EXIT_PYREG = 125
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+
+
+class ContainerError(Exception):
+    """A failure to create or start a container; ``code`` is the exit status pyreg returns."""
+
+    def __init__(self, message: str, code: int = EXIT_PYREG) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- paths & users
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """``root/unsafe`` with every symlink resolved as if ``root`` were ``/`` (never leaves root)."""
+    parts = [p for p in unsafe.split("/") if p]
+    current: list[str] = []
+    links = 0
+    while parts:
+        p = parts.pop(0)
+        if p == ".":
+            continue
+        if p == "..":
+            if current:
+                current.pop()
+            continue
+        full = os.path.join(root, *current, p)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            current.append(p)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:
+                raise ContainerError(f"too many levels of symbolic links in {unsafe!r}")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                current = []
+            parts = [t for t in target.split("/") if t] + parts
+        else:
+            current.append(p)
+    return os.path.join(root, *current)
+
+
+def resolve_user(spec: str, etc: str = "/etc") -> tuple[int, int, list[int], str]:
+    """``user[:group]`` (names or ids) -> uid, gid, supplementary gids, home, via the image's files."""
+    user, _, group = (spec or "").partition(":")
+
+    def entries(name: str) -> list[list[str]]:
+        try:
+            with open(os.path.join(etc, name), errors="replace") as f:
+                return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
+        except OSError:
+            return []
+
+    passwd = [e for e in entries("passwd") if len(e) >= 7]
+    groups = [e for e in entries("group") if len(e) >= 4]
+    entry = None
+    if user == "" or user.isdigit():
+        uid = int(user or 0)
+        entry = next((e for e in passwd if e[2] == str(uid)), None)
+    else:
+        entry = next((e for e in passwd if e[0] == user), None)
+        if entry is None:
+            raise ContainerError(f"unable to find user {user}: no matching entries in passwd file")
+        uid = int(entry[2])
+    gid = int(entry[3]) if entry else 0
+    home = entry[5] if entry else "/"
+    name = entry[0] if entry else None
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = next((e for e in groups if e[0] == group), None)
+            if g is None:
+                raise ContainerError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(g[2])
+    extra = sorted({int(g[2]) for g in groups if name and name in g[3].split(",") and g[2].isdigit()}
+                   | {gid})
+    return uid, gid, extra, home or "/"
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: str | None = None,
+                 env: list[str] | None = None, workdir: str | None = None, user: str | None = None,
+                 ) -> dict[str, Any]:
+    """What to run: the image config, overridden by flags, the way docker combines them."""
+    cfg = image_config.get("config") or {}
+    ep = list(cfg.get("Entrypoint") or [])
+    command = list(cfg.get("Cmd") or [])
+    if entrypoint is not None:
+        ep = [entrypoint] if entrypoint else []
+        command = list(cmd)
+    elif cmd:
+        command = list(cmd)
+    merged: dict[str, str] = {}
+    for item in [*(cfg.get("Env") or []), *(env or [])]:
+        k, sep, v = item.partition("=")
+        if not sep:
+            if k in os.environ:
+                merged[k] = os.environ[k]
+            continue
+        merged[k] = v
+    if "PATH" not in merged:
+        merged["PATH"] = DEFAULT_PATH.partition("=")[2]
+    return {
+        "entrypoint": ep, "cmd": command, "argv": ep + command,
+        "env": [f"{k}={v}" for k, v in merged.items()],
+        "workdir": workdir or cfg.get("WorkingDir") or "/",
+        "user": user if user is not None else (cfg.get("User") or ""),
+        "stop_signal": cfg.get("StopSignal") or "SIGTERM",
+    }
+
+
+# --------------------------------------------------------------------------- inside the container
+
+
+def _mkdirs(path: str, mode: int = 0o755) -> None:
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def _mount_target(rootfs: str, path: str, is_dir: bool) -> str:
+    target = secure_join(rootfs, path)
+    if is_dir:
+        _mkdirs(target)
+    elif not os.path.lexists(target):
+        _mkdirs(os.path.dirname(target))
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    return target
+
+
+def _setup_dev(rootfs: str) -> None:
+    dev = _mount_target(rootfs, "/dev", True)
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        p = os.path.join(dev, name)
+        os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(p, 0o666)
+    for sub in ("pts", "shm", "mqueue"):
+        os.mkdir(os.path.join(dev, sub), 0o755)
+    linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                "mode=1777,size=65536k")
+    try:
+        linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
+                    linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    except OSError:
+        os.rmdir(os.path.join(dev, "mqueue"))
+    for name, target in DEV_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _bind(src: str, target: str, readonly: bool = False, rec: bool = True) -> None:
+    flags = linux.MS_BIND | (linux.MS_REC if rec else 0)
+    linux.mount(src, target, None, flags)
+    if readonly:
+        linux.mount(None, target, None, flags | linux.MS_REMOUNT | linux.MS_RDONLY)
+
+
+def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
+    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    linux.mount("proc", _mount_target(rootfs, "/proc", True), "proc", nosuid_nodev_noexec)
+    _setup_dev(rootfs)
+    sys_target = _mount_target(rootfs, "/sys", True)
+    if cfg.get("network") == "host":
+        _bind("/sys", sys_target, readonly=True)
+    else:
+        linux.mount("sysfs", sys_target, "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
+    for name in ("hosts", "hostname", "resolv.conf"):
+        _bind(os.path.join(cdir, name), _mount_target(rootfs, f"/etc/{name}", False), rec=False)
+    for host, ctr, ro in cfg.get("volumes") or []:
+        is_dir = os.path.isdir(host)
+        _bind(host, _mount_target(rootfs, ctr, is_dir), readonly=bool(ro))
+    for path in MASKED_PATHS:
+        target = rootfs + path
+        if os.path.isdir(target) and not os.path.islink(target):
+            linux.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
+        elif os.path.exists(target):
+            _bind(os.path.join(rootfs, "dev/null"), target, rec=False)
+    for path in READONLY_PATHS:
+        target = rootfs + path
+        if os.path.exists(target):
+            linux.mount(target, target, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, target, None, linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY
+                        | nosuid_nodev_noexec)
+    if cfg.get("read_only"):
+        linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+
+
+def _overlay_options(layers: list[str], upper: str, work: str) -> str:
+    lower = ":".join(reversed(layers))  # overlay wants the top layer first
+    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+
+def _drop_privileges(uid: int, gid: int, groups: list[int]) -> None:
+    keep = set(linux.DEFAULT_CAPS.values())
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    linux.drop_bounding_set(keep)
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)  # a non-root uid loses every capability here
+    if uid == 0:
+        linux.capset(keep, keep, set())
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
+    """After pivot_root (or setns): user, workdir, environment, privileges, execve. Never returns."""
+    uid, gid, groups, home = resolve_user(cfg.get("user") or "")
+    env = list(cfg["env"])
+    keys = {e.partition("=")[0] for e in env}
+    if "HOSTNAME" not in keys:
+        env.append(f"HOSTNAME={hostname}")
+    if "HOME" not in keys:
+        env.append(f"HOME={home}")
+    workdir = cfg.get("workdir") or "/"
+    try:
+        os.chdir(workdir)
+    except FileNotFoundError:
+        os.makedirs(workdir, 0o755)
+        os.chdir(workdir)
+    _drop_privileges(uid, gid, groups)
+    _reset_signals()
+    argv = cfg["argv"]
+    envd = dict(e.partition("=")[::2] for e in env)
+    try:
+        os.execvpe(argv[0], argv, envd)
+    except OSError as e:
+        _report(err_w, "exec", e, argv[0])
+
+
+def _report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
+    code = EXIT_PYREG
+    errno_ = getattr(e, "errno", None)
+    if stage == "exec":
+        code = EXIT_NOT_FOUND if errno_ in (2, 20) else EXIT_CANNOT_EXEC
+    if isinstance(e, ContainerError):
+        code = e.code
+    msg = str(e) if not isinstance(e, OSError) else (e.strerror or str(e))
+    if stage == "exec":
+        msg = (f"exec: {what!r}: executable file not found in $PATH" if code == EXIT_NOT_FOUND
+               else f"exec: {what!r}: {msg}")
+    try:
+        os.write(err_w, json.dumps({"stage": stage, "message": msg, "code": code}).encode())
+    finally:
+        os._exit(code)
+
+
+def _child(rec: dict[str, Any], cg: Cgroup | None, err_w: int, stdio: tuple[int, int, int] | None) -> None:
+    """PID 1 of the new pid namespace, before it becomes the command. Never returns."""
+    cfg = rec["config"]
+    cdir = state.container_dir(rec["id"])
+    try:
+        os.setsid()
+        if stdio is not None:
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+        if cg is not None:
+            cg.attach(0)
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        if cfg.get("network") != "host":
+            flags |= linux.CLONE_NEWNET
+        if os.path.exists("/proc/self/ns/cgroup"):
+            flags |= linux.CLONE_NEWCGROUP
+        linux.unshare(flags)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        rootfs = os.path.join(cdir, "rootfs")
+        layers = cfg["layers"]
+        opts = _overlay_options(layers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"))
+        if len(opts) > 3900:  # one page of mount data: use short paths relative to the layer store
+            os.chdir(os.path.dirname(os.path.dirname(layers[0])))
+            rel = [os.path.relpath(p) for p in layers]
+            opts = _overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"))
+        linux.mount("overlay", rootfs, "overlay", 0, opts)
+        os.umask(0o022)
+        _setup_mounts(cfg, cdir, rootfs)
+        os.chdir(rootfs)
+        linux.pivot_root(".", ".")
+        linux.umount(".", linux.MNT_DETACH)
+        os.chdir("/")
+        hostname = cfg["hostname"]
+        linux.sethostname(hostname)
+        if cfg.get("network") != "host":
+            linux.set_loopback_up()
+        os.closerange(3, err_w)
+        os.closerange(err_w + 1, 65536)
+    except BaseException as e:
+        _report(err_w, "setup", e)
+    try:
+        _exec(cfg, err_w, hostname)
+    except BaseException as e:
+        _report(err_w, "setup", e)
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+
+def prepare(rec: dict[str, Any]) -> Cgroup | None:
+    """Create the container's directory, /etc files and cgroup; save its 'created' state."""
+    cdir = state.container_dir(rec["id"])
+    os.makedirs(state.containers_dir(), exist_ok=True)
+    os.mkdir(cdir, 0o700)
+    for sub in ("upper", "work", "rootfs"):
+        os.mkdir(os.path.join(cdir, sub), 0o755)
+    cfg = rec["config"]
+    hostname = cfg["hostname"]
+    with open(os.path.join(cdir, "hostname"), "w") as f:
+        f.write(hostname + "\n")
+    with open(os.path.join(cdir, "hosts"), "w") as f:
+        f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"127.0.1.1\t{hostname}\n")
+    resolv = ""
+    if cfg.get("network") == "host":
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
+        except OSError:
+            pass
+    with open(os.path.join(cdir, "resolv.conf"), "w") as f:
+        f.write(resolv)
+    cg = None
+    try:
+        cg = Cgroup.create(rec["id"], memory=cfg.get("memory"), cpus=cfg.get("cpus"),
+                           pids=cfg.get("pids_limit"))
+    except Exception as e:
+        remove_files(rec["id"])
+        raise ContainerError(f"cgroup: {e}") from None
+    rec["cgroup"] = cg.to_dict()
+    rec["status"] = "created"
+    state.save(rec)
+    return cg
+
+
+def remove_files(cid: str) -> None:
+    import shutil
+
+    shutil.rmtree(state.container_dir(cid), ignore_errors=True)
+
+
+def cleanup(rec: dict[str, Any], remove: bool) -> None:
+    """Remove the cgroup, and with ``remove`` the container's directory; safe to call twice."""
+    cg = Cgroup.from_dict(rec.get("cgroup"))
+    if cg is not None:
+        try:
+            cg.kill_all()
+            cg.remove()
+        except Exception as e:
+            print(f"pyreg: warning: {e}", file=sys.stderr)
+    if remove:
+        remove_files(rec["id"])
+
+
+def exit_code_of(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
+          forward_signals: bool = True) -> int:
+    """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure."""
+    pending: list[int] = []
+    child = 0
+
+    def forward(sig: int, frame: object) -> None:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+        else:
+            pending.append(sig)
+
+    if forward_signals:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, forward)
+    linux.unshare(linux.CLONE_NEWPID)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(err_r)
+        _child(rec, cg, err_w, stdio)
+        os._exit(EXIT_PYREG)  # not reached
+    os.close(err_w)
+    chunks = []
+    while chunk := os.read(err_r, 65536):
+        chunks.append(chunk)
+    os.close(err_r)
+    if chunks:
+        os.waitpid(child, 0)
+        try:
+            err = json.loads(b"".join(chunks))
+        except ValueError:
+            err = {"message": b"".join(chunks).decode(errors="replace"), "code": EXIT_PYREG}
+        raise ContainerError(err["message"], int(err.get("code", EXIT_PYREG)))
+    for pending_sig in pending:
+        forward(pending_sig, None)
+    return child
+
+
+def wait(rec: dict[str, Any], pid: int, cg: Cgroup | None) -> int:
+    """Reap PID 1, record how it ended; returns its docker-style exit code."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            status = 255 << 8
+            break
+    code = exit_code_of(status)
+    oom = bool(cg is not None and code == 128 + signal.SIGKILL and cg.oom_kills() > 0)
+    rec.update(status="exited", exit_code=code, oom_killed=oom, finished_at=state.now())
+    state.save(rec)
+    return code
+
+
+def run(rec: dict[str, Any], detach: bool) -> int:
+    """Create, start and (foreground) wait for the container described by ``rec``."""
+    cg = prepare(rec)
+    if not detach:
+        return _supervise(rec, cg, None, None)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the detached supervisor
+        code = EXIT_PYREG
+        try:
+            os.close(ready_r)
+            os.setsid()
+            log = os.open(os.path.join(state.container_dir(rec["id"]), "log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            # the caller of 'pyreg run -d' may be reading our stdout: let go of it now
+            stdio = (os.dup(0), os.dup(1), os.dup(2))
+            for i in range(3):
+                os.dup2(devnull, i)
+            for fd in stdio:
+                os.close(fd)
+            code = _supervise(rec, cg, (devnull, log, log), ready_w)
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    data = b""
+    while chunk := os.read(ready_r, 65536):
+        data += chunk
+    os.close(ready_r)
+    msg: dict[str, Any] = json.loads(data) if data else {"message": "the supervisor died", "code": EXIT_PYREG}
+    if "message" in msg:
+        raise ContainerError(msg["message"], int(msg["code"]))
+    return 0
+
+
+def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None,
+               ready_w: int | None) -> int:
+    rec["supervisor"] = os.getpid()
+    rec["supervisor_start"] = state.proc_start_time(os.getpid())
+    try:
+        pid = start(rec, cg, stdio)
+    except ContainerError as e:
+        rec.update(status="exited", exit_code=e.code, error=str(e), finished_at=state.now())
+        state.save(rec)
+        cleanup(rec, bool(rec["config"].get("rm")))
+        if ready_w is not None:
+            os.write(ready_w, json.dumps({"message": str(e), "code": e.code}).encode())
+            os.close(ready_w)
+        raise
+    rec.update(status="running", pid=pid, pid_start=state.proc_start_time(pid), started_at=state.now())
+    state.save(rec)
+    if ready_w is not None:
+        for fd in set(stdio or ()):
+            os.close(fd)
+        os.write(ready_w, b'{"ok": true}')
+        os.close(ready_w)
+    code = wait(rec, pid, cg)
+    cleanup(rec, bool(rec["config"].get("rm")))
+    return code
+
+
+# --------------------------------------------------------------------------- exec
+
+
+def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, workdir: str | None = None,
+            user: str | None = None) -> int:
+    """Run ``argv`` inside a running container (setns into its namespaces and cgroup)."""
+    pid = int(rec["pid"])
+    cfg = dict(rec["config"])
+    cfg["argv"] = argv
+    if env:
+        cfg["env"] = [*cfg["env"], *env]
+    if workdir:
+        cfg["workdir"] = workdir
+    if user is not None:
+        cfg["user"] = user
+    cg = Cgroup.from_dict(rec.get("cgroup"))
+    fds = {}
+    try:
+        for ns in ("ipc", "uts", "net", "cgroup", "pid", "mnt"):
+            try:
+                fds[ns] = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if ns in ("pid", "mnt"):
+                    raise ContainerError(f"container {rec['name']} is not running") from None
+        if state.proc_start_time(pid) != rec.get("pid_start"):
+            raise ContainerError(f"container {rec['name']} is not running")
+        linux.setns(fds["pid"], linux.CLONE_NEWPID)
+        child = 0
+
+        def forward(sig: int, frame: object) -> None:
+            if child:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, sig)
+
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, forward)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(err_r)
+                if cg is not None:
+                    cg.attach(0)
+                for ns in ("ipc", "uts", "net", "cgroup", "mnt"):
+                    if ns in fds:
+                        linux.setns(fds[ns], 0)
+                os.chdir("/")
+                for fd in fds.values():
+                    os.close(fd)
+            except BaseException as e:
+                _report(err_w, "setup", e)
+            try:
+                _exec(cfg, err_w, cfg["hostname"])
+            except BaseException as e:
+                _report(err_w, "setup", e)
+            os._exit(EXIT_PYREG)
+        os.close(err_w)
+        data = b""
+        while chunk := os.read(err_r, 65536):
+            data += chunk
+        os.close(err_r)
+        _, status = os.waitpid(child, 0)
+        if data:
+            err = json.loads(data)
+            raise ContainerError(err["message"], int(err["code"]))
+        return exit_code_of(status)
+    finally:
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,163 @@
+"""The few Linux system calls the runtime needs, through ctypes on libc.
+
+Python 3.11 has no ``os.unshare``/``os.setns``; ctypes costs a couple of milliseconds to import,
+far less than a helper binary would. Every wrapper raises OSError with the errno and a message
+naming what failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+# Docker's default capability set (moby oci/caps/defaults.go)
+DEFAULT_CAPS = {
+    "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5,
+    "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8, "CAP_NET_BIND_SERVICE": 10,
+    "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27, "CAP_AUDIT_WRITE": 29,
+    "CAP_SETFCAP": 31,
+}
+
+
+def _fail(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(ctypes.c_int(flags)) != 0:
+        raise _fail("unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise _fail("setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    if _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
+        raise _fail(f"mount {fstype or ''} {source or ''} on {target}".replace("  ", " "))
+
+
+def umount(target: str, flags: int = 0) -> None:
+    if _libc.umount2(_b(target), ctypes.c_int(flags)) != 0:
+        raise _fail(f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    nr = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
+    if _libc.syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)) != 0:
+        raise _fail("pivot_root")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+        raise _fail("sethostname")
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    r = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                    ctypes.c_ulong(0))
+    if r < 0:
+        raise _fail(f"prctl({option})")
+    return int(r)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+def drop_bounding_set(keep: set[int]) -> None:
+    """Remove every capability not in ``keep`` from the bounding set (needs CAP_SETPCAP)."""
+    for cap in range(last_cap() + 1):
+        if cap not in keep:
+            try:
+                prctl(PR_CAPBSET_DROP, cap)
+            except OSError as e:
+                if e.errno != 22:  # EINVAL: the kernel does not know this one
+                    raise
+
+
+def capset(effective: set[int], permitted: set[int], inheritable: set[int]) -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    for i in range(2):
+        def mask(caps: set[int], i: int = i) -> int:
+            return sum(1 << (c - 32 * i) for c in caps if 32 * i <= c < 32 * (i + 1))
+
+        data[i].effective = mask(effective)
+        data[i].permitted = mask(permitted)
+        data[i].inheritable = mask(inheritable)
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        raise _fail("capset")
+
+
+def set_loopback_up() -> None:
+    """``ip link set lo up`` in the current network namespace (SIOCSIFFLAGS on a dgram socket)."""
+    fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+    if fd < 0:
+        raise _fail("socket")
+    try:
+        ifreq = ctypes.create_string_buffer(b"lo", 40)
+        if _libc.ioctl(fd, ctypes.c_ulong(0x8913), ifreq) != 0:  # SIOCGIFFLAGS
+            raise _fail("SIOCGIFFLAGS lo")
+        raw = bytearray(ifreq.raw)
+        flags = int.from_bytes(raw[16:18], "little") | 0x1 | 0x40  # IFF_UP | IFF_RUNNING
+        raw[16:18] = flags.to_bytes(2, "little")
+        ifreq = ctypes.create_string_buffer(bytes(raw), 40)
+        if _libc.ioctl(fd, ctypes.c_ulong(0x8914), ifreq) != 0:  # SIOCSIFFLAGS
+            raise _fail("SIOCSIFFLAGS lo")
+    finally:
+        os.close(fd)
