@@ -1,0 +1,209 @@
+"""Image archives: OCI archives (a tarred image layout) and ``docker save`` / ``podman save`` tarballs.
+
+``load`` imports either kind into the local store (every blob verified or hashed on the way in);
+``save`` writes an OCI archive that ``skopeo copy oci-archive:FILE`` and ``podman load`` read.
+A docker archive becomes an OCI manifest around its layer tars (media type sniffed: plain, gzip
+or zstd) and its config; the tags in its ``RepoTags`` are parsed with the client's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from storage import mediatypes
+from storage.digest import Digest
+from storage.localstore import ImageRecord, LocalStore, StoreError
+from storage.reference import ReferenceError, parse
+
+
+class ArchiveError(Exception):
+    pass
+
+
+def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
+    name = name.removeprefix("./")
+    for candidate in (name, f"./{name}"):
+        try:
+            return tar.getmember(candidate)
+        except KeyError:
+            continue
+    return None
+
+
+def _read(tar: tarfile.TarFile, name: str) -> bytes:
+    info = _member(tar, name)
+    if info is None or not info.isfile():
+        raise ArchiveError(f"archive has no {name}")
+    f = tar.extractfile(info)
+    assert f is not None
+    return f.read()
+
+
+def _layer_media_type(head: bytes) -> str:
+    if head.startswith(b"\x1f\x8b"):
+        return mediatypes.OCI_LAYER_GZIP
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return mediatypes.OCI_LAYER_ZSTD
+    return mediatypes.OCI_LAYER
+
+
+def _name_for(text: str, fallback: str) -> str:
+    try:
+        return str(parse(text))
+    except (ReferenceError, ValueError):
+        return fallback
+
+
+def load(path: Path, store: LocalStore, tag: str | None = None) -> list[ImageRecord]:
+    """Import an OCI archive or a docker-save archive; returns the records tagged."""
+    try:
+        tar = tarfile.open(path)  # noqa: SIM115 - closed by the with below
+    except (OSError, tarfile.TarError) as exc:
+        raise ArchiveError(f"{path}: not a readable tar archive ({exc})") from None
+    with tar, store.writing():
+        if _member(tar, "index.json") is not None and _member(tar, "oci-layout") is not None:
+            return _load_oci(tar, store, tag)
+        if _member(tar, "manifest.json") is not None:
+            return _load_docker(tar, store, tag)
+        raise ArchiveError(f"{path}: neither an OCI archive (index.json) "
+                           "nor a docker archive (manifest.json)")
+
+
+def _copy_blob(tar: tarfile.TarFile, store: LocalStore, digest: Digest, size: int | None) -> None:
+    if store.has_blob(digest):
+        return
+    info = _member(tar, f"blobs/{digest.algorithm}/{digest.hex}")
+    if info is None:
+        raise ArchiveError(f"archive lacks blob {digest}")
+    f = tar.extractfile(info)
+    assert f is not None
+    with store.blob_writer(digest, size) as w:
+        if not w.exists:
+            w.restart()
+            while chunk := f.read(1 << 20):
+                w.write(chunk)
+            w.commit()
+
+
+def _load_oci(tar: tarfile.TarFile, store: LocalStore, tag: str | None) -> list[ImageRecord]:
+    index = json.loads(_read(tar, "index.json"))
+    records = []
+    for i, entry in enumerate(index.get("manifests") or []):
+        digest = Digest.parse(entry["digest"])
+        _copy_blob(tar, store, digest, int(entry["size"]))
+        doc = store.read_json(digest)
+        manifests = [doc] if entry["mediaType"] in mediatypes.IMAGE_MANIFESTS else []
+        if entry["mediaType"] in mediatypes.INDEXES:
+            for child in doc.get("manifests") or []:
+                cd = Digest.parse(child["digest"])
+                if _member(tar, f"blobs/{cd.algorithm}/{cd.hex}") is None:
+                    continue
+                _copy_blob(tar, store, cd, int(child["size"]))
+                manifests.append(store.read_json(cd))
+        for m in manifests:
+            for desc in [m["config"], *(m.get("layers") or [])]:
+                _copy_blob(tar, store, Digest.parse(desc["digest"]), int(desc["size"]))
+        ref_name = (entry.get("annotations") or {}).get(mediatypes.ANNOTATION_REF_NAME)
+        name = tag if tag and i == 0 else ref_name
+        full = _name_for(name, str(digest)) if name else str(digest)
+        records.append(store.tag(full, digest, entry["mediaType"], int(entry["size"]), entry.get("platform")))
+    return records
+
+
+def _load_docker(tar: tarfile.TarFile, store: LocalStore, tag: str | None) -> list[ImageRecord]:
+    items = json.loads(_read(tar, "manifest.json"))
+    records = []
+    for item in items:
+        config_data = _read(tar, item["Config"])
+        config_digest = store.put_blob(config_data)
+        config = json.loads(config_data)
+        layers = []
+        for name in item.get("Layers") or []:
+            info = _member(tar, name)
+            if info is None:
+                raise ArchiveError(f"archive lacks layer {name}")
+            f = tar.extractfile(info)
+            assert f is not None
+            head = f.read(4)
+            f.seek(0)
+            digest, size = store.ingest_stream(f)
+            layers.append({"mediaType": _layer_media_type(head), "digest": str(digest), "size": size})
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layers):
+            raise ArchiveError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
+            "config": {"mediaType": mediatypes.OCI_CONFIG, "digest": str(config_digest),
+                       "size": len(config_data)},
+            "layers": layers,
+        }
+        data = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = store.put_blob(data)
+        names = [tag] if tag else list(item.get("RepoTags") or [])
+        if not names:
+            names = [str(config_digest)]
+        for n in names:
+            full = _name_for(n, str(config_digest))
+            records.append(store.tag(full, digest, mediatypes.OCI_MANIFEST, len(data)))
+    return records
+
+
+def save(records: list[ImageRecord], store: LocalStore, out: Path) -> int:
+    """Write an OCI archive holding ``records`` (each keeps its full name as ref.name)."""
+    blobs: dict[str, Path] = {}
+
+    def want(d: Digest | str) -> None:
+        digest = Digest.parse(d) if isinstance(d, str) else d
+        path = store.blob_path(digest)
+        if not path.exists():
+            raise StoreError(f"blob {digest} is missing from the local store")
+        blobs[f"blobs/{digest.algorithm}/{digest.hex}"] = path
+
+    for record in records:
+        want(record.digest)
+        doc = store.read_json(record.digest)
+        manifests = [doc] if record.media_type in mediatypes.IMAGE_MANIFESTS else []
+        if record.media_type in mediatypes.INDEXES:
+            for child in doc.get("manifests") or []:
+                if store.has_blob(child["digest"]):
+                    want(child["digest"])
+                    manifests.append(store.read_json(child["digest"]))
+        for m in manifests:
+            for desc in [m["config"], *(m.get("layers") or [])]:
+                want(desc["digest"])
+    index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+             "manifests": [r.descriptor() for r in records]}
+    tmp = out.with_name(f".{out.name}.partial")
+    now = int(time.time())
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        import io
+
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = now
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        add_bytes(tar, "index.json", json.dumps(index).encode())
+        for dirname in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(dirname)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = now
+            tar.addfile(info)
+        for name, path in sorted(blobs.items()):
+            info = tar.gettarinfo(str(path), arcname=name)
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    tmp.replace(out)
+    return len(blobs)

@@ -1,0 +1,222 @@
+"""Registry authentication as an ``httpx.Auth`` generator flow: Basic and Docker Bearer tokens.
+
+The flow (``response = yield request``) is the Docker token dance: send; on ``401`` read
+``WWW-Authenticate``; for ``Basic`` resend with credentials; for ``Bearer`` ask the realm for a
+token covering the request's scopes (anonymously when there are no credentials), resend with it;
+on ``insufficient_scope`` ask again for the scopes the challenge names. Tokens are cached per
+scope set until they expire, and once the scheme is known later requests are authorised up front
+(so a streamed upload body is never sent twice). A refresh token (``identitytoken`` from
+``docker login``, or one the token server hands back) is used with the OAuth2 POST form.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from client.credentials import Credentials
+
+_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
+
+
+class AuthError(Exception):
+    """Authentication failed in a way the user must fix (bad credentials, token server refused)."""
+
+
+@dataclass
+class Challenge:
+    scheme: str                     # "basic" or "bearer"
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scopes(self) -> list[str]:
+        return self.params.get("scope", "").split()
+
+
+def parse_challenge(header: str | None) -> Challenge | None:
+    """Parse one ``WWW-Authenticate`` header value (the first challenge we understand)."""
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("basic", "bearer"):
+        return None
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace('\\"', '"')
+              for m in _PARAM.finditer(rest)}
+    return Challenge(scheme, params)
+
+
+def request_scopes(request: httpx.Request) -> list[str]:
+    """The token scopes a registry request needs, derived from its path and method."""
+    path = request.url.path
+    if path.rstrip("/") == "/v2/_catalog":
+        return ["registry:catalog:*"]
+    m = _REPO_PATH.match(path)
+    if not m:
+        return []
+    repo = m.group(1)
+    if request.method in ("GET", "HEAD"):
+        scopes = [f"repository:{repo}:pull"]
+    elif request.method == "DELETE":
+        scopes = [f"repository:{repo}:delete"]
+    else:
+        scopes = [f"repository:{repo}:pull,push"]
+    source = request.url.params.get("from")
+    if source and source != repo:
+        scopes.append(f"repository:{source}:pull")
+    return scopes
+
+
+def merge_scopes(*groups: list[str]) -> list[str]:
+    """Union of scopes, merging actions of the same resource."""
+    merged: dict[str, set[str]] = {}
+    for group in groups:
+        for scope in group:
+            resource, _, actions = scope.rpartition(":")
+            merged.setdefault(resource, set()).update(a for a in actions.split(",") if a)
+    return [f"{r}:{','.join(sorted(a))}" for r, a in sorted(merged.items())]
+
+
+class RegistryAuth(httpx.Auth):
+    """Auth for one registry; shared by the threads of one command (token cache is locked)."""
+
+    def __init__(self, credentials: Callable[[], Credentials | None] | Credentials | None = None) -> None:
+        self._credentials_source = credentials
+        self._credentials: Credentials | None = None
+        self._loaded = not callable(credentials)
+        if not callable(credentials):
+            self._credentials = credentials
+        self.scheme: str | None = None
+        self.realm: str | None = None
+        self.service: str | None = None
+        self.refresh_token: str | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def credentials(self) -> Credentials | None:
+        if not self._loaded:
+            source = self._credentials_source
+            self._credentials = source() if callable(source) else source
+            self._loaded = True
+            if self._credentials and self._credentials.identity_token:
+                self.refresh_token = self._credentials.identity_token
+        return self._credentials
+
+    def _basic_header(self) -> str | None:
+        creds = self.credentials
+        if not creds or creds.username is None:
+            return None
+        raw = f"{creds.username}:{creds.password or ''}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _cached(self, scopes: list[str]) -> str | None:
+        key = " ".join(sorted(scopes))
+        with self._lock:
+            hit = self._tokens.get(key)
+            if hit and hit[1] > time.monotonic():
+                return hit[0]
+            # a token for a superset of scopes also serves
+            for k, (token, expiry) in self._tokens.items():
+                if expiry > time.monotonic() and set(scopes) <= set(k.split()):
+                    return token
+        return None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        scopes = request_scopes(request)
+        if "authorization" not in request.headers:
+            if self.scheme == "basic":
+                header = self._basic_header()
+                if header:
+                    request.headers["Authorization"] = header
+            elif self.scheme == "bearer":
+                token = self._cached(scopes)
+                if token is None and self.realm:
+                    token = yield from self._fetch_token(request, scopes)
+                if token:
+                    request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code not in (401, 403):
+            return
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        if challenge is None:
+            return
+        if response.status_code == 403 and challenge.params.get("error") != "insufficient_scope":
+            return
+        self.scheme = challenge.scheme
+        if challenge.scheme == "basic":
+            header = self._basic_header()
+            if header is None or request.headers.get("authorization") == header:
+                return  # no credentials, or they were refused
+            request.headers["Authorization"] = header
+            yield request
+            return
+        self.realm = challenge.params.get("realm") or self.realm
+        self.service = challenge.params.get("service", self.service)
+        if not self.realm:
+            raise AuthError("registry asked for a Bearer token but named no realm")
+        wanted = merge_scopes(scopes, challenge.scopes)
+        token = yield from self._fetch_token(request, wanted)
+        if token is None:
+            return
+        if request.headers.get("authorization") == f"Bearer {token}":
+            return  # the same token was just refused: nothing more to try
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    def _fetch_token(self, request: httpx.Request, scopes: list[str]
+                     ) -> Generator[httpx.Request, httpx.Response, str | None]:
+        assert self.realm is not None
+        creds = self.credentials
+        params: list[tuple[str, Any]] = []
+        if self.service:
+            params.append(("service", self.service))
+        response: httpx.Response | None = None
+        if self.refresh_token:
+            form = {"grant_type": "refresh_token", "refresh_token": self.refresh_token,
+                    "client_id": "pyreg", "scope": " ".join(scopes)}
+            if self.service:
+                form["service"] = self.service
+            token_request = httpx.Request("POST", self.realm, data=form)
+            response = yield token_request
+            response.read()
+            if response.status_code in (404, 405):
+                response = None  # no OAuth2 endpoint: fall back to GET
+        if response is None:
+            params += [("scope", s) for s in scopes]
+            headers = {}
+            basic = self._basic_header()
+            if basic and creds is not None and creds.username:
+                headers["Authorization"] = basic
+                params += [("account", creds.username), ("client_id", "pyreg"), ("offline_token", "true")]
+            token_request = httpx.Request("GET", self.realm, params=params, headers=headers)
+            response = yield token_request
+            response.read()
+        if response.status_code in (401, 403):
+            who = f"as {creds.username}" if creds and creds.username else "anonymously"
+            raise AuthError(f"token server {self.realm} refused to authenticate {who}"
+                            f" ({response.status_code})")
+        if response.status_code != 200:
+            raise AuthError(f"token server {self.realm} answered {response.status_code}")
+        try:
+            doc = json.loads(response.content)
+        except ValueError:
+            raise AuthError(f"token server {self.realm} sent no JSON") from None
+        token = doc.get("token") or doc.get("access_token")
+        if not token:
+            raise AuthError(f"token server {self.realm} sent no token")
+        if doc.get("refresh_token"):
+            self.refresh_token = doc["refresh_token"]
+        expires_in = int(doc.get("expires_in") or 60)
+        with self._lock:
+            self._tokens[" ".join(sorted(scopes))] = (token, time.monotonic() + max(10, expires_in - 10))
+        return str(token)

@@ -1,0 +1,29 @@
+"""pyreg catalog [REGISTRY]: the repositories a registry lists in /v2/_catalog (all pages)."""
+
+from __future__ import annotations
+
+import argparse
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("registry", nargs="?", help="registry host[:port] (default: the configured one)")
+    parser.add_argument("--page-size", type=int, default=None)
+    common.add_network(parser)
+    common.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client.remote import RegistryClient
+    from storage.reference import default_registry
+
+    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    with RegistryClient(registry, insecure=args.insecure) as rc:
+        repos = rc.catalog(args.page_size)
+    common.emit(args, {"registry": registry, "repositories": repos}, "\n".join(repos) if repos else None)
+    return 0

@@ -1,0 +1,49 @@
+"""pyreg delete REF: delete a tag or a manifest in a registry.
+
+A tag is deleted as the spec allows (``DELETE /manifests/<tag>``); registries that only delete
+by digest (Distribution) get the manifest the tag points at deleted, which removes every tag on it
+— that is said on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="registry/repo:tag or registry/repo@digest")
+    common.add_network(parser)
+    common.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client.remote import RegistryClient, RegistryError
+    from storage.reference import parse
+
+    ref = parse(args.ref, default_tag=False)
+    if ref.tag is None and ref.digest is None:
+        raise ValueError(f"{args.ref}: name a tag or a digest to delete")
+    deleted = ref.reference
+    with RegistryClient(ref.registry, insecure=args.insecure) as rc:
+        try:
+            rc.delete_manifest(ref.repository, ref.reference)
+        except RegistryError as exc:
+            if ref.digest is not None or exc.status not in (400, 404, 405) or exc.code == "NAME_UNKNOWN":
+                raise
+            digest = rc.head_manifest(ref.repository, ref.reference)
+            if digest is None:
+                raise
+            rc.delete_manifest(ref.repository, str(digest))
+            deleted = str(digest)
+            print(f"pyreg: the registry does not delete tags; deleted manifest {digest} and its tags",
+                  file=sys.stderr)
+    common.emit(args, {"deleted": f"{ref.name}{'@' if ':' in deleted else ':'}{deleted}"},
+                f"deleted {ref.name}{'@' if ':' in deleted else ':'}{deleted}")
+    return 0

@@ -1,0 +1,116 @@
+"""pyreg inspect REF: manifest and config of a local image, a remote one, or a container.
+
+Order: a local image by that name; else (or with ``--remote``) the registry. Containers are the
+runtime's: ``container_lookup`` asks ``runtime.state`` and is the one hook between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="image reference, local image ID, or container name/ID")
+    parser.add_argument("--remote", action="store_true", help="ask the registry even if the image is local")
+    parser.add_argument("--raw", action="store_true", help="print the manifest bytes exactly as stored")
+    parser.add_argument("--platform", help="os/arch[/variant] when REF is a multi-arch index")
+    common.add_network(parser)
+    parser.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def container_lookup(name: str) -> dict[str, Any] | None:
+    """The runtime's view of a container, or None. Hook: ``runtime.state.inspect(name)``."""
+    try:
+        import importlib
+
+        state = importlib.import_module("runtime.state")
+    except ImportError:
+        return None
+    lookup = getattr(state, "inspect", None) or getattr(state, "lookup", None)
+    if lookup is None:
+        return None
+    try:
+        found = lookup(name)
+    except (KeyError, LookupError, FileNotFoundError, ValueError):
+        return None
+    if found is None:
+        return None
+    if isinstance(found, dict):
+        return found
+    as_dict = getattr(found, "to_json", None) or getattr(found, "as_dict", None)
+    if callable(as_dict):
+        result = as_dict()
+        return result if isinstance(result, dict) else {"container": result}
+    return dict(vars(found)) if hasattr(found, "__dict__") else {"container": str(found)}
+
+
+def _local(text: str) -> dict[str, Any] | None:
+    from storage import mediatypes
+    from storage.localstore import ImageNotFoundError, StoreError
+
+    store = common.store()
+    try:
+        record, manifest = store.manifest(text)
+    except ImageNotFoundError:
+        return None
+    except StoreError:
+        raise
+    doc: dict[str, Any] = {"Name": record.name, "Digest": str(record.digest), "MediaType": record.media_type,
+                           "Source": "local", "Manifest": manifest}
+    if record.platform:
+        doc["Platform"] = record.platform
+    if record.media_type in mediatypes.IMAGE_MANIFESTS:
+        doc["Id"] = manifest["config"]["digest"]
+        doc["Config"] = store.read_json(manifest["config"]["digest"])
+    return doc
+
+
+def _remote(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    from client.remote import RegistryClient
+    from client.transfer import Platform, select_platform
+    from storage import mediatypes
+    from storage.digest import Digest
+    from storage.reference import parse
+
+    ref = parse(args.ref)
+    with RegistryClient(ref.registry, insecure=args.insecure) as rc:
+        top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
+        if args.raw:
+            return {"raw": top.data.decode()}
+        doc: dict[str, Any] = {"Name": str(ref), "Digest": str(top.digest), "MediaType": top.media_type,
+                               "Source": "remote", "Manifest": top.json()}
+        chosen = top
+        if top.media_type in mediatypes.INDEXES and args.platform:
+            desc = select_platform(top.json(), Platform.parse(args.platform))
+            chosen = rc.get_manifest(ref.repository, desc["digest"], verify=Digest.parse(desc["digest"]))
+            doc["Platform"] = desc.get("platform")
+            doc["PlatformManifest"] = {"Digest": str(chosen.digest), "Manifest": chosen.json()}
+        if chosen.media_type in mediatypes.IMAGE_MANIFESTS:
+            config_digest = Digest.parse(chosen.json()["config"]["digest"])
+            doc["Id"] = str(config_digest)
+            doc["Config"] = json.loads(rc.get_blob_bytes(ref.repository, config_digest))
+        return doc
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    doc = None if args.remote else _local(args.ref)
+    if doc is None and not args.remote:
+        doc = container_lookup(args.ref)
+    if doc is None:
+        doc = _remote(args)
+    if "raw" in doc:
+        print(doc["raw"])
+    else:
+        print(json.dumps(doc, indent=2))
+    return 0

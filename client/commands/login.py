@@ -1,0 +1,48 @@
+"""pyreg login [REGISTRY]: check credentials against the registry, then store them where docker does."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("registry", nargs="?", help="registry host[:port] (default: the configured one)")
+    parser.add_argument("-u", "--username")
+    parser.add_argument("-p", "--password", help="insecure on a shared machine; prefer --password-stdin")
+    parser.add_argument("--password-stdin", action="store_true")
+    common.add_network(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client import credentials
+    from client.remote import RegistryClient
+    from storage.reference import default_registry
+
+    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    username = args.username or input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = args.password if args.password is not None else getpass.getpass("Password: ")
+    if not username or not password:
+        raise ValueError("username and password are required")
+    creds = credentials.Credentials(username, password)
+    with RegistryClient(registry, insecure=args.insecure, credentials=creds) as rc:
+        rc.ping()
+        response = rc.http.get(rc.url(""))
+        if response.status_code in (401, 403):
+            raise ValueError(f"login to {registry} failed: {response.status_code} "
+                             "(wrong username or password?)")
+        if response.status_code >= 400:
+            raise ValueError(f"login to {registry} failed: {response.status_code}")
+    where = credentials.store(registry, username, password)
+    print(f"Login Succeeded (credentials for {registry} saved in {where})")
+    return 0

@@ -1,0 +1,26 @@
+"""pyreg logout [REGISTRY]: forget stored credentials."""
+
+from __future__ import annotations
+
+import argparse
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("registry", nargs="?", help="registry host[:port] (default: the configured one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client import credentials
+    from storage.reference import default_registry
+
+    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    if not credentials.erase(registry):
+        raise ValueError(f"not logged in to {registry}")
+    print(f"Removed login credentials for {registry}")
+    return 0

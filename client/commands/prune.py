@@ -1,0 +1,24 @@
+"""pyreg prune: delete blobs, extracted layers and partial downloads that no local image uses."""
+
+from __future__ import annotations
+
+import argparse
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client.progress import human
+
+    removed = common.store().prune()
+    common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
+                               f"{removed['layers']} layers, {removed['ingest']} partial files")
+    return 0

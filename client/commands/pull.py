@@ -1,0 +1,40 @@
+"""pyreg pull REF: fetch an image into the local store and extract its layers for the runtime."""
+
+from __future__ import annotations
+
+import argparse
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="[registry/][namespace/]name[:tag][@digest]")
+    parser.add_argument("--platform", help="os/arch[/variant] from a multi-arch index (default: this host)")
+    parser.add_argument("--no-extract", action="store_true", help="store blobs only; extract on first run")
+    common.add_network(parser, transfers=True)
+    common.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client import config, transfer
+    from storage.reference import parse
+
+    ref = parse(args.ref)
+    extractor = None
+    if not args.no_extract:
+        from runtime.extract import extract_layer
+
+        extractor = extract_layer
+    platform = transfer.Platform.parse(args.platform) if args.platform else None
+    store = common.store()
+    with common.progress(args) as progress:
+        progress.line(f"pulling {ref}")
+        result = transfer.pull(ref, store, extractor=extractor, platform=platform,
+                               parallel=config.parallel(args.parallel), insecure=args.insecure,
+                               progress=progress)
+    common.emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+    return 0

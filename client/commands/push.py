@@ -1,0 +1,68 @@
+"""pyreg push SRC [DEST]: push a local image, an OCI layout directory (DIR[:TAG]) or an archive."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from client import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="local image, OCI layout DIR[:TAG], or a docker-save / OCI archive")
+    parser.add_argument("dest", nargs="?",
+                        help="destination reference (default: SRC when it is a local image)")
+    parser.add_argument("--chunk-size",
+                        help="upload in PATCH chunks of this size (e.g. 8M); default: one PUT")
+    common.add_network(parser, transfers=True)
+    common.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.guard(lambda: _run(args))
+
+
+def _layout_path(src: str) -> tuple[Path, str | None] | None:
+    path = Path(src)
+    if (path / "oci-layout").exists():
+        return path, None
+    head, sep, tag = src.rpartition(":")
+    if sep and head and (Path(head) / "oci-layout").exists():
+        return Path(head), tag
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client import config, transfer
+    from storage.reference import parse
+
+    chunk_size = config.chunk_size(args.chunk_size)
+    with tempfile.TemporaryDirectory(prefix="pyreg-push-") as tmp:
+        layout = _layout_path(args.src)
+        if layout is not None:
+            source = transfer.layout_source(*layout)
+        elif Path(args.src).is_file():
+            from client.archive import load
+            from storage.localstore import LocalStore
+
+            scratch = LocalStore(Path(tmp) / "store")
+            records = load(Path(args.src), scratch)
+            if not records:
+                raise ValueError(f"{args.src}: archive holds no image")
+            source = transfer.local_source(scratch, records[0].name)
+            source.mount_from = None
+        else:
+            source = transfer.local_source(common.store(), args.src)
+        if args.dest is None and layout is None and not Path(args.src).is_file():
+            dest = parse(source.name)
+        elif args.dest is None:
+            raise ValueError("push from a directory or archive needs a destination reference")
+        else:
+            dest = parse(args.dest)
+        with common.progress(args) as progress:
+            progress.line(f"pushing {dest}")
+            result = transfer.push(source, dest, parallel=config.parallel(args.parallel),
+                                   chunk_size=chunk_size, insecure=args.insecure, progress=progress)
+    common.emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+    return 0

@@ -1,0 +1,68 @@
+"""What every client command shares: common flags, the store, errors as one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_ERROR = 1
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> None:
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plain HTTP and unverified TLS for this registry")
+    if transfers:
+        parser.add_argument("--parallel", type=int, default=None, metavar="N",
+                            help="blobs transferred at once (default 4)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2))
+    elif text is not None:
+        print(text)
+
+
+def progress(args: argparse.Namespace) -> Any:
+    from client.progress import Progress
+
+    return Progress(enabled=not getattr(args, "quiet", False))
+
+
+def store() -> Any:
+    from storage.localstore import LocalStore
+
+    return LocalStore()
+
+
+def guard(body: Callable[[], int | None]) -> int:
+    """Run a command; known failures become one clear line on stderr and exit 1."""
+    try:
+        return int(body() or 0)
+    except KeyboardInterrupt:
+        print("pyreg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"pyreg: {describe(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name == "DigestMismatchError":
+        return f"{exc} (nothing was kept)"
+    if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
+                "ArchiveError", "CredentialsError", "SizeMismatchError", "ExtractError", "ValueError",
+                "FileNotFoundError", "PermissionError"):
+        return str(exc)
+    if name.endswith(("ConnectError", "Timeout", "TransportError", "ReadError", "WriteError")):
+        return f"network error: {exc}"
+    return f"{name}: {exc}"

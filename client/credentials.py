@@ -1,0 +1,156 @@
+"""Registry credentials, shared with docker and podman through ``~/.docker/config.json``.
+
+Lookup order per registry: ``credHelpers[host]``, then ``credsStore``, then ``auths[host].auth``
+(base64 ``user:password``) / ``identitytoken``. Helpers are the ``docker-credential-<name>``
+programs (``get``/``store``/``erase`` over stdin/stdout). ``$DOCKER_CONFIG`` moves the directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+
+
+class CredentialsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+    identity_token: str | None = None  # an OAuth refresh token ("identitytoken")
+
+
+def config_file() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _load() -> dict[str, Any]:
+    path = config_file()
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CredentialsError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CredentialsError(f"{path} is not a JSON object")
+    return data
+
+
+def _save(data: dict[str, Any]) -> None:
+    path = config_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent="\t")
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _keys(registry: str) -> list[str]:
+    keys = [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/",
+            f"https://{registry}/v2/"]
+    if registry in DOCKER_HUB_KEYS:
+        keys += list(DOCKER_HUB_KEYS)
+    return keys
+
+
+def _helper_for(data: dict[str, Any], registry: str) -> str | None:
+    helpers = data.get("credHelpers") or {}
+    for key in _keys(registry):
+        if key in helpers:
+            return str(helpers[key])
+    store = data.get("credsStore")
+    return str(store) if store else None
+
+
+def _run_helper(helper: str, action: str, payload: str) -> str:
+    program = f"docker-credential-{helper}"
+    try:
+        proc = subprocess.run([program, action], input=payload, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise CredentialsError(f"credential helper {program} not found in PATH") from None
+    if proc.returncode != 0:
+        message = (proc.stdout.strip() or proc.stderr.strip())
+        if action == "get" and "credentials not found" in message.lower():
+            return ""
+        raise CredentialsError(f"{program} {action}: {message or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def get(registry: str) -> Credentials | None:
+    """Credentials for ``registry`` (host[:port]), or None for anonymous."""
+    data = _load()
+    helper = _helper_for(data, registry)
+    if helper:
+        out = _run_helper(helper, "get", registry)
+        if out.strip():
+            doc = json.loads(out)
+            user, secret = doc.get("Username"), doc.get("Secret")
+            if user == "<token>":
+                return Credentials(identity_token=secret)
+            return Credentials(user, secret)
+        return None
+    auths = data.get("auths") or {}
+    for key in _keys(registry):
+        entry = auths.get(key)
+        if not entry:
+            continue
+        if entry.get("identitytoken"):
+            return Credentials(identity_token=entry["identitytoken"])
+        if entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return Credentials(user, password)
+        if entry.get("username"):
+            return Credentials(entry["username"], entry.get("password"))
+    return None
+
+
+def store(registry: str, username: str, password: str) -> str:
+    """Save credentials (helper if one is configured for the registry); return where."""
+    data = _load()
+    helper = _helper_for(data, registry)
+    if helper:
+        _run_helper(helper, "store", json.dumps({"ServerURL": registry, "Username": username,
+                                                 "Secret": password}))
+        data.setdefault("auths", {}).setdefault(registry, {})
+        data["auths"][registry].pop("auth", None)
+        _save(data)
+        return f"docker-credential-{helper}"
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    data.setdefault("auths", {})[registry] = {"auth": token}
+    _save(data)
+    return str(config_file())
+
+
+def erase(registry: str) -> bool:
+    """Forget credentials for the registry; False when there were none."""
+    data = _load()
+    found = False
+    helper = _helper_for(data, registry)
+    if helper:
+        try:
+            _run_helper(helper, "erase", registry)
+            found = True
+        except CredentialsError as exc:
+            if "not found" not in str(exc).lower():
+                raise
+    auths = data.get("auths") or {}
+    for key in _keys(registry):
+        if key in auths:
+            del auths[key]
+            found = True
+    if found:
+        _save(data)
+    return found

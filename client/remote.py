@@ -1,0 +1,468 @@
+"""The registry HTTP client: one httpx transport with retries, auth, and the distribution-spec calls.
+
+``RetryTransport`` retries connection failures, 429 and 5xx with exponential backoff (honouring
+``Retry-After``) for requests whose body can be sent again; streamed bodies are resumed by the
+callers instead (uploads from the registry's upload status, downloads with ``Range``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import urljoin
+
+import httpx
+
+from client import config as client_config
+from client import credentials as creds
+from client.auth import AuthError, RegistryAuth
+from storage import mediatypes
+from storage.digest import Digest, DigestMismatchError, DigestVerifier
+from storage.localstore import BlobWriter
+from storage.reference import DOCKER_HUB
+
+MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST,
+                             mediatypes.DOCKER_MANIFEST])
+CHUNK = 1 << 20
+RETRIES = 5
+MANIFEST_MAX = 4 << 20
+
+
+class RegistryError(Exception):
+    """A registry answered with an error, or could not be reached; the message is one line."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def backoff(attempt: int, retry_after: str | None = None) -> float:
+    if retry_after:
+        try:
+            return min(30.0, max(0.0, float(retry_after)))
+        except ValueError:
+            pass
+    return min(8.0, 0.25 * (2 ** attempt)) * (0.5 + random.random() / 2)
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Retries what can be retried; everything else passes through untouched."""
+
+    def __init__(self, inner: httpx.BaseTransport, retries: int = RETRIES) -> None:
+        self.inner = inner
+        self.retries = retries
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        retries = int(request.extensions.get("pyreg_retries", self.retries))
+        attempt = 0
+        while True:
+            try:
+                response = self.inner.handle_request(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+                if attempt >= retries:
+                    raise
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout):
+                if not replayable or attempt >= retries:
+                    raise
+            else:
+                if (response.status_code == 429 or response.status_code >= 500) and replayable \
+                        and attempt < retries:
+                    retry_after = response.headers.get("retry-after")
+                    response.close()
+                    time.sleep(backoff(attempt, retry_after))
+                    attempt += 1
+                    continue
+                return response
+            time.sleep(backoff(attempt))
+            attempt += 1
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def error_message(response: httpx.Response, what: str) -> RegistryError:
+    """One line from the spec's error JSON (``{"errors": [{"code", "message"}]}``)."""
+    code = None
+    detail = ""
+    try:
+        response.read()
+        doc = response.json()
+        first = (doc.get("errors") or [{}])[0]
+        code = first.get("code")
+        detail = first.get("message") or ""
+    except Exception:
+        detail = response.reason_phrase
+    text = f"{what}: {response.status_code}"
+    if code:
+        text += f" {code}"
+    if detail:
+        text += f": {detail}"
+    if response.status_code == 401:
+        text += " (authentication required: pyreg login?)"
+    return RegistryError(text, response.status_code, code)
+
+
+@dataclass
+class Manifest:
+    data: bytes
+    media_type: str
+    digest: Digest
+
+    def json(self) -> dict[str, Any]:
+        import json
+
+        doc = json.loads(self.data)
+        if not isinstance(doc, dict):
+            raise RegistryError(f"manifest {self.digest} is not a JSON object")
+        return doc
+
+
+def detect_media_type(data: bytes, header: str | None) -> str:
+    import json
+
+    base = (header or "").split(";")[0].strip()
+    if base in mediatypes.MANIFESTS:
+        return base
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return base
+    mt = doc.get("mediaType") if isinstance(doc, dict) else None
+    if mt:
+        return str(mt)
+    if isinstance(doc, dict) and "manifests" in doc:
+        return mediatypes.OCI_INDEX
+    return mediatypes.OCI_MANIFEST
+
+
+class RegistryClient:
+    """Distribution-spec calls against one registry host."""
+
+    def __init__(self, registry: str, *, insecure: bool = False, retries: int = RETRIES,
+                 credentials: creds.Credentials | None = None, pool: int = 8) -> None:
+        self.registry = registry
+        self.host = "registry-1.docker.io" if registry == DOCKER_HUB else registry
+        self.plain_allowed = client_config.plain_http_allowed(registry, insecure)
+        self.insecure = insecure
+        self.retries = retries
+        auth_source: Any = credentials if credentials is not None else (lambda: creds.get(registry))
+        self.auth = RegistryAuth(auth_source)
+        limits = httpx.Limits(max_connections=pool * 2, max_keepalive_connections=pool * 2)
+        timeout = httpx.Timeout(connect=15.0, read=300.0, write=300.0, pool=None)
+        verify = not insecure and not client_config.is_loopback(registry)
+
+        def transport() -> RetryTransport:
+            return RetryTransport(httpx.HTTPTransport(verify=verify, limits=limits, retries=0), retries)
+
+        self.http = httpx.Client(transport=transport(), auth=self.auth, timeout=timeout,
+                                 follow_redirects=True, headers={"User-Agent": "pyreg/0.1"})
+        self._base: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- base URL / ping ----------------------------------------------------------------------
+    @property
+    def base(self) -> str:
+        if self._base is None:
+            self.ping()
+        assert self._base is not None
+        return self._base
+
+    def ping(self) -> None:
+        """GET /v2/: picks https or (when allowed) http, and learns the auth scheme."""
+        schemes = ["https", "http"] if self.plain_allowed else ["https"]
+        last: Exception | None = None
+        for scheme in schemes:
+            url = f"{scheme}://{self.host}/v2/"
+            probe = scheme == "https" and len(schemes) > 1
+            try:
+                response = self.http.get(url, extensions={"pyreg_retries": 0} if probe else {})
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                last = exc
+                continue
+            except AuthError:
+                self._base = f"{scheme}://{self.host}"
+                raise
+            if response.status_code < 500:
+                self._base = f"{scheme}://{self.host}"
+                return
+            last = error_message(response, f"GET {url}")
+        if not self.plain_allowed and isinstance(last, httpx.ConnectError) and "SSL" in str(last):
+            raise RegistryError(f"cannot reach {self.registry} over https ({last}); "
+                                "use --insecure or list it in insecure_registries for plain http")
+        raise RegistryError(f"cannot reach registry {self.registry}: {last}")
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/v2/{path}"
+
+    def _send(self, method: str, path_or_url: str, what: str, ok: tuple[int, ...] = (200,),
+              **kwargs: Any) -> httpx.Response:
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise RegistryError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+        if response.status_code not in ok:
+            raise error_message(response, what)
+        return response
+
+    # -- manifests -------------------------------------------------------------------------------
+    def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> Manifest:
+        response = self._send("GET", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
+                              headers={"Accept": MANIFEST_ACCEPT})
+        data = response.content
+        if len(data) > MANIFEST_MAX:
+            raise RegistryError(f"manifest {repo}:{reference} is larger than {MANIFEST_MAX} bytes")
+        actual = Digest.of(data, verify.algorithm if verify else "sha256")
+        if verify is not None and actual != verify:
+            raise DigestMismatchError(verify, actual)
+        header = response.headers.get("docker-content-digest")
+        if verify is None and header:
+            try:
+                announced = Digest.parse(header)
+            except ValueError:
+                announced = None
+            if announced is not None and Digest.of(data, announced.algorithm) != announced:
+                raise DigestMismatchError(announced, Digest.of(data, announced.algorithm))
+        return Manifest(data, detect_media_type(data, response.headers.get("content-type")), actual)
+
+    def head_manifest(self, repo: str, reference: str) -> Digest | None:
+        response = self._send("HEAD", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
+                              ok=(200, 404), headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        header = response.headers.get("docker-content-digest")
+        return Digest.parse(header) if header else None
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> Digest:
+        response = self._send("PUT", f"{repo}/manifests/{reference}", f"push manifest {repo}:{reference}",
+                              ok=(201, 200, 202), content=data, headers={"Content-Type": media_type})
+        header = response.headers.get("docker-content-digest")
+        digest = Digest.of(data)
+        if header and Digest.parse(header) != digest:
+            raise RegistryError(f"registry stored manifest as {header}, expected {digest}")
+        return digest
+
+    def delete_manifest(self, repo: str, reference: str) -> None:
+        self._send("DELETE", f"{repo}/manifests/{reference}", f"delete {repo}:{reference}", ok=(202, 200))
+
+    # -- blobs -----------------------------------------------------------------------------------
+    def blob_exists(self, repo: str, digest: Digest) -> int | None:
+        response = self._send("HEAD", f"{repo}/blobs/{digest}", f"blob {digest}", ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        return int(response.headers.get("content-length", "-1"))
+
+    def get_blob_bytes(self, repo: str, digest: Digest, limit: int = 64 << 20) -> bytes:
+        response = self._send("GET", f"{repo}/blobs/{digest}", f"blob {digest}")
+        data = response.content
+        if len(data) > limit:
+            raise RegistryError(f"blob {digest} larger than {limit}")
+        actual = Digest.of(data, digest.algorithm)
+        if actual != digest:
+            raise DigestMismatchError(digest, actual)
+        return data
+
+    def download_blob(self, repo: str, digest: Digest, writer: BlobWriter,
+                      progress: Callable[[int], None] | None = None) -> None:
+        """Stream a blob into ``writer``, resuming with Range after a dropped connection;
+        ``writer.commit()`` verifies the digest (a mismatch deletes everything written)."""
+        attempt = 0
+        while True:
+            headers = {}
+            if writer.offset:
+                headers["Range"] = f"bytes={writer.offset}-"
+            try:
+                with self.http.stream("GET", self.url(f"{repo}/blobs/{digest}"), headers=headers) as r:
+                    if r.status_code == 200 and writer.offset:
+                        if progress:
+                            progress(-writer.offset)
+                        writer.restart()
+                    elif r.status_code == 206:
+                        start = int(r.headers.get("content-range", "bytes 0-").split()[1].split("-")[0])
+                        if start != writer.offset:
+                            raise RegistryError(
+                                f"blob {digest}: asked for offset {writer.offset}, got {start}")
+                    elif r.status_code == 416 and writer.size is not None and writer.offset == writer.size:
+                        pass
+                    elif r.status_code != 200:
+                        raise error_message(r, f"blob {digest}")
+                    elif progress and attempt == 0:
+                        pass
+                    for chunk in r.iter_raw(CHUNK):
+                        writer.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+                writer.commit()
+                return
+            except httpx.TransportError as exc:
+                attempt += 1
+                if attempt > self.retries:
+                    raise RegistryError(f"blob {digest}: {type(exc).__name__}: {exc}") from exc
+                time.sleep(backoff(attempt))
+
+    def mount_blob(self, repo: str, digest: Digest, source: str) -> str | None:
+        """Cross-repository mount; returns None when mounted, else the upload URL to use."""
+        response = self._send("POST", f"{repo}/blobs/uploads/", f"mount {digest} from {source}",
+                              ok=(201, 202), params={"mount": str(digest), "from": source})
+        if response.status_code == 201:
+            return None
+        return self._location(response)
+
+    def _location(self, response: httpx.Response) -> str:
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError("registry started an upload but sent no Location")
+        return urljoin(str(response.url), location)
+
+    def start_upload(self, repo: str) -> str:
+        response = self._send("POST", f"{repo}/blobs/uploads/", f"start upload to {repo}", ok=(202,))
+        return self._location(response)
+
+    def upload_status(self, location: str) -> int:
+        """Bytes the registry holds for an upload session (from its ``Range: 0-N``)."""
+        response = self._send("GET", location, "upload status", ok=(204, 200))
+        value = response.headers.get("range", "")
+        if "-" not in value:
+            return 0
+        return int(value.rsplit("-", 1)[1]) + 1
+
+    def upload_blob(self, repo: str, digest: Digest, size: int, opener: Callable[[], IO[bytes]],
+                    chunk_size: int | None = None, location: str | None = None,
+                    progress: Callable[[int], None] | None = None) -> None:
+        """Upload a blob: one streamed PUT, or PATCH chunks of ``chunk_size``. After a dropped
+        connection the upload resumes from the registry's upload status."""
+        location = location or self.start_upload(repo)
+        sent = 0
+        attempt = 0
+        with opener() as f:
+            while True:
+                try:
+                    if chunk_size is None and sent == 0:
+                        location = self._put_stream(location, digest, f, size, progress)
+                        return
+                    while sent < size:
+                        n = min(chunk_size or CHUNK * 8, size - sent)
+                        f.seek(sent)
+                        data = f.read(n)
+                        response = self._send(
+                            "PATCH", location, f"upload {digest}", ok=(202, 204), content=data,
+                            headers={"Content-Type": "application/octet-stream",
+                                     "Content-Range": f"{sent}-{sent + len(data) - 1}"})
+                        location = self._location(response)
+                        sent += len(data)
+                        if progress:
+                            progress(len(data))
+                    final = str(httpx.URL(location).copy_merge_params({"digest": str(digest)}))
+                    self._send("PUT", final, f"upload {digest}", ok=(201, 204))
+                    return
+                except (RegistryError, httpx.TransportError) as exc:
+                    status = getattr(exc, "status", None)
+                    if status is not None and status < 500 and status != 429:
+                        raise
+                    attempt += 1
+                    if attempt > self.retries:
+                        raise
+                    time.sleep(backoff(attempt))
+                    try:
+                        held = self.upload_status(location)
+                    except RegistryError:
+                        held = 0
+                        location = self.start_upload(repo)
+                    if progress:
+                        progress(held - sent)
+                    sent = held
+                    if chunk_size is None:
+                        chunk_size = max(CHUNK * 8, size - sent)
+
+    def _put_stream(self, location: str, digest: Digest, f: IO[bytes], size: int,
+                    progress: Callable[[int], None] | None) -> str:
+        def body() -> Iterator[bytes]:
+            f.seek(0)
+            while chunk := f.read(CHUNK):
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+        url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
+        try:
+            response = self.http.put(url, content=body(), headers={
+                "Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        except httpx.TransportError as exc:
+            if progress:
+                progress(-f.tell())
+            raise RegistryError(f"upload {digest}: {type(exc).__name__}: {exc}", 599) from exc
+        if response.status_code not in (201, 204):
+            err = error_message(response, f"upload {digest}")
+            if progress:
+                progress(-size)
+            raise err
+        return location
+
+    def copy_blob_from(self, source: RegistryClient, src_repo: str, repo: str, digest: Digest, size: int,
+                       progress: Callable[[int], None] | None = None) -> None:
+        """Stream a blob from another registry into this one, verifying its digest on the way."""
+        attempt = 0
+        while True:
+            location = self.start_upload(repo)
+            verifier = DigestVerifier(digest)
+            try:
+                with source.http.stream("GET", source.url(f"{src_repo}/blobs/{digest}")) as r:
+                    if r.status_code != 200:
+                        raise error_message(r, f"blob {digest}")
+
+                    def body(r: httpx.Response = r, verifier: DigestVerifier = verifier) -> Iterator[bytes]:
+                        for chunk in r.iter_raw(CHUNK):
+                            verifier.update(chunk)
+                            if progress:
+                                progress(len(chunk))
+                            yield chunk
+                        verifier.verify()
+
+                    url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
+                    response = self.http.put(url, content=body(), headers={
+                        "Content-Type": "application/octet-stream", "Content-Length": str(size)})
+                    if response.status_code not in (201, 204):
+                        raise error_message(response, f"upload {digest}")
+                return
+            except httpx.TransportError as exc:
+                attempt += 1
+                if progress:
+                    progress(-verifier.size)
+                if attempt > self.retries:
+                    raise RegistryError(f"copy {digest}: {type(exc).__name__}: {exc}") from exc
+                time.sleep(backoff(attempt))
+
+    # -- listing -----------------------------------------------------------------------------------
+    def _paginate(self, path: str, key: str, what: str, page: int | None) -> list[str]:
+        out: list[str] = []
+        url: str | None = self.url(path)
+        params: dict[str, Any] | None = {"n": page} if page else None
+        while url:
+            response = self._send("GET", url, what, params=params)
+            params = None
+            out.extend(response.json().get(key) or [])
+            link = response.headers.get("link")
+            url = None
+            if link and 'rel="next"' in link:
+                target = link.split(";")[0].strip().strip("<>")
+                url = urljoin(str(response.url), target)
+        return out
+
+    def tags(self, repo: str, page: int | None = None) -> list[str]:
+        return self._paginate(f"{repo}/tags/list", "tags", f"tags of {repo}", page)
+
+    def catalog(self, page: int | None = None) -> list[str]:
+        return self._paginate("_catalog", "repositories", "catalog", page)
