@@ -170,6 +170,12 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     return (user, password) if sep and user else None
 
 
+def _empty_basic(header: str) -> bool:
+    """``Basic Og==`` (empty user and password): what containers/image sends with no login. Anonymous."""
+    parts = header.split(None, 1)
+    return len(parts) < 2 or parts[1].strip() in ("", "Og==")
+
+
 def _scope_text(need: Need) -> str:
     if need.kind == "catalog":
         return "registry:catalog:*"
@@ -232,7 +238,7 @@ class AuthMiddleware:
         if s.mode == "token":
             return self._decide_token(scope, need, authz if scheme == "bearer" else None)
         identity: Identity = ANONYMOUS
-        if s.mode == "htpasswd" and scheme == "basic":
+        if s.mode == "htpasswd" and scheme == "basic" and not _empty_basic(authz):
             creds = parse_basic(authz)
             if creds is None:
                 return error_response("UNAUTHORIZED", "malformed Basic credentials",

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse, Response
 
 from registry.auth.access import ANONYMOUS, Identity
-from registry.auth.middleware import AuthService, _client, _header, parse_basic
+from registry.auth.middleware import AuthService, _client, _empty_basic, _header, parse_basic
 from registry.auth.scope import ScopeError, format_scopes, parse_scopes
 from registry.auth.tokens import InvalidToken
 
@@ -89,7 +89,7 @@ async def _handle(s: AuthService, scope: Scope_, receive: Receive) -> Response:
     offline = next((v for k, v in query if k == "offline_token"), "").lower() == "true"
     identity: Identity = ANONYMOUS
     authz = _header(scope, b"authorization") or ""
-    if authz[:6].lower() == "basic ":
+    if authz[:6].lower() == "basic " and not _empty_basic(authz):
         creds = parse_basic(authz)
         if creds is None:
             return _docker_error(401, "UNAUTHORIZED", "malformed Basic credentials", s.basic_challenge())
