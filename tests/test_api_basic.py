@@ -67,10 +67,10 @@ def test_real_server_roundtrip(registry_server: RegistryServer) -> None:
         assert r.content == manifest
         r = c.get(f"/v2/a/b/c/blobs/{sha256(layer)}")
         assert r.content == layer
-    assert registry_server.data_dir is not None
-    blob_path = registry_server.data_dir / "docker/registry/v2/blobs/sha256" / sha256(layer)[7:9] / \
-        sha256(layer)[7:] / "data"
-    assert blob_path.read_bytes() == layer
+    if registry_server.data_dir is not None:  # the filesystem driver (storage_config also runs S3)
+        blob_path = registry_server.data_dir / "docker/registry/v2/blobs/sha256" / sha256(layer)[7:9] / \
+            sha256(layer)[7:] / "data"
+        assert blob_path.read_bytes() == layer
     registry_server.restart()
     with httpx.Client(base_url=registry_server.url) as c:
         r = c.get("/v2/a/b/c/manifests/latest")
