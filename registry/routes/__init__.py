@@ -70,7 +70,7 @@ class V2Endpoint:
 
     async def handle(self, request: Request) -> Response:
         path = request.scope["path"]
-        rest = path[4:].lstrip("/") if path.startswith("/v2/") else ""
+        rest = path[4:] if path.startswith("/v2/") else ""
         head = request.method == "HEAD"
         found = match(rest)
         if found is None:
