@@ -285,6 +285,11 @@ class TokenVerifier:
         for cert in chain:
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise InvalidToken("certificate in x5c is not valid now")
+        leaf_key = chain[0].public_key()
+        if not isinstance(leaf_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+            raise InvalidToken("unsupported key type in x5c")
+        if libtrust_key_id(leaf_key) in self._by_kid:
+            return leaf_key  # the signing key itself is trusted (our own issuer, or a listed key)
         trusted = False
         for i, cert in enumerate(chain):
             if cert.public_bytes(serialization.Encoding.DER) in self._root_der:
@@ -307,10 +312,7 @@ class TokenVerifier:
                 break
         if not trusted:
             raise InvalidToken("x5c chain does not lead to a trusted root")
-        key = chain[0].public_key()
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            raise InvalidToken("unsupported key type in x5c")
-        return key
+        return leaf_key
 
     def _signing_key(self, header: Mapping[str, Any]) -> PublicKey:
         if "x5c" in header:
