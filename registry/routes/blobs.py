@@ -16,6 +16,7 @@ from registry.errors import (
     upload_unknown,
 )
 from registry.layout import blob_data_path
+from registry.proxy import accel_redirect
 from registry.routes.common import (
     BASE_HEADERS,
     Registry,
@@ -99,10 +100,9 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     if url:
         return Response(b"", status_code=307, headers={**BASE_HEADERS, "Location": url,
                                                         "Docker-Content-Digest": digest})
-    xaccel = registry.config.proxy.xaccelredirect
-    if xaccel.enabled and registry.driver.name == "filesystem":
-        headers["X-Accel-Redirect"] = xaccel.internalprefix.rstrip("/") + path
-        return Response(b"", status_code=status, headers=headers)
+    accel = accel_redirect(registry.config.proxy, registry.driver, path, headers)
+    if accel is not None:
+        return accel
     chunks = registry.driver.reader(path, start, length)
     try:
         first = await anext(chunks) if length else b""
