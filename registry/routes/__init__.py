@@ -32,8 +32,8 @@ async def api_root(request: Request, registry: Registry, name: str, arg: str) ->
 # (pattern, {method: handler}); first match wins, most specific first.
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     (re.compile(r"^$"), {"GET": api_root, "HEAD": api_root}),
-    (re.compile(r"^_catalog$"), {"GET": listing.catalog}),
-    (re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listing.tags_list}),
+    (re.compile(r"^_catalog$"), {"GET": listing.catalog, "HEAD": listing.catalog}),
+    (re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listing.tags_list, "HEAD": listing.tags_list}),
     (re.compile(r"^(?P<name>.+)/manifests/(?P<arg>[^/]+)$"),
      {"GET": manifests.manifest_get, "HEAD": manifests.manifest_get, "PUT": manifests.manifest_put,
       "DELETE": manifests.manifest_delete}),
@@ -43,7 +43,8 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
       "DELETE": blobs.upload_cancel}),
     (re.compile(r"^(?P<name>.+)/blobs/(?P<arg>[^/]+)$"),
      {"GET": blobs.blob_get, "HEAD": blobs.blob_get, "DELETE": blobs.blob_delete}),
-    (re.compile(r"^(?P<name>.+)/referrers/(?P<arg>[^/]+)$"), {"GET": listing.referrers}),
+    (re.compile(r"^(?P<name>.+)/referrers/(?P<arg>[^/]+)$"),
+     {"GET": listing.referrers, "HEAD": listing.referrers}),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from registry.layout import Layout
 from registry.uploads import Uploads
 from storage.digest import Digest, DigestError
 from storage.driver import Driver
-from storage.names import is_valid_tag, name_problem
+from storage.names import NAME_MAX_LENGTH, is_valid_tag, name_problem
 
 MAX_MANIFEST_SIZE: Final = 4 * 1024 * 1024
 BASE_HEADERS: Final = {API_VERSION_HEADER: API_VERSION}
@@ -30,16 +31,26 @@ class Registry:
     uploads: Uploads
 
 
+@lru_cache(maxsize=4096)
+def _valid_name(name: str) -> bool:
+    return name_problem(name) is None
+
+
 def check_name(name: str) -> str:
-    problem = name_problem(name)
-    if problem is not None:
-        raise name_invalid(name[:300], problem)
-    return name
+    """The name, or NAME_INVALID; valid names are remembered (the grammar is the hot path)."""
+    if len(name) <= NAME_MAX_LENGTH and _valid_name(name):
+        return name
+    raise name_invalid(name[:300], name_problem(name) or "invalid repository name")
+
+
+@lru_cache(maxsize=4096)
+def _digest(value: str) -> Digest:
+    return Digest.parse(value)
 
 
 def parse_digest(value: str) -> Digest:
     try:
-        return Digest.parse(value)
+        return _digest(value) if len(value) <= 200 else Digest.parse(value)
     except DigestError as e:
         raise digest_invalid(str(e), value[:200]) from None
 
