@@ -99,6 +99,14 @@ class Htpasswd:
             self._reload()
             return user in self._users
 
+    def remembered(self, user: str, password: str) -> bool:
+        """True when this exact login was verified since the file last changed: no bcrypt, no
+        thread needed, so async callers try this first."""
+        key = (user, hmac.new(self._secret, password.encode("utf-8"), hashlib.sha256).digest())
+        with self._lock:
+            self._reload()
+            return key in self._ok
+
     def verify(self, user: str, password: str) -> bool:
         """True when ``password`` is ``user``'s; unknown users take as long as wrong passwords."""
         pw = password.encode("utf-8")

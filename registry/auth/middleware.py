@@ -132,7 +132,8 @@ class AuthService:
                                   headers={"Retry-After": str(int(wait) + 1)})
         ok = False
         if self.htpasswd is not None:
-            ok = await anyio.to_thread.run_sync(self.htpasswd.verify, user, password)
+            ok = self.htpasswd.remembered(user, password) or await anyio.to_thread.run_sync(
+                self.htpasswd.verify, user, password)
         if not ok:
             self.limiter.failed(client)
             log.info("failed login for %r from %s", user, client)
