@@ -7,7 +7,9 @@ so a failure in the pyreg tests below points at pyreg, not at the images.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.fixtures.peers import DistributionRegistry, Podman, Skopeo, tagged
@@ -35,3 +37,73 @@ def test_reference_registry_podman(distribution_registry: DistributionRegistry, 
     podman.push(image_id, f"docker://{dest}")
     podman.rmi(image_id)
     assert podman.pull(f"docker://{dest}")
+
+
+# --------------------------------------------------------------------------- one directory, two servers
+
+
+def test_pyreg_serves_what_distribution_stored(registry_server: Any, distribution_factory: Any,
+                                               skopeo: Skopeo, five_layer_image: TestImage,
+                                               busybox_image: TestImage, tmp_path: Path) -> None:
+    """Distribution pushes into a directory; pyreg, started on that directory, serves it as is."""
+    registry_server.stop()
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    skopeo.copy(five_layer_image.oci_ref, tagged(distribution.host, "dist/five", "v1"))
+    skopeo.copy(busybox_image.oci_ref, tagged(distribution.host, "dist/busybox", "latest"))
+    skopeo.copy(busybox_image.oci_ref, tagged(distribution.host, "dist/busybox", "other"))
+    distribution.stop()
+    assert (Path(registry_server.data_dir) / "docker/registry/v2/repositories/dist/five/_layers").is_dir()
+
+    registry_server.restart()
+    host = registry_server.host
+    assert skopeo.inspect_raw(tagged(host, "dist/five", "v1")) == five_layer_image.manifest
+    assert sorted(skopeo.list_tags(f"docker://{host}/dist/busybox")) == ["latest", "other"]
+    skopeo.copy(tagged(host, "dist/five", "v1"), f"oci:{tmp_path / 'out'}:v1")
+    pulled = read_layout(tmp_path / "out", "v1")
+    assert pulled.manifest == five_layer_image.manifest
+    for digest in five_layer_image.blob_digests:
+        assert pulled.blob(digest) == five_layer_image.blob(digest)
+    catalog = httpx.get(f"{registry_server.url}/v2/_catalog").json()
+    assert {"dist/five", "dist/busybox"} <= set(catalog["repositories"])
+
+    # A repository serves only the blobs it links: busybox does not link five-layer's own layers.
+    only_five = five_layer_image.layer_digests[1]
+    assert httpx.head(f"{registry_server.url}/v2/dist/five/blobs/{only_five}").status_code == 200
+    assert httpx.head(f"{registry_server.url}/v2/dist/busybox/blobs/{only_five}").status_code == 404
+    shared = busybox_image.layer_digests[0]
+    response = httpx.get(f"{registry_server.url}/v2/dist/busybox/blobs/{shared}")
+    assert response.status_code == 200
+    assert response.content == busybox_image.blob(shared)
+
+
+def test_distribution_serves_what_pyreg_stored(registry_server: Any, distribution_factory: Any,
+                                               skopeo: Skopeo, five_layer_image: TestImage,
+                                               busybox_image: TestImage, tmp_path: Path) -> None:
+    """pyreg pushes into its data directory; Distribution, started on it, serves it as is."""
+    host = registry_server.host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "mine/five", "v1"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "mine/busybox", "latest"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "mine/busybox", "again"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "mine/docker", "v2s2"), "--format", "v2s2")
+    registry_server.stop()
+
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    dhost = distribution.host
+    assert skopeo.inspect_raw(tagged(dhost, "mine/five", "v1")) == five_layer_image.manifest
+    assert skopeo.digest(tagged(dhost, "mine/five", "v1")) == five_layer_image.manifest_digest
+    assert sorted(skopeo.list_tags(f"docker://{dhost}/mine/busybox")) == ["again", "latest"]
+    skopeo.copy(tagged(dhost, "mine/five", "v1"), f"oci:{tmp_path / 'out'}:v1")
+    pulled = read_layout(tmp_path / "out", "v1")
+    assert pulled.manifest == five_layer_image.manifest
+    for digest in five_layer_image.blob_digests:
+        assert pulled.blob(digest) == five_layer_image.blob(digest)
+    assert skopeo.inspect(tagged(dhost, "mine/docker", "v2s2"))["Layers"] == busybox_image.layer_digests
+    catalog = httpx.get(f"{distribution.url}/v2/_catalog").json()
+    assert {"mine/five", "mine/busybox", "mine/docker"} <= set(catalog["repositories"])
+
+    # Distribution can keep writing into the directory, and pyreg then serves that too.
+    skopeo.copy(five_layer_image.oci_ref, tagged(dhost, "mine/busybox", "five"))
+    distribution.stop()
+    registry_server.restart()
+    again = tagged(registry_server.host, "mine/busybox", "five")
+    assert skopeo.digest(again) == five_layer_image.manifest_digest
