@@ -144,6 +144,8 @@ class Uploads:
                 algorithm, hasher = alg, state.hasher
                 break
         self._forget(upload_id)
+        if hasher is None and size == 0:  # a session another process started: hash from the start
+            hasher = new_hasher(algorithm)
         writer = await self.driver.writer(paths.upload_data_path(name, upload_id), append=True)
         ok = False
         try:
