@@ -34,7 +34,13 @@ def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
 def progress(args: argparse.Namespace) -> Any:
     from client.progress import Progress
 
-    return Progress(enabled=not getattr(args, "quiet", False))
+    # Bars on a terminal (stderr); otherwise plain lines on stdout, as docker pull does, so that
+    # stderr carries only the one-line error. --json and -q turn them off.
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        return Progress(enabled=False)
+    if sys.stderr.isatty():
+        return Progress(stream=sys.stderr)
+    return Progress(stream=sys.stdout)
 
 
 def store() -> Any:

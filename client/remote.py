@@ -301,7 +301,7 @@ class RegistryClient:
                         raise error_message(r, f"blob {digest}")
                     elif progress and attempt == 0:
                         pass
-                    for chunk in r.iter_raw(CHUNK):
+                    for chunk in r.iter_raw():
                         writer.write(chunk)
                         if progress:
                             progress(len(chunk))
@@ -424,7 +424,7 @@ class RegistryClient:
                         raise error_message(r, f"blob {digest}")
 
                     def body(r: httpx.Response = r, verifier: DigestVerifier = verifier) -> Iterator[bytes]:
-                        for chunk in r.iter_raw(CHUNK):
+                        for chunk in r.iter_raw():
                             verifier.update(chunk)
                             if progress:
                                 progress(len(chunk))

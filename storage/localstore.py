@@ -336,6 +336,26 @@ class LocalStore:
                 w.commit()
         return d, size
 
+    def ingest_stream(self, reader: IO[bytes]) -> tuple[Digest, int]:
+        """Store a stream whose digest is not known in advance (docker-save layers)."""
+        from storage.digest import new_hasher
+
+        hasher = new_hasher()
+        size = 0
+        tmp = self.root / "ingest" / f"stream-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := reader.read(_CHUNK):
+                    hasher.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+            digest = Digest("sha256", hasher.hexdigest())
+            os.chmod(tmp, 0o444)
+            os.rename(tmp, self.blob_path(digest))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
     # -- images (index.json) -------------------------------------------------------------------
     def images(self) -> list[ImageRecord]:
         try:
@@ -435,17 +455,24 @@ class LocalStore:
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(layers):
             raise StoreError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
-        dirs = []
-        for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
-            final = self.layer_dir(chain_id)
-            if not (final / "diff").is_dir():
-                if extractor is None:
-                    raise StoreError(f"layer {chain_id} is not extracted and no extractor was given")
-                with _flock(self.root / "locks" / f"layer-{Digest.parse(chain_id).hex}"):
-                    if not (final / "diff").is_dir():
-                        self._extract(desc, diff_id, chain_id, final, extractor)
-            dirs.append(final / "diff")
-        return dirs
+        return [self.ensure_layer(desc, diff_id, chain_id, extractor)
+                for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True)]
+
+    def ensure_layer(self, desc: dict[str, Any], diff_id: str, chain_id: str,
+                     extractor: Extractor | None) -> Path:
+        """Extract one layer (its blob must be stored) unless already done; return its ``diff`` dir.
+
+        Layers of one image may be extracted in any order and in parallel: each is extracted on
+        its own (overlay whiteouts), only its directory name depends on the layers below it.
+        """
+        final = self.layer_dir(chain_id)
+        if not (final / "diff").is_dir():
+            if extractor is None:
+                raise StoreError(f"layer {chain_id} is not extracted and no extractor was given")
+            with _flock(self.root / "locks" / f"layer-{Digest.parse(chain_id).hex}"):
+                if not (final / "diff").is_dir():
+                    self._extract(desc, diff_id, chain_id, final, extractor)
+        return final / "diff"
 
     def _extract(self, desc: dict[str, Any], diff_id: str, chain_id: str, final: Path,
                  extractor: Extractor) -> None:
