@@ -311,8 +311,12 @@ def _report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
         os._exit(code)
 
 
-def _child(rec: dict[str, Any], cg: Cgroup | None, err_w: int, stdio: tuple[int, int, int] | None) -> None:
-    """PID 1 of the new pid namespace, before it becomes the command. Never returns."""
+def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, int] | None) -> None:
+    """PID 1 of the new pid namespace, before it becomes the command. Never returns.
+
+    The supervisor moves it into its cgroup meanwhile (a cgroup v1 migration waits for an RCU
+    grace period: tens of milliseconds, spent in parallel with the mounts); ``sync_r`` says when.
+    """
     cfg = rec["config"]
     cdir = state.container_dir(rec["id"])
     try:
@@ -320,13 +324,9 @@ def _child(rec: dict[str, Any], cg: Cgroup | None, err_w: int, stdio: tuple[int,
         if stdio is not None:
             for i, fd in enumerate(stdio):
                 os.dup2(fd, i)
-        if cg is not None:
-            cg.attach(0)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if cfg.get("network") != "host":
             flags |= linux.CLONE_NEWNET
-        if os.path.exists("/proc/self/ns/cgroup"):
-            flags |= linux.CLONE_NEWCGROUP
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         rootfs = os.path.join(cdir, "rootfs")
@@ -347,6 +347,11 @@ def _child(rec: dict[str, Any], cg: Cgroup | None, err_w: int, stdio: tuple[int,
         linux.sethostname(hostname)
         if cfg.get("network") != "host":
             linux.set_loopback_up()
+        if os.read(sync_r, 1) != b"g":  # the supervisor could not put us in the cgroup
+            os._exit(EXIT_PYREG)
+        os.close(sync_r)
+        if os.path.exists("/proc/self/ns/cgroup"):  # rooted at the container's cgroup, now we're in
+            linux.unshare(linux.CLONE_NEWCGROUP)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
     except BaseException as e:
@@ -439,12 +444,25 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
             signal.signal(sig, forward)
     linux.unshare(linux.CLONE_NEWPID)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         os.close(err_r)
-        _child(rec, cg, err_w, stdio)
+        os.close(sync_w)
+        _child(rec, err_w, sync_r, stdio)
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
+    os.close(sync_r)
+    try:
+        if cg is not None:
+            cg.attach(child)
+        os.write(sync_w, b"g")
+    except OSError as e:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise ContainerError(f"cannot move the container into its cgroup: {e}") from None
+    finally:
+        os.close(sync_w)
     chunks = []
     while chunk := os.read(err_r, 65536):
         chunks.append(chunk)

@@ -62,42 +62,8 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
-def resolve_image(ref: str) -> tuple[str, str, dict[str, Any], list[str]]:
-    """(name, digest, config, layer dirs base first); pulls the image when it is not local.
-
-    A path to a directory (``./rootfs``, ``/srv/rootfs``) runs that directory as a one-layer image
-    with an empty config: handy for debugging and for the benchmark.
-    """
-    if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
-        return ref, "", {}, [os.path.abspath(ref)]
-    from runtime.extract import extract_layer
-    from storage.localstore import ImageNotFoundError, LocalStore
-
-    store = LocalStore()
-    try:
-        img = store.resolve(ref, extractor=extract_layer)
-    except ImageNotFoundError:
-        _pull(ref)
-        img = store.resolve(ref, extractor=extract_layer)
-    return img.name, str(img.manifest_digest), img.config, [str(p) for p in img.layer_dirs]
-
-
-def _pull(ref: str) -> None:
-    import contextlib
-
-    from client import cli
-
-    if "pull" not in cli.COMMANDS:
-        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
-    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-    with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the container
-        code = cli.main(["pull", ref])
-    if code != 0:
-        raise LookupError(f"pull of {ref} failed (exit {code})")
-
-
 def run(args: argparse.Namespace) -> int:
-    from runtime import container, state
+    from runtime import container, images, state
 
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
@@ -107,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
         return container.EXIT_PYREG
     try:
-        name, digest, image_config, layers = resolve_image(args.image)
+        name, digest, image_config, layers = images.resolve(args.image)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return container.EXIT_PYREG

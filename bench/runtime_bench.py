@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Container start-up: ``pyreg run --rm busybox true`` vs ``runc run`` vs ``podman run --rm``.
+
+All three run the same rootfs (the busybox test image of tests/images.py, built from Debian's
+busybox-static) in one invocation, so they share the machine's load. Each is run ``--runs`` times
+after a warm-up; the minimum and median wall times are printed as a Markdown table, with the
+interpreter's own start-up (``python -c pass`` and ``python -S -c pass``) as a floor reference.
+
+    sudo python3 bench/runtime_bench.py [--runs 30]
+
+Everything (the pyreg store and run root, runc's bundle and state, podman's storage) lives in a
+temporary directory that is removed at the end. Needs root. A tool that fails is reported with
+its error instead of a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+Result = tuple[str, list[float], "str | None"]
+
+
+def timed(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> tuple[list[float], str | None]:
+    """Wall times of ``runs`` runs after one warm-up; (times, None) or ([], error)."""
+    times: list[float] = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            return [], f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
+        if i:
+            times.append(dt)
+    return times, None
+
+
+def build_image(tmp: Path) -> tuple[Any, Path]:
+    from runtime.extract import extract_layer
+    from tests import images
+
+    img = images.build_busybox_image(tmp / "layout")
+    rootfs = tmp / "rootfs"
+    for layer in img.layers:
+        extract_layer(img.blob_path(layer.digest), rootfs, whiteouts="apply")
+    return img, rootfs
+
+
+def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
+    env = {**os.environ, "PYREG_STORE": str(tmp / "store"), "PYREG_RUN_ROOT": str(tmp / "run"),
+           "PYREG_REGISTRY": "registry.invalid:5000", "PYREG_CONFIG": str(tmp / "config.json"),
+           "PYREG_CGROUP_PARENT": "pyreg-bench", "PYTHONPATH": str(REPO),
+           # byte-compiled modules as an installed pyreg has them, kept out of the work tree
+           "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from storage.localstore import LocalStore
+        from storage.reference import parse
+
+        store = LocalStore(tmp / "store")
+        for digest in [*img.blob_digests, img.manifest_digest]:
+            store.put_blob_file(img.blob_path(digest), digest)
+        store.tag(str(parse("busybox")), img.manifest_digest, "application/vnd.oci.image.manifest.v1+json",
+                  len(img.manifest))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return env
+
+
+def runc_result(tmp: Path, rootfs: Path, runs: int) -> Result:
+    bundle = tmp / "bundle"
+    bundle.mkdir()
+    shutil.copytree(rootfs, bundle / "rootfs", symlinks=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["true"]
+    spec["root"]["readonly"] = False
+    spec["linux"]["cgroupsPath"] = "/pyreg-bench-runc"
+    (bundle / "config.json").write_text(json.dumps(spec))
+    cmd = ["runc", "--root", str(tmp / "runc-state"), "run", "--bundle", str(bundle), "bench"]
+    return ("runc run (same rootfs)", *timed(cmd, runs))
+
+
+def podman_result(tmp: Path, runs: int) -> Result:
+    """podman with every setting in a temp dir (the tests' wrapper): vfs storage, cgroupfs."""
+    from tests.fixtures.peers import Podman
+
+    podman = Podman(tmp / "podman-home")
+    try:
+        pulled = podman.run("pull", "-q", f"oci:{tmp / 'layout'}:latest", check=False)
+        if pulled.returncode != 0:
+            return "podman run --rm", [], f"pull failed: {pulled.stderr.strip()[-300:]}"
+        image_id = pulled.stdout.strip().splitlines()[-1]
+        cmd = ["podman", *podman.global_args(), "run", "--rm", "--network", "none", image_id, "true"]
+        return ("podman run --rm --network none", *timed(cmd, runs, env=podman.env()))
+    finally:
+        podman.run("system", "reset", "--force", check=False)
+        podman.close()
+
+
+def remove_bench_cgroups() -> None:
+    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
+                 "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        for name in ("pyreg-bench", "pyreg-bench-runc"):
+            p = os.path.join(root, name)
+            if os.path.isdir(p):
+                for sub in os.listdir(p):
+                    if os.path.isdir(os.path.join(p, sub)):
+                        os.rmdir(os.path.join(p, sub))
+                os.rmdir(p)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 1
+    # a name podman accepts as an image name (no "__" from mkdtemp's random suffix)
+    tmp = Path(tempfile.gettempdir()) / f"pyreg-rtbench-{os.getpid()}"
+    tmp.mkdir(mode=0o700)
+    results: list[Result] = []
+    try:
+        img, rootfs = build_image(tmp)
+        env = pyreg_env(tmp, img)
+        py = sys.executable
+        results.append(("python -c pass (interpreter + site floor)", *timed([py, "-c", "pass"], args.runs)))
+        results.append(("python -S -c pass (no site)", *timed([py, "-S", "-c", "pass"], args.runs)))
+        script = shutil.which("pyreg", path=os.path.dirname(py))  # the console script, not a shim
+        entry = [script] if script else [py, "-m", "client.cli"]
+        results.append(("pyreg --help", *timed([*entry, "--help"], args.runs, env=env)))
+        subprocess.run([*entry, "run", "--rm", "busybox", "true"], env=env, capture_output=True)  # cache
+        results.append(("pyreg run --rm busybox true",
+                        *timed([*entry, "run", "--rm", "busybox", "true"], args.runs, env=env)))
+        results.append(("pyreg run --rm --network host busybox true",
+                        *timed([*entry, "run", "--rm", "--network", "host", "busybox", "true"], args.runs,
+                               env=env)))
+        if shutil.which("runc"):
+            results.append(runc_result(tmp, rootfs, args.runs))
+        if shutil.which("podman"):
+            results.append(podman_result(tmp, args.runs))
+    finally:
+        remove_bench_cgroups()
+        shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()[0]
+    print(f"\n{args.runs} runs each, load average {load:.1f} on {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| command | min ms | median ms |")
+    print("|---|---:|---:|")
+    for name, times, err in results:
+        if err:
+            print(f"| {name} | failed | {err.replace('|', '/').replace(chr(10), ' ')} |")
+        else:
+            print(f"| {name} | {min(times) * 1000:.1f} | {statistics.median(times) * 1000:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Image reference -> what the runtime needs (config and layer dirs), with a start-up cache.
+
+Resolving through ``storage.localstore`` imports dataclasses, hashlib, tarfile and friends: tens
+of milliseconds of a ``pyreg run`` budget of 50. So a resolution is remembered in
+``<run root>/images.json``, keyed by the reference exactly as typed plus everything that can
+change its meaning (the environment variables naming the store, the default registry and the
+client config), and trusted only while the store's ``index.json`` and the client config file are
+the same files with the same size and mtime, and every layer directory still exists. Any pull,
+tag, rmi or config edit therefore sends the next run down the full path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from runtime import state
+
+_KEY_ENV = ("PYREG_STORE", "PYREG_REGISTRY", "PYREG_CONFIG", "HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")
+
+
+def _cache_path() -> str:
+    return os.path.join(state.run_root(), "images.json")
+
+
+def _fingerprint(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _key(ref: str) -> str:
+    return json.dumps([ref, os.geteuid(), *(os.environ.get(k) for k in _KEY_ENV)])
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        with open(_cache_path()) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _cached(ref: str) -> dict[str, Any] | None:
+    entry = _load_cache().get(_key(ref))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        for path, fp in entry["fingerprints"]:
+            if _fingerprint(path) != fp:
+                return None
+        if not all(os.path.isdir(p) for p in entry["layers"]):
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return entry
+
+
+def _remember(ref: str, entry: dict[str, Any]) -> None:
+    data = _load_cache()
+    data[_key(ref)] = entry
+    if len(data) > 256:  # keep it small: drop the oldest entries
+        data = dict(list(data.items())[-256:])
+    path = _cache_path()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.rename(tmp, path)
+    except OSError:
+        pass
+
+
+def resolve(ref: str, pull: bool = True) -> tuple[str, str, dict[str, Any], list[str]]:
+    """(image name, manifest digest, image config, layer dirs base first) for a local image.
+
+    Pulls the image when it is not in the store (``pull``). A path to a directory (``./rootfs``,
+    ``/srv/rootfs``) is run as a one-layer image with an empty config: handy for debugging and
+    for the benchmark.
+    """
+    if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
+        return ref, "", {}, [os.path.abspath(ref)]
+    hit = _cached(ref)
+    if hit is not None:
+        return hit["name"], hit["digest"], hit["config"], hit["layers"]
+    from runtime.extract import extract_layer
+    from storage.localstore import ImageNotFoundError, LocalStore
+    from storage.reference import config_path
+
+    store = LocalStore()
+    try:
+        img = store.resolve(ref, extractor=extract_layer)
+    except ImageNotFoundError:
+        if not pull:
+            raise
+        _pull(ref)
+        img = store.resolve(ref, extractor=extract_layer)
+    layers = [str(p) for p in img.layer_dirs]
+    index = str(store.root / "index.json")
+    cfg_file = str(config_path())
+    _remember(ref, {
+        "name": img.name, "digest": str(img.manifest_digest), "config": img.config, "layers": layers,
+        "fingerprints": [[index, _fingerprint(index)], [cfg_file, _fingerprint(cfg_file)]],
+    })
+    return img.name, str(img.manifest_digest), img.config, layers
+
+
+def _pull(ref: str) -> None:
+    import contextlib
+    import sys
+
+    from client import cli
+
+    if "pull" not in cli.COMMANDS:
+        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the container
+        code = cli.main(["pull", ref])
+    if code != 0:
+        raise LookupError(f"pull of {ref} failed (exit {code})")
