@@ -33,6 +33,7 @@ from registry.auth.htpasswd import Htpasswd
 from registry.auth.ratelimit import FailedLoginLimiter
 from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
+from storage.names import is_valid_name
 
 log = logging.getLogger("pyreg.auth")
 
@@ -215,6 +216,11 @@ class AuthMiddleware:
             return
         method: str = scope["method"]
         need = classify(method, path, scope.get("query_string", b"").decode("latin-1"))
+        if need.kind == "repository" and not is_valid_name(need.repository):
+            # Every route answers NAME_INVALID before touching storage; no scope can name it anyway.
+            scope.setdefault("state", {})["auth"] = AuthContext(ANONYMOUS, self.s.policy)
+            await self.app(scope, receive, send)
+            return
         outcome = await self.decide(scope, need)
         if isinstance(outcome, Response):  # uvicorn sends no body for HEAD
             await outcome(scope, receive, send)

@@ -1,0 +1,69 @@
+"""The registry core's bad-input suite again, with auth on: Basic (htpasswd) and the Bearer token
+flow (challenge -> /token -> retry, as Docker clients do). Each answer must be the same spec error
+as without auth, for a caller who is allowed everything."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.auth import USERS, SigningKey
+from tests.fixtures.registry import asgi_client
+from tests.test_api_errors import (  # noqa: F401 - collected here again, with this module's client
+    test_encoded_traversal,
+    test_invalid_names,
+    test_invalid_tags,
+    test_unknown_methods_and_paths,
+    test_unknown_things_are_404,
+)
+
+ADMIN = ("admin", USERS["admin"])
+ACCESS = [{"repository": "*", "users": ["admin"], "actions": ["*"]}]
+
+
+class BearerFlow(httpx.Auth):
+    """The Docker token flow: on a Bearer challenge, fetch a token for its scope and retry once."""
+
+    requires_response_body = True
+
+    def __init__(self, user: str, password: str) -> None:
+        self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code != 401 or not challenge.startswith("Bearer "):
+            return
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = {"service": params.get("service", "")}
+        if params.get("scope"):
+            query["scope"] = params["scope"]
+        token = yield httpx.Request("GET", params["realm"], params=query,
+                                    headers={"Authorization": self.basic})
+        request.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        yield request
+
+
+@pytest.fixture
+def storage_config(tmp_path: Path) -> dict[str, Any]:
+    """Auth does not touch storage: filesystem only (the API suites cover the drivers)."""
+    return {"filesystem": {"rootdirectory": str(tmp_path / "registry-data")}}
+
+
+@pytest.fixture(params=["htpasswd", "token"])
+async def registry_client(
+    request: pytest.FixtureRequest, make_registry_app: Any, htpasswd_users: Path, signing_key: SigningKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    auth: dict[str, Any] = {"htpasswd": {"path": str(htpasswd_users)}}
+    if request.param == "token":
+        auth["token"] = {"service": "pyreg-test", "issuer": "pyreg-test", "signingkey": str(signing_key.key)}
+    app = make_registry_app({"auth": auth, "access": ACCESS})
+    async with asgi_client(app) as client:
+        client.auth = httpx.BasicAuth(*ADMIN) if request.param == "htpasswd" else BearerFlow(*ADMIN)
+        yield client
