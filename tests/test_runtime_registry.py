@@ -30,7 +30,8 @@ def test_run_pulls_then_runs(runtime_env: RuntimeEnv, registry_server: Any, busy
     assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
     assert "busybox" in env.run("images", env=reg, check=True).stdout
     # second run: from the store, no pull
-    r = env.run("run", "--name", "second", "busybox", "sh", "-c", "echo $PATH; cat /etc/motd; exit 4", env=reg)
+    r = env.run("run", "--name", "second", "busybox", "sh", "-c", "echo $PATH; cat /etc/motd; exit 4",
+                env=reg)
     assert r.returncode == 4
     assert r.stdout == "/usr/sbin:/usr/bin:/sbin:/bin\n" + images.MOTD
     assert "Unable to find image" not in r.stderr
