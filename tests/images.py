@@ -535,3 +535,22 @@ def copy_layout(src: Path, dest: Path) -> Path:
 
     shutil.copytree(src, dest, copy_function=link_blobs)
     return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.images busybox|five-layer|index|big DIR``: write a test image layout."""
+    import argparse
+
+    builders = {"busybox": build_busybox_image, "five-layer": build_five_layer_image,
+                "index": build_index_image, "big": build_big_image}
+    parser = argparse.ArgumentParser(prog="python -m tests.images", description=main.__doc__)
+    parser.add_argument("image", choices=sorted(builders))
+    parser.add_argument("dir", type=Path, help="OCI layout directory to create")
+    args = parser.parse_args(argv)
+    built = builders[args.image](args.dir)
+    print(f"{built.oci_ref}  {built.digest if isinstance(built, TestIndex) else built.manifest_digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
