@@ -353,3 +353,32 @@ async def test_oauth2_post_and_refresh_tokens(token_service: AuthService) -> Non
         )
         assert r.status_code == 413
         assert (await c.post("/token", json=form)).status_code == 400
+
+
+async def test_token_realm_behind_a_proxy(token_service: AuthService) -> None:
+    token_service.trust_forwarded = True
+    async with _client(_app(token_service)) as c:
+        r = await c.get("/v2/", headers={"X-Forwarded-Host": "reg.example", "X-Forwarded-Proto": "https"})
+        assert r.headers["www-authenticate"].startswith('Bearer realm="https://reg.example/token"')
+        token_service.external_host = "https://registry.example.com/"
+        r = await c.get("/v2/")
+        assert r.headers["www-authenticate"].startswith('Bearer realm="https://registry.example.com/token"')
+    token_service.trust_forwarded, token_service.external_host = False, None
+    async with _client(_app(token_service)) as c:
+        r = await c.get("/v2/", headers={"X-Forwarded-Host": "evil.example"})
+        assert r.headers["www-authenticate"].startswith('Bearer realm="http://reg.test/token"')
+
+
+def test_loud_warning_without_auth_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    from registry.auth.middleware import is_loopback, warn_if_open
+
+    assert (
+        is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
+    )
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1") and not is_loopback("registry.example")
+    warn_if_open("127.0.0.1", "none")
+    warn_if_open("0.0.0.0", "htpasswd")
+    assert capsys.readouterr().err == ""
+    warn_if_open("0.0.0.0", "none")
+    err = capsys.readouterr().err
+    assert "WITHOUT AUTHENTICATION" in err and "0.0.0.0" in err

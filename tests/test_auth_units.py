@@ -312,3 +312,20 @@ def test_failed_login_limiter() -> None:
     for i in range(5):
         small.failed(f"10.0.0.{i}", now=0)
     assert len(small._seen) == 2
+
+
+def test_verifier_trusts_a_jwks_file(tmp_path) -> None:
+    from registry.auth.tokens import load_jwks, public_jwk
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public_jwk(key.public_key()), "kid": "k1",
+                                                               "use": "sig"}]}))
+    named = load_jwks(tmp_path / "jwks.json")
+    v = TokenVerifier(issuers=["ext"], audience="reg", named_keys=named)
+    tok = jwt.encode({"iss": "ext", "aud": "reg", "exp": 2**40, "sub": "u"}, key, algorithm="ES256",
+                     headers={"kid": "k1"})
+    assert v.verify(tok).subject == "u"
+    other = jwt.encode({"iss": "ext", "aud": "reg", "exp": 2**40}, key, algorithm="ES256",
+                       headers={"kid": "k2"})
+    with pytest.raises(InvalidToken):
+        v.verify(other)

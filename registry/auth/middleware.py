@@ -118,12 +118,23 @@ class AuthService:
     token_path: str = "/token"
     token_body_limit: int = 64 * 1024
     hsts: str | None = None  # Strict-Transport-Security value, sent on TLS answers only
+    external_host: str | None = None  # http.host: the registry's external base URL
+    trust_forwarded: bool = False  # proxy.trustforwarded
 
     def token_realm(self, scope: Scope_) -> str:
+        """The configured realm, else this server's token endpoint as the client reached it
+        (``http.host``, or X-Forwarded-Proto/Host behind a trusted proxy, as Location URLs are)."""
         if self.realm:
             return self.realm
-        host = _header(scope, b"host") or "localhost"
-        return f"{scope.get('scheme', 'http')}://{host}{self.token_path}"
+        if self.external_host:
+            return self.external_host.rstrip("/") + self.token_path
+        proto, host = str(scope.get("scheme", "http")), _header(scope, b"host") or "localhost"
+        if self.trust_forwarded:
+            fwd_host = (_header(scope, b"x-forwarded-host") or "").split(",")[0].strip()
+            if fwd_host:
+                host = fwd_host
+                proto = (_header(scope, b"x-forwarded-proto") or "").split(",")[0].strip() or proto
+        return f"{proto}://{host}{self.token_path}"
 
     async def check_password(self, client: str, user: str, password: str) -> Identity | Response:
         """The identity of a valid login, or the 401/429 answer; failures count per client."""

@@ -58,6 +58,8 @@ def build_service(config: Any) -> AuthService:
     hsts_age = float(getattr(tls, "hsts", 0) or 0) if tls is not None else 0.0
     svc = AuthService(mode=mode, policy=policy, limiter=limiter,
                       hsts=f"max-age={int(hsts_age)}" if hsts_age > 0 else None)
+    svc.external_host = getattr(getattr(config, "http", None), "host", None) or None
+    svc.trust_forwarded = bool(getattr(getattr(config, "proxy", None), "trustforwarded", False))
     if htcfg is not None:
         svc.htpasswd = Htpasswd(htcfg.path)
         svc.realm = htcfg.realm
