@@ -38,7 +38,8 @@ def test_basic_auth_login_push_pull_logout(tmp_path: Path, htpasswd_users: Path,
         entry = json.loads(client_env.docker_config.read_text())["auths"][host]
         assert base64.b64decode(entry["auth"]).decode() == f"alice:{USERS['alice']}"
         assert stat.S_IMODE(client_env.docker_config.stat().st_mode) == 0o600
-        out = json.loads(client_env.run("push", str(busybox_image.layout), f"{host}/team/bb:1", "--json").stdout)
+        pushed = client_env.run("push", str(busybox_image.layout), f"{host}/team/bb:1", "--json")
+        out = json.loads(pushed.stdout)
         assert out["digest"] == busybox_image.manifest_digest
         client_env.run("pull", "-q", f"{host}/team/bb:1")
         assert json.loads(client_env.run("tags", f"{host}/team/bb", "--json").stdout)["tags"] == ["1"]
@@ -68,15 +69,16 @@ def test_bearer_tokens_from_pyreg_on_pyreg_and_distribution(
     with AuthDistribution(tmp_path / "root", tmp_path / "dist", auth) as dist:
         for host in (token_issuer.host, dist.host):
             # anonymous: a token is fetched without credentials, and push is refused
-            one_line_error(client_env.run("push", str(busybox_image.layout), f"{host}/team/bb:1", check=False),
-                           "")
+            refused = client_env.run("push", str(busybox_image.layout), f"{host}/team/bb:1", check=False)
+            one_line_error(refused, "")
             client_env.run("login", host, "-u", "alice", "--password-stdin", input=USERS["alice"])
         # Distribution verifies pyreg's tokens: push, pull, copy between the two token-protected registries
         src = f"{dist.host}/team/five:1"
         out = json.loads(client_env.run("push", str(five_layer_image.layout), src, "--json").stdout)
         assert out["digest"] == five_layer_image.manifest_digest
         client_env.run("pull", "-q", src)
-        copied = json.loads(client_env.run("copy", src, f"{token_issuer.host}/public/five:1", "--json").stdout)
+        public = f"{token_issuer.host}/public/five:1"
+        copied = json.loads(client_env.run("copy", src, public, "--json").stdout)
         assert copied["digest"] == five_layer_image.manifest_digest
         # mount within pyreg needs pull on the source too: the client asks for both scopes
         mounted = json.loads(client_env.run("copy", f"{token_issuer.host}/public/five:1",
