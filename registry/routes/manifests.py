@@ -125,12 +125,17 @@ async def manifest_delete(request: Request, registry: Registry, name: str, refer
     check_name(name)
     if not registry.config.storage.delete.enabled:
         raise unsupported("deletes are disabled (storage.delete.enabled is false)")
+    headers = {**BASE_HEADERS, "Content-Length": "0"}
     if is_digest_reference(reference):
         digest = parse_digest(reference)
         if not await registry.layout.delete_manifest(name, digest):
             raise manifest_unknown(reference)
+        headers["Docker-Content-Digest"] = str(digest)
     else:
         check_tag(reference)
+        tagged = await registry.layout.resolve_tag(name, reference)
         if not await registry.layout.untag(name, reference):
             raise manifest_unknown(reference)
-    return Response(b"", status_code=202, headers={**BASE_HEADERS, "Content-Length": "0"})
+        if tagged is not None:
+            headers["Docker-Content-Digest"] = str(tagged)
+    return Response(b"", status_code=202, headers=headers)
