@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""pyreg next to CNCF Distribution (Debian's docker-registry 2.8), same images, same loopback.
+
+    python bench/registry_bench.py                 # the full run (512 MiB layer, 10 s per hey run)
+    python bench/registry_bench.py --quick         # 64 MiB and 3 s: checks the script works
+    python bench/registry_bench.py --workers 4 --json bench/results/run.json
+
+Both servers run at the same time on free loopback ports with their own data directories, and
+every measurement runs against one server at a time, Distribution first, then pyreg, so they never
+compete for the CPU. Reported per measurement: Distribution, pyreg, and the pyreg/Distribution
+ratio (higher is better for throughput and req/s; for RSS lower is better).
+
+Measured: push and pull of one random layer with skopeo (an OCI layout to and from the registry)
+and with plain curl (monolithic POST + PUT, then GET); GET manifest (by tag) and HEAD blob
+requests per second with ``hey -c 16``; 8 parallel skopeo pulls of the five-layer test image; and
+peak server RSS (the sum over pyreg's processes, sampled every 20 ms from /proc, plus the sum of
+each process's own VmHWM).
+
+Needs skopeo, curl, hey and docker-registry (``tests/run`` installs them) and pyreg installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import images
+from tests.fixtures.peers import DistributionRegistry, Skopeo, free_port, stop_process, wait_for_http
+
+MiB = 1024 * 1024
+OCI_MANIFEST = images.OCI_MANIFEST
+
+
+# --------------------------------------------------------------------------- servers and RSS
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """root_pid and all its descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def status_kib(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples the summed VmRSS of a process tree; remembers the peak and each pid's VmHWM."""
+
+    def __init__(self, root_pid: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = root_pid
+        self.interval = interval
+        self.peak_kib = 0
+        self.hwm_kib: dict[int, int] = {}
+        self.processes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            pids = process_tree(self.root_pid)
+            total = 0
+            for pid in pids:
+                total += status_kib(pid, "VmRSS")
+                self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), status_kib(pid, "VmHWM"))
+            self.processes = max(self.processes, len(pids))
+            self.peak_kib = max(self.peak_kib, total)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    @property
+    def max_worker_hwm_mib(self) -> float:
+        return max(self.hwm_kib.values(), default=0) / 1024
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    host: str
+    pid: int
+    stop: Callable[[], None]
+    sampler: RssSampler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sampler = RssSampler(self.pid)
+        self.sampler.start()
+
+
+def start_distribution(work: Path) -> Server:
+    reg = DistributionRegistry(work / "distribution-root", work / "distribution", cache=True)
+    reg.start()
+    assert reg.proc is not None
+    return Server("distribution", reg.url, reg.host, reg.proc.pid, reg.stop)
+
+
+def start_pyreg(work: Path, workers: int, extra: list[str]) -> Server:
+    port = free_port()
+    data = work / "pyreg-data"
+    log = open(work / "pyreg.log", "ab")  # noqa: SIM115 - lives as long as the server
+    cmd = [shutil.which("pyreg") or "pyreg", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data),
+           "--workers", str(workers), *extra]
+    env = dict(os.environ, PYREG_LOG_ACCESSLOG_DISABLED="true", PYREG_STORAGE_DELETE_ENABLED="true")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/v2/", proc, log=work / "pyreg.log")
+    time.sleep(1.0)  # let every worker come up
+
+    def stop() -> None:
+        stop_process(proc)
+        log.close()
+
+    return Server("pyreg", url, f"127.0.0.1:{port}", proc.pid, stop)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result
+
+
+def curl_push(server: Server, repo: str, path: Path, digest: str) -> None:
+    post = run(["curl", "-sS", "-f", "-X", "POST", "-D", "-", "-o", "/dev/null",
+                f"{server.url}/v2/{repo}/blobs/uploads/"]).stdout
+    location = re.search(r"(?im)^location:\s*(\S+)", post)
+    assert location, post
+    loc = location.group(1)
+    if loc.startswith("/"):
+        loc = server.url + loc
+    loc += ("&" if "?" in loc else "?") + f"digest={digest}"
+    # -T streams the file from disk (--data-binary @file would read it all into memory first).
+    run(["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "-T", str(path),
+         "-o", "/dev/null", loc])
+
+
+def curl_pull(server: Server, repo: str, digest: str) -> None:
+    run(["curl", "-sS", "-f", "-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/{digest}"])
+
+
+def hey(url: str, seconds: int, method: str = "GET", accept: str | None = None) -> float:
+    cmd = ["hey", "-z", f"{seconds}s", "-c", "16", "-m", method]
+    if accept:
+        cmd += ["-H", f"Accept: {accept}"]
+    out = run([*cmd, url]).stdout
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    bad = [c for c in codes if c[0] != "200"]
+    if bad:
+        raise RuntimeError(f"hey {method} {url}: non-200 replies {bad}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.TestImage, curl_blob: Path,
+            curl_digest: str, seconds: int, work: Path, record: Callable[[str, Server, float], None],
+            round_: int) -> None:
+    """One round of every measurement on one server; new repositories each round, so nothing is
+    skipped as already there (skopeo gets a fresh home, hence no blob-info cache, from the caller)."""
+    size_mb = big.layers[-1].size / 1e6
+    curl_mb = curl_blob.stat().st_size / 1e6
+    pushed = f"docker://{server.host}/bench/big-{round_}:1"
+    t0 = time.perf_counter()
+    skopeo.copy(big.oci_ref, pushed)
+    record("skopeo push MB/s", server, size_mb / (time.perf_counter() - t0))
+    out = work / f"pull-{server.name}"
+    t0 = time.perf_counter()
+    skopeo.copy(pushed, f"oci:{out}:1")
+    record("skopeo pull MB/s", server, size_mb / (time.perf_counter() - t0))
+    shutil.rmtree(out)
+
+    t0 = time.perf_counter()
+    curl_push(server, f"bench/curl-{round_}", curl_blob, curl_digest)
+    record("curl push MB/s", server, curl_mb / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    curl_pull(server, f"bench/curl-{round_}", curl_digest)
+    record("curl pull MB/s", server, curl_mb / (time.perf_counter() - t0))
+
+    skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five:v1")
+    record("GET manifest req/s (c=16)", server,
+           hey(f"{server.url}/v2/bench/five/manifests/v1", seconds, accept=OCI_MANIFEST))
+    record("HEAD blob req/s (c=16)", server,
+           hey(f"{server.url}/v2/bench/five/blobs/{five.layer_digests[2]}", seconds, method="HEAD"))
+
+    src = f"docker://{server.host}/bench/five:v1"
+    outs = [work / f"five-{server.name}-{i}" for i in range(8)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda o: skopeo.copy(src, f"oci:{o}:v1"), outs))
+    record("8 parallel pulls, 5 layers (s)", server, time.perf_counter() - t0)
+    for o in outs:
+        shutil.rmtree(o)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, help="random layer size (default 512)")
+    parser.add_argument("--seconds", type=int, help="duration of each hey run (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="pyreg worker processes")
+    parser.add_argument("--rounds", type=int, help="rounds, alternating the servers (default 3); medians")
+    parser.add_argument("--pyreg-arg", action="append", default=[], help="extra pyreg serve argument")
+    parser.add_argument("--quick", action="store_true", help="defaults of 64 MiB, 3 s, 1 round")
+    parser.add_argument("--workdir", type=Path, help="keep data here instead of a temp dir")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    defaults = (64, 3, 1) if args.quick else (512, 10, 3)
+    for name, default in zip(("size_mib", "seconds", "rounds"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    for tool in ("skopeo", "curl", "hey", "docker-registry", "pyreg"):
+        if not shutil.which(tool):
+            print(f"{tool} not found (tests/run installs the Debian peers)", file=sys.stderr)
+            return 2
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="pyreg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work dir {work}; building images ({args.size_mib} MiB random layer) ...", flush=True)
+    big = images.build_random_image(work / "img-big", args.size_mib * MiB, with_busybox=False, seed=512)
+    five = images.build_five_layer_image(work / "img-five")
+    curl_blob = work / "curl.bin"
+    hasher = hashlib.sha256()
+    with open(curl_blob, "wb") as f:
+        reader = images._RandomReader(args.size_mib * MiB, seed=1024)
+        while chunk := reader.read(4 * MiB):
+            f.write(chunk)
+            hasher.update(chunk)
+    curl_digest = "sha256:" + hasher.hexdigest()
+    servers = [start_distribution(work), start_pyreg(work, args.workers, args.pyreg_arg)]
+    results: dict[str, dict[str, list[float]]] = {}
+
+    def record(metric: str, server: Server, value: float) -> None:
+        results.setdefault(metric, {}).setdefault(server.name, []).append(value)
+        print(f"  {metric:34s} {server.name:13s} {value:10.1f}", flush=True)
+
+    try:
+        # Rounds alternate the servers, so a burst of load from elsewhere hits both alike.
+        for round_ in range(args.rounds):
+            for server in servers:
+                print(f"round {round_ + 1}/{args.rounds}: {server.name} at {server.url}", flush=True)
+                skopeo = Skopeo(work / f"skopeo-{server.name}-{round_}")
+                measure(server, skopeo, big, five, curl_blob, curl_digest, args.seconds, work, record,
+                        round_)
+    finally:
+        for server in servers:
+            server.sampler.stop()
+            server.stop()
+
+    for server in servers:
+        record("peak RSS, all processes (MiB)", server, server.sampler.peak_kib / 1024)
+        record("sum of VmHWM (MiB)", server, sum(server.sampler.hwm_kib.values()) / 1024)
+        record("max VmHWM of one process (MiB)", server, server.sampler.max_worker_hwm_mib)
+        record("processes", server, server.sampler.processes)
+
+    print()
+    print(f"pyreg ({args.workers} workers) vs Distribution 2.8, {args.size_mib} MiB layer, hey -c 16 -z "
+          f"{args.seconds}s, median of {args.rounds} rounds, {os.cpu_count()} CPUs")
+    print(f"| {'measurement':34s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |")
+    print(f"|{'-' * 36}|{'-' * 14}|{'-' * 12}|{'-' * 8}|")
+    for metric, values in results.items():
+        dist, mine = statistics.median(values.get("distribution", [0.0])), statistics.median(values["pyreg"])
+        ratio = mine / dist if dist else float("nan")
+        print(f"| {metric:34s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+    print("(seconds and MiB: lower is better; MB/s and req/s: higher is better)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results}, indent=2))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
