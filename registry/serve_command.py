@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         if config.tls.clientcas:
             import ssl
 
-            options["ssl_ca_certs"] = config.tls.clientcas[0]
+            from registry.auth.tls import client_ca_bundle
+
+            options["ssl_ca_certs"] = client_ca_bundle(config.tls.clientcas)
             options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     if config.workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))

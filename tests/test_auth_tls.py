@@ -158,14 +158,20 @@ def test_mutual_tls(
     tls_server: Any, auth_ca: CertificateAuthority, skopeo: Skopeo, busybox_image: TestImage, tmp_path: Path
 ) -> None:
     client = auth_ca.issue("client", server=False, client=True, hosts=())
+    second_ca = CertificateAuthority(tmp_path / "second-ca", "second client CA")
     server = tls_server(
-        {"tls": {"clientcas": [str(auth_ca.cert)]}}, client_cert=(str(client.cert), str(client.key))
+        {"tls": {"clientcas": [str(second_ca.cert), str(auth_ca.cert)]}},
+        client_cert=(str(client.cert), str(client.key)),
     )
     r = httpx.get(f"{server.url}/v2/", verify=server.context(), auth=("alice", USERS["alice"]))
     assert r.status_code == 200
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/v2/", verify=server.context(with_client_cert=False), timeout=5)
-    # a client certificate from another CA is refused too
+    # every CA of tls.clientcas is trusted, and no other
+    second = second_ca.issue("client2", server=False, client=True, hosts=())
+    ctx = server.context(with_client_cert=False)
+    ctx.load_cert_chain(str(second.cert), str(second.key))
+    assert httpx.get(f"{server.url}/v2/", verify=ctx, auth=("alice", USERS["alice"])).status_code == 200
     other = CertificateAuthority(tmp_path / "other-ca").issue("client", server=False, client=True, hosts=())
     ctx = server.context(with_client_cert=False)
     ctx.load_cert_chain(str(other.cert), str(other.key))
