@@ -320,6 +320,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
     cfg = rec["config"]
     cdir = state.container_dir(rec["id"])
     try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # no container outlives its supervisor
         os.setsid()
         if stdio is not None:
             for i, fd in enumerate(stdio):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,46 @@ def test_foreground_signals_reach_pid1(busybox_store: RuntimeEnv) -> None:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 5, err
         assert out == "got-term\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_host_mount_table_unchanged(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+    """Every container mount lives in the container's own mount namespace."""
+    def ours() -> list[str]:
+        with open("/proc/self/mountinfo") as f:
+            return [ln for ln in f if str(tmp_path) in ln or (" overlay " in ln and "pyreg" in ln)]
+
+    before = ours()
+    vol = tmp_path / "v"
+    vol.mkdir()
+    cid = busybox_store.run("run", "-d", "-v", f"{vol}:/v:ro", "busybox", "sleep", "600",
+                            check=True).stdout.strip()
+    r = busybox_store.run("exec", cid, "sh", "-c", "grep -c . /proc/self/mountinfo")
+    assert int(r.stdout) > 10  # proc, dev, sys, the volume, masks... all inside
+    assert ours() == before
+    busybox_store.run("rm", "-f", cid, check=True)
+    assert ours() == before
+
+
+def test_supervisor_death_takes_the_container_down(busybox_store: RuntimeEnv) -> None:
+    proc = busybox_store.popen("run", "--name", "orphan", "busybox", "sh", "-c", "echo up; sleep 600")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        pid = busybox_store.state("orphan")["pid"]
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}")
+        # ps notices: the record says running but nothing is left
+        ps = busybox_store.run("ps", "-a", check=True).stdout
+        assert "orphan" in ps and "Exited" in ps
+        busybox_store.run("rm", "orphan", check=True)
+        assert busybox_store.container_cgroups() == []
     finally:
         if proc.poll() is None:
             proc.kill()
