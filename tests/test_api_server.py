@@ -207,3 +207,17 @@ def test_manifest_served_bytes_are_exact(registry_server: RegistryServer) -> Non
         r = c.put("/v2/exact/manifests/v", content=body, headers={"Content-Type": OCI_MANIFEST})
         assert r.status_code == 201 and r.headers["Docker-Content-Digest"] == sha256(body)
         assert c.get("/v2/exact/manifests/v").content == body
+
+
+def test_client_leaving_mid_download(registry_server: RegistryServer) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        push_blob(c, "leave", data)
+    hostname, port = registry_server.host.rsplit(":", 1)
+    for _ in range(5):
+        with socket.create_connection((hostname, int(port)), timeout=30) as s:
+            s.sendall(f"GET /v2/leave/blobs/{sha256(data)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        assert c.get(f"/v2/leave/blobs/{sha256(data)}").content == data
+    no_tracebacks(registry_server)

@@ -113,11 +113,16 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
         raise blob_unknown(digest) from None
 
     async def body() -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        if length:
-            async for chunk in chunks:
-                yield chunk
+        try:
+            if first:
+                yield first
+            if length:
+                async for chunk in chunks:
+                    yield chunk
+        finally:  # a client that goes away must not leave the file open until GC
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     return StreamingResponse(body(), status_code=status, headers=headers)
 
