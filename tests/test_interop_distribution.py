@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fixtures.peers import DistributionRegistry, Podman, Skopeo, tagged
-from tests.images import TestImage, read_layout
+from tests.images import TestImage, build_random_image, read_layout
 
 pytestmark = pytest.mark.peers
 
@@ -107,3 +107,67 @@ def test_distribution_serves_what_pyreg_stored(registry_server: Any, distributio
     registry_server.restart()
     again = tagged(registry_server.host, "mine/busybox", "five")
     assert skopeo.digest(again) == five_layer_image.manifest_digest
+
+
+def test_deletes_are_seen_by_the_other_server(registry_server: Any, distribution_factory: Any,
+                                              skopeo: Skopeo, five_layer_image: TestImage,
+                                              busybox_image: TestImage) -> None:
+    """A manifest deleted by one server is gone for the other; the other tag stays."""
+    host = registry_server.host
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "del/a", "bb"))
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "del/a", "five"))
+    skopeo.delete(tagged(host, "del/a", "bb"))
+    registry_server.stop()
+
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    dhost = distribution.host
+    assert skopeo.list_tags(f"docker://{dhost}/del/a") == ["five"]
+    gone = httpx.head(f"{distribution.url}/v2/del/a/manifests/{busybox_image.manifest_digest}",
+                      headers={"Accept": busybox_image.manifest_json["mediaType"]})
+    assert gone.status_code == 404
+    skopeo.copy(busybox_image.oci_ref, tagged(dhost, "del/b", "bb"))
+    skopeo.copy(busybox_image.oci_ref, tagged(dhost, "del/b", "bb2"))
+    skopeo.delete(tagged(dhost, "del/a", "five"))  # Distribution deletes a pyreg-written manifest
+    distribution.stop()
+
+    registry_server.restart()
+    assert httpx.head(f"{registry_server.url}/v2/del/a/manifests/five").status_code == 404
+    assert httpx.head(f"{registry_server.url}/v2/del/a/manifests/{five_layer_image.manifest_digest}",
+                      ).status_code == 404
+    assert sorted(skopeo.list_tags(f"docker://{host}/del/b")) == ["bb", "bb2"]
+    assert skopeo.digest(tagged(host, "del/b", "bb")) == busybox_image.manifest_digest
+
+
+def test_distribution_garbage_collect_keeps_what_pyreg_uses(registry_server: Any, distribution_factory: Any,
+                                                            skopeo: Skopeo, five_layer_image: TestImage,
+                                                            busybox_image: TestImage, index_image: Any,
+                                                            tmp_path: Path) -> None:
+    """Distribution's mark-and-sweep on a pyreg directory: it must find every link pyreg wrote,
+    so it removes only what pyreg deleted, and pyreg serves everything else afterwards."""
+    host = registry_server.host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "gc/five", "keep"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "gc/bb", "keep"), "--format", "v2s2")
+    skopeo.copy(index_image.oci_ref, tagged(host, "gc/multi", "keep"), "--all")
+    doomed = build_random_image(tmp_path / "doomed", 64 * 1024, with_busybox=False, seed=99, name="doomed")
+    skopeo.copy(doomed.oci_ref, tagged(host, "gc/gone", "x"))
+    skopeo.delete(tagged(host, "gc/gone", "x"))
+    registry_server.stop()
+
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    distribution.stop()
+    distribution.garbage_collect()
+    blobs = Path(registry_server.data_dir) / "docker/registry/v2/blobs/sha256"
+    kept = {p.parent.name for p in blobs.glob("*/*/data")}
+    for image in (five_layer_image, busybox_image, *index_image.children):
+        for digest in image.blob_digests:
+            assert digest.split(":")[1] in kept, digest
+    assert index_image.digest.split(":")[1] in kept
+    for digest in (doomed.manifest_digest, *doomed.blob_digests):  # only the deleted image used them
+        assert digest.split(":")[1] not in kept, digest
+
+    registry_server.restart()
+    skopeo.copy(tagged(host, "gc/five", "keep"), f"oci:{tmp_path / 'five'}:k")
+    assert read_layout(tmp_path / "five", "k").manifest == five_layer_image.manifest
+    skopeo.copy(tagged(host, "gc/multi", "keep"), f"oci:{tmp_path / 'multi'}:k", "--all")
+    assert skopeo.inspect_raw(tagged(host, "gc/multi", "keep")) == index_image.index
+    assert skopeo.inspect(tagged(host, "gc/bb", "keep"))["Layers"] == busybox_image.layer_digests
