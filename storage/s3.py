@@ -6,18 +6,24 @@ never waits on the network and the number of concurrent S3 requests stays bounde
 Resumable writers keep *all* their state in S3, never in process memory, so a writer opened with
 ``append=True`` in another process (another replica) continues where the last one stopped:
 
-- the bytes live in one in-progress multipart upload for the key, found again with
-  ListMultipartUploads + ListParts (as Distribution's s3-aws driver does);
-- every part is at least S3's 5 MiB minimum; a shorter tail left by ``close`` is stored in a
-  pending object beside the key (``<key>#pending``, a name no driver path can have), tagged with
-  the upload id and the part count it follows. A tail is valid only while the upload still has
-  exactly that many parts, so a crash between "upload a part" and "rewrite the tail" can never
-  count bytes twice: UploadPart is the commit point.
-- ``commit`` uploads the tail as the last part and completes the upload; nothing is downloaded.
+- the bytes live in one in-progress multipart upload for the key; every part but the last is at
+  least S3's 5 MiB minimum, and a writer keeps up to ``parallelparts`` part uploads in flight
+  while it receives the next one;
+- ``close`` writes a small journal object beside the key (``<key>#pending``: '#' is outside the
+  driver-path alphabet, so no path can collide with it) naming the upload, how many parts belong
+  to the path, and holding the tail shorter than a part (bytes that cannot be a part yet). The
+  journal is the commit point of ``close``: parts beyond its count (a writer that died before
+  closing) and uploads it does not name are ignored, so a crash never counts a byte twice or
+  leaves a gap; ``writer(append=True)`` finds the journal, then ListParts for the parts;
+- ``commit`` uploads the tail as the last part and completes the upload (or, for less than one
+  part, does a single PUT); nothing is downloaded. Appending to a committed object of a part's
+  size or more starts the upload with a server-side UploadPartCopy of it; a smaller one is read
+  back (less than 5 MiB). With no valid journal, the committed object is the path's content.
 
 ``move`` is a server-side copy (multipart UploadPartCopy above 5 GiB) then a delete, and readers
 stream one ranged GET in large chunks, resuming with a new ranged GET pinned to the same ETag
-if the connection drops. Nothing holds a whole blob in memory: a writer buffers at most one part.
+if the connection drops. Nothing holds a whole blob in memory: a writer holds at most
+``parallelparts + 1`` parts.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class S3Config:
     redirect: bool = False
     redirect_expiry: int = 1200  # seconds
     max_workers: int = 16
+    parallelparts: int = 3  # part uploads in flight per writer
     multipart_copy_threshold: int = MAX_COPY
     multipart_copy_chunksize: int = 1 << 30
 
@@ -90,17 +97,21 @@ class _Part:
 class S3Writer:
     """Append writer onto one multipart upload; see the module docstring for where state lives."""
 
-    def __init__(self, driver: S3Driver, key: str, upload_id: str | None, parts: list[_Part],
-                 tail: bytes, base_size: int = 0) -> None:
+    def __init__(self, driver: S3Driver, key: str, upload_id: str | None = None,
+                 parts: list[_Part] | None = None, tail: bytes = b"", base_size: int = 0,
+                 journal: bool = False) -> None:
         self._d = driver
         self._key = key
         self._upload_id = upload_id
-        self._parts = parts
+        self._parts = list(parts or [])
+        self._next = len(self._parts) + 1
         self._buffer = bytearray(tail)
         # Bytes of an already committed object this writer appends to, not yet in the upload.
         self._base_size = base_size
-        self._size = sum(p.size for p in parts) + len(tail) + base_size
-        self._tail_stored = bool(tail)
+        self._size = sum(p.size for p in self._parts) + len(tail) + base_size
+        self._journal = journal  # a journal object for this key exists in S3
+        self._dirty = False
+        self._inflight: set[asyncio.Future[None]] = set()
         self._done = False
 
     @property
@@ -110,6 +121,9 @@ class S3Writer:
     async def write(self, data: bytes) -> int:
         if self._done:
             raise ValueError("writer is closed")
+        if not data:
+            return 0
+        self._dirty = True
         self._buffer += data
         self._size += len(data)
         while len(self._buffer) >= self._d.config.chunksize:
@@ -132,46 +146,71 @@ class S3Writer:
         step = -(-size // count)
         for start in range(0, size, step):
             end = min(size, start + step) - 1
+            number, self._next = self._next, self._next + 1
             resp = await self._d._call(
                 self._d.client.upload_part_copy, Bucket=self._d.bucket, Key=self._key,
-                UploadId=self._upload_id, PartNumber=len(self._parts) + 1,
+                UploadId=self._upload_id, PartNumber=number,
                 CopySource={"Bucket": self._d.bucket, "Key": self._key},
                 CopySourceRange=f"bytes={start}-{end}")
-            self._parts.append(_Part(len(self._parts) + 1, str(resp["CopyPartResult"]["ETag"]),
-                                     end - start + 1))
+            self._parts.append(_Part(number, str(resp["CopyPartResult"]["ETag"]), end - start + 1))
         self._base_size = 0
 
     async def _upload_part(self, size: int) -> None:
+        """Send the first ``size`` buffered bytes as the next part, in the background."""
         upload_id = await self._ensure_upload()
         body = bytes(self._buffer[:size])
-        number = (self._parts[-1].number if self._parts else 0) + 1
+        del self._buffer[:size]
+        number, self._next = self._next, self._next + 1
         if number > MAX_PARTS:
             raise StorageError(f"{self._key}: more than {MAX_PARTS} parts; raise chunksize")
+        self._inflight.add(asyncio.ensure_future(self._send(upload_id, number, body)))
+        if len(self._inflight) >= self._d.config.parallelparts:
+            done, _ = await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            self._reap(done)
+
+    async def _send(self, upload_id: str, number: int, body: bytes) -> None:
         resp = await self._d._call(self._d.client.upload_part, Bucket=self._d.bucket, Key=self._key,
                                    UploadId=upload_id, PartNumber=number, Body=body)
         self._parts.append(_Part(number, str(resp["ETag"]), len(body)))
-        del self._buffer[:size]
+
+    def _reap(self, done: set[asyncio.Future[None]]) -> None:
+        self._inflight -= done
+        for task in done:
+            task.result()  # the first failure surfaces here
+
+    async def _drain(self) -> None:
+        if self._inflight:
+            done, _ = await asyncio.wait(self._inflight)
+            self._reap(done)
+        self._parts.sort(key=lambda p: p.number)
 
     async def close(self) -> None:
         if self._done:
             return
         self._done = True
-        if len(self._buffer) >= MIN_PART:
-            await self._upload_part(len(self._buffer))
-        if self._buffer:
-            upload_id = await self._ensure_upload()
-            await self._d._call(
-                self._d.client.put_object, Bucket=self._d.bucket, Key=self._key + PENDING,
-                Body=bytes(self._buffer),
-                Metadata={"upload": upload_id, "parts": str(len(self._parts))})
-        elif self._tail_stored:
-            # The tail went into a part; the stored copy is stale by its part count already.
-            await self._d._delete_keys([self._key + PENDING])
-        self._buffer = bytearray()
+        try:
+            if len(self._buffer) >= MIN_PART:
+                await self._upload_part(len(self._buffer))
+            await self._drain()
+            if self._dirty:
+                upload_id = await self._ensure_upload()
+                await self._d._call(
+                    self._d.client.put_object, Bucket=self._d.bucket, Key=self._key + PENDING,
+                    Body=bytes(self._buffer), Metadata={"upload": upload_id, "parts": str(len(self._parts))})
+                self._journal = True
+        finally:
+            self._buffer = bytearray()
+            self._abandon()
+
+    def _abandon(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        self._inflight.clear()
 
     async def cancel(self) -> None:
         self._done = True
         self._buffer = bytearray()
+        self._abandon()
         await self._d._abort_uploads(self._key, exact=True)
         await self._d._delete_keys([self._key, self._key + PENDING])
 
@@ -180,20 +219,29 @@ class S3Writer:
             raise ValueError("writer is closed")
         self._done = True
         d = self._d
-        if self._upload_id is None and not self._base_size:
-            # Everything is in the buffer (less than one part): one plain PUT.
-            await d._call(d.client.put_object, Bucket=d.bucket, Key=self._key, Body=bytes(self._buffer))
-        elif self._upload_id is None and not self._buffer:
-            pass  # appended nothing to a committed object: it stays as it is
-        else:
-            upload_id = await self._ensure_upload()
-            if self._buffer or not self._parts:
-                await self._upload_part(len(self._buffer))
-            await d._call(
-                d.client.complete_multipart_upload, Bucket=d.bucket, Key=self._key, UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]})
-        self._buffer = bytearray()
-        await d._delete_keys([self._key + PENDING])
+        try:
+            if self._next == 1 and not self._base_size:
+                # Less than one part in all: a single PUT (and any upload is not needed).
+                await d._call(d.client.put_object, Bucket=d.bucket, Key=self._key, Body=bytes(self._buffer))
+                if self._upload_id is not None:
+                    with contextlib.suppress(botocore.exceptions.ClientError):
+                        await d._call(d.client.abort_multipart_upload, Bucket=d.bucket, Key=self._key,
+                                      UploadId=self._upload_id)
+            elif self._upload_id is None and not self._buffer:
+                pass  # appended nothing to a committed object: it stays as it is
+            else:
+                upload_id = await self._ensure_upload()
+                if self._buffer or self._next == 1:
+                    await self._upload_part(len(self._buffer))
+                await self._drain()
+                parts = [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]
+                await d._call(d.client.complete_multipart_upload, Bucket=d.bucket, Key=self._key,
+                              UploadId=upload_id, MultipartUpload={"Parts": parts})
+            if self._journal:
+                await d._delete_keys([self._key + PENDING])
+        finally:
+            self._buffer = bytearray()
+            self._abandon()
 
 
 class S3Driver:
@@ -204,6 +252,8 @@ class S3Driver:
     def __init__(self, config: S3Config) -> None:
         if config.chunksize < MIN_PART:
             raise ValueError(f"s3 chunksize must be at least {MIN_PART} bytes")
+        if config.parallelparts < 1:
+            raise ValueError("s3 parallelparts must be at least 1")
         self.config = config
         self.bucket = config.bucket
         root = config.rootdirectory.strip("/")
@@ -218,6 +268,8 @@ class S3Driver:
                 signature_version="s3v4",
                 max_pool_connections=config.max_workers + 4,
                 retries={"max_attempts": 5, "mode": "standard"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
                 s3={"addressing_style": "path" if config.forcepathstyle else "auto"}))
 
     @classmethod
@@ -340,36 +392,48 @@ class S3Driver:
         key = self.key(path)
         if not append:
             await self._abort_uploads(key, exact=True)
-            return S3Writer(self, key, None, [], b"")
-        uploads = await self._uploads(key, exact=True)
-        if not uploads:
-            # Appending to a committed object (or to nothing). One of at least a part's size is
-            # copied into the upload server side when needed; a smaller one is read back.
-            head = await self._head(key)
-            size = int(head["ContentLength"]) if head else 0
-            if size >= MIN_PART:
-                return S3Writer(self, key, None, [], b"", base_size=size)
-            return S3Writer(self, key, None, [], await self.get_content(path) if size else b"")
-        # The newest upload for the key (S3 lists them oldest first within a key; moto gives
-        # every upload the same Initiated time, so the listing order breaks ties).
-        oldest = datetime.min.replace(tzinfo=UTC)
-        upload = max(enumerate(uploads), key=lambda iu: (iu[1].get("Initiated") or oldest, iu[0]))[1]
-        upload_id = str(upload["UploadId"])
-        pages = await self._call(self._paginate, "list_parts", Key=key, UploadId=upload_id)
-        parts = sorted((_Part(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]))
-                        for page in pages for p in page.get("Parts", [])), key=lambda p: p.number)
-        tail = b""
+            await self._delete_keys([key + PENDING])
+            return S3Writer(self, key)
+        journal = await self._journal(key)
+        if journal is not None:
+            upload_id, count, tail = journal
+            try:
+                pages = await self._call(self._paginate, "list_parts", Key=key, UploadId=upload_id)
+            except botocore.exceptions.ClientError as exc:
+                if not _is_missing(exc):
+                    raise
+                pages = None  # completed or aborted after the journal was written: stale
+            if pages is not None:
+                found = {int(p["PartNumber"]): _Part(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]))
+                         for page in pages for p in page.get("Parts", [])}
+                if any(n not in found for n in range(1, count + 1)):
+                    raise StorageError(f"{path}: upload {upload_id} lost parts its journal names")
+                # Parts past the journal's count were never acknowledged by a close: ignored.
+                return S3Writer(self, key, upload_id, [found[n] for n in range(1, count + 1)], tail,
+                                journal=True)
+        # No open upload: append to the committed object (or to nothing). One of a part's size
+        # or more is copied into the upload server side when needed; a smaller one is read back.
+        head = await self._head(key)
+        size = int(head["ContentLength"]) if head else 0
+        if size >= MIN_PART:
+            return S3Writer(self, key, base_size=size, journal=journal is not None)
+        return S3Writer(self, key, tail=await self.get_content(path) if size else b"",
+                        journal=journal is not None)
+
+    async def _journal(self, key: str) -> tuple[str, int, bytes] | None:
+        """(upload id, part count, tail) from the journal a writer's close left, if any."""
         try:
             resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key + PENDING)
-            meta = resp.get("Metadata", {})
-            if meta.get("upload") == upload_id and meta.get("parts") == str(len(parts)):
-                tail = await self._call(resp["Body"].read)
-            else:
-                resp["Body"].close()
         except botocore.exceptions.ClientError as exc:
-            if not _is_missing(exc):
-                raise
-        return S3Writer(self, key, upload_id, parts, tail)
+            if _is_missing(exc):
+                return None
+            raise
+        meta = resp.get("Metadata", {})
+        tail = await self._call(resp["Body"].read)
+        try:
+            return str(meta["upload"]), int(meta["parts"]), bytes(tail)
+        except (KeyError, ValueError):
+            return None
 
     async def stat(self, path: str) -> FileInfo:
         if path != "/":

@@ -53,16 +53,17 @@ async def test_writer_state_lives_in_s3(make: Any, moto_server: MotoServer, s3_b
     w = await make().writer("/u/data")
     await w.write(b"a" * 1000)
     await w.close()
-    # A short tail: one upload (no parts yet) and a pending object, nothing in memory.
+    # A short tail: one upload (no parts yet) and the journal holding the tail, nothing in memory.
     assert [u["Key"] for u in uploads(moto_server, s3_bucket)] == ["pyreg/u/data"]
     assert keys(moto_server, s3_bucket) == ["pyreg/u/data" + PENDING]
-    # Listings never show the pending object.
+    # Listings never show the journal.
     assert await make().list("/u") == []
     w = await make().writer("/u/data", append=True)
     assert w.size == 1000
     await w.write(b"b" * (MIN_PART - 1000))
     await w.close()
-    assert keys(moto_server, s3_bucket) == []  # the tail went into a part: exactly one
+    journal = moto_server.client().get_object(Bucket=s3_bucket, Key="pyreg/u/data" + PENDING)
+    assert journal["Metadata"]["parts"] == "1" and journal["Body"].read() == b""
     w = await make().writer("/u/data", append=True)
     await w.commit()
     assert uploads(moto_server, s3_bucket) == []
@@ -70,24 +71,34 @@ async def test_writer_state_lives_in_s3(make: Any, moto_server: MotoServer, s3_b
     assert (await make().stat("/u/data")).size == MIN_PART
 
 
-async def test_stale_tail_is_never_counted_twice(make: Any, moto_server: MotoServer, s3_bucket: str) -> None:
-    """A crash after a part went up but before the tail object was rewritten."""
+async def test_parts_of_a_writer_that_died_are_ignored(make: Any) -> None:
+    """Only a close acknowledges parts: a writer that died before it counts for nothing."""
     w = await make().writer("/crash/data")
     await w.write(b"t" * 100)
     await w.close()
-    client = moto_server.client()
-    pending = client.get_object(Bucket=s3_bucket, Key="pyreg/crash/data" + PENDING)["Body"].read()
+    dead = await make().writer("/crash/data", append=True)
+    await dead.write(b"p" * (2 * MIN_PART))  # parts went up...
+    await dead._drain()  # ...all of them, and then the process died: no close
     w = await make().writer("/crash/data", append=True)
-    await w.write(b"p" * (MIN_PART - 100))
-    await w.close()
-    # Simulate the crash: put the old tail back as if its deletion never happened.
-    meta = {"upload": uploads(moto_server, s3_bucket)[0]["UploadId"], "parts": "0"}
-    moto_server.client().put_object(Bucket=s3_bucket, Key="pyreg/crash/data" + PENDING, Body=pending,
-                                    Metadata=meta)
-    w = await make().writer("/crash/data", append=True)
-    assert w.size == MIN_PART
+    assert w.size == 100
+    await w.write(b"x" * (MIN_PART + 1))
     await w.commit()
-    assert await make().get_content("/crash/data") == b"t" * 100 + b"p" * (MIN_PART - 100)
+    assert await make().get_content("/crash/data") == b"t" * 100 + b"x" * (MIN_PART + 1)
+
+
+async def test_commit_per_chunk_survives_a_dead_writer(make: Any) -> None:
+    """The registry commits after every chunk: a writer dying mid-chunk leaves the object as is."""
+    d = make()
+    base = blob(MIN_PART + 10, seed=6)
+    await d.put_content("/reg/data", base)
+    dead = await make().writer("/reg/data", append=True)
+    await dead.write(blob(2 * MIN_PART, seed=7))
+    await dead._drain()
+    w = await make().writer("/reg/data", append=True)
+    assert w.size == len(base) == (await d.stat("/reg/data")).size
+    await w.write(b"end")
+    await w.commit()
+    assert await d.get_content("/reg/data") == base + b"end"
 
 
 async def test_append_to_large_committed_object_copies_server_side(make: Any) -> None:

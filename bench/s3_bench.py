@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""pyreg vs Distribution 2.8 (Debian's docker-registry, s3-aws driver) on the same S3 endpoint.
+
+    python bench/s3_bench.py                # 512 MiB layer, hey 10 s, redirect off and on
+    python bench/s3_bench.py --quick        # 64 MiB, 3 s: checks the script works
+    python bench/s3_bench.py --append-readme
+
+One moto_server process is the S3 endpoint for both registries (a bucket each). For each
+redirect setting, both registries run on free loopback ports, one at a time is measured:
+push and pull of one random layer with skopeo (OCI layout <-> registry), and GET manifest
+requests per second with ``hey -c 16``. With redirect on, blob GETs answer 307 to a presigned
+S3 URL that skopeo follows; the pull then measures the S3 endpoint more than the registry.
+moto keeps objects in memory and is single-process Python: it bounds both registries alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from registry_bench import OCI_MANIFEST, Server, hey  # type: ignore[import-not-found]  # noqa: E402
+
+from tests import images  # noqa: E402
+from tests.fixtures.peers import Skopeo, free_port, stop_process, wait_for_http  # noqa: E402
+from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, start_moto  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def start_distribution(work: Path, moto: MotoServer, bucket: str, redirect: bool) -> Server:
+    port = free_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "s3": {"accesskey": ACCESS_KEY, "secretkey": SECRET_KEY, "region": REGION,
+                   "regionendpoint": moto.endpoint, "bucket": bucket, "secure": False, "v4auth": True,
+                   "chunksize": 10 * MiB, "rootdirectory": "/registry"},
+            "redirect": {"disable": not redirect},
+            "cache": {"blobdescriptor": "inmemory"},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "pyreg-bench"},
+    }
+    path = work / f"distribution-{redirect}.yml"
+    path.write_text(json.dumps(config))
+    log = open(work / f"distribution-{redirect}.log", "ab")  # noqa: SIM115 - lives with the server
+    proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={"PATH": os.environ["PATH"], "HOME": str(work)})
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/v2/", proc, log=work / f"distribution-{redirect}.log")
+
+    def stop() -> None:
+        stop_process(proc)
+        log.close()
+
+    return Server("distribution", url, f"127.0.0.1:{port}", proc.pid, stop)
+
+
+def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, workers: int) -> Server:
+    port = free_port()
+    config = {
+        "addr": f"127.0.0.1:{port}",
+        "workers": workers,
+        "log": {"level": "warning", "accesslog": {"disabled": True}},
+        "storage": {
+            "s3": {"accesskey": ACCESS_KEY, "secretkey": SECRET_KEY, "region": REGION,
+                   "regionendpoint": moto.endpoint, "bucket": bucket, "forcepathstyle": True,
+                   "chunksize": 10 * MiB, "rootdirectory": "/registry",
+                   "redirect": {"enabled": redirect, "expiry": "20m"}},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+    }
+    path = work / f"pyreg-{redirect}.yml"
+    path.write_text(json.dumps(config))
+    log = open(work / f"pyreg-{redirect}.log", "ab")  # noqa: SIM115 - lives with the server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config", str(path)], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/v2/", proc, log=work / f"pyreg-{redirect}.log")
+    time.sleep(1.0)  # every worker up
+
+    def stop() -> None:
+        stop_process(proc)
+        log.close()
+
+    return Server("pyreg", url, f"127.0.0.1:{port}", proc.pid, stop)
+
+
+def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.TestImage, seconds: int,
+            work: Path, tag: str, record: Callable[[str, Server, float], None]) -> None:
+    size_mb = big.layers[-1].size / 1e6
+    ref = f"docker://{server.host}/bench/big-{tag}:1"
+    t0 = time.perf_counter()
+    skopeo.copy(big.oci_ref, ref)
+    record("skopeo push MB/s", server, size_mb / (time.perf_counter() - t0))
+    out = work / f"pull-{server.name}-{tag}"
+    t0 = time.perf_counter()
+    skopeo.copy(ref, f"oci:{out}:1")
+    record("skopeo pull MB/s", server, size_mb / (time.perf_counter() - t0))
+    shutil.rmtree(out)
+    skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five-{tag}:v1")
+    record("GET manifest req/s (c=16)", server,
+           hey(f"{server.url}/v2/bench/five-{tag}/manifests/v1", seconds, accept=OCI_MANIFEST))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="pyreg worker processes")
+    parser.add_argument("--quick", action="store_true", help="64 MiB and 3 s runs")
+    parser.add_argument("--redirect", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--append-readme", action="store_true", help="append the table to bench/README.md")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.seconds = 64, 3
+    for tool in ("skopeo", "hey", "docker-registry", "moto_server"):
+        if not shutil.which(tool):
+            print(f"{tool} not found", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="pyreg-s3-bench-"))
+    print(f"work dir {work}; building a {args.size_mib} MiB random layer ...", flush=True)
+    big = images.build_random_image(work / "img-big", args.size_mib * MiB, with_busybox=False, seed=512)
+    five = images.build_five_layer_image(work / "img-five")
+    moto = start_moto(str(work / "moto.log"))
+    results: dict[str, dict[str, list[float]]] = {}
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.redirect]
+    try:
+        for redirect in settings:
+            label = "redirect on" if redirect else "redirect off"
+
+            def record(metric: str, server: Server, value: float, label: str = label) -> None:
+                results.setdefault(f"{metric}, {label}", {}).setdefault(server.name, []).append(value)
+                print(f"  {metric + ', ' + label:44s} {server.name:13s} {value:10.1f}", flush=True)
+
+            starters: list[Callable[[], Server]] = [
+                lambda r=redirect: start_distribution(work, moto, moto.new_bucket(), r),
+                lambda r=redirect: start_pyreg(work, moto, moto.new_bucket(), r, args.workers),
+            ]
+            servers = [start() for start in starters]
+            try:
+                for round_ in range(args.rounds):
+                    for server in servers:
+                        print(f"{label}, round {round_ + 1}: {server.name} at {server.url}", flush=True)
+                        skopeo = Skopeo(work / f"skopeo-{server.name}-{redirect}-{round_}")
+                        measure(server, skopeo, big, five, args.seconds, work, f"{int(redirect)}{round_}",
+                                record)
+            finally:
+                for server in servers:
+                    server.sampler.stop()
+                    server.stop()
+    finally:
+        stop_process(moto.proc)
+
+    lines = [
+        f"pyreg ({args.workers} workers, S3 driver) vs Distribution 2.8 (s3-aws driver), both on one "
+        f"moto_server, {args.size_mib} MiB layer, hey -c 16 -z {args.seconds}s, median of {args.rounds} "
+        f"round(s), {os.cpu_count()} CPUs",
+        "",
+        f"| {'measurement':44s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |",
+        f"|{'-' * 46}|{'-' * 14}|{'-' * 12}|{'-' * 8}|",
+    ]
+    for metric, values in results.items():
+        dist, mine = statistics.median(values["distribution"]), statistics.median(values["pyreg"])
+        ratio = mine / dist if dist else float("nan")
+        lines.append(f"| {metric:44s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+    print()
+    print("\n".join(lines))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results}, indent=2))
+    if args.append_readme:
+        readme = ROOT / "bench" / "README.md"
+        with open(readme, "a", encoding="utf-8") as f:
+            day = time.strftime('%Y-%m-%d')
+            f.write(f"\n### S3: pyreg vs Distribution (`python bench/s3_bench.py`, {day})\n\n")
+            f.write("\n".join(lines) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
