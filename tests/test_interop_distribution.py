@@ -171,3 +171,23 @@ def test_distribution_garbage_collect_keeps_what_pyreg_uses(registry_server: Any
     skopeo.copy(tagged(host, "gc/multi", "keep"), f"oci:{tmp_path / 'multi'}:k", "--all")
     assert skopeo.inspect_raw(tagged(host, "gc/multi", "keep")) == index_image.index
     assert skopeo.inspect(tagged(host, "gc/bb", "keep"))["Layers"] == busybox_image.layer_digests
+
+
+def test_registry_to_registry_both_ways(registry_server: Any, distribution_registry: DistributionRegistry,
+                                        skopeo: Skopeo, five_layer_image: TestImage,
+                                        index_image: Any) -> None:
+    """skopeo streams images straight from Distribution to pyreg and back, digests unchanged."""
+    dist, mine = distribution_registry.host, registry_server.host
+    skopeo.copy(five_layer_image.oci_ref, tagged(dist, "sync/five", "a"))
+    skopeo.copy(five_layer_image.oci_ref, tagged(dist, "sync/five", "b"))
+    skopeo.copy(index_image.oci_ref, tagged(dist, "sync/multi", "m"), "--all")
+    skopeo.run("sync", "--src", "docker", "--dest", "docker", "--all", "--src-tls-verify=false",
+               "--dest-tls-verify=false", f"{dist}/sync/five", f"{mine}/mirror")
+    assert sorted(skopeo.list_tags(f"docker://{mine}/mirror/five")) == ["a", "b"]
+    assert skopeo.inspect_raw(tagged(mine, "mirror/five", "b")) == five_layer_image.manifest
+    skopeo.copy(tagged(dist, "sync/multi", "m"), tagged(mine, "from-dist/multi", "m"), "--all")
+    assert skopeo.inspect_raw(tagged(mine, "from-dist/multi", "m")) == index_image.index
+    skopeo.copy(tagged(mine, "from-dist/multi", "m"), tagged(dist, "back/multi", "m"), "--all")
+    assert skopeo.inspect_raw(tagged(dist, "back/multi", "m")) == index_image.index
+    skopeo.copy(tagged(mine, "mirror/five", "a"), tagged(dist, "back/five", "a"))
+    assert skopeo.digest(tagged(dist, "back/five", "a")) == five_layer_image.manifest_digest
