@@ -57,7 +57,9 @@ class RetryTransport(httpx.BaseTransport):
         self.retries = retries
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        replayable = isinstance(request.stream, httpx.ByteStream)
+        # A PATCH is never resent here: the registry may have taken its bytes; the upload code
+        # asks for the upload status and resumes from there instead.
+        replayable = isinstance(request.stream, httpx.ByteStream) and request.method != "PATCH"
         retries = int(request.extensions.get("pyreg_retries", self.retries))
         attempt = 0
         while True:

@@ -252,3 +252,26 @@ def test_digest_mismatch_keeps_nothing(fault_proxy: FaultProxy, distribution_reg
     assert not stored & {d.split(":")[1] for d in busybox_image.layer_digests}
     assert list((client_env.store / "ingest").iterdir()) == []
     assert list((client_env.store / "layers" / "sha256").iterdir()) == []
+
+
+def test_retries_and_chunked_upload_resume(fault_proxy: FaultProxy, distribution_registry: Any,
+                                           client_env: ClientEnv, skopeo: Skopeo,
+                                           five_layer_image: TestImage) -> None:
+    host = fault_proxy.host
+    # 503s are retried with backoff
+    fault_proxy.fail_next = 3
+    client_env.run("push", "-q", "--parallel", "1", str(five_layer_image.layout), f"{host}/five:1")
+    assert fault_proxy.fail_next == 0
+    # a dropped PATCH: the client asks the upload status and goes on from what the registry holds
+    fault_proxy.drop_patches = 1
+    fault_proxy.requests.clear()
+    client_env.run("push", "-q", "--parallel", "1", "--chunk-size", "256k", str(five_layer_image.layout),
+                   f"{host}/chunked:1")
+    assert fault_proxy.drop_patches == 0
+    status_checks = [r for r in fault_proxy.requests if r.startswith("GET") and "/blobs/uploads/" in r]
+    assert status_checks, fault_proxy.requests
+    pushed = skopeo.digest(tagged(distribution_registry.host, "chunked", "1"))
+    assert pushed == five_layer_image.manifest_digest
+    # pulls retry too
+    fault_proxy.fail_next = 2
+    client_env.run("pull", "-q", f"{host}/chunked:1")
