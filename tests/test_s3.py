@@ -173,3 +173,27 @@ def test_from_registry_config(s3_section: dict[str, Any]) -> None:
     assert driver.config.redirect and driver.config.redirect_expiry == 1200
     assert driver.config.bucket == s3_section["bucket"] and driver.config.chunksize == 5 << 20
     driver.close()
+
+
+async def test_registry_blob_get_redirects_head_does_not(s3_section: dict[str, Any]) -> None:
+    """With storage.s3.redirect on, a blob GET answers 307 to a presigned URL; HEAD answers itself."""
+    from registry.app import create_app
+    from registry.config import load_config
+
+    config = load_config(data={"storage": {"s3": {**s3_section, "redirect": {"enabled": True}}}}, environ={})
+    app = create_app(config)
+    data = blob(300_000, seed=11)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        r = await c.post("/v2/red/irect/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201, r.text
+        r = await c.get(f"/v2/red/irect/blobs/{digest}")
+        assert r.status_code == 307
+        assert r.headers["Location"].startswith(s3_section["regionendpoint"])
+        assert r.headers["Docker-Content-Digest"] == digest
+        head = await c.head(f"/v2/red/irect/blobs/{digest}")
+        assert head.status_code == 200
+        assert head.headers["Content-Length"] == str(len(data)) and "Location" not in head.headers
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(r.headers["Location"])).content == data
