@@ -189,12 +189,19 @@ def _mount_target(rootfs: str, path: str, is_dir: bool) -> str:
 
 
 def _setup_dev(rootfs: str) -> None:
+    """A tmpfs /dev with the usual nodes. There is no devices cgroup, so device access is kept
+    out by ``nodev``: /dev and the rootfs are nodev and each allowed node is a bind mount of the
+    host's, so a node that the container makes (it has CAP_MKNOD, as in docker) cannot be opened."""
     dev = _mount_target(rootfs, "/dev", True)
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
         p = os.path.join(dev, name)
-        os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(p, 0o666)
+        host = f"/dev/{name}"
+        st = os.stat(host)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(major, minor):
+            raise ContainerError(f"host {host} is not the character device {major}:{minor}")
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        linux.mount(host, p, None, linux.MS_BIND | linux.MS_NOSUID | linux.MS_NOEXEC)
     for sub in ("pts", "shm", "mqueue"):
         os.mkdir(os.path.join(dev, sub), 0o755)
     linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
@@ -337,7 +344,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
             os.chdir(os.path.dirname(os.path.dirname(layers[0])))
             rel = [os.path.relpath(p) for p in layers]
             opts = _overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"))
-        linux.mount("overlay", rootfs, "overlay", 0, opts)
+        linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, opts)
         os.umask(0o022)
         _setup_mounts(cfg, cdir, rootfs)
         os.chdir(rootfs)

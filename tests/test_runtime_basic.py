@@ -268,3 +268,15 @@ def test_supervisor_death_takes_the_container_down(busybox_store: RuntimeEnv) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_devices_made_in_the_container_cannot_be_opened(busybox_store: RuntimeEnv) -> None:
+    """CAP_MKNOD is in docker's default set; nodev keeps a new /dev/sda-like node useless."""
+    disk = os.stat("/dev/vda" if os.path.exists("/dev/vda") else "/dev/null").st_rdev
+    major, minor = os.major(disk), os.minor(disk)
+    script = (f"mknod /tmp/disk b {major} {minor} && echo made; head -c 1 /tmp/disk && echo read-rootfs; "
+              f"mknod /dev/disk b {major} {minor} && echo made; head -c 1 /dev/disk && echo read-dev; "
+              "mknod /dev/shm/mem c 1 1; head -c 1 /dev/shm/mem && echo read-shm; true")
+    r = busybox_store.run("run", "--rm", "busybox", "sh", "-c", script)
+    assert r.stdout.split() == ["made", "made"], r.stdout + r.stderr
+    assert r.stderr.count("Permission denied") == 3
