@@ -3,14 +3,13 @@
 The file is re-read when it changes (checked by stat on use), so ``pyreg user add`` takes effect
 without a restart. An unknown user is checked against a dummy hash of the same cost, so a wrong
 name and a wrong password take the same time. A successful check is remembered (keyed by a
-process-secret HMAC of the password) until the file changes, so Basic auth does not pay bcrypt
+process-secret keyed hash of the password) until the file changes, so Basic auth does not pay bcrypt
 on every request of a push.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -61,18 +60,19 @@ class Htpasswd:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._path_str = str(self.path)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, str] = {}
         self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(DEFAULT_COST))
-        self._secret = secrets.token_bytes(32)
+        self._secret = secrets.token_bytes(32)  # BLAKE2b keys are at most 64 bytes
         self._ok: dict[tuple[str, bytes], None] = {}
         self._missing_logged = False
         self._reload()
 
     def _reload(self) -> None:
         try:
-            st = self.path.stat()
+            st = os.stat(self._path_str)
         except FileNotFoundError:
             if self._stamp is not None or not self._missing_logged:
                 log.warning("htpasswd file %s is missing: nobody can log in", self.path)
@@ -89,6 +89,10 @@ class Htpasswd:
             self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
         self._stamp, self._users, self._ok = stamp, users, {}
 
+    def _mac(self, password: bytes) -> bytes:
+        """A keyed hash of a password (keyed BLAKE2b: a MAC, and cheap per request)."""
+        return hashlib.blake2b(password, key=self._secret, digest_size=32).digest()
+
     def users(self) -> list[str]:
         with self._lock:
             self._reload()
@@ -102,7 +106,7 @@ class Htpasswd:
     def remembered(self, user: str, password: str) -> bool:
         """True when this exact login was verified since the file last changed: no bcrypt, no
         thread needed, so async callers try this first."""
-        key = (user, hmac.new(self._secret, password.encode("utf-8"), hashlib.sha256).digest())
+        key = (user, self._mac(password.encode("utf-8")))
         with self._lock:
             self._reload()
             return key in self._ok
@@ -110,7 +114,7 @@ class Htpasswd:
     def verify(self, user: str, password: str) -> bool:
         """True when ``password`` is ``user``'s; unknown users take as long as wrong passwords."""
         pw = password.encode("utf-8")
-        key = (user, hmac.new(self._secret, pw, hashlib.sha256).digest())
+        key = (user, self._mac(pw))
         with self._lock:
             self._reload()
             if key in self._ok:
