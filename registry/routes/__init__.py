@@ -8,7 +8,6 @@ rules out traversal (``..``, ``//``, leading or trailing ``/``).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
@@ -29,32 +28,45 @@ async def api_root(request: Request, registry: Registry, name: str, arg: str) ->
     return Response(b"{}", headers={**BASE_HEADERS, "Content-Type": "application/json"})
 
 
-# (pattern, {method: handler}); first match wins, most specific first.
-_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"^$"), {"GET": api_root, "HEAD": api_root}),
-    (re.compile(r"^_catalog$"), {"GET": listing.catalog, "HEAD": listing.catalog}),
-    (re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listing.tags_list, "HEAD": listing.tags_list}),
-    (re.compile(r"^(?P<name>.+)/manifests/(?P<arg>[^/]+)$"),
-     {"GET": manifests.manifest_get, "HEAD": manifests.manifest_get, "PUT": manifests.manifest_put,
-      "DELETE": manifests.manifest_delete}),
-    (re.compile(r"^(?P<name>.+)/blobs/uploads/?$"), {"POST": blobs.upload_start}),
-    (re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<arg>[^/]+)$"),
-     {"GET": blobs.upload_status, "PATCH": blobs.upload_patch, "PUT": blobs.upload_put,
-      "DELETE": blobs.upload_cancel}),
-    (re.compile(r"^(?P<name>.+)/blobs/(?P<arg>[^/]+)$"),
-     {"GET": blobs.blob_get, "HEAD": blobs.blob_get, "DELETE": blobs.blob_delete}),
-    (re.compile(r"^(?P<name>.+)/referrers/(?P<arg>[^/]+)$"),
-     {"GET": listing.referrers, "HEAD": listing.referrers}),
-]
+ROOT: dict[str, Handler] = {"GET": api_root, "HEAD": api_root}
+CATALOG: dict[str, Handler] = {"GET": listing.catalog, "HEAD": listing.catalog}
+TAGS: dict[str, Handler] = {"GET": listing.tags_list, "HEAD": listing.tags_list}
+MANIFESTS: dict[str, Handler] = {
+    "GET": manifests.manifest_get, "HEAD": manifests.manifest_get, "PUT": manifests.manifest_put,
+    "DELETE": manifests.manifest_delete}
+UPLOAD_START: dict[str, Handler] = {"POST": blobs.upload_start}
+UPLOAD: dict[str, Handler] = {
+    "GET": blobs.upload_status, "PATCH": blobs.upload_patch, "PUT": blobs.upload_put,
+    "DELETE": blobs.upload_cancel}
+BLOBS: dict[str, Handler] = {"GET": blobs.blob_get, "HEAD": blobs.blob_get, "DELETE": blobs.blob_delete}
+REFERRERS: dict[str, Handler] = {"GET": listing.referrers, "HEAD": listing.referrers}
 
 
 def match(path: str) -> tuple[dict[str, Handler], str, str] | None:
-    """(handlers by method, name, argument) for the part of a path after ``/v2/``."""
-    for pattern, handlers in _ROUTES:
-        m = pattern.match(path)
-        if m:
-            groups = m.groupdict()
-            return handlers, groups.get("name") or "", groups.get("arg") or ""
+    """(handlers by method, name, argument) for the part of a path after ``/v2/``.
+
+    Matched on the last path segments, so the name (everything before them) may hold slashes:
+    ``<name>/manifests/<ref>``, ``<name>/blobs/<digest>``, ``<name>/blobs/uploads/[<id>]``,
+    ``<name>/tags/list``, ``<name>/referrers/<digest>``, plus ``""`` and ``_catalog``.
+    """
+    if path == "":
+        return ROOT, "", ""
+    if path == "_catalog":
+        return CATALOG, "", ""
+    parts = path.rsplit("/", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    name, kind, arg = parts
+    if kind == "manifests" and arg:
+        return MANIFESTS, name, arg
+    if kind == "blobs" and arg:
+        return (UPLOAD_START, name, "") if arg == "uploads" else (BLOBS, name, arg)
+    if kind == "uploads" and name.endswith("/blobs") and len(name) > 6:
+        return (UPLOAD, name[:-6], arg) if arg else (UPLOAD_START, name[:-6], "")
+    if kind == "tags" and arg == "list":
+        return TAGS, name, ""
+    if kind == "referrers" and arg:
+        return REFERRERS, name, arg
     return None
 
 
