@@ -154,8 +154,8 @@ def test_chunked_push_across_replicas(cluster: Cluster) -> None:
         r = c.post("/v2/team/app/blobs/uploads/")
         assert r.status_code == 202, r.text
         location = r.headers["Location"]
-        # Behind the proxy every Location the client gets leads back through nginx.
-        assert location.startswith("/") or location.startswith(cluster.url), location
+        # deploy/config.yml trusts X-Forwarded-*: Locations are absolute URLs of nginx itself.
+        assert location.startswith(f"{cluster.url}/v2/team/app/blobs/uploads/"), location
         start = 0
         for chunk in chunks:
             r = patch(c, location, chunk, start)
@@ -310,3 +310,23 @@ def test_redirect_through_nginx(moto_server: MotoServer, s3_bucket: str, tmp_pat
             assert followed.content == data
     finally:
         stop_cluster(cluster)
+
+
+@pytest.mark.parametrize("trust", [True, False])
+async def test_forwarded_headers_build_locations(tmp_path: Path, trust: bool) -> None:
+    """proxy.trustforwarded: Location follows X-Forwarded-Proto/Host; otherwise it is relative."""
+    from registry.app import create_app
+    from registry.config import load_config
+
+    config = load_config(data={"storage": {"filesystem": {"rootdirectory": str(tmp_path)}},
+                               "proxy": {"trustforwarded": trust}}, environ={})
+    transport = httpx.ASGITransport(app=create_app(config))
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.7:5000") as c:
+        r = await c.post("/v2/fwd/app/blobs/uploads/", headers=headers)
+        assert r.status_code == 202
+        location = r.headers["Location"]
+        if trust:
+            assert location.startswith("https://registry.example.com/v2/fwd/app/blobs/uploads/")
+        else:
+            assert location.startswith("/v2/fwd/app/blobs/uploads/")
