@@ -28,10 +28,13 @@ import os
 import signal
 import stat
 import sys
-from typing import Any
 
 from runtime import linux, state
 from runtime.cgroups import Cgroup
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from runtime import state
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 _KEY_ENV = ("PYREG_STORE", "PYREG_REGISTRY", "PYREG_CONFIG", "HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")
 
