@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -88,16 +90,15 @@ async def manifest_put(request: Request, registry: Registry, name: str, referenc
         raise digest_invalid(f"manifest content has digest {digest}, not {want}", str(want))
 
     layout = registry.layout
-    missing: list[str] = []
-    for blob in manifest.blobs:
-        if blob.urls and blob.media_type in (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST,
-                                              mt.OCI_LAYER_NONDIST_GZIP, mt.OCI_LAYER_NONDIST_ZSTD):
-            continue  # foreign layers live elsewhere, as Distribution allows
-        if await layout.repo_blob_size(name, blob.digest) is None:
-            missing.append(str(blob.digest))
-    for child in manifest.manifests:
-        if not await layout.has_manifest(name, child.digest):
-            missing.append(str(child.digest))
+    foreign = (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
+               mt.OCI_LAYER_NONDIST_ZSTD)
+    # foreign layers live elsewhere, as Distribution allows
+    blobs = list({b.digest: b for b in manifest.blobs if not (b.urls and b.media_type in foreign)}.values())
+    children = list({c.digest: c for c in manifest.manifests}.values())
+    found = await asyncio.gather(*(layout.repo_blob_size(name, b.digest) for b in blobs),
+                                 *(layout.has_manifest(name, c.digest) for c in children))
+    missing = [str(d.digest) for d, ok in zip([*blobs, *children], found, strict=True)
+               if ok is None or ok is False]
     if missing:
         raise RegistryError("MANIFEST_BLOB_UNKNOWN",
                             f"manifest references {len(missing)} unknown blob(s) or manifest(s): "
