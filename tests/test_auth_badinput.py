@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures.auth import USERS, SigningKey
-from tests.fixtures.registry import asgi_client
+from tests.fixtures.registry import asgi_client, push_image
 from tests.test_api_errors import (  # noqa: F401 - collected here again, with this module's client
     test_encoded_traversal,
     test_invalid_names,
@@ -44,8 +44,9 @@ class BearerFlow(httpx.Auth):
         query = {"service": params.get("service", "")}
         if params.get("scope"):
             query["scope"] = params["scope"]
-        token = yield httpx.Request("GET", params["realm"], params=query,
-                                    headers={"Authorization": self.basic})
+        token = yield httpx.Request(
+            "GET", params["realm"], params=query, headers={"Authorization": self.basic}
+        )
         request.headers["Authorization"] = f"Bearer {token.json()['token']}"
         yield request
 
@@ -67,3 +68,26 @@ async def registry_client(
     async with asgi_client(app) as client:
         client.auth = httpx.BasicAuth(*ADMIN) if request.param == "htpasswd" else BearerFlow(*ADMIN)
         yield client
+
+
+async def test_readonly_mode_behind_auth(make_registry_app: Any, htpasswd_users: Path) -> None:
+    """Auth decides first (a stranger's write is 401), then read-only mode refuses the write (405)."""
+    writable = make_registry_app({"auth": {"htpasswd": {"path": str(htpasswd_users)}}, "access": ACCESS})
+    async with asgi_client(writable) as c:
+        c.auth = httpx.BasicAuth(*ADMIN)
+        await push_image(c, "ro/app", "1")
+    readonly = make_registry_app(
+        {
+            "auth": {"htpasswd": {"path": str(htpasswd_users)}},
+            "access": ACCESS,
+            "storage": {"maintenance": {"readonly": {"enabled": True}}},
+        }
+    )
+    async with asgi_client(readonly) as c:
+        assert (await c.put("/v2/ro/app/manifests/2", content=b"{}")).status_code == 401
+        c.auth = httpx.BasicAuth(*ADMIN)
+        r = await c.put("/v2/ro/app/manifests/2", content=b"{}")
+        assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+        assert (await c.post("/v2/ro/app/blobs/uploads/")).status_code == 405
+        assert (await c.get("/v2/ro/app/manifests/1")).status_code == 200
+        assert (await c.get("/v2/ro/app/tags/list")).json()["tags"] == ["1"]

@@ -382,3 +382,58 @@ def test_loud_warning_without_auth_off_loopback(capsys: pytest.CaptureFixture[st
     warn_if_open("0.0.0.0", "none")
     err = capsys.readouterr().err
     assert "WITHOUT AUTHENTICATION" in err and "0.0.0.0" in err
+
+
+# ---------------------------------------------------------------- built from the real config
+
+
+def test_service_from_config(tmp_path, htpasswd_users, signing_key) -> None:
+    from registry.auth.setup import AuthSetupError, build_service
+    from registry.config import ConfigError, load_config
+
+    def build(data: dict) -> AuthService:
+        return build_service(load_config(data=data, environ={}))
+
+    assert build({}).mode == "none"
+    basic = build(
+        {
+            "auth": {
+                "htpasswd": {"path": str(htpasswd_users)},
+                "groups": {"dev": ["bob"]},
+                "ratelimit": {"failures": 3, "window": "2m"},
+            },
+            "access": [{"repository": "team/*", "groups": ["dev"], "actions": ["push"]}],
+        }
+    )
+    assert basic.mode == "htpasswd" and basic.limiter.failures == 3 and basic.limiter.window == 120
+    assert basic.policy.actions(basic.policy.identity("bob"), "team/x") == {"push"}
+    assert basic.policy.actions(basic.policy.identity("alice"), "team/x") == frozenset()
+    token = build(
+        {
+            "auth": {
+                "token": {
+                    "signingkey": str(signing_key.key),
+                    "certificate": str(signing_key.cert),
+                    "expiration": "10m",
+                    "kidformat": "thumbprint",
+                },
+                "htpasswd": {"path": str(htpasswd_users)},
+            },
+            "tls": {"certificate": str(signing_key.cert), "key": str(signing_key.key), "hsts": "1h"},
+        }
+    )
+    assert token.mode == "token" and token.issuer is not None and token.issuer.ttl == 600
+    assert token.htpasswd is not None and token.hsts == "max-age=3600" and token.realm == ""
+    external = build(
+        {"auth": {"token": {"realm": "https://auth.example/token", "rootcertbundle": str(signing_key.cert)}}}
+    )
+    assert external.issuer is None and external.verifier is not None
+    with pytest.raises(ConfigError, match=r"auth\.token\.realm"):
+        build({"auth": {"token": {"rootcertbundle": str(signing_key.cert)}}})
+    with pytest.raises(ConfigError, match=r"auth\.token\.kidformat"):
+        build({"auth": {"token": {"signingkey": str(signing_key.key), "kidformat": "x"}}})
+    with pytest.raises(ConfigError, match=r"access\[0\].actions"):
+        build({"access": [{"repository": "*", "actions": ["fly"]}]})
+    (tmp_path / "not-a-key").write_text("nope")
+    with pytest.raises(AuthSetupError, match="signing key"):
+        build({"auth": {"token": {"signingkey": str(tmp_path / "not-a-key")}}})
