@@ -280,3 +280,55 @@ def test_devices_made_in_the_container_cannot_be_opened(busybox_store: RuntimeEn
     r = busybox_store.run("run", "--rm", "busybox", "sh", "-c", script)
     assert r.stdout.split() == ["made", "made"], r.stdout + r.stderr
     assert r.stderr.count("Permission denied") == 3
+
+
+def _image_with_config(tmp_path: Path, base: images.TestImage, **config: object) -> images.TestImage:
+    """The busybox image's layers under a config of our own (entrypoint, user, env, workdir...)."""
+    import hashlib
+    import json
+    import shutil
+
+    layout = tmp_path / "cfg-image"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for layer in base.layers:
+        shutil.copy(base.blob_path(layer.digest), blobs / layer.digest.split(":")[1])
+
+    def put(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / digest.split(":")[1]).write_bytes(data)
+        return digest
+
+    doc = json.loads(base.config)
+    doc["config"].update(config)
+    cfg = images.canonical_json(doc)
+    manifest_doc = dict(json.loads(base.manifest))
+    manifest_doc["config"] = {"mediaType": images.OCI_CONFIG, "digest": put(cfg), "size": len(cfg)}
+    manifest = images.canonical_json(manifest_doc)
+    put(manifest)
+    return images.TestImage(name="configured", layout=layout, tag="latest", manifest=manifest, config=cfg,
+                            layers=base.layers)
+
+
+def test_image_config_decides_and_flags_override(runtime_env: RuntimeEnv, busybox_image: images.TestImage,
+                                                 tmp_path: Path) -> None:
+    img = _image_with_config(tmp_path, busybox_image, Entrypoint=["/bin/sh", "-c"],
+                             Cmd=['echo "$(id -un) $(pwd) $GREETING $*"', "arg0"], User="user:nogroup",
+                             WorkingDir="/home/user", Env=["GREETING=hi", "PATH=/bin"], StopSignal="SIGUSR1")
+    env = runtime_env
+    env.load_image(img, "configured")
+    r = env.run("run", "--rm", "configured")
+    assert r.stdout == "user /home/user hi \n", r.stderr
+    r = env.run("run", "--rm", "configured", "echo $GREETING $PATH; id -g")
+    assert r.stdout == "hi /bin\n65534\n", r.stderr
+    r = env.run("run", "--rm", "-u", "0", "-w", "/tmp", "-e", "GREETING=yo", "configured",
+                'echo "$(id -u) $(pwd) $GREETING"')
+    assert r.stdout == "0 /tmp yo\n", r.stderr
+    r = env.run("run", "--rm", "--entrypoint", "/bin/echo", "configured", "plain")
+    assert r.stdout == "plain\n", r.stderr
+    # the image's StopSignal is what stop sends
+    cid = env.run("run", "-d", "configured", 'trap "echo usr1; exit 0" USR1; while :; do sleep 0.05; done',
+                  check=True).stdout.strip()
+    env.run("stop", "-t", "30", cid, check=True)
+    assert env.state(cid)["exit_code"] == 0
+    assert env.run("logs", cid, check=True).stdout == "usr1\n"
