@@ -362,3 +362,28 @@ def test_distribution_trusts_pyreg_tokens_by_kid_alone(
         skopeo.copy(busybox_image.oci_ref, ref, "--dest-creds", "alice:" + USERS["alice"])
     finally:
         dist.stop()
+
+
+def test_pyreg_client_with_token_auth(server: Any, client_env: Any, busybox_image: TestImage) -> None:
+    """pyreg's own client through the Bearer flow of pyreg's token endpoint."""
+    client_env.run("login", server.host, "-u", "alice", "--password-stdin", input=USERS["alice"] + "\n")
+    ref = f"{server.host}/team/pyreg:1"
+    client_env.run("push", "-q", f"{busybox_image.layout}:{busybox_image.tag}", ref)
+    client_env.run("pull", "-q", "--no-extract", ref)
+    tok = get_token(server, "alice", "repository:team/pyreg:pull")
+    r = httpx.get(
+        f"{server.url}/v2/team/pyreg/manifests/1",
+        headers={**bearer(tok), "Accept": str(busybox_image.manifest_json["mediaType"])},
+    )
+    assert r.content == busybox_image.manifest
+    client_env.run("logout", server.host)
+    client_env.run("login", server.host, "-u", "bob", "--password-stdin", input=USERS["bob"] + "\n")
+    client_env.run("pull", "-q", "--no-extract", ref)
+    r2 = client_env.run(
+        "push",
+        "-q",
+        f"{busybox_image.layout}:{busybox_image.tag}",
+        f"{server.host}/team/pyreg:2",
+        check=False,
+    )
+    assert r2.returncode != 0
