@@ -163,7 +163,7 @@ def sniff_media_type(data: bytes) -> str:
     """Best-effort media type of stored manifest bytes; never raises (for serving old content)."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "application/octet-stream"
     if not isinstance(obj, dict):
         return "application/octet-stream"
@@ -190,6 +190,8 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ManifestError("manifest JSON is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ManifestError("manifest must be a JSON object")
     header = base_media_type(content_type)

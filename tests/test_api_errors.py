@@ -139,3 +139,43 @@ async def test_readonly_mode(make_registry_client: Any, storage_config: dict[str
                         ("DELETE", f"/v2/ro/manifests/{digest}"), ("PATCH", "/v2/ro/blobs/uploads/x")]:
         assert_error(await client.request(method, url, content=b"{}"), 405, "UNSUPPORTED")
     assert (await client.get("/v2/ro/manifests/t")).status_code == 200
+
+
+async def test_hostile_input_never_500(registry_client: httpx.AsyncClient) -> None:
+    """Odd bodies, headers and parameters: each gets a 4xx (or works), never a 500."""
+    digest = await push_blob(registry_client, "odd", b"odd blob")
+    location = (await registry_client.post("/v2/odd/blobs/uploads/")).headers["Location"]
+    oci = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("PUT", "/v2/odd/manifests/t", {"content": b"[" * 100000, "headers": oci}),
+        ("PUT", "/v2/odd/manifests/t", {"content": b"null", "headers": oci}),
+        ("PUT", "/v2/odd/manifests/t", {"content": b"\xff\xfe\x00garbage", "headers": oci}),
+        ("PUT", "/v2/odd/manifests/t", {"content": b'{"schemaVersion": 2, "config": {"size": 1e400}}',
+                                        "headers": oci}),
+        ("PUT", "/v2/odd/manifests/t", {"content": b"{}", "headers": {"Content-Type": b"\xe9/x"}}),
+        ("GET", f"/v2/odd/blobs/{digest}", {"headers": {"Range": "bytes=abc-def"}}),
+        ("GET", f"/v2/odd/blobs/{digest}", {"headers": {"Range": "bytes=99999999999999999999-"}}),
+        ("GET", f"/v2/odd/blobs/{digest}", {"headers": {"Range": "bytes=5-2"}}),
+        ("GET", f"/v2/odd/blobs/{digest}", {"headers": {"Range": "bytes=0-1,4-5"}}),
+        ("PATCH", location, {"content": b"x", "headers": {"Content-Range": "99999999999999999999-0"}}),
+        ("PATCH", location, {"content": b"x", "headers": {"Content-Range": "0-5"}}),
+        ("PATCH", location, {"content": b"x", "headers": {"Content-Range": "-1-0"}}),
+        ("PUT", location, {"params": {"digest": "sha256:\u00e9"}}),
+        ("GET", "/v2/odd/tags/list", {"params": {"n": "99999999999999999999", "last": "\u00e9\x00"}}),
+        ("GET", "/v2/odd/tags/list", {"params": {"n": "abc"}}),
+        ("GET", "/v2/_catalog", {"params": {"n": "1.5"}}),
+        ("GET", f"/v2/odd/referrers/{digest}", {"params": {"artifactType": "\x00"}}),
+        ("POST", "/v2/odd/blobs/uploads/", {"params": {"mount": digest, "from": "x" * 1000}}),
+        ("POST", "/v2/odd/blobs/uploads/", {"params": {"mount": "\u00e9", "from": "odd"}}),
+        ("POST", "/v2/odd/blobs/uploads/", {"params": {"digest-algorithm": "\u00e9" * 100}}),
+        ("GET", "/v2/odd/manifests/%00", {}),
+        ("GET", "/v2/odd%00/manifests/t", {}),
+        ("GET", "/v2/odd/blobs/uploads/%00", {}),
+        ("GET", "/v2/odd/manifests/" + "a" * 5000, {}),
+        ("GET", "/v2/" + "a/" * 2000 + "manifests/t", {}),
+    ]
+    for method, url, kwargs in cases:
+        r = await registry_client.request(method, url, **kwargs)
+        assert r.status_code < 500, (method, url, kwargs.get("headers"), r.text[:300])
+        if r.status_code >= 400:
+            assert r.json()["errors"][0]["code"]
