@@ -18,6 +18,7 @@ from runtime import state
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _KEY_ENV = ("PYREG_STORE", "PYREG_REGISTRY", "PYREG_CONFIG", "HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")
@@ -79,12 +80,14 @@ def _remember(ref: str, entry: dict[str, Any]) -> None:
         pass
 
 
-def resolve(ref: str, pull: bool = True) -> tuple[str, str, dict[str, Any], list[str]]:
+def resolve(ref: str,
+            pull: Callable[[str], None] | None = None) -> tuple[str, str, dict[str, Any], list[str]]:
     """(image name, manifest digest, image config, layer dirs base first) for a local image.
 
-    Pulls the image when it is not in the store (``pull``). A path to a directory (``./rootfs``,
-    ``/srv/rootfs``) is run as a one-layer image with an empty config: handy for debugging and
-    for the benchmark.
+    When the image is not in the store, ``pull(ref)`` is called (the CLI passes the client's
+    pull, so the runtime does not depend on the client) and the store asked again. A path to a
+    directory (``./rootfs``, ``/srv/rootfs``) is run as a one-layer image with an empty config:
+    handy for debugging and for the benchmark.
     """
     if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
         return ref, "", {}, [os.path.abspath(ref)]
@@ -99,9 +102,9 @@ def resolve(ref: str, pull: bool = True) -> tuple[str, str, dict[str, Any], list
     try:
         img = store.resolve(ref, extractor=extract_layer)
     except ImageNotFoundError:
-        if not pull:
+        if pull is None:
             raise
-        _pull(ref)
+        pull(ref)
         img = store.resolve(ref, extractor=extract_layer)
     layers = [str(p) for p in img.layer_dirs]
     index = str(store.root / "index.json")
@@ -111,18 +114,3 @@ def resolve(ref: str, pull: bool = True) -> tuple[str, str, dict[str, Any], list
         "fingerprints": [[index, _fingerprint(index)], [cfg_file, _fingerprint(cfg_file)]],
     })
     return img.name, str(img.manifest_digest), img.config, layers
-
-
-def _pull(ref: str) -> None:
-    import contextlib
-    import sys
-
-    from client import cli
-
-    if "pull" not in cli.COMMANDS:
-        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
-    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-    with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the container
-        code = cli.main(["pull", ref])
-    if code != 0:
-        raise LookupError(f"pull of {ref} failed (exit {code})")

@@ -65,6 +65,21 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
+def _pull(ref: str) -> None:
+    """``pyreg pull REF`` in-process, its output on stderr: stdout belongs to the container."""
+    import contextlib
+
+    from client import cli
+
+    if "pull" not in cli.COMMANDS:
+        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = cli.main(["pull", ref])
+    if code != 0:
+        raise LookupError(f"pull of {ref} failed (exit {code})")
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime import container, images, state
 
@@ -76,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
         return container.EXIT_PYREG
     try:
-        name, digest, image_config, layers = images.resolve(args.image)
+        name, digest, image_config, layers = images.resolve(args.image, pull=_pull)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return container.EXIT_PYREG
