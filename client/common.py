@@ -49,6 +49,33 @@ def store() -> Any:
     return LocalStore()
 
 
+def lean_httpx() -> None:
+    """Import httpx without what a CLI client process never uses (its own CLI, anyio, trio).
+
+    httpx imports its command-line tool (rich, pygments, click) and httpcore probes for anyio and
+    trio; in a ``pyreg`` process that only makes sync requests that is over half of the import
+    time. Only done when this process *is* the pyreg CLI, so nothing that imports the client as a
+    library (tests, the registry) is affected; the blocks are lifted right after the import.
+    """
+    import os
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    is_cli = (spec is not None and spec.name == "client.cli") or os.path.basename(sys.argv[0]) == "pyreg"
+    if not is_cli or "httpx" in sys.modules:
+        return
+    blocked = [m for m in ("httpx._main", "anyio", "trio") if m not in sys.modules]
+    for m in blocked:
+        sys.modules[m] = None  # type: ignore[assignment]
+    try:
+        import httpcore  # noqa: F401 - httpx imports it lazily, after the blocks would be lifted
+        import httpx  # noqa: F401
+    finally:
+        for m in blocked:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
+
+
 def guard(body: Callable[[], int | None]) -> int:
     """Run a command; known failures become one clear line on stderr and exit 1."""
     try:

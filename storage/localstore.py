@@ -41,9 +41,7 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +124,8 @@ def _rmtree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.exists():
+        import shutil
+
         shutil.rmtree(path, onerror=onerror)
 
 
@@ -256,7 +256,7 @@ class LocalStore:
 
     # -- low level -----------------------------------------------------------------------------
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        tmp = path.with_name(f".{path.name}.{os.urandom(16).hex()}")
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -342,7 +342,7 @@ class LocalStore:
 
         hasher = new_hasher()
         size = 0
-        tmp = self.root / "ingest" / f"stream-{uuid.uuid4().hex}"
+        tmp = self.root / "ingest" / f"stream-{os.urandom(16).hex()}"
         try:
             with open(tmp, "wb") as f:
                 while chunk := reader.read(_CHUNK):
@@ -479,7 +479,7 @@ class LocalStore:
         blob = self.blob_path(desc["digest"])
         if not blob.exists():
             raise StoreError(f"layer blob {desc['digest']} is missing from the local store")
-        staging = self.root / "layers" / ".ingest" / uuid.uuid4().hex
+        staging = self.root / "layers" / ".ingest" / os.urandom(16).hex()
         staging.mkdir(parents=True)
         try:
             result = extractor(blob, staging / "diff", str(desc.get("mediaType") or ""))

@@ -43,12 +43,12 @@ _DOMAIN_COMPONENT: Final = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])
 _IPV6: Final = r"\[(?:[a-fA-F0-9:]+)\]"
 DOMAIN_PATTERN: Final = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?"
 # The digest slot is matched loosely and then validated by storage.digest.
-_REFERENCE = re.compile(
+REFERENCE_PATTERN: Final = (
     rf"^((?:{DOMAIN_PATTERN}/)?{PATH_COMPONENT}(?:/{PATH_COMPONENT})*)"
     rf"(?::({TAG_PATTERN}))?(?:@([A-Za-z0-9][A-Za-z0-9+._-]*:[A-Za-z0-9=_-]+))?$"
 )
-_DOMAIN = re.compile(rf"^{DOMAIN_PATTERN}$")
-_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+_IDENTIFIER: Final = r"^[a-f0-9]{64}$"
+# re caches compiled patterns; compiling on first use keeps `pyreg images` start-up lean.
 
 
 class ReferenceError(ValueError):
@@ -84,7 +84,7 @@ def default_registry() -> str:
     """``PYREG_REGISTRY``, else the config file's ``registry``, else ``localhost:5000``."""
     value = os.environ.get("PYREG_REGISTRY") or client_config().get("registry") or DEFAULT_REGISTRY
     value = str(value).removeprefix("https://").removeprefix("http://").rstrip("/")
-    if not _DOMAIN.match(value):
+    if not re.match(rf"^{DOMAIN_PATTERN}$", value):
         raise ValueError(f"invalid default registry {value!r}")
     return value
 
@@ -169,7 +169,7 @@ def parse(value: str, default: str | None = None, default_tag: bool = True) -> R
     ``default`` is the registry for names that do not name one (default: ``default_registry()``).
     With ``default_tag`` a reference with neither tag nor digest gets ``latest``.
     """
-    if _IDENTIFIER.match(value):
+    if re.match(_IDENTIFIER, value):
         raise ReferenceError(
             f"invalid repository name ({value}), cannot specify 64-byte hexadecimal strings")
     default = default if default is not None else default_registry()
@@ -178,11 +178,11 @@ def parse(value: str, default: str | None = None, default_tag: bool = True) -> R
     if remote.lower() != remote:
         raise ReferenceError(f"invalid reference format: repository name ({remote}) must be lowercase")
     full = f"{domain}/{remainder}"
-    match = _REFERENCE.match(full)
+    match = re.match(REFERENCE_PATTERN, full)
     if match is None:
         if not value:
             raise ReferenceError(ERR_NAME_EMPTY)
-        if _REFERENCE.match(full.lower()):
+        if re.match(REFERENCE_PATTERN, full.lower()):
             raise ReferenceError(ERR_UPPERCASE)
         raise ReferenceError(ERR_INVALID_FORMAT)
     name, tag, digest_text = match.group(1), match.group(2), match.group(3)

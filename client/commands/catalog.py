@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    common.lean_httpx()
     from client.remote import RegistryClient
     from storage.reference import default_registry
 

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    common.lean_httpx()
     from client import config, transfer
     from storage.reference import parse
 

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    common.lean_httpx()
     from client.remote import RegistryClient, RegistryError
     from storage.reference import parse
 

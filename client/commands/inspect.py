@@ -75,6 +75,7 @@ def _local(text: str) -> dict[str, Any] | None:
 def _remote(args: argparse.Namespace) -> dict[str, Any]:
     import json
 
+    common.lean_httpx()
     from client.remote import RegistryClient
     from client.transfer import Platform, select_platform
     from storage import mediatypes

@@ -34,6 +34,7 @@ def _layout_path(src: str) -> tuple[Path, str | None] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    common.lean_httpx()
     from client import config, transfer
     from storage.reference import parse
 

@@ -1,0 +1,200 @@
+"""Client benchmark: ``pyreg pull``/``pyreg push`` against ``skopeo copy`` of the same images, in one run,
+against the same registry (Debian's Distribution, a neutral peer), plus ``pyreg --help`` and
+``pyreg images`` start-up.
+
+    python bench/client_bench.py                  # five-layer + 512 MiB image, 3 runs each
+    python bench/client_bench.py --big-mib 64 --runs 1 --json out.json
+
+Every measurement starts from a fresh registry (push) or a fresh local store / layout (pull), so
+no tool gets a HEAD-skip or mount the other did not. ``pyreg pull`` is timed with and without
+layer extraction (skopeo does not extract); the ratio that the issue's target (<= 1.0x) is about is
+``pyreg pull --no-extract`` / ``skopeo copy docker:// oci:`` and ``pyreg push`` / ``skopeo copy oci:
+docker://``. Medians are reported; the machine is shared, so look at the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.peers import DistributionRegistry  # noqa: E402
+from tests.images import build_five_layer_image, build_random_image  # noqa: E402
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+class Bench:
+    def __init__(self, work: Path, runs: int) -> None:
+        self.work = work
+        self.runs = runs
+        self.counter = 0
+        self.skopeo_home = work / "skopeo"
+        (self.skopeo_home / "tmp").mkdir(parents=True)
+        self.policy = self.skopeo_home / "policy.json"
+        self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
+        self.skopeo_env = {**base, "HOME": str(self.skopeo_home), "TMPDIR": str(self.skopeo_home / "tmp")}
+        self.pyreg_env = {**base, "PYTHONPATH": str(REPO), "PYREG_CONFIG": str(work / "none.json"),
+                          "DOCKER_CONFIG": str(work / "docker"), "HOME": str(work / "home")}
+
+    def fresh(self, name: str) -> Path:
+        self.counter += 1
+        path = self.work / f"{name}-{self.counter}"
+        return path
+
+    def registry(self) -> DistributionRegistry:
+        d = self.fresh("registry")
+        return DistributionRegistry(d / "root", d / "work").start()
+
+    def skopeo(self, src: str, dest: str) -> None:
+        run(["skopeo", "--policy", str(self.policy), "copy", "-q", "--src-tls-verify=false",
+             "--dest-tls-verify=false", src, dest], self.skopeo_env)
+
+    def pyreg(self, *args: str, store: Path | None = None) -> None:
+        env = dict(self.pyreg_env)
+        env["PYREG_STORE"] = str(store or self.fresh("store"))
+        run([sys.executable, "-m", "client.cli", *args], env)
+
+    def measure(self, label: str, setup: Callable[[], Callable[[], object]]) -> dict[str, object]:
+        """``setup`` prepares fresh state and returns the timed action; teardown is not timed."""
+        times = []
+        for _ in range(self.runs):
+            action = setup()
+            times.append(timed(action))
+            self.cleanup()
+        result = {"label": label, "median_s": statistics.median(times), "runs_s": times}
+        print(f"  {label:<44} {statistics.median(times):8.2f} s   runs: "
+              + " ".join(f"{t:.2f}" for t in times), flush=True)
+        return result
+
+    def cleanup(self) -> None:
+        for reg in getattr(self, "_registries", []):
+            reg.stop()
+            shutil.rmtree(reg.root, ignore_errors=True)
+        self._registries: list[DistributionRegistry] = []
+        for path in self.work.glob("store-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in self.work.glob("oci-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def started(self) -> DistributionRegistry:
+        reg = self.registry()
+        self._registries = [*getattr(self, "_registries", []), reg]
+        return reg
+
+    def image(self, name: str, layout: Path, tag: str) -> list[dict[str, object]]:
+        results = []
+        oci = f"oci:{layout}:{tag}"
+
+        def push_skopeo() -> Callable[[], object]:
+            reg = self.started()
+            return lambda: self.skopeo(oci, f"docker://{reg.host}/bench/{name}:1")
+
+        def push_pyreg() -> Callable[[], object]:
+            reg = self.started()
+            return lambda: self.pyreg("push", "-q", str(layout), f"{reg.host}/bench/{name}:1")
+
+        def seeded() -> DistributionRegistry:
+            reg = self.started()
+            self.skopeo(oci, f"docker://{reg.host}/bench/{name}:1")
+            return reg
+
+        def pull_skopeo() -> Callable[[], object]:
+            reg = seeded()
+            dest = self.fresh("oci")
+            return lambda: self.skopeo(f"docker://{reg.host}/bench/{name}:1", f"oci:{dest}:1")
+
+        def pull_pyreg(extract: bool) -> Callable[[], Callable[[], object]]:
+            def setup() -> Callable[[], object]:
+                reg = seeded()
+                store = self.fresh("store")
+                extra = [] if extract else ["--no-extract"]
+                return lambda: self.pyreg("pull", "-q", *extra, f"{reg.host}/bench/{name}:1", store=store)
+            return setup
+
+        print(f"{name}:", flush=True)
+        results.append(self.measure(f"{name} push: skopeo copy oci: docker://", push_skopeo))
+        results.append(self.measure(f"{name} push: pyreg push", push_pyreg))
+        results.append(self.measure(f"{name} pull: skopeo copy docker:// oci:", pull_skopeo))
+        results.append(self.measure(f"{name} pull: pyreg pull --no-extract", pull_pyreg(False)))
+        results.append(self.measure(f"{name} pull: pyreg pull (with extraction)", pull_pyreg(True)))
+        return results
+
+
+def startup(runs: int, work: Path) -> list[dict[str, object]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
+    env.update({"PYTHONPATH": str(REPO), "PYREG_STORE": str(work / "startup-store"),
+                "PYREG_CONFIG": str(work / "none.json")})
+    # the console script next to this interpreter (a pyenv shim would add its own start-up)
+    entry = str(Path(sys.executable).parent / "pyreg") if (Path(sys.executable).parent / "pyreg").exists() \
+        else shutil.which("pyreg")
+    cases = [("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"]),
+             ("python -m client.cli --help", [sys.executable, "-m", "client.cli", "--help"]),
+             ("python -m client.cli images", [sys.executable, "-m", "client.cli", "images"])]
+    if entry:
+        cases += [("pyreg --help (console script)", [entry, "--help"]),
+                  ("pyreg images (console script)", [entry, "images"])]
+    out = []
+    print("start-up:", flush=True)
+    for label, cmd in cases:
+        subprocess.run(cmd, env=env, capture_output=True)  # warm the page cache
+        action = partial(subprocess.run, cmd, env=env, capture_output=True, check=True)
+        times = [timed(action) for _ in range(runs)]
+        med = statistics.median(times)
+        print(f"  {label:<44} {med * 1000:8.0f} ms (min {min(times) * 1000:.0f})", flush=True)
+        out.append({"label": label, "median_s": med, "min_s": min(times)})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--big-mib", type=int, default=512)
+    parser.add_argument("--startup-runs", type=int, default=20)
+    parser.add_argument("--json", help="write results here")
+    parser.add_argument("--skip-big", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="pyreg-client-bench-") as tmp:
+        work = Path(tmp)
+        results["startup"] = startup(args.startup_runs, work)
+        bench = Bench(work, args.runs)
+        five = work / "images" / "five"
+        build_five_layer_image(five)
+        results["five-layer"] = bench.image("five-layer", five, "latest")
+        if not args.skip_big:
+            big = work / "images" / "big"
+            print(f"building the {args.big_mib} MiB image...", flush=True)
+            build_random_image(big, args.big_mib << 20, name="big")
+            results[f"big-{args.big_mib}MiB"] = bench.image(f"big-{args.big_mib}MiB", big, "latest")
+        bench.cleanup()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
