@@ -91,3 +91,31 @@ async def test_readonly_mode_behind_auth(make_registry_app: Any, htpasswd_users:
         assert (await c.post("/v2/ro/app/blobs/uploads/")).status_code == 405
         assert (await c.get("/v2/ro/app/manifests/1")).status_code == 200
         assert (await c.get("/v2/ro/app/tags/list")).json()["tags"] == ["1"]
+
+
+async def test_odd_paths_never_slip_past_auth(make_registry_app: Any, htpasswd_users: Path) -> None:
+    """Whatever a path looks like, an anonymous caller gets a refusal or NAME_INVALID, never content."""
+    app = make_registry_app({"auth": {"htpasswd": {"path": str(htpasswd_users)}}, "access": ACCESS})
+    async with asgi_client(app) as c:
+        c.auth = httpx.BasicAuth(*ADMIN)
+        await push_image(c, "foo", "latest")
+        await push_image(c, "a/blobs/uploads", "latest")
+        c.auth = None
+        for method, path in [
+            ("GET", "/v2//foo/manifests/latest"),
+            ("GET", "/v2/foo//manifests/latest"),
+            ("GET", "/v2///foo/tags/list"),
+            ("POST", "/v2//foo/blobs/uploads/"),
+            ("GET", "/v2/a/blobs/uploads/manifests/latest"),
+            ("GET", "/v2/a/blobs/uploads/tags/list"),
+            ("POST", "/v2/a/manifests/blobs/uploads"),
+            ("GET", "/v2/foo/manifests/latest/"),
+            ("GET", "/v2/%66oo/manifests/latest"),
+            ("GET", "/v2/foo/./manifests/latest"),
+            ("GET", "/v2/_catalog/"),
+            ("GET", "/v2/foo/tags/list/"),
+        ]:
+            r = await c.request(method, path)
+            assert r.status_code in (400, 401, 404, 405), (method, path, r.status_code)
+            if r.status_code != 401:
+                assert r.json()["errors"][0]["code"] != "UNAUTHORIZED"

@@ -33,7 +33,7 @@ from registry.auth.htpasswd import Htpasswd
 from registry.auth.ratelimit import FailedLoginLimiter
 from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
-from storage.names import is_valid_name
+from storage.names import name_problem
 
 log = logging.getLogger("pyreg.auth")
 
@@ -227,10 +227,12 @@ class AuthMiddleware:
             return
         method: str = scope["method"]
         need = classify(method, path, scope.get("query_string", b"").decode("latin-1"))
-        if need.kind == "repository" and not is_valid_name(need.repository):
-            # Every route answers NAME_INVALID before touching storage; no scope can name it anyway.
-            scope.setdefault("state", {})["auth"] = AuthContext(ANONYMOUS, self.s.policy)
-            await self.app(scope, receive, send)
+        problem = name_problem(need.repository) if need.kind == "repository" else None
+        if problem is not None:
+            # No rule or scope can name it, so the answer is NAME_INVALID whoever asks (answered
+            # here rather than passed on, so no route ever sees an unauthenticated request).
+            await error_response("NAME_INVALID", problem, detail={"name": need.repository[:300]})(
+                scope, receive, send)
             return
         outcome = await self.decide(scope, need)
         if isinstance(outcome, Response):  # uvicorn sends no body for HEAD
