@@ -500,7 +500,8 @@ def wait(rec: dict[str, Any], pid: int, cg: Cgroup | None) -> int:
             status = 255 << 8
             break
     code = exit_code_of(status)
-    oom = bool(cg is not None and code == 128 + signal.SIGKILL and cg.oom_kills() > 0)
+    # as docker: OOMKilled when the kernel's OOM killer struck inside the container's cgroup
+    oom = bool(cg is not None and cg.oom_kills() > 0)
     rec.update(status="exited", exit_code=code, oom_killed=oom, finished_at=state.now())
     state.save(rec)
     return code
@@ -610,6 +611,7 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
         if child == 0:
             try:
                 os.close(err_r)
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 if cg is not None:
                     cg.attach(0)
                 for ns in ("ipc", "uts", "net", "cgroup", "mnt"):

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--name", help="container name")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="accepted for docker compatibility: stdin is always passed to the container")
+    p.add_argument("-t", "--tty", action="store_true", help="not supported (no pseudo-terminal): ignored")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env variable")
     p.add_argument("--env-file", action="append", default=[], metavar="F", help="read env variables")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
@@ -83,6 +86,8 @@ def _pull(ref: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from runtime import container, images, state
 
+    if args.tty:
+        print("pyreg: warning: -t is not supported, running without a pseudo-terminal", file=sys.stderr)
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
     try:
