@@ -387,3 +387,33 @@ def test_pyreg_client_with_token_auth(server: Any, client_env: Any, busybox_imag
         check=False,
     )
     assert r2.returncode != 0
+
+
+def test_jwks_of_the_builtin_issuer_lets_another_pyreg_verify(
+    make_registry_server: Any,
+    signing_key: SigningKey,
+    htpasswd_users: Path,
+    skopeo: Skopeo,
+    busybox_image: TestImage,
+    tmp_path: Path,
+) -> None:
+    issuer_server = make_registry_server(token_config(signing_key, htpasswd_users, kidformat="thumbprint"))
+    jwks = httpx.get(f"{issuer_server.url}/token/jwks").json()
+    assert jwks["keys"][0]["kid"] == jwt.get_unverified_header(get_token(issuer_server, "alice"))["kid"]
+    (tmp_path / "issuer.jwks").write_text(json.dumps(jwks))
+    verifier = make_registry_server(
+        {
+            "auth": {
+                "token": {
+                    "realm": f"{issuer_server.url}/token",
+                    "service": SERVICE,
+                    "issuer": "pyreg-test-issuer",
+                    "jwks": str(tmp_path / "issuer.jwks"),
+                }
+            },
+            "access": ACCESS,
+        }
+    )
+    ref = tagged(verifier.host, "team/jwks", "1")
+    skopeo.copy(busybox_image.oci_ref, ref, "--dest-creds", "alice:" + USERS["alice"])
+    assert skopeo.inspect_raw(ref, "--creds", "alice:" + USERS["alice"]) == busybox_image.manifest

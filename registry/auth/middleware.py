@@ -217,10 +217,11 @@ class AuthMiddleware:
         if self.s.hsts and scope.get("scheme") == "https":
             send = self._with_hsts(send)
         path: str = scope["path"]
-        if path == self.s.token_path and self.s.issuer is not None:
-            from registry.auth.token_endpoint import token_endpoint
+        if self.s.issuer is not None and path in (self.s.token_path, self.s.token_path + "/jwks"):
+            from registry.auth.token_endpoint import jwks_endpoint, token_endpoint
 
-            await token_endpoint(self.s, scope, receive, send)
+            handler = token_endpoint if path == self.s.token_path else jwks_endpoint
+            await handler(self.s, scope, receive, send)
             return
         if not (path == "/v2" or path.startswith("/v2/")):
             await self.app(scope, receive, send)

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from registry.auth.access import ANONYMOUS, Identity
 from registry.auth.middleware import AuthService, _client, _empty_basic, _header, parse_basic
 from registry.auth.scope import ScopeError, format_scopes, parse_scopes
-from registry.auth.tokens import InvalidToken
+from registry.auth.tokens import InvalidToken, public_jwk
 
 Scope_ = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -68,6 +68,15 @@ def _docker_error(status: int, code: str, message: str, headers: dict[str, str] 
 async def token_endpoint(s: AuthService, scope: Scope_, receive: Receive, send: Send) -> None:
     response = await _handle(s, scope, receive)
     await response(scope, receive, send)
+
+
+async def jwks_endpoint(s: AuthService, scope: Scope_, receive: Receive, send: Send) -> None:
+    """``GET /token/jwks``: the signing key as a JWKS, for verifiers that take one (Distribution 3's
+    ``jwks``, or another pyreg's ``auth.token.jwks``)."""
+    assert s.issuer is not None
+    jwk = {**public_jwk(s.issuer.public_key), "kid": s.issuer.headers["kid"], "alg": s.issuer.algorithm,
+           "use": "sig"}
+    await JSONResponse({"keys": [jwk]}, headers={"Cache-Control": "max-age=300"})(scope, receive, send)
 
 
 async def _handle(s: AuthService, scope: Scope_, receive: Receive) -> Response:

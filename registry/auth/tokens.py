@@ -265,7 +265,7 @@ class TokenVerifier:
 
     def __post_init__(self) -> None:
         self._by_kid: dict[str, PublicKey] = dict(self.named_keys)
-        all_keys = list(self.keys) + [c.public_key() for c in self.roots]
+        all_keys = list(self.keys) + list(self.named_keys.values()) + [c.public_key() for c in self.roots]
         for key in all_keys:
             if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
                 for kid in key_ids(key):
