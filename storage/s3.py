@@ -52,7 +52,7 @@ MIN_PART = 5 << 20  # S3's minimum size of every part but the last
 MAX_COPY = 5 << 30  # the largest single CopyObject / UploadPartCopy
 MAX_PARTS = 10000
 DEFAULT_CHUNK = 10 << 20
-READ_CHUNK = 1 << 20
+READ_CHUNK = 2 << 20
 PENDING = "#pending"  # '#' is outside the driver-path alphabet, so this never names a path
 
 
@@ -354,39 +354,82 @@ class S3Driver:
         key = self.key(path)
         if offset < 0 or (length is not None and length < 0):
             raise InvalidOffsetError(f"negative offset or length for {path}")
-        head = await self._head(key)
-        if head is None:
-            raise PathNotFoundError(path)
-        total = int(head["ContentLength"])
-        if offset > total:
-            raise InvalidOffsetError(f"offset {offset} is past the end of {path}")
+        if length == 0:
+            if offset > (await self.stat(path)).size:
+                raise InvalidOffsetError(f"offset {offset} is past the end of {path}")
+            return
+        # One ranged GET (no HEAD first); a connection that drops is resumed with a new ranged
+        # GET pinned to the first answer's ETag, so the bytes can never come from two versions.
+        last = "" if length is None else str(offset + length - 1)
+        first = await self._get_range(path, key, f"bytes={offset}-{last}" if offset or last else None)
+        if first is None:
+            return  # offset is exactly the end
+        resp: dict[str, Any] | None = first[0]
+        total = first[1]
         end = total if length is None else min(total, offset + length)
-        etag = str(head["ETag"])
+        etag = str(first[0]["ETag"])
+        if offset >= end:
+            first[0]["Body"].close()
+            return
         pos, retries = offset, 0
+        loop = asyncio.get_running_loop()
         while pos < end:
-            try:
-                resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key,
-                                        Range=f"bytes={pos}-{end - 1}", IfMatch=etag)
-            except botocore.exceptions.ClientError as exc:
-                if _is_missing(exc):
-                    raise PathNotFoundError(path) from None
-                raise
+            if resp is None:
+                again = await self._get_range(path, key, f"bytes={pos}-{end - 1}", etag)
+                if again is None:
+                    return
+                resp = again[0]
             body = resp["Body"]
+            resp = None
+            # Read one chunk ahead in the pool while the caller sends the current one.
+            ahead: asyncio.Future[bytes] | None = loop.run_in_executor(
+                self._pool, body.read, min(READ_CHUNK, end - pos))
             try:
-                while pos < end:
+                while ahead is not None:
                     try:
-                        chunk = await self._call(body.read, min(READ_CHUNK, end - pos))
+                        chunk = await ahead
                     except (botocore.exceptions.BotoCoreError, OSError):
+                        ahead = None
                         retries += 1
                         if retries > 3:
                             raise
-                        break  # resume with a new ranged GET from pos
+                        break  # resume from pos
                     if not chunk:
+                        ahead = None
                         break
                     pos += len(chunk)
+                    ahead = (loop.run_in_executor(self._pool, body.read, min(READ_CHUNK, end - pos))
+                             if pos < end else None)
                     yield chunk
             finally:
+                if ahead is not None:
+                    with contextlib.suppress(BaseException):
+                        await ahead
                 body.close()
+
+    async def _get_range(self, path: str, key: str, byte_range: str | None,
+                         etag: str | None = None) -> tuple[dict[str, Any], int] | None:
+        """GetObject for a range: (response, total size), or None when the range starts at the end."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if byte_range:
+            kwargs["Range"] = byte_range
+        if etag:
+            kwargs["IfMatch"] = etag
+        try:
+            resp = await self._call(self.client.get_object, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                raise PathNotFoundError(path) from None
+            if _error_code(exc) not in ("InvalidRange", "416"):
+                raise
+            size = (await self.stat(path)).size
+            start = int((byte_range or "bytes=0-").split("=")[1].split("-")[0])
+            if start == size:
+                return None
+            raise InvalidOffsetError(f"offset {start} is past the end of {path}") from None
+        content_range = resp.get("ContentRange")
+        total = int(content_range.rsplit("/", 1)[1]) if content_range else int(resp["ContentLength"])
+        return resp, total
 
     async def writer(self, path: str, append: bool = False) -> S3Writer:
         key = self.key(path)

@@ -195,6 +195,11 @@ class DriverSuite:
         assert await read_all(driver, "/r/blob", 5, 0) == b""
         with pytest.raises(InvalidOffsetError):
             await read_all(driver, "/r/blob", len(data) + 1)
+        with pytest.raises(InvalidOffsetError):
+            await read_all(driver, "/r/blob", len(data) + 1, 10)
+        await driver.put_content("/r/empty", b"")
+        assert await read_all(driver, "/r/empty") == b""
+        assert await read_all(driver, "/r/empty", 0, 10) == b""
         with pytest.raises(PathNotFoundError):
             await read_all(driver, "/r/missing")
 
