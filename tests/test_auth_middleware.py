@@ -22,7 +22,7 @@ from registry.auth.htpasswd import Htpasswd
 from registry.auth.middleware import AuthMiddleware, AuthService, Need, classify
 from registry.auth.ratelimit import FailedLoginLimiter
 from registry.auth.scope import parse_scopes
-from registry.auth.tokens import TokenIssuer
+from registry.auth.tokens import TokenIssuer, TokenVerifier
 from tests.fixtures.auth import USERS
 
 RULES = [
@@ -437,3 +437,29 @@ def test_service_from_config(tmp_path, htpasswd_users, signing_key) -> None:
     (tmp_path / "not-a-key").write_text("nope")
     with pytest.raises(AuthSetupError, match="signing key"):
         build({"auth": {"token": {"signingkey": str(tmp_path / "not-a-key")}}})
+
+
+async def test_configured_rules_hold_over_an_external_issuers_grants(signing_key) -> None:
+    """A token may grant more than the registry's own rules allow; the rules win."""
+    external = TokenIssuer(signing_key.private, issuer="ext", service="reg.test")
+    rules = AccessPolicy(parse_rules([{"repository": "team/*", "users": ["alice"], "actions": ["pull"]}]))
+    svc = AuthService(
+        mode="token",
+        policy=rules,
+        realm="https://auth.example/token",
+        service="reg.test",
+        verifier=TokenVerifier(issuers=["ext"], audience="reg.test", keys=[external.public_key]),
+    )
+    everything = parse_scopes(["repository:team/a:pull,push,delete"])
+    async with _client(_app(svc)) as c:
+        alice = _bearer(external.issue("alice", everything).token)
+        assert (await c.get("/v2/team/a/manifests/1", headers=alice)).status_code == 200
+        r = await c.put("/v2/team/a/manifests/1", headers=alice)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+        anon = _bearer(external.issue(None, everything).token)
+        r = await c.get("/v2/team/a/manifests/1", headers=anon)
+        assert r.status_code == 401 and "insufficient_scope" in r.headers["www-authenticate"]
+    # without rules the issuer is the authority
+    svc.policy = AccessPolicy([], auth_enabled=True)
+    async with _client(_app(svc)) as c:
+        assert (await c.put("/v2/team/a/manifests/1", headers=alice)).status_code == 200

@@ -321,7 +321,19 @@ class AuthMiddleware:
                 return error_response("DENIED", "requested access to the resource is denied",
                                       detail=_detail(need))
             return challenge("insufficient_scope", "the token does not grant this access")
-        if need.mount_from and not token.allows("repository", need.mount_from, "pull"):
+        if s.policy.rules and need.kind == "repository" and not all(
+            s.policy.allows(identity, need.repository, a) for a in need.actions
+        ):
+            # Configured rules hold on top of any issuer's grants (an external one, or ours before a
+            # rule change): the token says yes, the registry's own rules say no.
+            if identity.anonymous:
+                return challenge("insufficient_scope", "the registry's access rules refuse this")
+            return error_response("DENIED", "requested access to the resource is denied",
+                                  detail=_detail(need))
+        if need.mount_from and not (
+            token.allows("repository", need.mount_from, "pull")
+            and (not s.policy.rules or s.policy.allows(identity, need.mount_from, "pull"))
+        ):
             _drop_mount(scope)
         return ctx
 
