@@ -33,7 +33,7 @@ from typing import Any, Final
 from storage.digest import Digest, DigestError
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
-from storage.manifest import Manifest, sniff_media_type
+from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
 
 ROOT: Final = "/docker/registry/v2"
 BLOBS: Final = f"{ROOT}/blobs"
@@ -306,8 +306,6 @@ class Layout:
             if await self.resolve_tag(name, tag) == digest:
                 await self.untag(name, tag)
         if stored is not None:
-            from storage.manifest import ManifestError, parse_manifest
-
             try:
                 parsed = parse_manifest(stored.data)
             except ManifestError:
