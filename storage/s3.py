@@ -248,6 +248,7 @@ class S3Driver:
     """Stores everything in one bucket under ``rootdirectory``, laid out like Distribution's."""
 
     name = "s3"
+    page_size = 1000  # keys per listing request (S3's maximum)
 
     def __init__(self, config: S3Config) -> None:
         if config.chunksize < MIN_PART:
@@ -576,25 +577,34 @@ class S3Driver:
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         prefix = self._dir_prefix(path)
-        pages = await self._call(self._paginate, "list_objects_v2", Prefix=prefix)
-        objects = [o for page in pages for o in page.get("Contents", [])]
-        if not objects and path != "/":
-            raise PathNotFoundError(path)
         base = "" if path == "/" else path
         seen: set[str] = set()
-        for o in objects:
-            if o["Key"].endswith(PENDING):
-                continue
-            full = self._path(o["Key"])
-            parent = posixpath.dirname(full)
-            dirs = []
-            while parent not in seen and len(parent) > len(base) and parent != "/":
-                seen.add(parent)
-                dirs.append(parent)
-                parent = posixpath.dirname(parent)
-            for d in reversed(dirs):
-                yield FileInfo(d, 0, o["LastModified"], True)
-            yield FileInfo(full, int(o["Size"]), o["LastModified"], False)
+        token: str | None = None
+        found = False
+        while True:  # one page (1000 keys) at a time: a large bucket is never listed into memory
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": self.page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._call(self.client.list_objects_v2, **kwargs)
+            for o in page.get("Contents", []):
+                found = True
+                if o["Key"].endswith(PENDING):
+                    continue
+                full = self._path(o["Key"])
+                parent = posixpath.dirname(full)
+                dirs = []
+                while parent not in seen and len(parent) > len(base) and parent != "/":
+                    seen.add(parent)
+                    dirs.append(parent)
+                    parent = posixpath.dirname(parent)
+                for d in reversed(dirs):
+                    yield FileInfo(d, 0, o["LastModified"], True)
+                yield FileInfo(full, int(o["Size"]), o["LastModified"], False)
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            if not token:
+                break
+        if not found and path != "/":
+            raise PathNotFoundError(path)
 
 
 def s3_config_from_dict(section: dict[str, Any]) -> S3Config:

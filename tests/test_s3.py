@@ -149,6 +149,17 @@ async def test_redirect_switch(make: Any) -> None:
         assert (await client.get(url)).content == b"content"
 
 
+async def test_walk_pages(make: Any) -> None:
+    d = make()
+    d.page_size = 3
+    files = {f"/wp/{i % 3}/f{i}" for i in range(10)}
+    for f in files:
+        await d.put_content(f, b"x")
+    found = [i async for i in d.walk("/wp")]
+    assert {i.path for i in found if not i.is_dir} == files
+    assert sorted(i.path for i in found if i.is_dir) == ["/wp/0", "/wp/1", "/wp/2"]
+
+
 def test_config() -> None:
     c = s3_config_from_dict({"bucket": "b", "redirect": {"enabled": True, "expiry": "20m"},
                              "rootdirectory": "/x/y/", "chunksize": "6291456"})
