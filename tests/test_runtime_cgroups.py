@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,22 @@ def test_v2_without_controller_refuses_limit_clearly(busybox_store: RuntimeEnv) 
     assert r.returncode == 125
     assert "memory" in r.stderr and "not available" in r.stderr
     assert busybox_store.states() == [] and busybox_store.container_cgroups() == []
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_quota_throttles(busybox_store: RuntimeEnv, version: int) -> None:
+    env = busybox_store
+    force = require(version, "cpu")
+    cid = env.run("run", "-d", "--cpus", "0.1", "busybox", "sh", "-c", "while :; do :; done", env=force,
+                  check=True).stdout.strip()
+    paths = env.state(cid)["cgroup"]["paths"]
+    stat_file = Path(paths["cpu"] if version == 1 else paths["unified"], "cpu.stat")
+
+    def throttled() -> int:
+        return int(dict(ln.split() for ln in stat_file.read_text().splitlines()).get("nr_throttled", 0))
+
+    deadline = time.monotonic() + 60
+    while throttled() == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert throttled() > 0  # the busy loop hit its 10 ms per 100 ms quota
+    env.run("rm", "-f", cid, check=True)
