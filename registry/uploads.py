@@ -122,7 +122,12 @@ class Uploads:
         try:
             info = await self.driver.stat(paths.upload_data_path(name, upload_id))
         except PathNotFoundError:
-            raise UploadUnknownError(upload_id) from None
+            # Distribution writes only ``startedat`` when a session starts: no data yet is empty
+            try:
+                await self.driver.stat(paths.upload_startedat_path(name, upload_id))
+            except PathNotFoundError:
+                raise UploadUnknownError(upload_id) from None
+            return 0
         if info.is_dir:
             raise UploadUnknownError(upload_id)
         return info.size

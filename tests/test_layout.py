@@ -198,3 +198,17 @@ async def test_purging_runs_in_the_background(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.05)
     assert not (tmp_path / V2 / "repositories/bg/_uploads" / stale).exists()
+
+
+async def test_session_started_by_distribution_continues(tmp_path: Path) -> None:
+    """Distribution writes only startedat when a session starts; pyreg takes it from there."""
+    session = tmp_path / V2 / "repositories/dist/_uploads/0d7ba2f5-60c4-4a3c-9d4b-3b8e6a1b8f20"
+    write(session / "startedat", b"2024-05-06T07:08:09Z")
+    location = "/v2/dist/blobs/uploads/0d7ba2f5-60c4-4a3c-9d4b-3b8e6a1b8f20"
+    async with app_for(tmp_path) as client:
+        r = await client.get(location)
+        assert r.status_code == 204 and r.headers["Range"] == "0-0"
+        assert (await client.patch(location, content=b"from pyreg")).status_code == 202
+        r = await client.put(location, params={"digest": sha256(b"from pyreg")})
+        assert r.status_code == 201
+        assert (await client.get(f"/v2/dist/blobs/{sha256(b'from pyreg')}")).content == b"from pyreg"
