@@ -64,7 +64,9 @@ def build_service(config: Any) -> AuthService:
         svc.htpasswd = Htpasswd(htcfg.path)
         svc.realm = htcfg.realm
     if tokcfg is not None:
-        svc.realm = tokcfg.realm or ""
+        # autoredirect (as in Distribution): the realm is this server's /token as the client reached it
+        redirect = bool(getattr(tokcfg, "autoredirect", False) and tokcfg.signingkey)
+        svc.realm = "" if redirect else tokcfg.realm or ""
         svc.service = tokcfg.service
         svc.token_path = getattr(tokcfg, "path", None) or "/token"
         keys = []
