@@ -19,6 +19,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +31,7 @@ from registry.layout import Layout
 from registry.routes import V2Endpoint
 from registry.routes.common import Registry
 from registry.uploads import Uploads
+from storage.errors import PathNotFoundError
 
 log = logging.getLogger("pyreg.app")
 
@@ -90,7 +93,20 @@ def build_middleware(config: Config) -> list[Middleware]:
 
 def build_routes(registry: Registry) -> list[BaseRoute]:
     endpoint = V2Endpoint(registry)
-    return [Route("/v2", endpoint), Route("/v2/{path:path}", endpoint)]
+
+    async def healthz(request: Request) -> Response:
+        """Liveness and storage reachability for load balancers, compose and Kubernetes probes."""
+        try:
+            await registry.driver.list("/")
+        except PathNotFoundError:
+            pass  # a fresh, empty store is healthy
+        except Exception as e:
+            log.warning("health check: storage unreachable: %s", e)
+            return JSONResponse({"status": "unhealthy", "storage": str(e)[:200]}, status_code=503)
+        return JSONResponse({"status": "ok", "storage": registry.driver.name})
+
+    return [Route("/v2", endpoint), Route("/v2/{path:path}", endpoint),
+            Route("/healthz", healthz, methods=["GET"])]
 
 
 async def _purge_loop(registry: Registry) -> None:

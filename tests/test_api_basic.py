@@ -75,3 +75,9 @@ def test_real_server_roundtrip(registry_server: RegistryServer) -> None:
     with httpx.Client(base_url=registry_server.url) as c:
         r = c.get("/v2/a/b/c/manifests/latest")
         assert r.status_code == 200 and json.loads(r.content)["layers"][0]["digest"] == sha256(layer)
+
+
+async def test_healthz(registry_client: httpx.AsyncClient) -> None:
+    r = await registry_client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert (await registry_client.head("/healthz")).status_code == 200
