@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.config
 import os
 import sys
 from typing import Any
@@ -47,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from registry.app import CONFIG_ENV, create_app
+    from registry.logs import log_config
 
     level = config.log.level.lower()
-    logging.basicConfig(level=level.upper() if level != "warn" else "WARNING",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging_config = log_config(level, config.log.format)
+    logging.config.dictConfig(logging_config)
     options: dict[str, Any] = {
+        "log_config": logging_config,
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",

@@ -93,3 +93,21 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     proc = serve(["--addr", "127.0.0.1:0"], tmp_path, {"PYREG_STORAGE_DELETE_ENABLED": "perhaps"})
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and b"storage.delete.enabled" in out
+
+
+def test_json_logs(tmp_path: Path) -> None:
+    import json
+
+    port = free_port()
+    proc = serve(["--addr", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d")], tmp_path,
+                 {"PYREG_LOG_FORMAT": "json"})
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/nobody/manifests/x").status_code == 404
+    finally:
+        stop(proc)
+    assert proc.stdout is not None
+    lines = [json.loads(line) for line in proc.stdout.read().decode().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "msg"} <= set(entry) for entry in lines)
+    access = [e for e in lines if e["logger"] == "uvicorn.access"]
+    assert {"method": "GET", "path": "/v2/nobody/manifests/x", "status": 404}.items() <= access[-1].items()

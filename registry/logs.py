@@ -1,0 +1,53 @@
+"""Logging setup for ``pyreg serve``: plain text or one JSON object per line (``log.format``).
+
+Access log lines come from uvicorn's ``uvicorn.access`` logger; in JSON mode their parts
+(client, method, path, protocol, status) become fields, so log shippers need no parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, protocol, status = args
+            entry.update(msg="request", client=client, method=method, path=path, protocol=f"HTTP/{protocol}",
+                         status=status)
+        else:
+            entry["msg"] = record.getMessage()
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def log_config(level: str, fmt: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict for uvicorn and the registry's own loggers."""
+    level = "WARNING" if level.lower() == "warn" else level.upper()
+    formatter: dict[str, Any] = (
+        {"()": "registry.logs.JSONFormatter"} if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": handler},
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": True},
+        },
+    }
