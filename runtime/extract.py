@@ -8,7 +8,11 @@ refused with an error naming the entry.
 
 Whiteouts: in ``"overlay"`` mode (the default; each layer becomes its own overlayfs lower dir)
 ``.wh.NAME`` becomes a 0/0 character device and ``.wh..wh..opq`` the ``trusted.overlay.opaque=y``
-xattr on its directory, exactly what overlayfs expects. In ``"apply"`` mode the layer is applied
+xattr on its directory, exactly what overlayfs expects. Unprivileged (a rootless store, mounted
+with overlay's ``userxattr``), where neither device nodes nor trusted xattrs can be made, the same
+goes into ``user.overlay.*``: ``.wh.NAME`` becomes an empty file with ``user.overlay.whiteout``
+and its directory gets ``user.overlay.opaque=x`` ("holds xattr whiteouts", Linux 6.7+), and an
+opaque directory ``user.overlay.opaque=y``. In ``"apply"`` mode the layer is applied
 onto an existing tree (a flattened rootfs): whiteouts delete what lower layers put there.
 
 Overlay mode extracts into a temporary sibling of ``dest`` and renames it into place, so a failed
@@ -29,6 +33,8 @@ from typing import IO, Any, Literal
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+USER_WHITEOUT_XATTR = "user.overlay.whiteout"
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -270,7 +276,7 @@ class _Extractor:
             if self.whiteouts == "overlay":
                 fd = self._open_dir(entry, dir_parts)
                 try:
-                    os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
+                    os.setxattr(fd, OVERLAY_OPAQUE_XATTR if self.privileged else USER_OPAQUE_XATTR, b"y")
                 finally:
                     os.close(fd)
             else:
@@ -284,10 +290,22 @@ class _Extractor:
         dfd = self._open_parent(entry, [*dir_parts, name])
         try:
             self._remove(dfd, name)
-            if self.whiteouts == "overlay":
-                if not self.privileged:
-                    raise ExtractError(entry, "overlay whiteouts need a 0/0 device node: not privileged")
+            if self.whiteouts == "overlay" and self.privileged:
                 os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dfd)
+            elif self.whiteouts == "overlay":
+                # writable: setting a user xattr needs write permission on the inode
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                             dir_fd=dfd)
+                try:
+                    os.setxattr(fd, USER_WHITEOUT_XATTR, b"y")
+                finally:
+                    os.close(fd)
+                try:
+                    opaque = os.getxattr(dfd, USER_OPAQUE_XATTR)
+                except OSError:
+                    opaque = b""
+                if opaque != b"y":
+                    os.setxattr(dfd, USER_OPAQUE_XATTR, b"x")
         finally:
             os.close(dfd)
 
@@ -316,7 +334,7 @@ class _Extractor:
             if not key.startswith("SCHILY.xattr."):
                 continue
             name = key[len("SCHILY.xattr."):]
-            if name.startswith("trusted.overlay."):
+            if name.startswith(("trusted.overlay.", "user.overlay.")):
                 continue  # overlay metadata is ours to write, never the layer's
             out.append((name, value.encode("utf-8", "surrogateescape")))
         return out

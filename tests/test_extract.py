@@ -311,3 +311,64 @@ def test_existing_dest_is_kept(arena: dict[str, Path]) -> None:
     res = extract_layer(blob, dest)
     assert res.path == str(dest)
     assert os.listdir(arena["store"]) == ["l"]
+
+
+def _as_nobody(fn: Any) -> bytes:
+    """Run fn() in a child that is uid/gid 65534; return what it reports (repr of an error)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                fn()
+                msg = b"ok"
+            except Exception as e:
+                msg = repr(e).encode()
+            os.write(w, msg)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read()
+    os.waitpid(pid, 0)
+    return msg
+
+
+def test_unprivileged_overlay_whiteouts_use_user_xattrs() -> None:
+    """A rootless store: whiteouts as user.overlay.* xattrs (overlay mounted with userxattr)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to nobody")
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pyreg-extract-"))
+    try:
+        os.chmod(base, 0o755)
+        blob = _write_blob(base, make_tar([
+            _entry("etc", tarfile.DIRTYPE),
+            _entry("etc/.wh.motd"),
+            _entry("opt/.wh..wh..opq"),
+            _entry("opt/.wh.x"),
+            _entry("var/.wh.y"),
+            _entry("var/.wh..wh..opq"),
+            _entry("f", data=b"x", pax={"SCHILY.xattr.user.overlay.opaque": "y"}),
+        ]))
+        os.chmod(blob, 0o644)
+        store = base / "store"
+        store.mkdir()
+        os.chown(store, 65534, 65534)
+        assert _as_nobody(lambda: extract_layer(blob, store / "l")) == b"ok"
+        root = store / "l"
+        wh = root / "etc" / "motd"
+        assert wh.is_file() and wh.stat().st_size == 0
+        assert os.getxattr(wh, "user.overlay.whiteout") == b"y"
+        assert os.getxattr(root / "etc", "user.overlay.opaque") == b"x"  # holds xattr whiteouts
+        assert os.getxattr(root / "opt", "user.overlay.opaque") == b"y"  # opaque stays opaque
+        assert os.getxattr(root / "var", "user.overlay.opaque") == b"y"
+        with pytest.raises(OSError):  # the layer's own overlay xattrs are not taken
+            os.getxattr(root / "f", "user.overlay.opaque")
+    finally:
+        shutil.rmtree(base)
