@@ -182,6 +182,7 @@ def test_unauthenticated_requests_to_every_endpoint_are_refused(
                 assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
             for user, password in (("admin", "wrong"), ("nobody", "x")):
                 assert c.request(method, path, auth=(user, password)).status_code == 401
+        assert c.get("/healthz").status_code == 200  # the probes' endpoint stays open
 
 
 def test_htpasswd_changes_apply_without_restart(server: Any, htpasswd_users: Path) -> None:

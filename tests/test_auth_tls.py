@@ -44,7 +44,7 @@ class TLSServer(RegistryServer):
             ctx.load_cert_chain(*self.client_cert)
         return ctx
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         cmd = [
             sys.executable,
