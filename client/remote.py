@@ -49,6 +49,19 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
     return min(8.0, 0.25 * (2 ** attempt)) * (0.5 + random.random() / 2)
 
 
+def is_tls_mismatch(exc: BaseException) -> bool:
+    """A TLS handshake that failed because the other side does not speak TLS (or speaks it and we
+    did not): deterministic, so never retried, and a reason to try the other scheme."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc)
+
+
 class RetryTransport(httpx.BaseTransport):
     """Retries what can be retried; everything else passes through untouched."""
 
@@ -65,8 +78,8 @@ class RetryTransport(httpx.BaseTransport):
         while True:
             try:
                 response = self.inner.handle_request(request)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-                if attempt >= retries:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if attempt >= retries or is_tls_mismatch(exc):
                     raise
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout):
                 if not replayable or attempt >= retries:
@@ -184,20 +197,30 @@ class RegistryClient:
 
     def ping(self) -> None:
         """GET /v2/: picks https or (when allowed) http, and learns the auth scheme."""
-        schemes = ["https", "http"] if self.plain_allowed else ["https"]
+        # Loopback traffic never leaves the machine: try plain HTTP first there (no TLS handshake
+        # to fail). Other hosts allowed plain HTTP (--insecure, the config list) still prefer TLS.
+        if not self.plain_allowed:
+            schemes = ["https"]
+        elif client_config.is_loopback(self.registry):
+            schemes = ["http", "https"]
+        else:
+            schemes = ["https", "http"]
         last: Exception | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
-            probe = scheme == "https" and len(schemes) > 1
+            probe = scheme == schemes[0] and len(schemes) > 1
             try:
-                response = self.http.get(url, extensions={"pyreg_retries": 0} if probe else {})
+                response = self.http.get(url)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
+                if isinstance(exc, httpx.ConnectError) and not is_tls_mismatch(exc):
+                    break  # refused or unreachable (after retries): the other scheme would be too
                 continue
             except AuthError:
                 self._base = f"{scheme}://{self.host}"
                 raise
-            if response.status_code < 500:
+            # A probe must look like a registry: a TLS server answering plain HTTP says 400.
+            if response.status_code in (200, 401, 403) or (not probe and response.status_code < 500):
                 self._base = f"{scheme}://{self.host}"
                 return
             last = error_message(response, f"GET {url}")

@@ -41,7 +41,9 @@ import errno
 import fcntl
 import json
 import os
+import queue
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,50 @@ def _flock(path: Path, exclusive: bool = True) -> Iterator[None]:
         os.close(fd)
 
 
+class _PipelinedVerifier:
+    """A DigestVerifier whose hashing runs in a helper thread once data is streaming.
+
+    Hashing large chunks releases the GIL, so the download (socket read + file write) and the
+    hash proceed side by side: on a 512 MiB layer this is the difference between the hash and the
+    network each waiting for the other. Small blobs are hashed inline (no thread).
+    """
+
+    _THRESHOLD = 1 << 20
+
+    def __init__(self, expected: Digest) -> None:
+        self._verifier = DigestVerifier(expected)
+        self.size = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._queue is None:
+            if self.size < self._THRESHOLD:
+                self._verifier.update(data)
+                return
+            self._queue = queue.Queue(maxsize=128)
+            self._thread = threading.Thread(target=self._run, name="pyreg-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            self._verifier.update(data)
+
+    def finish(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+            self._thread = None
+
+    def verify(self) -> None:
+        self.finish()
+        self._verifier.verify()
+
+
 class BlobWriter:
     """Writes one blob through ``ingest/``; ``commit()`` verifies and renames it into ``blobs/``.
 
@@ -156,7 +202,7 @@ class BlobWriter:
         self.final = store.blob_path(digest)
         self.exists = self.final.exists()
         self.partial = store.root / "ingest" / f"{digest.algorithm}-{digest.hex}"
-        self._verifier = DigestVerifier(digest)
+        self._verifier = _PipelinedVerifier(digest)
         self._file: IO[bytes] | None = None
         self.committed = False
         if not self.exists:
@@ -176,7 +222,8 @@ class BlobWriter:
         assert self._file is not None
         self._file.seek(0)
         self._file.truncate()
-        self._verifier = DigestVerifier(self.digest)
+        self._verifier.finish()
+        self._verifier = _PipelinedVerifier(self.digest)
 
     def write(self, data: bytes) -> None:
         assert self._file is not None, "blob already stored"
@@ -211,6 +258,7 @@ class BlobWriter:
         return self.final
 
     def discard(self) -> None:
+        self._verifier.finish()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -218,6 +266,7 @@ class BlobWriter:
 
     def close(self) -> None:
         """Keep a partial download for a later resume (it is invisible until committed)."""
+        self._verifier.finish()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -275,3 +275,59 @@ def test_retries_and_chunked_upload_resume(fault_proxy: FaultProxy, distribution
     # pulls retry too
     fault_proxy.fail_next = 2
     client_env.run("pull", "-q", f"{host}/chunked:1")
+
+
+def test_zstd_and_docker_schema2_layers(pyreg_factory: Any, client_env: ClientEnv, skopeo: Skopeo,
+                                        five_layer_image: TestImage) -> None:
+    host = pyreg_factory().host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "zstd/five", "z"), "--dest-compress-format", "zstd",
+                "--format", "oci")
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "v2s2/five", "d"), "--format", "v2s2")
+    for ref in (f"{host}/zstd/five:z", f"{host}/v2s2/five:d"):
+        out = json.loads(client_env.run("pull", ref, "--json").stdout)
+        assert out["digest"] == skopeo.digest(f"docker://{ref}")
+    # same diff IDs, so the zstd and gzip/v2s2 images share every extracted layer
+    assert len(list((client_env.store / "layers" / "sha256").iterdir())) == 5
+    local = json.loads(client_env.run("inspect", f"{host}/zstd/five:z").stdout)
+    assert {layer["mediaType"] for layer in local["Manifest"]["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"}
+    # and they push on elsewhere as they are
+    out = json.loads(client_env.run("push", f"{host}/v2s2/five:d", f"{host}/v2s2/again:1", "--json").stdout)
+    assert out["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert skopeo.digest(tagged(host, "v2s2/again", "1")) == out["digest"]
+
+
+def test_tls_registry_on_loopback(tmp_path: Path, auth_ca: Any, client_env: ClientEnv,
+                                  busybox_image: TestImage) -> None:
+    """Plain HTTP is tried first on loopback; a TLS registry there is still found (and used)."""
+    import subprocess
+    import sys
+
+    import httpx
+    import yaml
+
+    from tests.fixtures.registry import REPO_ROOT, free_port
+
+    issued = auth_ca.issue("server")
+    config = {"storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+              "tls": {"certificate": str(issued.cert), "key": str(issued.key)},
+              "log": {"accesslog": {"disabled": True}}}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    host = f"127.0.0.1:{free_port()}"
+    config_path = str(tmp_path / "config.yml")
+    cmd = [sys.executable, "-m", "client.cli", "serve", "--config", config_path, "--addr", host]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"https://{host}/v2/", verify=False, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+        _wait_for(up, 60)
+        pushed = client_env.run("push", str(busybox_image.layout), f"{host}/tls/bb:1", "--json")
+        assert json.loads(pushed.stdout)["digest"] == busybox_image.manifest_digest
+        client_env.run("pull", "-q", f"{host}/tls/bb:1")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
