@@ -34,8 +34,22 @@ sys.path.insert(0, str(ROOT / "bench"))
 from registry_bench import OCI_MANIFEST, Server, hey  # type: ignore[import-not-found]  # noqa: E402
 
 from tests import images  # noqa: E402
-from tests.fixtures.peers import Skopeo, free_port, stop_process, wait_for_http  # noqa: E402
-from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, start_moto  # noqa: E402
+from tests.fixtures.peers import (  # noqa: E402
+    DistributionRegistry,
+    Skopeo,
+    free_port,
+    stop_process,
+    wait_for_http,
+)
+from tests.fixtures.s3 import (  # noqa: E402
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    MotoServer,
+    nginx_config,
+    start_moto,
+    start_nginx,
+)
 
 MiB = 1024 * 1024
 
@@ -71,7 +85,8 @@ def start_distribution(work: Path, moto: MotoServer, bucket: str, redirect: bool
     return Server("distribution", url, f"127.0.0.1:{port}", proc.pid, stop)
 
 
-def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, workers: int) -> Server:
+def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, workers: int,
+                cache_ttl: float | None = None) -> Server:
     port = free_port()
     config = {
         "addr": f"127.0.0.1:{port}",
@@ -84,16 +99,17 @@ def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, worke
                    "redirect": {"enabled": redirect, "expiry": "20m"}},
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
+            **({"cache": {"ttl": cache_ttl}} if cache_ttl is not None else {}),
         },
     }
-    path = work / f"pyreg-{redirect}.yml"
+    path = work / f"pyreg-{redirect}-{cache_ttl}.yml"
     path.write_text(json.dumps(config))
-    log = open(work / f"pyreg-{redirect}.log", "ab")  # noqa: SIM115 - lives with the server
+    log = open(work / f"pyreg-{redirect}-{cache_ttl}.log", "ab")  # noqa: SIM115 - lives with the server
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config", str(path)], cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v2/", proc, log=work / f"pyreg-{redirect}.log")
+    wait_for_http(f"{url}/v2/", proc, log=work / f"pyreg-{redirect}-{cache_ttl}.log")
     time.sleep(1.0)  # every worker up
 
     def stop() -> None:
@@ -121,6 +137,71 @@ def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.
            hey(f"{server.url}/v2/bench/five-{tag}/manifests/v1", seconds, accept=OCI_MANIFEST))
 
 
+def curl_get_mbps(url: str, size_mb: float, repeats: int) -> float:
+    """Median MB/s of ``curl`` fetching ``url`` into /dev/null (redirects not followed)."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", url],
+                                capture_output=True, text=True, check=True)
+        elapsed = time.perf_counter() - t0
+        assert abs(int(float(result.stdout)) / 1e6 - size_mb) < 0.01, result.stdout
+        rates.append(size_mb / elapsed)
+    return statistics.median(rates)
+
+
+def xaccel_bench(work: Path, big: images.TestImage, repeats: int) -> list[str]:
+    """Blob GET on the filesystem driver: pyreg direct, behind nginx, and with X-Accel-Redirect
+    (nginx sends the file with sendfile), next to Distribution direct; same layer, same disk."""
+    data = work / "fs-data"
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    dist = DistributionRegistry(work / "fs-distribution-root", work / "fs-distribution", cache=True).start()
+    try:
+        for name, xaccel in (("plain", False), ("xaccel", True)):
+            port = free_port()
+            config = {"addr": f"127.0.0.1:{port}",
+                      "log": {"level": "warning", "accesslog": {"disabled": True}},
+                      "storage": {"filesystem": {"rootdirectory": str(data)}},
+                      "proxy": {"trustforwarded": True, "xaccelredirect": {"enabled": xaccel}}}
+            path = work / f"fs-{name}.yml"
+            path.write_text(json.dumps(config))
+            log = open(work / f"fs-{name}.log", "ab")  # noqa: SIM115 - lives with the server
+            cmd = [sys.executable, "-m", "client.cli", "serve", "--config", str(path)]
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+            log.close()
+            wait_for_http(f"http://127.0.0.1:{port}/v2/", procs[-1], log=work / f"fs-{name}.log")
+            nport = free_port()
+            conf = nginx_config(str(work / f"nginx-{name}"), {
+                "PYREG1_ADDR": f"127.0.0.1:{port}", "PYREG2_ADDR": f"127.0.0.1:{port}",
+                "NGINX_LISTEN": f"127.0.0.1:{nport}", "PYREG_BLOB_ROOT": str(data)})
+            procs.append(start_nginx(conf, nport))
+            urls[name] = f"http://127.0.0.1:{nport}"
+            urls[f"{name}-direct"] = f"http://127.0.0.1:{port}"
+        skopeo = Skopeo(work / "skopeo-fs")
+        skopeo.copy(big.oci_ref, f"docker://{urls['plain-direct'][7:]}/bench/fs:1")
+        skopeo.copy(big.oci_ref, f"docker://{dist.host}/bench/fs:1")
+        digest = big.layers[-1].digest
+        size_mb = big.layers[-1].size / 1e6
+        blob = f"/v2/bench/fs/blobs/{digest}"
+        rows = [("Distribution, direct", dist.url + blob), ("pyreg, direct", urls["plain-direct"] + blob),
+                ("pyreg behind nginx (proxied stream)", urls["plain"] + blob),
+                ("pyreg behind nginx, X-Accel-Redirect", urls["xaccel"] + blob)]
+        results = [(label, curl_get_mbps(url, size_mb, repeats)) for label, url in rows]
+    finally:
+        for p in procs:
+            stop_process(p)
+        dist.stop()
+    base = results[0][1]
+    lines = [f"Blob GET, filesystem driver, {size_mb:.0f} MB layer, curl, median of {repeats}", "",
+             f"| {'server':38s} | {'MB/s':>8s} | {'vs Distribution':>15s} |",
+             f"|{'-' * 40}|{'-' * 10}|{'-' * 17}|"]
+    for label, rate in results:
+        lines.append(f"| {label:38s} | {rate:8.1f} | {rate / base:15.2f} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=512)
@@ -130,6 +211,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="pyreg worker processes")
     parser.add_argument("--quick", action="store_true", help="64 MiB and 3 s runs")
     parser.add_argument("--redirect", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--xaccel", action="store_true",
+                        help="also the filesystem X-Accel-Redirect blob GET comparison behind nginx")
+    parser.add_argument("--only-xaccel", action="store_true", help="just that comparison")
     parser.add_argument("--append-readme", action="store_true", help="append the table to bench/README.md")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -143,8 +227,15 @@ def main() -> int:
     print(f"work dir {work}; building a {args.size_mib} MiB random layer ...", flush=True)
     big = images.build_random_image(work / "img-big", args.size_mib * MiB, with_busybox=False, seed=512)
     five = images.build_five_layer_image(work / "img-five")
-    moto = start_moto(str(work / "moto.log"))
     results: dict[str, dict[str, list[float]]] = {}
+    if args.only_xaccel:
+        lines = xaccel_bench(work, big, args.pulls)
+        print("\n".join(lines))
+        if args.append_readme:
+            append_readme(lines)
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
+    moto = start_moto(str(work / "moto.log"))
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.redirect]
     try:
         for redirect in settings:
@@ -152,7 +243,7 @@ def main() -> int:
 
             def record(metric: str, server: Server, value: float, label: str = label) -> None:
                 results.setdefault(f"{metric}, {label}", {}).setdefault(server.name, []).append(value)
-                print(f"  {metric + ', ' + label:44s} {server.name:13s} {value:10.1f}", flush=True)
+                print(f"  {metric + ', ' + label:58s} {server.name:13s} {value:10.1f}", flush=True)
 
             starters: list[Callable[[], Server]] = [
                 lambda r=redirect: start_distribution(work, moto, moto.new_bucket(), r),
@@ -166,6 +257,20 @@ def main() -> int:
                         skopeo = Skopeo(work / f"skopeo-{server.name}-{redirect}-{round_}")
                         measure(server, skopeo, big, five, args.seconds, work, f"{int(redirect)}{round_}",
                                 record, args.pulls)
+                if not redirect:
+                    # pyreg's lookup cache off (storage.cache.ttl 0, as deploy/config.yml has it for
+                    # replicas): every manifest GET reads the tag link from S3, as Distribution does.
+                    nocache = start_pyreg(work, moto, moto.new_bucket(), False, args.workers, cache_ttl=0)
+                    try:
+                        for server in (servers[0], nocache):
+                            skopeo = Skopeo(work / f"skopeo-nocache-{server.name}")
+                            skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five-nocache:v1")
+                            record("GET manifest req/s (c=16), pyreg cache off", server,
+                                   hey(f"{server.url}/v2/bench/five-nocache/manifests/v1", args.seconds,
+                                       accept=OCI_MANIFEST))
+                    finally:
+                        nocache.sampler.stop()
+                        nocache.stop()
             finally:
                 for server in servers:
                     server.sampler.stop()
@@ -178,13 +283,15 @@ def main() -> int:
         f"moto_server, {args.size_mib} MiB layer, hey -c 16 -z {args.seconds}s, median of {args.rounds} "
         f"round(s) ({args.pulls} pulls each), {os.cpu_count()} CPUs",
         "",
-        f"| {'measurement':44s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |",
-        f"|{'-' * 46}|{'-' * 14}|{'-' * 12}|{'-' * 8}|",
+        f"| {'measurement':58s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |",
+        f"|{'-' * 60}|{'-' * 14}|{'-' * 12}|{'-' * 8}|",
     ]
     for metric, values in results.items():
         dist, mine = statistics.median(values["distribution"]), statistics.median(values["pyreg"])
         ratio = mine / dist if dist else float("nan")
-        lines.append(f"| {metric:44s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+        lines.append(f"| {metric:58s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+    if args.xaccel:
+        lines += ["", *xaccel_bench(work, big, args.pulls)]
     print()
     print("\n".join(lines))
     if args.json:
@@ -192,13 +299,17 @@ def main() -> int:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results}, indent=2))
     if args.append_readme:
-        readme = ROOT / "bench" / "README.md"
-        with open(readme, "a", encoding="utf-8") as f:
-            day = time.strftime('%Y-%m-%d')
-            f.write(f"\n### S3: pyreg vs Distribution (`python bench/s3_bench.py`, {day})\n\n")
-            f.write("\n".join(lines) + "\n")
+        append_readme(lines)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def append_readme(lines: list[str]) -> None:
+    readme = ROOT / "bench" / "README.md"
+    day = time.strftime("%Y-%m-%d")
+    with open(readme, "a", encoding="utf-8") as f:
+        f.write(f"\n### S3 and X-Accel-Redirect: pyreg vs Distribution (`bench/s3_bench.py`, {day})\n\n")
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
