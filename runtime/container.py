@@ -191,7 +191,7 @@ def _mount_target(rootfs: str, path: str, is_dir: bool) -> str:
     return target
 
 
-def _setup_dev(rootfs: str) -> None:
+def _setup_dev(rootfs: str, rootless: bool = False) -> None:
     """A tmpfs /dev with the usual nodes. There is no devices cgroup, so device access is kept
     out by ``nodev``: /dev and the rootfs are nodev and each allowed node is a bind mount of the
     host's, so a node that the container makes (it has CAP_MKNOD, as in docker) cannot be opened."""
@@ -207,8 +207,9 @@ def _setup_dev(rootfs: str) -> None:
         linux.mount(host, p, None, linux.MS_BIND | linux.MS_NOSUID | linux.MS_NOEXEC)
     for sub in ("pts", "shm", "mqueue"):
         os.mkdir(os.path.join(dev, sub), 0o755)
+    # rootless: gid 5 (tty) is not mapped in the user namespace
     linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620,gid=5")
+                "newinstance,ptmxmode=0666,mode=0620" + ("" if rootless else ",gid=5"))
     linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
                 "mode=1777,size=65536k")
     try:
@@ -230,12 +231,17 @@ def _bind(src: str, target: str, readonly: bool = False, rec: bool = True) -> No
 def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     linux.mount("proc", _mount_target(rootfs, "/proc", True), "proc", nosuid_nodev_noexec)
-    _setup_dev(rootfs)
+    _setup_dev(rootfs, bool(cfg.get("rootless")))
     sys_target = _mount_target(rootfs, "/sys", True)
     if cfg.get("network") == "host":
         _bind("/sys", sys_target, readonly=True)
     else:
-        linux.mount("sysfs", sys_target, "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
+        try:
+            linux.mount("sysfs", sys_target, "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
+        except OSError:
+            if not cfg.get("rootless"):
+                raise
+            _bind("/sys", sys_target, readonly=True)  # a user namespace may not mount sysfs here
     for name in ("hosts", "hostname", "resolv.conf"):
         _bind(os.path.join(cdir, name), _mount_target(rootfs, f"/etc/{name}", False), rec=False)
     for host, ctr, ro in cfg.get("volumes") or []:
@@ -254,19 +260,21 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
             linux.mount(None, target, None, linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY
                         | nosuid_nodev_noexec)
     if cfg.get("read_only"):
-        linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+        linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
 
 
-def _overlay_options(layers: list[str], upper: str, work: str) -> str:
+def _overlay_options(layers: list[str], upper: str, work: str, rootless: bool = False) -> str:
     lower = ":".join(reversed(layers))  # overlay wants the top layer first
-    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+    # in a user namespace overlay keeps its metadata in user.overlay.* xattrs (userxattr)
+    return f"lowerdir={lower},upperdir={upper},workdir={work}" + (",userxattr" if rootless else "")
 
 
-def _drop_privileges(uid: int, gid: int, groups: list[int]) -> None:
+def _drop_privileges(uid: int, gid: int, groups: list[int], rootless: bool = False) -> None:
     keep = set(linux.DEFAULT_CAPS.values())
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     linux.drop_bounding_set(keep)
-    os.setgroups(groups)
+    if not rootless:  # rootless: setgroups is denied in the user namespace, as it must be
+        os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)  # a non-root uid loses every capability here
     if uid == 0:
@@ -294,7 +302,9 @@ def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
     except FileNotFoundError:
         os.makedirs(workdir, 0o755)
         os.chdir(workdir)
-    _drop_privileges(uid, gid, groups)
+    if cfg.get("rootless") and (uid, gid) != (0, 0):
+        raise ContainerError(f"rootless: only root (0:0) is mapped in the container, not {uid}:{gid}")
+    _drop_privileges(uid, gid, groups, bool(cfg.get("rootless")))
     _reset_signals()
     argv = cfg["argv"]
     envd = dict(e.partition("=")[::2] for e in env)
@@ -342,11 +352,12 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         rootfs = os.path.join(cdir, "rootfs")
         layers = cfg["layers"]
-        opts = _overlay_options(layers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"))
+        rootless = bool(cfg.get("rootless"))
+        opts = _overlay_options(layers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
         if len(opts) > 3900:  # one page of mount data: use short paths relative to the layer store
             os.chdir(os.path.dirname(os.path.dirname(layers[0])))
             rel = [os.path.relpath(p) for p in layers]
-            opts = _overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"))
+            opts = _overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
         linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, opts)
         os.umask(0o022)
         _setup_mounts(cfg, cdir, rootfs)
@@ -399,6 +410,14 @@ def prepare(rec: dict[str, Any]) -> Cgroup | None:
             pass
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv)
+    if cfg.get("rootless"):
+        if any(cfg.get(k) is not None for k in ("memory", "cpus", "pids_limit")):
+            remove_files(rec["id"])
+            raise ContainerError("rootless containers get no cgroup here: --memory, --cpus and "
+                                 "--pids-limit need root")
+        rec["status"] = "created"
+        state.save(rec)
+        return None
     cg = None
     try:
         cg = Cgroup.create(rec["id"], memory=cfg.get("memory"), cpus=cfg.get("cpus"),
@@ -413,9 +432,19 @@ def prepare(rec: dict[str, Any]) -> Cgroup | None:
 
 
 def remove_files(cid: str) -> None:
+    """Remove a container's directory, including overlay's mode-000 ``work/work`` when rootless."""
     import shutil
 
-    shutil.rmtree(state.container_dir(cid), ignore_errors=True)
+    def retry(func: Any, path: str, exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                func(path)
+
+    shutil.rmtree(state.container_dir(cid), onerror=retry)
 
 
 def cleanup(rec: dict[str, Any], remove: bool) -> None:
@@ -437,6 +466,22 @@ def exit_code_of(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def enter_user_namespace() -> None:
+    """Rootless: a new user namespace where our uid and gid are 0 (only they are mapped).
+
+    Every namespace made after this (pid here, then mnt/uts/ipc/net in PID 1) is owned by it, so
+    the container's root has capabilities over them and nothing else.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    linux.unshare(linux.CLONE_NEWUSER)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
 def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
           forward_signals: bool = True) -> int:
     """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure."""
@@ -453,6 +498,8 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     if forward_signals:
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
+    if rec["config"].get("rootless"):
+        enter_user_namespace()
     linux.unshare(linux.CLONE_NEWPID)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
@@ -588,7 +635,7 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
     cg = Cgroup.from_dict(rec.get("cgroup"))
     fds = {}
     try:
-        for ns in ("ipc", "uts", "net", "cgroup", "pid", "mnt"):
+        for ns in ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt"):
             try:
                 fds[ns] = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -596,6 +643,8 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
                     raise ContainerError(f"container {rec['name']} is not running") from None
         if state.proc_start_time(pid) != rec.get("pid_start"):
             raise ContainerError(f"container {rec['name']} is not running")
+        if cfg.get("rootless"):
+            linux.setns(fds["user"], linux.CLONE_NEWUSER)
         linux.setns(fds["pid"], linux.CLONE_NEWPID)
         child = 0
 

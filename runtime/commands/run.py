@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.update(
         hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
         volumes=args.volume, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit,
-        rm=args.rm, layers=layers,
+        rm=args.rm, layers=layers, rootless=os.geteuid() != 0,
     )
     rec: dict[str, Any] = {
         "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
