@@ -33,7 +33,7 @@ from registry.uploads import (
     UploadUnknownError,
 )
 from storage.digest import Digest, is_supported_algorithm
-from storage.errors import PathNotFoundError
+from storage.errors import InvalidOffsetError, PathNotFoundError
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -108,7 +108,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
         first = await anext(chunks) if length else b""
     except StopAsyncIteration:
         first = b""
-    except PathNotFoundError:
+    except (PathNotFoundError, InvalidOffsetError):  # deleted or replaced since the (cached) stat
         registry.layout.forget_blob(parse_digest(digest))
         raise blob_unknown(digest) from None
 
