@@ -253,7 +253,7 @@ def test_supervisor_death_takes_the_container_down(busybox_store: RuntimeEnv) ->
     proc = busybox_store.popen("run", "--name", "orphan", "busybox", "sh", "-c", "echo up; sleep 600")
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "up\n"
-        pid = busybox_store.state("orphan")["pid"]
+        pid = busybox_store.wait_running("orphan")["pid"]
         proc.kill()  # SIGKILL: no chance to clean up
         proc.wait()
         deadline = time.monotonic() + 30
