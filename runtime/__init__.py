@@ -16,6 +16,10 @@ Environment: ``PYREG_RUN_ROOT`` (container state, default ``/run/pyreg``),
 root), ``PYREG_CGROUP_PARENT`` (parent group, default ``pyreg``); the image store is the client's
 (``PYREG_STORE``).
 
+Rootless: run by a non-root user, the supervisor first enters a user namespace where only its
+uid/gid are mapped (to 0), overlay is mounted with ``userxattr`` (the user's store keeps
+whiteouts as ``user.overlay.*`` xattrs), and there are no cgroups, so limits are refused.
+
 Start-up matters (``pyreg run --rm busybox true`` is measured by ``bench/runtime_bench.py``):
 modules on the run path import only what they need, ``typing`` not at all.
 """
