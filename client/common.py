@@ -49,6 +49,15 @@ def store() -> Any:
     return LocalStore()
 
 
+def _is_cli() -> bool:
+    """True when this process is the pyreg command (not a test or a library user)."""
+    import os
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return (spec is not None and spec.name == "client.cli") or os.path.basename(sys.argv[0]) == "pyreg"
+
+
 def lean_httpx() -> None:
     """Import httpx without what a CLI client process never uses (its own CLI, anyio, trio).
 
@@ -57,12 +66,7 @@ def lean_httpx() -> None:
     time. Only done when this process *is* the pyreg CLI, so nothing that imports the client as a
     library (tests, the registry) is affected; the blocks are lifted right after the import.
     """
-    import os
-
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    is_cli = (spec is not None and spec.name == "client.cli") or os.path.basename(sys.argv[0]) == "pyreg"
-    if not is_cli or "httpx" in sys.modules:
+    if not _is_cli() or "httpx" in sys.modules:
         return
     blocked = [m for m in ("httpx._main", "anyio", "trio") if m not in sys.modules]
     for m in blocked:
@@ -81,7 +85,15 @@ def guard(body: Callable[[], int | None]) -> int:
     try:
         return int(body() or 0)
     except KeyboardInterrupt:
-        print("pyreg: interrupted", file=sys.stderr)
+        print("pyreg: interrupted (partial downloads are kept, invisible, for the next pull)",
+              file=sys.stderr)
+        if _is_cli():
+            # transfer threads may sit in a socket read: do not wait for them to notice
+            sys.stdout.flush()
+            sys.stderr.flush()
+            import os
+
+            os._exit(130)
         return 130
     except Exception as exc:
         print(f"pyreg: {describe(exc)}", file=sys.stderr)

@@ -101,18 +101,28 @@ class TransferResult:
 def _run_parallel(jobs: list[Callable[[], BlobResult]], parallel: int) -> list[BlobResult]:
     if parallel <= 1 or len(jobs) <= 1:
         return [job() for job in jobs]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pyreg-blob")
+    try:
         futures = [pool.submit(job) for job in jobs]
         results = []
-        error: BaseException | None = None
+        error: Exception | None = None
         for future in futures:
             try:
                 results.append(future.result())
-            except BaseException as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return results
+            except Exception as exc:
+                if error is None:
+                    error = exc
+                    for other in futures:
+                        other.cancel()  # not started yet: no point once one blob failed
+    except KeyboardInterrupt:
+        # drop what has not started; running transfers end with the process (the CLI exits at
+        # once), their partial files stay invisible in the ingest area for the next pull
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)  # a failed blob: the ones already running finish (or fail) first
+    if error is not None:
+        raise error
+    return results
 
 
 def _short(digest: str) -> str:
