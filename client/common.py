@@ -105,8 +105,8 @@ def describe(exc: BaseException) -> str:
     if name == "DigestMismatchError":
         return f"{exc} (nothing was kept)"
     if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
-                "ArchiveError", "CredentialsError", "SizeMismatchError", "ExtractError", "ValueError",
-                "FileNotFoundError", "PermissionError"):
+                "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
+                "ValueError", "FileNotFoundError", "PermissionError"):
         return str(exc)
     if name.endswith(("ConnectError", "Timeout", "TransportError", "ReadError", "WriteError")):
         return f"network error: {exc}"

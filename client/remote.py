@@ -22,6 +22,7 @@ from client.auth import AuthError, RegistryAuth
 from storage import mediatypes
 from storage.digest import Digest, DigestMismatchError, DigestVerifier
 from storage.localstore import BlobWriter
+from storage.manifest import ManifestError, parse_manifest
 from storage.reference import DOCKER_HUB
 
 MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST,
@@ -137,24 +138,6 @@ class Manifest:
         return doc
 
 
-def detect_media_type(data: bytes, header: str | None) -> str:
-    import json
-
-    base = (header or "").split(";")[0].strip()
-    if base in mediatypes.MANIFESTS:
-        return base
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return base
-    mt = doc.get("mediaType") if isinstance(doc, dict) else None
-    if mt:
-        return str(mt)
-    if isinstance(doc, dict) and "manifests" in doc:
-        return mediatypes.OCI_INDEX
-    return mediatypes.OCI_MANIFEST
-
-
 class RegistryClient:
     """Distribution-spec calls against one registry host."""
 
@@ -261,7 +244,11 @@ class RegistryClient:
                 announced = None
             if announced is not None and Digest.of(data, announced.algorithm) != announced:
                 raise DigestMismatchError(announced, Digest.of(data, announced.algorithm))
-        return Manifest(data, detect_media_type(data, response.headers.get("content-type")), actual)
+        try:
+            parsed = parse_manifest(data, response.headers.get("content-type"))
+        except ManifestError as exc:
+            raise RegistryError(f"manifest {repo}:{reference} is invalid: {exc}") from None
+        return Manifest(data, parsed.media_type, actual)
 
     def head_manifest(self, repo: str, reference: str) -> Digest | None:
         response = self._send("HEAD", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",

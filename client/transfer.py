@@ -130,12 +130,18 @@ def _short(digest: str) -> str:
 
 
 def _manifest_of(m: Manifest) -> dict[str, Any]:
-    doc = m.json()
+    """The JSON of an image manifest, validated by storage.manifest (descriptors, digests, sizes)."""
+    from storage.manifest import ManifestError, parse_manifest
+
     if m.media_type not in mediatypes.IMAGE_MANIFESTS:
         raise RegistryError(f"unsupported manifest type {m.media_type!r}")
-    if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers", []), list):
-        raise RegistryError(f"manifest {m.digest} has no config or layers")
-    return doc
+    try:
+        parsed = parse_manifest(m.data, m.media_type)
+    except ManifestError as exc:
+        raise RegistryError(f"manifest {m.digest} is invalid: {exc}") from None
+    if parsed.config is None:
+        raise RegistryError(f"manifest {m.digest} has no config")
+    return m.json()
 
 
 # ------------------------------------------------------------------------------------ pull
