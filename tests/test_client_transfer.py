@@ -331,3 +331,27 @@ def test_tls_registry_on_loopback(tmp_path: Path, auth_ca: Any, client_env: Clie
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.root
+def test_pulled_image_runs_and_inspect_asks_the_runtime(pyreg_factory: Any, client_env: ClientEnv,
+                                                        skopeo: Skopeo, five_layer_image: TestImage,
+                                                        tmp_path: Path) -> None:
+    """The store's chain-ID layers are what `pyreg run` stacks; `pyreg inspect NAME` of a container
+    goes through the runtime hook."""
+    from tests.fixtures.runtime import require_root_runtime
+
+    require_root_runtime()
+    host = pyreg_factory().host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "five", "1"))
+    client_env.env["PYREG_RUN_ROOT"] = str(tmp_path / "run")
+    client_env.run("pull", "-q", f"{host}/five:1")
+    script = "cat /data/a.txt; ls /data; ls /data/opaque"
+    out = client_env.run("run", "--rm", f"{host}/five:1", "sh", "-c", script)
+    assert out.stdout.split() == ["A", "a.txt", "keep", "opaque", "new"]
+    client_env.run("run", "-d", "--name", "inspected", f"{host}/five:1", "sleep", "60")
+    try:
+        state = json.loads(client_env.run("inspect", "inspected").stdout)
+        assert state["State"]["Running"] is True and state["Path"] == "sleep"
+    finally:
+        client_env.run("rm", "-f", "inspected", check=False)
