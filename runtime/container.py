@@ -304,6 +304,8 @@ def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
         os.chdir(workdir)
     if cfg.get("rootless") and (uid, gid) != (0, 0):
         raise ContainerError(f"rootless: only root (0:0) is mapped in the container, not {uid}:{gid}")
+    if cfg.get("tty"):
+        os.fchown(0, uid, gid)  # the user owns its terminal, as with docker
     _drop_privileges(uid, gid, groups, bool(cfg.get("rootless")))
     _reset_signals()
     argv = cfg["argv"]
@@ -331,7 +333,8 @@ def _report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
         os._exit(code)
 
 
-def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, int] | None) -> None:
+def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
+           console: int | None = None) -> None:
     """PID 1 of the new pid namespace, before it becomes the command. Never returns.
 
     The supervisor moves it into its cgroup meanwhile (a cgroup v1 migration waits for an RCU
@@ -345,6 +348,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         if stdio is not None:
             for i, fd in enumerate(stdio):
                 os.dup2(fd, i)
+
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if cfg.get("network") != "host":
             flags |= linux.CLONE_NEWNET
@@ -369,6 +373,10 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         linux.sethostname(hostname)
         if cfg.get("network") != "host":
             linux.set_loopback_up()
+        if console is not None:  # -t: a pty of the container's devpts, the master to the supervisor
+            from runtime import tty
+
+            tty.setup_in_container(console)
         if os.read(sync_r, 1) != b"g":  # the supervisor could not put us in the cgroup
             os._exit(EXIT_PYREG)
         os.close(sync_r)
@@ -483,7 +491,7 @@ def enter_user_namespace() -> None:
 
 
 def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
-          forward_signals: bool = True) -> int:
+          forward_signals: bool = True, console: int | None = None) -> int:
     """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure."""
     pending: list[int] = []
     child = 0
@@ -507,7 +515,7 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     if child == 0:
         os.close(err_r)
         os.close(sync_w)
-        _child(rec, err_w, sync_r, stdio)
+        _child(rec, err_w, sync_r, stdio, console)
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
     os.close(sync_r)
@@ -595,8 +603,13 @@ def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, in
                ready_w: int | None) -> int:
     rec["supervisor"] = os.getpid()
     rec["supervisor_start"] = state.proc_start_time(os.getpid())
+    console = None
+    if rec["config"].get("tty"):
+        from runtime import tty
+
+        console = tty.console_pair()
     try:
-        pid = start(rec, cg, stdio)
+        pid = start(rec, cg, stdio, console=console[1].fileno() if console else None)
     except ContainerError as e:
         rec.update(status="exited", exit_code=e.code, error=str(e), finished_at=state.now())
         state.save(rec)
@@ -607,11 +620,29 @@ def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, in
         raise
     rec.update(status="running", pid=pid, pid_start=state.proc_start_time(pid), started_at=state.now())
     state.save(rec)
+    master = None
+    if console is not None:
+        from runtime import tty
+
+        console[1].close()
+        try:
+            master = tty.receive_master(console[0])
+        except OSError as e:
+            print(f"pyreg: no terminal from the container: {e}", file=sys.stderr)
+        console[0].close()
+    out = 1
     if ready_w is not None:
-        for fd in set(stdio or ()):
+        keep = stdio[1] if master is not None and stdio is not None else -1  # the log, for the relay
+        for fd in set(stdio or ()) - {keep}:
             os.close(fd)
+        out = keep
         os.write(ready_w, b'{"ok": true}')
         os.close(ready_w)
+    if master is not None:
+        from runtime import tty
+
+        tty.relay(master, 0 if ready_w is None else None, out)  # until the container's side closes
+        os.close(master)
     code = wait(rec, pid, cg)
     cleanup(rec, bool(rec["config"].get("rm")))
     return code

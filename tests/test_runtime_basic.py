@@ -333,3 +333,22 @@ def test_image_config_decides_and_flags_override(runtime_env: RuntimeEnv, busybo
     env.run("stop", "-t", "30", cid, check=True)
     assert env.state(cid)["exit_code"] == 0
     assert env.run("logs", cid, check=True).stdout == "usr1\n"
+
+
+def test_tty(busybox_store: RuntimeEnv) -> None:
+    """-t: a pty from the container's own devpts is its stdio and controlling terminal."""
+    env = busybox_store
+    r = env.run("run", "--rm", "-t", "busybox", "sh", "-c",
+                "tty; [ -t 0 ] && [ -t 1 ] && echo both-ttys; ls -l /proc/self/fd/2; exit 3")
+    assert r.returncode == 3, r.stderr
+    lines = r.stdout.splitlines()  # (the terminal's \r\n, read as text)
+    assert lines[:2] == ["/dev/pts/0", "both-ttys"], r.stdout
+    assert lines[2].endswith("-> /dev/pts/0")
+    # -i -t: our input reaches an interactive shell through the terminal
+    r = env.run("run", "--rm", "-it", "-u", "user", "busybox", "sh", input="echo from-$((40+2))\nexit 4\n")
+    assert r.returncode == 4, r.stderr
+    assert "from-42" in r.stdout
+    # -d -t: the terminal's output goes to the log
+    cid = env.run("run", "-dt", "busybox", "sh", "-c", "echo in-log", check=True).stdout.strip()
+    env.wait_exited(cid)
+    assert env.run("logs", cid, check=True).stdout.splitlines() == ["in-log"]

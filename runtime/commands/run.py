@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="container name")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="accepted for docker compatibility: stdin is always passed to the container")
-    p.add_argument("-t", "--tty", action="store_true", help="not supported (no pseudo-terminal): ignored")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a pseudo-terminal")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env variable")
     p.add_argument("--env-file", action="append", default=[], metavar="F", help="read env variables")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
@@ -86,8 +86,6 @@ def _pull(ref: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from runtime import container, images, state
 
-    if args.tty:
-        print("pyreg: warning: -t is not supported, running without a pseudo-terminal", file=sys.stderr)
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
     try:
@@ -113,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.update(
         hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
         volumes=args.volume, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit,
-        rm=args.rm, layers=layers, rootless=os.geteuid() != 0,
+        rm=args.rm, layers=layers, rootless=os.geteuid() != 0, tty=args.tty,
     )
     rec: dict[str, Any] = {
         "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
