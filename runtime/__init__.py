@@ -9,6 +9,7 @@ Modules:
 - ``cgroups``   — v1 and v2, detected at run time.
 - ``state``     — container records under the run root; ``lookup`` / ``inspect`` for the client.
 - ``linux``     — the ctypes system calls (unshare, setns, mount, pivot_root, prctl, capset).
+- ``tty``       — ``run -t``: a pty of the container's devpts, relayed by the supervisor.
 - ``commands``  — the ``pyreg`` subcommands run, ps, logs, stop, kill, rm, exec.
 
 Environment: ``PYREG_RUN_ROOT`` (container state, default ``/run/pyreg``),
