@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("registry.serve_command", "run the registry server"),
     "user": ("registry.auth.user_command", "manage the registry's htpasswd users (add, del, list)"),
+    "gc": ("registry.gc_command", "delete blobs no manifest references (safe beside live pushes)"),
     "pull": ("client.commands.pull", "pull an image into the local store"),
     "push": ("client.commands.push", "push a local image, OCI layout dir or archive to a registry"),
     "copy": ("client.commands.copy", "copy an image from registry to registry"),

@@ -1,0 +1,569 @@
+"""Mark-and-sweep garbage collection of the blob store, safe to run beside a live registry.
+
+What it does (Distribution's ``registry garbage-collect``, over the same layout):
+
+* **mark**: walk every repository; every manifest revision is a root (with ``delete_untagged``
+  only the tagged ones, plus what must stay with them, see below). A root marks its own digest,
+  its config and layers, and its index children (recursively, through the repository's
+  revisions). With ``delete_untagged`` a manifest that no tag reaches is garbage unless it is an
+  index child of a kept manifest, a referrer whose ``subject`` is kept (referrers live and die
+  with their subject), or digest-marked from another repository; its revision link, its
+  tag-history entries and its referrer links go too.
+* **sweep**: every blob in ``blobs/`` that is not marked is deleted, with the repository
+  ``_layers`` links that point at it (and links that point at nothing).
+
+Why it is safe beside live pushes, where Distribution's must run read-only: a push writes blobs
+(and their ``_layers`` links) first and the manifest last, so between the two the blobs look like
+garbage. Three rules close that gap:
+
+1. **Grace period** (``grace``, default 1 h): a blob whose data, or any link to it (a layer
+   link of any repository, a revision link), was written less than ``grace`` ago is never swept,
+   and a revision younger than that is never treated as untagged garbage. Every way a blob enters
+   a repository writes a fresh link: a finished upload (even when the blob already existed), a
+   cross-repository mount, a manifest push. So a push whose blobs and manifest are less than
+   ``grace`` apart — every real push — loses nothing. Upload sessions (``_uploads``) are never
+   touched at all: their bytes are not in the blob store until they finish, and finishing
+   writes a fresh link. Times are compared with the store's own modification times, so
+   ``grace`` must exceed the clock skew between this host and the store (1 h does, widely).
+2. **Unlink first, settle, look again, then delete**: for the old blobs that are still garbage
+   the ``_layers`` links are removed first, so from then on a client that asks (HEAD) is told
+   the blob is missing and uploads it again, and a manifest that needs it is refused with
+   MANIFEST_BLOB_UNKNOWN rather than accepted. Then GC waits ``settle`` seconds (default 10,
+   longer than the server's lookup cache ttl plus one manifest PUT) and walks the repositories
+   again: a manifest written since the mark phase re-marks what it references, such blobs are
+   rescued and their links restored. Only then is the data deleted.
+3. **Re-checks right before each destructive step**: an untagged revision is deleted only if
+   its link is still old and no tag points at it any more (checked again after the deletions,
+   and restored if a tag moved to it meanwhile); a blob is deleted only if its data is still
+   there and still old.
+
+What is left is a window of milliseconds in which a client that saw a blob exist (HEAD) before
+the unlink pushes a manifest after it: that manifest is refused (MANIFEST_BLOB_UNKNOWN) and a
+retry uploads the blob again. No interleaving leaves an accepted manifest whose blobs are gone,
+except one where a manifest PUT takes longer than ``settle`` between checking its blobs and
+writing its revision link.
+
+Only the driver's walk / list / stat / get_content / put_content / delete are used, so it works on
+every driver. ``dry_run`` reports and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from registry import layout as paths
+from storage.digest import Digest, DigestError
+from storage.driver import Driver
+from storage.errors import PathNotFoundError
+from storage.manifest import ManifestError, parse_manifest
+
+log = logging.getLogger("pyreg.gc")
+
+DEFAULT_GRACE = 3600.0
+DEFAULT_SETTLE = 10.0
+_DIGEST_IN_TEXT = re.compile(rb'"((?:sha256:[a-f0-9]{64})|(?:sha512:[a-f0-9]{128}))"')
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GCOptions:
+    dry_run: bool = False
+    delete_untagged: bool = False
+    grace: float = DEFAULT_GRACE  # seconds: younger data or links are never swept
+    settle: float = DEFAULT_SETTLE  # seconds between unlinking and the second look
+    concurrency: int = 16  # driver calls in flight
+
+
+@dataclass
+class GCReport:
+    """What a run found and did (or, dry run, would do)."""
+
+    dry_run: bool
+    delete_untagged: bool
+    grace: float
+    repositories: int = 0
+    manifests: int = 0
+    blobs: int = 0
+    blobs_bytes: int = 0
+    blobs_marked: int = 0
+    blobs_deleted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    blobs_kept_recent: int = 0  # unreferenced, but within the grace period
+    blobs_rescued: int = 0  # unreferenced at mark time, referenced by a push during the run
+    manifests_deleted: list[dict[str, str]] = field(default_factory=list)
+    manifests_restored: int = 0
+    layer_links_deleted: int = 0
+    tag_history_deleted: int = 0
+    referrer_links_deleted: int = 0
+    uploads_in_progress: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run, "delete_untagged": self.delete_untagged, "grace_seconds": self.grace,
+            "repositories": self.repositories, "manifests": self.manifests, "blobs": self.blobs,
+            "blobs_bytes": self.blobs_bytes, "blobs_marked": self.blobs_marked,
+            "blobs_deleted": len(self.blobs_deleted), "bytes_freed": self.bytes_freed,
+            "deleted_digests": sorted(self.blobs_deleted),
+            "blobs_kept_recent": self.blobs_kept_recent, "blobs_rescued": self.blobs_rescued,
+            "manifests_deleted": self.manifests_deleted, "manifests_restored": self.manifests_restored,
+            "layer_links_deleted": self.layer_links_deleted,
+            "tag_history_deleted": self.tag_history_deleted,
+            "referrer_links_deleted": self.referrer_links_deleted,
+            "uploads_in_progress": self.uploads_in_progress, "seconds": round(self.seconds, 3),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        return (f"{self.repositories} repositories, {self.manifests} manifests, {self.blobs} blobs "
+                f"({_human(self.blobs_bytes)}); {self.blobs_marked} blobs in use; {verb} "
+                f"{len(self.blobs_deleted)} blobs ({_human(self.bytes_freed)}), "
+                f"{len(self.manifests_deleted)} untagged manifests, {self.layer_links_deleted} layer links; "
+                f"kept {self.blobs_kept_recent} recent unreferenced blobs (grace {self.grace:g}s), "
+                f"rescued {self.blobs_rescued}")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+# -- what the store holds ------------------------------------------------------------------------
+
+
+@dataclass
+class _Repo:
+    name: str
+    revisions: dict[Digest, datetime] = field(default_factory=dict)  # link modtime
+    layers: dict[Digest, datetime] = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)  # tags with a current link
+    tag_history: dict[Digest, list[str]] = field(default_factory=dict)  # digest -> index entry dirs
+    referrers: list[tuple[Digest, Digest, str, datetime]] = field(default_factory=list)  # subject, ref, dir
+    uploads: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: Digest
+    size: int
+    modtime: datetime
+
+
+@dataclass(frozen=True)
+class _Refs:
+    """What one manifest points at: child manifests, blobs (config, layers) and its subject."""
+
+    children: tuple[Digest, ...]
+    blobs: tuple[Digest, ...]
+    subject: Digest | None
+
+
+def _digest(algorithm: str, hex_: str) -> Digest | None:
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except DigestError:
+        return None
+
+
+async def scan_repositories(driver: Driver) -> dict[str, _Repo]:
+    """Every repository's links, from one walk of ``repositories/`` (names may hold slashes)."""
+    repos: dict[str, _Repo] = {}
+    prefix = paths.REPOSITORIES + "/"
+    try:
+        async for info in driver.walk(paths.REPOSITORIES):
+            if info.is_dir or not info.path.startswith(prefix):
+                continue
+            parts = info.path[len(prefix):].split("/")
+            i = next((k for k, p in enumerate(parts) if p.startswith("_")), None)
+            if not i:
+                continue
+            name, kind, rest = "/".join(parts[:i]), parts[i], parts[i + 1:]
+            repo = repos.get(name)
+            if repo is None:
+                repo = repos[name] = _Repo(name)
+            _add_path(repo, kind, rest, info.modtime)
+    except PathNotFoundError:
+        pass
+    return repos
+
+
+def _add_path(repo: _Repo, kind: str, rest: list[str], modtime: datetime) -> None:
+    base = f"{paths.repo_path(repo.name)}/{kind}"
+    if kind == "_uploads" and rest:
+        repo.uploads.add(rest[0])
+    elif kind == "_layers" and len(rest) == 3 and rest[2] == "link":
+        d = _digest(rest[0], rest[1])
+        if d is not None:
+            repo.layers[d] = modtime
+    elif kind != "_manifests" or not rest:
+        return
+    elif rest[0] == "revisions" and len(rest) == 4 and rest[3] == "link":
+        d = _digest(rest[1], rest[2])
+        if d is not None:
+            repo.revisions[d] = modtime
+    elif rest[0] == "tags" and len(rest) == 4 and rest[2:] == ["current", "link"]:
+        repo.tags.add(rest[1])
+    elif rest[0] == "tags" and len(rest) == 6 and rest[2] == "index" and rest[5] == "link":
+        d = _digest(rest[3], rest[4])
+        if d is not None:
+            repo.tag_history.setdefault(d, []).append("/".join([base, *rest[:5]]))
+    elif rest[0] == "referrers" and len(rest) == 6 and rest[5] == "link":
+        subject, ref = _digest(rest[1], rest[2]), _digest(rest[3], rest[4])
+        if subject is not None and ref is not None:
+            repo.referrers.append((subject, ref, "/".join([base, *rest[:5]]), modtime))
+
+
+async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
+    """Every ``blobs/<alg>/<xx>/<hex>/data`` in the store; anything else there is left alone."""
+    blobs: dict[Digest, _Blob] = {}
+    prefix = paths.BLOBS + "/"
+    try:
+        async for info in driver.walk(paths.BLOBS):
+            if info.is_dir or not info.path.startswith(prefix):
+                continue
+            parts = info.path[len(prefix):].split("/")
+            if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
+                continue
+            d = _digest(parts[0], parts[2])
+            if d is not None:
+                blobs[d] = _Blob(d, info.size, info.modtime)
+    except PathNotFoundError:
+        pass
+    return blobs
+
+
+# -- the collector -------------------------------------------------------------------------------
+
+
+class GarbageCollector:
+    def __init__(self, driver: Driver, options: GCOptions | None = None, now: datetime | None = None) -> None:
+        self.driver = driver
+        self.options = options or GCOptions()
+        self._now = now
+        self._refs: dict[Digest, _Refs | None] = {}
+        self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
+
+    def _cutoff(self) -> datetime:
+        now = self._now or datetime.now(UTC)
+        return now - timedelta(seconds=self.options.grace)
+
+    async def _limited(self, coro: Awaitable[T]) -> T:
+        async with self._sem:
+            return await coro
+
+    async def _each(self, fn: Callable[[Any], Awaitable[T]], items: Iterable[Any]) -> list[T]:
+        return list(await asyncio.gather(*(self._limited(fn(item)) for item in items)))
+
+    async def _delete(self, path: str) -> bool:
+        try:
+            await self.driver.delete(path)
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def refs(self, digest: Digest) -> _Refs | None:
+        """What a manifest references (None: its bytes are not in the blob store).
+
+        A document we cannot parse (schema 1, something newer) is scanned for every digest in it,
+        so it keeps more rather than less.
+        """
+        if digest in self._refs:
+            return self._refs[digest]
+        try:
+            data = await self.driver.get_content(paths.blob_data_path(digest))
+        except PathNotFoundError:
+            self._refs[digest] = None
+            return None
+        found: _Refs
+        try:
+            m = parse_manifest(data)
+            found = _Refs(tuple(c.digest for c in m.manifests), tuple(b.digest for b in m.blobs),
+                          m.subject.digest if m.subject else None)
+        except ManifestError:
+            digests = []
+            for raw in _DIGEST_IN_TEXT.findall(data[: 8 * 1024 * 1024]):
+                with contextlib.suppress(DigestError):
+                    digests.append(Digest.parse(raw.decode()))
+            found = _Refs(tuple(digests), tuple(digests), None)
+        self._refs[digest] = found
+        return found
+
+    async def _tag_targets(self, repo: str, tags: Iterable[str]) -> dict[str, Digest]:
+        async def read(tag: str) -> tuple[str, Digest | None]:
+            try:
+                raw = await self.driver.get_content(paths.tag_current_path(repo, tag))
+            except PathNotFoundError:
+                return tag, None
+            try:
+                return tag, Digest.parse(raw.decode("ascii", "replace").strip())
+            except DigestError:
+                return tag, None
+
+        return {t: d for t, d in await self._each(read, sorted(tags)) if d is not None}
+
+    async def _mark_repo(self, repo: _Repo, marked: set[Digest], cutoff: datetime,
+                         tag_targets: dict[str, Digest]) -> set[Digest]:
+        """Mark what ``repo`` keeps; returns the revisions it keeps."""
+        kept: set[Digest] = set()
+        await self._each(self.refs, repo.revisions)  # fetch every manifest concurrently, once
+
+        async def visit(d: Digest) -> None:
+            stack = [d]
+            while stack:
+                cur = stack.pop()
+                if cur in kept:
+                    continue
+                kept.add(cur)
+                marked.add(cur)
+                refs = await self.refs(cur)
+                if refs is None:
+                    continue
+                marked.update(refs.blobs)
+                marked.update(refs.children)
+                stack.extend(c for c in refs.children if c in repo.revisions and c not in kept)
+
+        if not self.options.delete_untagged:
+            for d in repo.revisions:
+                await visit(d)
+            return kept
+        for d in tag_targets.values():
+            marked.add(d)  # even a tag whose revision is gone: keep its bytes
+            await visit(d)
+        for d, modtime in repo.revisions.items():
+            if modtime > cutoff:
+                await visit(d)  # a push may be tagging it right now
+        changed = True
+        while changed:  # referrers stay with a kept subject (and referrers of those)
+            changed = False
+            for d in repo.revisions:
+                if d in kept:
+                    continue
+                refs = self._refs.get(d)
+                if refs is not None and refs.subject is not None and refs.subject in kept:
+                    await visit(d)
+                    changed = True
+        return kept
+
+    async def run(self) -> GCReport:
+        opts = self.options
+        started = time.monotonic()
+        report = GCReport(dry_run=opts.dry_run, delete_untagged=opts.delete_untagged, grace=opts.grace)
+        cutoff = self._cutoff()
+
+        # -- mark ----------------------------------------------------------------------------
+        repos = await scan_repositories(self.driver)
+        blobs = await scan_blobs(self.driver)
+        report.repositories = sum(1 for r in repos.values() if r.revisions or r.tags)
+        report.manifests = sum(len(r.revisions) for r in repos.values())
+        report.blobs = len(blobs)
+        report.blobs_bytes = sum(b.size for b in blobs.values())
+        report.uploads_in_progress = sum(len(r.uploads) for r in repos.values())
+
+        marked: set[Digest] = set()
+        kept_by_repo: dict[str, set[Digest]] = {}
+        for repo in repos.values():
+            targets = await self._tag_targets(repo.name, repo.tags) if opts.delete_untagged else {}
+            kept_by_repo[repo.name] = await self._mark_repo(repo, marked, cutoff, targets)
+        report.blobs_marked = len(marked & blobs.keys())
+
+        # untagged manifests (only with delete_untagged): old, unkept, not marked from anywhere
+        untagged: dict[str, set[Digest]] = {}
+        if opts.delete_untagged:
+            for repo in repos.values():
+                gone = [d for d, modtime in repo.revisions.items()
+                        if d not in kept_by_repo[repo.name] and d not in marked and modtime <= cutoff]
+                if gone:
+                    untagged[repo.name] = set(gone)
+
+        # newest link to each digest anywhere: a young link keeps a blob
+        newest: dict[Digest, datetime] = {}
+        for repo in repos.values():
+            for links in (repo.layers, repo.revisions):
+                for d, modtime in links.items():
+                    if d in untagged.get(repo.name, ()):
+                        continue
+                    if d not in newest or modtime > newest[d]:
+                        newest[d] = modtime
+
+        candidates: dict[Digest, _Blob] = {}
+        for d, blob in blobs.items():
+            if d in marked:
+                continue
+            if blob.modtime > cutoff or newest.get(d, cutoff) > cutoff:
+                report.blobs_kept_recent += 1
+                continue
+            candidates[d] = blob
+
+        # layer links to blobs being swept, or to nothing at all
+        dead_links: dict[Digest, list[str]] = {}
+        for repo in repos.values():
+            for d, modtime in repo.layers.items():
+                if d in candidates or (d not in blobs and d not in marked and modtime <= cutoff):
+                    dead_links.setdefault(d, []).append(repo.name)
+
+        for d in candidates:
+            log.debug("blob eligible for deletion: %s", d)
+
+        if opts.dry_run:
+            report.manifests_deleted = [{"repository": name, "digest": str(d)}
+                                        for name, gone in sorted(untagged.items()) for d in sorted(gone)]
+            report.blobs_deleted = [str(d) for d in candidates]
+            report.bytes_freed = sum(b.size for b in candidates.values())
+            report.layer_links_deleted = sum(len(v) for v in dead_links.values())
+            for name, gone_set in untagged.items():
+                repo = repos[name]
+                report.tag_history_deleted += sum(len(repo.tag_history.get(d, [])) for d in gone_set)
+                report.referrer_links_deleted += sum(1 for _, r, _, _ in repo.referrers if r in gone_set)
+            report.seconds = time.monotonic() - started
+            return report
+
+        # -- sweep, step 1: untagged manifests ---------------------------------------------------
+        deleted_revisions: dict[str, list[Digest]] = {}
+        for name, doomed in sorted(untagged.items()):
+            deleted_revisions[name] = await self._delete_manifests(repos[name], sorted(doomed), cutoff,
+                                                                   report)
+            report.manifests_deleted += [{"repository": name, "digest": str(d)}
+                                         for d in deleted_revisions[name]]
+
+        # dangling referrer links: the referrer's revision is gone (or going) and the link is old
+        for repo in repos.values():
+            gone_here = set(deleted_revisions.get(repo.name, ()))
+            for _subject, ref, path, modtime in repo.referrers:
+                if ref in gone_here:
+                    continue  # counted by _delete_manifests
+                if ref not in repo.revisions and modtime <= cutoff and await self._delete(path):
+                    report.referrer_links_deleted += 1
+
+        # -- step 2: unlink the garbage, so no client is told it exists --------------------------
+        unlinked: dict[Digest, list[str]] = {}
+        for d, names in dead_links.items():
+            for name in names:
+                if await self._delete(paths.layer_link_path(name, d).rsplit("/", 1)[0]):
+                    unlinked.setdefault(d, []).append(name)
+                    report.layer_links_deleted += 1
+
+        # -- step 3: settle, look again: rescue what a push started to use meanwhile ----------
+        if candidates or deleted_revisions:
+            if opts.settle > 0:
+                await asyncio.sleep(opts.settle)
+            rescued = await self._second_look(repos, candidates, deleted_revisions, cutoff, report)
+            for d in rescued:
+                candidates.pop(d, None)
+                for name in unlinked.get(d, []):
+                    await self.driver.put_content(paths.layer_link_path(name, d), str(d).encode())
+                    report.layer_links_deleted -= 1
+            report.blobs_rescued = len(rescued)
+
+        # -- step 4: delete the data -------------------------------------------------------------
+        async def sweep(blob: _Blob) -> None:
+            path = paths.blob_data_path(blob.digest)
+            try:
+                info = await self.driver.stat(path)
+            except PathNotFoundError:
+                return
+            if info.modtime > cutoff:
+                return  # written again since the mark: someone uses it
+            if await self._delete(paths.blob_dir(blob.digest)):
+                log.info("deleted blob %s (%d bytes)", blob.digest, info.size)
+                report.blobs_deleted.append(str(blob.digest))
+                report.bytes_freed += info.size
+
+        await self._each(sweep, list(candidates.values()))
+        report.seconds = time.monotonic() - started
+        log.info("garbage collection: %s", report.summary())
+        return report
+
+    async def _delete_manifests(self, repo: _Repo, gone: list[Digest], cutoff: datetime,
+                                report: GCReport) -> list[Digest]:
+        """Delete untagged revisions whose link is still old and that no tag points at now."""
+        current = await self._tag_targets(repo.name, await self._list_tags(repo.name))
+        tagged_now = set(current.values())
+        deleted: list[Digest] = []
+        for d in gone:
+            link = paths.revision_link_path(repo.name, d)
+            try:
+                info = await self.driver.stat(link)
+            except PathNotFoundError:
+                continue
+            if info.modtime > cutoff or d in tagged_now:
+                continue
+            for entry in repo.tag_history.get(d, []):
+                if await self._delete(entry):
+                    report.tag_history_deleted += 1
+            for _subject, ref, path, _ in repo.referrers:
+                if ref == d and await self._delete(path):
+                    report.referrer_links_deleted += 1
+            if await self._delete(link.rsplit("/", 1)[0]):
+                log.info("deleted untagged manifest %s@%s", repo.name, d)
+                deleted.append(d)
+        # a tag moved onto one of them while we deleted: put the revision back
+        current = await self._tag_targets(repo.name, await self._list_tags(repo.name))
+        for d in set(current.values()) & set(deleted):
+            await self.driver.put_content(paths.revision_link_path(repo.name, d), str(d).encode())
+            deleted.remove(d)
+            report.manifests_restored += 1
+        return deleted
+
+    async def _list_tags(self, name: str) -> list[str]:
+        try:
+            return [p.rsplit("/", 1)[-1] for p in await self.driver.list(paths.tags_path(name))]
+        except PathNotFoundError:
+            return []
+
+    async def _second_look(self, before: dict[str, _Repo], candidates: dict[Digest, _Blob],
+                           deleted: dict[str, list[Digest]], cutoff: datetime,
+                           report: GCReport) -> set[Digest]:
+        """Candidates that a manifest or link written since the mark phase now needs."""
+        now_repos = await scan_repositories(self.driver)
+        needed: set[Digest] = set()
+        for repo in now_repos.values():
+            old = before.get(repo.name)
+            for d, modtime in repo.layers.items():
+                if modtime > cutoff:
+                    needed.add(d)
+            # young, new since the mark, put back, or a live manifest that looked like garbage
+            fresh = [d for d, modtime in repo.revisions.items()
+                     if modtime > cutoff or old is None or d not in old.revisions
+                     or d in deleted.get(repo.name, ()) or d in candidates]
+            seen: set[Digest] = set()
+            stack = list(fresh)
+            while stack:
+                cur = stack.pop()
+                if cur in seen:
+                    continue
+                seen.add(cur)
+                needed.add(cur)
+                self._refs.pop(cur, None)  # a manifest blob may have been (re)written
+                refs = await self.refs(cur)
+                if refs is None:
+                    continue
+                needed.update(refs.blobs)
+                needed.update(refs.children)
+                stack.extend(c for c in refs.children if c in repo.revisions)
+        rescued = needed & candidates.keys()
+        for d in rescued:
+            log.info("blob %s is in use again (a push during collection): kept", d)
+        return rescued
+
+
+async def collect_garbage(driver: Driver, options: GCOptions | None = None,
+                          now: datetime | None = None) -> GCReport:
+    """Run one mark-and-sweep over ``driver``; see the module docstring for the rules."""
+    return await GarbageCollector(driver, options, now).run()

@@ -1,0 +1,249 @@
+"""Garbage collection (registry/gc.py, ``pyreg gc``) on both drivers, beside live pushes, and on a
+directory Distribution wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registry.config import load_config
+from registry.drivers import make_driver
+from registry.gc import GCOptions, GCReport, collect_garbage
+from tests.fixtures.registry import REPO_ROOT, image_manifest, push_blob, push_image, sha256
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+NOW_GC = GCOptions(grace=0, settle=0)  # everything already written counts as old
+
+NO_CACHE = {"storage": {"cache": {"ttl": 0}}}
+
+
+async def run_gc(config: dict[str, Any], options: GCOptions = NOW_GC,
+                 now: datetime | None = None) -> GCReport:
+    return await collect_garbage(make_driver(load_config(data=config, environ={})), options, now)
+
+
+async def blob_status(client: httpx.AsyncClient, name: str, digest: str) -> int:
+    return (await client.head(f"/v2/{name}/blobs/{digest}")).status_code
+
+
+async def pull_all(client: httpx.AsyncClient, name: str, reference: str) -> None:
+    """GET the manifest and every blob it names (children of an index too); all must be intact."""
+    r = await client.get(f"/v2/{name}/manifests/{reference}",
+                         headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
+    assert r.status_code == 200, (reference, r.text)
+    body = r.json()
+    for child in body.get("manifests", []):
+        await pull_all(client, name, child["digest"])
+    for desc in [body["config"], *body["layers"]] if "config" in body else []:
+        blob = await client.get(f"/v2/{name}/blobs/{desc['digest']}")
+        assert blob.status_code == 200, (desc, blob.text)
+        assert sha256(blob.content) == desc["digest"]
+
+
+@pytest.fixture
+def gc_config(make_registry_config: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return make_registry_config(NO_CACHE)
+
+
+@pytest.fixture
+async def client(make_registry_client: Callable[..., Any]) -> httpx.AsyncClient:
+    return await make_registry_client(NO_CACHE)  # type: ignore[no-any-return]
+
+
+# -- the basic sweep, both drivers -----------------------------------------------------------------
+
+
+async def test_sweeps_unreferenced_and_keeps_referenced(client: httpx.AsyncClient,
+                                                        gc_config: dict[str, Any]) -> None:
+    shared = b"shared layer " * 100
+    kept_digest, _ = await push_image(client, "team/app", "v1", config=b'{"a":1}', layers=(shared, b"only a"))
+    gone_digest, gone_manifest = await push_image(client, "team/app", "v2", config=b'{"b":2}',
+                                                  layers=(shared, b"only b" * 50))
+    stray = await push_blob(client, "other/repo", b"uploaded, never referenced")
+    r = await client.delete(f"/v2/team/app/manifests/{gone_digest}")
+    assert r.status_code == 202
+
+    report = await run_gc(gc_config)
+
+    freed = {sha256(b'{"b":2}'), sha256(b"only b" * 50), gone_digest, stray}
+    assert set(report.blobs_deleted) == freed
+    assert report.bytes_freed == len(b'{"b":2}') + len(b"only b" * 50) + len(gone_manifest) + len(
+        b"uploaded, never referenced")
+    assert report.manifests == 1 and report.repositories == 1
+    assert report.blobs_marked == 4  # manifest, config, two layers of v1
+    assert report.layer_links_deleted == 3  # team/app: config b, only b; other/repo: stray
+    await pull_all(client, "team/app", "v1")
+    assert (await client.get(f"/v2/team/app/manifests/{kept_digest}")).status_code == 200
+    for digest in (sha256(b"only b" * 50), sha256(b'{"b":2}')):
+        assert await blob_status(client, "team/app", digest) == 404
+    assert await blob_status(client, "other/repo", stray) == 404
+
+    again = await run_gc(gc_config)  # nothing left to do
+    assert again.blobs_deleted == [] and again.layer_links_deleted == 0
+    await pull_all(client, "team/app", "v1")
+
+
+async def test_grace_period_keeps_recent_blobs(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
+    """A blob just uploaded (its manifest not pushed yet) survives the default grace period."""
+    pending = await push_blob(client, "team/app", b"pushed a moment ago")
+    report = await run_gc(gc_config, GCOptions(settle=0))
+    assert report.blobs_deleted == []
+    assert report.blobs_kept_recent == 1
+    assert await blob_status(client, "team/app", pending) == 200
+    # the same store two hours later: now it is old garbage
+    later = datetime.now(UTC) + timedelta(hours=2)
+    report = await run_gc(gc_config, GCOptions(settle=0), now=later)
+    assert report.blobs_deleted == [pending]
+    assert await blob_status(client, "team/app", pending) == 404
+
+
+@pytest.mark.filesystem_only
+async def test_recent_link_keeps_an_old_blob(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
+    """Old data, freshly linked (a mount, or an upload of bytes the store already had): kept."""
+    data = b"old bytes, newly linked"
+    digest = await push_blob(client, "a/src", data)
+    assert (await client.delete(f"/v2/a/src/blobs/{digest}")).status_code == 202
+    root = Path(gc_config["storage"]["filesystem"]["rootdirectory"])
+    blob_file = root / "docker/registry/v2/blobs/sha256" / digest[7:9] / digest[7:] / "data"
+    two_hours_ago = time.time() - 7200
+    os.utime(blob_file, (two_hours_ago, two_hours_ago))
+    assert (await run_gc(gc_config, GCOptions(settle=0))).blobs_deleted == [digest]  # old, unlinked
+
+    digest = await push_blob(client, "a/src", data)
+    assert (await client.delete(f"/v2/a/src/blobs/{digest}")).status_code == 202
+    os.utime(blob_file, (two_hours_ago, two_hours_ago))
+    # the upload of bytes the store has keeps the old file and writes a fresh link
+    r = await client.post("/v2/b/dst/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201
+    assert blob_file.stat().st_mtime == two_hours_ago
+    report = await run_gc(gc_config, GCOptions(settle=0))
+    assert report.blobs_deleted == [] and report.blobs_kept_recent == 1
+    assert await blob_status(client, "b/dst", digest) == 200
+
+
+async def test_dry_run_changes_nothing(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
+    stray = await push_blob(client, "team/app", b"garbage")
+    await push_image(client, "team/app", "v1")
+    report = await run_gc(gc_config, GCOptions(grace=0, settle=0, dry_run=True))
+    assert report.dry_run and report.blobs_deleted == [stray] and report.bytes_freed == len(b"garbage")
+    assert report.layer_links_deleted == 1
+    assert await blob_status(client, "team/app", stray) == 200
+    assert (await run_gc(gc_config)).blobs_deleted == [stray]
+
+
+async def test_delete_untagged(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
+    """Untagged manifests go, with their blobs, referrers and tag history; what a tag reaches stays."""
+    name = "team/app"
+    old_digest, _ = await push_image(client, name, "v1", config=b'{"old":1}', layers=(b"old layer",))
+    new_digest, _ = await push_image(client, name, "v1", config=b'{"new":1}', layers=(b"new layer",))
+    # an index whose children are pushed by digest only
+    child_digests = []
+    for arch in ("amd64", "arm64"):
+        child_digests.append((await push_image(client, name, f"tmp-{arch}", config=arch.encode(),
+                                               layers=(arch.encode() * 10,)))[0])
+        assert (await client.delete(f"/v2/{name}/manifests/tmp-{arch}")).status_code == 202
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": d, "size": len((await client.get(
+            f"/v2/{name}/manifests/{d}")).content), "platform": {"architecture": a, "os": "linux"}}
+        for d, a in zip(child_digests, ("amd64", "arm64"), strict=True)]}).encode()
+    r = await client.put(f"/v2/{name}/manifests/multi", content=index, headers={"Content-Type": OCI_INDEX})
+    assert r.status_code == 201
+    # referrers (untagged by nature): one on the tagged manifest, one on the old untagged one
+    async def referrer(subject: str, payload: bytes) -> str:
+        await push_blob(client, name, payload)
+        await push_blob(client, name, b"{}")
+        size = len((await client.get(f"/v2/{name}/manifests/{subject}")).content)
+        body = image_manifest(b"{}", [payload], config_type="application/vnd.oci.empty.v1+json",
+                              artifactType="application/x-signature",
+                              subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": size})
+        r = await client.put(f"/v2/{name}/manifests/{sha256(body)}", content=body,
+                             headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+        return sha256(body)
+
+    sig_new = await referrer(new_digest, b"signature of new")
+    sig_old = await referrer(old_digest, b"signature of old")
+
+    report = await run_gc(gc_config, GCOptions(grace=0, settle=0, delete_untagged=True))
+
+    deleted = {m["digest"] for m in report.manifests_deleted}
+    assert deleted == {old_digest, sig_old}
+    assert set(report.blobs_deleted) == {old_digest, sig_old, sha256(b'{"old":1}'), sha256(b"old layer"),
+                                         sha256(b"signature of old")}
+    assert report.tag_history_deleted == 1  # v1 pointed at the old manifest once
+    assert report.referrer_links_deleted == 1
+    for gone in (old_digest, sig_old):
+        assert (await client.get(f"/v2/{name}/manifests/{gone}")).status_code == 404
+    await pull_all(client, name, "v1")
+    await pull_all(client, name, "multi")
+    await pull_all(client, name, sig_new)
+    listed = (await client.get(f"/v2/{name}/referrers/{new_digest}")).json()["manifests"]
+    assert [m["digest"] for m in listed] == [sig_new]
+    assert (await client.get(f"/v2/{name}/referrers/{old_digest}")).json()["manifests"] == []
+
+    # without --delete-untagged nothing of that kind is touched
+    plain = await run_gc(gc_config)
+    assert plain.blobs_deleted == [] and plain.manifests_deleted == []
+
+
+async def test_untagged_but_recent_manifest_is_kept(client: httpx.AsyncClient,
+                                                    gc_config: dict[str, Any]) -> None:
+    """An index's children are pushed untagged first: within the grace period they are not garbage."""
+    digest, _ = await push_image(client, "team/app", "tmp")
+    assert (await client.delete("/v2/team/app/manifests/tmp")).status_code == 202
+    report = await run_gc(gc_config, GCOptions(settle=0, delete_untagged=True))
+    assert report.manifests_deleted == [] and report.blobs_deleted == []
+    await pull_all(client, "team/app", digest)
+
+
+async def test_empty_store(gc_config: dict[str, Any]) -> None:
+    report = await run_gc(gc_config)
+    assert report.blobs == 0 and report.blobs_deleted == [] and report.repositories == 0
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def pyreg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+    full_env.pop("PYREG_CONFIG_FILE", None)
+    return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=300)
+
+
+@pytest.mark.filesystem_only
+async def test_command(client: httpx.AsyncClient, gc_config: dict[str, Any], tmp_path: Path) -> None:
+    data_dir = gc_config["storage"]["filesystem"]["rootdirectory"]
+    await push_image(client, "team/app", "v1")
+    stray = await push_blob(client, "team/app", b"stray bytes")
+
+    dry = pyreg("gc", "--data-dir", data_dir, "--dry-run", "--grace", "0")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete blob {stray}" in dry.stdout
+    assert "would free 1 blobs (11 B)" in dry.stdout
+
+    config_file = tmp_path / "gc.yml"
+    config_file.write_text(json.dumps(gc_config))
+    done = pyreg("gc", "--config", str(config_file), "--grace", "0s", "--settle", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["blobs_deleted"] == 1 and out["bytes_freed"] == 11 and out["deleted_digests"] == [stray]
+    assert out["dry_run"] is False and out["blobs_marked"] == 3
+    await pull_all(client, "team/app", "v1")
+
+    bad = pyreg("gc", "--data-dir", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "no storage" in bad.stderr
+    bad = pyreg("gc", "--data-dir", data_dir, "--grace", "soon")
+    assert bad.returncode == 2 and "--grace" in bad.stderr
