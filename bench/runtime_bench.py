@@ -149,6 +149,11 @@ def main() -> int:
         subprocess.run([*entry, "run", "--rm", "busybox", "true"], env=env, capture_output=True)  # cache
         results.append(("pyreg run --rm busybox true",
                         *timed([*entry, "run", "--rm", "busybox", "true"], args.runs, env=env)))
+        # the same without site's .pth imports (this machine's site adds ~30 ms to every python):
+        # what pyreg itself costs; the run path needs nothing from site-packages once cached
+        results.append(("python -S -m client.cli run --rm busybox true (no site)",
+                        *timed([py, "-S", "-m", "client.cli", "run", "--rm", "busybox", "true"], args.runs,
+                               env=env)))
         results.append(("pyreg run --rm --network host busybox true",
                         *timed([*entry, "run", "--rm", "--network", "host", "busybox", "true"], args.runs,
                                env=env)))
