@@ -68,8 +68,14 @@ def _skip_unless_possible() -> None:
     require_root_runtime()
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run pyreg as an unprivileged user")
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import client.cli, runtime.container, storage.localstore"],
+                           user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
+                           cwd="/", env={"PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"})
+    if probe.returncode != 0:
+        pytest.skip(f"nobody cannot run pyreg from {REPO_ROOT} with {SYSTEM_PYTHON}: "
+                    f"{probe.stderr.strip()[-300:]}")
     probe = subprocess.run(["unshare", "-U", "-r", "-m", "true"], user=NOBODY, group=NOBODY, extra_groups=[],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, cwd="/")
     if probe.returncode != 0:
         pytest.skip(f"unprivileged user namespaces are not allowed here: {probe.stderr.strip()}")
 
