@@ -6,6 +6,7 @@ so a failure in the pyreg tests below points at pyreg, not at the images.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,37 @@ def test_registry_to_registry_both_ways(registry_server: Any, distribution_regis
     assert skopeo.inspect_raw(tagged(dist, "back/multi", "m")) == index_image.index
     skopeo.copy(tagged(mine, "mirror/five", "a"), tagged(dist, "back/five", "a"))
     assert skopeo.digest(tagged(dist, "back/five", "a")) == five_layer_image.manifest_digest
+
+
+def test_pyreg_continues_an_upload_distribution_started(registry_server: Any,
+                                                        distribution_factory: Any) -> None:
+    """Upload state lives on disk in Distribution's own format, so a chunked upload begun on
+    Distribution is finished on pyreg (same Location path, Distribution's ``_state`` left on)."""
+    registry_server.stop()
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    data = bytes(range(256)) * 4096 * 3
+    first, rest = data[: 1 << 20], data[1 << 20 :]
+    started = httpx.post(f"{distribution.url}/v2/up/load/blobs/uploads/")
+    assert started.status_code == 202, started.text
+    patched = httpx.patch(httpx.URL(distribution.url).join(started.headers["location"]), content=first,
+                          headers={"Content-Type": "application/octet-stream",
+                                   "Content-Range": f"0-{len(first) - 1}"})
+    assert patched.status_code == 202, patched.text
+    location = httpx.URL(patched.headers["location"])
+    assert location.params.get("_state")
+    distribution.stop()
+
+    registry_server.restart()
+    here = httpx.URL(registry_server.url).join(location.raw_path.decode())
+    status = httpx.get(here)
+    assert status.status_code == 204
+    assert status.headers["range"] == f"0-{len(first) - 1}"
+    more = httpx.patch(here, content=rest, headers={"Content-Type": "application/octet-stream",
+                                                    "Content-Range": f"{len(first)}-{len(data) - 1}"})
+    assert more.status_code == 202, more.text
+    assert more.headers["range"] == f"0-{len(data) - 1}"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    done = httpx.put(httpx.URL(registry_server.url).join(more.headers["location"]), params={"digest": digest})
+    assert done.status_code == 201, done.text
+    assert done.headers["docker-content-digest"] == digest
+    assert httpx.get(f"{registry_server.url}/v2/up/load/blobs/{digest}").content == data
