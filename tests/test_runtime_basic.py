@@ -352,3 +352,10 @@ def test_tty(busybox_store: RuntimeEnv) -> None:
     cid = env.run("run", "-dt", "busybox", "sh", "-c", "echo in-log", check=True).stdout.strip()
     env.wait_exited(cid)
     assert env.run("logs", cid, check=True).stdout.splitlines() == ["in-log"]
+
+
+def test_volume_host_dir_is_created(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+    host = tmp_path / "new" / "vol"
+    r = busybox_store.run("run", "--rm", "-v", f"{host}:/data", "busybox", "sh", "-c", "echo x > /data/f")
+    assert r.returncode == 0, r.stderr
+    assert (host / "f").read_text() == "x\n"

@@ -107,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
     if args.name and args.name in taken:
         print(f"pyreg: the container name {args.name!r} is already in use", file=sys.stderr)
         return container.EXIT_PYREG
+    for host, _, _ in args.volume:  # as docker: a missing host path becomes a directory
+        if not os.path.exists(host):
+            try:
+                os.makedirs(host)
+            except OSError as e:
+                print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
+                return container.EXIT_PYREG
     cid = state.new_id()
     cfg.update(
         hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
