@@ -3,6 +3,7 @@ multipart copy, redirect switch, config parsing. S3 is a real moto_server proces
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -158,6 +159,28 @@ async def test_walk_pages(make: Any) -> None:
     found = [i async for i in d.walk("/wp")]
     assert {i.path for i in found if not i.is_dir} == files
     assert sorted(i.path for i in found if i.is_dir) == ["/wp/0", "/wp/1", "/wp/2"]
+
+
+async def test_blocking_calls_run_in_a_bounded_pool(s3_section: dict[str, Any]) -> None:
+    import asyncio
+    import threading
+
+    d = S3Driver(dataclasses.replace(s3_config_from_dict(s3_section), max_workers=3))
+    try:
+        main = threading.get_ident()
+        seen: set[int] = set()
+        original = d.client.get_object
+
+        def spy(**kwargs: Any) -> Any:
+            seen.add(threading.get_ident())
+            return original(**kwargs)
+
+        d.client.get_object = spy
+        await d.put_content("/pool/x", b"x")
+        assert await asyncio.gather(*(d.get_content("/pool/x") for _ in range(40))) == [b"x"] * 40
+        assert main not in seen and 1 <= len(seen) <= 3
+    finally:
+        d.close()
 
 
 def test_config() -> None:
