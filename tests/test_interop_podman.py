@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fixtures.peers import Podman, Skopeo, tagged
-from tests.images import DOCKER_MANIFEST, OCI_MANIFEST, TestImage
+from tests.images import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, TestImage
 
 pytestmark = pytest.mark.peers
 
@@ -73,3 +73,16 @@ def test_pull_what_skopeo_pushed(registry_server: Any, podman: Podman, skopeo: S
 def test_push_and_pull_256mib_image(registry_server: Any, podman: Podman, big_image: TestImage) -> None:
     info = push_rmi_pull(podman, big_image, f"{registry_server.host}/podman/big:256m")
     assert info["RootFS"]["Layers"] == [layer.diff_id for layer in big_image.layers]
+
+
+def test_pull_picks_this_platform_from_an_index_and_a_docker_list(registry_server: Any, podman: Podman,
+                                                                  skopeo: Skopeo, index_image: Any) -> None:
+    host = registry_server.host
+    native = index_image.children[0]
+    skopeo.copy(index_image.oci_ref, tagged(host, "plat/oci", "i"), "--all")
+    skopeo.copy(index_image.oci_ref, tagged(host, "plat/docker", "l"), "--all", "--format", "v2s2")
+    listed = json.loads(skopeo.inspect_raw(tagged(host, "plat/docker", "l")))
+    assert listed["mediaType"] == DOCKER_MANIFEST_LIST
+    assert len(listed["manifests"]) == 2
+    assert podman.pull(f"docker://{host}/plat/oci:i") == image_id(native)
+    assert podman.pull(f"docker://{host}/plat/docker:l") == image_id(native)
