@@ -151,6 +151,7 @@ def test_chunked_push_across_replicas(cluster: Cluster) -> None:
     chunks = [data[:6 * MiB], data[6 * MiB:9 * MiB], data[9 * MiB:9 * MiB + 100], data[9 * MiB + 100:]]
     served_by = []
     with httpx.Client(base_url=cluster.url, timeout=60) as c:
+        assert c.get("/healthz").status_code == 200  # the probe compose and k8s use
         r = c.post("/v2/team/app/blobs/uploads/")
         assert r.status_code == 202, r.text
         location = r.headers["Location"]
