@@ -7,6 +7,10 @@ image copied back out of pyreg into an OCI layout has the same manifest digest a
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +216,32 @@ def test_several_workers(make_registry_server: Any, skopeo: Skopeo, five_layer_i
 def test_copy_256mib_image_both_ways(registry_server: Any, skopeo: Skopeo, big_image: TestImage,
                                      tmp_path: Path) -> None:
     push_and_pull_back(skopeo, big_image, registry_server.host, "big/image", "256m", tmp_path / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.filesystem_only
+def test_server_killed_mid_push_loses_nothing(registry_server: Any, skopeo: Skopeo, big_image: TestImage,
+                                              tmp_path: Path) -> None:
+    """SIGKILL the server while skopeo streams the 256 MiB layer: the half-written blob is never
+    visible, and after a restart the same push completes and pulls back byte for byte."""
+    host, ref = registry_server.host, tagged(registry_server.host, "crash/big", "1")
+    big_layer = big_image.layers[-1]
+    push = subprocess.Popen(skopeo.command("copy", "--dest-tls-verify=false", big_image.oci_ref, ref),
+                            env=skopeo.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    uploads = Path(registry_server.data_dir) / "docker/registry/v2/repositories/crash/big/_uploads"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and push.poll() is None:
+        if any(p.stat().st_size > 16 << 20 for p in uploads.glob("*/data")):
+            break
+        time.sleep(0.01)
+    assert push.poll() is None, "the push ended before the server could be killed mid-upload"
+    os.killpg(registry_server.process.pid, signal.SIGKILL)
+    push.wait(120)
+    assert push.returncode != 0
+
+    registry_server.restart()
+    head = httpx.head(f"{registry_server.url}/v2/crash/big/blobs/{big_layer.digest}")
+    assert head.status_code == 404
+    blob_dir = Path(registry_server.data_dir) / "docker/registry/v2/blobs/sha256" / big_layer.digest[7:9]
+    assert not (blob_dir / big_layer.digest[7:] / "data").exists()
+    push_and_pull_back(skopeo, big_image, host, "crash/big", "1", tmp_path / "out")
