@@ -109,17 +109,20 @@ esac
 """  # noqa: E501
 
 
+@pytest.mark.parametrize("how", ["credsStore", "credHelpers"])
 def test_credential_helper(tmp_path: Path, htpasswd_users: Path, client_env: ClientEnv,
-                           busybox_image: TestImage) -> None:
+                           busybox_image: TestImage, how: str) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
     helper = bindir / "docker-credential-pyregtest"
     helper.write_text(HELPER)
     helper.chmod(0o755)
     client_env.env["PATH"] = f"{bindir}:{client_env.env['PATH']}"
-    client_env.docker_config.write_text(json.dumps({"credsStore": "pyregtest"}))
     auth = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd_users)}}
     with AuthDistribution(tmp_path / "root", tmp_path / "dist", auth) as reg:
+        helper_config = {"credsStore": "pyregtest"} if how == "credsStore" else {
+            "credHelpers": {reg.host: "pyregtest"}, "credsStore": "missing-helper"}
+        client_env.docker_config.write_text(json.dumps(helper_config))
         client_env.run("login", reg.host, "-u", "bob", "-p", USERS["bob"])
         config = json.loads(client_env.docker_config.read_text())
         assert "auth" not in config.get("auths", {}).get(reg.host, {})
