@@ -191,6 +191,9 @@ class RegistryAuth(httpx.Auth):
             response.read()
             if response.status_code in (404, 405):
                 response = None  # no OAuth2 endpoint: fall back to GET
+            elif response.status_code in (400, 401) and creds is not None and creds.username:
+                self.refresh_token = None  # expired or revoked: log in again with the password
+                response = None
         if response is None:
             params += [("scope", s) for s in scopes]
             headers = {}
