@@ -31,16 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from registry_bench import OCI_MANIFEST, Server, hey  # type: ignore[import-not-found]  # noqa: E402
+from registry_bench import OCI_MANIFEST, Server, hey  # noqa: E402
 
 from tests import images  # noqa: E402
 from tests.fixtures.peers import (  # noqa: E402
     DistributionRegistry,
     Skopeo,
     free_port,
-    stop_process,
     wait_for_http,
 )
+from tests.fixtures.peers import stop_process as stop_group  # noqa: E402
 from tests.fixtures.s3 import (  # noqa: E402
     ACCESS_KEY,
     REGION,
@@ -49,7 +49,17 @@ from tests.fixtures.s3 import (  # noqa: E402
     nginx_config,
     start_moto,
     start_nginx,
+    stop_process,
 )
+
+
+def halt(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process this script started: its whole group if it leads one (start_new_session)."""
+    try:
+        leads = os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        leads = False
+    (stop_group if leads else stop_process)(proc)
 
 MiB = 1024 * 1024
 
@@ -79,7 +89,7 @@ def start_distribution(work: Path, moto: MotoServer, bucket: str, redirect: bool
     wait_for_http(f"{url}/v2/", proc, log=work / f"distribution-{redirect}.log")
 
     def stop() -> None:
-        stop_process(proc)
+        halt(proc)
         log.close()
 
     return Server("distribution", url, f"127.0.0.1:{port}", proc.pid, stop)
@@ -113,7 +123,7 @@ def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, worke
     time.sleep(1.0)  # every worker up
 
     def stop() -> None:
-        stop_process(proc)
+        halt(proc)
         log.close()
 
     return Server("pyreg", url, f"127.0.0.1:{port}", proc.pid, stop)
@@ -191,7 +201,7 @@ def xaccel_bench(work: Path, big: images.TestImage, repeats: int) -> list[str]:
         results = [(label, curl_get_mbps(url, size_mb, repeats)) for label, url in rows]
     finally:
         for p in procs:
-            stop_process(p)
+            halt(p)
         dist.stop()
     base = results[0][1]
     lines = [f"Blob GET, filesystem driver, {size_mb:.0f} MB layer, curl, median of {repeats}", "",
@@ -245,11 +255,8 @@ def main() -> int:
                 results.setdefault(f"{metric}, {label}", {}).setdefault(server.name, []).append(value)
                 print(f"  {metric + ', ' + label:58s} {server.name:13s} {value:10.1f}", flush=True)
 
-            starters: list[Callable[[], Server]] = [
-                lambda r=redirect: start_distribution(work, moto, moto.new_bucket(), r),
-                lambda r=redirect: start_pyreg(work, moto, moto.new_bucket(), r, args.workers),
-            ]
-            servers = [start() for start in starters]
+            servers = [start_distribution(work, moto, moto.new_bucket(), redirect)]
+            servers.append(start_pyreg(work, moto, moto.new_bucket(), redirect, args.workers))
             try:
                 for round_ in range(args.rounds):
                     for server in servers:
@@ -276,7 +283,7 @@ def main() -> int:
                     server.sampler.stop()
                     server.stop()
     finally:
-        stop_process(moto.proc)
+        halt(moto.proc)
 
     lines = [
         f"pyreg ({args.workers} workers, S3 driver) vs Distribution 2.8 (s3-aws driver), both on one "
