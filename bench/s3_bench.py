@@ -255,9 +255,10 @@ def main() -> int:
                 results.setdefault(f"{metric}, {label}", {}).setdefault(server.name, []).append(value)
                 print(f"  {metric + ', ' + label:58s} {server.name:13s} {value:10.1f}", flush=True)
 
-            servers = [start_distribution(work, moto, moto.new_bucket(), redirect)]
-            servers.append(start_pyreg(work, moto, moto.new_bucket(), redirect, args.workers))
+            servers: list[Server] = []
             try:
+                servers.append(start_distribution(work, moto, moto.new_bucket(), redirect))
+                servers.append(start_pyreg(work, moto, moto.new_bucket(), redirect, args.workers))
                 for round_ in range(args.rounds):
                     for server in servers:
                         print(f"{label}, round {round_ + 1}: {server.name} at {server.url}", flush=True)
