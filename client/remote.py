@@ -83,7 +83,8 @@ class RetryTransport(httpx.BaseTransport):
                 if attempt >= retries or is_tls_mismatch(exc):
                     raise
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout):
-                if not replayable or attempt >= retries:
+                # a scheme probe that the server hangs up on is answered: wrong protocol
+                if not replayable or attempt >= retries or request.extensions.get("pyreg_probe"):
                     raise
             else:
                 if (response.status_code == 429 or response.status_code >= 500) and replayable \
@@ -193,7 +194,7 @@ class RegistryClient:
             url = f"{scheme}://{self.host}/v2/"
             probe = scheme == schemes[0] and len(schemes) > 1
             try:
-                response = self.http.get(url)
+                response = self.http.get(url, extensions={"pyreg_probe": True} if probe else {})
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
                 if isinstance(exc, httpx.ConnectError) and not is_tls_mismatch(exc):
