@@ -25,25 +25,26 @@ garbage. Three rules close that gap:
    touched at all: their bytes are not in the blob store until they finish, and finishing
    writes a fresh link. Times are compared with the store's own modification times, so
    ``grace`` must exceed the clock skew between this host and the store (1 h does, widely).
-2. **Unlink first, settle, look again, then delete**: for the old blobs that are still garbage
-   the ``_layers`` links are removed first, so from then on a client that asks (HEAD) is told
-   the blob is missing and uploads it again, and a manifest that needs it is refused with
-   MANIFEST_BLOB_UNKNOWN rather than accepted. Then GC waits ``settle`` seconds (default 10,
-   longer than the server's lookup cache ttl plus one manifest PUT) and walks the repositories
-   again: a manifest written since the mark phase re-marks what it references, such blobs are
-   rescued and their links restored. Only then is the data deleted.
+2. **Set aside, settle, look again, then delete**: the old blobs that are still garbage lose
+   their ``_layers`` links and their data is *moved* aside (to ``pyreg-gc/``, outside the
+   layout), so from then on the registry says they are missing: a client that asks (HEAD)
+   uploads the blob again, and a manifest that needs it is refused with MANIFEST_BLOB_UNKNOWN
+   instead of accepted. GC then waits ``settle`` seconds (default 10: more than the server's
+   lookup cache ttl, 1 s by default, plus one manifest PUT or upload finish) and walks the
+   repositories again. Whatever a manifest or link written since the mark now needs is rescued:
+   its data is moved back (unless a new upload already put fresh bytes there) and its links are
+   restored. Only the rest is deleted. A run that dies half-way leaves data in ``pyreg-gc/``;
+   the next run puts it back before it marks.
 3. **Re-checks right before each destructive step**: an untagged revision is deleted only if
-   its link is still old and no tag points at it any more (checked again after the deletions,
-   and restored if a tag moved to it meanwhile); a blob is deleted only if its data is still
-   there and still old.
+   its link is still old and no tag points at it (checked again after the deletions, and the
+   revision restored if a tag moved onto it meanwhile).
 
-What is left is a window of milliseconds in which a client that saw a blob exist (HEAD) before
-the unlink pushes a manifest after it: that manifest is refused (MANIFEST_BLOB_UNKNOWN) and a
-retry uploads the blob again. No interleaving leaves an accepted manifest whose blobs are gone,
-except one where a manifest PUT takes longer than ``settle`` between checking its blobs and
-writing its revision link.
+The one assumption left: a server step that checks a blob and then writes a link or a manifest
+(an upload finish, a manifest PUT, a mount) finishes within ``settle`` (a stalled store, or a
+process paused for longer, could still slip past). Run one GC at a time. On S3 setting data
+aside is a server-side copy, so garbage is copied once before it is deleted.
 
-Only the driver's walk / list / stat / get_content / put_content / delete are used, so it works on
+Only the driver's walk / list / stat / get_content / put_content / move / delete are used, so it works on
 every driver. ``dry_run`` reports and changes nothing.
 """
 
@@ -68,6 +69,9 @@ from storage.manifest import ManifestError, parse_manifest
 
 log = logging.getLogger("pyreg.gc")
 
+# Where a run moves garbage before the second look; outside Distribution's blobs/ and
+# repositories/, so neither server nor either GC sees it as content.
+QUARANTINE = f"{paths.ROOT}/pyreg-gc"
 DEFAULT_GRACE = 3600.0
 DEFAULT_SETTLE = 10.0
 _DIGEST_IN_TEXT = re.compile(rb'"((?:sha256:[a-f0-9]{64})|(?:sha512:[a-f0-9]{128}))"')
@@ -173,6 +177,10 @@ class _Refs:
     children: tuple[Digest, ...]
     blobs: tuple[Digest, ...]
     subject: Digest | None
+
+
+def quarantine_path(digest: Digest) -> str:
+    return f"{QUARANTINE}/{digest.algorithm}/{digest.hex}"
 
 
 def _digest(algorithm: str, hex_: str) -> Digest | None:
@@ -289,8 +297,11 @@ class GarbageCollector:
         try:
             data = await self.driver.get_content(paths.blob_data_path(digest))
         except PathNotFoundError:
-            self._refs[digest] = None
-            return None
+            try:  # set aside by this run a moment ago
+                data = await self.driver.get_content(quarantine_path(digest))
+            except PathNotFoundError:
+                self._refs[digest] = None
+                return None
         found: _Refs
         try:
             m = parse_manifest(data)
@@ -366,6 +377,8 @@ class GarbageCollector:
         started = time.monotonic()
         report = GCReport(dry_run=opts.dry_run, delete_untagged=opts.delete_untagged, grace=opts.grace)
         cutoff = self._cutoff()
+        if not opts.dry_run:
+            await self._recover()
 
         # -- mark ----------------------------------------------------------------------------
         repos = await scan_repositories(self.driver)
@@ -451,7 +464,9 @@ class GarbageCollector:
                 if ref not in repo.revisions and modtime <= cutoff and await self._delete(path):
                     report.referrer_links_deleted += 1
 
-        # -- step 2: unlink the garbage, so no client is told it exists --------------------------
+        # -- step 2: unlink the garbage and move its data aside ---------------------------------
+        # From here on a client that asks is told the blob is missing (it uploads it again), and
+        # a manifest that needs it is refused, while the bytes can still be put back.
         unlinked: dict[Digest, list[str]] = {}
         for d, names in dead_links.items():
             for name in names:
@@ -459,36 +474,75 @@ class GarbageCollector:
                     unlinked.setdefault(d, []).append(name)
                     report.layer_links_deleted += 1
 
-        # -- step 3: settle, look again: rescue what a push started to use meanwhile ----------
-        if candidates or deleted_revisions:
+        async def set_aside(blob: _Blob) -> _Blob | None:
+            try:
+                await self.driver.move(paths.blob_data_path(blob.digest), quarantine_path(blob.digest))
+            except PathNotFoundError:
+                return None  # gone already
+            return blob
+
+        aside = {b.digest: b for b in await self._each(set_aside, list(candidates.values())) if b is not None}
+
+        # -- step 3: settle, look again: rescue what a push started to use meanwhile -------------
+        rescued: set[Digest] = set()
+        if aside or deleted_revisions:
             if opts.settle > 0:
                 await asyncio.sleep(opts.settle)
-            rescued = await self._second_look(repos, candidates, deleted_revisions, cutoff, report)
+            rescued = await self._second_look(repos, aside, deleted_revisions, cutoff)
+            report.blobs_rescued = len(rescued)
             for d in rescued:
-                candidates.pop(d, None)
+                await self._put_back(d)
                 for name in unlinked.get(d, []):
                     await self.driver.put_content(paths.layer_link_path(name, d), str(d).encode())
                     report.layer_links_deleted -= 1
-            report.blobs_rescued = len(rescued)
 
-        # -- step 4: delete the data -------------------------------------------------------------
+        # -- step 4: delete the data set aside ---------------------------------------------------
         async def sweep(blob: _Blob) -> None:
-            path = paths.blob_data_path(blob.digest)
-            try:
-                info = await self.driver.stat(path)
-            except PathNotFoundError:
+            if not await self._delete(quarantine_path(blob.digest)):
                 return
-            if info.modtime > cutoff:
-                return  # written again since the mark: someone uses it
-            if await self._delete(paths.blob_dir(blob.digest)):
-                log.info("deleted blob %s (%d bytes)", blob.digest, info.size)
-                report.blobs_deleted.append(str(blob.digest))
-                report.bytes_freed += info.size
+            log.info("deleted blob %s (%d bytes)", blob.digest, blob.size)
+            report.blobs_deleted.append(str(blob.digest))
+            report.bytes_freed += blob.size
+            await self._remove_if_empty(paths.blob_dir(blob.digest))
 
-        await self._each(sweep, list(candidates.values()))
+        await self._each(sweep, [b for d, b in aside.items() if d not in rescued])
         report.seconds = time.monotonic() - started
         log.info("garbage collection: %s", report.summary())
         return report
+
+    async def _put_back(self, digest: Digest) -> None:
+        """Undo ``set_aside``: the data returns unless a new upload already put fresh bytes there."""
+        try:
+            await self.driver.stat(paths.blob_data_path(digest))
+        except PathNotFoundError:
+            with contextlib.suppress(PathNotFoundError):
+                await self.driver.move(quarantine_path(digest), paths.blob_data_path(digest))
+            return
+        await self._delete(quarantine_path(digest))
+
+    async def _remove_if_empty(self, path: str) -> None:
+        """Remove a blob's directory left empty (filesystem; S3 has no directories)."""
+        try:
+            if await self.driver.list(path):
+                return
+        except PathNotFoundError:
+            return
+        await self._delete(path)
+
+    async def _recover(self) -> int:
+        """Put back data an interrupted run had set aside (the next mark judges it afresh)."""
+        restored = 0
+        try:
+            items = [info.path async for info in self.driver.walk(QUARANTINE) if not info.is_dir]
+        except PathNotFoundError:
+            return 0
+        for path in items:
+            parts = path[len(QUARANTINE) + 1:].split("/")
+            d = _digest(*parts) if len(parts) == 2 else None
+            if d is not None:
+                await self._put_back(d)
+                restored += 1
+        return restored
 
     async def _delete_manifests(self, repo: _Repo, gone: list[Digest], cutoff: datetime,
                                 report: GCReport) -> list[Digest]:
@@ -528,8 +582,7 @@ class GarbageCollector:
             return []
 
     async def _second_look(self, before: dict[str, _Repo], candidates: dict[Digest, _Blob],
-                           deleted: dict[str, list[Digest]], cutoff: datetime,
-                           report: GCReport) -> set[Digest]:
+                           deleted: dict[str, list[Digest]], cutoff: datetime) -> set[Digest]:
         """Candidates that a manifest or link written since the mark phase now needs."""
         now_repos = await scan_repositories(self.driver)
         needed: set[Digest] = set()

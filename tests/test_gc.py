@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -247,3 +249,187 @@ async def test_command(client: httpx.AsyncClient, gc_config: dict[str, Any], tmp
     assert bad.returncode == 2 and "no storage" in bad.stderr
     bad = pyreg("gc", "--data-dir", data_dir, "--grace", "soon")
     assert bad.returncode == 2 and "--grace" in bad.stderr
+
+
+# -- beside a live registry ------------------------------------------------------------------------
+
+
+def _age(*files: Path, seconds: float = 7200) -> None:
+    """Make files look written ``seconds`` ago (as if the registry had been running a while)."""
+    when = time.time() - seconds
+    for f in files:
+        if f.exists():
+            os.utime(f, (when, when))
+
+
+@pytest.mark.filesystem_only
+def test_gc_beside_live_pushes(make_registry_server: Callable[..., Any]) -> None:
+    """`pyreg gc` (default 1 h grace) runs again and again while pushes go on against a real server:
+
+    * fresh images, whose blobs wait a moment for their manifest, never lose a blob;
+    * an old deleted image is pushed again the way clients do (HEAD, upload what is missing, PUT)
+      and deleted again, racing the sweep of its own blobs: every accepted push ends up complete,
+      a refused one (MANIFEST_BLOB_UNKNOWN) succeeds on retry;
+    * old garbage nobody touches is swept meanwhile; the tagged image is intact.
+    """
+    server = make_registry_server()  # the server's lookup cache on (ttl 1 s), as deployed
+    data = Path(server.data_dir) / "docker/registry/v2"
+    http = httpx.Client(base_url=server.url, timeout=60)
+
+    def blob_file(digest: str) -> Path:
+        return data / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
+
+    def upload(name: str, blob: bytes) -> None:
+        r = http.post(f"/v2/{name}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
+        assert r.status_code == 201, r.text
+
+    def put(name: str, ref: str, manifest: bytes) -> httpx.Response:
+        return http.put(f"/v2/{name}/manifests/{ref}", content=manifest,
+                        headers={"Content-Type": OCI_MANIFEST})
+
+    def complete(name: str, ref: str) -> bool:
+        r = http.get(f"/v2/{name}/manifests/{ref}", headers={"Accept": OCI_MANIFEST})
+        if r.status_code != 200:
+            return False
+        body = r.json()
+        for desc in [body["config"], *body["layers"]]:
+            got = http.get(f"/v2/{name}/blobs/{desc['digest']}")
+            if got.status_code != 200 or sha256(got.content) != desc["digest"]:
+                return False
+        return True
+
+    def push(name: str, ref: str, config: bytes, layers: list[bytes]) -> bytes:
+        for blob in (config, *layers):
+            upload(name, blob)
+        manifest = image_manifest(config, layers)
+        assert put(name, ref, manifest).status_code == 201
+        return manifest
+
+    keep = push("race/keep", "k", b'{"keep":1}', [os.urandom(3000), os.urandom(5000)])
+    old_garbage = []
+    for i in range(3):
+        m = push("race/old", f"o{i}", f'{{"old":{i}}}'.encode(), [os.urandom(2000 + i)])
+        assert http.delete(f"/v2/race/old/manifests/{sha256(m)}").status_code == 202
+        old_garbage += [sha256(m), json.loads(m)["config"]["digest"], json.loads(m)["layers"][0]["digest"]]
+    g_config, g_layers = b'{"again":1}', [os.urandom(4000), os.urandom(6000)]
+    g_manifest = push("race/again", "g", g_config, g_layers)
+    g_digests = [sha256(b) for b in (g_config, *g_layers)]
+    assert http.delete(f"/v2/race/again/manifests/{sha256(g_manifest)}").status_code == 202
+    _age(*(p for p in data.rglob("*") if p.is_file()))
+
+    stop = threading.Event()
+    problems: list[str] = []
+    fresh_tags: list[str] = []
+    refused = [0]
+
+    def pusher() -> None:
+        try:
+            for i in range(1000):
+                if stop.is_set():
+                    return
+                # a fresh image: blobs now, the manifest a moment later
+                config, layer = f'{{"fresh":{i}}}'.encode(), os.urandom(1500)
+                upload("race/fresh", config)
+                upload("race/fresh", layer)
+                time.sleep(0.05)
+                if put("race/fresh", f"f{i}", image_manifest(config, [layer])).status_code != 201:
+                    problems.append(f"fresh push f{i} refused")
+                fresh_tags.append(f"f{i}")
+                # the old deleted image, pushed again as clients do
+                for _attempt in range(20):
+                    for blob, digest in zip((g_config, *g_layers), g_digests, strict=True):
+                        if http.head(f"/v2/race/again/blobs/{digest}").status_code != 200:
+                            upload("race/again", blob)
+                    r = put("race/again", "g", g_manifest)
+                    if r.status_code == 201:
+                        break
+                    if "MANIFEST_BLOB_UNKNOWN" not in r.text:
+                        problems.append(f"re-push answered {r.status_code} {r.text[:200]}")
+                    refused[0] += 1
+                else:
+                    problems.append("re-push never accepted")
+                # an accepted push is complete (a blob GC set aside a moment ago comes back)
+                deadline = time.monotonic() + 60
+                while not complete("race/again", "g"):
+                    if time.monotonic() > deadline:
+                        problems.append(f"accepted re-push {i} stayed incomplete")
+                        return
+                    time.sleep(0.2)
+                # ... and deleted again; time passes
+                assert http.delete(f"/v2/race/again/manifests/{sha256(g_manifest)}").status_code == 202
+                links = [data / "repositories/race/again/_layers/sha256" / d[7:] / "link" for d in g_digests]
+                _age(*(blob_file(d) for d in [*g_digests, sha256(g_manifest)]), *links)
+        except Exception as e:  # reported below, with the thread's story
+            problems.append(f"pusher failed: {e!r}")
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    reports = []
+    try:
+        while len(reports) < 4 and thread.is_alive():
+            done = pyreg("gc", "--data-dir", str(server.data_dir), "--settle", "2s", "--json")
+            assert done.returncode == 0, done.stderr
+            reports.append(json.loads(done.stdout))
+    finally:
+        stop.set()
+        thread.join(timeout=300)
+    http.close()
+
+    assert problems == [], problems
+    assert len(reports) == 4 and len(fresh_tags) >= 4
+    swept = {d for r in reports for d in r["deleted_digests"]}
+    assert set(old_garbage) <= swept
+    keep_body = json.loads(keep)
+    keep_digests = {sha256(keep), *(d["digest"] for d in [keep_body["config"], *keep_body["layers"]])}
+    assert not swept & keep_digests
+    http = httpx.Client(base_url=server.url, timeout=60)
+    assert complete("race/keep", "k")
+    for tag in fresh_tags:
+        assert complete("race/fresh", tag), tag
+    http.close()
+
+
+# -- on a directory Distribution wrote --------------------------------------------------------------
+
+
+@pytest.mark.peers
+def test_gc_on_distribution_data(distribution_registry: Any, skopeo: Any, five_layer_image: Any,
+                                 busybox_image: Any, index_image: Any, tmp_path: Path) -> None:
+    """Debian's docker-registry (Distribution 2.8) writes the store; our GC agrees with its own
+    garbage-collect on what is garbage, keeps everything referenced, and Distribution serves the rest."""
+    from tests.fixtures.peers import tagged
+    from tests.images import build_random_image, read_layout
+
+    host = distribution_registry.host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "dist/five", "keep"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "dist/bb", "keep"), "--format", "v2s2")
+    skopeo.copy(index_image.oci_ref, tagged(host, "dist/multi", "keep"), "--all")
+    doomed = build_random_image(tmp_path / "doomed", 32 * 1024, with_busybox=False, seed=7, name="doomed")
+    skopeo.copy(doomed.oci_ref, tagged(host, "dist/gone", "x"))
+    skopeo.delete(tagged(host, "dist/gone", "x"))
+    distribution_registry.stop()
+    root = distribution_registry.root
+
+    theirs = distribution_registry.garbage_collect("--dry-run")
+    eligible = set(re.findall(r"blob eligible for deletion: (sha256:[0-9a-f]{64})", theirs))
+    assert eligible == {doomed.manifest_digest, *doomed.blob_digests}
+
+    dry = pyreg("gc", "--data-dir", str(root), "--dry-run", "--grace", "0", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert set(json.loads(dry.stdout)["deleted_digests"]) == eligible
+    done = pyreg("gc", "--data-dir", str(root), "--grace", "0", "--settle", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["deleted_digests"]) == eligible
+    assert report["bytes_freed"] == len(doomed.manifest) + len(doomed.config) + sum(
+        len(doomed.blob(d)) for d in doomed.layer_digests)
+    assert "blob eligible for deletion" not in distribution_registry.garbage_collect("--dry-run")
+
+    distribution_registry.start()
+    skopeo.copy(tagged(host, "dist/five", "keep"), f"oci:{tmp_path / 'five'}:k")
+    pulled = read_layout(tmp_path / "five", "k")
+    assert pulled.manifest == five_layer_image.manifest
+    assert all(pulled.blob(d) == five_layer_image.blob(d) for d in five_layer_image.blob_digests)
+    skopeo.copy(tagged(host, "dist/multi", "keep"), f"oci:{tmp_path / 'multi'}:k", "--all")
+    assert skopeo.inspect_raw(tagged(host, "dist/multi", "keep")) == index_image.index
+    assert skopeo.inspect(tagged(host, "dist/bb", "keep"))["Layers"] == busybox_image.layer_digests
