@@ -141,6 +141,11 @@ def test_multi_arch_platform_selection(pyreg_factory: Any, client_env: ClientEnv
     assert skopeo.inspect_raw(tagged(host, "multi-copy", "all")) == index_image.index
     client_env.run("copy", f"{host}/multi:1", f"{host}/multi-copy:one", "--platform", f"linux/{foreign_arch}")
     assert skopeo.digest(tagged(host, "multi-copy", "one")) == foreign.manifest_digest
+    # push of a whole index from an OCI layout (DIR:TAG): children first, then the index, byte for byte
+    src = f"{index_image.layout}:{index_image.tag}"
+    pushed = client_env.run("push", src, f"{host}/pushed-index:1", "--json")
+    assert json.loads(pushed.stdout)["digest"] == index_image.digest
+    assert skopeo.inspect_raw(tagged(host, "pushed-index", "1")) == index_image.index
 
 
 def test_save_load_and_skopeo_reads_the_archive(pyreg_factory: Any, client_env: ClientEnv, skopeo: Skopeo,
