@@ -282,7 +282,7 @@ def _drop_privileges(uid: int, gid: int, groups: list[int], rootless: bool = Fal
 
 
 def _reset_signals() -> None:
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTTOU, *FORWARDED_SIGNALS):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
@@ -386,10 +386,51 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         os.closerange(err_w + 1, 65536)
     except BaseException as e:
         _report(err_w, "setup", e)
+    if cfg.get("init"):
+        _init(cfg, err_w, hostname)
     try:
         _exec(cfg, err_w, hostname)
     except BaseException as e:
         _report(err_w, "setup", e)
+
+
+def _init(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
+    """``--init`` (docker's tini): stay PID 1, run the command as its child, forward signals to
+    it, reap every orphan that is reparented here, and exit as the command does. Never returns."""
+    try:
+        keep = set(linux.DEFAULT_CAPS.values())
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        linux.drop_bounding_set(keep)
+        linux.capset(keep, keep, set())
+        linux.set_name("pyreg-init")
+    except BaseException as e:
+        _report(err_w, "setup", e)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setpgid(0, 0)  # its own process group: terminal signals reach it once, not via us
+            if cfg.get("tty"):
+                signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                os.tcsetpgrp(0, os.getpid())
+            _exec(cfg, err_w, hostname)
+        except BaseException as e:
+            _report(err_w, "setup", e)
+        os._exit(EXIT_PYREG)
+    os.close(err_w)
+
+    def forward(sig: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(EXIT_PYREG)
+        if pid == child:
+            os._exit(exit_code_of(status))
 
 
 # --------------------------------------------------------------------------- the supervisor

@@ -102,6 +102,13 @@ def prctl(option: int, arg2: int = 0) -> int:
     return int(r)
 
 
+def set_name(name: str) -> None:
+    """The process's comm (what ps shows), PR_SET_NAME."""
+    zero = ctypes.c_ulong(0)
+    if _libc.prctl(ctypes.c_int(15), ctypes.c_char_p(name.encode()[:15]), zero, zero, zero) != 0:
+        raise _fail("prctl(PR_SET_NAME)")
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,50 @@ def test_concurrent_containers_are_isolated(busybox_store: RuntimeEnv) -> None:
         outs.append(out.split())
     assert outs == [[str(i), f"h{i}", "/proc/1"] for i in range(4)]
     assert env.states() == [] and env.container_cgroups() == []
+
+
+ORPHAN = "sh -c 'sleep 0.1 &'; exec sleep 600"  # PID 1 (or PID 2 under --init) becomes a sleep
+
+
+def _ps(env: RuntimeEnv, cid: str) -> list[list[str]]:
+    out = env.run("exec", cid, "ps", "-o", "pid,stat,comm", check=True).stdout
+    return [ln.split() for ln in out.splitlines()[1:]]
+
+
+def _poll(cond: Any, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_without_init_zombies_stay_as_with_docker(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    cid = env.run("run", "-d", "busybox", "sh", "-c", ORPHAN, check=True).stdout.strip()
+    # the orphan is reparented to PID 1, a sleep that never waits: it stays a zombie
+    assert _poll(lambda: any("Z" in row[1] for row in _ps(env, cid)))
+    env.run("rm", "-f", cid, check=True)
+
+
+def test_init_reaps_orphans_and_forwards_signals(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    cid = env.run("run", "-d", "--init", "busybox", "sh", "-c", ORPHAN, check=True).stdout.strip()
+
+    def reaped() -> bool:
+        rows = _ps(env, cid)
+        return not any("Z" in row[1] for row in rows) and [r[2] for r in rows if r[2] == "sleep"] == ["sleep"]
+
+    assert _poll(reaped)
+    rows = _ps(env, cid)
+    assert rows[0][0] == "1" and rows[0][2] == "pyreg-init"
+    init_status = env.run("exec", cid, "cat", "/proc/1/status", check=True).stdout
+    assert "CapEff:\t00000000a80425fb" in init_status  # the init has no more than the command
+    env.run("rm", "-f", cid, check=True)
+    # exit codes and signals go through the init to the command
+    assert env.run("run", "--rm", "--init", "busybox", "sh", "-c", "exit 7").returncode == 7
+    cid = env.run("run", "-d", "--init", "busybox", "sh", "-c",
+                  'trap "exit 9" TERM; while :; do sleep 0.05; done', check=True).stdout.strip()
+    env.run("stop", "-t", "30", cid, check=True)
+    assert env.state(cid)["exit_code"] == 9

@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--volume", action="append", default=[], type=parse_volume,
                    metavar="HOST:CTR[:ro]", help="bind mount")
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--init", action="store_true",
+                   help="run an init as PID 1 that forwards signals and reaps zombies (as docker --init)")
     p.add_argument("-m", "--memory", type=parse_bytes, help="memory limit (e.g. 256m)")
     p.add_argument("--cpus", type=float, help="CPU quota in CPUs (e.g. 0.5)")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
         volumes=args.volume, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit,
         rm=args.rm, layers=layers, rootless=os.geteuid() != 0, tty=args.tty,
+        init=args.init,
     )
     rec: dict[str, Any] = {
         "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
