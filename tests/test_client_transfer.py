@@ -259,9 +259,21 @@ def test_digest_mismatch_keeps_nothing(fault_proxy: FaultProxy, distribution_reg
     assert list((client_env.store / "layers" / "sha256").iterdir()) == []
 
 
-def test_retries_and_chunked_upload_resume(fault_proxy: FaultProxy, distribution_registry: Any,
-                                           client_env: ClientEnv, skopeo: Skopeo,
+@pytest.fixture(params=["distribution", "pyreg"])
+def proxied_registry(request: pytest.FixtureRequest) -> Any:
+    """(FaultProxy, upstream host) in front of Distribution or pyreg."""
+    if request.param == "distribution":
+        upstream = request.getfixturevalue("distribution_registry").host
+    else:
+        upstream = request.getfixturevalue("pyreg_factory")().host
+    proxy = FaultProxy(upstream)
+    yield proxy, upstream
+    proxy.close()
+
+
+def test_retries_and_chunked_upload_resume(proxied_registry: Any, client_env: ClientEnv, skopeo: Skopeo,
                                            five_layer_image: TestImage) -> None:
+    fault_proxy, upstream = proxied_registry
     host = fault_proxy.host
     # 503s are retried with backoff
     fault_proxy.fail_next = 3
@@ -275,7 +287,7 @@ def test_retries_and_chunked_upload_resume(fault_proxy: FaultProxy, distribution
     assert fault_proxy.drop_patches == 0
     status_checks = [r for r in fault_proxy.requests if r.startswith("GET") and "/blobs/uploads/" in r]
     assert status_checks, fault_proxy.requests
-    pushed = skopeo.digest(tagged(distribution_registry.host, "chunked", "1"))
+    pushed = skopeo.digest(tagged(upstream, "chunked", "1"))
     assert pushed == five_layer_image.manifest_digest
     # pulls retry too
     fault_proxy.fail_next = 2
