@@ -51,6 +51,7 @@ T = TypeVar("T")
 MIN_PART = 5 << 20  # S3's minimum size of every part but the last
 MAX_COPY = 5 << 30  # the largest single CopyObject / UploadPartCopy
 MAX_PARTS = 10000
+COPY_RANGE = 64 << 20  # smallest range of a parallel server-side copy
 DEFAULT_CHUNK = 10 << 20
 READ_CHUNK = 2 << 20
 PENDING = "#pending"  # '#' is outside the driver-path alphabet, so this never names a path
@@ -140,19 +141,28 @@ class S3Writer:
         return self._upload_id
 
     async def _copy_base(self) -> None:
-        """Start the upload with the committed object this writer appends to (server side)."""
+        """Start the upload with the committed object this writer appends to (server side).
+
+        Large objects are copied as several ranges at once (each at least 64 MiB, at most 5 GiB):
+        a registry that commits after every chunk pays this copy on each next chunk.
+        """
         size = self._base_size
-        count = max(1, -(-size // MAX_COPY))
+        count = max(-(-size // MAX_COPY), min(8, size // COPY_RANGE), 1)
         step = -(-size // count)
+        ranges = []
         for start in range(0, size, step):
-            end = min(size, start + step) - 1
             number, self._next = self._next, self._next + 1
+            ranges.append((number, start, min(size, start + step) - 1))
+
+        async def one(number: int, start: int, end: int) -> _Part:
             resp = await self._d._call(
                 self._d.client.upload_part_copy, Bucket=self._d.bucket, Key=self._key,
                 UploadId=self._upload_id, PartNumber=number,
                 CopySource={"Bucket": self._d.bucket, "Key": self._key},
                 CopySourceRange=f"bytes={start}-{end}")
-            self._parts.append(_Part(number, str(resp["CopyPartResult"]["ETag"]), end - start + 1))
+            return _Part(number, str(resp["CopyPartResult"]["ETag"]), end - start + 1)
+
+        self._parts += await asyncio.gather(*(one(*r) for r in ranges))
         self._base_size = 0
 
     async def _upload_part(self, size: int) -> None:

@@ -116,6 +116,22 @@ async def test_append_to_large_committed_object_copies_server_side(make: Any) ->
     assert await d.get_content("/big/data") == data + b"tail"
 
 
+async def test_append_copies_a_large_base_in_ranges(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage.s3
+
+    monkeypatch.setattr(storage.s3, "COPY_RANGE", MIN_PART)  # 11 MiB -> two ranged copies at once
+    d = make()
+    data = blob(11 * MiB, seed=12)
+    await d.put_content("/pc/data", data)
+    w = await make().writer("/pc/data", append=True)
+    await w.write(b"more")
+    await w.close()
+    w = await make().writer("/pc/data", append=True)
+    assert w.size == len(data) + 4
+    await w.commit()
+    assert await d.get_content("/pc/data") == data + b"more"
+
+
 async def test_multipart_copy_on_move(make: Any) -> None:
     d = make(multipart_copy_threshold=6 * MiB, multipart_copy_chunksize=5 * MiB)
     data = blob(13 * MiB + 7, seed=9)
