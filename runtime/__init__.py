@@ -5,7 +5,8 @@ Modules:
 - ``extract``   — the safe layer extractor the local store uses (``extract_layer``).
 - ``images``    — image reference -> config and layer dirs (local store, cached for start-up).
 - ``container`` — create / start / supervise / exec: namespaces, overlay rootfs, pivot_root,
-  /proc /dev /sys, masked paths, capabilities, user, exit codes.
+  /proc /dev /sys, masked paths, capabilities, user, exit codes; the command is PID 1 (as with
+  docker), or with ``--init`` a small init is PID 1 and forwards signals and reaps orphans.
 - ``cgroups``   — v1 and v2, detected at run time.
 - ``state``     — container records under the run root; ``lookup`` / ``inspect`` for the client.
 - ``linux``     — the ctypes system calls (unshare, setns, mount, pivot_root, prctl, capset).
