@@ -450,7 +450,10 @@ def extract_layer(
                     raise ExtractError("<layer>", f"not a tar archive: {e}") from None
                 with tar:
                     for ti in tar:
-                        ex.add(tar, ti)
+                        try:
+                            ex.add(tar, ti)
+                        except OSError as e:  # name the entry whatever the kernel refused
+                            raise ExtractError(ti.name, f"cannot extract: {e.strerror or e}") from e
                         count += 1
                 ex.finish()
             finally:

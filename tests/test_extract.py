@@ -372,3 +372,18 @@ def test_unprivileged_overlay_whiteouts_use_user_xattrs() -> None:
             os.getxattr(root / "f", "user.overlay.opaque")
     finally:
         shutil.rmtree(base)
+
+
+def test_kernel_refusals_name_the_entry(arena: dict[str, Path]) -> None:
+    entries = [_entry("d", tarfile.DIRTYPE), _entry("hl", tarfile.LNKTYPE, linkname="d")]  # no dir hardlinks
+    with pytest.raises(ExtractError) as err:
+        extract_layer(_write_blob(arena["tmp"], make_tar(entries)), arena["store"] / "l")
+    assert err.value.entry == "hl"
+    assert list(arena["store"].iterdir()) == []
+
+
+def test_file_used_as_directory_is_refused(arena: dict[str, Path]) -> None:
+    entries = [_entry("a", data=b"file"), _entry("a/b", data=b"x")]
+    with pytest.raises(ExtractError, match="not a directory") as err:
+        extract_layer(_write_blob(arena["tmp"], make_tar(entries)), arena["store"] / "l")
+    assert err.value.entry == "a/b"
