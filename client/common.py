@@ -80,6 +80,40 @@ def lean_httpx() -> None:
                 del sys.modules[m]
 
 
+def container_images() -> dict[str, list[str]]:
+    """Manifest digest -> names of the containers (any state) that the runtime holds for it.
+
+    The one place the client asks the runtime about containers for image removal: their layers
+    are overlay lower dirs, so rmi refuses (or, forced, untags but keeps the layers) and prune keeps
+    them."""
+    try:
+        from runtime import state
+    except ImportError:
+        return {}
+    out: dict[str, list[str]] = {}
+    try:
+        records = state.all_containers()
+    except OSError:
+        return {}
+    for rec in records:
+        digest = rec.get("image_digest")
+        if digest:
+            out.setdefault(str(digest), []).append(str(rec.get("name") or rec.get("id", "?")))
+    return out
+
+
+def keep_digests(in_use: dict[str, list[str]]) -> tuple[Any, ...]:
+    from storage.digest import Digest, DigestError
+
+    out = []
+    for text in in_use:
+        try:
+            out.append(Digest.parse(text))
+        except DigestError:
+            continue
+    return tuple(out)
+
+
 def guard(body: Callable[[], int | None]) -> int:
     """Run a command; known failures become one clear line on stderr and exit 1."""
     try:

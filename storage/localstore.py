@@ -563,8 +563,9 @@ class LocalStore:
         return ResolvedImage(record.name, record.digest, manifest, config_digest, config, dirs)
 
     # -- removal -------------------------------------------------------------------------------
-    def _referenced(self) -> tuple[set[str], set[str]]:
-        """(blob hexes, chain-ID hexes) reachable from index.json."""
+    def _referenced(self, keep: tuple[Digest, ...] = ()) -> tuple[set[str], set[str]]:
+        """(blob hexes, chain-ID hexes) reachable from index.json and from ``keep`` (manifests
+        that something outside the store, e.g. a container, still uses)."""
         blobs: set[str] = set()
         chains: set[str] = set()
 
@@ -590,19 +591,28 @@ class LocalStore:
 
         for record in self.images():
             walk(record.digest, record.media_type)
+        for digest in keep:
+            if self.has_blob(digest):
+                with contextlib.suppress(ValueError, KeyError, TypeError, StoreError):
+                    media_type = str(self.read_json(digest).get("mediaType") or mediatypes.OCI_MANIFEST)
+                    walk(digest, media_type)
         return blobs, chains
 
-    def rmi(self, ref: str | Reference) -> tuple[ImageRecord, dict[str, int]]:
-        """Untag a local image, then sweep what no other image uses."""
+    def rmi(self, ref: str | Reference, keep: tuple[Digest, ...] = ()) -> tuple[ImageRecord, dict[str, int]]:
+        """Untag a local image, then sweep what no other image (nor ``keep``) uses."""
         record = self.lookup(ref)
         self.untag(record.name)
-        return record, self.prune()
+        return record, self.prune(keep)
 
-    def prune(self) -> dict[str, int]:
-        """Delete blobs, extracted layers and stale ingest files that no image references."""
+    def prune(self, keep: tuple[Digest, ...] = ()) -> dict[str, int]:
+        """Delete blobs, extracted layers and stale ingest files that no image references.
+
+        ``keep``: manifest digests to treat as referenced although no name points at them (the
+        images of existing containers: their layers are overlay lower dirs).
+        """
         removed = {"blobs": 0, "layers": 0, "ingest": 0, "bytes": 0}
         with _flock(self.root / "locks" / "gc.lock", exclusive=True):
-            blobs, chains = self._referenced()
+            blobs, chains = self._referenced(keep)
             for path in (self.root / "blobs" / "sha256").iterdir():
                 if path.name not in blobs:
                     removed["bytes"] += path.stat().st_size

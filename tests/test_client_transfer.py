@@ -367,8 +367,19 @@ def test_pulled_image_runs_and_inspect_asks_the_runtime(pyreg_factory: Any, clie
     out = client_env.run("run", "--rm", f"{host}/five:1", "sh", "-c", script)
     assert out.stdout.split() == ["A", "a.txt", "keep", "opaque", "new"]
     client_env.run("run", "-d", "--name", "inspected", f"{host}/five:1", "sleep", "60")
+    layers = client_env.store / "layers" / "sha256"
     try:
         state = json.loads(client_env.run("inspect", "inspected").stdout)
         assert state["State"]["Running"] is True and state["Path"] == "sleep"
+        # the container's image cannot be removed from under it...
+        proc = client_env.run("rmi", f"{host}/five:1", check=False)
+        assert proc.returncode == 1 and "used by container inspected" in proc.stderr
+        # ...forced, the name goes but the layers (its overlay lower dirs) stay, prune too
+        client_env.run("rmi", "-f", f"{host}/five:1")
+        assert store_index(client_env) == []
+        client_env.run("prune")
+        assert len(list(layers.iterdir())) == 5
     finally:
         client_env.run("rm", "-f", "inspected", check=False)
+    client_env.run("prune")
+    assert list(layers.iterdir()) == []

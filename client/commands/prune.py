@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from client.progress import human
 
-    removed = common.store().prune()
+    removed = common.store().prune(common.keep_digests(common.container_images()))
     common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
                                f"{removed['layers']} layers, {removed['ingest']} partial files")
     return 0

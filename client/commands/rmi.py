@@ -9,6 +9,8 @@ from client import common
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="untag even if a container uses the image (its layers are kept)")
     common.add_json(parser)
 
 
@@ -18,9 +20,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     store = common.store()
+    in_use = common.container_images()
+    keep = common.keep_digests(in_use)
     out = []
     for text in args.images:
-        record, removed = store.rmi(text)
+        record = store.lookup(text)
+        users = in_use.get(str(record.digest))
+        others = [r for r in store.images() if r.digest == record.digest and r.name != record.name]
+        if users and not others and not args.force:
+            raise ValueError(f"image {record.name} is used by container {', '.join(users)} "
+                             "(remove it with pyreg rm, or pyreg rmi -f to untag and keep the layers)")
+        record, removed = store.rmi(record.name, keep)
         out.append({"untagged": record.name, "digest": str(record.digest), "removed": removed})
         if not args.json:
             print(f"Untagged: {record.name}")
