@@ -30,6 +30,7 @@ MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LI
 CHUNK = 1 << 20
 RETRIES = 5
 MANIFEST_MAX = 4 << 20
+RESUME_CHUNK = 32 << 20
 
 
 class RegistryError(Exception):
@@ -398,7 +399,7 @@ class RegistryClient:
                         progress(held - sent)
                     sent = held
                     if chunk_size is None:
-                        chunk_size = max(CHUNK * 8, size - sent)
+                        chunk_size = RESUME_CHUNK  # the rest goes up in PATCHes, bounded in memory
 
     def _put_stream(self, location: str, digest: Digest, f: IO[bytes], size: int,
                     progress: Callable[[int], None] | None) -> str:
