@@ -66,6 +66,11 @@ def _keys(registry: str) -> list[str]:
     return keys
 
 
+def _server(registry: str) -> str:
+    """The key docker itself uses: Docker Hub's is its legacy v1 URL, everyone else's the host."""
+    return DOCKER_HUB_KEYS[0] if registry in DOCKER_HUB_KEYS else registry
+
+
 def _helper_for(data: dict[str, Any], registry: str) -> str | None:
     helpers = data.get("credHelpers") or {}
     for key in _keys(registry):
@@ -94,7 +99,7 @@ def get(registry: str) -> Credentials | None:
     data = _load()
     helper = _helper_for(data, registry)
     if helper:
-        out = _run_helper(helper, "get", registry)
+        out = _run_helper(helper, "get", _server(registry))
         if out.strip():
             doc = json.loads(out)
             user, secret = doc.get("Username"), doc.get("Secret")
@@ -122,14 +127,14 @@ def store(registry: str, username: str, password: str) -> str:
     data = _load()
     helper = _helper_for(data, registry)
     if helper:
-        _run_helper(helper, "store", json.dumps({"ServerURL": registry, "Username": username,
+        _run_helper(helper, "store", json.dumps({"ServerURL": _server(registry), "Username": username,
                                                  "Secret": password}))
         data.setdefault("auths", {}).setdefault(registry, {})
         data["auths"][registry].pop("auth", None)
         _save(data)
         return f"docker-credential-{helper}"
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    data.setdefault("auths", {})[registry] = {"auth": token}
+    data.setdefault("auths", {})[_server(registry)] = {"auth": token}
     _save(data)
     return str(config_file())
 
@@ -141,7 +146,7 @@ def erase(registry: str) -> bool:
     helper = _helper_for(data, registry)
     if helper:
         try:
-            _run_helper(helper, "erase", registry)
+            _run_helper(helper, "erase", _server(registry))
             found = True
         except CredentialsError as exc:
             if "not found" not in str(exc).lower():

@@ -151,3 +151,12 @@ def test_docker_config_auths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert data["auths"]["other:2"]["auth"] == base64.b64encode(b"u:p").decode()
     assert "https://reg:1" in data["auths"]  # other entries kept
     assert credentials.erase("other:2") and not credentials.erase("other:2")
+
+
+def test_docker_hub_credentials_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    credentials.store("docker.io", "hub", "pw")
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert list(data["auths"]) == ["https://index.docker.io/v1/"]
+    assert credentials.get("docker.io") == Credentials("hub", "pw")
+    assert credentials.erase("docker.io")
