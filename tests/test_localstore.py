@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from runtime.extract import extract_layer
 from storage.digest import Digest, DigestMismatchError
 from storage.localstore import ImageNotFoundError, LocalStore, StoreError, chain_ids
 from tests.fixtures.client import MemImage, mem_image
+from tests.fixtures.peers import Skopeo
 
 NAME = "localhost:5000/library/demo:latest"
 
@@ -43,19 +42,16 @@ def test_layout_and_lookup(tmp_path: Path) -> None:
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == NAME
 
 
-def test_skopeo_reads_the_store(tmp_path: Path) -> None:
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo not installed")
+@pytest.mark.peers
+def test_skopeo_reads_the_store(tmp_path: Path, skopeo: Skopeo) -> None:
     store = LocalStore(tmp_path / "s")
     image = mem_image({"a.txt": b"a"}, {"b.txt": b"b"})
     store_image(store, image)
     out = tmp_path / "copy"
-    subprocess.run(["skopeo", "copy", f"oci:{store.root}:{NAME}", f"oci:{out}:x"], check=True,
-                   capture_output=True)
+    skopeo.run("copy", f"oci:{store.root}:{NAME}", f"oci:{out}:x")
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == image.manifest_digest
-    inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{store.root}:{NAME}"], check=True,
-                                          capture_output=True, text=True).stdout)
+    inspected = json.loads(skopeo.run("inspect", f"oci:{store.root}:{NAME}").stdout)
     assert inspected["Digest"] == image.manifest_digest
 
 
