@@ -88,6 +88,10 @@ def build_middleware(config: Config) -> list[Middleware]:
     middleware.append(auth_middleware(config))
     if config.storage.maintenance.readonly.enabled:
         middleware.append(Middleware(ReadOnlyMiddleware))
+    if config.metrics.enabled:  # outermost: it times everything, and auth never sees /metrics
+        from registry.metrics import metrics_middleware
+
+        middleware.insert(0, metrics_middleware(config))
     return middleware
 
 

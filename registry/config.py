@@ -213,7 +213,11 @@ class NotificationsConfig:
 
 @dataclass
 class MetricsConfig:
+    """Prometheus metrics (registry/metrics.py), outside registry auth; ``token``: scrapes need it."""
+
     enabled: bool = True
+    path: str = "/metrics"
+    token: str | None = None
 
 
 @dataclass
@@ -417,6 +421,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError(f"log.level: unknown level {config.log.level!r}")
     if config.log.format not in ("text", "json"):
         raise ConfigError(f"log.format: expected text or json, got {config.log.format!r}")
+    metrics_path = config.metrics.path
+    if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz") or (
+            metrics_path.startswith("/v2/")):
+        raise ConfigError(f"metrics.path: must be an absolute path outside /v2, got {metrics_path!r}")
     return config
 
 

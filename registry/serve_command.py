@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
             options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     if config.workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
+        if config.metrics.enabled:  # scrapes sum over every worker (registry/metrics.py)
+            from registry.metrics import prepare_workers
+
+            prepare_workers(config.workers)
         uvicorn.run("registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
     else:
         uvicorn.run(create_app(config), **options)

@@ -1,0 +1,223 @@
+"""Prometheus metrics: one ASGI middleware that counts every request and answers ``/metrics``.
+
+Labels are bounded on purpose: the route *kind* (``blob``, ``manifest``, ``upload``, ``tags``,
+``catalog``, ``referrers``, ``base``, ``other``), never the path, so a million repositories or
+digests make no new series; methods outside the HTTP set become ``OTHER``.
+
+* ``pyreg_http_requests_total{method,route,status}``
+* ``pyreg_http_request_duration_seconds{method,route}`` (histogram, request start to last byte)
+* ``pyreg_http_received_bytes_total{route}``, ``pyreg_http_sent_bytes_total{route}`` (bodies)
+* ``pyreg_http_requests_in_flight``
+* ``pyreg_uploads_started_total``, ``pyreg_uploads_completed_total``, ``pyreg_uploads_failed_total``
+  (a monolithic POST counts as started and completed; a mount is not an upload; failed = a
+  PATCH/PUT/monolithic POST answered 4xx/5xx)
+
+Scrapes of ``/metrics`` are not counted. The endpoint sits in front of auth (it is not under
+``/v2``), so registry auth never blocks it; ``metrics.token`` makes it require
+``Authorization: Bearer <token>`` instead, and ``metrics.path`` moves it.
+
+Several workers (``pyreg serve --workers N``): each worker is its own process with its own
+counters, and a scrape reaches whichever worker the kernel hands the connection to, so per-process
+numbers would jump around. ``pyreg serve`` therefore calls :func:`prepare_workers`, which points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (removed when serve exits) before the workers
+start; prometheus_client then keeps every worker's values in files there, and each scrape sums
+them over all workers (the in-flight gauge counts live workers only). A directory set by the
+operator is used as is: it must be emptied between runs, as prometheus_client requires.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hmac
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.config import Config
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ROUTE_KINDS = ("blob", "manifest", "upload", "tags", "catalog", "referrers", "base", "other")
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
+
+
+def prepare_workers(workers: int) -> None:
+    """Before uvicorn starts ``workers`` > 1 processes: shared metric files, so scrapes add up."""
+    if workers <= 1 or multiprocess_dir():
+        return
+    path = tempfile.mkdtemp(prefix="pyreg-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    atexit.register(shutil.rmtree, path, True)
+
+
+def route_kind(path: str) -> str:
+    """The bounded label for a request path (the /v2 router's own matching, nothing else)."""
+    if path in ("/v2", "/v2/"):
+        return "base"
+    if not path.startswith("/v2/"):
+        return "other"
+    from registry import routes
+
+    found = routes.match(path[4:])
+    if found is None:
+        return "other"
+    handlers = found[0]
+    for kind, table in (("blob", routes.BLOBS), ("manifest", routes.MANIFESTS), ("upload", routes.UPLOAD),
+                        ("upload", routes.UPLOAD_START), ("tags", routes.TAGS), ("catalog", routes.CATALOG),
+                        ("referrers", routes.REFERRERS), ("base", routes.ROOT)):
+        if handlers is table:
+            return kind
+    return "other"
+
+
+class RegistryMetrics:
+    """The metric objects of one app (a registry of its own, so several apps can share a process)."""
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter("pyreg_http_requests_total", "HTTP requests answered",
+                                ["method", "route", "status"], registry=reg)
+        self.duration = Histogram("pyreg_http_request_duration_seconds",
+                                  "Time from the request's start to its last response byte",
+                                  ["method", "route"], buckets=_BUCKETS, registry=reg)
+        self.received = Counter("pyreg_http_received_bytes_total", "Request body bytes received",
+                                ["route"], registry=reg)
+        self.sent = Counter("pyreg_http_sent_bytes_total", "Response body bytes sent", ["route"],
+                            registry=reg)
+        self.in_flight = Gauge("pyreg_http_requests_in_flight", "Requests being answered now",
+                               registry=reg, multiprocess_mode="livesum")
+        self.uploads_started = Counter("pyreg_uploads_started_total", "Blob uploads started", registry=reg)
+        self.uploads_completed = Counter("pyreg_uploads_completed_total",
+                                         "Blob uploads finished and stored", registry=reg)
+        self.uploads_failed = Counter("pyreg_uploads_failed_total",
+                                      "Blob upload requests refused or failed (4xx/5xx)", registry=reg)
+        if not self.multiprocess:
+            from prometheus_client import PlatformCollector, ProcessCollector
+
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+
+    def render(self) -> bytes:
+        if not self.multiprocess:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return bytes(generate_latest(merged))
+
+    def observe(self, method: str, kind: str, status: int, seconds: float, received: int, sent: int,
+                query: bytes) -> None:
+        self.requests.labels(method, kind, str(status)).inc()
+        self.duration.labels(method, kind).observe(seconds)
+        if received:
+            self.received.labels(kind).inc(received)
+        if sent:
+            self.sent.labels(kind).inc(sent)
+        if kind == "upload":
+            self._count_upload(method, status, query)
+
+    def _count_upload(self, method: str, status: int, query: bytes) -> None:
+        monolithic = method == "POST" and b"digest=" in query
+        if method == "POST":
+            if status == 202 or (status == 201 and monolithic):
+                self.uploads_started.inc()
+            if status == 201 and monolithic:
+                self.uploads_completed.inc()
+        elif method == "PUT" and status == 201:
+            self.uploads_completed.inc()
+        if status >= 400 and (method in ("PATCH", "PUT") or monolithic):
+            self.uploads_failed.inc()
+
+
+class MetricsMiddleware:
+    """Outermost middleware: measures every request and serves the scrape endpoint."""
+
+    def __init__(self, app: ASGIApp, metrics: RegistryMetrics, path: str = "/metrics",
+                 token: str | None = None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.path = path
+        self._token = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == self.path:
+            await self._scrape(scope, send)
+            return
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        kind = route_kind(path)
+        counts = {"status": 500, "in": 0, "out": 0}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = int(message["status"])
+            elif message["type"] == "http.response.body":
+                counts["out"] += len(message.get("body", b""))
+            await send(message)
+
+        m = self.metrics
+        m.in_flight.inc()
+        start = time.perf_counter()
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            m.in_flight.dec()
+            m.observe(method, kind, counts["status"], time.perf_counter() - start, counts["in"],
+                      counts["out"], scope.get("query_string", b""))
+
+    async def _scrape(self, scope: Scope, send: Send) -> None:
+        headers: list[tuple[bytes, bytes]]
+        if self._token is not None and not self._authorized(scope):
+            status, body = 401, b"metrics: a bearer token is required\n"
+            headers = [(b"www-authenticate", b'Bearer realm="metrics"')]
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body, headers = 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")]
+        else:
+            status, body, headers = 200, self.metrics.render(), []
+        content_type = CONTENT_TYPE_LATEST if status == 200 else "text/plain; charset=utf-8"
+        headers += [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    def _authorized(self, scope: MutableMapping[str, Any]) -> bool:
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization":
+                return self._token is not None and hmac.compare_digest(bytes(value), self._token)
+        return False
+
+
+def metrics_middleware(config: Config) -> Middleware:
+    """The ``Middleware`` entry for ``build_middleware`` (one metrics registry per app)."""
+    section = config.metrics
+    return Middleware(MetricsMiddleware, metrics=RegistryMetrics(), path=section.path, token=section.token)
