@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.fixtures.peers import Skopeo, tagged
+from tests.fixtures.peers import Podman, Skopeo, tagged
 from tests.fixtures.registry import image_manifest, sha256
 from tests.fixtures.s3 import (
     ACCESS_KEY,
@@ -235,6 +235,14 @@ def test_skopeo_copy_through_nginx_both_ways(cluster: Cluster, skopeo: Skopeo, f
     for base in cluster.replicas:
         r = httpx.get(f"{base}/v2/through/nginx/manifests/five", headers={"Accept": OCI_MANIFEST})
         assert r.status_code == 200 and r.content == five_layer_image.manifest
+
+
+def test_podman_through_nginx(cluster: Cluster, podman: Podman, busybox_image: TestImage) -> None:
+    local = podman.pull(busybox_image.oci_ref)
+    dest = f"{cluster.host}/through/podman:1"
+    podman.push(local, f"docker://{dest}")
+    podman.rmi(local)
+    assert podman.pull(f"docker://{dest}") == busybox_image.config_digest.split(":", 1)[1]
 
 
 def test_filesystem_replicas_hand_blob_bodies_to_nginx(tmp_path: Path) -> None:
