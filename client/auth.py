@@ -114,8 +114,8 @@ class RegistryAuth(httpx.Auth):
 
     def _basic_header(self) -> str | None:
         creds = self.credentials
-        if not creds or creds.username is None:
-            return None
+        if not creds or creds.username is None or creds.password is None:
+            return None  # nothing, or an identity token only (used as a refresh token)
         raw = f"{creds.username}:{creds.password or ''}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
@@ -191,14 +191,14 @@ class RegistryAuth(httpx.Auth):
             response.read()
             if response.status_code in (404, 405):
                 response = None  # no OAuth2 endpoint: fall back to GET
-            elif response.status_code in (400, 401) and creds is not None and creds.username:
+            elif response.status_code in (400, 401) and creds is not None and creds.password:
                 self.refresh_token = None  # expired or revoked: log in again with the password
                 response = None
         if response is None:
             params += [("scope", s) for s in scopes]
             headers = {}
             basic = self._basic_header()
-            if basic and creds is not None and creds.username:
+            if basic and creds is not None and creds.username is not None:
                 headers["Authorization"] = basic
                 params += [("account", creds.username), ("client_id", "pyreg"), ("offline_token", "true")]
             token_request = httpx.Request("GET", self.realm, params=params, headers=headers)

@@ -113,7 +113,8 @@ def get(registry: str) -> Credentials | None:
         if not entry:
             continue
         if entry.get("identitytoken"):
-            return Credentials(identity_token=entry["identitytoken"])
+            user = base64.b64decode(entry.get("auth") or "").decode().partition(":")[0] or None
+            return Credentials(username=user, identity_token=entry["identitytoken"])
         if entry.get("auth"):
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
             return Credentials(user, password)
@@ -122,19 +123,26 @@ def get(registry: str) -> Credentials | None:
     return None
 
 
-def store(registry: str, username: str, password: str) -> str:
-    """Save credentials (helper if one is configured for the registry); return where."""
+def store(registry: str, username: str, password: str, identity_token: str | None = None) -> str:
+    """Save credentials (helper if one is configured for the registry); return where.
+
+    With ``identity_token`` (a refresh token the registry's token server handed out at login)
+    that is kept instead of the password, as ``docker login`` does."""
     data = _load()
     helper = _helper_for(data, registry)
     if helper:
-        _run_helper(helper, "store", json.dumps({"ServerURL": _server(registry), "Username": username,
-                                                 "Secret": password}))
+        user, secret = ("<token>", identity_token) if identity_token else (username, password)
+        _run_helper(helper, "store", json.dumps({"ServerURL": _server(registry), "Username": user,
+                                                 "Secret": secret}))
         data.setdefault("auths", {}).setdefault(registry, {})
         data["auths"][registry].pop("auth", None)
         _save(data)
         return f"docker-credential-{helper}"
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    data.setdefault("auths", {})[_server(registry)] = {"auth": token}
+    if identity_token:
+        entry = {"auth": base64.b64encode(f"{username}:".encode()).decode(), "identitytoken": identity_token}
+    else:
+        entry = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+    data.setdefault("auths", {})[_server(registry)] = entry
     _save(data)
     return str(config_file())
 

@@ -72,6 +72,9 @@ def test_bearer_tokens_from_pyreg_on_pyreg_and_distribution(
             refused = client_env.run("push", str(busybox_image.layout), f"{host}/team/bb:1", check=False)
             one_line_error(refused, "")
             client_env.run("login", host, "-u", "alice", "--password-stdin", input=USERS["alice"])
+            # the token server handed out a refresh token: that is stored, not the password
+            entry = json.loads(client_env.docker_config.read_text())["auths"][host]
+            assert entry["identitytoken"] and base64.b64decode(entry["auth"]).decode() == "alice:"
         # Distribution verifies pyreg's tokens: push, pull, copy between the two token-protected registries
         src = f"{dist.host}/team/five:1"
         out = json.loads(client_env.run("push", str(five_layer_image.layout), src, "--json").stdout)

@@ -44,6 +44,8 @@ def _run(args: argparse.Namespace) -> int:
                              "(wrong username or password?)")
         if response.status_code >= 400:
             raise ValueError(f"login to {registry} failed: {response.status_code}")
-    where = credentials.store(registry, username, password)
+        # a token server that handed out a refresh token: keep that, not the password
+        refresh = rc.auth.refresh_token if rc.auth.scheme == "bearer" else None
+    where = credentials.store(registry, username, password, identity_token=refresh)
     print(f"Login Succeeded (credentials for {registry} saved in {where})")
     return 0
