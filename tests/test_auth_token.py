@@ -417,3 +417,22 @@ def test_jwks_of_the_builtin_issuer_lets_another_pyreg_verify(
     ref = tagged(verifier.host, "team/jwks", "1")
     skopeo.copy(busybox_image.oci_ref, ref, "--dest-creds", "alice:" + USERS["alice"])
     assert skopeo.inspect_raw(ref, "--creds", "alice:" + USERS["alice"]) == busybox_image.manifest
+
+
+def test_tokens_hold_across_workers(
+    make_registry_server: Any,
+    signing_key: SigningKey,
+    htpasswd_users: Path,
+    busybox_image: TestImage,
+    skopeo: Skopeo,
+) -> None:
+    """Every worker signs with and trusts the same key: a token from one is good on the others."""
+    server = make_registry_server(token_config(signing_key, htpasswd_users), workers=2)
+    skopeo.copy(
+        busybox_image.oci_ref, tagged(server.host, "team/w", "1"), "--dest-creds", "alice:" + USERS["alice"]
+    )
+    tokens = [get_token(server, "bob", "repository:team/w:pull") for _ in range(6)]
+    for tok in tokens:
+        for _ in range(4):  # new connections land on either worker
+            r = httpx.get(f"{server.url}/v2/team/w/tags/list", headers=bearer(tok))
+            assert r.status_code == 200 and r.json()["tags"] == ["1"]
