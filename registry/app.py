@@ -88,6 +88,10 @@ def build_middleware(config: Config) -> list[Middleware]:
     middleware.append(auth_middleware(config))
     if config.storage.maintenance.readonly.enabled:
         middleware.append(Middleware(ReadOnlyMiddleware))
+    if config.notifications.endpoints:  # innermost: webhooks for what auth and read-only let through
+        from registry.notifications import notifications_middleware
+
+        middleware.append(notifications_middleware(config))
     if config.metrics.enabled:  # outermost: it times everything, and auth never sees /metrics
         from registry.metrics import metrics_middleware
 

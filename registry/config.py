@@ -198,12 +198,26 @@ class HTTPConfig:
 
 
 @dataclass
+class NotificationIgnore:
+    mediatypes: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
 class NotificationEndpoint:
+    """A webhook (registry/notifications.py), shaped like Distribution's notifications endpoint."""
+
     name: str = ""
+    disabled: bool = False
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = duration_field(5.0)
+    threshold: int = 3  # consecutive failures before waiting ``backoff`` between retries
+    backoff: float = duration_field(1.0)
+    queuesize: int = 1000  # events held for a slow endpoint; beyond that new ones are dropped
     events: list[str] = field(default_factory=lambda: ["push", "delete"])
+    ignoredmediatypes: list[str] = field(default_factory=list)
+    ignore: NotificationIgnore = field(default_factory=NotificationIgnore)
 
 
 @dataclass
@@ -421,6 +435,16 @@ def _validate(config: Config) -> Config:
         raise ConfigError(f"log.level: unknown level {config.log.level!r}")
     if config.log.format not in ("text", "json"):
         raise ConfigError(f"log.format: expected text or json, got {config.log.format!r}")
+    for i, endpoint in enumerate(config.notifications.endpoints):
+        key = f"notifications.endpoints[{i}]"
+        if not re.match(r"^https?://[^/\s]+", endpoint.url):
+            raise ConfigError(f"{key}.url: expected an http:// or https:// URL, got {endpoint.url!r}")
+        unknown = (set(endpoint.events) | set(endpoint.ignore.actions)) - {"push", "pull", "delete"}
+        if unknown:
+            raise ConfigError(f"{key}: unknown action(s) {sorted(unknown)} (push, pull, delete)")
+        if endpoint.threshold < 1 or endpoint.queuesize < 1:
+            raise ConfigError(f"{key}: threshold and queuesize must be at least 1")
+        endpoint.name = endpoint.name or f"endpoint{i}"
     metrics_path = config.metrics.path
     if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz") or (
             metrics_path.startswith("/v2/")):
