@@ -463,3 +463,24 @@ async def test_configured_rules_hold_over_an_external_issuers_grants(signing_key
     svc.policy = AccessPolicy([], auth_enabled=True)
     async with _client(_app(svc)) as c:
         assert (await c.put("/v2/team/a/manifests/1", headers=alice)).status_code == 200
+
+
+async def test_refresh_tokens_die_with_the_password(token_service: AuthService, htpasswd_users) -> None:
+    from registry.auth import htpasswd
+
+    async with _client(_app(token_service)) as c:
+        r = await c.get("/token", params={"offline_token": "true"}, headers=_basic("bob"))
+        refresh = r.json()["refresh_token"]
+        form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": "t"}
+        assert (await c.post("/token", data=form)).status_code == 200
+        assert (await c.get("/token", headers=_bearer(refresh))).status_code == 200
+        htpasswd.set_user(htpasswd_users, "bob", "a new password", cost=4)
+        r = await c.post("/token", data=form)
+        assert r.status_code == 401 and "password changed" in r.json()["error_description"]
+        assert (await c.get("/token", headers=_bearer(refresh))).status_code == 401
+        r = await c.get("/token", params={"offline_token": "true"}, headers=_basic("bob", "a new password"))
+        fresh = r.json()["refresh_token"]
+        assert (await c.post("/token", data=dict(form, refresh_token=fresh))).status_code == 200
+        htpasswd.delete_user(htpasswd_users, "bob")
+        r = await c.post("/token", data=dict(form, refresh_token=fresh))
+        assert r.status_code == 401 and "no longer exists" in r.json()["error_description"]

@@ -98,6 +98,14 @@ class Htpasswd:
             self._reload()
             return sorted(self._users)
 
+    def version(self, user: str) -> str | None:
+        """A short fingerprint of ``user``'s entry (None: no such user). It changes with the
+        password, so refresh tokens carrying it die with the old password."""
+        with self._lock:
+            self._reload()
+            hashed = self._users.get(user)
+        return None if hashed is None else hashlib.blake2b(hashed.encode(), digest_size=8).hexdigest()
+
     def __contains__(self, user: object) -> bool:
         with self._lock:
             self._reload()

@@ -79,6 +79,26 @@ async def jwks_endpoint(s: AuthService, scope: Scope_, receive: Receive, send: S
     await JSONResponse({"keys": [jwk]}, headers={"Cache-Control": "max-age=300"})(scope, receive, send)
 
 
+def _version(s: AuthService, user: str) -> str:
+    return (s.htpasswd.version(user) or "") if s.htpasswd is not None else ""
+
+
+def _refresh_user(s: AuthService, raw: str) -> tuple[str, str]:
+    """(user, "") for a refresh token still good, else ("", why not)."""
+    assert s.issuer is not None
+    try:
+        user, version = s.issuer.refresh_claims(raw)
+    except InvalidToken as e:
+        return "", f"invalid refresh token: {e}"
+    if s.htpasswd is not None:
+        current = s.htpasswd.version(user)
+        if current is None:
+            return "", "user no longer exists"
+        if version != current:
+            return "", "the password changed since this refresh token was issued"
+    return user, ""
+
+
 async def _handle(s: AuthService, scope: Scope_, receive: Receive) -> Response:
     method = scope["method"]
     if method == "POST":
@@ -109,21 +129,17 @@ async def _handle(s: AuthService, scope: Scope_, receive: Receive) -> Response:
         identity = checked
     elif authz[:7].lower() == "bearer ":
         # A client that holds a refresh token may present it here as well.
-        try:
-            assert s.issuer is not None
-            user = s.issuer.refresh_subject(authz[7:].strip())
-        except InvalidToken:
-            return _docker_error(401, "UNAUTHORIZED", "invalid refresh token", s.basic_challenge())
-        if s.htpasswd is not None and user not in s.htpasswd:
-            return _docker_error(401, "UNAUTHORIZED", "user no longer exists", s.basic_challenge())
-        identity = s.policy.identity(user)
+        user_or_error = _refresh_user(s, authz[7:].strip())
+        if user_or_error[1]:
+            return _docker_error(401, "UNAUTHORIZED", user_or_error[1], s.basic_challenge())
+        identity = s.policy.identity(user_or_error[0])
     granted = s.policy.grant(identity, scopes)
     assert s.issuer is not None
     issued = s.issuer.issue(identity.name, granted)
     body: dict[str, Any] = {"token": issued.token, "access_token": issued.token,
                             "expires_in": issued.expires_in, "issued_at": issued.issued_at}
     if offline and identity.name is not None:
-        body["refresh_token"] = s.issuer.issue_refresh(identity.name)
+        body["refresh_token"] = s.issuer.issue_refresh(identity.name, version=_version(s, identity.name))
     return JSONResponse(body, headers=_NO_STORE)
 
 
@@ -162,14 +178,11 @@ async def _post(s: AuthService, scope: Scope_, receive: Receive) -> Response:
             return _oauth_error(401, "invalid_grant", "invalid username or password")
         identity = checked
         if form.get("access_type") == "offline":
-            refresh = s.issuer.issue_refresh(user)
+            refresh = s.issuer.issue_refresh(user, version=_version(s, user))
     elif grant == "refresh_token":
-        try:
-            user = s.issuer.refresh_subject(form.get("refresh_token", ""))
-        except InvalidToken as e:
-            return _oauth_error(401, "invalid_grant", f"invalid refresh token: {e}")
-        if s.htpasswd is not None and user not in s.htpasswd:
-            return _oauth_error(401, "invalid_grant", "user no longer exists")
+        user, problem = _refresh_user(s, form.get("refresh_token", ""))
+        if problem:
+            return _oauth_error(401, "invalid_grant", problem)
         identity = s.policy.identity(user)
         refresh = form.get("refresh_token")
     else:

@@ -206,10 +206,11 @@ class TokenIssuer:
         token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers=self.headers)
         return IssuedToken(token, self.ttl, _rfc3339(iat))
 
-    def issue_refresh(self, subject: str, now: float | None = None) -> str:
-        """A long-lived token that only the token endpoint accepts (its audience differs)."""
+    def issue_refresh(self, subject: str, now: float | None = None, version: str = "") -> str:
+        """A long-lived token that only the token endpoint accepts (its audience differs).
+        ``version`` names the user's current password entry, so a password change revokes it."""
         iat = int(time.time() if now is None else now)
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": self.service + _REFRESH_AUDIENCE_SUFFIX,
@@ -217,10 +218,16 @@ class TokenIssuer:
             "iat": iat,
             "jti": secrets.token_urlsafe(16),
         }
+        if version:
+            claims["ver"] = version
         return jwt.encode(claims, self.key, algorithm=self.algorithm, headers=self.headers)
 
     def refresh_subject(self, raw: str) -> str:
         """The user a refresh token was issued to; InvalidToken when it is not one of ours."""
+        return self.refresh_claims(raw)[0]
+
+    def refresh_claims(self, raw: str) -> tuple[str, str]:
+        """(user, password-entry version) of one of our refresh tokens, else InvalidToken."""
         try:
             claims = jwt.decode(
                 raw, self.public_key, algorithms=[self.algorithm], issuer=self.issuer,
@@ -229,10 +236,10 @@ class TokenIssuer:
             )
         except jwt.PyJWTError as e:
             raise InvalidToken(str(e)) from e
-        sub = claims.get("sub")
+        sub, ver = claims.get("sub"), claims.get("ver", "")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("refresh token has no subject")
-        return sub
+        return sub, ver if isinstance(ver, str) else ""
 
     def verifier(self) -> TokenVerifier:
         """A verifier that trusts exactly this issuer's key."""
