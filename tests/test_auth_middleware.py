@@ -484,3 +484,19 @@ async def test_refresh_tokens_die_with_the_password(token_service: AuthService, 
         htpasswd.delete_user(htpasswd_users, "bob")
         r = await c.post("/token", data=dict(form, refresh_token=fresh))
         assert r.status_code == 401 and "no longer exists" in r.json()["error_description"]
+
+
+async def test_rules_without_authentication() -> None:
+    """auth off + rules: everyone is anonymous, so the anonymous rules decide, with 403 (no login
+    could change the answer, so no challenge)."""
+    rules = [
+        {"repository": "mirror/*", "anonymous": True, "actions": ["pull"]},
+        {"repository": "*", "anonymous": True, "actions": ["*"]},
+    ]
+    svc = AuthService(mode="none", policy=AccessPolicy(parse_rules(rules), auth_enabled=False))
+    async with _client(_app(svc)) as c:
+        assert (await c.get("/v2/")).status_code == 200
+        assert (await c.get("/v2/mirror/x/manifests/1")).status_code == 200
+        r = await c.put("/v2/mirror/x/manifests/1")
+        assert r.status_code == 403 and "www-authenticate" not in r.headers
+        assert (await c.put("/v2/scratch/x/manifests/1")).status_code == 200
