@@ -96,6 +96,9 @@ def build_middleware(config: Config) -> list[Middleware]:
         from registry.metrics import metrics_middleware
 
         middleware.insert(0, metrics_middleware(config))
+    from registry.accesslog import access_log_middleware  # outermost: request ids, one log line each
+
+    middleware.insert(0, access_log_middleware(not config.log.accesslog.disabled))
     return middleware
 
 

@@ -1,7 +1,8 @@
 """Logging setup for ``pyreg serve``: plain text or one JSON object per line (``log.format``).
 
-Access log lines come from uvicorn's ``uvicorn.access`` logger; in JSON mode their parts
-(client, method, path, protocol, status) become fields, so log shippers need no parsing.
+Access log lines come from registry/accesslog.py (logger ``pyreg.access``, one per request); in
+JSON mode their parts (method, path, status, bytes, duration, remote address, user, request id)
+become fields, so log shippers need no parsing. uvicorn's own access log is off.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
         }
         args = record.args
-        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):  # registry/accesslog.py: one request, all its fields
+            entry.update(msg="request", **access)
+        elif record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
             client, method, path, protocol, status = args
             entry.update(msg="request", client=client, method=method, path=path, protocol=f"HTTP/{protocol}",
                          status=status)
@@ -49,5 +53,6 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": True},
+            "pyreg.access": {"handlers": [], "level": "INFO", "propagate": True},
         },
     }

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         "loop": "uvloop",
         "http": "httptools",
         "log_level": "warning" if level == "warn" else level,
-        "access_log": not config.log.accesslog.disabled,
+        "access_log": False,  # registry/accesslog.py writes one line per request (log.accesslog)
         "server_header": False,
         "proxy_headers": config.proxy.trustforwarded,
         "forwarded_allow_ips": "*" if config.proxy.trustforwarded else None,

@@ -109,5 +109,5 @@ def test_json_logs(tmp_path: Path) -> None:
     assert proc.stdout is not None
     lines = [json.loads(line) for line in proc.stdout.read().decode().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "msg"} <= set(entry) for entry in lines)
-    access = [e for e in lines if e["logger"] == "uvicorn.access"]
+    access = [e for e in lines if e["logger"] == "pyreg.access"]
     assert {"method": "GET", "path": "/v2/nobody/manifests/x", "status": 404}.items() <= access[-1].items()
