@@ -269,7 +269,7 @@ def main() -> int:
             f.write(chunk)
             hasher.update(chunk)
     curl_digest = "sha256:" + hasher.hexdigest()
-    servers = [start_distribution(work), start_pyreg(work, args.workers, args.pyreg_arg)]
+    servers: list[Server] = []
     results: dict[str, dict[str, list[float]]] = {}
 
     def record(metric: str, server: Server, value: float) -> None:
@@ -277,6 +277,8 @@ def main() -> int:
         print(f"  {metric:34s} {server.name:13s} {value:10.1f}", flush=True)
 
     try:
+        servers.append(start_distribution(work))
+        servers.append(start_pyreg(work, args.workers, args.pyreg_arg))
         # Rounds alternate the servers, so a burst of load from elsewhere hits both alike.
         for round_ in range(args.rounds):
             for server in servers:
@@ -286,8 +288,10 @@ def main() -> int:
                         round_)
     finally:
         for server in servers:
-            server.sampler.stop()
-            server.stop()
+            try:
+                server.sampler.stop()
+            finally:
+                server.stop()
 
     for server in servers:
         record("peak RSS, all processes (MiB)", server, server.sampler.peak_kib / 1024)
