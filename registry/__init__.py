@@ -7,4 +7,7 @@
 - ``uploads``: upload sessions whose state lives in the driver; stale-upload purging.
 - ``errors``: the spec's error codes and JSON body.
 - ``drivers``: the configured storage driver; ``serve_command``: ``pyreg serve``.
+- Operations: ``gc`` (mark-and-sweep safe beside live pushes; ``gc_command``: ``pyreg gc``),
+  ``metrics`` (Prometheus ``/metrics``), ``notifications`` (webhooks), ``accesslog`` (request ids
+  and one access-log line per request).
 """
