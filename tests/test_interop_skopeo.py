@@ -229,15 +229,20 @@ def test_server_killed_mid_push_loses_nothing(registry_server: Any, skopeo: Skop
     push = subprocess.Popen(skopeo.command("copy", "--dest-tls-verify=false", big_image.oci_ref, ref),
                             env=skopeo.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     uploads = Path(registry_server.data_dir) / "docker/registry/v2/repositories/crash/big/_uploads"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and push.poll() is None:
-        if any(p.stat().st_size > 16 << 20 for p in uploads.glob("*/data")):
-            break
-        time.sleep(0.01)
-    assert push.poll() is None, "the push ended before the server could be killed mid-upload"
-    os.killpg(registry_server.process.pid, signal.SIGKILL)
-    push.wait(120)
-    assert push.returncode != 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and push.poll() is None:
+            if any(p.stat().st_size > 16 << 20 for p in uploads.glob("*/data")):
+                break
+            time.sleep(0.01)
+        assert push.poll() is None, "the push ended before the server could be killed mid-upload"
+        os.killpg(registry_server.process.pid, signal.SIGKILL)
+        push.wait(120)
+        assert push.returncode != 0
+    finally:
+        if push.poll() is None:
+            push.kill()
+            push.wait()
 
     registry_server.restart()
     head = httpx.head(f"{registry_server.url}/v2/crash/big/blobs/{big_layer.digest}")
