@@ -93,6 +93,7 @@ class RegistryMetrics:
 
     def __init__(self) -> None:
         self.multiprocess = multiprocess_dir() is not None
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter("pyreg_http_requests_total", "HTTP requests answered",
@@ -126,14 +127,22 @@ class RegistryMetrics:
         multiprocess.MultiProcessCollector(merged)
         return bytes(generate_latest(merged))
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)``, remembered (the label sets are few and fixed)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, method: str, kind: str, status: int, seconds: float, received: int, sent: int,
                 query: bytes) -> None:
-        self.requests.labels(method, kind, str(status)).inc()
-        self.duration.labels(method, kind).observe(seconds)
+        self._child(self.requests, method, kind, str(status)).inc()
+        self._child(self.duration, method, kind).observe(seconds)
         if received:
-            self.received.labels(kind).inc(received)
+            self._child(self.received, kind).inc(received)
         if sent:
-            self.sent.labels(kind).inc(sent)
+            self._child(self.sent, kind).inc(sent)
         if kind == "upload":
             self._count_upload(method, status, query)
 
