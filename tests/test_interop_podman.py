@@ -86,3 +86,15 @@ def test_pull_picks_this_platform_from_an_index_and_a_docker_list(registry_serve
     assert len(listed["manifests"]) == 2
     assert podman.pull(f"docker://{host}/plat/oci:i") == image_id(native)
     assert podman.pull(f"docker://{host}/plat/docker:l") == image_id(native)
+
+
+def test_push_zstd_and_pull_back(registry_server: Any, podman: Podman, skopeo: Skopeo,
+                                 busybox_image: TestImage) -> None:
+    dest = f"{registry_server.host}/podman/zstd:1"
+    local = podman.pull(busybox_image.oci_ref)
+    podman.push(local, f"docker://{dest}", "--compression-format", "zstd")
+    manifest = json.loads(skopeo.inspect_raw(f"docker://{dest}"))
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+zstd"]
+    podman.rmi(local)
+    assert podman.pull(f"docker://{dest}") == image_id(busybox_image)

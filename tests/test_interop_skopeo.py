@@ -250,3 +250,16 @@ def test_server_killed_mid_push_loses_nothing(registry_server: Any, skopeo: Skop
     blob_dir = Path(registry_server.data_dir) / "docker/registry/v2/blobs/sha256" / big_layer.digest[7:9]
     assert not (blob_dir / big_layer.digest[7:] / "data").exists()
     push_and_pull_back(skopeo, big_image, host, "crash/big", "1", tmp_path / "out")
+
+
+def test_schema1_push_is_refused_clearly(registry_server: Any, skopeo: Skopeo,
+                                         busybox_image: TestImage) -> None:
+    """Docker schema 1 is not supported: skopeo gets MANIFEST_INVALID with a reason (Distribution
+    2.8 answers 500 here), and no tag appears."""
+    ref = tagged(registry_server.host, "schema1/bb", "v1")
+    result = skopeo.copy(busybox_image.oci_ref, ref, "--format", "v2s1", check=False)
+    assert result.returncode != 0
+    assert "manifest invalid" in result.stderr
+    assert "500" not in result.stderr
+    tags = httpx.get(f"{registry_server.url}/v2/schema1/bb/tags/list")
+    assert tags.status_code == 404 or tags.json().get("tags") in (None, [])
