@@ -263,3 +263,18 @@ def test_schema1_push_is_refused_clearly(registry_server: Any, skopeo: Skopeo,
     assert "500" not in result.stderr
     tags = httpx.get(f"{registry_server.url}/v2/schema1/bb/tags/list")
     assert tags.status_code == 404 or tags.json().get("tags") in (None, [])
+
+
+def test_errors_skopeo_sees(make_registry_server: Any, skopeo: Skopeo, busybox_image: TestImage) -> None:
+    """What skopeo prints for the usual mistakes: the spec's codes, never a 500."""
+    server = make_registry_server({"storage": {"delete": {"enabled": False}}})
+    skopeo.copy(busybox_image.oci_ref, tagged(server.host, "errs/bb", "1"))
+    refused = skopeo.delete(tagged(server.host, "errs/bb", "1"), check=False)
+    assert refused.returncode != 0
+    assert "UNSUPPORTED" in refused.stderr and "405" in refused.stderr
+    assert skopeo.digest(tagged(server.host, "errs/bb", "1")) == busybox_image.manifest_digest
+    unknown = skopeo.run("inspect", "--tls-verify=false", tagged(server.host, "errs/bb", "2"), check=False)
+    assert unknown.returncode != 0 and "manifest unknown" in unknown.stderr
+    no_repo = skopeo.run("list-tags", "--tls-verify=false", f"docker://{server.host}/errs/none", check=False)
+    assert no_repo.returncode != 0 and "404" in no_repo.stderr
+    assert "Traceback" not in server.log()
