@@ -391,9 +391,12 @@ class GarbageCollector:
 
         marked: set[Digest] = set()
         kept_by_repo: dict[str, set[Digest]] = {}
-        for repo in repos.values():
+
+        async def mark(repo: _Repo) -> None:  # repositories side by side; driver calls stay bounded
             targets = await self._tag_targets(repo.name, repo.tags) if opts.delete_untagged else {}
             kept_by_repo[repo.name] = await self._mark_repo(repo, marked, cutoff, targets)
+
+        await asyncio.gather(*(mark(repo) for repo in repos.values()))
         report.blobs_marked = len(marked & blobs.keys())
 
         # untagged manifests (only with delete_untagged): old, unkept, not marked from anywhere
@@ -468,11 +471,14 @@ class GarbageCollector:
         # From here on a client that asks is told the blob is missing (it uploads it again), and
         # a manifest that needs it is refused, while the bytes can still be put back.
         unlinked: dict[Digest, list[str]] = {}
-        for d, names in dead_links.items():
-            for name in names:
-                if await self._delete(paths.layer_link_path(name, d).rsplit("/", 1)[0]):
-                    unlinked.setdefault(d, []).append(name)
-                    report.layer_links_deleted += 1
+
+        async def unlink(item: tuple[Digest, str]) -> None:
+            d, name = item
+            if await self._delete(paths.layer_link_path(name, d).rsplit("/", 1)[0]):
+                unlinked.setdefault(d, []).append(name)
+                report.layer_links_deleted += 1
+
+        await self._each(unlink, [(d, name) for d, names in dead_links.items() for name in names])
 
         async def set_aside(blob: _Blob) -> _Blob | None:
             try:
