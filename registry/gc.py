@@ -41,8 +41,12 @@ garbage. Three rules close that gap:
 
 The one assumption left: a server step that checks a blob and then writes a link or a manifest
 (an upload finish, a manifest PUT, a mount) finishes within ``settle`` (a stalled store, or a
-process paused for longer, could still slip past). Run one GC at a time. On S3 setting data
-aside is a server-side copy, so garbage is copied once before it is deleted.
+process paused for longer, could still slip past), and ``settle`` exceeds the server's cache ttl.
+The price of setting aside: a push that, during a run, re-references a blob that was garbage at
+the mark (an image deleted and pushed again, its blobs skipped as "already there") can find that
+blob missing for up to ``settle`` seconds, until the second look puts it back. Run one GC at a
+time. On S3 setting data aside is a server-side copy, so garbage is copied once before it is
+deleted.
 
 Only the driver's walk / list / stat / get_content / put_content / move / delete are used, so it works on
 every driver. ``dry_run`` reports and changes nothing.
