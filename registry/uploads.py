@@ -2,10 +2,13 @@
 
 A session is ``_uploads/<id>/data`` (the bytes so far) and ``startedat`` (RFC 3339), exactly as
 Distribution keeps them, so any process or replica can take the next chunk and a restart loses
-nothing. The running hash kept in memory, keyed by (upload id, offset), only saves re-reading:
-on a miss the digest is recomputed from the stored data. Finishing verifies digest and size
-first and only then moves the data into the blob store, so a blob is never visible under a
-digest its bytes do not have.
+nothing. As in Distribution, every chunk opens the data with ``append=True``, writes and only
+closes it; the size is the one that writer sees (on S3 the open multipart upload, which a stat of
+the key cannot see), and only the final PUT commits. So a chunk never re-copies what earlier
+chunks stored. The running hash kept in memory, keyed by (upload id, offset), only saves
+re-reading: on a miss the digest is recomputed from the committed data. Finishing verifies digest
+and size first and only then moves the data out of the session into the blob store, so a blob is
+never visible under a digest its bytes do not have.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from registry import layout as paths
 from registry.layout import Layout
 from storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
+from storage.driver import FileWriter
 from storage.errors import PathNotFoundError
 
 log = logging.getLogger("pyreg.uploads")
@@ -115,33 +119,41 @@ class Uploads:
         self._keep_hasher(upload_id, algorithm, 0, new_hasher(algorithm))
         return upload_id
 
-    async def size(self, name: str, upload_id: str) -> int:
-        """Bytes received so far; raises UploadUnknownError."""
+    async def _open(self, name: str, upload_id: str) -> FileWriter:
+        """The session's data opened for appending; raises UploadUnknownError.
+
+        The writer, not a stat, knows how much a session holds: between chunks the data stays
+        uncommitted (on S3 an open multipart upload plus its journal, which no stat sees), as
+        Distribution keeps it, so a chunk never re-copies what earlier chunks stored.
+        """
         if not valid_upload_id(upload_id):
             raise UploadUnknownError(upload_id)
+        data = paths.upload_data_path(name, upload_id)
         try:
-            info = await self.driver.stat(paths.upload_data_path(name, upload_id))
+            # Distribution writes ``startedat`` first, then ``data``: either one is a session.
+            await self.driver.stat(paths.upload_startedat_path(name, upload_id))
         except PathNotFoundError:
-            # Distribution writes only ``startedat`` when a session starts: no data yet is empty
             try:
-                await self.driver.stat(paths.upload_startedat_path(name, upload_id))
+                info = await self.driver.stat(data)
             except PathNotFoundError:
                 raise UploadUnknownError(upload_id) from None
-            return 0
-        if info.is_dir:
-            raise UploadUnknownError(upload_id)
-        return info.size
+            if info.is_dir:
+                raise UploadUnknownError(upload_id) from None
+        return await self.driver.writer(data, append=True)
 
-    async def append(self, name: str, upload_id: str, body: AsyncIterator[bytes],
-                     start: int | None = None) -> int:
-        """Append a request body to the session; ``start`` (from Content-Range) must be its end.
+    async def size(self, name: str, upload_id: str) -> int:
+        """Bytes received so far; raises UploadUnknownError.
 
-        Returns the new size. A body cut short keeps what arrived, so the client can ask for the
-        status and resume.
+        Opening and closing a writer that wrote nothing changes nothing in storage.
         """
-        size = await self.size(name, upload_id)
-        if start is not None and start != size:
-            raise RangeMismatchError(size)
+        writer = await self._open(name, upload_id)
+        try:
+            return writer.size
+        finally:
+            await writer.close()
+
+    def _running_hasher(self, upload_id: str, size: int) -> tuple[str, Hasher | None]:
+        """(algorithm, hasher) of the cached state at ``size``, which the caller now owns."""
         algorithm = DEFAULT_ALGORITHM
         hasher = None
         for (uid, alg), state in list(self._hashers.items()):
@@ -151,16 +163,29 @@ class Uploads:
         self._forget(upload_id)
         if hasher is None and size == 0:  # a session another process started: hash from the start
             hasher = new_hasher(algorithm)
-        writer = await self.driver.writer(paths.upload_data_path(name, upload_id), append=True)
+        return algorithm, hasher
+
+    async def append(self, name: str, upload_id: str, body: AsyncIterator[bytes],
+                     start: int | None = None) -> int:
+        """Append a request body to the session; ``start`` (from Content-Range) must be its end.
+
+        Returns the new size. The data is closed, not committed: it stays appendable by any
+        process. A body cut short keeps what arrived, so the client can ask for the status and
+        resume.
+        """
+        writer = await self._open(name, upload_id)
         ok = False
         try:
+            size = writer.size
+            if start is not None and start != size:
+                raise RangeMismatchError(size)
+            algorithm, hasher = self._running_hasher(upload_id, size)
             async for chunk in body:
                 if not chunk:
                     continue
                 await writer.write(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
-            await writer.commit()
             ok = True
         finally:
             await writer.close()
@@ -169,29 +194,49 @@ class Uploads:
             self._keep_hasher(upload_id, algorithm, new_size, hasher)
         return new_size
 
-    async def _digest_of_data(self, name: str, upload_id: str, algorithm: str, size: int) -> Digest:
-        hasher = self._take_hasher(upload_id, algorithm, size)
-        if hasher is None:
-            hasher = new_hasher(algorithm)
-            async for chunk in self.driver.reader(paths.upload_data_path(name, upload_id)):
-                hasher.update(chunk)
-        return Digest(algorithm, hasher.hexdigest())
-
     async def finish(self, name: str, upload_id: str, digest: Digest,
-                     expected_size: int | None = None) -> int:
-        """Verify the session's bytes against ``digest`` (and size), then commit and link the blob.
+                     expected_size: int | None = None, body: AsyncIterator[bytes] | None = None,
+                     start: int | None = None) -> int:
+        """Append a last ``body`` (if any), commit the data, verify it against ``digest`` (and
+        size), and only then move it into the blob store and link it.
 
-        On a mismatch the session is dropped and nothing is stored.
+        The committed data is still in the session's own area, so committing before verifying
+        never shows a blob under a digest its bytes do not have. On a mismatch the session is
+        dropped and nothing is stored.
         """
-        size = await self.size(name, upload_id)
-        actual = await self._digest_of_data(name, upload_id, digest.algorithm, size)
+        writer = await self._open(name, upload_id)
+        try:
+            size = writer.size
+            if start is not None and start != size:
+                raise RangeMismatchError(size)
+            hasher = self._take_hasher(upload_id, digest.algorithm, size)
+            if hasher is None and size == 0:
+                hasher = new_hasher(digest.algorithm)
+            self._forget(upload_id)
+            if body is not None:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    await writer.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+            size = writer.size
+            await writer.commit()
+        finally:
+            await writer.close()
+        data = paths.upload_data_path(name, upload_id)
+        if hasher is None:  # another process took the earlier chunks: read back what is stored
+            hasher = new_hasher(digest.algorithm)
+            async for chunk in self.driver.reader(data):
+                hasher.update(chunk)
+        actual = Digest(digest.algorithm, hasher.hexdigest())
         if actual != digest:
             await self.cancel(name, upload_id)
             raise UploadDigestMismatchError(digest, actual)
         if expected_size is not None and expected_size != size:
             await self.cancel(name, upload_id)
             raise UploadSizeMismatchError(expected_size, size)
-        await self.layout.commit_blob(paths.upload_data_path(name, upload_id), digest)
+        await self.layout.commit_blob(data, digest)
         await self.layout.link_blob(name, digest)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.upload_path(name, upload_id))

@@ -188,8 +188,8 @@ async def upload_start(request: Request, registry: Registry, name: str, _: str) 
         digest = parse_digest(query["digest"])
         upload_id = await registry.uploads.start(name, digest.algorithm)
         try:
-            await registry.uploads.append(name, upload_id, request.stream())
-            await _finish(registry, name, upload_id, digest, _content_length(request))
+            await _finish(request, registry, name, upload_id, digest, _content_length(request),
+                          body=request.stream())
         except BaseException:
             await registry.uploads.cancel(name, upload_id)
             raise
@@ -210,35 +210,38 @@ async def _session_size(registry: Registry, name: str, upload_id: str) -> int:
         raise upload_unknown(upload_id[:200]) from None
 
 
-async def _append(request: Request, registry: Registry, name: str, upload_id: str, size: int,
-                  final: bool) -> int:
-    """Append the request body, honouring Content-Range; 416 with Range/Location on a gap."""
+async def _range_start(request: Request, registry: Registry, name: str, upload_id: str) -> int | None:
+    """Where Content-Range says the body starts (None without one); 416 when it is malformed."""
     raw_range = request.headers.get("content-range")
-    start: int | None = None
-    if raw_range:
-        parsed = parse_content_range(raw_range)
-        length = _content_length(request)
-        if parsed is None or (length is not None and length != parsed[1] - parsed[0] + 1):
-            raise RegistryError("BLOB_UPLOAD_INVALID", f"invalid Content-Range {raw_range[:100]!r}",
-                                status=416, headers=_upload_headers(request, registry, name, upload_id, size))
-        start = parsed[0]
-    elif final and not request.headers.get("content-length") and not request.headers.get("transfer-encoding"):
-        return size
-    try:
-        return await registry.uploads.append(name, upload_id, request.stream(), start)
-    except RangeMismatchError as e:
-        raise RegistryError(
-            "BLOB_UPLOAD_INVALID",
-            f"Content-Range {raw_range!r} does not continue the upload, which holds {e.size} bytes",
-            status=416, headers=_upload_headers(request, registry, name, upload_id, e.size)) from None
-    except UploadUnknownError:
-        raise upload_unknown(upload_id[:200]) from None
+    if not raw_range:
+        return None
+    parsed = parse_content_range(raw_range)
+    length = _content_length(request)
+    if parsed is None or (length is not None and length != parsed[1] - parsed[0] + 1):
+        size = await _session_size(registry, name, upload_id)
+        raise RegistryError("BLOB_UPLOAD_INVALID", f"invalid Content-Range {raw_range[:100]!r}",
+                            status=416, headers=_upload_headers(request, registry, name, upload_id, size))
+    return parsed[0]
+
+
+def _range_mismatch(request: Request, registry: Registry, name: str, upload_id: str,
+                    e: RangeMismatchError) -> RegistryError:
+    raw_range = request.headers.get("content-range")
+    return RegistryError(
+        "BLOB_UPLOAD_INVALID",
+        f"Content-Range {raw_range!r} does not continue the upload, which holds {e.size} bytes",
+        status=416, headers=_upload_headers(request, registry, name, upload_id, e.size))
 
 
 async def upload_patch(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
     check_name(name)
-    size = await _session_size(registry, name, upload_id)
-    size = await _append(request, registry, name, upload_id, size, final=False)
+    start = await _range_start(request, registry, name, upload_id)
+    try:
+        size = await registry.uploads.append(name, upload_id, request.stream(), start)
+    except RangeMismatchError as e:
+        raise _range_mismatch(request, registry, name, upload_id, e) from None
+    except UploadUnknownError:
+        raise upload_unknown(upload_id[:200]) from None
     return Response(b"", status_code=202, headers=_upload_headers(request, registry, name, upload_id, size))
 
 
@@ -248,16 +251,22 @@ async def upload_put(request: Request, registry: Registry, name: str, upload_id:
     if not raw_digest:
         raise digest_invalid("the digest query parameter is required to finish an upload")
     digest = parse_digest(raw_digest)
-    size = await _session_size(registry, name, upload_id)
-    await _append(request, registry, name, upload_id, size, final=True)
-    await _finish(registry, name, upload_id, digest)
+    start = await _range_start(request, registry, name, upload_id)
+    has_body = (start is not None or bool(request.headers.get("content-length"))
+                or bool(request.headers.get("transfer-encoding")))
+    await _finish(request, registry, name, upload_id, digest,
+                  body=request.stream() if has_body else None, start=start)
     return _created(request, registry, name, str(digest))
 
 
-async def _finish(registry: Registry, name: str, upload_id: str, digest: Digest,
-                  expected_size: int | None = None) -> None:
+async def _finish(request: Request, registry: Registry, name: str, upload_id: str, digest: Digest,
+                  expected_size: int | None = None, body: AsyncIterator[bytes] | None = None,
+                  start: int | None = None) -> None:
+    """Append the last body (if any), then verify and store the blob."""
     try:
-        await registry.uploads.finish(name, upload_id, digest, expected_size)
+        await registry.uploads.finish(name, upload_id, digest, expected_size, body, start)
+    except RangeMismatchError as e:
+        raise _range_mismatch(request, registry, name, upload_id, e) from None
     except UploadUnknownError:
         raise upload_unknown(upload_id[:200]) from None
     except UploadDigestMismatchError as e:
