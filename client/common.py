@@ -15,9 +15,29 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
+class _CAFile(argparse.Action):
+    """``--ca-file``: checked while parsing, and recorded in ``client.config`` so that every
+    registry connection the command makes trusts it (no command has to pass it down)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        import os
+
+        path = str(values)
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            parser.error(f"--ca-file {path}: not a readable file")
+        from client import config
+
+        config.set_ca_file_flag(path)
+        setattr(namespace, self.dest, path)
+
+
 def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="allow plain HTTP and unverified TLS for this registry")
+    parser.add_argument("--ca-file", action=_CAFile, metavar="FILE",
+                        help="also trust the CA certificates (PEM) in FILE, beside the system store "
+                             "and /etc/docker|containers/certs.d/HOST:PORT/*.crt")
     if transfers:
         parser.add_argument("--parallel", type=int, default=None, metavar="N",
                             help="blobs transferred at once (default 4)")

@@ -1,14 +1,21 @@
-"""Client settings: which registries may be spoken to over plain HTTP, parallelism, chunk size.
+"""Client settings: plain HTTP and TLS trust per registry, parallelism, chunk size.
 
 Values come from flags, then environment (``PYREG_INSECURE_REGISTRIES`` comma list,
-``PYREG_PARALLEL``, ``PYREG_CHUNK_SIZE``), then the client config file read by
-``storage.reference.client_config`` (keys ``insecure_registries``, ``parallel``, ``chunk_size``).
+``PYREG_CA_FILE``, ``PYREG_CERTS_D``, ``PYREG_PARALLEL``, ``PYREG_CHUNK_SIZE``), then the client
+config file read by ``storage.reference.client_config`` (keys ``insecure_registries``, ``ca_file``,
+``parallel``, ``chunk_size``).
+
+TLS: certificates are verified for every registry (loopback included) unless the user opted out
+for that host (``--insecure`` or ``insecure_registries``). Trust is the system store plus the CA
+file plus the registry's certs.d directory, where Docker and podman users already keep theirs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from storage.reference import client_config
 
@@ -39,10 +46,81 @@ def insecure_registries() -> set[str]:
     return {str(h) for h in client_config().get("insecure_registries") or []}
 
 
+def listed_insecure(registry: str) -> bool:
+    """``registry`` (``host:port`` or just its host) is in the insecure list."""
+    listed = insecure_registries()
+    return registry in listed or host_only(registry) in listed
+
+
 def plain_http_allowed(registry: str, insecure_flag: bool = False) -> bool:
     """Plain HTTP only for loopback, ``--insecure``, or a host listed as insecure."""
-    return insecure_flag or is_loopback(registry) or registry in insecure_registries() \
-        or host_only(registry) in insecure_registries()
+    return insecure_flag or is_loopback(registry) or listed_insecure(registry)
+
+
+def tls_verify(registry: str, insecure_flag: bool = False) -> bool:
+    """Verify the registry's certificate unless the user opted out for it. Loopback is no
+    exception: its allowance is plain HTTP, not an unverified handshake."""
+    return not (insecure_flag or listed_insecure(registry))
+
+
+# --ca-file, recorded by client.common while the command line is parsed (so that every command
+# gets it without passing it down); None when not given
+_ca_file_flag: str | None = None
+
+
+def set_ca_file_flag(path: str | None) -> None:
+    global _ca_file_flag
+    _ca_file_flag = path
+
+
+def ca_file(flag: str | None = None) -> str | None:
+    """Extra CA bundle trusted for every registry: ``--ca-file``, ``PYREG_CA_FILE``, ``ca_file``."""
+    value = flag or _ca_file_flag or os.environ.get("PYREG_CA_FILE") or client_config().get("ca_file")
+    return str(value) if value else None
+
+
+def certs_d_roots() -> list[Path]:
+    """Where per-registry certificate directories live: ``PYREG_CERTS_D`` (a ``:`` list; empty for
+    none), else podman's and Docker's places, in containers/image's order."""
+    env = os.environ.get("PYREG_CERTS_D")
+    if env is not None:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    user = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "containers" / "certs.d"
+    return [user, Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d")]
+
+
+@dataclass(frozen=True)
+class CertsDir:
+    """What a ``certs.d/<host:port>/`` directory holds: ``*.crt`` CAs, ``*.cert`` + ``*.key`` the
+    client certificate for mutual TLS (Docker's and containers/image's convention)."""
+
+    path: Path | None = None
+    cas: tuple[Path, ...] = ()
+    client: tuple[Path, Path] | None = None
+
+
+def certs_dir(registry: str) -> CertsDir:
+    """The first ``<root>/<registry>`` directory that exists (as containers/image picks it)."""
+    for root in certs_d_roots():
+        d = root / registry
+        if not d.is_dir():
+            continue
+        try:
+            files = sorted(f for f in d.iterdir() if f.is_file())
+        except OSError as exc:
+            raise ValueError(f"cannot read certificate directory {d}: {exc.strerror}") from exc
+        cas = tuple(f for f in files if f.suffix == ".crt")
+        pairs: list[tuple[Path, Path]] = []
+        for f in files:
+            if f.suffix == ".cert":
+                key = f.with_suffix(".key")
+                if not key.is_file():
+                    raise ValueError(f"{f} has no matching key {key.name} (mutual TLS needs both)")
+                pairs.append((f, key))
+            elif f.suffix == ".key" and not f.with_suffix(".cert").is_file():
+                raise ValueError(f"{f} has no matching certificate {f.with_suffix('.cert').name}")
+        return CertsDir(d, cas, pairs[0] if pairs else None)
+    return CertsDir()
 
 
 def parallel(flag: int | None = None) -> int:

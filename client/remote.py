@@ -3,11 +3,16 @@
 ``RetryTransport`` retries connection failures, 429 and 5xx with exponential backoff (honouring
 ``Retry-After``) for requests whose body can be sent again; streamed bodies are resumed by the
 callers instead (uploads from the registry's upload status, downloads with ``Range``).
+
+TLS: one ``ssl.SSLContext`` per registry (``tls_context``, cached), built only when a TLS
+connection is first made, so plain-HTTP loopback work never pays for loading the trust store.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,6 +67,105 @@ def is_tls_mismatch(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "SSL" in str(exc)
+
+
+def cert_failure(exc: BaseException) -> str | None:
+    """The reason, when ``exc`` is (or was caused by) a failed certificate verification."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
+
+
+def untrusted_message(host: str, reason: str) -> str:
+    """One line: whose certificate failed, and the three ways out."""
+    return (f"TLS certificate of {host} not trusted ({reason}): pass --ca-file FILE (or set "
+            f"PYREG_CA_FILE), put the CA in /etc/docker/certs.d/{host}/ca.crt, or use --insecure")
+
+
+_contexts: dict[tuple[Any, ...], Any] = {}
+_contexts_lock = threading.Lock()
+
+
+def tls_context(registry: str, verify: bool = True, ca_file: str | None = None) -> Any:
+    """The ``ssl.SSLContext`` for ``registry``: the system store plus ``ca_file`` (default: the
+    configured one) plus the registry's certs.d CAs, and its certs.d client certificate for mutual
+    TLS. With ``verify`` off nothing is checked (the client certificate is still offered).
+    Cached per registry and settings: building one means reading the whole trust store."""
+    import ssl
+
+    ca_file = ca_file or client_config.ca_file()
+    certs = client_config.certs_dir(registry)
+    key = (registry, verify, ca_file, certs)
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is not None:
+            return ctx
+        if verify:
+            ctx = ssl.create_default_context()
+            if ctx.cert_store_stats().get("x509_ca", 0) == 0 and not os.environ.get("SSL_CERT_FILE"):
+                # no system bundle file (a bare container?): add certifi's, which httpx has anyway
+                try:
+                    import certifi
+
+                    ctx.load_verify_locations(cafile=certifi.where())
+                except (ImportError, OSError):
+                    pass
+            for what, path in ([("--ca-file", ca_file)] if ca_file else []) + [
+                    ("certs.d CA", str(p)) for p in certs.cas]:
+                try:
+                    ctx.load_verify_locations(cafile=path)
+                except (OSError, ssl.SSLError) as exc:
+                    raise RegistryError(f"cannot load {what} {path}: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from exc
+        else:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if certs.client is not None:
+            cert, keyfile = certs.client
+            try:
+                ctx.load_cert_chain(str(cert), str(keyfile))
+            except (OSError, ssl.SSLError) as exc:
+                raise RegistryError(f"cannot load client certificate {cert} / {keyfile}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from exc
+        _contexts[key] = ctx
+        return ctx
+
+
+class SchemeTransport(httpx.BaseTransport):
+    """``http://`` through a plain connection pool, ``https://`` through one made on first use
+    with the registry's SSL context (so a plain-HTTP registry never builds one)."""
+
+    def __init__(self, context: Callable[[], Any], limits: httpx.Limits) -> None:
+        self.context = context
+        self.limits = limits
+        self._plain: httpx.HTTPTransport | None = None
+        self._tls: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def _transport(self, tls: bool) -> httpx.HTTPTransport:
+        with self._lock:
+            if tls:
+                if self._tls is None:
+                    self._tls = httpx.HTTPTransport(verify=self.context(), limits=self.limits, retries=0)
+                return self._tls
+            if self._plain is None:
+                # no TLS is ever made here: a bare context, not the trust store httpx would load
+                self._plain = httpx.HTTPTransport(verify=False, limits=self.limits, retries=0)
+            return self._plain
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._transport(request.url.scheme == "https").handle_request(request)
+
+    def close(self) -> None:
+        for t in (self._plain, self._tls):
+            if t is not None:
+                t.close()
 
 
 class RetryTransport(httpx.BaseTransport):
@@ -144,22 +248,24 @@ class RegistryClient:
     """Distribution-spec calls against one registry host."""
 
     def __init__(self, registry: str, *, insecure: bool = False, retries: int = RETRIES,
-                 credentials: creds.Credentials | None = None, pool: int = 8) -> None:
+                 credentials: creds.Credentials | None = None, pool: int = 8,
+                 ca_file: str | None = None) -> None:
         self.registry = registry
         self.host = "registry-1.docker.io" if registry == DOCKER_HUB else registry
         self.plain_allowed = client_config.plain_http_allowed(registry, insecure)
+        self.verify = client_config.tls_verify(registry, insecure)
         self.insecure = insecure
         self.retries = retries
         auth_source: Any = credentials if credentials is not None else (lambda: creds.get(registry))
         self.auth = RegistryAuth(auth_source)
         limits = httpx.Limits(max_connections=pool * 2, max_keepalive_connections=pool * 2)
         timeout = httpx.Timeout(connect=15.0, read=300.0, write=300.0, pool=None)
-        verify = not insecure and not client_config.is_loopback(registry)
 
-        def transport() -> RetryTransport:
-            return RetryTransport(httpx.HTTPTransport(verify=verify, limits=limits, retries=0), retries)
+        def context() -> Any:
+            return tls_context(registry, self.verify, ca_file)
 
-        self.http = httpx.Client(transport=transport(), auth=self.auth, timeout=timeout,
+        transport = RetryTransport(SchemeTransport(context, limits), retries)
+        self.http = httpx.Client(transport=transport, auth=self.auth, timeout=timeout,
                                  follow_redirects=True, headers={"User-Agent": "pyreg/0.1"})
         self._base: str | None = None
 
@@ -191,6 +297,7 @@ class RegistryClient:
         else:
             schemes = ["https", "http"]
         last: Exception | None = None
+        tls_hung_up = False
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             probe = scheme == schemes[0] and len(schemes) > 1
@@ -198,6 +305,7 @@ class RegistryClient:
                 response = self.http.get(url, extensions={"pyreg_probe": True} if probe else {})
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
+                tls_hung_up = scheme == "https" and not isinstance(exc, httpx.ConnectError)
                 if isinstance(exc, httpx.ConnectError) and not is_tls_mismatch(exc):
                     break  # refused or unreachable (after retries): the other scheme would be too
                 continue
@@ -209,10 +317,18 @@ class RegistryClient:
                 self._base = f"{scheme}://{self.host}"
                 return
             last = error_message(response, f"GET {url}")
+        reason = cert_failure(last) if last is not None else None
+        if reason is not None:
+            raise RegistryError(untrusted_message(self.registry, reason))
         if not self.plain_allowed and isinstance(last, httpx.ConnectError) and "SSL" in str(last):
             raise RegistryError(f"cannot reach {self.registry} over https ({last}); "
                                 "use --insecure or list it in insecure_registries for plain http")
-        raise RegistryError(f"cannot reach registry {self.registry}: {last}")
+        hint = ""
+        if tls_hung_up and client_config.certs_dir(self.registry).client is None:
+            # what a registry that wants a client certificate (mutual TLS) does to one without
+            hint = (f" (if it requires a client certificate, put client.cert + client.key in "
+                    f"/etc/docker/certs.d/{self.registry}/)")
+        raise RegistryError(f"cannot reach registry {self.registry}: {last}{hint}")
 
     def url(self, path: str) -> str:
         return f"{self.base}/v2/{path}"
@@ -223,6 +339,13 @@ class RegistryClient:
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
+            reason = cert_failure(exc)
+            if reason is not None:  # a redirect to another host, say
+                try:
+                    failed = exc.request.url.netloc.decode()
+                except RuntimeError:
+                    failed = httpx.URL(url).netloc.decode()
+                raise RegistryError(untrusted_message(failed, reason)) from exc
             raise RegistryError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
         if response.status_code not in ok:
             raise error_message(response, what)

@@ -206,7 +206,7 @@ def test_pyreg_client_over_tls(
     tls_server: Any, auth_ca: CertificateAuthority, client_env: Any, busybox_image: TestImage
 ) -> None:
     """pyreg's own client logs in, pushes and pulls over TLS, trusting the CA through SSL_CERT_FILE
-    (the system-store route; the client skips verification on loopback by its own rule)."""
+    (the system-store route: OpenSSL's default verify paths; loopback is verified like any host)."""
     server = tls_server()
     client_env.env["SSL_CERT_FILE"] = str(auth_ca.cert)
     client_env.run("login", server.host, "-u", "alice", "--password-stdin", input=USERS["alice"] + "\n")

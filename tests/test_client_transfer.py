@@ -316,7 +316,8 @@ def test_zstd_and_docker_schema2_layers(pyreg_factory: Any, client_env: ClientEn
 
 def test_tls_registry_on_loopback(tmp_path: Path, auth_ca: Any, client_env: ClientEnv,
                                   busybox_image: TestImage) -> None:
-    """Plain HTTP is tried first on loopback; a TLS registry there is still found (and used)."""
+    """Plain HTTP is tried first on loopback; a TLS registry there is still found (and used), its
+    certificate verified like any other (the CA comes from PYREG_CA_FILE here)."""
     import subprocess
     import sys
 
@@ -342,6 +343,7 @@ def test_tls_registry_on_loopback(tmp_path: Path, auth_ca: Any, client_env: Clie
             except httpx.HTTPError:
                 return False
         _wait_for(up, 60)
+        client_env.env["PYREG_CA_FILE"] = str(auth_ca.cert)
         pushed = client_env.run("push", str(busybox_image.layout), f"{host}/tls/bb:1", "--json")
         assert json.loads(pushed.stdout)["digest"] == busybox_image.manifest_digest
         client_env.run("pull", "-q", f"{host}/tls/bb:1")
