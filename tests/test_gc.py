@@ -433,3 +433,44 @@ def test_gc_on_distribution_data(distribution_registry: Any, skopeo: Any, five_l
     skopeo.copy(tagged(host, "dist/multi", "keep"), f"oci:{tmp_path / 'multi'}:k", "--all")
     assert skopeo.inspect_raw(tagged(host, "dist/multi", "keep")) == index_image.index
     assert skopeo.inspect(tagged(host, "dist/bb", "keep"))["Layers"] == busybox_image.layer_digests
+
+
+@pytest.mark.peers
+def test_delete_untagged_on_distribution_data(distribution_registry: Any, skopeo: Any, five_layer_image: Any,
+                                              busybox_image: Any, index_image: Any, tmp_path: Path) -> None:
+    """``--delete-untagged`` on Distribution's data: an overwritten tag's old image goes, as with
+    Distribution's own ``-m``; a tagged index keeps its (untagged) children, which Distribution 2.8's
+    ``-m`` counts as garbage."""
+    from tests.fixtures.peers import tagged
+
+    host = distribution_registry.host
+    skopeo.copy(five_layer_image.oci_ref, tagged(host, "dist/app", "keep"))
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "dist/app", "keep"))  # five is untagged now
+    skopeo.copy(index_image.oci_ref, tagged(host, "dist/multi", "keep"), "--all")
+    distribution_registry.stop()
+    root = distribution_registry.root
+
+    theirs = set(re.findall(r"blob eligible for deletion: (sha256:[0-9a-f]{64})",
+                            distribution_registry.garbage_collect("--dry-run", "--delete-untagged")))
+    expected = {five_layer_image.manifest_digest,
+                *(set(five_layer_image.blob_digests) - set(busybox_image.blob_digests))}
+    dry = pyreg("gc", "--data-dir", str(root), "--dry-run", "--delete-untagged", "--grace", "0", "--json")
+    assert dry.returncode == 0, dry.stderr
+    ours = set(json.loads(dry.stdout)["deleted_digests"])
+    assert ours == expected and ours <= theirs
+    children = {d for child in index_image.children for d in (child.manifest_digest, *child.blob_digests)}
+    assert theirs - ours and theirs - ours <= children
+
+    done = pyreg("gc", "--data-dir", str(root), "--delete-untagged", "--grace", "0", "--settle", "0",
+                 "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["deleted_digests"]) == expected
+    assert report["manifests_deleted"] == [{"repository": "dist/app",
+                                            "digest": five_layer_image.manifest_digest}]
+    distribution_registry.start()
+    skopeo.copy(tagged(host, "dist/multi", "keep"), f"oci:{tmp_path / 'multi'}:k", "--all")
+    assert skopeo.inspect(tagged(host, "dist/app", "keep"))["Layers"] == busybox_image.layer_digests
+    gone = httpx.get(f"{distribution_registry.url}/v2/dist/app/manifests/{five_layer_image.manifest_digest}",
+                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert gone.status_code == 404
