@@ -251,6 +251,19 @@ async def test_command(client: httpx.AsyncClient, gc_config: dict[str, Any], tmp
     assert bad.returncode == 2 and "--grace" in bad.stderr
 
 
+
+async def test_command_reads_the_server_config(client: httpx.AsyncClient, gc_config: dict[str, Any],
+                                               tmp_path: Path) -> None:
+    """``pyreg gc --config`` collects whatever storage the server's config names (S3 too)."""
+    await push_image(client, "team/app", "v1")
+    stray = await push_blob(client, "team/app", b"stray")
+    config_file = tmp_path / "registry.yml"
+    config_file.write_text(json.dumps(gc_config))
+    done = pyreg("gc", "--config", str(config_file), "--grace", "0", "--settle", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted_digests"] == [stray]
+    await pull_all(client, "team/app", "v1")
+
 # -- beside a live registry ------------------------------------------------------------------------
 
 
