@@ -210,7 +210,7 @@ class NotificationEndpoint:
     name: str = ""
     disabled: bool = False
     url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, list[str]] = field(default_factory=dict)  # Distribution's [v] lists, or "v"
     timeout: float = duration_field(5.0)
     threshold: int = 3  # consecutive failures before waiting ``backoff`` between retries
     backoff: float = duration_field(1.0)

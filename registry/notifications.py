@@ -86,7 +86,8 @@ class Endpoint:
     async def _run(self) -> None:
         assert self.queue is not None
         queue = self.queue
-        headers = {**self.config.headers, "Content-Type": EVENTS_MEDIA_TYPE}
+        headers = {k: ", ".join(v) for k, v in self.config.headers.items()}
+        headers["Content-Type"] = EVENTS_MEDIA_TYPE
         async with httpx.AsyncClient(timeout=self.config.timeout, follow_redirects=False) as client:
             while True:
                 batch = [await queue.get()]

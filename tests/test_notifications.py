@@ -132,7 +132,7 @@ def test_push_and_delete_events(make_registry_server: Callable[..., Any],
                                 receivers: Callable[..., Receiver]) -> None:
     hook = receivers()
     server = make_registry_server({"notifications": {"endpoints": [
-        endpoint(hook, headers={"Authorization": "Bearer hook-secret"})]}})
+        endpoint(hook, headers={"Authorization": ["Bearer hook-secret"], "X-Hook": "plain string"})]}})
     http = httpx.Client(base_url=server.url, timeout=30, headers={"User-Agent": "webhook-test/1"})
     manifest = push_image(http, "team/app", "v1", "one")
     digest = sha256(manifest)
@@ -147,7 +147,8 @@ def test_push_and_delete_events(make_registry_server: Callable[..., Any],
         ("push", "v1"), ("push", "a"), ("push", "b"), ("delete", "v1"), ("delete", None)]
     for r in hook.requests():
         assert r["headers"]["content-type"] == EVENTS
-        assert r["headers"]["authorization"] == "Bearer hook-secret"
+        assert r["headers"]["authorization"] == "Bearer hook-secret"  # Distribution's list form
+        assert r["headers"]["x-hook"] == "plain string"
     push = events[0]
     assert push["target"] == {"mediaType": OCI_MANIFEST, "size": len(manifest), "length": len(manifest),
                               "digest": digest, "repository": "team/app", "tag": "v1",
