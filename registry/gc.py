@@ -44,7 +44,9 @@ The one assumption left: a server step that checks a blob and then writes a link
 process paused for longer, could still slip past), and ``settle`` exceeds the server's cache ttl.
 The price of setting aside: a push that, during a run, re-references a blob that was garbage at
 the mark (an image deleted and pushed again, its blobs skipped as "already there") can find that
-blob missing for up to ``settle`` seconds, until the second look puts it back. Run one GC at a
+blob missing for up to ``settle`` seconds, until the second look puts it back. On the
+filesystem the emptied ``blobs/…/<hex>/`` directories stay (removing one could race an upload of
+the same bytes into it; nothing reads an empty one, Distribution neither). Run one GC at a
 time. On S3 setting data aside is a server-side copy, so garbage is copied once before it is
 deleted.
 
@@ -513,7 +515,8 @@ class GarbageCollector:
             log.info("deleted blob %s (%d bytes)", blob.digest, blob.size)
             report.blobs_deleted.append(str(blob.digest))
             report.bytes_freed += blob.size
-            await self._remove_if_empty(paths.blob_dir(blob.digest))
+            # The emptied blob directory stays (filesystem): removing it could race an upload of
+            # the same bytes renaming its data into it. Nothing reads an empty one.
 
         await self._each(sweep, [b for d, b in aside.items() if d not in rescued])
         report.seconds = time.monotonic() - started
@@ -529,15 +532,6 @@ class GarbageCollector:
                 await self.driver.move(quarantine_path(digest), paths.blob_data_path(digest))
             return
         await self._delete(quarantine_path(digest))
-
-    async def _remove_if_empty(self, path: str) -> None:
-        """Remove a blob's directory left empty (filesystem; S3 has no directories)."""
-        try:
-            if await self.driver.list(path):
-                return
-        except PathNotFoundError:
-            return
-        await self._delete(path)
 
     async def _recover(self) -> int:
         """Put back data an interrupted run had set aside (the next mark judges it afresh)."""
