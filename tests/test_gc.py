@@ -209,6 +209,27 @@ async def test_untagged_but_recent_manifest_is_kept(client: httpx.AsyncClient,
     await pull_all(client, "team/app", digest)
 
 
+
+async def test_an_interrupted_run_is_undone(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
+    """A run that died after setting data aside: the next run puts it back before it marks, so a
+    blob that is in use again is served, and real garbage is collected as usual."""
+    from registry.gc import quarantine_path
+    from registry.layout import blob_data_path
+    from storage.digest import Digest
+
+    digest, _ = await push_image(client, "team/app", "v1", layers=(b"in use",))
+    stray = await push_blob(client, "team/app", b"garbage")
+    driver = make_driver(load_config(data=gc_config, environ={}))
+    for d in (sha256(b"in use"), stray):  # what the dead run had moved aside
+        await driver.move(blob_data_path(Digest.parse(d)), quarantine_path(Digest.parse(d)))
+    assert (await client.get(f"/v2/team/app/blobs/{sha256(b'in use')}")).status_code == 404
+
+    report = await run_gc(gc_config)
+    assert report.blobs_deleted == [stray]
+    await pull_all(client, "team/app", "v1")
+    assert (await client.get(f"/v2/team/app/manifests/{digest}")).status_code == 200
+    assert (await run_gc(gc_config)).blobs_deleted == []
+
 async def test_empty_store(gc_config: dict[str, Any]) -> None:
     report = await run_gc(gc_config)
     assert report.blobs == 0 and report.blobs_deleted == [] and report.repositories == 0
