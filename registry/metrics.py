@@ -11,6 +11,8 @@ digests make no new series; methods outside the HTTP set become ``OTHER``.
 * ``pyreg_uploads_started_total``, ``pyreg_uploads_completed_total``, ``pyreg_uploads_failed_total``
   (a monolithic POST counts as started and completed; a mount is not an upload; failed = a
   PATCH/PUT/monolithic POST answered 4xx/5xx)
+* with webhooks configured: ``pyreg_notifications_events_total{endpoint,outcome}`` (delivered,
+  dropped), ``pyreg_notifications_failures_total{endpoint}``, ``pyreg_notifications_pending{endpoint}``
 
 Scrapes of ``/metrics`` are not counted. The endpoint sits in front of auth (it is not under
 ``/v2``), so registry auth never blocks it; ``metrics.token`` makes it require
@@ -91,7 +93,7 @@ def route_kind(path: str) -> str:
 class RegistryMetrics:
     """The metric objects of one app (a registry of its own, so several apps can share a process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, notifications: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
@@ -112,6 +114,11 @@ class RegistryMetrics:
                                          "Blob uploads finished and stored", registry=reg)
         self.uploads_failed = Counter("pyreg_uploads_failed_total",
                                       "Blob upload requests refused or failed (4xx/5xx)", registry=reg)
+        if notifications:  # webhook deliveries (registry/notifications.py)
+            from registry.notifications import METRICS
+
+            for metric in METRICS:
+                reg.register(metric)
         if not self.multiprocess:
             from prometheus_client import PlatformCollector, ProcessCollector
 
@@ -229,4 +236,5 @@ class MetricsMiddleware:
 def metrics_middleware(config: Config) -> Middleware:
     """The ``Middleware`` entry for ``build_middleware`` (one metrics registry per app)."""
     section = config.metrics
-    return Middleware(MetricsMiddleware, metrics=RegistryMetrics(), path=section.path, token=section.token)
+    metrics = RegistryMetrics(notifications=bool(config.notifications.endpoints))
+    return Middleware(MetricsMiddleware, metrics=metrics, path=section.path, token=section.token)

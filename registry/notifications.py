@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from prometheus_client import Counter, Gauge
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +50,16 @@ EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 _MAX_BATCH = 100
 _MAX_BODY = 4 * 1024 * 1024 + 1  # the route refuses bigger manifests (413)
 _SHUTDOWN_DRAIN = 5.0
+
+# Process-wide, registered into each app's metrics registry by registry/metrics.py (and summed over
+# workers in multiprocess mode like every other metric). ``endpoint`` is a configured name.
+EVENTS = Counter("pyreg_notifications_events_total", "Webhook events by endpoint and outcome",
+                 ["endpoint", "outcome"], registry=None)
+FAILURES = Counter("pyreg_notifications_failures_total", "Failed webhook delivery attempts (retried)",
+                   ["endpoint"], registry=None)
+PENDING = Gauge("pyreg_notifications_pending", "Webhook events waiting in memory", ["endpoint"],
+                registry=None, multiprocess_mode="livesum")
+METRICS = (EVENTS, FAILURES, PENDING)
 
 
 class Endpoint:
@@ -77,8 +88,10 @@ class Endpoint:
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"webhook {self.name}")
         try:
             self.queue.put_nowait(event)
+            PENDING.labels(self.name).inc()
         except asyncio.QueueFull:
             self.dropped += 1
+            EVENTS.labels(self.name, "dropped").inc()
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("notifications: endpoint %s is behind, %d event(s) dropped so far (queuesize %d)",
                             self.name, self.dropped, self.config.queuesize)
@@ -100,7 +113,9 @@ class Endpoint:
                     self.sending = False
                     for _ in batch:
                         queue.task_done()
+                    PENDING.labels(self.name).dec(len(batch))
                 self.delivered += len(batch)
+                EVENTS.labels(self.name, "delivered").inc(len(batch))
 
     async def _deliver(self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> None:
         failures = 0
@@ -114,6 +129,7 @@ class Endpoint:
                 problem = f"{type(e).__name__}: {e}"
             failures += 1
             self.failures += 1
+            FAILURES.labels(self.name).inc()
             if failures == 1 or failures % 10 == 0:
                 log.warning("notifications: endpoint %s failed (%s), attempt %d; retrying", self.name,
                             problem, failures)

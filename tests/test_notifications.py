@@ -123,6 +123,14 @@ def push_image(http: httpx.Client, name: str, ref: str, seed: str, params: Any =
     return manifest
 
 
+def metrics(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def endpoint(receiver: Receiver, **extra: Any) -> dict[str, Any]:
     return {"name": "test", "url": receiver.url, "timeout": "10s", "threshold": 2, "backoff": "200ms",
             **extra}
@@ -176,6 +184,13 @@ def test_retries_until_delivered(make_registry_server: Callable[..., Any],
     assert [a["failed"] for a in attempts] == [True, True, True, False]
     assert len({a["body"]["events"][0]["id"] for a in attempts}) == 1  # the same event each time
     assert "endpoint test failed (status 500)" in server.log()
+    delivered = ("pyreg_notifications_events_total", (("endpoint", "test"), ("outcome", "delivered")))
+    deadline = time.monotonic() + 30  # the receiver logs before it answers: the count follows
+    while (found := metrics(server)).get(delivered) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert found[delivered] == 1
+    assert found[("pyreg_notifications_failures_total", (("endpoint", "test"),))] == 3
+    assert found[("pyreg_notifications_pending", (("endpoint", "test"),))] == 0
 
 
 def test_slow_endpoint_never_delays_pushes(make_registry_server: Callable[..., Any],
@@ -195,6 +210,9 @@ def test_slow_endpoint_never_delays_pushes(make_registry_server: Callable[..., A
     tags = [e["target"]["tag"] for e in events]
     assert 1 <= len(tags) < 6 and tags == [f"t{i}" for i in range(len(tags))]  # the oldest, in order
     assert "event(s) dropped so far (queuesize 2)" in server.log()
+    found = metrics(server)
+    dropped = found[("pyreg_notifications_events_total", (("endpoint", "test"), ("outcome", "dropped")))]
+    assert dropped >= 1 and dropped + len(tags) <= 6
 
 
 def test_filters_pulls_and_two_endpoints(make_registry_server: Callable[..., Any],
