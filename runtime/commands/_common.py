@@ -1,4 +1,5 @@
-"""Helpers shared by the container commands: find a container, wait for its end."""
+"""Helpers shared by the container commands: find a container, act on each named one, wait for
+its end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from runtime import state
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -18,6 +20,27 @@ def find(ref: str) -> dict[str, Any] | None:
     if rec is None:
         print(f"pyreg: no such container: {ref}", file=sys.stderr)
     return rec
+
+
+def each(refs: list[str], act: Callable[[str, dict[str, Any]], bool]) -> int:
+    """``act(ref, record)`` on every named container; exit status 1 if one is unknown or an act
+    returned False (the others are still done)."""
+    rc = 0
+    for ref in refs:
+        rec = find(ref)
+        if rec is None or not act(ref, rec):
+            rc = 1
+    return rc
+
+
+def kill_and_wait(rec: dict[str, Any]) -> None:
+    """SIGKILL the container's PID 1 and wait until its supervisor recorded the end."""
+    import signal
+
+    from runtime.commands.kill import send
+
+    send(rec, signal.SIGKILL)
+    wait_exit(rec, None)
 
 
 def wait_exit(rec: dict[str, Any], timeout: float | None) -> bool:

@@ -39,21 +39,19 @@ def send(rec: dict, sig: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.commands._common import find
+    from runtime.commands._common import each
 
     try:
         sig = parse_signal(args.signal)
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return 1
-    rc = 0
-    for ref in args.containers:
-        rec = find(ref)
-        if rec is None:
-            rc = 1
-        elif not send(rec, sig):
+
+    def kill(ref: str, rec: dict) -> bool:
+        if not send(rec, sig):
             print(f"pyreg: container {ref} is not running", file=sys.stderr)
-            rc = 1
-        else:
-            print(ref)
-    return rc
+            return False
+        print(ref)
+        return True
+
+    return each(args.containers, kill)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 
@@ -14,23 +13,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime import container
-    from runtime.commands._common import find, wait_exit
-    from runtime.commands.kill import send
+    from runtime.commands._common import each, kill_and_wait
 
-    rc = 0
-    for ref in args.containers:
-        rec = find(ref)
-        if rec is None:
-            rc = 1
-            continue
+    def remove(ref: str, rec: dict) -> bool:
         if rec.get("status") == "running":
             if not args.force:
                 print(f"pyreg: cannot remove running container {ref}: stop it first or use -f",
                       file=sys.stderr)
-                rc = 1
-                continue
-            send(rec, signal.SIGKILL)
-            wait_exit(rec, None)
+                return False
+            kill_and_wait(rec)
         container.cleanup(rec, remove=True)
         print(ref)
-    return rc
+        return True
+
+    return each(args.containers, remove)

@@ -12,22 +12,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.commands._common import find, wait_exit
+    from runtime.commands._common import each, kill_and_wait, wait_exit
     from runtime.commands.kill import parse_signal, send
 
-    rc = 0
-    for ref in args.containers:
-        rec = find(ref)
-        if rec is None:
-            rc = 1
-            continue
+    def stop(ref: str, rec: dict) -> bool:
         if rec.get("status") == "running":
             try:
                 sig = parse_signal(rec.get("config", {}).get("stop_signal") or "SIGTERM")
             except ValueError:
                 sig = signal.SIGTERM
             if send(rec, sig) and not wait_exit(rec, args.time):
-                send(rec, signal.SIGKILL)
-                wait_exit(rec, None)
+                kill_and_wait(rec)
         print(ref)
-    return rc
+        return True
+
+    return each(args.containers, stop)
