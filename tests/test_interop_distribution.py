@@ -226,3 +226,48 @@ def test_pyreg_continues_an_upload_distribution_started(registry_server: Any,
     assert done.status_code == 201, done.text
     assert done.headers["docker-content-digest"] == digest
     assert httpx.get(f"{registry_server.url}/v2/up/load/blobs/{digest}").content == data
+
+
+def test_one_s3_bucket_both_ways(s3_section: dict[str, Any], moto_server: Any, skopeo: Skopeo,
+                                 five_layer_image: TestImage, busybox_image: TestImage,
+                                 tmp_path: Path) -> None:
+    """The same layout in a bucket: Distribution's s3-aws driver and pyreg's S3 driver, one after
+    the other on one bucket and root directory (moto), each serving what the other pushed."""
+    from tests.fixtures.registry import RegistryServer
+
+    pyreg = RegistryServer({"storage": {"s3": s3_section, "delete": {"enabled": True}, "cache": {"ttl": 0},
+                                        "maintenance": {"uploadpurging": {"enabled": False}}},
+                            "log": {"accesslog": {"disabled": True}}}, tmp_path / "pyreg")
+    distribution = DistributionRegistry(tmp_path / "unused-root", tmp_path / "distribution", s3=s3_section)
+    try:
+        distribution.start()
+        dhost = distribution.host
+        skopeo.copy(five_layer_image.oci_ref, tagged(dhost, "bucket/five", "from-dist"))
+        skopeo.copy(busybox_image.oci_ref, tagged(dhost, "bucket/bb", "from-dist"), "--format", "v2s2")
+        distribution.stop()
+
+        pyreg.start()
+        host = pyreg.host
+        assert skopeo.inspect_raw(tagged(host, "bucket/five", "from-dist")) == five_layer_image.manifest
+        skopeo.copy(tagged(host, "bucket/five", "from-dist"), f"oci:{tmp_path / 'out'}:1")
+        assert read_layout(tmp_path / "out", "1").manifest_digest == five_layer_image.manifest_digest
+        assert skopeo.inspect(tagged(host, "bucket/bb", "from-dist"))["Layers"] == busybox_image.layer_digests
+        skopeo.copy(busybox_image.oci_ref, tagged(host, "bucket/bb", "from-pyreg"))
+        skopeo.copy(five_layer_image.oci_ref, tagged(host, "bucket/new", "from-pyreg"))
+        pyreg.stop()
+
+        distribution.start()
+        assert sorted(skopeo.list_tags(f"docker://{dhost}/bucket/bb")) == ["from-dist", "from-pyreg"]
+        assert skopeo.inspect_raw(tagged(dhost, "bucket/bb", "from-pyreg")) == busybox_image.manifest
+        skopeo.copy(tagged(dhost, "bucket/new", "from-pyreg"), f"oci:{tmp_path / 'out2'}:1")
+        pulled = read_layout(tmp_path / "out2", "1")
+        assert pulled.manifest == five_layer_image.manifest
+        for digest in five_layer_image.blob_digests:
+            assert pulled.blob(digest) == five_layer_image.blob(digest)
+    finally:
+        distribution.stop()
+        pyreg.stop()
+    assert not any((tmp_path / "unused-root").iterdir())  # Distribution wrote only to the bucket
+    prefix = s3_section["rootdirectory"].strip("/") + "/docker/registry/v2/repositories/bucket/"
+    listed = moto_server.client().list_objects_v2(Bucket=s3_section["bucket"], Prefix=prefix)
+    assert listed.get("KeyCount", 0) > 0
