@@ -44,6 +44,23 @@ def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> Non
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
+def registry_name(text: str | None) -> str:
+    """The registry a REGISTRY argument names (host[:port], no scheme or trailing slash); the
+    configured default when none is given."""
+    from storage.reference import default_registry
+
+    return (text or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+
+
+def remote(registry: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """A ``RegistryClient`` for ``registry`` honouring the command's ``--insecure``; httpx is
+    imported here, only by commands that talk to a registry (fast start-up for the rest)."""
+    lean_httpx()
+    from client.remote import RegistryClient
+
+    return RegistryClient(registry, insecure=args.insecure, **kwargs)
+
+
 def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
     if getattr(args, "json", False):
         print(json.dumps(doc, indent=2))

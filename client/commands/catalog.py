@@ -19,12 +19,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
-    from client.remote import RegistryClient
-    from storage.reference import default_registry
-
-    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
-    with RegistryClient(registry, insecure=args.insecure) as rc:
+    registry = common.registry_name(args.registry)
+    with common.remote(registry, args) as rc:
         repos = rc.catalog(args.page_size)
     common.emit(args, {"registry": registry, "repositories": repos}, "\n".join(repos) if repos else None)
     return 0

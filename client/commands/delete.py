@@ -24,15 +24,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
-    from client.remote import RegistryClient, RegistryError
     from storage.reference import parse
 
     ref = parse(args.ref, default_tag=False)
     if ref.tag is None and ref.digest is None:
         raise ValueError(f"{args.ref}: name a tag or a digest to delete")
     deleted = ref.reference
-    with RegistryClient(ref.registry, insecure=args.insecure) as rc:
+    common.lean_httpx()
+    from client.remote import RegistryError
+
+    with common.remote(ref.registry, args) as rc:
         try:
             rc.delete_manifest(ref.repository, ref.reference)
         except RegistryError as exc:
@@ -45,6 +46,6 @@ def _run(args: argparse.Namespace) -> int:
             deleted = str(digest)
             print(f"pyreg: the registry does not delete tags; deleted manifest {digest} and its tags",
                   file=sys.stderr)
-    common.emit(args, {"deleted": f"{ref.name}{'@' if ':' in deleted else ':'}{deleted}"},
-                f"deleted {ref.name}{'@' if ':' in deleted else ':'}{deleted}")
+    name = f"{ref.name}{'@' if ':' in deleted else ':'}{deleted}"
+    common.emit(args, {"deleted": name}, f"deleted {name}")
     return 0

@@ -75,15 +75,13 @@ def _local(text: str) -> dict[str, Any] | None:
 def _remote(args: argparse.Namespace) -> dict[str, Any]:
     import json
 
-    common.lean_httpx()
-    from client.remote import RegistryClient
     from client.transfer import Platform, select_platform
     from storage import mediatypes
     from storage.digest import Digest
     from storage.reference import parse
 
     ref = parse(args.ref)
-    with RegistryClient(ref.registry, insecure=args.insecure) as rc:
+    with common.remote(ref.registry, args) as rc:
         top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
         if args.raw:
             return {"raw": top.data.decode()}

@@ -22,12 +22,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
     from client import credentials
-    from client.remote import RegistryClient
-    from storage.reference import default_registry
 
-    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    registry = common.registry_name(args.registry)
     username = args.username or input("Username: ")
     if args.password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -36,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     if not username or not password:
         raise ValueError("username and password are required")
     creds = credentials.Credentials(username, password)
-    with RegistryClient(registry, insecure=args.insecure, credentials=creds) as rc:
+    with common.remote(registry, args, credentials=creds) as rc:
         rc.ping()
         response = rc.http.get(rc.url(""))
         if response.status_code in (401, 403):

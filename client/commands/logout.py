@@ -17,9 +17,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from client import credentials
-    from storage.reference import default_registry
 
-    registry = (args.registry or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    registry = common.registry_name(args.registry)
     if not credentials.erase(registry):
         raise ValueError(f"not logged in to {registry}")
     print(f"Removed login credentials for {registry}")

@@ -19,12 +19,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
-    from client.remote import RegistryClient
     from storage.reference import parse_repository
 
     ref = parse_repository(args.repo)
-    with RegistryClient(ref.registry, insecure=args.insecure) as rc:
+    with common.remote(ref.registry, args) as rc:
         tags = rc.tags(ref.repository, args.page_size)
     common.emit(args, {"name": ref.name, "tags": tags}, "\n".join(tags) if tags else None)
     return 0
