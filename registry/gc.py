@@ -286,11 +286,7 @@ class GarbageCollector:
         return list(await asyncio.gather(*(self._limited(fn(item)) for item in items)))
 
     async def _delete(self, path: str) -> bool:
-        try:
-            await self.driver.delete(path)
-        except PathNotFoundError:
-            return False
-        return True
+        return await paths.delete_path(self.driver, path)
 
     async def refs(self, digest: Digest) -> _Refs | None:
         """What a manifest references (None: its bytes are not in the blob store).

@@ -108,12 +108,12 @@ class StoredManifest:
     media_type: str
 
 
-def blob_data_path(digest: Digest) -> str:
-    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
-
-
 def blob_dir(digest: Digest) -> str:
     return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def blob_data_path(digest: Digest) -> str:
+    return f"{blob_dir(digest)}/data"
 
 
 def repo_path(name: str) -> str:
@@ -121,27 +121,27 @@ def repo_path(name: str) -> str:
 
 
 def layer_link_path(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return f"{repo_path(name)}/_layers/{digest.algorithm}/{digest.hex}/link"
 
 
 def revision_link_path(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+    return f"{repo_path(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
 
 
 def tags_path(name: str) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/tags"
+    return f"{repo_path(name)}/_manifests/tags"
 
 
 def tag_current_path(name: str, tag: str) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/current/link"
+    return f"{tags_path(name)}/{tag}/current/link"
 
 
 def tag_index_link_path(name: str, tag: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/index/{digest.algorithm}/{digest.hex}/link"
+    return f"{tags_path(name)}/{tag}/index/{digest.algorithm}/{digest.hex}/link"
 
 
 def referrers_path(name: str, subject: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/referrers/{subject.algorithm}/{subject.hex}"
+    return f"{repo_path(name)}/_manifests/referrers/{subject.algorithm}/{subject.hex}"
 
 
 def referrer_link_path(name: str, subject: Digest, referrer: Digest) -> str:
@@ -149,11 +149,11 @@ def referrer_link_path(name: str, subject: Digest, referrer: Digest) -> str:
 
 
 def uploads_path(name: str) -> str:
-    return f"{REPOSITORIES}/{name}/_uploads"
+    return f"{repo_path(name)}/_uploads"
 
 
 def upload_path(name: str, upload_id: str) -> str:
-    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+    return f"{uploads_path(name)}/{upload_id}"
 
 
 def upload_data_path(name: str, upload_id: str) -> str:
@@ -162,6 +162,15 @@ def upload_data_path(name: str, upload_id: str) -> str:
 
 def upload_startedat_path(name: str, upload_id: str) -> str:
     return f"{upload_path(name, upload_id)}/startedat"
+
+
+async def delete_path(driver: Driver, path: str) -> bool:
+    """Delete a file or a tree; False when it was not there (a concurrent delete is no error)."""
+    try:
+        await driver.delete(path)
+    except PathNotFoundError:
+        return False
+    return True
 
 
 def _basename(path: str) -> str:
@@ -194,11 +203,7 @@ class Layout:
         await self.driver.put_content(path, str(digest).encode())
 
     async def _delete(self, path: str) -> bool:
-        try:
-            await self.driver.delete(path)
-        except PathNotFoundError:
-            return False
-        return True
+        return await delete_path(self.driver, path)
 
     # -- blobs ---------------------------------------------------------------------------------
 
