@@ -3,12 +3,8 @@ with a throw-away CA the tests create, and skopeo verifying it (``--cert-dir``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,7 @@ import pytest
 
 from tests.fixtures.auth import USERS, CertificateAuthority
 from tests.fixtures.peers import Skopeo, tagged
-from tests.fixtures.registry import REPO_ROOT, RegistryServer
+from tests.fixtures.registry import RegistryServer
 from tests.images import TestImage, read_layout
 
 pytestmark = pytest.mark.peers
@@ -43,34 +39,6 @@ class TLSServer(RegistryServer):
         if with_client_cert and self.client_cert:
             ctx.load_cert_chain(*self.client_cert)
         return ctx
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        cmd = [
-            sys.executable,
-            "-m",
-            "client.cli",
-            "serve",
-            "--config",
-            str(self.config_path),
-            "--addr",
-            self.host,
-        ]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                cmd, cwd=self.workdir, env=env, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pyreg serve exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                httpx.get(f"{self.url}/v2/", verify=self.context(), timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"pyreg serve did not answer on {self.url}:\n{self.log()}")
 
 
 @pytest.fixture

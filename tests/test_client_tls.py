@@ -11,18 +11,15 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.fixtures.auth import CertificateAuthority, Issued
 from tests.fixtures.client import ClientEnv, mem_image, write_oci_layout
-from tests.fixtures.registry import REPO_ROOT, RegistryServer, deep_merge
+from tests.fixtures.registry import RegistryServer, deep_merge
 
 
 class TLSRegistry(RegistryServer):
@@ -40,25 +37,6 @@ class TLSRegistry(RegistryServer):
         if self.client is not None:
             ctx.load_cert_chain(str(self.client.cert), str(self.client.key))
         return ctx
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        cmd = [sys.executable, "-m", "client.cli", "serve", "--config", str(self.config_path),
-               "--addr", self.host]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=log, stderr=log,
-                                            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pyreg serve exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                httpx.get(f"{self.url}/v2/", verify=self.context(), timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"pyreg serve did not answer on {self.url}:\n{self.log()}")
 
 
 @pytest.fixture
