@@ -36,12 +36,3 @@ PLAIN_LAYERS: Final = frozenset({OCI_LAYER, OCI_LAYER_NONDIST})
 
 ANNOTATION_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOTATION_CREATED: Final = "org.opencontainers.image.created"
-
-
-def layer_compression(media_type: str) -> str:
-    """'gzip', 'zstd' or 'none' for a layer media type (unknown types are sniffed by the reader)."""
-    if media_type in GZIP_LAYERS:
-        return "gzip"
-    if media_type in ZSTD_LAYERS:
-        return "zstd"
-    return "none"

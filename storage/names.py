@@ -31,9 +31,5 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def is_valid_name(name: str) -> bool:
-    return name_problem(name) is None
-
-
 def is_valid_tag(tag: str) -> bool:
     return bool(_TAG.match(tag))

@@ -121,9 +121,6 @@ class Reference:
             out += f"@{self.digest}"
         return out
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, tag, None)
-
     def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.registry, self.repository, None, digest)
 
