@@ -113,13 +113,17 @@ class Reference:
             return str(self.digest)
         return self.tag or DEFAULT_TAG
 
-    def __str__(self) -> str:
-        out = self.name
+    def _suffix(self) -> str:
+        """``:tag``, ``@digest``, both, or nothing."""
+        out = ""
         if self.tag is not None:
             out += f":{self.tag}"
         if self.digest is not None:
             out += f"@{self.digest}"
         return out
+
+    def __str__(self) -> str:
+        return self.name + self._suffix()
 
     def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.registry, self.repository, None, digest)
@@ -134,11 +138,7 @@ class Reference:
             out = repo
         else:
             out = self.name
-        if self.tag is not None:
-            out += f":{self.tag}"
-        if self.digest is not None:
-            out += f"@{self.digest}"
-        return out
+        return out + self._suffix()
 
 
 def split_domain(name: str, default: str) -> tuple[str, str]:
