@@ -62,14 +62,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from registry import layout as paths
 from storage.digest import Digest, DigestError
-from storage.driver import Driver
+from storage.driver import Driver, FileInfo
 from storage.errors import PathNotFoundError
 from storage.manifest import ManifestError, parse_manifest
 
@@ -196,25 +196,30 @@ def _digest(algorithm: str, hex_: str) -> Digest | None:
         return None
 
 
+async def _files(driver: Driver, root: str) -> AsyncIterator[tuple[list[str], FileInfo]]:
+    """Every file under ``root``, with its path split into the components below ``root``;
+    nothing when ``root`` is missing."""
+    prefix = root + "/"
+    try:
+        async for info in driver.walk(root):
+            if not info.is_dir and info.path.startswith(prefix):
+                yield info.path[len(prefix):].split("/"), info
+    except PathNotFoundError:
+        pass
+
+
 async def scan_repositories(driver: Driver) -> dict[str, _Repo]:
     """Every repository's links, from one walk of ``repositories/`` (names may hold slashes)."""
     repos: dict[str, _Repo] = {}
-    prefix = paths.REPOSITORIES + "/"
-    try:
-        async for info in driver.walk(paths.REPOSITORIES):
-            if info.is_dir or not info.path.startswith(prefix):
-                continue
-            parts = info.path[len(prefix):].split("/")
-            i = next((k for k, p in enumerate(parts) if p.startswith("_")), None)
-            if not i:
-                continue
-            name, kind, rest = "/".join(parts[:i]), parts[i], parts[i + 1:]
-            repo = repos.get(name)
-            if repo is None:
-                repo = repos[name] = _Repo(name)
-            _add_path(repo, kind, rest, info.modtime)
-    except PathNotFoundError:
-        pass
+    async for parts, info in _files(driver, paths.REPOSITORIES):
+        i = next((k for k, p in enumerate(parts) if p.startswith("_")), None)
+        if not i:
+            continue
+        name, kind, rest = "/".join(parts[:i]), parts[i], parts[i + 1:]
+        repo = repos.get(name)
+        if repo is None:
+            repo = repos[name] = _Repo(name)
+        _add_path(repo, kind, rest, info.modtime)
     return repos
 
 
@@ -247,19 +252,12 @@ def _add_path(repo: _Repo, kind: str, rest: list[str], modtime: datetime) -> Non
 async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
     """Every ``blobs/<alg>/<xx>/<hex>/data`` in the store; anything else there is left alone."""
     blobs: dict[Digest, _Blob] = {}
-    prefix = paths.BLOBS + "/"
-    try:
-        async for info in driver.walk(paths.BLOBS):
-            if info.is_dir or not info.path.startswith(prefix):
-                continue
-            parts = info.path[len(prefix):].split("/")
-            if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
-                continue
-            d = _digest(parts[0], parts[2])
-            if d is not None:
-                blobs[d] = _Blob(d, info.size, info.modtime)
-    except PathNotFoundError:
-        pass
+    async for parts, info in _files(driver, paths.BLOBS):
+        if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
+            continue
+        d = _digest(parts[0], parts[2])
+        if d is not None:
+            blobs[d] = _Blob(d, info.size, info.modtime)
     return blobs
 
 

@@ -70,6 +70,16 @@ class _HashState:
     hasher: Hasher
 
 
+async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Hasher | None) -> None:
+    """Append a request body to ``writer``, feeding ``hasher`` (if any) the same bytes."""
+    async for chunk in body:
+        if not chunk:
+            continue
+        await writer.write(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+
+
 def format_startedat(now: datetime | None = None) -> bytes:
     """Go's time.RFC3339 in UTC, as Distribution writes it."""
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
@@ -180,12 +190,7 @@ class Uploads:
             if start is not None and start != size:
                 raise RangeMismatchError(size)
             algorithm, hasher = self._running_hasher(upload_id, size)
-            async for chunk in body:
-                if not chunk:
-                    continue
-                await writer.write(chunk)
-                if hasher is not None:
-                    hasher.update(chunk)
+            await _write_body(writer, body, hasher)
             ok = True
         finally:
             await writer.close()
@@ -214,12 +219,7 @@ class Uploads:
                 hasher = new_hasher(digest.algorithm)
             self._forget(upload_id)
             if body is not None:
-                async for chunk in body:
-                    if not chunk:
-                        continue
-                    await writer.write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
+                await _write_body(writer, body, hasher)
             size = writer.size
             await writer.commit()
         finally:
