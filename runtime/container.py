@@ -316,6 +316,15 @@ def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
         _report(err_w, "exec", e, argv[0])
 
 
+def _read_to_end(fd: int) -> bytes:
+    """Everything a child writes on a pipe until it closes its end (exec or exit); closes ``fd``."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
 def _report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
     code = EXIT_PYREG
     errno_ = getattr(e, "errno", None)
@@ -570,16 +579,13 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
         raise ContainerError(f"cannot move the container into its cgroup: {e}") from None
     finally:
         os.close(sync_w)
-    chunks = []
-    while chunk := os.read(err_r, 65536):
-        chunks.append(chunk)
-    os.close(err_r)
-    if chunks:
+    data = _read_to_end(err_r)
+    if data:
         os.waitpid(child, 0)
         try:
-            err = json.loads(b"".join(chunks))
+            err = json.loads(data)
         except ValueError:
-            err = {"message": b"".join(chunks).decode(errors="replace"), "code": EXIT_PYREG}
+            err = {"message": data.decode(errors="replace"), "code": EXIT_PYREG}
         raise ContainerError(err["message"], int(err.get("code", EXIT_PYREG)))
     for pending_sig in pending:
         forward(pending_sig, None)
@@ -630,10 +636,7 @@ def run(rec: dict[str, Any], detach: bool) -> int:
         finally:
             os._exit(code)
     os.close(ready_w)
-    data = b""
-    while chunk := os.read(ready_r, 65536):
-        data += chunk
-    os.close(ready_r)
+    data = _read_to_end(ready_r)
     msg: dict[str, Any] = json.loads(data) if data else {"message": "the supervisor died", "code": EXIT_PYREG}
     if "message" in msg:
         raise ContainerError(msg["message"], int(msg["code"]))
@@ -749,10 +752,7 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
                 _report(err_w, "setup", e)
             os._exit(EXIT_PYREG)
         os.close(err_w)
-        data = b""
-        while chunk := os.read(err_r, 65536):
-            data += chunk
-        os.close(err_r)
+        data = _read_to_end(err_r)
         _, status = os.waitpid(child, 0)
         if data:
             err = json.loads(data)
