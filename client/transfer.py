@@ -125,6 +125,24 @@ def _run_parallel(jobs: list[Callable[[], BlobResult]], parallel: int) -> list[B
     return results
 
 
+def _skip_or_mount(rc: RegistryClient, repository: str, digest: Digest, size: int,
+                   mount_from: str | None, progress: Progress) -> BlobResult | str | None:
+    """A blob the registry need not receive: its BlobResult when ``repository`` has it or a
+    cross-repo mount from ``mount_from`` worked; else the upload location a refused mount opened
+    (None when no mount was tried)."""
+    label = _short(str(digest))
+    if rc.blob_exists(repository, digest) is not None:
+        progress.finish(label, "already exists")
+        return BlobResult(str(digest), size, "exists")
+    if mount_from is None:
+        return None
+    location = rc.mount_blob(repository, digest, mount_from)
+    if location is None:
+        progress.finish(label, f"mounted from {mount_from}")
+        return BlobResult(str(digest), size, "mounted")
+    return location
+
+
 def _short(digest: str) -> str:
     return digest.split(":")[-1][:12]
 
@@ -296,15 +314,9 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
 
         def job(digest: Digest, size: int) -> BlobResult:
             label = _short(str(digest))
-            if rc.blob_exists(dest.repository, digest) is not None:
-                progress.finish(label, "already exists")
-                return BlobResult(str(digest), size, "exists")
-            location = None
-            if mount is not None:
-                location = rc.mount_blob(dest.repository, digest, mount)
-                if location is None:
-                    progress.finish(label, f"mounted from {mount}")
-                    return BlobResult(str(digest), size, "mounted")
+            location = _skip_or_mount(rc, dest.repository, digest, size, mount, progress)
+            if isinstance(location, BlobResult):
+                return location
             actual = source.blob_size(digest)
             if actual != size:
                 raise RegistryError(f"blob {digest} is {actual} bytes, its descriptor says {size}")
@@ -331,6 +343,7 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
     """Registry to registry. An index is copied whole unless a platform is asked for."""
     progress = progress or Progress(enabled=False)
     same_registry = src.registry == dest.registry
+    mount = src.repository if same_registry and src.repository != dest.repository else None
     with RegistryClient(src.registry, insecure=insecure, pool=parallel) as sc:
         dc = sc if same_registry else RegistryClient(dest.registry, insecure=insecure, pool=parallel)
         try:
@@ -356,14 +369,10 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
 
             def job(digest: Digest, size: int) -> BlobResult:
                 label = _short(str(digest))
-                if dc.blob_exists(dest.repository, digest) is not None:
-                    progress.finish(label, "already exists")
-                    return BlobResult(str(digest), size, "exists")
-                if same_registry and src.repository != dest.repository:
-                    location = dc.mount_blob(dest.repository, digest, src.repository)
-                    if location is None:
-                        progress.finish(label, f"mounted from {src.repository}")
-                        return BlobResult(str(digest), size, "mounted")
+                location = _skip_or_mount(dc, dest.repository, digest, size, mount, progress)
+                if isinstance(location, BlobResult):
+                    return location
+                if location is not None:
                     dc.http.delete(location)  # the registry would not mount; stream it instead
                 advance = progress.task(label, size)
                 dc.copy_blob_from(sc, src.repository, dest.repository, digest, size, advance)
