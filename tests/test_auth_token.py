@@ -304,20 +304,27 @@ class TokenAuthDistribution(DistributionRegistry):
         self.config_path.write_text(json.dumps(config))
 
 
-def test_distribution_trusts_pyreg_tokens(
-    server: Any, signing_key: SigningKey, tmp_path: Path, skopeo: Skopeo, busybox_image: TestImage
-) -> None:
+def start_token_distribution(tmp_path: Path, pyreg_url: str,
+                             signing_key: SigningKey) -> TokenAuthDistribution:
+    """A started Distribution registry that trusts the tokens of the pyreg at ``pyreg_url``."""
     dist = TokenAuthDistribution(
         tmp_path / "dist-root",
         tmp_path / "dist",
         {
-            "realm": f"{server.url}/token",
+            "realm": f"{pyreg_url}/token",
             "service": SERVICE,
             "issuer": "pyreg-test-issuer",
             "rootcertbundle": str(signing_key.cert),
         },
     )
     dist.start()
+    return dist
+
+
+def test_distribution_trusts_pyreg_tokens(
+    server: Any, signing_key: SigningKey, tmp_path: Path, skopeo: Skopeo, busybox_image: TestImage
+) -> None:
+    dist = start_token_distribution(tmp_path, server.url, signing_key)
     try:
         ref = tagged(dist.host, "team/dist", "1")
         skopeo.copy(busybox_image.oci_ref, ref, "--dest-creds", "alice:" + USERS["alice"])
@@ -346,17 +353,7 @@ def test_distribution_trusts_pyreg_tokens_by_kid_alone(
     config = token_config(signing_key, htpasswd_users)
     del config["auth"]["token"]["certificate"]
     server = make_registry_server(config)
-    dist = TokenAuthDistribution(
-        tmp_path / "dist-root",
-        tmp_path / "dist",
-        {
-            "realm": f"{server.url}/token",
-            "service": SERVICE,
-            "issuer": "pyreg-test-issuer",
-            "rootcertbundle": str(signing_key.cert),
-        },
-    )
-    dist.start()
+    dist = start_token_distribution(tmp_path, server.url, signing_key)
     try:
         ref = tagged(dist.host, "team/dist", "1")
         skopeo.copy(busybox_image.oci_ref, ref, "--dest-creds", "alice:" + USERS["alice"])
