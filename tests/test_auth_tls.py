@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.auth import USERS, CertificateAuthority
 from tests.fixtures.peers import Skopeo, tagged
-from tests.fixtures.registry import RegistryServer
+from tests.fixtures.registry import RegistryServer, ServerPool
 from tests.images import TestImage, read_layout
 
 pytestmark = pytest.mark.peers
@@ -45,10 +45,10 @@ class TLSServer(RegistryServer):
 def tls_server(
     make_registry_config: Any, auth_ca: CertificateAuthority, tmp_path: Path, htpasswd_users: Path
 ) -> Any:
-    servers: list[TLSServer] = []
+    pool = ServerPool()
 
     def make(extra: dict[str, Any] | None = None, client_cert: tuple[str, str] | None = None) -> TLSServer:
-        issued = auth_ca.issue(f"server{len(servers)}")
+        issued = auth_ca.issue(f"server{len(pool)}")
         base = {
             "tls": {"certificate": str(issued.cert), "key": str(issued.key)},
             "auth": {"htpasswd": {"path": str(htpasswd_users)}},
@@ -56,14 +56,10 @@ def tls_server(
         config = make_registry_config(base)
         for key, value in (extra or {}).items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-        server = TLSServer(config, tmp_path / f"tls-server-{len(servers)}", auth_ca, client_cert)
-        servers.append(server)
-        server.start()
-        return server
+        return pool.start(TLSServer(config, tmp_path / f"tls-server-{len(pool)}", auth_ca, client_cert))
 
     yield make
-    for s in servers:
-        s.stop()
+    pool.stop_all()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from tests.fixtures.auth import CertificateAuthority, Issued
 from tests.fixtures.client import ClientEnv, mem_image, write_oci_layout
-from tests.fixtures.registry import RegistryServer, deep_merge
+from tests.fixtures.registry import RegistryServer, ServerPool, deep_merge
 
 
 class TLSRegistry(RegistryServer):
@@ -41,10 +41,10 @@ class TLSRegistry(RegistryServer):
 
 @pytest.fixture
 def tls_registry(tmp_path: Path, auth_ca: CertificateAuthority) -> Iterator[Callable[..., TLSRegistry]]:
-    servers: list[TLSRegistry] = []
+    pool = ServerPool()
 
     def start(extra: dict[str, Any] | None = None, client: Issued | None = None) -> TLSRegistry:
-        n = len(servers)
+        n = len(pool)
         issued = auth_ca.issue(f"server{n}")
         config = deep_merge({
             "storage": {"filesystem": {"rootdirectory": str(tmp_path / f"data-{n}")},
@@ -52,14 +52,10 @@ def tls_registry(tmp_path: Path, auth_ca: CertificateAuthority) -> Iterator[Call
             "tls": {"certificate": str(issued.cert), "key": str(issued.key)},
             "log": {"accesslog": {"disabled": True}},
         }, extra)
-        server = TLSRegistry(config, tmp_path / f"server-{n}", auth_ca, client)
-        servers.append(server)
-        server.start()
-        return server
+        return pool.start(TLSRegistry(config, tmp_path / f"server-{n}", auth_ca, client))
 
     yield start
-    for server in servers:
-        server.stop()
+    pool.stop_all()
 
 
 @pytest.fixture
