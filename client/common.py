@@ -68,6 +68,11 @@ def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
         print(text)
 
 
+def emit_transfer(args: argparse.Namespace, result: Any) -> None:
+    """A push, pull or copy result: JSON with --json, else ``reference: digest`` unless -q."""
+    emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+
+
 def progress(args: argparse.Namespace) -> Any:
     from client.progress import Progress
 

@@ -32,5 +32,5 @@ def _run(args: argparse.Namespace) -> int:
         result = transfer.copy(src, dest, all_platforms=platform is None, platform=platform,
                                parallel=config.parallel(args.parallel), insecure=args.insecure,
                                progress=progress)
-    common.emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+    common.emit_transfer(args, result)
     return 0

@@ -37,5 +37,5 @@ def _run(args: argparse.Namespace) -> int:
         result = transfer.pull(ref, store, extractor=extractor, platform=platform,
                                parallel=config.parallel(args.parallel), insecure=args.insecure,
                                progress=progress)
-    common.emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+    common.emit_transfer(args, result)
     return 0

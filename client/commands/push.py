@@ -65,5 +65,5 @@ def _run(args: argparse.Namespace) -> int:
             progress.line(f"pushing {dest}")
             result = transfer.push(source, dest, parallel=config.parallel(args.parallel),
                                    chunk_size=chunk_size, insecure=args.insecure, progress=progress)
-    common.emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
+    common.emit_transfer(args, result)
     return 0
