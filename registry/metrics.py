@@ -52,7 +52,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from registry.config import Config
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ROUTE_KINDS = ("blob", "manifest", "upload", "tags", "catalog", "referrers", "base", "other")
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
