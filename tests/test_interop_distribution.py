@@ -271,3 +271,29 @@ def test_one_s3_bucket_both_ways(s3_section: dict[str, Any], moto_server: Any, s
     prefix = s3_section["rootdirectory"].strip("/") + "/docker/registry/v2/repositories/bucket/"
     listed = moto_server.client().list_objects_v2(Bucket=s3_section["bucket"], Prefix=prefix)
     assert listed.get("KeyCount", 0) > 0
+
+
+def test_deep_and_punctuated_names_and_catalog_pages(registry_server: Any, distribution_factory: Any,
+                                                      skopeo: Skopeo, busybox_image: TestImage) -> None:
+    """Names with several components and separators, written by Distribution, listed by pyreg's
+    paginated ``_catalog`` exactly as Distribution lists them."""
+    names = ["a.b/c_d/e-f", "x/y/z/w", "x/y", "x__y", "single", "p-q/r.s"]
+    registry_server.stop()
+    distribution = distribution_factory(Path(registry_server.data_dir))
+    for name in names:
+        skopeo.copy(busybox_image.oci_ref, tagged(distribution.host, name, "t"))
+    theirs = httpx.get(f"{distribution.url}/v2/_catalog").json()["repositories"]
+    distribution.stop()
+
+    registry_server.restart()
+    ours: list[str] = []
+    url: str | None = f"{registry_server.url}/v2/_catalog?n=2"
+    while url:
+        page = httpx.get(url)
+        assert page.status_code == 200
+        ours += page.json()["repositories"]
+        link = page.headers.get("link")
+        url = str(httpx.URL(registry_server.url).join(link.split(";")[0].strip("<> "))) if link else None
+    assert ours == theirs == sorted(names)
+    for name in names:
+        assert skopeo.digest(tagged(registry_server.host, name, "t")) == busybox_image.manifest_digest
