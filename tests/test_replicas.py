@@ -79,23 +79,33 @@ def compose() -> dict[str, Any]:
 
 def start_cluster(workdir: Path, storage_env: dict[str, str], nginx_vars: dict[str, str] | None = None,
                   extra_env: dict[str, str] | None = None) -> Cluster:
+    """The deploy/compose.yaml cluster: its two pyreg services and nginx, with their environment."""
     services = compose()["services"]
+    envs = []
+    for name in ("pyreg1", "pyreg2"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        env.update(storage_env)
+        env.update(extra_env or {})
+        envs.append((name, env))
+    values = {k: str(v) for k, v in services["nginx"]["environment"].items()}
+    values.update(nginx_vars or {})
+    return start_behind_nginx(workdir, os.path.join(DEPLOY, "config.yml"), envs, values)
+
+
+def start_behind_nginx(workdir: Path, config: str, envs: list[tuple[str, dict[str, str]]],
+                       nginx_vars: dict[str, str]) -> Cluster:
+    """Two pyreg replicas (a log name and an environment each) on free ports behind nginx."""
     procs: list[subprocess.Popen[bytes]] = []
     replicas, upstream = [], {}
     try:
-        for i, name in enumerate(("pyreg1", "pyreg2")):
-            env = {k: str(v) for k, v in services[name]["environment"].items()}
-            env.update(storage_env)
-            env.update(extra_env or {})
+        for i, (name, env) in enumerate(envs):
             port = free_port()
-            procs.append(start_pyreg(os.path.join(DEPLOY, "config.yml"), port, env,
-                                     str(workdir / f"{name}.log")))
+            procs.append(start_pyreg(config, port, env, str(workdir / f"{name}.log")))
             replicas.append(f"http://127.0.0.1:{port}")
             upstream[f"127.0.0.1:{port}"] = i
         nginx_port = free_port()
-        values = {k: str(v) for k, v in services["nginx"]["environment"].items()}
-        values.update(PYREG1_ADDR=replicas[0][7:], PYREG2_ADDR=replicas[1][7:],
-                      NGINX_LISTEN=f"127.0.0.1:{nginx_port}", **(nginx_vars or {}))
+        values = {**nginx_vars, "PYREG1_ADDR": replicas[0][7:], "PYREG2_ADDR": replicas[1][7:],
+                  "NGINX_LISTEN": f"127.0.0.1:{nginx_port}"}
         nginx = start_nginx(nginx_config(str(workdir / "nginx"), values), nginx_port)
     except BaseException:
         for p in procs:
@@ -279,23 +289,8 @@ def test_filesystem_replicas_hand_blob_bodies_to_nginx(tmp_path: Path) -> None:
 
 
 def start_fs_cluster(workdir: Path, config: Path, env: dict[str, str], root: Path) -> Cluster:
-    procs, replicas, upstream = [], [], {}
-    try:
-        for i in range(2):
-            port = free_port()
-            procs.append(start_pyreg(str(config), port, env, str(workdir / f"fs{i}.log")))
-            replicas.append(f"http://127.0.0.1:{port}")
-            upstream[f"127.0.0.1:{port}"] = i
-        nginx_port = free_port()
-        nginx = start_nginx(nginx_config(str(workdir / "nginx"), {
-            "PYREG1_ADDR": replicas[0][7:], "PYREG2_ADDR": replicas[1][7:],
-            "NGINX_LISTEN": f"127.0.0.1:{nginx_port}", "PYREG_BLOB_ROOT": str(root)}), nginx_port)
-    except BaseException:
-        for p in procs:
-            stop_process(p)
-        raise
-    host = f"127.0.0.1:{nginx_port}"
-    return Cluster(f"http://{host}", host, replicas, procs, nginx, workdir, upstream)
+    return start_behind_nginx(workdir, str(config), [(f"fs{i}", env) for i in range(2)],
+                              {"PYREG_BLOB_ROOT": str(root)})
 
 
 def test_redirect_through_nginx(moto_server: MotoServer, s3_bucket: str, tmp_path: Path) -> None:
