@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from registry.auth import htpasswd
-from tests.fixtures.auth import USERS
+from tests.fixtures.auth import USERS, podman_login_push_pull
 from tests.fixtures.peers import Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout
 
@@ -195,22 +195,7 @@ def test_htpasswd_changes_apply_without_restart(server: Any, htpasswd_users: Pat
 
 
 def test_podman_login_push_pull(server: Any, podman: Podman, busybox_image: TestImage) -> None:
-    podman.run(
-        "login",
-        "--tls-verify=false",
-        "--authfile",
-        str(podman.authfile),
-        "-u",
-        "alice",
-        "--password-stdin",
-        server.host,
-        input=USERS["alice"].encode(),
-    )
-    ref = f"{server.host}/team/podman:1"
-    podman.tag(podman.pull(busybox_image.oci_ref), ref)
-    podman.push(ref, f"docker://{ref}")
-    podman.rmi(ref)
-    podman.pull(f"docker://{ref}")
+    ref = podman_login_push_pull(podman, server.host, busybox_image)
     podman.run("logout", "--authfile", str(podman.authfile), server.host)
     r = podman.run(
         "pull", "--tls-verify=false", "--authfile", str(podman.authfile), f"docker://{ref}", check=False

@@ -14,7 +14,7 @@ import pytest
 
 from registry.auth.scope import parse_scopes
 from registry.auth.tokens import TokenIssuer, libtrust_key_id
-from tests.fixtures.auth import USERS, CertificateAuthority, SigningKey
+from tests.fixtures.auth import USERS, CertificateAuthority, SigningKey, podman_login_push_pull
 from tests.fixtures.peers import DistributionRegistry, Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout
 
@@ -108,22 +108,7 @@ def test_skopeo_copy_with_dest_creds_and_anonymous_pull(
 
 
 def test_podman_login_push_pull(server: Any, podman: Podman, busybox_image: TestImage) -> None:
-    podman.run(
-        "login",
-        "--tls-verify=false",
-        "--authfile",
-        str(podman.authfile),
-        "-u",
-        "alice",
-        "--password-stdin",
-        server.host,
-        input=USERS["alice"].encode(),
-    )
-    ref = f"{server.host}/team/podman:1"
-    podman.tag(podman.pull(busybox_image.oci_ref), ref)
-    podman.push(ref, f"docker://{ref}")
-    podman.rmi(ref)
-    podman.pull(f"docker://{ref}")
+    podman_login_push_pull(podman, server.host, busybox_image)
 
 
 def test_token_for_a_cannot_touch_b(server: Any, busybox_image: TestImage) -> None:
