@@ -10,18 +10,11 @@ import httpx
 import pytest
 
 from registry.auth import htpasswd
-from tests.fixtures.auth import USERS, podman_login_push_pull
+from tests.fixtures.auth import ACCESS, USERS, podman_login_push_pull
 from tests.fixtures.peers import Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout
 
 pytestmark = pytest.mark.peers
-
-ACCESS = [
-    {"repository": "team/*", "users": ["alice"], "actions": ["pull", "push"]},
-    {"repository": "team/*", "users": ["bob"], "actions": ["pull"]},
-    {"repository": "*", "users": ["admin"], "actions": ["*"]},
-    {"repository": "public/*", "anonymous": True, "actions": ["pull"]},
-]
 
 
 @pytest.fixture

@@ -14,20 +14,13 @@ import pytest
 
 from registry.auth.scope import parse_scopes
 from registry.auth.tokens import TokenIssuer, libtrust_key_id
-from tests.fixtures.auth import USERS, CertificateAuthority, SigningKey, podman_login_push_pull
+from tests.fixtures.auth import ACCESS, USERS, CertificateAuthority, SigningKey, podman_login_push_pull
 from tests.fixtures.peers import DistributionRegistry, Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout
 
 pytestmark = pytest.mark.peers
 
 SERVICE = "pyreg-test"
-ACCESS = [
-    {"repository": "team/*", "users": ["alice"], "actions": ["pull", "push"]},
-    {"repository": "team/*", "users": ["bob"], "actions": ["pull"]},
-    {"repository": "*", "users": ["admin"], "actions": ["*"]},
-    {"repository": "public/*", "anonymous": True, "actions": ["pull"]},
-]
-
 
 @pytest.fixture
 def storage_config(tmp_path: Path) -> dict[str, Any]:
