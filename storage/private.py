@@ -58,31 +58,42 @@ def make_private_dir(path: str | os.PathLike[str]) -> None:
     tighten(path)
 
 
+def check_parents(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse ``path`` if an existing ancestor of it belongs to another user (not root), or may
+    be written by anyone without the sticky bit: its owner, or anyone, could swap ``path``.
+
+    Checked before ``path`` is created, so nothing is made inside a squatted directory."""
+    real = os.path.realpath(path)
+    euid = os.geteuid()
+    parent = os.path.dirname(real)
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            pst = os.stat(parent)
+            if pst.st_uid not in (0, euid):
+                raise UnsafeDirError(f"{what} {path} is inside {parent}, which belongs to uid "
+                                     f"{pst.st_uid}: its owner could swap it for their own; use a "
+                                     "directory of your own")
+            if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
+                raise UnsafeDirError(f"{what} {path} is inside {parent}, which anyone may write to "
+                                     "(no sticky bit): anyone could swap it for their own")
+        up = os.path.dirname(parent)
+        if up == parent:
+            return
+        parent = up
+
+
 def check_owned(path: str | os.PathLike[str], what: str) -> os.stat_result:
     """Refuse ``path`` unless it is a directory of ours that no other user can swap out.
 
     ``path`` (symlinks followed: a store may be a link to a bigger disk) must be owned by the
-    effective uid; each of its ancestors must be owned by root or by us and, if others may write
-    to it, carry the sticky bit (as ``/tmp``). Returns the ``stat`` of ``path``.
+    effective uid, and pass :func:`check_parents`. Returns the ``stat`` of ``path``.
     """
-    real = os.path.realpath(path)
-    st = os.stat(real)
+    check_parents(path, what)
+    st = os.stat(os.path.realpath(path))
     euid = os.geteuid()
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeDirError(f"{what} {path} is not a directory")
     if st.st_uid != euid:
         raise UnsafeDirError(f"{what} {path} belongs to uid {st.st_uid}, not to you (uid {euid}): "
                              "its owner could change what pyreg runs; use one of your own")
-    parent = os.path.dirname(real)
-    while True:
-        pst = os.stat(parent)
-        if pst.st_uid not in (0, euid):
-            raise UnsafeDirError(f"{what} {path} is inside {parent}, which belongs to uid {pst.st_uid}: "
-                                 "its owner could swap it for their own; use a directory of your own")
-        if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
-            raise UnsafeDirError(f"{what} {path} is inside {parent}, which anyone may write to "
-                                 "(no sticky bit): anyone could swap it for their own")
-        up = os.path.dirname(parent)
-        if up == parent:
-            return st
-        parent = up
+    return st
