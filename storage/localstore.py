@@ -22,6 +22,41 @@ per layer (flock; a second writer waits and then finds the work done). Writers h
 ``gc.lock`` for the length of an operation; ``rmi``/``prune`` take it exclusively, so a sweep
 never deletes what a concurrent pull has written but not yet tagged.
 
+Permissions (issue 10: an image must never reach the host). Layers are extracted as the image
+says — setuid and setgid bits, file capabilities, device nodes — because a container needs its
+``su``; so they are kept only where no other user can reach them. Each defence is proved with a
+canary in ``tests/test_store_permissions.py`` (a setuid / capability ``cat`` run as ``nobody``):
+
+==================================  ==================================  ====================================
+defence                             attack it stops                     docker / containerd
+==================================  ==================================  ====================================
+store root 0700 (/var/lib/pyreg     nobody runs a pulled image's        docker: /var/lib/docker 0710
+and the per-user XDG store alike),  setuid cat from diff/ on            root:root; containerd: root 0711,
+blobs included: private images      /etc/shadow, or reads a private     blobs readable by digest, snapshots
+stay private                        image's layers                      0700
+every store dir 0700: each         the same once an admin opens the    docker: overlay2 layer dirs 0710;
+chain-ID dir and the extraction     root up, and in the moment between  containerd: snapshot dirs 0700
+staging dir (layers/.ingest) too    extraction and rename
+explicit modes: dirs 0700, files    a caller's umask 0 making 0777      dockerd forces umask 0022;
+<= 0644, ingest and locks 0600,     dirs (others plant a layer, or a    containerd's ingest dir is 0777 &
+O_EXCL|O_NOFOLLOW                   symlink to /)                       umask
+an older 0755 store tightened on    the exposure surviving an upgrade   docker chmods its root on every
+open (its own dirs, never the                                           start
+image's modes)
+a store owned by another user, or   swapping a layer dir for a symlink  neither checks (docker checks
+below a dir another user owns or    to / under root's feet; squatting   parents' x bit for userns remapping
+anyone may write without sticky     the path first                      only)
+bit: refused
+pyreg save: random                  a symlink planted at a predictable  docker save -o: a 0600 temp file,
+O_EXCL|O_NOFOLLOW temp file,        temp name makes root overwrite a    renamed
+archive 0600                        file
+==================================  ==================================  ====================================
+
+The run root (``runtime.state.ensure_run_root``) follows the same rules, with ``state.json`` and
+the resolution cache 0600 (docker: ``/run/docker`` 0700, ``config.v2.json`` 0600; containerd:
+``/run/containerd`` 0711). Not revocable: a process that opened a directory of a store while it
+was still 0755 keeps that handle; remove and pull the image again to be sure.
+
 This module must not import ``runtime``: callers pass the extractor, a callable
 ``extract(blob_path, dest_dir, media_type)`` whose result may carry ``.diff_id`` (the runtime's
 ``runtime.extract.extract_layer`` does) — it is then verified against the image config.
