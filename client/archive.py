@@ -8,7 +8,9 @@ or zstd) and its config; the tags in its ``RepoTags`` are parsed with the client
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -177,33 +179,43 @@ def save(records: list[ImageRecord], store: LocalStore, out: Path) -> int:
                 want(desc["digest"])
     index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
              "manifests": [r.descriptor() for r in records]}
-    tmp = out.with_name(f".{out.name}.partial")
     now = int(time.time())
 
-    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        import io
+    # Written aside under an unpredictable name, created 0600 with O_EXCL|O_NOFOLLOW, then renamed:
+    # in a shared directory nobody can plant a symlink that makes us write elsewhere, and the
+    # archive (private images, their setuid files) is the owner's to share, as with docker save.
+    tmp = out.with_name(f".{out.name}.{os.urandom(8).hex()}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _write_archive(tar, index, blobs, now)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(blobs)
 
+
+def _write_archive(tar: tarfile.TarFile, index: dict[str, Any], blobs: dict[str, Path], now: int) -> None:
+    def add_bytes(name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = now
         info.mode = 0o644
         tar.addfile(info, io.BytesIO(data))
 
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-        add_bytes(tar, "index.json", json.dumps(index).encode())
-        for dirname in ("blobs", "blobs/sha256"):
-            info = tarfile.TarInfo(dirname)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            info.mtime = now
-            tar.addfile(info)
-        for name, path in sorted(blobs.items()):
-            info = tar.gettarinfo(str(path), arcname=name)
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(path, "rb") as f:
-                tar.addfile(info, f)
-    tmp.replace(out)
-    return len(blobs)
+    add_bytes("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+    add_bytes("index.json", json.dumps(index).encode())
+    for dirname in ("blobs", "blobs/sha256"):
+        info = tarfile.TarInfo(dirname)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.mtime = now
+        tar.addfile(info)
+    for name, path in sorted(blobs.items()):
+        info = tar.gettarinfo(str(path), arcname=name)
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        with open(path, "rb") as f:
+            tar.addfile(info, f)

@@ -448,7 +448,7 @@ def _init(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
 def prepare(rec: dict[str, Any]) -> Cgroup | None:
     """Create the container's directory, /etc files and cgroup; save its 'created' state."""
     cdir = state.container_dir(rec["id"])
-    os.makedirs(state.containers_dir(), exist_ok=True)
+    state.ensure_run_root()  # 0700: the upper dir below gets whatever the container makes setuid
     os.mkdir(cdir, 0o700)
     for sub in ("upper", "work", "rootfs"):
         os.mkdir(os.path.join(cdir, sub), 0o755)

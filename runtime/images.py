@@ -41,8 +41,13 @@ def _key(ref: str) -> str:
 
 
 def _load_cache() -> dict[str, Any]:
+    """The cache, unless someone else could have written it: it names the dirs ``run`` mounts as
+    the container's root (an older pyreg under ``umask 0`` left it writable by anyone)."""
     try:
         with open(_cache_path()) as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return {}
             data = json.load(f)
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
@@ -72,8 +77,8 @@ def _remember(ref: str, entry: dict[str, Any]) -> None:
     path = _cache_path()
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(data, f)
         os.rename(tmp, path)
     except OSError:
@@ -91,6 +96,7 @@ def resolve(ref: str,
     """
     if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
         return ref, "", {}, [os.path.abspath(ref)]
+    state.ensure_run_root()  # before trusting the cache in it: private, and not another user's
     hit = _cached(ref)
     if hit is not None:
         return hit["name"], hit["digest"], hit["config"], hit["layers"]

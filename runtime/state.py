@@ -1,7 +1,8 @@
 """Container state on disk, so ``ps``, ``logs``, ``stop`` and ``rm`` work from any shell.
 
 Layout under the run root (``$PYREG_RUN_ROOT``, default ``/run/pyreg``; for non-root users
-``$XDG_RUNTIME_DIR/pyreg``)::
+``$XDG_RUNTIME_DIR/pyreg``), every directory 0700 and refused if another user could swap it
+(:func:`ensure_run_root`)::
 
     containers/<id>/state.json     the record below, replaced atomically on every change
     containers/<id>/log            stdout and stderr of a detached container
@@ -47,6 +48,25 @@ def containers_dir() -> str:
     return os.path.join(run_root(), "containers")
 
 
+def ensure_run_root() -> str:
+    """Create the run root (and ``containers/``) 0700, tighten old 0755 ones, and refuse one that
+    another user owns or could swap out; returns its path.
+
+    It holds each container's upper dir (whatever the container made setuid lands there, on a
+    host mount that honours setuid), its state with the environment it was given, and the
+    resolution cache that names the layer dirs ``run`` mounts: none of it is for other users to
+    read, and none of it for them to replace — the ``/tmp/pyreg-$UID`` fallback is the classic
+    place to try. Raises ``storage.private.UnsafeDirError`` (a PermissionError) with the reason.
+    """
+    from storage.private import check_owned, make_private_dir
+
+    root = run_root()
+    make_private_dir(root)
+    check_owned(root, "run root")
+    make_private_dir(os.path.join(root, "containers"))
+    return root
+
+
 def container_dir(cid: str) -> str:
     return os.path.join(containers_dir(), cid)
 
@@ -76,8 +96,9 @@ def save(record: dict[str, Any]) -> None:
     """Replace state.json atomically; quietly does nothing once the container was removed."""
     d = container_dir(record["id"])
     tmp = os.path.join(d, f".state.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
+    try:  # 0600 whatever the umask: the record holds the container's environment (secrets, often)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(record, f)
         os.rename(tmp, os.path.join(d, "state.json"))
     except FileNotFoundError:

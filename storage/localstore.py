@@ -22,6 +22,41 @@ per layer (flock; a second writer waits and then finds the work done). Writers h
 ``gc.lock`` for the length of an operation; ``rmi``/``prune`` take it exclusively, so a sweep
 never deletes what a concurrent pull has written but not yet tagged.
 
+Permissions (issue 10: an image must never reach the host). Layers are extracted as the image
+says — setuid and setgid bits, file capabilities, device nodes — because a container needs its
+``su``; so they are kept only where no other user can reach them. Each defence is proved with a
+canary in ``tests/test_store_permissions.py`` (a setuid / capability ``cat`` run as ``nobody``):
+
+==================================  ==================================  ====================================
+defence                             attack it stops                     docker / containerd
+==================================  ==================================  ====================================
+store root 0700 (/var/lib/pyreg     nobody runs a pulled image's        docker: /var/lib/docker 0710
+and the per-user XDG store alike),  setuid cat from diff/ on            root:root; containerd: root 0711,
+blobs included: private images      /etc/shadow, or reads a private     blobs readable by digest, snapshots
+stay private                        image's layers                      0700
+every store dir 0700: each         the same once an admin opens the    docker: overlay2 layer dirs 0710;
+chain-ID dir and the extraction     root up, and in the moment between  containerd: snapshot dirs 0700
+staging dir (layers/.ingest) too    extraction and rename
+explicit modes: dirs 0700, files    a caller's umask 0 making 0777      dockerd forces umask 0022;
+<= 0644, ingest and locks 0600,     dirs (others plant a layer, or a    containerd's ingest dir is 0777 &
+O_EXCL|O_NOFOLLOW                   symlink to /)                       umask
+an older 0755 store tightened on    the exposure surviving an upgrade   docker chmods its root on every
+open (its own dirs, never the                                           start
+image's modes)
+a store owned by another user, or   swapping a layer dir for a symlink  neither checks (docker checks
+below a dir another user owns or    to / under root's feet; squatting   parents' x bit for userns remapping
+anyone may write without sticky     the path first                      only)
+bit: refused
+pyreg save: random                  a symlink planted at a predictable  docker save -o: a 0600 temp file,
+O_EXCL|O_NOFOLLOW temp file,        temp name makes root overwrite a    renamed
+archive 0600                        file
+==================================  ==================================  ====================================
+
+The run root (``runtime.state.ensure_run_root``) follows the same rules, with ``state.json`` and
+the resolution cache 0600 (docker: ``/run/docker`` 0700, ``config.v2.json`` 0600; containerd:
+``/run/containerd`` 0711). Not revocable: a process that opened a directory of a store while it
+was still 0755 keeps that handle; remove and pull the image again to be sure.
+
 This module must not import ``runtime``: callers pass the extractor, a callable
 ``extract(blob_path, dest_dir, media_type)`` whose result may carry ``.diff_id`` (the runtime's
 ``runtime.extract.extract_layer`` does) — it is then verified against the image config.
@@ -51,6 +86,7 @@ from typing import IO, Any
 
 from storage import mediatypes
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from storage.private import PRIVATE_DIR, UnsafeDirError, check_owned, make_private_dir, tighten
 from storage.reference import Reference, ReferenceError, client_config, parse
 
 Extractor = Callable[[Path, Path, str], object]
@@ -71,6 +107,20 @@ class ImageNotFoundError(StoreError):
 
 class SizeMismatchError(StoreError):
     pass
+
+
+# -- permissions -------------------------------------------------------------------------------
+# Every directory of the store is 0700 and every file we create is at most 0644, whatever the
+# caller's umask (storage.private says why). The root alone would do (nothing under a 0700
+# directory can be reached by another user), but each chain-ID directory is 0700 as well, so an
+# extracted layer stays private even if an admin opens the root up (say, 0755 for a backup user).
+
+_OPEN_FILE = os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _create(path: Path, mode: int, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
+    """Open a new file of at most ``mode`` (never through a symlink someone put there)."""
+    return os.open(path, flags | os.O_CREAT | _OPEN_FILE, mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +183,9 @@ def _rmtree(path: Path) -> None:
 
 @contextlib.contextmanager
 def _flock(path: Path, exclusive: bool = True) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if not path.parent.is_dir():
+        make_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FILE, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
@@ -206,8 +257,10 @@ class BlobWriter:
         self._file: IO[bytes] | None = None
         self.committed = False
         if not self.exists:
-            self.partial.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.partial, "ab+")  # noqa: SIM115 - closed in commit/close
+            if not self.partial.parent.is_dir():
+                make_private_dir(self.partial.parent)
+            fd = _create(self.partial, 0o600, os.O_RDWR | os.O_APPEND)
+            self._file = os.fdopen(fd, "ab+")
             self._file.seek(0)
             while chunk := self._file.read(_CHUNK):
                 self._verifier.update(chunk)
@@ -251,7 +304,8 @@ class BlobWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if not self.final.parent.is_dir():
+            make_private_dir(self.final.parent)
         os.chmod(self.partial, 0o444)
         os.rename(self.partial, self.final)
         self.committed = True
@@ -291,22 +345,54 @@ class LocalStore:
         base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         return Path(base) / "pyreg"
 
+    _DIRS = ("blobs", "blobs/sha256", "layers", "layers/sha256", "layers/.ingest", "ingest", "locks")
+
     def _init_layout(self) -> None:
+        self._secure_root()
         layout = self.root / "oci-layout"
         if layout.exists() and (self.root / "index.json").exists():
             return
-        for sub in ("blobs/sha256", "layers/sha256", "ingest", "locks"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for sub in self._DIRS:
+            make_private_dir(self.root / sub)
         with _flock(self.root / "locks" / "index.lock"):
             if not layout.exists():
                 self._atomic_write(layout, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
             if not (self.root / "index.json").exists():
                 self._write_index([])
 
+    def _secure_root(self) -> None:
+        """Create the root 0700, refuse one that another user owns, tighten an old wide one.
+
+        A store owned by someone else is refused rather than used: its owner could swap a layer
+        directory for a symlink to ``/`` between two runs, or plant a setuid file in it.
+        """
+        if not self.root.exists():
+            make_private_dir(self.root)
+        try:
+            st = check_owned(self.root, "local store")
+        except UnsafeDirError as e:
+            raise StoreError(str(e)) from None
+        if st.st_mode & 0o077:
+            self.tighten()
+
+    def tighten(self) -> int:
+        """Make the root and every directory of the store's own 0700 (a store made by an older
+        pyreg had 0755 ones); the insides of extracted layers keep the image's modes. Returns how
+        many directories changed."""
+        changed = 0
+        candidates = [Path(os.path.realpath(self.root)), *(self.root / sub for sub in self._DIRS)]
+        for parent in ("layers/sha256", "layers/.ingest", "ingest"):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                candidates += [p for p in (self.root / parent).iterdir() if not p.is_symlink()]
+        for path in candidates:
+            with contextlib.suppress(FileNotFoundError):
+                changed += tighten(path)
+        return changed
+
     # -- low level -----------------------------------------------------------------------------
     def _atomic_write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(f".{path.name}.{os.urandom(16).hex()}")
-        with open(tmp, "wb") as f:
+        with os.fdopen(_create(tmp, 0o644, os.O_WRONLY | os.O_EXCL), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -393,7 +479,7 @@ class LocalStore:
         size = 0
         tmp = self.root / "ingest" / f"stream-{os.urandom(16).hex()}"
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(_create(tmp, 0o600, os.O_WRONLY | os.O_EXCL), "wb") as f:
                 while chunk := reader.read(_CHUNK):
                     hasher.update(chunk)
                     f.write(chunk)
@@ -528,8 +614,12 @@ class LocalStore:
         blob = self.blob_path(desc["digest"])
         if not blob.exists():
             raise StoreError(f"layer blob {desc['digest']} is missing from the local store")
+        # staging (and so the extraction beside it) is 0700 from its first moment: an image's
+        # setuid files are never reachable by another user, not even between extract and rename
         staging = self.root / "layers" / ".ingest" / os.urandom(16).hex()
-        staging.mkdir(parents=True)
+        if not staging.parent.is_dir():
+            make_private_dir(staging.parent)
+        os.mkdir(staging, PRIVATE_DIR)
         try:
             result = extractor(blob, staging / "diff", str(desc.get("mediaType") or ""))
             got = getattr(result, "diff_id", None)
@@ -537,8 +627,10 @@ class LocalStore:
                 raise DigestMismatchError(Digest.parse(diff_id), Digest.parse(str(got)))
             meta = {"chainID": chain_id, "diffID": diff_id, "blob": desc["digest"],
                     "mediaType": desc.get("mediaType"), "verified": got is not None}
-            (staging / "meta.json").write_text(json.dumps(meta))
-            final.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(_create(staging / "meta.json", 0o644, os.O_WRONLY | os.O_EXCL), "w") as f:
+                f.write(json.dumps(meta))
+            if not final.parent.is_dir():
+                make_private_dir(final.parent)
             try:
                 os.rename(staging, final)
             except OSError as exc:

@@ -35,6 +35,14 @@ layer (the very same blob, so cross-repository mounts and "blob exists" skips ca
     :data:`FIVE_LAYER_EXPECTED` is the resulting ``/data`` tree (path -> content, ``None`` for a
     directory); :data:`FIVE_LAYER_ABSENT` lists paths that must not exist after extraction.
 
+``setuid_image`` — :func:`build_setuid_image`, hostile: the busybox layer plus one layer of what
+    a local store must keep from every other user of the host (:data:`SETUID_FILES`):
+    ``/usr/local/bin/suid-cat`` (the host's coreutils ``cat``, setuid root, 04755), ``sgid-cat``
+    (setgid root, 02755), ``cap-cat`` (0755 with the file capability ``cap_dac_read_search=ep``,
+    which reads any file), ``/etc/image-secret`` (0644, :data:`IMAGE_SECRET`) and, unless
+    ``devices=False`` (an unprivileged extractor refuses device nodes), ``/dev/hostile-null``
+    (a 0666 character device, 1:3).
+
 ``big_image`` — :func:`build_big_image`, one busybox layer plus one layer holding a single
     ``/big.bin`` file of :data:`BIG_LAYER_SIZE` (256 MiB) seeded random bytes (stored-gzip so
     building takes seconds, not minutes). Built lazily: only tests that ask for it pay for it.
@@ -52,6 +60,7 @@ import os
 import platform
 import random
 import shutil
+import struct
 import subprocess
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -75,6 +84,12 @@ CREATED = "2023-11-14T22:13:20Z"
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 MOTD = "pyreg busybox test image\n"
 BIG_LAYER_SIZE = 256 * 1024 * 1024
+SETUID_BINARY = Path("/usr/bin/cat")  # coreutils: keeps its privileges when setuid (busybox drops them)
+CAP_DAC_READ_SEARCH = 2
+IMAGE_SECRET = b"layer content that only root may read on the host\n"
+# what build_setuid_image's second layer holds that must never reach another local user
+SETUID_FILES = ("usr/local/bin/suid-cat", "usr/local/bin/sgid-cat", "usr/local/bin/cap-cat",
+                "etc/image-secret", "dev/hostile-null")
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
@@ -246,6 +261,9 @@ class Entry:
     target: str = ""
     stream: BinaryIO | None = None
     size: int = 0
+    devmajor: int = 0  # kind "chr": a character device node
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # as SCHILY.xattr.* pax records
 
 
 def _tarinfo(entry: Entry) -> tarfile.TarInfo:
@@ -264,10 +282,17 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
         info.type = tarfile.LNKTYPE
         info.linkname = entry.target.strip("/")
         info.mode = 0o644 if entry.mode is None else entry.mode
+    elif entry.kind == "chr":
+        info.type = tarfile.CHRTYPE
+        info.devmajor, info.devminor = entry.devmajor, entry.devminor
+        info.mode = 0o666 if entry.mode is None else entry.mode
     else:
         info.type = tarfile.REGTYPE
         info.mode = 0o644 if entry.mode is None else entry.mode
         info.size = entry.size if entry.stream is not None else len(entry.data)
+    if entry.xattrs:
+        info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                            for k, v in entry.xattrs.items()}
     return info
 
 
@@ -430,6 +455,33 @@ def build_five_layer_image(layout: Path, tag: str = "latest") -> TestImage:
                                 "whiteouts: gone.txt random.bin, opaque dir opaque/"])
 
 
+def file_capability(*caps: int) -> bytes:
+    """A ``security.capability`` value (VFS_CAP_REVISION_2): ``caps`` permitted and effective."""
+    permitted = sum(1 << c for c in caps)
+    return struct.pack("<IIIII", 0x02000000 | 0x1, permitted & 0xFFFFFFFF, 0, permitted >> 32, 0)
+
+
+def build_setuid_image(layout: Path, tag: str = "latest", *, devices: bool = True) -> TestImage:
+    """The hostile image: busybox plus one layer of :data:`SETUID_FILES` (see the docstring)."""
+    if not SETUID_BINARY.is_file():
+        raise FileNotFoundError(f"{SETUID_BINARY} not found (coreutils)")
+    cat = SETUID_BINARY.read_bytes()
+    entries = [  # "./" as many layer tools write it: the layer root is 0755, opened up by the image
+        Entry(".", "dir"), Entry("usr", "dir"), Entry("usr/local", "dir"), Entry("usr/local/bin", "dir"),
+        Entry("etc", "dir"),
+        Entry("usr/local/bin/suid-cat", data=cat, mode=0o4755),
+        Entry("usr/local/bin/sgid-cat", data=cat, mode=0o2755),
+        Entry("usr/local/bin/cap-cat", data=cat, mode=0o755,
+              xattrs={"security.capability": file_capability(CAP_DAC_READ_SEARCH)}),
+        Entry("etc/image-secret", data=IMAGE_SECRET),
+    ]
+    if devices:
+        entries += [Entry("dev", "dir"), Entry("dev/hostile-null", "chr", devmajor=1, devminor=3)]
+    layers = [_layer_for(layout, busybox_entries()), _layer_for(layout, entries)]
+    return write_image(layout, "setuid", layers, tag=tag,
+                       history=["busybox", "setuid, setgid, file-capability copies of cat; a device node"])
+
+
 def build_random_image(layout: Path, size: int, *, tag: str = "latest", seed: int = 256,
                        name: str = "big", with_busybox: bool = True) -> TestImage:
     """An image whose last layer holds one ``/big.bin`` of ``size`` seeded random bytes.
@@ -539,11 +591,11 @@ def copy_layout(src: Path, dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.images busybox|five-layer|index|big DIR``: write a test image layout."""
+    """``python -m tests.images busybox|five-layer|index|big|setuid DIR``: write a test image layout."""
     import argparse
 
     builders = {"busybox": build_busybox_image, "five-layer": build_five_layer_image,
-                "index": build_index_image, "big": build_big_image}
+                "index": build_index_image, "big": build_big_image, "setuid": build_setuid_image}
     parser = argparse.ArgumentParser(prog="python -m tests.images", description=main.__doc__)
     parser.add_argument("image", choices=sorted(builders))
     parser.add_argument("dir", type=Path, help="OCI layout directory to create")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def test_skopeo_reads_the_store(tmp_path: Path, skopeo: Skopeo) -> None:
     store = LocalStore(tmp_path / "s")
     image = mem_image({"a.txt": b"a"}, {"b.txt": b"b"})
     store_image(store, image)
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700  # owner-only (issue 10), skopeo still reads
     out = tmp_path / "copy"
     skopeo.run("copy", f"oci:{store.root}:{NAME}", f"oci:{out}:x")
     index = json.loads((out / "index.json").read_text())
