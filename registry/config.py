@@ -193,8 +193,23 @@ class LogConfig:
 
 @dataclass
 class HTTPConfig:
+    """``http.host`` and the per-connection limits of ``pyreg serve`` (registry/http_protocol.py)."""
+
     secret: str | None = None
     host: str | None = None  # external base URL (https://registry.example.com) for absolute Locations
+    maxheaderbytes: int = field(default=64 * 1024, metadata=SIZE)  # request line + headers; more: 431
+    headertimeout: float = duration_field(20.0)  # deadline for a request's line and headers
+    idletimeout: float = duration_field(30.0)  # a keep-alive connection waiting for its next request
+    maxconnections: int = 1024  # open connections per worker; at the cap the longest-waiting closes
+
+    def __post_init__(self) -> None:
+        if self.maxheaderbytes < 1024:
+            raise ConfigError("http.maxheaderbytes: must be at least 1024")
+        for key in ("headertimeout", "idletimeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"http.{key}: must be positive")
+        if self.maxconnections < 1:
+            raise ConfigError("http.maxconnections: must be at least 1")
 
 
 @dataclass
