@@ -175,8 +175,22 @@ class XAccelRedirectConfig:
 
 @dataclass
 class ProxyConfig:
+    """``trustforwarded``: believe X-Forwarded-For/-Proto/-Host, only from ``trustedproxies``
+    (addresses or CIDRs; registry/proxy.py)."""
+
     trustforwarded: bool = False
+    trustedproxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     xaccelredirect: XAccelRedirectConfig = field(default_factory=XAccelRedirectConfig)
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for i, value in enumerate(self.trustedproxies):
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"proxy.trustedproxies[{i}]: expected an address or CIDR like "
+                                  f"10.0.0.0/8, got {value!r}") from None
 
 
 @dataclass

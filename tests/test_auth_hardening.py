@@ -14,6 +14,7 @@ import bcrypt
 import httpx
 import jwt
 import pytest
+import yaml
 
 from registry.auth import htpasswd
 from tests.fixtures.auth import SigningKey
@@ -118,3 +119,83 @@ def test_token_scopes_on_invalid_names_are_refused(make_registry_server: Any, si
                                    "password": "alice-pw", "service": SERVICE,
                                    "scope": f"repository:shared/app:pull repository:{name}:pull"})
         assert r.status_code == 400 and r.json()["error"] == "invalid_scope", r.text
+
+
+# -- behind a proxy ------------------------------------------------------------------------------
+
+def from_address(address: str, base_url: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any 127.0.0.0/8 address is this host)."""
+    return httpx.Client(base_url=base_url, transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def access_line(server: Any, path: str) -> str:
+    return next(line for line in server.log().splitlines() if "pyreg.access" in line and path in line)
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(make_registry_server: Any) -> None:
+    server = make_registry_server({"proxy": {"trustforwarded": True, "trustedproxies": ["127.0.0.1/32"]},
+                                   "log": {"accesslog": {"disabled": False}}}, workers=2)
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example",
+              "X-Forwarded-Proto": "https"}
+    with from_address("127.0.0.5", server.url) as c:  # not a trusted proxy: its words are dropped
+        r = c.post("/v2/direct/app/blobs/uploads/", headers=forged)
+        assert r.status_code == 202
+        assert r.headers["Location"].startswith("/v2/direct/app/blobs/uploads/")
+    assert " 127.0.0.5:" in access_line(server, "/v2/direct/app/")
+    # A trusted proxy: the client is the right-most hop that is not a trusted proxy.
+    relayed = {"X-Forwarded-For": "203.0.113.7, 198.51.100.2, 127.0.0.1",
+               "X-Forwarded-Host": "registry.example", "X-Forwarded-Proto": "https"}
+    with from_address("127.0.0.1", server.url) as c:
+        r = c.post("/v2/relayed/app/blobs/uploads/", headers=relayed)
+        assert r.status_code == 202
+        assert r.headers["Location"].startswith("https://registry.example/v2/relayed/app/blobs/uploads/")
+    line = access_line(server, "/v2/relayed/app/")
+    assert " 198.51.100.2:" in line and "203.0.113.7" not in line
+
+
+def config_behind_nginx(path: Path, users: Path, trusted: list[str] | None) -> Path:
+    proxy: dict[str, Any] = {"trustforwarded": True}
+    if trusted is not None:
+        proxy["trustedproxies"] = trusted
+    config = {"storage": {"filesystem": {"rootdirectory": str(path.parent / "shared-data")}},
+              "auth": {"htpasswd": {"path": str(users)}, "ratelimit": {"failures": 3, "window": "10m"}},
+              "proxy": proxy, "workers": 2}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("trusted", [None, ["127.0.0.1/32"]], ids=["shipped-default", "nginx-only"])
+def test_failed_login_limiter_behind_nginx_keys_on_the_real_client(tmp_path: Path, users: Path,
+                                                                    trusted: list[str] | None) -> None:
+    """deploy/nginx.conf in front of two replicas of two workers each: a client cannot reset its
+    failed-login count with X-Forwarded-For, nor spend another client's count by naming it."""
+    from tests.test_replicas import start_behind_nginx, stop_cluster
+
+    config = config_behind_nginx(tmp_path / "config.yml", users, trusted)
+    cluster = start_behind_nginx(tmp_path, str(config), [(f"r{i}", {}) for i in range(2)],
+                                 {"PYREG_BLOB_ROOT": str(tmp_path / "shared-data")})
+    try:
+        statuses = []
+        with from_address("127.0.0.5", cluster.url) as attacker:
+            for i in range(40):
+                # A fresh address each time, or the victim's: neither is this client's key.
+                forged = f"198.51.100.{i}" if i % 2 else "127.0.0.6"
+                r = attacker.get("/v2/", auth=("alice", f"guess-{i}"), headers={"X-Forwarded-For": forged})
+                statuses.append(r.status_code)
+        assert set(statuses) <= {401, 429}, statuses
+        assert 429 in statuses, statuses
+        with from_address("127.0.0.6", cluster.url) as victim:
+            for _ in range(4):
+                assert victim.get("/v2/", auth=("alice", "alice-pw")).status_code == 200
+    finally:
+        stop_cluster(cluster)
+
+
+def test_limiter_counts_an_ipv6_client_by_its_64() -> None:
+    from registry.auth.ratelimit import client_key
+
+    same_site = client_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert client_key("2001:db8:1:2::1") == same_site == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.1") == client_key("192.0.2.1") == "192.0.2.1"
