@@ -56,6 +56,13 @@ class Limits:
 _limits: Limits | None = None
 
 
+def set_limits(limits: Limits) -> None:
+    """Use ``limits`` in this process and in the worker processes it starts (via the environment)."""
+    global _limits
+    os.environ[LIMITS_ENV] = limits.to_env()
+    _limits = limits
+
+
 def current_limits() -> Limits:
     """This process's limits, read once from ``LIMITS_ENV`` (defaults when unset)."""
     global _limits

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from registry.app import CONFIG_ENV, create_app
-    from registry.http_protocol import LIMITS_ENV, BoundedHttpToolsProtocol
+    from registry.http_protocol import BoundedHttpToolsProtocol, set_limits
     from registry.logs import log_config
 
     level = config.log.level.lower()
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "proxy_headers": False,  # registry/proxy.py: trusted proxies only, right-most untrusted hop
         "timeout_keep_alive": config.http.idletimeout,
     }
-    os.environ[LIMITS_ENV] = _limits(config).to_env()  # the workers build their protocols from it
+    set_limits(_limits(config))  # the workers build their protocols from it
     if config.tls is not None and config.tls.certificate:
         options["ssl_certfile"] = config.tls.certificate
         options["ssl_keyfile"] = config.tls.key
