@@ -165,9 +165,11 @@ async def test_half_sent_requests_neither_lock_out_clients_nor_live_on(make_regi
     openings = [b"", b"GET /v2/ HTTP/1.1\r\nHost: registry\r\nX-"]  # silent, and half a head
     tricklers = [Trickler(port, openings[i % 2], stop) for i in range(400)]
     tasks = [asyncio.create_task(t.run()) for t in tricklers]
-    keep_alive = asyncio.create_task(keep_alive_then_trickle(port, stop))
+    keep_alive: asyncio.Task[bool] | None = None
     try:
         await asyncio.wait_for(asyncio.gather(*(t.connected.wait() for t in tricklers)), 30)
+        # Opened last, so the older tricklers are the ones the cap closes first.
+        keep_alive = asyncio.create_task(keep_alive_then_trickle(port, stop))
         # Every trickler is connected and none has finished its head: another client is served.
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(4):
@@ -179,7 +181,7 @@ async def test_half_sent_requests_neither_lock_out_clients_nor_live_on(make_regi
         assert await asyncio.wait_for(keep_alive, 30)
     finally:
         stop.set()
-        await asyncio.gather(*tasks, keep_alive, return_exceptions=True)
+        await asyncio.gather(*tasks, *([keep_alive] if keep_alive else []), return_exceptions=True)
     assert all(t.closed for t in tricklers), sum(not t.closed for t in tricklers)
     assert server.process.poll() is None
     assert httpx.get(f"{server.url}/v2/").status_code == 200
