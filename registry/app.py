@@ -99,6 +99,10 @@ def build_middleware(config: Config) -> list[Middleware]:
     from registry.accesslog import access_log_middleware  # outermost: request ids, one log line each
 
     middleware.insert(0, access_log_middleware(not config.log.accesslog.disabled))
+    if config.proxy.trustforwarded:  # outermost: every layer sees the real client, or no X-Forwarded-*
+        from registry.proxy import forwarded_middleware
+
+        middleware.insert(0, forwarded_middleware(config.proxy))
     return middleware
 
 

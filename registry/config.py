@@ -175,8 +175,22 @@ class XAccelRedirectConfig:
 
 @dataclass
 class ProxyConfig:
+    """``trustforwarded``: believe X-Forwarded-For/-Proto/-Host, only from ``trustedproxies``
+    (addresses or CIDRs; registry/proxy.py)."""
+
     trustforwarded: bool = False
+    trustedproxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     xaccelredirect: XAccelRedirectConfig = field(default_factory=XAccelRedirectConfig)
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for i, value in enumerate(self.trustedproxies):
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"proxy.trustedproxies[{i}]: expected an address or CIDR like "
+                                  f"10.0.0.0/8, got {value!r}") from None
 
 
 @dataclass
@@ -193,8 +207,23 @@ class LogConfig:
 
 @dataclass
 class HTTPConfig:
+    """``http.host`` and the per-connection limits of ``pyreg serve`` (registry/http_protocol.py)."""
+
     secret: str | None = None
     host: str | None = None  # external base URL (https://registry.example.com) for absolute Locations
+    maxheaderbytes: int = field(default=64 * 1024, metadata=SIZE)  # request line + headers; more: 431
+    headertimeout: float = duration_field(20.0)  # deadline for a request's line and headers
+    idletimeout: float = duration_field(30.0)  # a keep-alive connection waiting for its next request
+    maxconnections: int = 1024  # open connections per worker; at the cap the longest-waiting closes
+
+    def __post_init__(self) -> None:
+        if self.maxheaderbytes < 1024:
+            raise ConfigError("http.maxheaderbytes: must be at least 1024")
+        for key in ("headertimeout", "idletimeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"http.{key}: must be positive")
+        if self.maxconnections < 1:
+            raise ConfigError("http.maxconnections: must be at least 1")
 
 
 @dataclass

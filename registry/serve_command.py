@@ -1,5 +1,9 @@
 """``pyreg serve``: run the registry with uvicorn (uvloop + httptools), one or more workers.
 
+Every connection's work is bounded by registry/http_protocol.py (head size, head deadline, idle
+keep-alive, connections per worker, from the ``http`` keys); X-Forwarded-* are read by
+registry/proxy.py inside the app, only from ``proxy.trustedproxies``, not by uvicorn.
+
 With no flags and no config file it listens on 127.0.0.1:5000 and stores under ./data.
 Precedence: flags > PYREG_* environment variables > the config file > defaults.
 """
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from registry.app import CONFIG_ENV, create_app
+    from registry.http_protocol import BoundedHttpToolsProtocol, set_limits
     from registry.logs import log_config
 
     level = config.log.level.lower()
@@ -58,14 +63,15 @@ def run(args: argparse.Namespace) -> int:
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": BoundedHttpToolsProtocol,
+        "ws": "none",  # no WebSocket routes: no upgrade path to a protocol without these limits
         "log_level": "warning" if level == "warn" else level,
         "access_log": False,  # registry/accesslog.py writes one line per request (log.accesslog)
         "server_header": False,
-        "proxy_headers": config.proxy.trustforwarded,
-        "forwarded_allow_ips": "*" if config.proxy.trustforwarded else None,
-        "timeout_keep_alive": 30,
+        "proxy_headers": False,  # registry/proxy.py: trusted proxies only, right-most untrusted hop
+        "timeout_keep_alive": config.http.idletimeout,
     }
+    set_limits(_limits(config))  # the workers build their protocols from it
     if config.tls is not None and config.tls.certificate:
         options["ssl_certfile"] = config.tls.certificate
         options["ssl_keyfile"] = config.tls.key
@@ -86,3 +92,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(config), **options)
     return 0
+
+
+def _limits(config: Any) -> Any:
+    """The per-worker limits, with the connection cap kept under the file descriptor limit (raised
+    to its hard maximum first, as Go programs do), leaving room for the files and sockets that
+    requests open."""
+    import resource
+
+    from registry.http_protocol import Limits
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    http = config.http
+    cap = http.maxconnections
+    if soft != resource.RLIM_INFINITY:
+        room = max(16, soft // 2 - 64)
+        if cap > room:
+            logging.getLogger("pyreg.http").warning(
+                "http.maxconnections %d is more than the open-file limit (%d) allows: using %d",
+                cap, soft, room)
+            cap = room
+    return Limits(max_head_bytes=http.maxheaderbytes, head_timeout=http.headertimeout, max_connections=cap)

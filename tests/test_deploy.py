@@ -61,6 +61,14 @@ def test_compose_topology() -> None:
     with open(os.path.join(DEPLOY, "nginx.conf"), encoding="utf-8") as f:
         rendered = render_template(f.read(), {k: str(v) for k, v in nginx["environment"].items()})
     assert "${" not in rendered
+    # X-Forwarded-* are believed from nginx's fixed address only, and nginx passes on none of the
+    # client's own (tests/test_auth_hardening.py runs this nginx config against a forging client).
+    nginx_ip = nginx["networks"]["default"]["ipv4_address"]
+    for name in ("pyreg1", "pyreg2"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        proxy = load_config(os.path.join(DEPLOY, "config.yml"), environ=env).proxy
+        assert proxy.trustforwarded and proxy.trustedproxies == [f"{nginx_ip}/32"]
+    assert "X-Forwarded-For $remote_addr;" in rendered and "$proxy_add_x_forwarded_for" not in rendered
 
 
 def test_containerfile() -> None:

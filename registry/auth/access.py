@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.auth.scope import Scope
+from storage.names import name_problem
 
 ACTIONS: frozenset[str] = frozenset({"pull", "push", "delete"})
 CATALOG = Scope("registry", "catalog", frozenset({"*"}))
@@ -144,7 +145,7 @@ class AccessPolicy:
         """What to put in a token: the asked scopes cut down to what the rules allow."""
         granted: list[Scope] = []
         for s in asked:
-            if s.type == "repository":
+            if s.type == "repository" and name_problem(s.name) is None:  # /token refuses them first
                 acts = s.actions & self.actions(who, s.name) if "*" not in s.actions else (
                     self.actions(who, s.name)
                 )

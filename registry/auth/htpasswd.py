@@ -2,7 +2,9 @@
 
 The file is re-read when it changes (checked by stat on use), so ``pyreg user add`` takes effect
 without a restart. An unknown user is checked against a dummy hash of the same cost, so a wrong
-name and a wrong password take the same time. A successful check is remembered (keyed by a
+name and a wrong password take the same time. bcrypt reads at most 72 bytes of a password (bcrypt 5
+raises on more, older releases silently ignored the rest): a longer password is a failed login,
+never a crash, and ``pyreg user add`` refuses to store one. A successful check is remembered (keyed by a
 process-secret keyed hash of the password) until the file changes, so Basic auth does not pay bcrypt
 on every request of a push.
 """
@@ -23,6 +25,7 @@ log = logging.getLogger("pyreg.auth")
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 DEFAULT_COST = 10
+MAX_PASSWORD_BYTES = 72  # bcrypt's limit, in UTF-8 bytes
 _CACHE_MAX = 4096
 
 
@@ -122,6 +125,9 @@ class Htpasswd:
     def verify(self, user: str, password: str) -> bool:
         """True when ``password`` is ``user``'s; unknown users take as long as wrong passwords."""
         pw = password.encode("utf-8")
+        if len(pw) > MAX_PASSWORD_BYTES:  # no stored hash can match it: as long as a wrong password
+            bcrypt.checkpw(pw[:MAX_PASSWORD_BYTES], self._dummy)
+            return False
         key = (user, self._mac(pw))
         with self._lock:
             self._reload()
@@ -167,8 +173,12 @@ def _lines(path: Path) -> list[str]:
 
 
 def hash_password(password: str, cost: int = DEFAULT_COST) -> str:
-    """A ``$2y$`` hash, as ``htpasswd -B`` writes it."""
-    hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
+    """A ``$2y$`` hash, as ``htpasswd -B`` writes it; HtpasswdError for a password bcrypt cannot hold."""
+    pw = password.encode("utf-8")
+    if len(pw) > MAX_PASSWORD_BYTES:
+        raise HtpasswdError(f"the password is {len(pw)} bytes long: bcrypt uses at most "
+                            f"{MAX_PASSWORD_BYTES} bytes (UTF-8), so a longer one cannot be stored")
+    hashed = bcrypt.hashpw(pw, bcrypt.gensalt(cost)).decode("ascii")
     return "$2y$" + hashed[4:]
 
 

@@ -30,7 +30,7 @@ from starlette.responses import Response
 
 from registry.auth.access import ANONYMOUS, AccessPolicy, Identity
 from registry.auth.htpasswd import Htpasswd
-from registry.auth.ratelimit import FailedLoginLimiter
+from registry.auth.ratelimit import FailedLoginLimiter, client_key
 from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
 from storage.names import name_problem
@@ -137,8 +137,10 @@ class AuthService:
         return f"{proto}://{host}{self.token_path}"
 
     async def check_password(self, client: str, user: str, password: str) -> Identity | Response:
-        """The identity of a valid login, or the 401/429 answer; failures count per client."""
-        wait = self.limiter.retry_after(client)
+        """The identity of a valid login, or the 401/429 answer; failures count per client
+        (behind ``proxy.trustedproxies``, the client registry/proxy.py put in the scope)."""
+        key = client_key(client)
+        wait = self.limiter.retry_after(key)
         if wait > 0:
             return error_response("TOOMANYREQUESTS", "too many failed logins from this address",
                                   headers={"Retry-After": str(int(wait) + 1)})
@@ -147,7 +149,7 @@ class AuthService:
             ok = self.htpasswd.remembered(user, password) or await anyio.to_thread.run_sync(
                 self.htpasswd.verify, user, password)
         if not ok:
-            self.limiter.failed(client)
+            self.limiter.failed(key)
             log.info("failed login for %r from %s", user, client)
             return error_response("UNAUTHORIZED", "invalid username or password",
                                   headers=self.basic_challenge())

@@ -3,13 +3,31 @@
 Each failure is remembered for ``window`` seconds; an address with ``failures`` of them in that
 window is refused (429) until the oldest one ages out. Successful logins do not clear the count,
 so interleaving a known password does not buy more guesses. Memory is bounded.
+
+The address is the connection's peer, or behind trusted proxies the client that registry/proxy.py
+found in X-Forwarded-For. ``client_key`` counts an IPv6 client by its /64, the least a site is
+given, so one host cannot step through its own addresses to get fresh counts.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+
+
+def client_key(address: str) -> str:
+    """What failures are counted under: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:100]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass

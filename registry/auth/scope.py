@@ -9,7 +9,8 @@
     action        := /[a-z]*/
 
 A resource name may itself hold a ``:`` (a hostname with a port), so the type is everything up
-to the first colon and the actions everything after the last one.
+to the first colon and the actions everything after the last one. The grammar allows a hostname
+in a name; a token request for this registry does not (``requested_scopes``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from storage.names import name_problem
 
 _TYPE = re.compile(r"^([a-z0-9]+)(?:\(([a-z0-9]+)\))?$")
 _ACTION = re.compile(r"^(?:[a-z]*|\*)$")
@@ -75,6 +78,19 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
             s = parse_scope(part)
             merged.setdefault((s.type, s.resource_class, s.name), set()).update(s.actions)
     return [Scope(t, n, frozenset(a), c) for (t, c, n), a in merged.items()]
+
+
+def requested_scopes(values: Iterable[str]) -> list[Scope]:
+    """The scopes of a token request: ``parse_scopes``, and every ``repository`` scope must name a
+    valid repository (storage/names.py). Access rules are name patterns (``shared/*``), so a name
+    like ``shared/../secret/app`` is refused here rather than matched against them."""
+    scopes = parse_scopes(values)
+    for s in scopes:
+        if s.type == "repository":
+            problem = name_problem(s.name)
+            if problem is not None:
+                raise ScopeError(f"scope {str(s)[:300]!r}: {problem[:300]}")
+    return scopes
 
 
 def format_scopes(scopes: Iterable[Scope]) -> str:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from registry.auth.access import ANONYMOUS, Identity
 from registry.auth.middleware import AuthService, _client, _empty_basic, _header, parse_basic
-from registry.auth.scope import ScopeError, format_scopes, parse_scopes
+from registry.auth.scope import ScopeError, format_scopes, requested_scopes
 from registry.auth.tokens import InvalidToken, public_jwk
 
 Scope_ = MutableMapping[str, Any]
@@ -112,7 +112,7 @@ async def _handle(s: AuthService, scope: Scope_, receive: Receive) -> Response:
         return _docker_error(400, "UNAUTHORIZED", f"this endpoint issues tokens for {s.service!r}, "
                              f"not {service!r}")
     try:
-        scopes = parse_scopes(v for k, v in query if k == "scope")
+        scopes = requested_scopes(v for k, v in query if k == "scope")
     except ScopeError as e:
         return _docker_error(400, "UNAUTHORIZED", str(e))
     offline = next((v for k, v in query if k == "offline_token"), "").lower() == "true"
@@ -161,7 +161,7 @@ async def _post(s: AuthService, scope: Scope_, receive: Receive) -> Response:
     if not form.get("client_id"):
         return _oauth_error(400, "invalid_request", "client_id is required")
     try:
-        scopes = parse_scopes([form.get("scope", "")])
+        scopes = requested_scopes([form.get("scope", "")])
     except ScopeError as e:
         return _oauth_error(400, "invalid_scope", str(e))
     grant = form.get("grant_type")

@@ -1,0 +1,211 @@
+"""uvicorn's httptools protocol with bounded work per connection (``pyreg serve`` uses it).
+
+Stock uvicorn with httptools keeps a request's line and headers in memory however large they are
+(llhttp has no limit of its own: a 64 MiB header is read, answered and its memory kept), sets no
+deadline on a request that never finishes its headers, and arms its keep-alive timer only after a
+response, so a client that sends one byte every few seconds, or nothing at all, holds a file
+descriptor for ever. ``BoundedHttpToolsProtocol`` adds, per worker process:
+
+- ``http.maxheaderbytes``: the request line and headers together; more answers ``431`` (as Go's
+  net/http and so Distribution do) and closes. Counted on the raw bytes before the parser buffers
+  them, so no more than the limit (plus one socket read) is ever held.
+- ``http.headertimeout``: one deadline, from the connection's start or a request's first byte,
+  for the whole request line and headers; it is not reset by each byte, so trickling clients are
+  closed (``408`` when they had sent something).
+- ``http.idletimeout``: uvicorn's keep-alive timeout between requests.
+- ``http.maxconnections``: open connections of this worker. At the cap a new connection closes
+  the one that has waited longest for a request head (an idle keep-alive or a half-sent head),
+  so a flood of half-open connections cannot lock real clients out; when every connection is busy
+  with a request, the new one gets ``503`` instead.
+
+Errors are written with a lingering close (write side shut, input read and dropped for a moment),
+so a client still sending its oversized head reads the ``431`` instead of a connection reset.
+The limits reach the worker processes through ``LIMITS_ENV`` (uvicorn builds the protocol itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+log = logging.getLogger("pyreg.http")
+
+LIMITS_ENV = "_PYREG_SERVE_LIMITS_JSON"
+_LINGER_SECONDS = 2.0  # how long input is read and dropped after an error answer
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head_bytes: int = 64 * 1024
+    head_timeout: float = 20.0
+    max_connections: int = 1024
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+
+_limits: Limits | None = None
+
+
+def set_limits(limits: Limits) -> None:
+    """Use ``limits`` in this process and in the worker processes it starts (via the environment)."""
+    global _limits
+    os.environ[LIMITS_ENV] = limits.to_env()
+    _limits = limits
+
+
+def current_limits() -> Limits:
+    """This process's limits, read once from ``LIMITS_ENV`` (defaults when unset)."""
+    global _limits
+    if _limits is None:
+        raw = os.environ.get(LIMITS_ENV)
+        _limits = Limits(**json.loads(raw)) if raw else Limits()
+    return _limits
+
+
+# Per uvicorn server: the connections waiting for a request head, oldest first (eviction order).
+_WAITING: weakref.WeakKeyDictionary[ServerState, OrderedDict[BoundedHttpToolsProtocol, None]] = (
+    weakref.WeakKeyDictionary())
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = current_limits()
+        self._waiting = _WAITING.setdefault(self.server_state, OrderedDict())
+        self._head_open = True  # the next bytes belong to a request line or headers
+        self._head_bytes = 0
+        self._heads_done = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+
+    # -- connection life ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for_head()
+        self._arm_head_timer()
+        if len(self.connections) > self._limits.max_connections:
+            self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.pop(self, None)
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _make_room(self) -> None:
+        victim = next((c for c in self._waiting if c is not self), None)
+        if victim is not None:
+            self._waiting.pop(victim, None)
+            victim._cancel_head_timer()
+            victim.transport.close()
+            return
+        log.warning("connection limit (%d) reached and every connection is busy: refusing one",
+                    self._limits.max_connections)
+        self._send_error(503, "too many connections")
+
+    def _busy(self) -> bool:
+        """A request of this connection is being answered."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _wait_for_head(self) -> None:
+        self._waiting[self] = None
+        self._waiting.move_to_end(self)
+
+    # -- the head deadline -------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._limits.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._head_open or self._busy():
+            return
+        if self._head_bytes:
+            self._send_error(408, "request headers not received in time")
+        else:
+            self.transport.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after an error answer: read and dropped until the linger ends
+        if not self._head_open:
+            super().data_received(data)
+            return
+        if not self._busy():
+            self._arm_head_timer()  # a head starts after an idle keep-alive: its deadline runs
+        room = self._limits.max_head_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        self._head_bytes = self._limits.max_head_bytes
+        done = self._heads_done
+        if room > 0:
+            super().data_received(data[:room])
+        if self.transport.is_closing():
+            return
+        if self._heads_done == done:  # the head did not end within the limit
+            log.info("request head larger than %d bytes from %s: 431", self._limits.max_head_bytes,
+                     self.client[0] if self.client else "?")
+            if self._busy():  # a pipelined head during a response: no clean place for an answer
+                self.transport.close()
+            else:
+                self._send_error(431, "request header fields too large")
+            return
+        super().data_received(data[room:])
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._heads_done += 1
+        self._cancel_head_timer()
+        self._waiting.pop(self, None)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open, self._head_bytes = True, 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self._busy():
+            self._wait_for_head()  # idle keep-alive: uvicorn's timer bounds it, and it may be evicted
+
+    # -- answers of our own ------------------------------------------------------------------
+
+    def _send_error(self, status: int, message: str) -> None:
+        """A plain-text answer, then a lingering close so the client can read it."""
+        body = message.encode("ascii")
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend([b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                        b"connection: close\r\n\r\n", body])
+        self._cancel_head_timer()
+        self._waiting[self] = None
+        self._waiting.move_to_end(self, last=False)  # lingering: the first to go when room is needed
+        self.transport.write(b"".join(content))
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._lingering = True
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
