@@ -54,9 +54,18 @@ def normalize_cap(name: str) -> str:
 
 
 def all_caps() -> list[str]:
-    """Every capability this kernel knows (up to cap_last_cap)."""
+    """Every capability this kernel knows (up to cap_last_cap) that the caller's bounding set
+    still has (pyreg may itself run confined, e.g. without CAP_SYS_RESOURCE)."""
     last = linux.last_cap()
-    return [n for n, i in linux.CAPS.items() if i <= last]
+    bounding = (1 << (last + 1)) - 1
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    bounding = int(line.split()[1], 16)
+    except OSError:
+        pass
+    return [n for n, i in linux.CAPS.items() if i <= last and bounding >> i & 1]
 
 
 def tweak_capabilities(adds: list[str], drops: list[str], privileged: bool) -> list[str]:
