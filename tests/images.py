@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tests.images busybox|five-layer|index|big DIR``: write a test image layout."""
     import argparse
 
-    builders = {"busybox": build_busybox_image, "five-layer": build_five_layer_image, "probe": build_probe_image,
+    builders = {"busybox": build_busybox_image, "five-layer": build_five_layer_image,
+                "probe": build_probe_image,
                 "index": build_index_image, "big": build_big_image}
     parser = argparse.ArgumentParser(prog="python -m tests.images", description=main.__doc__)
     parser.add_argument("image", choices=sorted(builders))

@@ -97,7 +97,8 @@ def _open_from_cgroup(cgroup_procs: str, node_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("version", versions())
-def test_devices_cgroup_denies_what_is_not_allowed(probe_env: RuntimeEnv, tmp_path: Path, version: int) -> None:
+def test_devices_cgroup_denies_what_is_not_allowed(probe_env: RuntimeEnv, tmp_path: Path,
+                                                   version: int) -> None:
     env = probe_env
     cid = env.run("run", "-d", "probe", "sleep", "600", env={"PYREG_CGROUP_VERSION": str(version)},
                   check=True).stdout.strip()
@@ -125,7 +126,8 @@ def test_device_program_allows_exactly_its_rules(tmp_path: Path) -> None:
     try:
         devices.apply_v2(str(cg), (devices.Rule("c", devices.WILDCARD, devices.WILDCARD, "m"),
                                    devices.Rule("b", devices.WILDCARD, devices.WILDCARD, "m"),
-                                   devices.Rule("c", 1, 3, "rwm"), devices.Rule("c", 10, devices.WILDCARD, "r")))
+                                   devices.Rule("c", 1, 3, "rwm"),
+                                   devices.Rule("c", 10, devices.WILDCARD, "r")))
         nodes = tmp_path / "nodes"
         nodes.mkdir()
         got = _open_from_cgroup(str(cg / "cgroup.procs"), nodes)
@@ -136,7 +138,8 @@ def test_device_program_allows_exactly_its_rules(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", versions())
-def test_device_flag_gives_one_device_with_its_permissions(probe_env: RuntimeEnv, version: int) -> None:
+def test_device_flag_gives_one_device_with_its_permissions(probe_env: RuntimeEnv,
+                                                          version: int) -> None:
     # loop-control (10:237): opening it does nothing (its ioctls need CAP_SYS_ADMIN)
     if not os.path.exists("/dev/loop-control"):
         pytest.skip("no /dev/loop-control on this host")
@@ -215,7 +218,8 @@ def test_seccomp_profile_file_in_dockers_format(probe_env: RuntimeEnv, tmp_path:
     out = probe(probe_env, "mkdir /x 2>&1; echo $?; probe userns",
                 flags=("--security-opt", f"seccomp={profile}"))
     assert out[1:] == ["1", "OK"] and "implemented" in out[0]
-    r = probe_env.run("run", "--rm", "--security-opt", f"seccomp={tmp_path / 'missing.json'}", "probe", "true")
+    missing = tmp_path / "missing.json"
+    r = probe_env.run("run", "--rm", "--security-opt", f"seccomp={missing}", "probe", "true")
     assert r.returncode == 125 and "seccomp profile" in r.stderr
 
 
@@ -322,8 +326,8 @@ def test_default_pids_limit_stops_a_fork_bomb(probe_env: RuntimeEnv, v1_limits: 
                   check=True).stdout.strip()
     try:
         pids = Path(env.state(cid)["cgroup"]["paths"]["pids"])
-        env.run("exec", cid, "sh", "-c", "for i in $(seq 40); do sleep 600 >/dev/null 2>&1 & done 2>/dev/null",
-                timeout=120)
+        bomb = "for i in $(seq 40); do sleep 600 >/dev/null 2>&1 & done 2>/dev/null"
+        env.run("exec", cid, "sh", "-c", bomb, timeout=120)
         assert int((pids / "pids.current").read_text()) <= 24
         assert "max 0" not in (pids / "pids.events").read_text()  # forks were refused
     finally:
