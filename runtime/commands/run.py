@@ -89,7 +89,7 @@ DEFAULT_PIDS_LIMIT = 2048
 
 def run_defaults() -> dict[str, Any]:
     """``run.memory`` and ``run.pidslimit`` from the client config (the operator's defaults)."""
-    from storage.reference import client_config
+    from storage.clientconfig import client_config
 
     section = client_config().get("run") or {}
     if not isinstance(section, dict):
