@@ -162,6 +162,10 @@ def compile_profile(raw: bytes, caps: set[str]) -> bytes:
         raise SeccompError("seccomp_init failed")
     try:
         lib.seccomp_attr_set(ctx, 3, 0)  # SCMP_FLTATR_CTL_NNP: no_new_privs is ours to decide
+        # SCMP_FLTATR_CTL_OPTIMIZE = 2: a binary tree of syscall numbers instead of a linear scan
+        # (libseccomp >= 2.5; ignored before): it loads faster (the kernel's per-syscall action
+        # cache emulates the filter for every syscall number) and runs faster
+        lib.seccomp_attr_set(ctx, 8, 2)
         arches = _arches(profile, native)
         for name in arches:
             token = lib.seccomp_arch_resolve_name(name.encode())
@@ -238,7 +242,7 @@ def compile_cached(raw: bytes, caps: set[str], cache_dir: str | None) -> bytes:
     if not cache_dir:
         return compile_profile(raw, caps)
     key = _sha256(b"\0".join([raw, ",".join(sorted(caps)).encode(), os.uname().machine.encode(),
-                                     os.uname().release.encode(), b"v1"]))
+                                     os.uname().release.encode(), b"v2"]))
     path = os.path.join(cache_dir, key + ".bpf")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
