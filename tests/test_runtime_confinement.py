@@ -333,3 +333,46 @@ def test_default_pids_limit_stops_a_fork_bomb(probe_env: RuntimeEnv, v1_limits: 
     finally:
         env.run("rm", "-f", cid)
     assert env.container_cgroups() == []
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_tweak_capabilities_is_dockers_rule() -> None:
+    from runtime import confine, linux
+
+    base = list(linux.DEFAULT_CAPS)
+    assert confine.tweak_capabilities([], [], False) == base
+    assert confine.tweak_capabilities(["chown"], ["ALL"], False) == ["CAP_CHOWN"]
+    everything_but = set(confine.tweak_capabilities(["ALL"], ["sys_admin", "MKNOD"], False))
+    assert "CAP_NET_ADMIN" in everything_but and not {"CAP_SYS_ADMIN", "CAP_MKNOD"} & everything_but
+    # an add wins over a drop of the same capability, as in docker
+    assert "CAP_NET_ADMIN" in confine.tweak_capabilities(["NET_ADMIN"], ["NET_ADMIN"], False)
+    with pytest.raises(ValueError, match="unknown capability"):
+        confine.tweak_capabilities(["CAP_NOPE"], [], False)
+
+
+def test_seccomp_cache_trusts_only_root_only_files(tmp_path: Path) -> None:
+    from runtime import linux, seccomp
+
+    raw = seccomp.load_profile()
+    caps = set(linux.DEFAULT_CAPS)
+    cache = tmp_path / "cache"
+    prog = seccomp.compile_cached(raw, caps, str(cache))
+    assert prog == seccomp.compile_profile(raw, caps) and len(prog) % 8 == 0
+    (entry,) = cache.iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o600
+    entry.write_bytes(b"\x06\x00\x00\x00\x00\x00\xff\x7f")  # "return ALLOW": a forged program
+    entry.chmod(0o666)  # … that anyone could have written: ignored and compiled afresh
+    assert seccomp.compile_cached(raw, caps, str(cache)) == prog
+    assert entry.read_bytes() == prog
+
+
+def test_device_spec_parsing() -> None:
+    dev = devices.parse_device("/dev/null:/dev/mynull:rw")
+    assert dev == {"host": "/dev/null", "path": "/dev/mynull", "rule": ["c", 1, 3, "rw"]}
+    assert devices.parse_device("/dev/null:r")["rule"] == ["c", 1, 3, "r"]
+    assert devices.parse_device("/dev/null")["path"] == "/dev/null"
+    for bad in ("/dev/null:/x:q", "dev/null", "/nonexistent-device", "/etc/hostname"):
+        with pytest.raises(ValueError):
+            devices.parse_device(bad)
