@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from runtime import linux
+from runtime import linux, seccomp  # imported before the fork: cheaper than in the child (CoW)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,8 +107,6 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     prog = None
     profile = cfg.get("seccomp")
     if profile != "unconfined":
-        from runtime import seccomp
-
         raw = seccomp.load_profile() if profile in (None, "default") else str(profile).encode()
         prog = seccomp.compile_cached(raw, set(names), _cache_dir())
     _plan = Plan(caps, nnp, prog)
@@ -158,7 +156,5 @@ def device_rules(cfg: dict[str, Any]) -> tuple[Any, ...]:
 
 def _load(prog: bytes) -> None:
     global _seccomp_loaded
-    from runtime import seccomp
-
     seccomp.load(prog)
     _seccomp_loaded = True

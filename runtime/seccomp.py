@@ -227,12 +227,14 @@ def _scmp_name(name: str) -> str:
     return name.removeprefix("SCMP_ARCH_").lower()
 
 
+try:  # the builtin module: hashlib's OpenSSL import costs ~2 ms of start-up
+    from _sha256 import sha256 as _sha256_ctor
+except ImportError:  # Python 3.12+: _sha2
+    from hashlib import sha256 as _sha256_ctor
+
+
 def _sha256(data: bytes) -> str:
-    try:  # the builtin module: hashlib's OpenSSL import costs ~2 ms of start-up
-        from _sha256 import sha256
-    except ImportError:
-        from hashlib import sha256
-    return str(sha256(data).hexdigest())
+    return str(_sha256_ctor(data).hexdigest())
 
 
 def compile_cached(raw: bytes, caps: set[str], cache_dir: str | None) -> bytes:
