@@ -116,6 +116,7 @@ def podman_result(tmp: Path, runs: int) -> Result:
 
 def remove_bench_cgroups() -> None:
     for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
+                 "/sys/fs/cgroup/devices",
                  "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
         for name in ("pyreg-bench", "pyreg-bench-runc"):
             p = os.path.join(root, name)

@@ -6,6 +6,12 @@ bound to v1 hierarchies (a "hybrid" host such as this one, with an empty cgroup2
 ``PYREG_CGROUP_VERSION`` (1 or 2) forces a version, ``PYREG_CGROUP_ROOT`` a root (v2: a cgroup2
 mount or a directory inside one; v1: a directory holding one mount per controller, named after
 it), and ``PYREG_CGROUP_PARENT`` the parent group (default ``pyreg``): tests use all three.
+
+Devices (runtime/devices.py): on v1 the ``devices`` hierarchy gets Docker's allow-list; on v2 an
+eBPF device program is attached to the container's cgroup (this works on an empty cgroup2 such
+as a hybrid host's, where no controller is needed for it). A container is never started without
+one or the other. The default pids limit (``pids_default``) applies where the pids controller is
+there; an explicit ``--pids-limit`` that cannot be applied is an error.
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ import os
 import signal
 import time
 
-V1_CONTROLLERS = ("memory", "cpu", "pids")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.devices import Rule
+
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 CPU_PERIOD = 100_000
 
 
@@ -110,13 +120,37 @@ class Cgroup:
 
     @classmethod
     def create(cls, name: str, memory: int | None = None, cpus: float | None = None,
-               pids: int | None = None) -> Cgroup:
+               pids: int | None = None, pids_default: int | None = None,
+               devices: tuple[Rule, ...] | None = None) -> Cgroup:
+        """``devices``: the allow-list (None: no device confinement, for callers that manage
+        none, e.g. unit tests of limits); ``pids_default``: a limit for when ``pids`` is None,
+        applied only where the pids controller is available."""
         version, roots = detect()
         parent = os.environ.get("PYREG_CGROUP_PARENT", "pyreg").strip("/") or "pyreg"
         if version == 2:
+            if pids is None and pids_default is not None and "pids" in set(
+                    _read(os.path.join(roots["unified"], "cgroup.controllers")).split()):
+                pids = pids_default
             cg = cls._create_v2(roots["unified"], parent, name, memory, cpus, pids)
         else:
+            if pids is None and "pids" in roots:
+                pids = pids_default
+            if devices is not None and "devices" not in roots:
+                raise CgroupError("the cgroup v1 devices controller is not mounted; cannot confine devices")
             cg = cls._create_v1(roots, parent, name, memory, cpus, pids)
+        if devices is not None:
+            from runtime import devices as devmod
+
+            try:
+                if version == 2:
+                    devmod.apply_v2(cg.paths["unified"], devices)
+                else:
+                    devmod.apply_v1(cg.paths["devices"], devices)
+            except BaseException as e:
+                cg.remove()
+                if isinstance(e, OSError):
+                    raise CgroupError(f"cannot confine devices: {e}") from None
+                raise
         return cg
 
     @classmethod

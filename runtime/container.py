@@ -29,7 +29,7 @@ import signal
 import stat
 import sys
 
-from runtime import linux, state
+from runtime import confine, devices, linux, state
 from runtime.cgroups import Cgroup
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
@@ -232,6 +232,7 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     linux.mount("proc", _mount_target(rootfs, "/proc", True), "proc", nosuid_nodev_noexec)
     _setup_dev(rootfs, bool(cfg.get("rootless")))
+    devices.bind_devices(rootfs, cfg.get("devices") or [], secure_join)
     sys_target = _mount_target(rootfs, "/sys", True)
     if cfg.get("network") == "host":
         _bind("/sys", sys_target, readonly=True)
@@ -246,7 +247,9 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
         _bind(os.path.join(cdir, name), _mount_target(rootfs, f"/etc/{name}", False), rec=False)
     for host, ctr, ro in cfg.get("volumes") or []:
         is_dir = os.path.isdir(host)
-        _bind(host, _mount_target(rootfs, ctr, is_dir), readonly=bool(ro))
+        target = _mount_target(rootfs, ctr, is_dir)
+        _bind(host, target, readonly=bool(ro))
+        devices.seal_nodev(target)  # a node made on a volume opens nothing, whatever the cgroup
     for path in MASKED_PATHS:
         target = rootfs + path
         if os.path.isdir(target) and not os.path.islink(target):
@@ -270,15 +273,8 @@ def _overlay_options(layers: list[str], upper: str, work: str, rootless: bool = 
 
 
 def _drop_privileges(uid: int, gid: int, groups: list[int], rootless: bool = False) -> None:
-    keep = set(linux.DEFAULT_CAPS.values())
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    linux.drop_bounding_set(keep)
-    if not rootless:  # rootless: setgroups is denied in the user namespace, as it must be
-        os.setgroups(groups)
-    os.setgid(gid)
-    os.setuid(uid)  # a non-root uid loses every capability here
-    if uid == 0:
-        linux.capset(keep, keep, set())
+    """Keyring, no_new_privs, capabilities, user and, last, seccomp (runtime/confine.py)."""
+    confine.apply(uid, gid, groups, rootless)
 
 
 def _reset_signals() -> None:
@@ -357,6 +353,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         if stdio is not None:
             for i, fd in enumerate(stdio):
                 os.dup2(fd, i)
+        confine.prepare(cfg)  # while the host's files are reachable (and the supervisor attaches)
 
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if cfg.get("network") != "host":
@@ -407,11 +404,8 @@ def _init(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
     """``--init`` (docker's tini): stay PID 1, run the command as its child, forward signals to
     it, reap every orphan that is reparented here, and exit as the command does. Never returns."""
     try:
-        keep = set(linux.DEFAULT_CAPS.values())
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-        linux.drop_bounding_set(keep)
-        linux.capset(keep, keep, set())
         linux.set_name("pyreg-init")
+        confine.apply(0, 0, [], bool(cfg.get("rootless")), switch_user=False)
     except BaseException as e:
         _report(err_w, "setup", e)
     child = os.fork()
@@ -479,7 +473,8 @@ def prepare(rec: dict[str, Any]) -> Cgroup | None:
     cg = None
     try:
         cg = Cgroup.create(rec["id"], memory=cfg.get("memory"), cpus=cfg.get("cpus"),
-                           pids=cfg.get("pids_limit"))
+                           pids=cfg.get("pids_limit"), pids_default=cfg.get("pids_default"),
+                           devices=confine.device_rules(cfg))
     except Exception as e:
         remove_files(rec["id"])
         raise ContainerError(f"cgroup: {e}") from None
@@ -736,6 +731,7 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
             try:
                 os.close(err_r)
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                confine.prepare(cfg)
                 if cg is not None:
                     cg.attach(0)
                 for ns in ("ipc", "uts", "net", "cgroup", "mnt"):

@@ -41,6 +41,19 @@ PR_SET_CHILD_SUBREAPER = 36
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
+# every capability the kernel knows, by number (include/uapi/linux/capability.h)
+CAPS = {
+    name: i for i, name in enumerate((
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+        "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"))
+}
+
 # Docker's default capability set (moby oci/caps/defaults.go)
 DEFAULT_CAPS = {
     "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5,
@@ -48,6 +61,15 @@ DEFAULT_CAPS = {
     "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27, "CAP_AUDIT_WRITE": 29,
     "CAP_SETFCAP": 31,
 }
+
+
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the tables merged)
+KEYCTL_JOIN_SESSION_KEYRING = 1
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
 
 
 def _fail(what: str) -> OSError:
@@ -168,3 +190,29 @@ def set_loopback_up() -> None:
             raise _fail("SIOCSIFFLAGS lo")
     finally:
         os.close(fd)
+
+
+def join_session_keyring() -> int:
+    """Join a new anonymous session keyring (keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)), so the
+    keys of the caller's session (e.g. the host root's login session) are no longer possessed."""
+    nr = _SYS_KEYCTL.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"keyctl: unknown syscall number on {os.uname().machine}")
+    r = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+    if r < 0:
+        raise _fail("keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
+    return int(r)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_recursive(target: str, attr_set: int) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on ``target`` and every mount below it (Linux 5.12+)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    if _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(target),
+                     ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                     ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+        raise _fail(f"mount_setattr {target}")

@@ -17,13 +17,12 @@ and finds the local store without importing ``client``: ``$PYREG_CONFIG`` or
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+from storage.clientconfig import client_config, config_path  # noqa: F401  (re-exported)
 from storage.digest import Digest, DigestError
 from storage.names import NAME_MAX_LENGTH, PATH_COMPONENT, TAG_PATTERN
 
@@ -58,26 +57,7 @@ class ReferenceError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # client configuration (shared by client and runtime; stdlib only)
 
-def config_path() -> Path:
-    explicit = os.environ.get("PYREG_CONFIG")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "pyreg" / "config.json"
-
-
-def client_config() -> dict[str, Any]:
-    """The client config file as a dict ({} when absent); a broken file is an error, not silence."""
-    path = config_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read client config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"client config {path} must be a JSON object")
-    return data
+# (config_path and client_config live in storage.clientconfig, re-exported above)
 
 
 def default_registry() -> str:

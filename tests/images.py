@@ -48,6 +48,10 @@ layer (the very same blob, so cross-repository mounts and "blob exists" skips ca
     building takes seconds, not minutes). Built lazily: only tests that ask for it pay for it.
 
 :func:`build_random_image` makes the same shape with any size (the benchmark uses 512 MiB).
+
+``probe`` — :func:`build_probe_image`: the busybox layer plus a static ``/bin/probe`` that makes
+    one attacker's system call per verb (``keyread SERIAL``, ``addkey``, ``userns``, ``vsock``,
+    ``open PATH r|w|rw``) and prints ``OK`` or ``ERR <errno>``; the confinement tests run it as root.
 """
 
 from __future__ import annotations
@@ -500,6 +504,69 @@ def build_big_image(layout: Path, tag: str = "latest") -> TestImage:
     return build_random_image(layout, BIG_LAYER_SIZE, tag=tag)
 
 
+# A static probe for the confinement tests: each verb makes one system call the way an attacker's
+# binary would and prints "OK" or "ERR <errno>", so a test reads what the kernel said.
+PROBE_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int report(long r) {
+    if (r < 0) { printf("ERR %d\n", errno); return 1; }
+    printf("OK\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const char *verb = argv[1];
+    if (!strcmp(verb, "keyread") && argc == 3) {          /* keyctl(KEYCTL_READ, serial) */
+        char buf[256];
+        long r = syscall(SYS_keyctl, 11, atol(argv[2]), buf, sizeof buf - 1);
+        if (r >= 0) { buf[r < 255 ? r : 255] = 0; printf("OK %s\n", buf); return 0; }
+        return report(r);
+    }
+    if (!strcmp(verb, "addkey"))                           /* add_key to the session keyring */
+        return report(syscall(SYS_add_key, "user", "pyreg-probe", "x", 1, -3));
+    if (!strcmp(verb, "userns")) return report(unshare(CLONE_NEWUSER));
+    if (!strcmp(verb, "vsock")) return report(socket(40, SOCK_STREAM, 0));
+    if (!strcmp(verb, "open") && argc == 4) {             /* open and close: no byte moves */
+        int flags = !strcmp(argv[3], "rw") ? O_RDWR : !strcmp(argv[3], "w") ? O_WRONLY : O_RDONLY;
+        int fd = open(argv[2], flags | O_NONBLOCK | O_NOCTTY);
+        if (fd >= 0) close(fd);
+        return report(fd);
+    }
+    return 2;
+}
+"""
+
+
+def build_probe_image(layout: Path, tag: str = "latest", cc: str = "gcc") -> TestImage:
+    """The busybox image plus ``/bin/probe``, compiled statically from :data:`PROBE_C` with the
+    host's C compiler (Debian's gcc + libc6-dev): the hostile image of the confinement tests.
+    Raises FileNotFoundError when there is no compiler."""
+    import tempfile
+
+    if not shutil.which(cc):
+        raise FileNotFoundError(f"{cc} not found: install Debian's gcc and libc6-dev")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text(PROBE_C)
+        out = Path(tmp) / "probe"
+        subprocess.run([cc, "-static", "-O1", "-o", str(out), str(src)], check=True, capture_output=True)
+        probe = out.read_bytes()
+    layers = [_layer_for(layout, busybox_entries()),
+              _layer_for(layout, [Entry("bin", "dir"), Entry("bin/probe", data=probe, mode=0o755)])]
+    return write_image(layout, "probe", layers, tag=tag, history=["busybox", "static probe"])
+
+
 @dataclass(frozen=True)
 class TestIndex:
     """A multi-platform OCI image index in a layout, its children being ordinary images."""
@@ -595,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     builders = {"busybox": build_busybox_image, "five-layer": build_five_layer_image,
+                "probe": build_probe_image,
                 "index": build_index_image, "big": build_big_image, "setuid": build_setuid_image}
     parser = argparse.ArgumentParser(prog="python -m tests.images", description=main.__doc__)
     parser.add_argument("image", choices=sorted(builders))

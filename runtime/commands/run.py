@@ -54,6 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--memory", type=parse_bytes, help="memory limit (e.g. 256m)")
     p.add_argument("--cpus", type=float, help="CPU quota in CPUs (e.g. 0.5)")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--privileged", action="store_true",
+                   help="all capabilities, every device, no seccomp filter (as docker; deliberate only)")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability (NET_ADMIN, CAP_SYS_TIME, ALL); also widens seccomp as docker")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability (or ALL)")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined|FILE.json (docker's format), no-new-privileges[=true|false]")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR][:rwm]",
+                   help="give the container a host device (bound into /dev, allowed in the devices cgroup)")
     p.add_argument("--network", "--net", choices=("none", "host"), default="none",
                    help="none (default: own namespace with only lo) or host")
     p.add_argument("image")
@@ -68,6 +78,82 @@ def _read_env_file(path: str) -> list[str]:
             if line and not line.startswith("#"):
                 out.append(line)
     return out
+
+
+# A fork bomb in a forgotten container must not take the host: podman's default (containers.conf
+# pids_limit) — far above what a service needs (tens to hundreds of tasks, threads included),
+# far below the kernel's pid_max. Docker has none. ``run.pidslimit`` in the client config (0: no
+# limit) or ``--pids-limit`` change it.
+DEFAULT_PIDS_LIMIT = 2048
+
+
+def run_defaults() -> dict[str, Any]:
+    """``run.memory`` and ``run.pidslimit`` from the client config (the operator's defaults)."""
+    from storage.clientconfig import client_config
+
+    section = client_config().get("run") or {}
+    if not isinstance(section, dict):
+        raise ValueError("client config: 'run' must be an object")
+    out: dict[str, Any] = {"memory": None, "pidslimit": DEFAULT_PIDS_LIMIT}
+    if section.get("memory") is not None:
+        try:
+            out["memory"] = parse_bytes(str(section["memory"]))
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"client config run.memory: {e}") from None
+    if section.get("pidslimit") is not None:
+        value = section["pidslimit"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"client config run.pidslimit must be an integer, not {value!r}")
+        out["pidslimit"] = value if value > 0 else None
+    return out
+
+
+def security_options(opts: list[str]) -> dict[str, Any]:
+    """``--security-opt`` values -> {"seccomp": None|"unconfined"|profile text, "no_new_privileges":
+    None|bool}. ``key=value`` and docker's older ``key:value`` are both accepted."""
+    import json
+
+    out: dict[str, Any] = {"seccomp": None, "no_new_privileges": None}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if not sep and ":" in opt:
+            key, _, value = opt.partition(":")
+        if key == "no-new-privileges":
+            if value not in ("", "true", "false"):
+                raise ValueError(f"invalid --security-opt {opt!r}: no-new-privileges takes true or false")
+            out["no_new_privileges"] = value != "false"
+        elif key == "seccomp":
+            if value == "unconfined":
+                out["seccomp"] = "unconfined"
+            elif value:
+                try:
+                    with open(value) as f:
+                        text = f.read()
+                    json.loads(text)
+                except (OSError, ValueError) as e:
+                    raise ValueError(f"opening seccomp profile ({value}) failed: {e}") from None
+                out["seccomp"] = text
+            else:
+                raise ValueError(f"invalid --security-opt {opt!r}: seccomp=unconfined|FILE")
+        else:
+            raise ValueError(f"invalid --security-opt {opt!r}: supported are seccomp= and no-new-privileges")
+    return out
+
+
+def confinement(args: argparse.Namespace) -> dict[str, Any]:
+    """The container config's confinement keys from the flags (errors: ValueError)."""
+    from runtime import confine, devices
+
+    sec = security_options(args.security_opt)
+    nnp = sec["no_new_privileges"]
+    return {
+        "privileged": args.privileged,
+        "capabilities": confine.tweak_capabilities(args.cap_add, args.cap_drop, args.privileged),
+        "seccomp": "unconfined" if args.privileged else sec["seccomp"],
+        # on unless asked otherwise (docker: off unless asked); --privileged: docker's default
+        "no_new_privileges": nnp if nnp is not None else not args.privileged,
+        "devices": [devices.parse_device(d) for d in args.device],
+    }
 
 
 def _pull(ref: str) -> None:
@@ -116,11 +202,19 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
                 return container.EXIT_PYREG
+    try:
+        cfg.update(confinement(args))
+        defaults = run_defaults()
+    except ValueError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return container.EXIT_PYREG
+    rootless = os.geteuid() != 0
+    memory = args.memory if args.memory is not None or rootless else defaults["memory"]
     cid = state.new_id()
     cfg.update(
         hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
-        volumes=args.volume, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit,
-        rm=args.rm, layers=layers, rootless=os.geteuid() != 0, tty=args.tty,
+        volumes=args.volume, memory=memory, cpus=args.cpus, pids_limit=args.pids_limit,
+        pids_default=defaults["pidslimit"], rm=args.rm, layers=layers, rootless=rootless, tty=args.tty,
         init=args.init,
     )
     rec: dict[str, Any] = {
