@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,14 @@ def from_address(address: str, base_url: str) -> httpx.Client:
 
 
 def access_line(server: Any, path: str) -> str:
-    return next(line for line in server.log().splitlines() if "pyreg.access" in line and path in line)
+    """The access-log line of ``path``; a worker writes it just after the response, so wait for it."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [line for line in server.log().splitlines() if "pyreg.access" in line and path in line]
+        if lines or time.monotonic() > deadline:
+            assert lines, f"no access-log line for {path}"
+            return lines[0]
+        time.sleep(0.05)
 
 
 def test_forwarded_headers_count_only_from_trusted_proxies(make_registry_server: Any) -> None:
