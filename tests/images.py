@@ -448,6 +448,33 @@ def build_big_image(layout: Path, tag: str = "latest") -> TestImage:
     return build_random_image(layout, BIG_LAYER_SIZE, tag=tag)
 
 
+# --------------------------------------------------------------------------- hostile images
+
+# Runtime containment (issue 10): the busybox image with entries replaced, each an attack that a
+# runtime must refuse or contain. name -> {path: the replacing entry, or None to drop it}.
+HOSTILE_IMAGES: dict[str, dict[str, Entry | None]] = {
+    # a procfs mounted through the link would miss every mask: core_pattern writable = host root
+    "proc-symlink": {"proc": Entry("proc", "symlink", target="/newproc"), "newproc": Entry("newproc", "dir")},
+    "sys-symlink": {"sys": Entry("sys", "symlink", target="/newsys"), "newsys": Entry("newsys", "dir")},
+    "dev-symlink": {"dev": Entry("dev", "symlink", target="/newdev"), "newdev": Entry("newdev", "dir")},
+    # the runtime's /etc/hosts bind mount would land on a kernel knob
+    "hosts-to-procfs": {"etc/hosts": Entry("etc/hosts", "symlink", target="/proc/sys/kernel/core_pattern")},
+    # ``-u`` reads an endless file
+    "passwd-dev-zero": {"etc/passwd": Entry("etc/passwd", "symlink", target="/dev/zero")},
+    # a -v destination through a symlink into procfs
+    "volume-link-to-procfs": {"data": Entry("data", "symlink", target="/proc/sys/kernel")},
+}
+
+
+def build_hostile_image(layout: Path, kind: str, tag: str = "latest") -> TestImage:
+    """One-layer busybox image with the :data:`HOSTILE_IMAGES` ``kind`` changes applied."""
+    replace = HOSTILE_IMAGES[kind]
+    entries = [e for e in busybox_entries() if e.path not in replace]
+    entries += [e for e in replace.values() if e is not None]
+    return write_image(layout, f"hostile-{kind}", [_layer_for(layout, entries)], tag=tag,
+                       history=[f"busybox-static, hostile: {kind}"])
+
+
 @dataclass(frozen=True)
 class TestIndex:
     """A multi-platform OCI image index in a layout, its children being ordinary images."""
