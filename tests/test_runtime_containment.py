@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -203,48 +204,59 @@ def _open_as_container_root(path: str) -> int:
     return proc.returncode
 
 
-def test_exec_helper_cannot_be_opened_before_it_execs(hostile: RuntimeEnv) -> None:
-    """CVE-2019-5736 class: the exec helper joins the container's pid namespace as a host Python.
-    The container's cgroup is frozen, so the helper stops right after joining it, before exec;
-    then a process with container root's privileges tries to open its /proc/PID/exe (the host
-    Python binary, which container root could chmod or, later, write)."""
-    unified = "/sys/fs/cgroup/unified"
-    if not os.path.exists(os.path.join(unified, "cgroup.controllers")):
-        unified = "/sys/fs/cgroup"
-    if not os.path.exists(os.path.join(unified, "cgroup.controllers")):
-        pytest.skip("no cgroup2 mount to freeze a cgroup in")
-    env = hostile
-    v2 = {"PYREG_CGROUP_VERSION": "2", "PYREG_CGROUP_ROOT": unified}
-    cid = env.run("run", "-d", "busybox", "sleep", "600", env=v2, check=True).stdout.strip()
-    rec = env.wait_running(cid)
-    cg = rec["cgroup"]["paths"]["unified"]
+EXECVE = {"x86_64": 59, "aarch64": 221}.get(os.uname().machine)
+
+
+def test_exec_helper_cannot_be_opened_before_it_execs(running: tuple[RuntimeEnv, str]) -> None:
+    """CVE-2019-5736 class: the exec helper is a host Python in the container's pid namespace
+    until it execs, and after dropping to container root's capabilities it is openable by
+    container root (its /proc/PID/exe is the host's Python binary: chmod, later a write).
+    strace holds the helper at the entry of its execve, the last moment of that window; a
+    process with container root's privileges then tries to open what it exposes."""
+    strace = shutil.which("strace")
+    if strace is None or EXECVE is None:
+        pytest.skip("needs strace (tests/run installs it) on x86_64 or aarch64")
+    env, cid = running
     python_mode = os.stat(os.path.realpath(sys.executable)).st_mode
-    proc = None
+    proc = subprocess.Popen([strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=execve",
+                             "-e", "inject=execve:delay_enter=4000000",
+                             sys.executable, "-m", "client.cli", "exec", cid, "/bin/true"],
+                            env=env.env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        Path(cg, "cgroup.freeze").write_text("1")
-        deadline = time.monotonic() + 30
-        while "frozen 1" not in Path(cg, "cgroup.events").read_text():
-            assert time.monotonic() < deadline, "the cgroup does not freeze"
-            time.sleep(0.02)
-        proc = env.popen("exec", cid, "true", env=v2)
         helper = 0
+        deadline = time.monotonic() + 60
         while not helper:
-            assert time.monotonic() < deadline and proc.poll() is None, "no exec helper in the cgroup"
-            pids = [int(p) for p in Path(cg, "cgroup.procs").read_text().split()]
-            helper = next((p for p in pids if p != rec["pid"]), 0)
-            time.sleep(0.02)
+            assert time.monotonic() < deadline and proc.poll() is None, "no exec helper held in execve"
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and _held_in_container_execve(int(entry), env.state(cid)["pid"]):
+                    helper = int(entry)
+            time.sleep(0.05)
         exe = f"/proc/{helper}/exe"
-        # it is the host's Python, frozen before its exec: the window the attack needs
-        assert os.path.realpath(exe) == os.path.realpath(sys.executable)
-        assert _open_as_container_root(exe) == errno.EACCES
-        assert _open_as_container_root(f"/proc/{helper}/cwd/.") == errno.EACCES
+        assert os.path.realpath(exe) == os.path.realpath(sys.executable)  # the host's Python
+        for what in ("exe", "cwd/.", "environ"):
+            assert _open_as_container_root(f"/proc/{helper}/{what}") == errno.EACCES, what
     finally:
-        Path(cg, "cgroup.freeze").write_text("0")
-        if proc is not None:
-            proc.communicate(timeout=60)
-        env.run("rm", "-f", cid, env=v2)
-    assert proc.returncode == 0
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
     assert os.stat(os.path.realpath(sys.executable)).st_mode == python_mode
+
+
+def _held_in_container_execve(pid: int, container_pid: int) -> bool:
+    """Is ``pid`` a process of the container's pid namespace (not PID 1) stopped at the entry
+    of execve with container root's capabilities already in place?"""
+    try:
+        if os.readlink(f"/proc/{pid}/ns/pid") != os.readlink(f"/proc/{container_pid}/ns/pid"):
+            return False
+        if pid == container_pid or _read(f"/proc/{pid}/syscall").split()[0] != str(EXECVE):
+            return False
+        status = dict(ln.split(":\t", 1) for ln in _read(f"/proc/{pid}/status").splitlines() if ":\t" in ln)
+    except (OSError, IndexError):
+        return False
+    from runtime import linux
+
+    default = sum(1 << c for c in linux.DEFAULT_CAPS.values())
+    return int(status["CapEff"], 16) == default
 
 
 def test_init_process_cannot_be_opened(hostile: RuntimeEnv) -> None:
