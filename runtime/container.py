@@ -373,6 +373,10 @@ def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
     if "HOME" not in keys:
         env.append(f"HOME={home}")
     _chdir_in_root(cfg.get("workdir") or "/")
+    try:  # never exec a binary from outside the rootfs through /proc (CVE-2019-5736)
+        rootfs.check_program(cfg["argv"][0], dict(e.partition("=")[::2] for e in env).get("PATH", ""))
+    except rootfs.UnsafePath as e:
+        raise ContainerError(str(e), EXIT_CANNOT_EXEC) from None
     if cfg.get("rootless") and (uid, gid) != (0, 0):
         raise ContainerError(f"rootless: only root (0:0) is mapped in the container, not {uid}:{gid}")
     if cfg.get("tty"):
@@ -642,6 +646,7 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
     os.close(sync_r)
+    failure: OSError | None = None
     try:
         if cg is not None:
             cg.attach(child)
@@ -649,12 +654,15 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     except OSError as e:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-        raise ContainerError(f"cannot move the container into its cgroup: {e}") from None
+        failure = e
     finally:
         os.close(sync_w)
-    data = _read_to_end(err_r)
+    data = _read_to_end(err_r)  # when the set-up failed first (EPIPE above), it says why
+    if failure is not None and not data:
+        raise ContainerError(f"cannot move the container into its cgroup: {failure}") from None
     if data:
-        os.waitpid(child, 0)
+        if failure is None:
+            os.waitpid(child, 0)
         try:
             err = json.loads(data)
         except ValueError:

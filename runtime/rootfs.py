@@ -106,6 +106,9 @@ def _walk(rootfd: int, path: str, flags: int) -> int:
                 continue
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
             mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode) and _is_magic(fd, stack[-1]):
+                os.close(fd)
+                raise OSError(errno.ELOOP, f"{path}: /{name} is a magic link of /proc")
             if stat.S_ISLNK(mode):
                 target = os.readlink("", dir_fd=fd)
                 os.close(fd)
@@ -132,6 +135,72 @@ def _walk(rootfd: int, path: str, flags: int) -> int:
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def _is_magic(link: int, parent: int) -> bool:
+    """A procfs symlink below the procfs root (``/proc/PID/exe``, ``cwd``, ``root``, ``fd/N``,
+    ``ns/…``): what RESOLVE_NO_MAGICLINKS refuses. ``/proc/self`` and ``/proc/mounts`` are plain."""
+    return linux.fs_type(link) == linux.PROC_SUPER_MAGIC and os.fstat(parent).st_ino != 1  # PROC_ROOT_INO
+
+
+def _head(root: int, path: str) -> bytes:
+    """The first bytes of a regular file resolved in the root (b"" for anything else)."""
+    fd = resolve(root, path)  # O_PATH: opens no device, blocks on no FIFO
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+    finally:
+        os.close(fd)
+    fd = resolve(root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        return os.read(fd, 256)
+    finally:
+        os.close(fd)
+
+
+def _through_magic(root: int, path: str, message: str) -> bool:
+    """Was an ELOOP of :func:`resolve` a magic link rather than a loop of plain symlinks?
+    (openat2 says ELOOP for both; the walk tells them apart.)"""
+    if "magic link" in message:
+        return True
+    try:
+        os.close(_walk(root, path, os.O_PATH))
+    except OSError as e:
+        return "magic link" in str(e)
+    return False
+
+
+def check_program(name: str, search_path: str) -> None:
+    """Refuse to exec a program, or the ``#!`` interpreter of a script, that is reached through a
+    magic link (``/proc/self/exe``, ``/proc/1/fd/N``): that would run a binary from outside the
+    rootfs, such as this runtime's own host Python, as container root (CVE-2019-5736). Only the
+    candidate that execvp would try first is checked; a missing program is left to execvp."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for _ in range(5):  # the kernel follows at most 4 levels of #! interpreters
+            dirs = [""] if "/" in name else search_path.split(":")
+            candidates = [os.path.join(os.getcwd(), d, name) for d in dirs]  # an absolute name wins
+            for cand in candidates:
+                try:
+                    head = _head(root, cand)
+                except OSError as e:
+                    if e.errno == errno.ELOOP and _through_magic(root, cand, str(e)):
+                        raise UnsafePath(errno.EPERM, f"{cand} leads out of the container through a "
+                                         "magic link of /proc: refusing to exec it") from None
+                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                        continue
+                    return  # execvp will report it
+                break
+            else:
+                return
+            if not head.startswith(b"#!"):
+                return
+            words = head[2:].split(b"\n", 1)[0].split()
+            if not words:
+                return
+            name = os.fsdecode(words[0])
+    finally:
+        os.close(root)
 
 
 def mkdir_all(rootfd: int, path: str, mode: int = 0o755) -> int:

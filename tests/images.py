@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import tarfile
@@ -473,6 +474,31 @@ def build_hostile_image(layout: Path, kind: str, tag: str = "latest") -> TestIma
     entries += [e for e in replace.values() if e is not None]
     return write_image(layout, f"hostile-{kind}", [_layer_for(layout, entries)], tag=tag,
                        history=[f"busybox-static, hostile: {kind}"])
+
+
+def build_loader_image(layout: Path, binary: str, tag: str = "latest") -> TestImage:
+    """busybox plus the ELF interpreter and shared libraries of the host program ``binary`` (from
+    ``ldd``), at their host paths: in it the host's program would really run if a runtime let the
+    container exec it through ``/proc/self/exe`` (CVE-2019-5736). Also ``/usr/bin/evil ->
+    /proc/self/exe`` and a script ``/usr/bin/evil.sh`` whose ``#!`` is ``/proc/self/exe``."""
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
+    libs = sorted({m for m in re.findall(r"(/\S+) \(0x", out)})
+    entries = busybox_entries()
+    have = {e.path for e in entries}
+    for lib in libs:
+        parts = lib.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in have:
+                have.add(d)
+                entries.append(Entry(d, "dir"))
+        entries.append(Entry(lib.strip("/"), data=Path(lib).read_bytes(), mode=0o755))
+    entries += [
+        Entry("usr/bin/evil", "symlink", target="/proc/self/exe"),
+        Entry("usr/bin/evil.sh", data=b"#!/proc/self/exe\nprint('HOST PYTHON RAN')\n", mode=0o755),
+    ]
+    return write_image(layout, "loader", [_layer_for(layout, entries, compresslevel=1)], tag=tag,
+                       history=[f"busybox-static + the libraries of {binary}"])
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,39 @@ def test_init_process_cannot_be_opened(hostile: RuntimeEnv) -> None:
         hostile.run("rm", "-f", cid)
 
 
+@pytest.fixture(scope="session")
+def loader_image(test_images_dir: Path) -> images.TestImage:
+    return images.build_loader_image(test_images_dir / "loader", os.path.realpath(sys.executable))
+
+
+# the host Python, if it ran in the container, says so (and would find no stdlib: no harm done)
+PY_PROBE = "print('HOST PYTHON RAN')"
+
+
+def test_exec_of_the_runtime_binary_through_proc_is_refused(hostile: RuntimeEnv,
+                                                            loader_image: images.TestImage) -> None:
+    """CVE-2019-5736 itself: a command that is (or whose #! interpreter is) /proc/self/exe runs
+    the runtime's own binary — the host Python — as container root, which may then chmod or,
+    once it exits, write it. The image has the host Python's loader and libraries, so without
+    the check the host binary really starts here."""
+    env = hostile
+    env.load_image(loader_image, "loader")
+    for argv in (["/proc/self/exe", "-c", PY_PROBE], ["evil", "-c", PY_PROBE], ["evil.sh"],
+                 ["/proc/1/root/proc/self/exe", "-c", PY_PROBE]):
+        r = env.run("run", "--rm", "loader", *argv)
+        assert "Python" not in r.stdout + r.stderr.replace("pyreg", ""), (argv, r.stdout, r.stderr)
+        assert r.returncode == 126, (argv, r.stderr)
+        assert "magic link" in r.stderr
+    cid = env.run("run", "-d", "loader", "sleep", "600", check=True).stdout.strip()
+    try:
+        r = env.run("exec", cid, "/proc/self/exe", "-c", PY_PROBE)
+        assert (r.returncode, r.stdout) == (126, ""), r.stderr
+        r = env.run("exec", cid, "sh", "-c", "echo still fine")  # and ordinary commands still run
+        assert (r.returncode, r.stdout) == (0, "still fine\n"), r.stderr
+    finally:
+        env.run("rm", "-f", cid)
+
+
 # --------------------------------------------------------------------------- -u and the image's passwd
 
 
