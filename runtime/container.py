@@ -8,8 +8,10 @@ The supervisor calls ``unshare(CLONE_NEWPID)`` on itself, so its one child is PI
 namespace: the command *is* PID 1 (orphans of the container are reparented to it, as with docker
 without ``--init``). The child joins the cgroup, unshares mnt/uts/ipc/net/cgroup, mounts the
 overlay rootfs (image layers as lower dirs, top first; a per-container upper/work dir) and
-/proc, /dev, /sys, masks and read-only paths, pivots into it, drops to Docker's default
-capability set with no_new_privs, switches user and execs. Set-up failures come back to the
+/proc, /dev, /sys and the volumes, each on an fd resolved inside the rootfs (runtime/rootfs.py:
+an image is hostile input), pivots into it, applies the masks and read-only paths beneath the
+/proc and /sys it checked, drops to Docker's default capability set with no_new_privs,
+switches user and execs. Set-up failures come back to the
 supervisor through a close-on-exec pipe (EOF means the exec happened), so errors get
 docker's exit codes: 125 for pyreg's own, 126 when the command cannot be executed, 127 when it
 does not exist.
