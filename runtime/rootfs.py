@@ -225,6 +225,7 @@ def mkdir_all(rootfd: int, path: str, mode: int = 0o755) -> int:
             try:
                 nxt = resolve(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
             except FileNotFoundError:
+                check_target(cur, f"mkdir {path}")  # a mkdir in cgroupfs makes a host cgroup
                 with contextlib.suppress(FileExistsError):  # or a dangling symlink: see below
                     os.mkdir(name, mode, dir_fd=cur)
                 try:
@@ -250,6 +251,7 @@ def make_file(rootfd: int, path: str, mode: int = 0o644) -> int:
         pass
     parent = mkdir_all(rootfd, "/".join(parts[:-1]))
     try:
+        check_target(parent, f"create {path}")
         with contextlib.suppress(FileExistsError):  # a dangling symlink: resolve() says ENOENT
             os.close(os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                              mode, dir_fd=parent))

@@ -139,6 +139,26 @@ def test_network_host_sys_is_readonly_recursively(hostile: RuntimeEnv, kernel: d
     assert rw == [], rw
 
 
+def test_network_host_volume_cannot_make_a_host_cgroup(hostile: RuntimeEnv, tmp_path: Path) -> None:
+    """``-v DIR:/sys/fs/cgroup/memory/NEW`` with ``--network host``: the destination would be made
+    with mkdir in the host's cgroupfs, i.e. a new host cgroup. Refused, and the canary name
+    never appears on the host (a regression makes an empty cgroup, removed here)."""
+    roots = [r for r in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+             if os.path.exists(os.path.join(r, "cgroup.procs"))]
+    canary = f"pyreg-canary-{os.getpid()}-{os.urandom(3).hex()}"
+    host = Path(roots[0], canary)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    try:
+        r = hostile.run("run", "--rm", "--network", "host", "-v", f"{vol}:{host}", "busybox", "true")
+        assert not host.exists()
+        assert r.returncode == 125, r.stderr
+        assert "cgroup" in r.stderr
+    finally:
+        if host.exists():
+            host.rmdir()
+
+
 # --------------------------------------------------------------------------- pyreg exec
 
 
