@@ -338,6 +338,16 @@ def test_passwd_symlink_to_dev_zero_is_bounded(hostile: RuntimeEnv) -> None:
     assert (r.returncode, r.stdout) == (0, "1000\n"), r.stderr
 
 
+def test_exec_user_lookup_ignores_a_fifo_passwd(running: tuple[RuntimeEnv, str]) -> None:
+    """The container swaps its /etc/passwd for a FIFO: ``pyreg exec -u`` must not hang on it."""
+    env, cid = running
+    r = env.run("exec", cid, "sh", "-c", "rm /etc/passwd && mkfifo /etc/passwd")
+    assert r.returncode == 0, r.stderr
+    r = env.run("exec", "-u", "user", cid, "true", timeout=60)
+    assert r.returncode == 125, r.stderr
+    assert "unable to find user user" in r.stderr
+
+
 def test_passwd_larger_than_the_bound_is_refused(hostile: RuntimeEnv, tmp_path: Path) -> None:
     from runtime import container
 
