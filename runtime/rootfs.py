@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 
 from runtime import linux
@@ -340,6 +341,11 @@ def _ms_flags(attrs: int) -> int:
     return flags | (linux.MS_NOEXEC if attrs & linux.MOUNT_ATTR_NOEXEC else 0)
 
 
+def _unescape(field: str) -> str:
+    """A mountinfo path: the kernel writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def remount_readonly_tree(fd: int, attrs: int = linux.MOUNT_ATTR_RDONLY) -> None:
     """The mount ``fd`` is the root of, and every mount below it, read-only (plus ``attrs``)."""
     if _new_mount_api():
@@ -347,7 +353,7 @@ def remount_readonly_tree(fd: int, attrs: int = linux.MOUNT_ATTR_RDONLY) -> None
         return
     top = os.readlink(fd_path(fd))
     with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4].replace("\\040", " ") for line in f]
+        points = [_unescape(line.split()[4]) for line in f]
     under = [p for p in points if p == top or p.startswith(top.rstrip("/") + "/")]
     for point in sorted(set(under), key=len):
         # keep each mount's own nosuid/nodev/noexec: MS_REMOUNT|MS_BIND replaces the flags
