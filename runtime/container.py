@@ -8,8 +8,10 @@ The supervisor calls ``unshare(CLONE_NEWPID)`` on itself, so its one child is PI
 namespace: the command *is* PID 1 (orphans of the container are reparented to it, as with docker
 without ``--init``). The child joins the cgroup, unshares mnt/uts/ipc/net/cgroup, mounts the
 overlay rootfs (image layers as lower dirs, top first; a per-container upper/work dir) and
-/proc, /dev, /sys, masks and read-only paths, pivots into it, drops to Docker's default
-capability set with no_new_privs, switches user and execs. Set-up failures come back to the
+/proc, /dev, /sys and the volumes, each on an fd resolved inside the rootfs (runtime/rootfs.py:
+an image is hostile input), pivots into it, applies the masks and read-only paths beneath the
+/proc and /sys it checked, drops to Docker's default capability set with no_new_privs,
+switches user and execs. Set-up failures come back to the
 supervisor through a close-on-exec pipe (EOF means the exec happened), so errors get
 docker's exit codes: 125 for pyreg's own, 126 when the command cannot be executed, 127 when it
 does not exist.
@@ -29,7 +31,7 @@ import signal
 import stat
 import sys
 
-from runtime import confine, devices, linux, state
+from runtime import confine, devices, linux, rootfs, state
 from runtime.cgroups import Cgroup
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
@@ -70,36 +72,41 @@ class ContainerError(Exception):
 # --------------------------------------------------------------------------- paths & users
 
 
-def secure_join(root: str, unsafe: str) -> str:
-    """``root/unsafe`` with every symlink resolved as if ``root`` were ``/`` (never leaves root)."""
-    parts = [p for p in unsafe.split("/") if p]
-    current: list[str] = []
-    links = 0
-    while parts:
-        p = parts.pop(0)
-        if p == ".":
-            continue
-        if p == "..":
-            if current:
-                current.pop()
-            continue
-        full = os.path.join(root, *current, p)
+PASSWD_MAX = 4 << 20  # the image's /etc/passwd and /etc/group are read up to this size
+
+
+def _read_image_file(path: str, limit: int = PASSWD_MAX) -> str | None:
+    """A small regular file of the container (run after pivot_root or setns, so ``/`` is its
+    root), resolved in that root; None when it is missing or not a regular file (a FIFO, a
+    device such as /dev/zero, a symlink out of the root), as runc treats an unreadable passwd."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        probe = rootfs.resolve(root, path)  # O_PATH: opens no device, blocks on no FIFO
         try:
-            st = os.lstat(full)
-        except (FileNotFoundError, NotADirectoryError):
-            current.append(p)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 40:
-                raise ContainerError(f"too many levels of symbolic links in {unsafe!r}")
-            target = os.readlink(full)
-            if target.startswith("/"):
-                current = []
-            parts = [t for t in target.split("/") if t] + parts
-        else:
-            current.append(p)
-    return os.path.join(root, *current)
+            st = os.fstat(probe)
+        finally:
+            os.close(probe)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        fd = rootfs.resolve(root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    finally:
+        os.close(root)
+    try:
+        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+            return None  # swapped while we looked
+        if st.st_size > limit:
+            raise ContainerError(f"{path} in the image is larger than {limit} bytes")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(65536, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ContainerError(f"{path} in the image is larger than {limit} bytes")
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def resolve_user(spec: str, etc: str = "/etc") -> tuple[int, int, list[int], str]:
@@ -107,11 +114,10 @@ def resolve_user(spec: str, etc: str = "/etc") -> tuple[int, int, list[int], str
     user, _, group = (spec or "").partition(":")
 
     def entries(name: str) -> list[list[str]]:
-        try:
-            with open(os.path.join(etc, name), errors="replace") as f:
-                return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
-        except OSError:
+        text = _read_image_file(os.path.join(etc, name))
+        if text is None:
             return []
+        return [ln.split(":") for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
     passwd = [e for e in entries("passwd") if len(e) >= 7]
     groups = [e for e in entries("group") if len(e) >= 4]
@@ -177,93 +183,148 @@ def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: st
 # --------------------------------------------------------------------------- inside the container
 
 
-def _mkdirs(path: str, mode: int = 0o755) -> None:
-    os.makedirs(path, mode=mode, exist_ok=True)
+def _setup_dev(rootfd: int, rootless: bool = False) -> int:
+    """A tmpfs /dev with the usual nodes; returns an ``O_PATH`` fd of its ``null`` (for masks).
 
-
-def _mount_target(rootfs: str, path: str, is_dir: bool) -> str:
-    target = secure_join(rootfs, path)
-    if is_dir:
-        _mkdirs(target)
-    elif not os.path.lexists(target):
-        _mkdirs(os.path.dirname(target))
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    return target
-
-
-def _setup_dev(rootfs: str, rootless: bool = False) -> None:
-    """A tmpfs /dev with the usual nodes. There is no devices cgroup, so device access is kept
-    out by ``nodev``: /dev and the rootfs are nodev and each allowed node is a bind mount of the
-    host's, so a node that the container makes (it has CAP_MKNOD, as in docker) cannot be opened."""
-    dev = _mount_target(rootfs, "/dev", True)
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
-        p = os.path.join(dev, name)
-        host = f"/dev/{name}"
-        st = os.stat(host)
-        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(major, minor):
-            raise ContainerError(f"host {host} is not the character device {major}:{minor}")
-        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        linux.mount(host, p, None, linux.MS_BIND | linux.MS_NOSUID | linux.MS_NOEXEC)
-    for sub in ("pts", "shm", "mqueue"):
-        os.mkdir(os.path.join(dev, sub), 0o755)
-    # rootless: gid 5 (tty) is not mapped in the user namespace
-    linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620" + ("" if rootless else ",gid=5"))
-    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-                "mode=1777,size=65536k")
+    There is no devices cgroup, so device access is kept out by ``nodev``: /dev and the rootfs
+    are nodev and each allowed node is a bind mount of the host's, so a node that the container
+    makes (it has CAP_MKNOD, as in docker) cannot be opened. The image's /dev must be a plain
+    directory; everything below it is made here, by fd, in the fresh tmpfs."""
+    target = rootfs.plain_dir(rootfd, "dev")
     try:
-        linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
-                    linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    except OSError:
-        os.rmdir(os.path.join(dev, "mqueue"))
-    for name, target in DEV_LINKS:
-        os.symlink(target, os.path.join(dev, name))
-
-
-def _bind(src: str, target: str, readonly: bool = False, rec: bool = True) -> None:
-    flags = linux.MS_BIND | (linux.MS_REC if rec else 0)
-    linux.mount(src, target, None, flags)
-    if readonly:
-        linux.mount(None, target, None, flags | linux.MS_REMOUNT | linux.MS_RDONLY)
-
-
-def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs: str) -> None:
-    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    linux.mount("proc", _mount_target(rootfs, "/proc", True), "proc", nosuid_nodev_noexec)
-    _setup_dev(rootfs, bool(cfg.get("rootless")))
-    devices.bind_devices(rootfs, cfg.get("devices") or [], secure_join)
-    sys_target = _mount_target(rootfs, "/sys", True)
-    if cfg.get("network") == "host":
-        _bind("/sys", sys_target, readonly=True)
-    else:
+        rootfs.mount_fs("tmpfs", "tmpfs", target, linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=65536k")
+    finally:
+        os.close(target)
+    dev = rootfs.plain_dir(rootfd, "dev")  # now the tmpfs: this fd sees what was mounted
+    try:
+        if linux.fs_type(dev) != linux.TMPFS_MAGIC:
+            raise ContainerError("/dev is not the tmpfs just mounted there")
+        for name, major, minor in DEVICES:
+            host = f"/dev/{name}"
+            st = os.stat(host)
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(major, minor):
+                raise ContainerError(f"host {host} is not the character device {major}:{minor}")
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                             dir_fd=dev))
+            node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+            try:
+                linux.mount(host, rootfs.fd_path(node), None, linux.MS_BIND)
+            finally:
+                os.close(node)
+        subs = {}
+        for sub in ("pts", "shm", "mqueue"):
+            os.mkdir(sub, 0o755, dir_fd=dev)
+            subs[sub] = os.open(sub, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dev)
         try:
-            linux.mount("sysfs", sys_target, "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
-        except OSError:
-            if not cfg.get("rootless"):
-                raise
-            _bind("/sys", sys_target, readonly=True)  # a user namespace may not mount sysfs here
-    for name in ("hosts", "hostname", "resolv.conf"):
-        _bind(os.path.join(cdir, name), _mount_target(rootfs, f"/etc/{name}", False), rec=False)
-    for host, ctr, ro in cfg.get("volumes") or []:
-        is_dir = os.path.isdir(host)
-        target = _mount_target(rootfs, ctr, is_dir)
-        _bind(host, target, readonly=bool(ro))
-        devices.seal_nodev(target)  # a node made on a volume opens nothing, whatever the cgroup
-    for path in MASKED_PATHS:
-        target = rootfs + path
-        if os.path.isdir(target) and not os.path.islink(target):
-            linux.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
-        elif os.path.exists(target):
-            _bind(os.path.join(rootfs, "dev/null"), target, rec=False)
-    for path in READONLY_PATHS:
-        target = rootfs + path
-        if os.path.exists(target):
-            linux.mount(target, target, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount(None, target, None, linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY
-                        | nosuid_nodev_noexec)
+            # rootless: gid 5 (tty) is not mapped in the user namespace
+            rootfs.mount_fs("devpts", "devpts", subs["pts"], linux.MS_NOSUID | linux.MS_NOEXEC,
+                            "newinstance,ptmxmode=0666,mode=0620" + ("" if rootless else ",gid=5"))
+            rootfs.mount_fs("shm", "tmpfs", subs["shm"], linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                            "mode=1777,size=65536k")
+            try:
+                rootfs.mount_fs("mqueue", "mqueue", subs["mqueue"],
+                                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+            except OSError:
+                os.rmdir("mqueue", dir_fd=dev)
+        finally:
+            for fd in subs.values():
+                os.close(fd)
+        for name, link in DEV_LINKS:
+            os.symlink(link, name, dir_fd=dev)
+        return os.open("null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+    finally:
+        os.close(dev)
+
+
+def _mount_sys(rootfd: int, cfg: dict[str, Any], masker: rootfs.Masker) -> None:
+    """sysfs on the image's plain /sys directory; with ``--network host`` (or rootless, where a
+    user namespace may not mount sysfs) the host's /sys, read-only with every mount under it."""
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    target = rootfs.plain_dir(rootfd, "sys")
+    try:
+        host_sys = cfg.get("network") == "host"
+        if not host_sys:
+            try:
+                rootfs.mount_fs("sysfs", "sysfs", target, flags | linux.MS_RDONLY)
+            except OSError:
+                if not cfg.get("rootless"):
+                    raise
+                host_sys = True
+        if host_sys:
+            attrs = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+            rootfs.bind("/sys", target, readonly=True, attrs=attrs,
+                        reopen=lambda: rootfs.plain_dir(rootfd, "sys"))
+    finally:
+        os.close(target)
+    mounted = rootfs.plain_dir(rootfd, "sys")
+    try:
+        if linux.fs_type(mounted) != linux.SYSFS_MAGIC:
+            raise ContainerError("/sys is not the sysfs just mounted there")
+        masker.expect("/sys", mounted)
+    finally:
+        os.close(mounted)
+
+
+def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs_path: str) -> rootfs.Masker:
+    """Every mount of the container, each on an fd resolved inside the rootfs (runtime/rootfs.py);
+    returns what the masks, applied after pivot_root, must find mounted."""
+    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    rootfd = os.open(rootfs_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        target = rootfs.plain_dir(rootfd, "proc")
+        try:
+            rootfs.mount_fs("proc", "proc", target, nosuid_nodev_noexec)
+        finally:
+            os.close(target)
+        proc = rootfs.plain_dir(rootfd, "proc")
+        try:
+            if linux.fs_type(proc) != linux.PROC_SUPER_MAGIC:
+                raise ContainerError("/proc is not the procfs just mounted there")
+            null = _setup_dev(rootfd, bool(cfg.get("rootless")))
+            masker = rootfs.Masker(null)
+            masker.expect("/proc", proc)
+        finally:
+            os.close(proc)
+        devices.bind_devices(rootfd, cfg.get("devices") or [])
+        _mount_sys(rootfd, cfg, masker)
+        for name in ("hosts", "hostname", "resolv.conf"):
+            target = rootfs.make_file(rootfd, f"/etc/{name}")
+            try:
+                rootfs.check_target(target, f"/etc/{name}")
+                rootfs.bind(os.path.join(cdir, name), target, recursive=False)
+            finally:
+                os.close(target)
+        for host, ctr, ro in cfg.get("volumes") or []:
+            target = (rootfs.mkdir_all(rootfd, ctr) if os.path.isdir(host) else rootfs.make_file(rootfd, ctr))
+            try:
+                rootfs.check_target(target, f"volume {ctr}")
+                # nodev on the whole volume tree: a node made on it opens nothing, whatever the cgroup
+                rootfs.bind(host, target, readonly=bool(ro), attrs=linux.MOUNT_ATTR_NODEV,
+                            reopen=lambda ctr=ctr: rootfs.resolve(rootfd, ctr))
+            finally:
+                os.close(target)
+    except rootfs.UnsafePath as e:
+        raise ContainerError(str(e)) from None
+    finally:
+        os.close(rootfd)
     if cfg.get("read_only"):
-        linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
+        linux.mount(None, rootfs_path, None,
+                    linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
+    return masker
+
+
+def _apply_masks(masker: rootfs.Masker) -> None:
+    """After pivot_root: runc's masked and read-only paths, beneath the /proc and /sys that
+    were mounted for this container (checked), never through a symlink."""
+    try:
+        for path in MASKED_PATHS:
+            masker.mask(path)
+        for path in READONLY_PATHS:
+            masker.readonly(path)
+    except rootfs.UnsafePath as e:
+        raise ContainerError(str(e)) from None
+    finally:
+        os.close(masker.null_fd)
 
 
 def _overlay_options(layers: list[str], upper: str, work: str, rootless: bool = False) -> str:
@@ -283,6 +344,22 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def _chdir_in_root(workdir: str) -> None:
+    """cd to ``workdir`` (made if missing) resolved in the container's root with no magic link,
+    so ``-w /proc/self/fd/N`` or a symlink to ``/proc/1/cwd`` cannot land outside it."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = rootfs.mkdir_all(root, workdir)
+    except OSError as e:
+        raise ContainerError(f"workdir {workdir!r}: {e.strerror or e}") from None
+    finally:
+        os.close(root)
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
 def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
     """After pivot_root (or setns): user, workdir, environment, privileges, execve. Never returns."""
     uid, gid, groups, home = resolve_user(cfg.get("user") or "")
@@ -292,12 +369,11 @@ def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
         env.append(f"HOSTNAME={hostname}")
     if "HOME" not in keys:
         env.append(f"HOME={home}")
-    workdir = cfg.get("workdir") or "/"
-    try:
-        os.chdir(workdir)
-    except FileNotFoundError:
-        os.makedirs(workdir, 0o755)
-        os.chdir(workdir)
+    _chdir_in_root(cfg.get("workdir") or "/")
+    try:  # never exec a binary from outside the rootfs through /proc (CVE-2019-5736)
+        rootfs.check_program(cfg["argv"][0], dict(e.partition("=")[::2] for e in env).get("PATH", ""))
+    except rootfs.UnsafePath as e:
+        raise ContainerError(str(e), EXIT_CANNOT_EXEC) from None
     if cfg.get("rootless") and (uid, gid) != (0, 0):
         raise ContainerError(f"rootless: only root (0:0) is mapped in the container, not {uid}:{gid}")
     if cfg.get("tty"):
@@ -349,6 +425,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
     cdir = state.container_dir(rec["id"])
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # no container outlives its supervisor
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)  # a host Python (--init: for good): not openable via /proc
         os.setsid()
         if stdio is not None:
             for i, fd in enumerate(stdio):
@@ -360,7 +437,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        rootfs = os.path.join(cdir, "rootfs")
+        rootfs_path = os.path.join(cdir, "rootfs")
         layers = cfg["layers"]
         rootless = bool(cfg.get("rootless"))
         opts = _overlay_options(layers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
@@ -368,13 +445,15 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
             os.chdir(os.path.dirname(os.path.dirname(layers[0])))
             rel = [os.path.relpath(p) for p in layers]
             opts = _overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
-        linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, opts)
+        linux.mount("overlay", rootfs_path, "overlay", linux.MS_NODEV, opts)
         os.umask(0o022)
-        _setup_mounts(cfg, cdir, rootfs)
-        os.chdir(rootfs)
+        masker = _setup_mounts(cfg, cdir, rootfs_path)
+        os.chdir(rootfs_path)
         linux.pivot_root(".", ".")
         linux.umount(".", linux.MNT_DETACH)
         os.chdir("/")
+        if not cfg.get("privileged"):  # docker: --privileged unmasks /proc and /sys
+            _apply_masks(masker)
         hostname = cfg["hostname"]
         linux.sethostname(hostname)
         if cfg.get("network") != "host":
@@ -564,6 +643,7 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
     os.close(sync_r)
+    failure: OSError | None = None
     try:
         if cg is not None:
             cg.attach(child)
@@ -571,12 +651,15 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     except OSError as e:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-        raise ContainerError(f"cannot move the container into its cgroup: {e}") from None
+        failure = e
     finally:
         os.close(sync_w)
-    data = _read_to_end(err_r)
+    data = _read_to_end(err_r)  # when the set-up failed first (EPIPE above), it says why
+    if failure is not None and not data:
+        raise ContainerError(f"cannot move the container into its cgroup: {failure}") from None
     if data:
-        os.waitpid(child, 0)
+        if failure is None:
+            os.waitpid(child, 0)
         try:
             err = json.loads(data)
         except ValueError:
@@ -690,6 +773,16 @@ def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, in
 # --------------------------------------------------------------------------- exec
 
 
+def _close_fds_except(*keep: int) -> None:
+    """Close every descriptor above 2 except ``keep``."""
+    top = max(65536, os.sysconf("SC_OPEN_MAX"))
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, top)
+
+
 def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, workdir: str | None = None,
             user: str | None = None) -> int:
     """Run ``argv`` inside a running container (setns into its namespaces and cgroup)."""
@@ -726,10 +819,14 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # the helper is in the container's pid namespace from birth, a host Python until it
+        # execs: not dumpable, so container root cannot open its /proc/PID/exe, fd/ or mem
+        # (CVE-2019-5736); exec makes the command dumpable again
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         child = os.fork()
         if child == 0:
             try:
-                os.close(err_r)
+                _close_fds_except(err_w, *fds.values())  # err_r and all of the caller's: closed
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 confine.prepare(cfg)
                 if cg is not None:

@@ -191,26 +191,15 @@ def apply_v2(path: str, rules: tuple[Rule, ...]) -> None:
 # --------------------------------------------------------------------------- in the container
 
 
-def seal_nodev(target: str) -> None:
-    """``nodev`` on a mount and every mount below it (a volume with submounts included)."""
-    from runtime import linux
-
-    try:
-        linux.mount_setattr_recursive(target, linux.MOUNT_ATTR_NODEV)
-    except OSError as e:
-        if e.errno not in (38, 22):  # ENOSYS / EINVAL: a kernel before 5.12, remount the top one
-            raise
-        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV)
-
-
-def bind_devices(rootfs: str, devices: list[dict[str, object]], secure_join: object) -> None:
-    """``--device``: bind each host node onto its path under the container's /dev (a nodev
-    tmpfs, so the node is a bind mount of the host's, not a mknod)."""
-    from runtime import linux
+def bind_devices(rootfd: int, devices: list[dict[str, object]]) -> None:
+    """``--device``: bind each host node onto its path resolved inside the rootfs (under the
+    container's /dev, a nodev tmpfs, the node is a bind of the host's, not a mknod)."""
+    from runtime import linux, rootfs
 
     for dev in devices:
-        target = secure_join(rootfs, str(dev["path"]))  # type: ignore[operator]
-        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
-        if not os.path.lexists(target):
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        linux.mount(str(dev["host"]), target, None, linux.MS_BIND | linux.MS_NOSUID | linux.MS_NOEXEC)
+        target = rootfs.make_file(rootfd, str(dev["path"]), 0o666)
+        try:
+            rootfs.check_target(target, f"--device {dev['path']}")
+            linux.mount(str(dev["host"]), rootfs.fd_path(target), None, linux.MS_BIND)
+        finally:
+            os.close(target)

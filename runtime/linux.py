@@ -64,12 +64,8 @@ DEFAULT_CAPS = {
 
 
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}
-_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the tables merged)
 KEYCTL_JOIN_SESSION_KEYRING = 1
 AT_FDCWD = -100
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
 
 
 def _fail(what: str) -> OSError:
@@ -204,6 +200,46 @@ def join_session_keyring() -> int:
     return int(r)
 
 
+# --------------------------------------------------------------------------- safe paths and mounts
+# The syscalls added since 5.2 have one number on every architecture (the unified table from 424).
+
+PR_SET_DUMPABLE = 4
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
+TMPFS_MAGIC = 0x01021994
+
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_OPENAT2 = 437
+_SYS_MOUNT_SETATTR = 442
+
+_libc.syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
@@ -216,3 +252,49 @@ def mount_setattr_recursive(target: str, attr_set: int) -> None:
                      ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
                      ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
         raise _fail(f"mount_setattr {target}")
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): ``path`` below ``dirfd`` under the ``RESOLVE_*`` rules; ENOSYS before 5.6."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        raise _fail(f"openat2 {path}")
+    return int(fd)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE a detached copy of the mount at ``path`` (a bind mount
+    not attached anywhere yet, so it can be made read-only before anyone sees it)."""
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dirfd), _b(path),
+                       ctypes.c_uint(flags | os.O_CLOEXEC))
+    if fd < 0:
+        raise _fail(f"open_tree {path}")
+    return int(fd)
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    """move_mount(2) of the detached tree ``from_fd`` onto the directory or file ``to_fd``."""
+    r = _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), b"",
+                      ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+    if r != 0:
+        raise _fail("move_mount")
+
+
+def mount_setattr(fd: int, attr_set: int, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount ``fd`` refers to (and, recursively, every mount below it)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    r = _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"",
+                      ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)), ctypes.byref(attr),
+                      ctypes.c_size_t(ctypes.sizeof(attr)))
+    if r != 0:
+        raise _fail("mount_setattr")
+
+
+def fs_type(fd: int) -> int:
+    """The filesystem magic (``f_type`` of fstatfs) of what ``fd`` refers to."""
+    buf = ctypes.create_string_buffer(128)  # struct statfs: f_type is the first word
+    if _libc.fstatfs(ctypes.c_int(fd), buf) != 0:
+        raise _fail("fstatfs")
+    return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF

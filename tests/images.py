@@ -63,6 +63,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -565,6 +566,56 @@ def build_probe_image(layout: Path, tag: str = "latest", cc: str = "gcc") -> Tes
     layers = [_layer_for(layout, busybox_entries()),
               _layer_for(layout, [Entry("bin", "dir"), Entry("bin/probe", data=probe, mode=0o755)])]
     return write_image(layout, "probe", layers, tag=tag, history=["busybox", "static probe"])
+# --------------------------------------------------------------------------- hostile images
+
+# Runtime containment (issue 10): the busybox image with entries replaced, each an attack that a
+# runtime must refuse or contain. name -> {path: the replacing entry, or None to drop it}.
+HOSTILE_IMAGES: dict[str, dict[str, Entry | None]] = {
+    # a procfs mounted through the link would miss every mask: core_pattern writable = host root
+    "proc-symlink": {"proc": Entry("proc", "symlink", target="/newproc"), "newproc": Entry("newproc", "dir")},
+    "sys-symlink": {"sys": Entry("sys", "symlink", target="/newsys"), "newsys": Entry("newsys", "dir")},
+    "dev-symlink": {"dev": Entry("dev", "symlink", target="/newdev"), "newdev": Entry("newdev", "dir")},
+    # the runtime's /etc/hosts bind mount would land on a kernel knob
+    "hosts-to-procfs": {"etc/hosts": Entry("etc/hosts", "symlink", target="/proc/sys/kernel/core_pattern")},
+    # ``-u`` reads an endless file
+    "passwd-dev-zero": {"etc/passwd": Entry("etc/passwd", "symlink", target="/dev/zero")},
+    # a -v destination through a symlink into procfs
+    "volume-link-to-procfs": {"data": Entry("data", "symlink", target="/proc/sys/kernel")},
+}
+
+
+def build_hostile_image(layout: Path, kind: str, tag: str = "latest") -> TestImage:
+    """One-layer busybox image with the :data:`HOSTILE_IMAGES` ``kind`` changes applied."""
+    replace = HOSTILE_IMAGES[kind]
+    entries = [e for e in busybox_entries() if e.path not in replace]
+    entries += [e for e in replace.values() if e is not None]
+    return write_image(layout, f"hostile-{kind}", [_layer_for(layout, entries)], tag=tag,
+                       history=[f"busybox-static, hostile: {kind}"])
+
+
+def build_loader_image(layout: Path, binary: str, tag: str = "latest") -> TestImage:
+    """busybox plus the ELF interpreter and shared libraries of the host program ``binary`` (from
+    ``ldd``), at their host paths: in it the host's program would really run if a runtime let the
+    container exec it through ``/proc/self/exe`` (CVE-2019-5736). Also ``/usr/bin/evil ->
+    /proc/self/exe`` and a script ``/usr/bin/evil.sh`` whose ``#!`` is ``/proc/self/exe``."""
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
+    libs = sorted({m for m in re.findall(r"(/\S+) \(0x", out)})
+    entries = busybox_entries()
+    have = {e.path for e in entries}
+    for lib in libs:
+        parts = lib.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in have:
+                have.add(d)
+                entries.append(Entry(d, "dir"))
+        entries.append(Entry(lib.strip("/"), data=Path(lib).read_bytes(), mode=0o755))
+    entries += [
+        Entry("usr/bin/evil", "symlink", target="/proc/self/exe"),
+        Entry("usr/bin/evil.sh", data=b"#!/proc/self/exe\nprint('HOST PYTHON RAN')\n", mode=0o755),
+    ]
+    return write_image(layout, "loader", [_layer_for(layout, entries, compresslevel=1)], tag=tag,
+                       history=[f"busybox-static + the libraries of {binary}"])
 
 
 @dataclass(frozen=True)
