@@ -18,6 +18,8 @@ from typing import BinaryIO
 from storage.driver import FileInfo, check_path
 from storage.errors import InvalidOffsetError, PathNotFoundError
 
+_WRITE_ATTEMPTS = 5
+
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
 
@@ -108,7 +110,7 @@ class FilesystemDriver:
     async def put_content(self, path: str, data: bytes) -> None:
         local = self.local_path(path)
 
-        def write() -> None:
+        def write_once() -> None:
             os.makedirs(os.path.dirname(local), exist_ok=True)
             aside = f"{local}.{uuid.uuid4().hex}.tmp"
             try:
@@ -119,6 +121,18 @@ class FilesystemDriver:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(aside)
                 raise
+
+        def write() -> None:
+            # A concurrent delete of a parent directory (untag, unlink) can take the directory
+            # away between makedirs and replace (makedirs then says FileExistsError, open or
+            # replace FileNotFoundError); the write comes after that delete, so it starts over.
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    write_once()
+                    return
+                except (FileNotFoundError, FileExistsError):
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
 
         await asyncio.to_thread(write)
 
@@ -194,12 +208,21 @@ class FilesystemDriver:
         local = self.local_path(path)
 
         def remove() -> None:
-            if os.path.isdir(local) and not os.path.islink(local):
-                shutil.rmtree(local)
-            elif os.path.lexists(local):
-                os.remove(local)
-            else:
-                raise PathNotFoundError(path)
+            # A tree is renamed aside first (atomic, and hidden from list/walk as .tmp), so two
+            # deletes racing on it cannot trip over each other's half-removed entries.
+            try:
+                os.remove(local)  # a file or a symlink
+                return
+            except IsADirectoryError:
+                pass
+            except FileNotFoundError:
+                raise PathNotFoundError(path) from None
+            aside = f"{local}.{uuid.uuid4().hex}.deleting.tmp"
+            try:
+                os.rename(local, aside)
+            except FileNotFoundError:
+                raise PathNotFoundError(path) from None
+            shutil.rmtree(aside, ignore_errors=True)
 
         await asyncio.to_thread(remove)
 
