@@ -266,3 +266,34 @@ def test_hostile_sweep_no_500_bounded_memory_still_serves(server: RegistryServer
         normal_pull(c, manifest)
     with httpx.Client(base_url=server.url, timeout=60) as fresh:  # and on a new connection too
         normal_pull(fresh, manifest)
+
+
+async def test_filesystem_deletes_and_writes_race_without_errors(tmp_path: Any) -> None:
+    """The driver-level race behind the sweep's 500s: deletes of one tree beside writes into it.
+
+    Each delete either removes the tree or finds it gone (PathNotFoundError); each write lands
+    (it came after the delete); nothing else may escape.
+    """
+    import asyncio
+    import contextlib
+
+    from storage.errors import PathNotFoundError
+    from storage.filesystem import FilesystemDriver
+
+    driver = FilesystemDriver(str(tmp_path / "root"))
+    unexpected: list[BaseException] = []
+
+    async def delete(path: str) -> None:
+        with contextlib.suppress(PathNotFoundError):
+            await driver.delete(path)
+
+    for round_ in range(20):
+        for i in range(20):
+            await driver.put_content(f"/tree/{i}/deep/link", b"x")
+        results = await asyncio.gather(
+            *(delete("/tree") for _ in range(4)),
+            *(driver.put_content(f"/tree/{i}/deep/link", b"new") for i in range(4)),
+            *(delete(f"/tree/{i}") for i in range(4)),
+            return_exceptions=True)
+        unexpected += [r for r in results if isinstance(r, BaseException)]
+        assert not unexpected, (round_, unexpected)
