@@ -264,6 +264,44 @@ class MetricsConfig:
 
 
 @dataclass
+class PlatformConfig:
+    architecture: str = ""
+    os: str = ""
+
+
+@dataclass
+class IndexValidationConfig:
+    """Which children of a pushed index must exist already (Distribution 3's names).
+
+    ``all`` (the default): every child; ``none``: no child (sparse indexes); ``list``: only the
+    children whose platform is in ``platformlist`` (a child without a platform always).
+    """
+
+    platforms: str = "all"
+    platformlist: list[PlatformConfig] = field(default_factory=list)
+
+
+@dataclass
+class LayerValidationConfig:
+    """``allowmissing: true`` accepts an image manifest whose layers are not pushed (yet)."""
+
+    allowmissing: bool = False
+
+
+@dataclass
+class ManifestValidationConfig:
+    indexes: IndexValidationConfig = field(default_factory=IndexValidationConfig)
+    layers: LayerValidationConfig = field(default_factory=LayerValidationConfig)
+
+
+@dataclass
+class ValidationConfig:
+    """What a manifest PUT checks beyond its own shape; the defaults are strict."""
+
+    manifests: ManifestValidationConfig = field(default_factory=ManifestValidationConfig)
+
+
+@dataclass
 class Config:
     addr: str = "127.0.0.1:5000"
     workers: int = 1
@@ -276,6 +314,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @property
     def host(self) -> str:
@@ -474,6 +513,17 @@ def _validate(config: Config) -> Config:
         if endpoint.threshold < 1 or endpoint.queuesize < 1:
             raise ConfigError(f"{key}: threshold and queuesize must be at least 1")
         endpoint.name = endpoint.name or f"endpoint{i}"
+    indexes = config.validation.manifests.indexes
+    indexes.platforms = indexes.platforms.lower()
+    if indexes.platforms not in ("all", "list", "none"):
+        raise ConfigError("validation.manifests.indexes.platforms: expected all, list or none, "
+                          f"got {indexes.platforms!r}")
+    if indexes.platforms == "list" and not indexes.platformlist:
+        raise ConfigError("validation.manifests.indexes.platformlist: required when platforms is list")
+    for i, platform in enumerate(indexes.platformlist):
+        if not platform.architecture or not platform.os:
+            raise ConfigError(f"validation.manifests.indexes.platformlist[{i}]: "
+                              "needs both architecture and os")
     metrics_path = config.metrics.path
     if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz") or (
             metrics_path.startswith("/v2/")):

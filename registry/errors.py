@@ -13,6 +13,8 @@ from starlette.responses import Response
 
 API_VERSION_HEADER: Final = "Docker-Distribution-API-Version"
 API_VERSION: Final = "registry/2.0"
+# Headers that describe the message framing: an error response computes them from its own body.
+_FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
 
 # code -> default HTTP status (spec.md "Error Codes", plus Distribution's pagination code).
 CODES: Final[dict[str, int]] = {
@@ -26,6 +28,7 @@ CODES: Final[dict[str, int]] = {
     "NAME_INVALID": 400,
     "NAME_UNKNOWN": 404,
     "SIZE_INVALID": 400,
+    "TAG_INVALID": 400,
     "UNAUTHORIZED": 401,
     "DENIED": 403,
     "UNSUPPORTED": 405,
@@ -61,17 +64,20 @@ class RegistryError(Exception):
 
 def error_response(code: str, message: str, status: int | None = None, detail: Any = None,
                    headers: dict[str, str] | None = None, head: bool = False) -> Response:
-    """The spec's JSON error body (HEAD answers carry the headers but no body)."""
+    """The spec's JSON error body (HEAD answers carry the headers but no body).
+
+    ``Content-Length`` is always the body's own: a caller's headers (often the success headers of
+    the same endpoint, which say ``Content-Length: 0``) never set it. A length that disagrees with
+    the body makes uvicorn drop the connection, and a keep-alive client's next request fails.
+    """
     entry: dict[str, Any] = {"code": code, "message": message}
     if detail is not None:
         entry["detail"] = detail
     body = json.dumps({"errors": [entry]}).encode()
     hdrs = {API_VERSION_HEADER: API_VERSION, "Content-Type": "application/json"}
-    hdrs.update(headers or {})
-    if head:
-        hdrs["Content-Length"] = str(len(body))
-        return Response(b"", status_code=status or CODES[code], headers=hdrs)
-    return Response(body, status_code=status or CODES[code], headers=hdrs)
+    hdrs.update({k: v for k, v in (headers or {}).items() if k.lower() not in _FRAMING_HEADERS})
+    hdrs["Content-Length"] = str(len(body))
+    return Response(b"" if head else body, status_code=status or CODES[code], headers=hdrs)
 
 
 def name_invalid(name: str, reason: str) -> RegistryError:

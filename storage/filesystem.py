@@ -11,12 +11,31 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from storage.driver import FileInfo, check_path
 from storage.errors import InvalidOffsetError, PathNotFoundError
+
+_WRITE_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def _despite_deletes(create: Callable[[], T]) -> T:
+    """Run ``create`` (makedirs, then create a file) again when a concurrent delete interferes.
+
+    A delete of a parent directory (untag, unlink, cancel) can take it away between makedirs and
+    the file's creation: makedirs then says FileExistsError, open or replace FileNotFoundError.
+    The write comes after that delete, so it starts over.
+    """
+    for attempt in range(_WRITE_ATTEMPTS):
+        try:
+            return create()
+        except (FileNotFoundError, FileExistsError):
+            if attempt == _WRITE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
@@ -108,7 +127,7 @@ class FilesystemDriver:
     async def put_content(self, path: str, data: bytes) -> None:
         local = self.local_path(path)
 
-        def write() -> None:
+        def write_once() -> None:
             os.makedirs(os.path.dirname(local), exist_ok=True)
             aside = f"{local}.{uuid.uuid4().hex}.tmp"
             try:
@@ -120,7 +139,7 @@ class FilesystemDriver:
                     os.remove(aside)
                 raise
 
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(_despite_deletes, write_once)
 
     async def reader(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         local = self.local_path(path)
@@ -158,7 +177,7 @@ class FilesystemDriver:
             f = open(local, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
             return f, f.seek(0, os.SEEK_END)
 
-        f, size = await asyncio.to_thread(open_for_write)
+        f, size = await asyncio.to_thread(_despite_deletes, open_for_write)
         return FilesystemWriter(f, size)
 
     async def stat(self, path: str) -> FileInfo:
@@ -188,18 +207,27 @@ class FilesystemDriver:
             os.makedirs(os.path.dirname(dest_local), exist_ok=True)
             os.replace(src_local, dest_local)
 
-        await asyncio.to_thread(rename)
+        await asyncio.to_thread(_despite_deletes, rename)
 
     async def delete(self, path: str) -> None:
         local = self.local_path(path)
 
         def remove() -> None:
-            if os.path.isdir(local) and not os.path.islink(local):
-                shutil.rmtree(local)
-            elif os.path.lexists(local):
-                os.remove(local)
-            else:
-                raise PathNotFoundError(path)
+            # A tree is renamed aside first (atomic, and hidden from list/walk as .tmp), so two
+            # deletes racing on it cannot trip over each other's half-removed entries.
+            try:
+                os.remove(local)  # a file or a symlink
+                return
+            except IsADirectoryError:
+                pass
+            except FileNotFoundError:
+                raise PathNotFoundError(path) from None
+            aside = f"{local}.{uuid.uuid4().hex}.deleting.tmp"
+            try:
+                os.rename(local, aside)
+            except FileNotFoundError:
+                raise PathNotFoundError(path) from None
+            shutil.rmtree(aside, ignore_errors=True)
 
         await asyncio.to_thread(remove)
 

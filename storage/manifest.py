@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -247,3 +248,19 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
     layers = tuple(Descriptor.from_json(layer, f"layers[{i}]") for i, layer in enumerate(raw_layers))
     return Manifest(media_type, config=config, layers=layers, subject=subject,
                     artifact_type=artifact_type, annotations=annotations, raw=obj)
+
+
+def children_to_verify(manifest: Manifest,
+                       platforms: Collection[tuple[str, str]] | None) -> tuple[Descriptor, ...]:
+    """The child manifests of an index a registry must hold before accepting it.
+
+    ``platforms`` None: every child. Otherwise only children whose ``(os, architecture)`` is in
+    ``platforms``, plus every child that names no platform (it cannot be ruled out) — the rule
+    of Distribution's ``validation.manifests.indexes``. An empty collection: no child at all.
+    """
+    if platforms is None:
+        return manifest.manifests
+    if not platforms:
+        return ()
+    return tuple(c for c in manifest.manifests
+                 if c.platform is None or (c.platform.get("os"), c.platform.get("architecture")) in platforms)

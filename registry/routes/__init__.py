@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from registry.errors import RegistryError, error_response
 from registry.routes import blobs, listing, manifests
 from registry.routes.common import BASE_HEADERS, Registry
-from storage.errors import InvalidPathError
+from storage.errors import InvalidPathError, PathNotFoundError
 
 log = logging.getLogger("pyreg.api")
 
@@ -40,6 +40,9 @@ UPLOAD: dict[str, Handler] = {
     "DELETE": blobs.upload_cancel}
 BLOBS: dict[str, Handler] = {"GET": blobs.blob_get, "HEAD": blobs.blob_get, "DELETE": blobs.blob_delete}
 REFERRERS: dict[str, Handler] = {"GET": listing.referrers, "HEAD": listing.referrers}
+# the 404 code for a resource deleted while a request on it was running
+_VANISHED: dict[int, str] = {id(MANIFESTS): "MANIFEST_UNKNOWN", id(BLOBS): "BLOB_UNKNOWN",
+                             id(UPLOAD_START): "BLOB_UPLOAD_UNKNOWN", id(UPLOAD): "BLOB_UPLOAD_UNKNOWN"}
 
 
 def match(path: str) -> tuple[dict[str, Handler], str, str] | None:
@@ -103,6 +106,10 @@ class V2Endpoint:
                                   head=head)
         except InvalidPathError as e:
             return error_response("NAME_INVALID", str(e), head=head)
+        except (PathNotFoundError, FileNotFoundError):
+            # storage that vanished under the request: a concurrent delete won the race
+            code = _VANISHED.get(id(handlers), "NAME_UNKNOWN")
+            return error_response(code, "deleted while the request was running", status=404, head=head)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             return error_response("UNKNOWN", "internal server error", status=500, head=head)

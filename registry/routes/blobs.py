@@ -21,6 +21,7 @@ from registry.routes.common import (
     BASE_HEADERS,
     Registry,
     check_name,
+    content_length,
     location,
     parse_content_range,
     parse_digest,
@@ -34,8 +35,9 @@ from registry.uploads import (
 )
 from storage.digest import Digest, is_supported_algorithm
 from storage.errors import InvalidOffsetError, PathNotFoundError
+from storage.numbers import parse_uint
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 UNSATISFIABLE = (-1, -1)
@@ -48,13 +50,17 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None  # not a form we honour: RFC 9110 says ignore it
+    # more digits than storage.numbers allows is more bytes than any blob has
     if not m.group(1):  # suffix: the last N bytes
-        length = int(m.group(2))
+        length = parse_uint(m.group(2))
         if length == 0:
             return UNSATISFIABLE
-        return max(size - length, 0), size - 1
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
+        return max(size - (size if length is None else length), 0), size - 1
+    start = parse_uint(m.group(1))
+    if start is None:
+        return UNSATISFIABLE
+    end = parse_uint(m.group(2)) if m.group(2) else size - 1
+    end = size - 1 if end is None else end
     if start >= size or end < start:
         return UNSATISFIABLE
     return start, min(end, size - 1)
@@ -199,8 +205,7 @@ async def upload_start(request: Request, registry: Registry, name: str, _: str) 
 
 
 def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
+    return content_length(request)
 
 
 async def _session_size(registry: Registry, name: str, upload_id: str) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeVar
 
 from starlette.requests import Request
 
@@ -15,9 +17,13 @@ from registry.layout import Layout
 from registry.uploads import Uploads
 from storage.digest import Digest, DigestError
 from storage.driver import Driver
-from storage.names import NAME_MAX_LENGTH, is_valid_tag, name_problem
+from storage.names import NAME_MAX_LENGTH, TAG_PATTERN, is_valid_tag, name_problem
+from storage.numbers import parse_uint
+
+T = TypeVar("T")
 
 MAX_MANIFEST_SIZE: Final = 4 * 1024 * 1024
+LOOKUP_CONCURRENCY: Final = 32  # storage lookups one request keeps in flight
 BASE_HEADERS: Final = {API_VERSION_HEADER: API_VERSION}
 
 
@@ -60,10 +66,22 @@ def is_digest_reference(reference: str) -> bool:
 
 
 def check_tag(tag: str) -> str:
+    """The tag of a manifest PUT, or 400 TAG_INVALID (Distribution's code for it)."""
     if not is_valid_tag(tag):
-        raise RegistryError("MANIFEST_INVALID", f"invalid tag {tag[:200]!r}: must match "
-                            "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", detail={"tag": tag[:200]})
+        raise RegistryError("TAG_INVALID", f"invalid tag {tag[:200]!r}: must match {TAG_PATTERN}",
+                            detail={"tag": tag[:200]})
     return tag
+
+
+async def bounded_gather(awaitables: Sequence[Awaitable[T]], limit: int) -> list[T]:
+    """``asyncio.gather`` with at most ``limit`` of them running at once (each may be a storage call)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(awaitable: Awaitable[T]) -> T:
+        async with semaphore:
+            return await awaitable
+
+    return list(await asyncio.gather(*(one(a) for a in awaitables)))
 
 
 def location(request: Request, registry: Registry, path: str) -> str:
@@ -84,28 +102,42 @@ def upload_range(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
 
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?$")
 
 
 def parse_content_range(value: str) -> tuple[int, int] | None:
-    """(start, end) inclusive from ``start-end`` (also ``bytes start-end/total``); None if bad."""
+    """(start, end) inclusive from ``start-end`` (also ``bytes start-end/total``); None if bad.
+
+    Only ASCII digits, at most ``storage.numbers.MAX_DIGITS`` of each: anything else is malformed.
+    """
     m = _CONTENT_RANGE.match(value.strip())
     if not m:
         return None
-    start, end = int(m.group(1)), int(m.group(2))
-    if end < start:
+    start, end = parse_uint(m.group(1)), parse_uint(m.group(2))
+    if start is None or end is None or end < start:
         return None
     return start, end
 
 
+def content_length(request: Request) -> int | None:
+    """The request's Content-Length (None without one); 400 SIZE_INVALID when it is malformed."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    value = parse_uint(raw.strip())
+    if value is None:
+        raise RegistryError("SIZE_INVALID", f"invalid Content-Length {raw[:50]!r}")
+    return value
+
+
 def pagination(request: Request) -> tuple[int | None, str | None]:
-    """``n`` and ``last`` query parameters of a listing."""
+    """``n`` and ``last`` query parameters of a listing; a bad ``n`` is 400 PAGINATION_NUMBER_INVALID."""
     raw_n = request.query_params.get("n")
     n: int | None = None
     if raw_n is not None and raw_n != "":
-        if not raw_n.isdigit():
+        n = parse_uint(raw_n)
+        if n is None:
             raise RegistryError("PAGINATION_NUMBER_INVALID",
-                                f"n must be a non-negative integer, got {raw_n[:50]!r}")
-        n = int(raw_n)
+                                f"n must be a non-negative integer of at most 18 digits, got {raw_n[:50]!r}")
     last = request.query_params.get("last") or None
     return n, last

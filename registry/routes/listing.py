@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.errors import name_unknown
-from registry.routes.common import BASE_HEADERS, Registry, check_name, pagination, parse_digest
+from registry.routes.common import (
+    BASE_HEADERS,
+    LOOKUP_CONCURRENCY,
+    MAX_MANIFEST_SIZE,
+    Registry,
+    bounded_gather,
+    check_name,
+    pagination,
+    parse_digest,
+)
 from storage import mediatypes as mt
+from storage.digest import Digest
 from storage.manifest import ManifestError, parse_manifest
+
+MAX_REFERRERS: Final = 1000  # referrers per response page (each one a manifest read)
 
 
 def _page(items: list[str], n: int | None, last: str | None) -> tuple[list[str], bool]:
@@ -57,31 +69,72 @@ async def catalog(request: Request, registry: Registry, name: str, _: str) -> Re
     return _json({"repositories": page}, headers)
 
 
+async def _referrer_entry(registry: Registry, name: str, digest: Digest,
+                          wanted: str | None) -> dict[str, Any] | None:
+    """The descriptor of one referrer (None: gone, unreadable or filtered out)."""
+    stored = await registry.layout.manifest(name, digest)
+    if stored is None:
+        return None  # deleted since, or by another process
+    try:
+        manifest = parse_manifest(stored.data)
+    except ManifestError:
+        return None
+    artifact_type = manifest.effective_artifact_type
+    if wanted and artifact_type != wanted:
+        return None
+    entry: dict[str, Any] = {"mediaType": manifest.media_type, "digest": str(digest),
+                             "size": len(stored.data)}
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    if manifest.annotations:
+        entry["annotations"] = manifest.annotations
+    return entry
+
+
 async def referrers(request: Request, registry: Registry, name: str, reference: str) -> Response:
+    """The referrers index of a subject, paginated so that one response stays bounded.
+
+    A page reads at most MAX_REFERRERS manifests (LOOKUP_CONCURRENCY at a time) and its body
+    stays under MAX_MANIFEST_SIZE (annotations can be large); a longer list gets a
+    ``Link: <…?last=<digest>>; rel="next"`` header, as the spec allows. With an
+    ``artifactType`` filter a page may hold fewer entries.
+    """
     check_name(name)
     subject = parse_digest(reference)
     wanted = request.query_params.get("artifactType")
+    n, last = pagination(request)
+    limit = MAX_REFERRERS if n is None else min(n, MAX_REFERRERS)
+    after = parse_digest(last) if last is not None else None
+    candidates = [d for d in await registry.layout.referrers(name, subject) if after is None or d > after]
+    more = len(candidates) > limit
     descriptors: list[dict[str, Any]] = []
-    for digest in await registry.layout.referrers(name, subject):
-        stored = await registry.layout.manifest(name, digest)
-        if stored is None:
-            continue  # deleted since, or by another process
-        try:
-            manifest = parse_manifest(stored.data)
-        except ManifestError:
-            continue
-        artifact_type = manifest.effective_artifact_type
-        if wanted and artifact_type != wanted:
-            continue
-        entry: dict[str, Any] = {"mediaType": manifest.media_type, "digest": str(digest),
-                                 "size": len(stored.data)}
-        if artifact_type:
-            entry["artifactType"] = artifact_type
-        if manifest.annotations:
-            entry["annotations"] = manifest.annotations
-        descriptors.append(entry)
+    budget = MAX_MANIFEST_SIZE - 1024
+    next_last: Digest | None = None
+    page = candidates[:limit]
+    at = 0
+    while at < len(page):  # a batch at a time: only LOOKUP_CONCURRENCY manifests in memory
+        batch = page[at:at + LOOKUP_CONCURRENCY]
+        entries = await bounded_gather([_referrer_entry(registry, name, d, wanted) for d in batch],
+                                       LOOKUP_CONCURRENCY)
+        for digest, entry in zip(batch, entries, strict=True):
+            cost = len(json.dumps(entry)) + 2 if entry is not None else 0
+            if cost > budget and next_last is not None:
+                more, at = True, len(page)  # the body is full: the rest goes to the next page
+                break
+            budget -= cost
+            next_last = digest
+            if entry is not None:
+                descriptors.append(entry)
+        at += LOOKUP_CONCURRENCY
     body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
     headers = {"Content-Type": mt.OCI_INDEX}
     if wanted:
         headers["OCI-Filters-Applied"] = "artifactType"
+    if more and next_last is not None:
+        params: dict[str, str | int] = {"last": str(next_last)}
+        if n is not None:
+            params["n"] = n
+        if wanted:
+            params["artifactType"] = wanted
+        headers["Link"] = f'</v2/{name}/referrers/{subject}?{urlencode(params)}>; rel="next"'
     return _json(body, headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,24 +11,51 @@ from registry.errors import RegistryError, digest_invalid, manifest_unknown, uns
 from registry.layout import StoredManifest
 from registry.routes.common import (
     BASE_HEADERS,
+    LOOKUP_CONCURRENCY,
     MAX_MANIFEST_SIZE,
     Registry,
+    bounded_gather,
     check_name,
     check_tag,
+    content_length,
     is_digest_reference,
     location,
     parse_digest,
 )
 from storage import mediatypes as mt
 from storage.digest import Digest
-from storage.manifest import ManifestError, parse_manifest
+from storage.manifest import Manifest, ManifestError, children_to_verify, parse_manifest
+from storage.names import is_valid_tag
+
+# Each of these bounds the work one request can cause.
+MAX_TAGS_PER_PUT: Final = 100  # ?tag= parameters of one manifest PUT
+MAX_MANIFEST_REFERENCES: Final = 1000  # distinct digests one manifest may name (each one a lookup)
+
+_FOREIGN: Final = (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
+                   mt.OCI_LAYER_NONDIST_ZSTD)
+
+
+def _reference_digest(reference: str) -> Digest | None:
+    """The digest of a digest reference; None for a tag. 404 when it is neither a tag nor a digest.
+
+    Distribution's router matches only ``tag|digest`` here, so anything else names no manifest:
+    404 MANIFEST_UNKNOWN, as the conformance suite expects for ``.INVALID_MANIFEST_NAME``.
+    """
+    if is_digest_reference(reference):
+        try:
+            return parse_digest(reference)
+        except RegistryError:
+            raise manifest_unknown(reference[:200]) from None
+    if not is_valid_tag(reference):
+        raise manifest_unknown(reference[:200])
+    return None
 
 
 async def _resolve(registry: Registry, name: str, reference: str) -> StoredManifest:
-    if is_digest_reference(reference):
-        digest = parse_digest(reference)
+    found: Digest | None = _reference_digest(reference)
+    if found is not None:
+        digest = found
     else:
-        check_tag(reference)
         found = await registry.layout.resolve_tag(name, reference)
         if found is None:
             raise manifest_unknown(reference)
@@ -56,8 +83,8 @@ async def manifest_get(request: Request, registry: Registry, name: str, referenc
 
 async def _read_body(request: Request, limit: int) -> bytes:
     too_big = RegistryError("SIZE_INVALID", f"manifest is larger than the {limit} byte limit", status=413)
-    raw = request.headers.get("content-length")
-    if raw and raw.isdigit() and int(raw) > limit:
+    length = content_length(request)
+    if length is not None and length > limit:
         raise too_big
     parts: list[bytes] = []
     total = 0
@@ -77,7 +104,11 @@ async def manifest_put(request: Request, registry: Registry, name: str, referenc
         want = parse_digest(reference)
     else:
         tags.append(check_tag(reference))
-    for extra in request.query_params.getlist("tag"):
+    extra_tags = request.query_params.getlist("tag")
+    if len(extra_tags) > MAX_TAGS_PER_PUT:
+        raise RegistryError("TAG_INVALID", f"at most {MAX_TAGS_PER_PUT} tag parameters per manifest PUT, "
+                            f"got {len(extra_tags)}")
+    for extra in extra_tags:
         if check_tag(extra) not in tags:
             tags.append(extra)
     data = await _read_body(request, MAX_MANIFEST_SIZE)
@@ -89,21 +120,13 @@ async def manifest_put(request: Request, registry: Registry, name: str, referenc
     if want is not None and digest != want:
         raise digest_invalid(f"manifest content has digest {digest}, not {want}", str(want))
 
-    layout = registry.layout
-    foreign = (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
-               mt.OCI_LAYER_NONDIST_ZSTD)
-    # foreign layers live elsewhere, as Distribution allows
-    blobs = list({b.digest: b for b in manifest.blobs if not (b.urls and b.media_type in foreign)}.values())
-    children = list({c.digest: c for c in manifest.manifests}.values())
-    found = await asyncio.gather(*(layout.repo_blob_size(name, b.digest) for b in blobs),
-                                 *(layout.has_manifest(name, c.digest) for c in children))
-    missing = [str(d.digest) for d, ok in zip([*blobs, *children], found, strict=True)
-               if ok is None or ok is False]
+    missing = await _missing_references(registry, name, manifest)
     if missing:
         raise RegistryError("MANIFEST_BLOB_UNKNOWN",
                             f"manifest references {len(missing)} unknown blob(s) or manifest(s): "
                             + ", ".join(missing[:10]), detail={"digests": missing[:100]})
 
+    layout = registry.layout
     await layout.put_manifest(name, digest, data, manifest)
     for tag in tags:
         await layout.tag(name, tag, digest)
@@ -122,18 +145,47 @@ async def manifest_put(request: Request, registry: Registry, name: str, referenc
     return response
 
 
+async def _missing_references(registry: Registry, name: str, manifest: Manifest) -> list[str]:
+    """Digests the manifest needs that the repository lacks, as ``validation.manifests`` decides.
+
+    Each reference is a storage lookup, so a manifest may name at most MAX_MANIFEST_REFERENCES
+    distinct digests, and the lookups run at most LOOKUP_CONCURRENCY at a time.
+    """
+    distinct = {d.digest for d in manifest.references}
+    if len(distinct) > MAX_MANIFEST_REFERENCES:
+        raise RegistryError("MANIFEST_INVALID", f"manifest references {len(distinct)} distinct blobs and "
+                            f"manifests; at most {MAX_MANIFEST_REFERENCES} are allowed")
+    rules = registry.config.validation.manifests
+    # foreign layers live elsewhere, as Distribution allows
+    wanted = [b for b in manifest.blobs if not (b.urls and b.media_type in _FOREIGN)]
+    if rules.layers.allowmissing:
+        wanted = [manifest.config] if manifest.config is not None else []
+    blobs = list({b.digest: b for b in wanted}.values())
+    platforms: set[tuple[str, str]] | None = None
+    if rules.indexes.platforms == "none":
+        platforms = set()
+    elif rules.indexes.platforms == "list":
+        platforms = {(p.os, p.architecture) for p in rules.indexes.platformlist}
+    children = list({c.digest: c for c in children_to_verify(manifest, platforms)}.values())
+    layout = registry.layout
+    found = await bounded_gather([*(layout.repo_blob_size(name, b.digest) for b in blobs),
+                                  *(layout.has_manifest(name, c.digest) for c in children)],
+                                 LOOKUP_CONCURRENCY)
+    return [str(d.digest) for d, ok in zip([*blobs, *children], found, strict=True)
+            if ok is None or ok is False]
+
+
 async def manifest_delete(request: Request, registry: Registry, name: str, reference: str) -> Response:
     check_name(name)
     if not registry.config.storage.delete.enabled:
         raise unsupported("deletes are disabled (storage.delete.enabled is false)")
     headers = {**BASE_HEADERS, "Content-Length": "0"}
-    if is_digest_reference(reference):
-        digest = parse_digest(reference)
+    digest = _reference_digest(reference)
+    if digest is not None:
         if not await registry.layout.delete_manifest(name, digest):
             raise manifest_unknown(reference)
         headers["Docker-Content-Digest"] = str(digest)
     else:
-        check_tag(reference)
         tagged = await registry.layout.resolve_tag(name, reference)
         if not await registry.layout.untag(name, reference):
             raise manifest_unknown(reference)
