@@ -126,7 +126,11 @@ def certs_dir(registry: str) -> CertsDir:
 
 def parallel(flag: int | None = None) -> int:
     value = flag or os.environ.get("PYREG_PARALLEL") or client_config().get("parallel") or DEFAULT_PARALLEL
-    return max(1, int(value))
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid parallel {value!r} (PYREG_PARALLEL or parallel in the client "
+                         "config: how many blobs at once, e.g. 4)") from None
 
 
 def chunk_size(flag: str | None = None) -> int | None:
