@@ -269,12 +269,17 @@ class RegistryAuth(httpx.Auth):
             doc = json.loads(response.content)
         except ValueError:
             raise AuthError(f"token server {self.realm} sent no JSON") from None
+        if not isinstance(doc, dict):
+            raise AuthError(f"token server {self.realm} sent no JSON object")
         token = doc.get("token") or doc.get("access_token")
-        if not token:
+        if not token or not isinstance(token, str):
             raise AuthError(f"token server {self.realm} sent no token")
-        if doc.get("refresh_token"):
+        if isinstance(doc.get("refresh_token"), str) and doc["refresh_token"]:
             self.refresh_token = doc["refresh_token"]
-        expires_in = int(doc.get("expires_in") or 60)
+        try:
+            expires_in = min(int(doc.get("expires_in") or 60), 86400)
+        except (TypeError, ValueError, OverflowError):
+            expires_in = 60
         with self._lock:
             self._tokens[" ".join(sorted(scopes))] = (token, time.monotonic() + max(10, expires_in - 10))
         return str(token)

@@ -430,7 +430,8 @@ class RegistryClient:
         response = self._send("HEAD", f"{repo}/blobs/{digest}", f"blob {digest}", ok=(200, 404))
         if response.status_code == 404:
             return None
-        return int(response.headers.get("content-length", "-1"))
+        length = response.headers.get("content-length", "-1")
+        return int(length) if length.isdigit() else -1
 
     def get_blob_bytes(self, repo: str, digest: Digest, limit: int | None = None,
                        size: int | None = None) -> bytes:
@@ -469,7 +470,11 @@ class RegistryClient:
                             progress(-writer.offset)
                         writer.restart()
                     elif r.status_code == 206:
-                        start = int(r.headers.get("content-range", "bytes 0-").split()[1].split("-")[0])
+                        try:
+                            start = int(r.headers.get("content-range", "").split()[1].split("-")[0])
+                        except (IndexError, ValueError):
+                            raise RegistryError(f"blob {digest}: invalid Content-Range "
+                                                f"{r.headers.get('content-range', '')[:100]!r}") from None
                         if start != writer.offset:
                             raise RegistryError(
                                 f"blob {digest}: asked for offset {writer.offset}, got {start}")
@@ -513,9 +518,8 @@ class RegistryClient:
         """Bytes the registry holds for an upload session (from its ``Range: 0-N``)."""
         response = self._send("GET", location, "upload status", ok=(204, 200))
         value = response.headers.get("range", "")
-        if "-" not in value:
-            return 0
-        return int(value.rsplit("-", 1)[1]) + 1
+        end = value.rsplit("-", 1)[1].strip() if "-" in value else ""
+        return int(end) + 1 if end.isdigit() else 0
 
     def upload_blob(self, repo: str, digest: Digest, size: int, opener: Callable[[], IO[bytes]],
                     chunk_size: int | None = None, location: str | None = None,

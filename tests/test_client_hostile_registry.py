@@ -437,3 +437,29 @@ def test_decompression_bomb_layer_is_refused(servers: Any, client_env: ClientEnv
     # the same image within the bound pulls and extracts
     (client_env.root / "pyreg-config.json").write_text(json.dumps({"layer_max_size": "64M"}))
     client_env.run("pull", f"{reg.host}/team/app:1")
+
+
+def test_other_hosts_get_their_own_verified_tls_context() -> None:
+    """``--insecure`` for the registry does not turn off verification of the hosts it sends us to
+    (a token realm, a blob redirect): each other host gets its own context (no traffic)."""
+    import ssl
+
+    import httpx
+
+    from client.remote import SchemeTransport
+
+    asked: list[str] = []
+    mine = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+    def other(host: str) -> ssl.SSLContext:
+        asked.append(host)
+        return ssl.create_default_context()
+
+    t = SchemeTransport(lambda: mine, httpx.Limits(), "registry.example:5000", other)
+    try:
+        own = t._transport(httpx.URL("https://registry.example:5000/v2/"))
+        assert t._transport(httpx.URL("https://registry.example:5000/v2/x")) is own and asked == []
+        s3 = t._transport(httpx.URL("https://s3.example/bucket/blob"))
+        assert s3 is not own and asked == ["s3.example"]
+    finally:
+        t.close()
