@@ -8,11 +8,14 @@ or zstd) and its config; the tags in its ``RepoTags`` are parsed with the client
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import lzma
 import os
 import tarfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +66,29 @@ def _name_for(text: str, fallback: str) -> str:
 def load(path: Path, store: LocalStore, tag: str | None = None) -> list[ImageRecord]:
     """Import an OCI archive or a docker-save archive; returns the records tagged."""
     try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise ArchiveError(f"{path}: empty file, not an image archive (make one with pyreg save, "
+                               "docker save or podman save)")
         tar = tarfile.open(path)  # noqa: SIM115 - closed by the with below
-    except (OSError, tarfile.TarError) as exc:
-        raise ArchiveError(f"{path}: not a readable tar archive ({exc})") from None
-    with tar, store.writing():
-        if _member(tar, "index.json") is not None and _member(tar, "oci-layout") is not None:
-            return _load_oci(tar, store, tag)
-        if _member(tar, "manifest.json") is not None:
-            return _load_docker(tar, store, tag)
-        raise ArchiveError(f"{path}: neither an OCI archive (index.json) "
-                           "nor a docker archive (manifest.json)")
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError):
+        raise ArchiveError(f"{path}: not a tar archive (plain, gzip, bzip2 or xz); make one with "
+                           "pyreg save, docker save or podman save") from None
+    try:
+        with tar, store.writing():
+            if _member(tar, "index.json") is not None and _member(tar, "oci-layout") is not None:
+                return _load_oci(tar, store, tag)
+            if _member(tar, "manifest.json") is not None:
+                return _load_docker(tar, store, tag)
+            raise ArchiveError(f"{path}: neither an OCI archive (index.json) "
+                               "nor a docker archive (manifest.json)")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        raise ArchiveError(f"{path}: damaged archive ({' '.join(str(exc).split()) or type(exc).__name__})"
+                           ) from None
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"{path}: malformed archive metadata ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:200]})") from None
 
 
 def _copy_blob(tar: tarfile.TarFile, store: LocalStore, digest: Digest, size: int | None) -> None:

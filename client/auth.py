@@ -7,6 +7,15 @@ on ``insufficient_scope`` ask again for the scopes the challenge names. Tokens a
 scope set until they expire, and once the scheme is known later requests are authorised up front
 (so a streamed upload body is never sent twice). A refresh token (``identitytoken`` from
 ``docker login``, or one the token server hands back) is used with the OAuth2 POST form.
+
+Where credentials go: only to the registry's own origin (scheme, host, port), and to the token
+realm the registry names. Any other URL the registry hands us — an upload ``Location``, a blob
+redirect to S3 (httpx itself strips ``Authorization`` on a cross-origin redirect) — is requested
+without them, and its challenges are not answered. The realm may be another host (Docker's design:
+Docker Hub's is auth.docker.io), but credentials (a password or a refresh token) go to it only
+over https, or to the registry's own origin, or to a host the user allowed plain HTTP (loopback,
+``insecure_registries``) — as docker's first token client refused "to send token credentials over
+insecure channel". An anonymous token request may go anywhere the registry says.
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from client.credentials import Credentials
 
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
+
+
+def _host_port(url: httpx.URL) -> tuple[str, int | None]:
+    return url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
 class AuthError(Exception):
@@ -89,7 +102,10 @@ def merge_scopes(*groups: list[str]) -> list[str]:
 class RegistryAuth(httpx.Auth):
     """Auth for one registry; shared by the threads of one command (token cache is locked)."""
 
-    def __init__(self, credentials: Callable[[], Credentials | None] | Credentials | None = None) -> None:
+    def __init__(self, credentials: Callable[[], Credentials | None] | Credentials | None = None,
+                 host: str | None = None) -> None:
+        self.host = host            # the registry's host[:port]; None: every URL is the registry's
+        self.origin: httpx.URL | None = None  # scheme://host[:port] once the client has chosen one
         self._credentials_source = credentials
         self._credentials: Credentials | None = None
         self._loaded = not callable(credentials)
@@ -131,7 +147,44 @@ class RegistryAuth(httpx.Auth):
                     return token
         return None
 
+    def own(self, url: httpx.URL) -> bool:
+        """Is ``url`` on the registry's own origin (the only place Basic credentials and
+        registry tokens are sent)?"""
+        if self.host is None:
+            return True
+        if url.scheme not in ("http", "https"):
+            return False
+        if self.origin is not None:
+            return url.scheme == self.origin.scheme and _host_port(url) == _host_port(self.origin)
+        try:
+            return _host_port(url) == _host_port(httpx.URL(f"{url.scheme}://{self.host}"))
+        except httpx.InvalidURL:
+            return False
+
+    def _check_realm(self, realm: str, with_credentials: bool) -> None:
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise AuthError(f"the registry named an invalid token realm {realm[:200]!r}")
+        if not with_credentials or url.scheme == "https" or self.own(url):
+            return
+        from client.config import is_loopback, listed_insecure
+
+        netloc = url.netloc.decode("ascii", "replace")
+        if is_loopback(netloc) or listed_insecure(netloc):
+            return
+        raise AuthError(f"token realm {realm} is plain HTTP on another host than the registry: "
+                        "refusing to send your credentials there (the realm must be https, or "
+                        f"list {netloc} in insecure_registries)")
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not self.own(request.url):
+            # an upload Location or a Link on another host: it gets nothing of the user's
+            request.headers.pop("Authorization", None)
+            yield request
+            return
         scopes = request_scopes(request)
         if "authorization" not in request.headers:
             if self.scheme == "basic":
@@ -177,6 +230,7 @@ class RegistryAuth(httpx.Auth):
                      ) -> Generator[httpx.Request, httpx.Response, str | None]:
         assert self.realm is not None
         creds = self.credentials
+        self._check_realm(self.realm, bool(self.refresh_token or self._basic_header()))
         params: list[tuple[str, Any]] = []
         if self.service:
             params.append(("service", self.service))
@@ -186,7 +240,8 @@ class RegistryAuth(httpx.Auth):
                     "client_id": "pyreg", "scope": " ".join(scopes)}
             if self.service:
                 form["service"] = self.service
-            token_request = httpx.Request("POST", self.realm, data=form)
+            token_request = httpx.Request("POST", self.realm, data=form,
+                                          extensions={"pyreg_origin_only": self.realm})
             response = yield token_request
             response.read()
             if response.status_code in (404, 405):
@@ -214,12 +269,17 @@ class RegistryAuth(httpx.Auth):
             doc = json.loads(response.content)
         except ValueError:
             raise AuthError(f"token server {self.realm} sent no JSON") from None
+        if not isinstance(doc, dict):
+            raise AuthError(f"token server {self.realm} sent no JSON object")
         token = doc.get("token") or doc.get("access_token")
-        if not token:
+        if not token or not isinstance(token, str):
             raise AuthError(f"token server {self.realm} sent no token")
-        if doc.get("refresh_token"):
+        if isinstance(doc.get("refresh_token"), str) and doc["refresh_token"]:
             self.refresh_token = doc["refresh_token"]
-        expires_in = int(doc.get("expires_in") or 60)
+        try:
+            expires_in = min(int(doc.get("expires_in") or 60), 86400)
+        except (TypeError, ValueError, OverflowError):
+            expires_in = 60
         with self._lock:
             self._tokens[" ".join(sorted(scopes))] = (token, time.monotonic() + max(10, expires_in - 10))
         return str(token)

@@ -8,7 +8,9 @@ is the one being run. A command module provides ``add_arguments(parser)`` and ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +61,32 @@ def _top_level_help() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; whatever goes wrong ends as one line on stderr, never a traceback
+    (``PYREG_DEBUG=1`` shows it)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        try:
+            sys.stdout.flush()  # argparse's --help / usage output
+        except BrokenPipeError:
+            _broken_pipe()
+        raise
+    except BaseException as exc:
+        if os.environ.get("PYREG_DEBUG"):
+            raise
+        with contextlib.suppress(BrokenPipeError):
+            print(f"pyreg: {_one_line(exc)}", file=sys.stderr)
+        return _exit_code(args, exc)
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_top_level_help())
         return 0 if args else EXIT_USAGE
@@ -77,10 +104,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
     module.add_arguments(parser)
     parsed = parser.parse_args(rest)
+    return int(module.run(parsed) or 0)
+
+
+# 128 + SIGPIPE: what git and docker (a Go program, killed by SIGPIPE) end with when the reader of
+# their output goes away (``pyreg images | head -1``); nothing is printed about it.
+EXIT_BROKEN_PIPE = 141
+# docker run / exec: 125 when the failure is docker's own, not the container's
+_RUNTIME_COMMANDS = ("run", "exec")
+
+
+def _broken_pipe() -> int:
+    """As the Python docs recommend: point stdout at /dev/null so that the interpreter's final
+    flush does not fail (and print) again."""
     try:
-        return int(module.run(parsed) or 0)
-    except KeyboardInterrupt:
-        return 130
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _exit_code(args: list[str], exc: BaseException) -> int:
+    return 125 if args and args[0] in _RUNTIME_COMMANDS else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """What failed and what to do, for an error no command turned into a message itself."""
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return (f"internal error: {type(exc).__name__}: {text} (this is a bug in pyreg; "
+            "PYREG_DEBUG=1 shows the traceback)")
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` plus the setting that chose the path and what to do about it."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    text = f"{path}: {reason}" if path else reason
+    if exc.filename2 is not None:
+        text = f"{path} -> {exc.filename2}: {reason}"
+    setting = ""
+    for env, what in (("PYREG_RUN_ROOT", "container state"), ("PYREG_STORE", "local store")):
+        value = os.environ.get(env)
+        if value and (str(path) == value or str(path).startswith(value.rstrip("/") + "/")):
+            setting = f" ({what} directory, from {env})"
+    hint = {
+        errno.EACCES: "not writable or readable by this user: pick another path or fix its permissions",
+        errno.EPERM: "not permitted: pick another path or fix its permissions",
+        errno.EROFS: "on a read-only file system: pick a writable path",
+        errno.ENOTDIR: "a file is where a directory should be: remove it or pick another path",
+        errno.EEXIST: "something is already there: remove it or pick another path",
+        errno.EISDIR: "a directory, not a file",
+        errno.ENOSPC: "no space left: free some space",
+        errno.ENOENT: "does not exist",
+    }.get(exc.errno or 0, "")
+    return f"{text}{setting}" + (f"; {hint}" if hint and hint != reason.lower() else "")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,14 @@ def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> Non
 def registry_name(text: str | None) -> str:
     """The registry a REGISTRY argument names (host[:port], no scheme or trailing slash); the
     configured default when none is given."""
-    from storage.reference import default_registry
+    import re
 
-    return (text or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    from storage.reference import DOMAIN_PATTERN, default_registry
+
+    name = (text or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
+    if not re.fullmatch(DOMAIN_PATTERN, name):
+        raise ValueError(f"invalid registry {text!r}: expected host[:port]")
+    return name
 
 
 def remote(registry: str, args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -85,9 +90,16 @@ def progress(args: argparse.Namespace) -> Any:
     return Progress(stream=sys.stdout)
 
 
-def store() -> Any:
+def store(create: bool = True) -> Any:
+    """The local store; None when ``create`` is off and there is none yet (listing a store that
+    does not exist needs no directory made)."""
     from storage.localstore import LocalStore
 
+    if not create:
+        root = LocalStore.default_root()
+        if not (root / "index.json").is_file():
+            return None
+        return LocalStore(root)
     return LocalStore()
 
 
@@ -171,6 +183,8 @@ def guard(body: Callable[[], int | None]) -> int:
 
             os._exit(130)
         return 130
+    except BrokenPipeError:
+        raise  # the reader of our output went away: the CLI ends quietly (client/cli.py)
     except Exception as exc:
         print(f"pyreg: {describe(exc)}", file=sys.stderr)
         return EXIT_ERROR
@@ -178,11 +192,15 @@ def guard(body: Callable[[], int | None]) -> int:
 
 def describe(exc: BaseException) -> str:
     name = type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None:
+        from client.cli import os_error_line
+
+        return os_error_line(exc)
     if name == "DigestMismatchError":
         return f"{exc} (nothing was kept)"
     if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
                 "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
-                "ValueError", "FileNotFoundError", "PermissionError"):
+                "ValueError", "FileNotFoundError", "PermissionError", "ResponseRefused", "LayerTooLarge"):
         return str(exc)
     if name.endswith(("ConnectError", "Timeout", "TransportError", "ReadError", "WriteError")):
         return f"network error: {exc}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.reference import client_config
+from storage.units import parse_size
 
 DEFAULT_PARALLEL = 4
 
@@ -125,25 +126,26 @@ def certs_dir(registry: str) -> CertsDir:
 
 def parallel(flag: int | None = None) -> int:
     value = flag or os.environ.get("PYREG_PARALLEL") or client_config().get("parallel") or DEFAULT_PARALLEL
-    return max(1, int(value))
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """``10M``, ``512k``, ``1048576`` -> bytes; None/0 -> None (monolithic)."""
-    if text is None or text == "" or text == 0:
-        return None
-    if isinstance(text, int):
-        return text
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1
-    if t and t[-1] in units:
-        mult, t = units[t[-1]], t[:-1]
-    value = int(float(t) * mult)
-    if value <= 0:
-        raise ValueError(f"invalid size {text!r}")
-    return value
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid parallel {value!r} (PYREG_PARALLEL or parallel in the client "
+                         "config: how many blobs at once, e.g. 4)") from None
 
 
 def chunk_size(flag: str | None = None) -> int | None:
     return parse_size(flag or os.environ.get("PYREG_CHUNK_SIZE") or client_config().get("chunk_size"))
+
+
+DEFAULT_MAX_CONFIG_SIZE = 8 << 20
+
+
+def max_config_size() -> int:
+    """Largest image config read into memory (``PYREG_MAX_CONFIG_SIZE``, ``max_config_size``;
+    default 8 MiB): a config is JSON held whole, so an endless one must stop early."""
+    text = os.environ.get("PYREG_MAX_CONFIG_SIZE") or client_config().get("max_config_size")
+    try:
+        value = parse_size(text)
+    except ValueError:
+        raise ValueError(f"invalid max_config_size {text!r} (e.g. 8M)") from None
+    return value or DEFAULT_MAX_CONFIG_SIZE

@@ -24,6 +24,7 @@ import httpx
 from client import config as client_config
 from client import credentials as creds
 from client.auth import AuthError, RegistryAuth
+from client.limits import ACCEPT_ENCODING, LIST_PAGE_LIMIT, BoundedTransport
 from storage import mediatypes
 from storage.digest import Digest, DigestMismatchError, DigestVerifier
 from storage.localstore import BlobWriter
@@ -36,6 +37,9 @@ CHUNK = 1 << 20
 RETRIES = 5
 MANIFEST_MAX = 4 << 20
 RESUME_CHUNK = 32 << 20
+MAX_REDIRECTS = 10
+MAX_PAGES = 10_000            # Link pages followed for one listing
+MAX_LIST_ITEMS = 1_000_000    # tags or repositories kept from one listing
 
 
 class RegistryError(Exception):
@@ -139,31 +143,44 @@ def tls_context(registry: str, verify: bool = True, ca_file: str | None = None) 
 
 class SchemeTransport(httpx.BaseTransport):
     """``http://`` through a plain connection pool, ``https://`` through one made on first use
-    with the registry's SSL context (so a plain-HTTP registry never builds one)."""
+    with the SSL context of the host asked (so a plain-HTTP registry never builds one).
 
-    def __init__(self, context: Callable[[], Any], limits: httpx.Limits) -> None:
+    The registry's own host gets its context (``--insecure`` included); any other host the
+    registry sends us to (a token realm, a blob redirect to S3, an upload Location) gets that
+    host's own, verified unless the user listed that host as insecure: ``--insecure`` for one
+    registry never turns off verification of another host."""
+
+    def __init__(self, context: Callable[[], Any], limits: httpx.Limits, registry: str = "",
+                 other: Callable[[str], Any] | None = None) -> None:
         self.context = context
+        self.other = other
+        self.registry = registry
         self.limits = limits
         self._plain: httpx.HTTPTransport | None = None
-        self._tls: httpx.HTTPTransport | None = None
+        self._tls: dict[str, httpx.HTTPTransport] = {}
         self._lock = threading.Lock()
 
-    def _transport(self, tls: bool) -> httpx.HTTPTransport:
+    def _transport(self, url: httpx.URL) -> httpx.HTTPTransport:
         with self._lock:
-            if tls:
-                if self._tls is None:
-                    self._tls = httpx.HTTPTransport(verify=self.context(), limits=self.limits, retries=0)
-                return self._tls
+            if url.scheme == "https":
+                netloc = url.netloc.decode("ascii", "replace")
+                own = self.other is None or netloc in (self.registry, f"{self.registry}:443") \
+                    or f"{netloc}:443" == self.registry
+                key = "" if own else netloc
+                if key not in self._tls:
+                    ctx = self.context() if own else self.other(netloc)  # type: ignore[misc]
+                    self._tls[key] = httpx.HTTPTransport(verify=ctx, limits=self.limits, retries=0)
+                return self._tls[key]
             if self._plain is None:
                 # no TLS is ever made here: a bare context, not the trust store httpx would load
                 self._plain = httpx.HTTPTransport(verify=False, limits=self.limits, retries=0)
             return self._plain
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._transport(request.url.scheme == "https").handle_request(request)
+        return self._transport(request.url).handle_request(request)
 
     def close(self) -> None:
-        for t in (self._plain, self._tls):
+        for t in [self._plain, *self._tls.values()]:
             if t is not None:
                 t.close()
 
@@ -223,9 +240,15 @@ def error_message(response: httpx.Response, what: str) -> RegistryError:
     if code:
         text += f" {code}"
     if detail:
-        text += f": {detail}"
+        text += f": {' '.join(str(detail).split())[:300]}"
     if response.status_code == 401:
         text += " (authentication required: pyreg login?)"
+    request_id = response.headers.get("x-request-id", "")
+    if response.status_code >= 500:
+        if request_id and len(request_id) <= 128 and request_id.isprintable():
+            text += f" (a registry-side failure: quote request id {request_id} to its operator)"
+        else:
+            text += " (a registry-side failure: retry later, or ask its operator)"
     return RegistryError(text, response.status_code, code)
 
 
@@ -257,16 +280,21 @@ class RegistryClient:
         self.insecure = insecure
         self.retries = retries
         auth_source: Any = credentials if credentials is not None else (lambda: creds.get(registry))
-        self.auth = RegistryAuth(auth_source)
+        self.auth = RegistryAuth(auth_source, self.host)
         limits = httpx.Limits(max_connections=pool * 2, max_keepalive_connections=pool * 2)
         timeout = httpx.Timeout(connect=15.0, read=300.0, write=300.0, pool=None)
 
         def context() -> Any:
             return tls_context(registry, self.verify, ca_file)
 
-        transport = RetryTransport(SchemeTransport(context, limits), retries)
+        def other(host: str) -> Any:
+            return tls_context(host, client_config.tls_verify(host), ca_file)
+
+        transport = BoundedTransport(RetryTransport(SchemeTransport(context, limits, self.host, other),
+                                                    retries))
         self.http = httpx.Client(transport=transport, auth=self.auth, timeout=timeout,
-                                 follow_redirects=True, headers={"User-Agent": "pyreg/0.1"})
+                                 follow_redirects=True, max_redirects=MAX_REDIRECTS,
+                                 headers={"User-Agent": "pyreg/0.1", "Accept-Encoding": ACCEPT_ENCODING})
         self._base: str | None = None
 
     def close(self) -> None:
@@ -311,10 +339,12 @@ class RegistryClient:
                 continue
             except AuthError:
                 self._base = f"{scheme}://{self.host}"
+                self.auth.origin = httpx.URL(self._base)
                 raise
             # A probe must look like a registry: a TLS server answering plain HTTP says 400.
             if response.status_code in (200, 401, 403) or (not probe and response.status_code < 500):
                 self._base = f"{scheme}://{self.host}"
+                self.auth.origin = httpx.URL(self._base)
                 return
             last = error_message(response, f"GET {url}")
         reason = cert_failure(last) if last is not None else None
@@ -338,6 +368,8 @@ class RegistryClient:
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         try:
             response = self.http.request(method, url, **kwargs)
+        except httpx.TooManyRedirects:
+            raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects") from None
         except httpx.TransportError as exc:
             reason = cert_failure(exc)
             if reason is not None:  # a redirect to another host, say
@@ -354,10 +386,8 @@ class RegistryClient:
     # -- manifests -------------------------------------------------------------------------------
     def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> Manifest:
         response = self._send("GET", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
-                              headers={"Accept": MANIFEST_ACCEPT})
+                              headers={"Accept": MANIFEST_ACCEPT}, extensions={"pyreg_limit": MANIFEST_MAX})
         data = response.content
-        if len(data) > MANIFEST_MAX:
-            raise RegistryError(f"manifest {repo}:{reference} is larger than {MANIFEST_MAX} bytes")
         actual = Digest.of(data, verify.algorithm if verify else "sha256")
         if verify is not None and actual != verify:
             raise DigestMismatchError(verify, actual)
@@ -400,13 +430,23 @@ class RegistryClient:
         response = self._send("HEAD", f"{repo}/blobs/{digest}", f"blob {digest}", ok=(200, 404))
         if response.status_code == 404:
             return None
-        return int(response.headers.get("content-length", "-1"))
+        length = response.headers.get("content-length", "-1")
+        return int(length) if length.isdigit() else -1
 
-    def get_blob_bytes(self, repo: str, digest: Digest, limit: int = 64 << 20) -> bytes:
-        response = self._send("GET", f"{repo}/blobs/{digest}", f"blob {digest}")
+    def get_blob_bytes(self, repo: str, digest: Digest, limit: int | None = None,
+                       size: int | None = None) -> bytes:
+        """A small blob (an image config) read whole: at most ``limit`` bytes (default: the
+        configured ``max_config_size``), and exactly ``size`` when the descriptor says so."""
+        from storage.units import human
+
+        limit = limit or client_config.max_config_size()
+        if size is not None and size > limit:
+            raise RegistryError(f"blob {digest} is {human(size)}, more than the {human(limit)} pyreg "
+                                "reads into memory (raise max_config_size / PYREG_MAX_CONFIG_SIZE)")
+        bound = limit if size is None else size
+        response = self._send("GET", f"{repo}/blobs/{digest}", f"blob {digest}",
+                              extensions={"pyreg_limit": bound})
         data = response.content
-        if len(data) > limit:
-            raise RegistryError(f"blob {digest} larger than {limit}")
         actual = Digest.of(data, digest.algorithm)
         if actual != digest:
             raise DigestMismatchError(digest, actual)
@@ -422,13 +462,19 @@ class RegistryClient:
             if writer.offset:
                 headers["Range"] = f"bytes={writer.offset}-"
             try:
-                with self.http.stream("GET", self.url(f"{repo}/blobs/{digest}"), headers=headers) as r:
+                headers["Accept-Encoding"] = "identity"  # the blob's own bytes, hashed as sent
+                with self.http.stream("GET", self.url(f"{repo}/blobs/{digest}"), headers=headers,
+                                      extensions={"pyreg_limit": None}) as r:
                     if r.status_code == 200 and writer.offset:
                         if progress:
                             progress(-writer.offset)
                         writer.restart()
                     elif r.status_code == 206:
-                        start = int(r.headers.get("content-range", "bytes 0-").split()[1].split("-")[0])
+                        try:
+                            start = int(r.headers.get("content-range", "").split()[1].split("-")[0])
+                        except (IndexError, ValueError):
+                            raise RegistryError(f"blob {digest}: invalid Content-Range "
+                                                f"{r.headers.get('content-range', '')[:100]!r}") from None
                         if start != writer.offset:
                             raise RegistryError(
                                 f"blob {digest}: asked for offset {writer.offset}, got {start}")
@@ -472,9 +518,8 @@ class RegistryClient:
         """Bytes the registry holds for an upload session (from its ``Range: 0-N``)."""
         response = self._send("GET", location, "upload status", ok=(204, 200))
         value = response.headers.get("range", "")
-        if "-" not in value:
-            return 0
-        return int(value.rsplit("-", 1)[1]) + 1
+        end = value.rsplit("-", 1)[1].strip() if "-" in value else ""
+        return int(end) + 1 if end.isdigit() else 0
 
     def upload_blob(self, repo: str, digest: Digest, size: int, opener: Callable[[], IO[bytes]],
                     chunk_size: int | None = None, location: str | None = None,
@@ -556,13 +601,18 @@ class RegistryClient:
             location = self.start_upload(repo)
             verifier = DigestVerifier(digest)
             try:
-                with source.http.stream("GET", source.url(f"{src_repo}/blobs/{digest}")) as r:
+                with source.http.stream("GET", source.url(f"{src_repo}/blobs/{digest}"),
+                                        headers={"Accept-Encoding": "identity"},
+                                        extensions={"pyreg_limit": None}) as r:
                     if r.status_code != 200:
                         raise error_message(r, f"blob {digest}")
 
                     def body(r: httpx.Response = r, verifier: DigestVerifier = verifier) -> Iterator[bytes]:
                         for chunk in r.iter_raw():
                             verifier.update(chunk)
+                            if verifier.size > size:
+                                raise RegistryError(f"blob {digest} is larger than its descriptor's "
+                                                    f"{size} bytes")
                             if progress:
                                 progress(len(chunk))
                             yield chunk
@@ -584,19 +634,56 @@ class RegistryClient:
 
     # -- listing -----------------------------------------------------------------------------------
     def _paginate(self, path: str, key: str, what: str, page: int | None) -> list[str]:
+        """Every page of a listing. Only the path and query of a ``Link: <…>; rel="next"`` are
+        followed, always on this registry (a Link naming another host gets nothing of ours);
+        pages, items and each page's size are bounded, and a page that links to one already
+        read ends with an error instead of a loop."""
         out: list[str] = []
         url: str | None = self.url(path)
         params: dict[str, Any] | None = {"n": page} if page else None
+        seen: set[str] = set()
         while url:
-            response = self._send("GET", url, what, params=params)
+            if len(seen) >= MAX_PAGES:
+                raise RegistryError(f"{what}: more than {MAX_PAGES} pages; stopping")
+            seen.add(url)
+            response = self._send("GET", url, what, params=params,
+                                  extensions={"pyreg_limit": LIST_PAGE_LIMIT})
             params = None
-            out.extend(response.json().get(key) or [])
-            link = response.headers.get("link")
-            url = None
-            if link and 'rel="next"' in link:
-                target = link.split(";")[0].strip().strip("<>")
-                url = urljoin(str(response.url), target)
+            try:
+                doc = response.json()
+            except ValueError:
+                raise RegistryError(f"{what}: the registry sent a page that is not JSON") from None
+            items = doc.get(key) if isinstance(doc, dict) else None
+            if items is None:
+                items = []
+            if not isinstance(items, list) or not all(isinstance(i, str) and 0 < len(i) <= 256
+                                                      for i in items):
+                raise RegistryError(f"{what}: the registry sent a malformed {key!r} list")
+            out.extend(items)
+            if len(out) > MAX_LIST_ITEMS:
+                raise RegistryError(f"{what}: more than {MAX_LIST_ITEMS} entries; stopping")
+            url = self._next_page(response.headers.get("link"), what)
+            if url is not None and url in seen:
+                raise RegistryError(f"{what}: the registry's Link points back to a page already read")
         return out
+
+    def _next_page(self, link: str | None, what: str) -> str | None:
+        """The next page's URL on this registry, from the path and query of a ``rel="next"`` Link."""
+        if not link:
+            return None
+        for part in link.split(","):
+            target, _, rest = part.partition(";")
+            if 'rel="next"' not in rest.replace(" ", "") and "rel=next" not in rest.replace(" ", ""):
+                continue
+            try:
+                ref = httpx.URL(target.strip().strip("<>"))
+            except httpx.InvalidURL:
+                raise RegistryError(f"{what}: the registry sent an invalid Link {target!r}") from None
+            path = ref.raw_path.decode("ascii", "replace")  # path and query, still encoded
+            if not path.startswith("/v2/") or "/../" in path.split("?")[0] + "/":
+                raise RegistryError(f"{what}: the registry's Link leaves /v2/ ({path[:100]!r})")
+            return f"{self.base}{path}"
+        return None
 
     def tags(self, repo: str, page: int | None = None) -> list[str]:
         return self._paginate(f"{repo}/tags/list", "tags", f"tags of {repo}", page)

@@ -184,7 +184,8 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
             config_desc = manifest["config"]
             config_digest = Digest.parse(config_desc["digest"])
             if not store.has_blob(config_digest):
-                store.put_blob(rc.get_blob_bytes(ref.repository, config_digest), config_digest)
+                store.put_blob(rc.get_blob_bytes(ref.repository, config_digest,
+                                                 size=int(config_desc["size"])), config_digest)
             config = store.read_json(config_digest)
             layers = manifest.get("layers") or []
             diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])

@@ -62,15 +62,21 @@ class Extracted:
 
 
 class _HashingReader:
-    """Passes reads through and hashes them: the diff ID comes for free with the extraction."""
+    """Passes reads through and hashes them: the diff ID comes for free with the extraction.
+    ``check(size)`` bounds the uncompressed stream (runtime.layer_limits)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], check: Any = None) -> None:
         self.raw = raw
         self.hash = hashlib.sha256()
+        self.size = 0
+        self.check = check
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.hash.update(data)
+        self.size += len(data)
+        if self.check is not None:
+            self.check(self.size)
         return data
 
     def drain(self) -> None:
@@ -440,7 +446,12 @@ def extract_layer(
             head = raw.read(4)
             raw.seek(0)
             stream = _open_decompressed(raw, _compression(media_type, head))
-            hashing = _HashingReader(stream)
+            from runtime.layer_limits import LayerLimits
+
+            limits, packed = LayerLimits.configured(), os.fstat(raw.fileno()).st_size
+            bound = limits.bound(packed)
+            hashing = _HashingReader(stream, lambda n: limits.check(n, packed, bound))
+            declared = 0  # bytes the regular entries declare: a sparse entry's holes are written too
             ex = _Extractor(work, whiteouts, _is_privileged())
             count = 0
             try:
@@ -450,6 +461,8 @@ def extract_layer(
                     raise ExtractError("<layer>", f"not a tar archive: {e}") from None
                 with tar:
                     for ti in tar:
+                        declared += ti.size if ti.isreg() else 0
+                        limits.check(declared, packed, bound)
                         try:
                             ex.add(tar, ti)
                         except OSError as e:  # name the entry whatever the kernel refused

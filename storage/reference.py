@@ -12,7 +12,8 @@ one-component name gets the ``library/`` namespace. Other registries keep the pa
 The client config file lives here too (JSON, stdlib only) because the runtime resolves references
 and finds the local store without importing ``client``: ``$PYREG_CONFIG`` or
 ``$XDG_CONFIG_HOME/pyreg/config.json`` (``~/.config/pyreg/config.json``), keys ``registry``,
-``store``, ``insecure_registries`` (list of hosts), ``ca_file``, ``parallel``, ``chunk_size``.
+``store``, ``insecure_registries`` (list of hosts), ``ca_file``, ``parallel``, ``chunk_size``,
+``max_config_size``, ``layer_max_size``, ``layer_max_ratio``.
 """
 
 from __future__ import annotations

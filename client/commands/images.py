@@ -29,9 +29,9 @@ def _run(args: argparse.Namespace) -> int:
     from storage import mediatypes
     from storage.digest import Digest
 
-    store = common.store()
+    store = common.store(create=False)
     rows = []
-    for record in store.images():
+    for record in store.images() if store is not None else []:
         name, tag = record.name, "<none>"
         if "@" in name:
             name = name.split("@")[0]

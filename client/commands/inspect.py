@@ -94,9 +94,11 @@ def _remote(args: argparse.Namespace) -> dict[str, Any]:
             doc["Platform"] = desc.get("platform")
             doc["PlatformManifest"] = {"Digest": str(chosen.digest), "Manifest": chosen.json()}
         if chosen.media_type in mediatypes.IMAGE_MANIFESTS:
-            config_digest = Digest.parse(chosen.json()["config"]["digest"])
+            config_desc = chosen.json()["config"]
+            config_digest = Digest.parse(config_desc["digest"])
             doc["Id"] = str(config_digest)
-            doc["Config"] = json.loads(rc.get_blob_bytes(ref.repository, config_digest))
+            doc["Config"] = json.loads(rc.get_blob_bytes(ref.repository, config_digest,
+                                                         size=int(config_desc.get("size") or 0) or None))
         return doc
 
 

@@ -25,7 +25,16 @@ def _run(args: argparse.Namespace) -> int:
     from client import credentials
 
     registry = common.registry_name(args.registry)
-    username = args.username or input("Username: ")
+    if args.password_stdin and args.password is not None:
+        raise ValueError("--password and --password-stdin are mutually exclusive")
+    if args.password_stdin and not args.username:
+        raise ValueError("must provide --username with --password-stdin")
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    if (not args.username or (args.password is None and not args.password_stdin)) and not interactive:
+        # docker's words; input() and getpass() would end in EOFError on a pipe or /dev/null
+        raise ValueError("cannot perform an interactive login from a non TTY device: pass -u USER "
+                         "and --password-stdin (the password on standard input)")
+    username = args.username or input("Username: ").strip()
     if args.password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
     else:
