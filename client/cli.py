@@ -138,6 +138,19 @@ def _one_line(exc: BaseException) -> str:
             "PYREG_DEBUG=1 shows the traceback)")
 
 
+def setting_of(path: str, message: str = "") -> str:
+    """`` (local store directory, from PYREG_STORE)`` when ``path`` (or, without one, the
+    message) names the directory a setting chose; empty otherwise."""
+    for env, what in (("PYREG_RUN_ROOT", "container state"), ("PYREG_STORE", "local store")):
+        value = os.environ.get(env)
+        if not value:
+            continue
+        named = path == value or path.startswith(value.rstrip("/") + "/")
+        if named or (not path and value in message):
+            return f" ({what} directory, from {env})"
+    return ""
+
+
 def os_error_line(exc: OSError) -> str:
     """``PATH: reason`` plus the setting that chose the path and what to do about it."""
     import errno
@@ -147,11 +160,7 @@ def os_error_line(exc: OSError) -> str:
     text = f"{path}: {reason}" if path else reason
     if exc.filename2 is not None:
         text = f"{path} -> {exc.filename2}: {reason}"
-    setting = ""
-    for env, what in (("PYREG_RUN_ROOT", "container state"), ("PYREG_STORE", "local store")):
-        value = os.environ.get(env)
-        if value and (str(path) == value or str(path).startswith(value.rstrip("/") + "/")):
-            setting = f" ({what} directory, from {env})"
+    setting = setting_of(str(path), reason)
     hint = {
         errno.EACCES: "not writable or readable by this user: pick another path or fix its permissions",
         errno.EPERM: "not permitted: pick another path or fix its permissions",

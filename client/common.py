@@ -201,7 +201,9 @@ def describe(exc: BaseException) -> str:
     if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
                 "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
                 "ValueError", "FileNotFoundError", "PermissionError", "ResponseRefused", "LayerTooLarge"):
-        return str(exc)
+        from client.cli import setting_of
+
+        return f"{exc}{setting_of('', str(exc))}"
     if name.endswith(("ConnectError", "Timeout", "TransportError", "ReadError", "WriteError")):
         return f"network error: {exc}"
     return f"{name}: {exc}"
