@@ -209,7 +209,7 @@ def _content_length(request: Request) -> int | None:
 def _busy(request: Request, registry: Registry, name: str, upload_id: str) -> RegistryError:
     """Another request holds the session: refused, never interleaved (no Range: it is moving)."""
     headers = _upload_headers(request, registry, name, upload_id, 0)
-    del headers["Range"]
+    del headers["Range"], headers["Content-Length"]  # the error body sets its own length
     return RegistryError("BLOB_UPLOAD_INVALID", "the upload is busy with another request; "
                          "ask for its status and retry", status=416, headers=headers)
 
