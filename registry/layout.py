@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -209,6 +210,10 @@ async def delete_path(driver: Driver, path: str) -> bool:
     return True
 
 
+class CorruptBlobError(Exception):
+    """A blob being served turned out not to be what its name says; the answer must be cut."""
+
+
 def _basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
@@ -327,6 +332,46 @@ class Layout:
             return False
         log.error("blob %s does not hash to its digest: moved to %s", digest, corrupt_path(digest))
         return True
+
+    async def checked_stream(self, digest: Digest, chunks: AsyncIterator[bytes], length: int,
+                             whole: bool) -> AsyncIterator[bytes]:
+        """Pass ``chunks`` through, checking there are exactly ``length`` bytes and, for the
+        ``whole`` blob, that they hash to ``digest``; the last chunk is held back until both
+        hold. Otherwise CorruptBlobError is raised before it, so the client never gets a
+        complete, valid-looking answer (the connection is cut short of its Content-Length),
+        and a blob whose bytes are wrong is moved out of the store.
+        """
+        hasher = new_hasher(digest.algorithm) if whole else None
+        sent = 0
+        held: bytes | None = None
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if held is not None:
+                    yield held
+                held = chunk
+                sent += len(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+                if sent > length:
+                    break
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        wrong = sent != length
+        if hasher is not None and not wrong:
+            wrong = Digest(digest.algorithm, hasher.hexdigest()) != digest
+        if wrong:
+            log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read); "
+                      "answer cut short", digest, sent, length)
+            self.forget_blob(digest)
+            if whole or sent < length:
+                await self.quarantine_corrupt(digest)
+            raise CorruptBlobError(str(digest))
+        if held is not None:
+            yield held
 
     async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
         """Store small verified content (manifests) in the blob store; a copy already there is

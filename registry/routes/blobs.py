@@ -114,7 +114,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
         registry.layout.forget_blob(parse_digest(digest))
         raise blob_unknown(digest) from None
 
-    async def body() -> AsyncIterator[bytes]:
+    async def stored() -> AsyncIterator[bytes]:
         try:
             if first:
                 yield first
@@ -126,7 +126,9 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
             if aclose is not None:
                 await aclose()
 
-    return StreamingResponse(body(), status_code=status, headers=headers)
+    # Exactly ``length`` bytes, and for a whole blob its digest, or the answer is cut short.
+    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, status == 200)
+    return StreamingResponse(body, status_code=status, headers=headers)
 
 
 async def blob_delete(request: Request, registry: Registry, name: str, reference: str) -> Response:
