@@ -141,14 +141,14 @@ def _makedirs(path: str) -> None:
 
 
 def _retry_missing_dir(fn: Callable[[], T], directory: str) -> T:
-    """Run ``fn``, re-creating ``directory`` when another process removed it under us."""
+    """Run ``fn``, re-creating ``directory`` when another process removed it (or a file of
+    ours in it) under us; ``fn`` must be safe to run again."""
     for _ in range(RETRIES):
-        _makedirs(directory)
         try:
+            _makedirs(directory)
             return fn()
         except FileNotFoundError:
-            if os.path.isdir(directory):
-                raise  # something else is missing: not a race on the directory
+            continue
     _makedirs(directory)
     return fn()
 

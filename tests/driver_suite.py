@@ -181,6 +181,29 @@ class DriverSuite:
         with pytest.raises(PathNotFoundError):
             await driver.delete("/never/was")
 
+    async def test_deletes_race(self, make_driver: MakeDriver) -> None:
+        """Several processes deleting one tree: each returns or says not found, nothing else."""
+        for round_ in range(3):
+            writer = make_driver()
+            for i in range(20):
+                await writer.put_content(f"/race{round_}/d{i}/sub/link", b"x")
+            results = await asyncio.gather(*(make_driver().delete(f"/race{round_}") for _ in range(4)),
+                                           return_exceptions=True)
+            assert all(r is None or isinstance(r, PathNotFoundError) for r in results), results
+            assert any(r is None for r in results)
+            with pytest.raises(PathNotFoundError):
+                await make_driver().stat(f"/race{round_}/d0/sub/link")
+
+    async def test_write_races_removal_of_its_directory(self, make_driver: MakeDriver) -> None:
+        """A link written while its directory is being removed: either wins, no error escapes."""
+        a, b = make_driver(), make_driver()
+        for i in range(20):
+            await a.put_content(f"/wr/{i}/old", b"x")
+            results = await asyncio.gather(a.delete(f"/wr/{i}"), b.put_content(f"/wr/{i}/new/link", b"y"),
+                                           return_exceptions=True)
+            assert not [r for r in results if isinstance(r, BaseException)
+                        and not isinstance(r, PathNotFoundError)], results
+
     # -- reader --------------------------------------------------------------------------------
 
     async def test_reader(self, driver: Any) -> None:

@@ -294,6 +294,7 @@ def test_sigkilled_holder_does_not_wedge_the_session(
     location, upload_id = new_session(victim.url, name)
     held = Held("PATCH", url(victim.url, location), b"x" * 1000, b"never sent")
     wait_for(lambda: storage.exists(Storage.lock(name, upload_id)))  # the holder is in
+    assert_refused(httpx.get(url(survivor.url, location)))  # busy while its holder lives
     assert victim.pid is not None
     os.killpg(victim.pid, signal.SIGKILL)
     victim.process.wait(10)  # type: ignore[union-attr]
@@ -309,6 +310,31 @@ def test_sigkilled_holder_does_not_wedge_the_session(
     assert set(statuses) <= {204, 416}
     r = httpx.patch(url(survivor.url, location), content=b"fresh" * 100)
     assert r.status_code == 202, r.text
+
+
+def test_commits_of_one_digest_racing_on_two_servers(servers: tuple[RegistryServer, RegistryServer],
+                                                     storage: Storage) -> None:
+    """Several finishes of the same digest at once (the final move racing another commit): every
+    one succeeds and the stored blob is right, in every repository."""
+    data = payload(MiB + 99, seed=14)
+    digest = sha256(data)
+    results: list[int] = []
+
+    def push_to(base: str, name: str) -> None:
+        r = httpx.post(f"{base}/v2/{name}/blobs/uploads/", params={"digest": digest}, content=data,
+                       timeout=60)
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=push_to, args=(s.url, f"same/r{i}"))
+               for i, s in enumerate(servers * 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [201] * len(threads)
+    assert storage.read(Storage.blob(digest)) == data
+    for i in range(len(threads)):
+        assert_blob(servers[i % 2].url, f"same/r{i}", digest, data)
 
 
 # -- blobs already stored, and blobs found corrupt -------------------------------------------------
