@@ -33,6 +33,7 @@ them) and dropped at once by this process's own writes and deletes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -342,6 +343,7 @@ class Layout:
         and a blob whose bytes are wrong is moved out of the store.
         """
         hasher = new_hasher(digest.algorithm) if whole else None
+        hashing: asyncio.Future[None] | None = None  # a chunk hashed in a thread while one is sent
         sent = 0
         held: bytes | None = None
         try:
@@ -353,9 +355,13 @@ class Layout:
                 held = chunk
                 sent += len(chunk)
                 if hasher is not None:
-                    hasher.update(chunk)
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
                 if sent > length:
                     break
+            if hashing is not None:
+                await hashing
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
