@@ -492,3 +492,41 @@ def test_gc_and_deletes_race_on_the_same_manifests(
     assert gc_result and gc_result[0].returncode == 0, gc_result[0].stderr[-3000:]
     assert not [s for s in statuses if s[1] >= 500], [s for s in statuses if s[1] >= 500]
     assert {s[1] for s in statuses} <= {202, 404}
+
+
+@pytest.mark.filesystem_only
+async def test_purge_removes_locks_their_dead_holders_left(tmp_path: Path) -> None:
+    """A SIGKILLed holder's flock dies with it but its lock file stays: purge removes it, and
+    leaves a lock that a live request holds."""
+    from registry.layout import Layout, upload_lock_path
+    from registry.uploads import Uploads
+    from storage.filesystem import FilesystemDriver
+
+    driver = FilesystemDriver(tmp_path / "data")
+    uploads = Uploads(Layout(driver))
+    live_id = await uploads.start("p/app")
+    root = tmp_path / "data"
+    leftover = root / upload_lock_path("p/app", "dead-session").lstrip("/")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import asyncio, sys\n"
+         "from storage.filesystem import FilesystemDriver\n"
+         "async def main():\n"
+         "    lock = await FilesystemDriver(sys.argv[1]).try_lock(sys.argv[2])\n"
+         "    print('held' if lock else 'busy', flush=True)\n"
+         "    await asyncio.sleep(600)\n"
+         "asyncio.run(main())\n", str(root), upload_lock_path("p/app", "dead-session")],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert await driver.try_lock(upload_lock_path("p/app", "dead-session")) is None
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert leftover.exists()
+    live = await driver.try_lock(upload_lock_path("p/app", live_id))
+    assert live is not None
+    await uploads.purge(7 * 86400)
+    assert not leftover.exists()
+    assert (root / upload_lock_path("p/app", live_id).lstrip("/")).exists()  # still held
+    await live.release()
