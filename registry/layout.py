@@ -297,6 +297,9 @@ class Layout:
             info = await self.driver.stat(path)
             if info.is_dir or (size is not None and info.size != size):
                 return False
+            kept = await self.driver.stored_digest(path, digest.algorithm)
+            if kept is not None:  # the store hashed it when it was written (S3): no read
+                return kept == digest.hex
             actual, read = await hash_path(self.driver, path, digest.algorithm)
         except PathNotFoundError:
             return False
@@ -315,7 +318,12 @@ class Layout:
         else:
             if await self.blob_size(digest) is not None:
                 log.warning("blob %s in storage is corrupt: replaced by a verified upload", digest)
-            await self.driver.move(staged, blob_data_path(digest))
+            # A snapshot, not a plain move: on S3 the blob then keeps its SHA-256 checksum, so a
+            # later check of it needs no read, and the copy is verified once more on the way.
+            published = await self.driver.snapshot(staged, blob_data_path(digest), digest.algorithm)
+            if published.hexdigest not in (None, digest.hex) or published.size != size:
+                await self.quarantine_corrupt(digest)
+                raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
         self.forget_blob(digest)
 
     async def quarantine_corrupt(self, digest: Digest) -> bool:

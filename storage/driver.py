@@ -130,3 +130,7 @@ class Driver(Protocol):
         Upload commits verify exactly the bytes at ``dest``, then publish ``dest``: what was
         verified is what is published. Raises PathNotFoundError when ``source`` is missing.
         """
+
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        """The hex digest of ``path`` that the store itself computed and keeps with the object
+        (S3's full-object SHA-256 checksum), or None: never computed here by reading it."""

@@ -348,6 +348,9 @@ class FilesystemDriver:
         fd = await asyncio.to_thread(take)
         return None if fd is None else FilesystemLock(path, local, fd)
 
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        return None  # a file keeps no checksum
+
     async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
         """Rename, then prove with a read lease that no writer still has the file open.
 

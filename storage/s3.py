@@ -112,6 +112,15 @@ def _is_conflict(exc: botocore.exceptions.ClientError) -> bool:
     return _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
 
 
+def _full_sha256(head: dict[str, Any], algorithm: str) -> str | None:
+    """The object's whole-content SHA-256 from a HEAD with ChecksumMode, as hex, if S3 keeps
+    one (a multipart object's checksum is of its parts' checksums: not a content digest)."""
+    checksum = head.get("ChecksumSHA256") if algorithm == "sha256" else None
+    if not checksum or "-" in checksum or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return base64.b64decode(checksum).hex()
+
+
 class S3Lock:
     """A lease on one lock object; see the module docstring."""
 
@@ -712,11 +721,19 @@ class S3Driver:
         # What the private copy holds, by S3's own account of it.
         got = await self._call(self.client.head_object, Bucket=self.bucket, Key=dst, ChecksumMode="ENABLED")
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=src)
-        checksum = got.get("ChecksumSHA256") if algorithm == "sha256" else None
-        hexdigest = None
-        if checksum and "-" not in checksum and got.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-            hexdigest = base64.b64decode(checksum).hex()
-        return Snapshot(int(got["ContentLength"]), hexdigest)
+        return Snapshot(int(got["ContentLength"]), _full_sha256(got, algorithm))
+
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        if algorithm != "sha256":
+            return None
+        try:
+            got = await self._call(self.client.head_object, Bucket=self.bucket, Key=self.key(path),
+                                   ChecksumMode="ENABLED")
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                raise PathNotFoundError(path) from None
+            raise
+        return _full_sha256(got, algorithm)
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         prefix = self._dir_prefix(path)

@@ -391,6 +391,10 @@ class DriverSuite:
         assert snap.size == len(data)
         assert snap.hexdigest in (None, hashlib.sha256(data).hexdigest())
         assert await read_all(driver, "/snap/frozen") == data
+        # What the store keeps, if anything, is the digest of the content (never a guess).
+        kept = await driver.stored_digest("/snap/frozen", "sha256")
+        assert kept in (None, hashlib.sha256(data).hexdigest())
+        assert kept is not None or driver.name != "s3"  # S3 computes it while copying
         with pytest.raises(PathNotFoundError):
             await driver.stat("/snap/src")
         with pytest.raises(PathNotFoundError):
