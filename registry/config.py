@@ -59,6 +59,7 @@ class S3Config:
     chunksize: int = field(default=10 * 1024 * 1024, metadata=SIZE)
     secure: bool = True
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
+    lockttl: float = duration_field(30.0)  # an upload-session lock outlives a dead holder this long
 
 
 @dataclass

@@ -18,6 +18,14 @@ subject that does not exist yet works and listing needs no scan:
 
 Distribution ignores the extra directory (its tags and revisions walks never enter it).
 
+Outside Distribution's two trees, pyreg keeps upload-session locks under
+``/docker/registry/v2/pyreg-locks/uploads/<name>/<id>`` (held only while a request works on the
+session) and moves blobs found corrupt to ``/docker/registry/v2/pyreg-corrupt/<alg>/<hex>``.
+
+Blob integrity: a blob is published only from a snapshot whose digest was verified (see
+``publish_blob``); a publish never replaces a valid blob, but does replace one whose bytes do
+not hash to its name, so an honest upload repairs a corrupt or poisoned blob.
+
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
 them) and dropped at once by this process's own writes and deletes.
@@ -25,12 +33,15 @@ them) and dropped at once by this process's own writes and deletes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from storage.digest import Digest, DigestError
+from storage.digest import Digest, DigestError, new_hasher
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
 from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
@@ -38,6 +49,10 @@ from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_medi
 ROOT: Final = "/docker/registry/v2"
 BLOBS: Final = f"{ROOT}/blobs"
 REPOSITORIES: Final = f"{ROOT}/repositories"
+LOCKS: Final = f"{ROOT}/pyreg-locks"
+CORRUPT: Final = f"{ROOT}/pyreg-corrupt"
+
+log = logging.getLogger("pyreg.layout")
 
 
 class TTLCache:
@@ -164,6 +179,29 @@ def upload_startedat_path(name: str, upload_id: str) -> str:
     return f"{upload_path(name, upload_id)}/startedat"
 
 
+def upload_commit_path(name: str, upload_id: str, token: str) -> str:
+    """Where a finishing request freezes the session's data: a name only that request knows."""
+    return f"{upload_path(name, upload_id)}/commit-{token}"
+
+
+def upload_lock_path(name: str, upload_id: str) -> str:
+    return f"{LOCKS}/uploads/{name}/{upload_id}"
+
+
+def corrupt_path(digest: Digest) -> str:
+    return f"{CORRUPT}/{digest.algorithm}/{digest.hex}"
+
+
+async def hash_path(driver: Driver, path: str, algorithm: str) -> tuple[Digest, int]:
+    """Digest and size of the bytes stored at ``path``, read back in large chunks."""
+    hasher = new_hasher(algorithm)
+    size = 0
+    async for chunk in driver.reader(path):
+        hasher.update(chunk)
+        size += len(chunk)
+    return Digest(algorithm, hasher.hexdigest()), size
+
+
 async def delete_path(driver: Driver, path: str) -> bool:
     """Delete a file or a tree; False when it was not there (a concurrent delete is no error)."""
     try:
@@ -171,6 +209,10 @@ async def delete_path(driver: Driver, path: str) -> bool:
     except PathNotFoundError:
         return False
     return True
+
+
+class CorruptBlobError(Exception):
+    """A blob being served turned out not to be what its name says; the answer must be cut."""
 
 
 def _basename(path: str) -> str:
@@ -244,19 +286,119 @@ class Layout:
             return False
         return await self._delete(layer_link_path(name, digest).rsplit("/", 1)[0])
 
-    async def commit_blob(self, source: str, digest: Digest) -> None:
-        """Move verified upload data into the blob store; a blob already there is kept."""
-        if await self.blob_size(digest) is not None:
-            await self._delete(source)
-            return
-        await self.driver.move(source, blob_data_path(digest))
+    async def blob_is_valid(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether the stored blob exists, has ``size`` (when given) and hashes to its name.
+
+        Reads the whole blob: for the rare paths that must know (a second upload of a digest
+        already stored, a blob a GET found corrupt), never for serving.
+        """
+        path = blob_data_path(digest)
+        try:
+            info = await self.driver.stat(path)
+            if info.is_dir or (size is not None and info.size != size):
+                return False
+            kept = await self.driver.stored_digest(path, digest.algorithm)
+            if kept is not None:  # the store hashed it when it was written (S3): no read
+                return kept == digest.hex
+            actual, read = await hash_path(self.driver, path, digest.algorithm)
+        except PathNotFoundError:
+            return False
+        return actual == digest and read == info.size
+
+    async def publish_blob(self, staged: str, digest: Digest, size: int) -> None:
+        """Move verified, frozen bytes (a ``snapshot``) to the blob path.
+
+        A valid blob already there is kept (a re-upload never replaces it; the staged copy is
+        dropped). One that is missing, of another size or not hashing to its name is replaced:
+        the first stored copy of a digest must not win when it is wrong. Two finishes of one
+        digest racing here both publish verified bytes, so either outcome is the right blob.
+        """
+        if await self.blob_is_valid(digest, size):
+            await self._delete(staged)
+        else:
+            if await self.blob_size(digest) is not None:
+                log.warning("blob %s in storage is corrupt: replaced by a verified upload", digest)
+            # A snapshot, not a plain move: on S3 the blob then keeps its SHA-256 checksum, so a
+            # later check of it needs no read, and the copy is verified once more on the way.
+            published = await self.driver.snapshot(staged, blob_data_path(digest), digest.algorithm)
+            if published.hexdigest not in (None, digest.hex) or published.size != size:
+                await self.quarantine_corrupt(digest)
+                raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
+        self.forget_blob(digest)
+
+    async def quarantine_corrupt(self, digest: Digest) -> bool:
+        """Move a blob that a read found corrupt out of the blob store (kept for inspection),
+        so every repository reports it missing and clients upload it again; True if moved.
+
+        It is hashed once more first: a verified upload may have repaired it meanwhile.
+        """
+        self.forget_blob(digest)
+        if await self.blob_is_valid(digest):
+            return False
+        try:
+            await self.driver.move(blob_data_path(digest), corrupt_path(digest))
+        except PathNotFoundError:
+            return False
+        log.error("blob %s does not hash to its digest: moved to %s", digest, corrupt_path(digest))
+        return True
+
+    async def checked_stream(self, digest: Digest, chunks: AsyncIterator[bytes], length: int,
+                             whole: bool) -> AsyncIterator[bytes]:
+        """Pass ``chunks`` through, checking there are exactly ``length`` bytes and, for the
+        ``whole`` blob, that they hash to ``digest``; the last chunk is held back until both
+        hold. Otherwise CorruptBlobError is raised before it, so the client never gets a
+        complete, valid-looking answer (the connection is cut short of its Content-Length),
+        and a blob whose bytes are wrong is moved out of the store.
+        """
+        hasher = new_hasher(digest.algorithm) if whole else None
+        hashing: asyncio.Future[None] | None = None  # a chunk hashed in a thread while one is sent
+        sent = 0
+        held: bytes | None = None
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if held is not None:
+                    yield held
+                held = chunk
+                sent += len(chunk)
+                if hasher is not None:
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
+                if sent > length:
+                    break
+            if hashing is not None:
+                await hashing
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        wrong = sent != length
+        if hasher is not None and not wrong:
+            wrong = Digest(digest.algorithm, hasher.hexdigest()) != digest
+        if wrong:
+            log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read); "
+                      "answer cut short", digest, sent, length)
+            self.forget_blob(digest)
+            if whole or sent < length:
+                await self.quarantine_corrupt(digest)
+            raise CorruptBlobError(str(digest))
+        if held is not None:
+            yield held
 
     async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
-        """Store small verified content (manifests) in the blob store."""
+        """Store small verified content (manifests) in the blob store; a copy already there is
+        rewritten unless it holds exactly these bytes."""
+        path = blob_data_path(digest)
         if await self.blob_size(digest) == len(data):
-            return
-        await self.driver.put_content(blob_data_path(digest), data)
-        self._sizes.pop(digest)
+            try:
+                if await self.driver.get_content(path) == data:
+                    return
+            except PathNotFoundError:
+                pass
+        await self.driver.put_content(path, data)
+        self.forget_blob(digest)
 
     def forget_blob(self, digest: Digest) -> None:
         self._sizes.pop(digest)
@@ -287,6 +429,9 @@ class Layout:
         try:
             data = await self.driver.get_content(blob_data_path(digest))
         except PathNotFoundError:
+            return None
+        if Digest.of(data, digest.algorithm) != digest:
+            log.error("manifest blob %s does not hash to its digest: not served", digest)
             return None
         item = StoredManifest(digest, data, sniff_media_type(data))
         self._content.put(item)

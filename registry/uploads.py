@@ -5,10 +5,23 @@ Distribution keeps them, so any process or replica can take the next chunk and a
 nothing. As in Distribution, every chunk opens the data with ``append=True``, writes and only
 closes it; the size is the one that writer sees (on S3 the open multipart upload, which a stat of
 the key cannot see), and only the final PUT commits. So a chunk never re-copies what earlier
-chunks stored. The running hash kept in memory, keyed by (upload id, offset), only saves
-re-reading: on a miss the digest is recomputed from the committed data. Finishing verifies digest
-and size first and only then moves the data out of the session into the blob store, so a blob is
-never visible under a digest its bytes do not have.
+chunks stored. A session exists while its ``startedat`` does (Distribution's rule too).
+
+Integrity, whatever requests race on one session (several workers, several replicas):
+
+- **One writer at a time.** Every request that reads or changes a session (status, PATCH, PUT,
+  DELETE, purge) first takes the session's lock in the *storage* (``Driver.try_lock``: a flock
+  on disk, a conditional-write lease on S3), never in process memory, and a request that finds
+  it taken is refused at once (UploadBusyError: 416 BLOB_UPLOAD_INVALID), never interleaved.
+  A dead holder's lock does not outlive it (the kernel drops a flock; an S3 lease expires).
+- **Verify exactly what is published.** Finishing commits the data, then ``snapshot``s it to a
+  name only this request knows, frozen against any writer still open, and the digest checked is
+  that of the snapshot: S3 computes it while copying; on disk the running hash kept in memory is
+  used when it counted exactly the snapshot's bytes under the lock, else the snapshot is read
+  back. Only the verified snapshot is moved into ``blobs/`` (``Layout.publish_blob``).
+- The running hash, keyed by (upload id, offset), only saves re-reading: the lock proves no one
+  else appended since it was kept, the offset that nothing was lost, and a session id is never
+  reused (its lock-holding requests refuse a session without ``startedat``).
 """
 
 from __future__ import annotations
@@ -23,9 +36,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from registry import layout as paths
-from registry.layout import Layout
+from registry.layout import Layout, hash_path
 from storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
-from storage.driver import FileWriter
+from storage.driver import FileWriter, Lock, Snapshot
 from storage.errors import PathNotFoundError
 
 log = logging.getLogger("pyreg.uploads")
@@ -40,6 +53,10 @@ def valid_upload_id(upload_id: str) -> bool:
 
 class UploadUnknownError(Exception):
     """No session with this id in this repository."""
+
+
+class UploadBusyError(Exception):
+    """Another request (any process, any replica) is working on this session right now."""
 
 
 class RangeMismatchError(Exception):
@@ -129,38 +146,45 @@ class Uploads:
         self._keep_hasher(upload_id, algorithm, 0, new_hasher(algorithm))
         return upload_id
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str, upload_id: str) -> AsyncIterator[Lock]:
+        """Hold the session's storage lock, or raise UploadBusyError / UploadUnknownError."""
+        if not valid_upload_id(upload_id):
+            raise UploadUnknownError(upload_id)
+        lock = await self.driver.try_lock(paths.upload_lock_path(name, upload_id))
+        if lock is None:
+            raise UploadBusyError(upload_id)
+        try:
+            yield lock
+        finally:
+            await lock.release()
+
     async def _open(self, name: str, upload_id: str) -> FileWriter:
-        """The session's data opened for appending; raises UploadUnknownError.
+        """The session's data opened for appending (the lock held); raises UploadUnknownError.
 
         The writer, not a stat, knows how much a session holds: between chunks the data stays
         uncommitted (on S3 an open multipart upload plus its journal, which no stat sees), as
         Distribution keeps it, so a chunk never re-copies what earlier chunks stored.
         """
-        if not valid_upload_id(upload_id):
-            raise UploadUnknownError(upload_id)
-        data = paths.upload_data_path(name, upload_id)
         try:
-            # Distribution writes ``startedat`` first, then ``data``: either one is a session.
-            await self.driver.stat(paths.upload_startedat_path(name, upload_id))
+            info = await self.driver.stat(paths.upload_startedat_path(name, upload_id))
         except PathNotFoundError:
-            try:
-                info = await self.driver.stat(data)
-            except PathNotFoundError:
-                raise UploadUnknownError(upload_id) from None
-            if info.is_dir:
-                raise UploadUnknownError(upload_id) from None
-        return await self.driver.writer(data, append=True)
+            raise UploadUnknownError(upload_id) from None
+        if info.is_dir:
+            raise UploadUnknownError(upload_id)
+        return await self.driver.writer(paths.upload_data_path(name, upload_id), append=True)
 
     async def size(self, name: str, upload_id: str) -> int:
-        """Bytes received so far; raises UploadUnknownError.
+        """Bytes received so far; raises UploadUnknownError or UploadBusyError.
 
         Opening and closing a writer that wrote nothing changes nothing in storage.
         """
-        writer = await self._open(name, upload_id)
-        try:
-            return writer.size
-        finally:
-            await writer.close()
+        async with self._locked(name, upload_id):
+            writer = await self._open(name, upload_id)
+            try:
+                return writer.size
+            finally:
+                await writer.close()
 
     def _running_hasher(self, upload_id: str, size: int) -> tuple[str, Hasher | None]:
         """(algorithm, hasher) of the cached state at ``size``, which the caller now owns."""
@@ -183,75 +207,91 @@ class Uploads:
         process. A body cut short keeps what arrived, so the client can ask for the status and
         resume.
         """
-        writer = await self._open(name, upload_id)
-        ok = False
-        try:
-            size = writer.size
-            if start is not None and start != size:
-                raise RangeMismatchError(size)
-            algorithm, hasher = self._running_hasher(upload_id, size)
-            await _write_body(writer, body, hasher)
-            ok = True
-        finally:
-            await writer.close()
-        new_size = writer.size
-        if ok and hasher is not None:
-            self._keep_hasher(upload_id, algorithm, new_size, hasher)
-        return new_size
+        async with self._locked(name, upload_id):
+            writer = await self._open(name, upload_id)
+            ok = False
+            try:
+                size = writer.size
+                if start is not None and start != size:
+                    raise RangeMismatchError(size)
+                algorithm, hasher = self._running_hasher(upload_id, size)
+                await _write_body(writer, body, hasher)
+                ok = True
+            finally:
+                await writer.close()
+            new_size = writer.size
+            if ok and hasher is not None:
+                self._keep_hasher(upload_id, algorithm, new_size, hasher)
+            return new_size
 
     async def finish(self, name: str, upload_id: str, digest: Digest,
                      expected_size: int | None = None, body: AsyncIterator[bytes] | None = None,
                      start: int | None = None) -> int:
-        """Append a last ``body`` (if any), commit the data, verify it against ``digest`` (and
-        size), and only then move it into the blob store and link it.
+        """Append a last ``body`` (if any), commit and snapshot the data, verify the snapshot
+        against ``digest`` (and size), and only then publish it in the blob store and link it.
 
-        The committed data is still in the session's own area, so committing before verifying
-        never shows a blob under a digest its bytes do not have. On a mismatch the session is
-        dropped and nothing is stored.
+        On a mismatch the session is dropped and nothing is stored.
         """
-        writer = await self._open(name, upload_id)
-        try:
-            size = writer.size
-            if start is not None and start != size:
-                raise RangeMismatchError(size)
-            hasher = self._take_hasher(upload_id, digest.algorithm, size)
-            if hasher is None and size == 0:
-                hasher = new_hasher(digest.algorithm)
-            self._forget(upload_id)
-            if body is not None:
-                await _write_body(writer, body, hasher)
-            size = writer.size
-            await writer.commit()
-        finally:
-            await writer.close()
-        data = paths.upload_data_path(name, upload_id)
-        if hasher is None:  # another process took the earlier chunks: read back what is stored
-            hasher = new_hasher(digest.algorithm)
-            async for chunk in self.driver.reader(data):
-                hasher.update(chunk)
-        actual = Digest(digest.algorithm, hasher.hexdigest())
-        if actual != digest:
-            await self.cancel(name, upload_id)
-            raise UploadDigestMismatchError(digest, actual)
-        if expected_size is not None and expected_size != size:
-            await self.cancel(name, upload_id)
-            raise UploadSizeMismatchError(expected_size, size)
-        await self.layout.commit_blob(data, digest)
-        await self.layout.link_blob(name, digest)
-        with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(paths.upload_path(name, upload_id))
-        self._forget(upload_id)
-        return size
+        async with self._locked(name, upload_id) as lock:
+            writer = await self._open(name, upload_id)
+            try:
+                size = writer.size
+                if start is not None and start != size:
+                    raise RangeMismatchError(size)
+                hasher = self._take_hasher(upload_id, digest.algorithm, size)
+                if hasher is None and size == 0:
+                    hasher = new_hasher(digest.algorithm)
+                self._forget(upload_id)
+                if body is not None:
+                    await _write_body(writer, body, hasher)
+                counted = writer.size  # the bytes the running hash saw, if it covers them all
+                await writer.commit()
+            finally:
+                await writer.close()
+            await lock.check()  # still ours: nobody else wrote while we did (else: LockLostError)
+            staged = paths.upload_commit_path(name, upload_id, uuid.uuid4().hex)
+            snap = await self.driver.snapshot(paths.upload_data_path(name, upload_id), staged,
+                                              digest.algorithm)
+            actual = await self._snapshot_digest(snap, staged, digest.algorithm,
+                                                 hasher if counted == snap.size else None)
+            if actual != digest:
+                await self._drop(name, upload_id)
+                raise UploadDigestMismatchError(digest, actual)
+            if expected_size is not None and expected_size != snap.size:
+                await self._drop(name, upload_id)
+                raise UploadSizeMismatchError(expected_size, snap.size)
+            await self.layout.publish_blob(staged, digest, snap.size)
+            await self.layout.link_blob(name, digest)
+            await self._drop(name, upload_id)
+            return snap.size
 
-    async def cancel(self, name: str, upload_id: str) -> bool:
+    async def _snapshot_digest(self, snap: Snapshot, staged: str, algorithm: str,
+                               hasher: Hasher | None) -> Digest:
+        """The digest of exactly the bytes ``staged`` holds (frozen, private)."""
+        if snap.hexdigest is not None:  # computed by the driver over the frozen copy
+            return Digest(algorithm, snap.hexdigest)
+        if hasher is not None:  # counted exactly these bytes, under the lock
+            return Digest(algorithm, hasher.hexdigest())
+        actual, read = await hash_path(self.driver, staged, algorithm)  # another process had chunks
+        if read != snap.size:
+            raise UploadSizeMismatchError(snap.size, read)
+        return actual
+
+    async def _drop(self, name: str, upload_id: str) -> bool:
         self._forget(upload_id)
-        if not valid_upload_id(upload_id):
-            return False
         try:
             await self.driver.delete(paths.upload_path(name, upload_id))
         except PathNotFoundError:
             return False
         return True
+
+    async def cancel(self, name: str, upload_id: str) -> bool:
+        """Delete a session; False when it is unknown. Raises UploadBusyError while in use."""
+        self._forget(upload_id)
+        if not valid_upload_id(upload_id):
+            return False
+        async with self._locked(name, upload_id):
+            return await self._drop(name, upload_id)
 
     # -- purging stale sessions ------------------------------------------------------------------
 
@@ -279,6 +319,19 @@ class Uploads:
         async for found in visit(paths.REPOSITORIES):
             yield found
 
+    async def _purge_locks(self) -> None:
+        """Remove lock names whose holder died before releasing them (nobody holds them)."""
+        try:
+            found = [info.path async for info in self.driver.walk(f"{paths.LOCKS}/uploads")
+                     if not info.is_dir]
+        except PathNotFoundError:
+            return
+        for path in found:
+            with contextlib.suppress(PathNotFoundError):
+                lock = await self.driver.try_lock(path)
+                if lock is not None:
+                    await lock.release()
+
     async def purge(self, age: float, dryrun: bool = False, now: datetime | None = None) -> list[str]:
         """Delete sessions started more than ``age`` seconds ago; returns their paths."""
         now = now or datetime.now(UTC)
@@ -294,11 +347,17 @@ class Uploads:
                     continue
             if (now - started).total_seconds() <= age:
                 continue
-            purged.append(session)
             if not dryrun:
-                with contextlib.suppress(PathNotFoundError):
-                    await self.driver.delete(session)
-                self._forget(session.rsplit("/", 1)[-1])
+                upload_id = session.rsplit("/", 1)[-1]
+                name = _repo[len(paths.REPOSITORIES) + 1:]
+                try:
+                    async with self._locked(name, upload_id):
+                        await self._drop(name, upload_id)
+                except (UploadBusyError, UploadUnknownError):
+                    continue  # a request is using it after all (or the id is not ours): keep it
+            purged.append(session)
+        if not dryrun:
+            await self._purge_locks()
         if purged:
             log.info("purged %d stale upload(s)%s", len(purged), " (dry run)" if dryrun else "")
         return purged

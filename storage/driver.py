@@ -60,6 +60,26 @@ class FileWriter(Protocol):
         """Make the written content durable and readable."""
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What ``Driver.snapshot`` froze: its size and, when the driver computed it while moving
+    the bytes (S3's server-side checksum of the copy), their hex digest; else None."""
+
+    size: int
+    hexdigest: str | None = None
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """An exclusive lock on one path, held across processes and replicas sharing the storage."""
+
+    async def check(self) -> None:
+        """Raise LockLostError unless this lock is still held (and, for a lease, renew it now)."""
+
+    async def release(self) -> None:
+        """Give the lock up; idempotent, and never removes a lock that another holder took over."""
+
+
 @runtime_checkable
 class Driver(Protocol):
     name: str
@@ -93,3 +113,24 @@ class Driver(Protocol):
 
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         """Every file and directory below ``path`` (depth first, order unspecified)."""
+
+    async def try_lock(self, path: str) -> Lock | None:
+        """Take the exclusive lock named ``path`` at once, or None when someone else holds it.
+
+        Held across every process and replica on this storage; a holder that dies (SIGKILL)
+        must not keep it forever. ``path`` is a lock name, not content: it is not listed or
+        walked as a file by callers, and ``release`` removes it.
+        """
+
+    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
+        """Move the committed content of ``source`` to the new private path ``dest`` so that no
+        writer of ``source`` (one racing this call, or one still open) can change ``dest``
+        afterwards, and return its size (and digest when the move computed it).
+
+        Upload commits verify exactly the bytes at ``dest``, then publish ``dest``: what was
+        verified is what is published. Raises PathNotFoundError when ``source`` is missing.
+        """
+
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        """The hex digest of ``path`` that the store itself computed and keeps with the object
+        (S3's full-object SHA-256 checksum), or None: never computed here by reading it."""

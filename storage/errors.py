@@ -23,3 +23,11 @@ class InvalidPathError(StorageError):
 
 class InvalidOffsetError(StorageError):
     """A read or append asked for an offset the stored data does not have."""
+
+
+class LockLostError(StorageError):
+    """A lock this process held was taken over (its lease ran out) or removed: stop writing."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"lock lost: {path}")
+        self.path = path

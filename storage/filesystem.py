@@ -2,12 +2,26 @@
 
 Blocking calls run in worker threads so the event loop never waits on the disk. Small files are
 replaced by write-aside-and-rename; large ones stream through an append writer.
+
+Other processes (workers, replicas on the same disk, ``pyreg gc``) change the tree at the same
+time, so every call treats a directory vanishing or appearing under it as normal: a delete that
+finds part of the tree already gone finishes the rest, a write whose directory was removed
+re-creates it. None of these races is a 500.
+
+Locks (``try_lock``) are ``flock`` locks on a lock file: the kernel releases them when the holder
+dies, however it dies, so a SIGKILLed worker never wedges one. ``flock`` is per open file
+description, so two requests of one process exclude each other as two processes do. The holder
+removes the file on release; a locker that wins the flock on a file that was removed meanwhile
+sees that the path no longer names its inode and reports the lock busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -15,30 +29,14 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import BinaryIO, TypeVar
 
-from storage.driver import FileInfo, check_path
-from storage.errors import InvalidOffsetError, PathNotFoundError
+from storage.driver import FileInfo, Snapshot, check_path
+from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
 
-_WRITE_ATTEMPTS = 5
 T = TypeVar("T")
-
-
-def _despite_deletes(create: Callable[[], T]) -> T:
-    """Run ``create`` (makedirs, then create a file) again when a concurrent delete interferes.
-
-    A delete of a parent directory (untag, unlink, cancel) can take it away between makedirs and
-    the file's creation: makedirs then says FileExistsError, open or replace FileNotFoundError.
-    The write comes after that delete, so it starts over.
-    """
-    for attempt in range(_WRITE_ATTEMPTS):
-        try:
-            return create()
-        except (FileNotFoundError, FileExistsError):
-            if attempt == _WRITE_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
+RETRIES = 8  # a directory removed (or filled) under us this many times in a row is a real error
 
 
 class FilesystemWriter:
@@ -98,6 +96,96 @@ class FilesystemWriter:
         await asyncio.to_thread(sync)
 
 
+class FilesystemLock:
+    """A held ``flock`` on a lock file; see the module docstring."""
+
+    def __init__(self, path: str, local: str, fd: int) -> None:
+        self._path = path
+        self._local = local
+        self._fd: int | None = fd
+
+    def _same_file(self) -> bool:
+        if self._fd is None:
+            return False
+        try:
+            st = os.stat(self._local)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    async def check(self) -> None:
+        if not await asyncio.to_thread(self._same_file):
+            raise LockLostError(self._path)
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+
+        def unlock() -> None:
+            try:  # still holding the flock: nobody can have put another file at the path
+                st, mine = os.stat(self._local), os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.unlink(self._local)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(unlock)
+
+
+def _makedirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _retry_missing_dir(fn: Callable[[], T], directory: str) -> T:
+    """Run ``fn``, re-creating ``directory`` when another process removed it (or a file of
+    ours in it) under us; ``fn`` must be safe to run again."""
+    for _ in range(RETRIES):
+        try:
+            _makedirs(directory)
+            return fn()
+        except FileNotFoundError:
+            continue
+    _makedirs(directory)
+    return fn()
+
+
+def _rmtree(local: str) -> None:
+    """Remove a tree that other processes may be removing, or writing into, at the same time."""
+
+    def gone(_fn: object, _path: str, exc: object) -> None:
+        err = exc[1] if isinstance(exc, tuple) else exc
+        if isinstance(err, FileNotFoundError):
+            return  # removed by someone else first: what we wanted
+        raise err  # type: ignore[misc]
+
+    for _ in range(RETRIES):
+        try:
+            shutil.rmtree(local, onerror=gone)  # onexc needs Python 3.12
+            return
+        except OSError as e:  # a file appeared in a directory being removed: go round again
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    shutil.rmtree(local, onerror=gone)
+
+
+def _no_writers(fd: int) -> bool | None:
+    """True when no file description anywhere has this file open for writing (the kernel's
+    word: a read lease is refused while one exists), False when one does, None when this
+    filesystem or process cannot take leases (NFS, another owner without CAP_LEASE)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EBUSY):
+            return False
+        return None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
+
+
 class FilesystemDriver:
     """Stores everything under one root directory on local disk."""
 
@@ -127,8 +215,7 @@ class FilesystemDriver:
     async def put_content(self, path: str, data: bytes) -> None:
         local = self.local_path(path)
 
-        def write_once() -> None:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
+        def write() -> None:
             aside = f"{local}.{uuid.uuid4().hex}.tmp"
             try:
                 with open(aside, "wb") as f:
@@ -139,7 +226,7 @@ class FilesystemDriver:
                     os.remove(aside)
                 raise
 
-        await asyncio.to_thread(_despite_deletes, write_once)
+        await asyncio.to_thread(_retry_missing_dir, write, os.path.dirname(local))
 
     async def reader(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         local = self.local_path(path)
@@ -173,11 +260,10 @@ class FilesystemDriver:
         local = self.local_path(path)
 
         def open_for_write() -> tuple[BinaryIO, int]:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
             f = open(local, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
             return f, f.seek(0, os.SEEK_END)
 
-        f, size = await asyncio.to_thread(_despite_deletes, open_for_write)
+        f, size = await asyncio.to_thread(_retry_missing_dir, open_for_write, os.path.dirname(local))
         return FilesystemWriter(f, size)
 
     async def stat(self, path: str) -> FileInfo:
@@ -204,35 +290,101 @@ class FilesystemDriver:
         def rename() -> None:
             if not os.path.exists(src_local):
                 raise PathNotFoundError(source)
-            os.makedirs(os.path.dirname(dest_local), exist_ok=True)
             os.replace(src_local, dest_local)
 
-        await asyncio.to_thread(_despite_deletes, rename)
+        def move() -> None:
+            try:
+                _retry_missing_dir(rename, os.path.dirname(dest_local))
+            except FileNotFoundError:
+                raise PathNotFoundError(source) from None
+
+        await asyncio.to_thread(move)
 
     async def delete(self, path: str) -> None:
         local = self.local_path(path)
 
         def remove() -> None:
-            # A tree is renamed aside first (atomic, and hidden from list/walk as .tmp), so two
-            # deletes racing on it cannot trip over each other's half-removed entries.
-            try:
-                os.remove(local)  # a file or a symlink
-                return
-            except IsADirectoryError:
-                pass
-            except FileNotFoundError:
-                raise PathNotFoundError(path) from None
-            aside = f"{local}.{uuid.uuid4().hex}.deleting.tmp"
-            try:
-                os.rename(local, aside)
-            except FileNotFoundError:
-                raise PathNotFoundError(path) from None
-            shutil.rmtree(aside, ignore_errors=True)
+            for _ in range(RETRIES):
+                try:
+                    if os.path.isdir(local) and not os.path.islink(local):
+                        _rmtree(local)  # parts already removed by someone else are no error
+                    else:
+                        os.remove(local)
+                    return
+                except FileNotFoundError:
+                    raise PathNotFoundError(path) from None
+                except IsADirectoryError:
+                    continue  # a file replaced by a directory since the check: look again
+            raise PathNotFoundError(path)
 
         await asyncio.to_thread(remove)
 
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         return None
+
+    async def try_lock(self, path: str) -> FilesystemLock | None:
+        local = self.local_path(path)
+
+        def take() -> int | None:
+            for _ in range(RETRIES):
+                fd = _retry_missing_dir(
+                    lambda: os.open(local, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600),
+                    os.path.dirname(local))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    return None
+                try:
+                    st = os.stat(local)
+                except FileNotFoundError:
+                    st = None
+                mine = os.fstat(fd)
+                if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                    return fd
+                os.close(fd)  # its holder removed that file as we locked it: try the new one
+            return None
+
+        fd = await asyncio.to_thread(take)
+        return None if fd is None else FilesystemLock(path, local, fd)
+
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        return None  # a file keeps no checksum
+
+    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
+        """Rename, then prove with a read lease that no writer still has the file open.
+
+        The name ``dest`` is private, so once no open writer remains nothing can change the
+        file. Were a writer still open (a lock was broken), the bytes are copied into a new
+        file while they are hashed, and the copy is what ``dest`` holds: its digest is returned.
+        Where leases are unavailable the callers' lock is the proof (every writer of an upload
+        holds it while its file is open).
+        """
+        src_local, dest_local = self.local_path(source), self.local_path(dest)
+
+        def freeze() -> Snapshot:
+            try:
+                _retry_missing_dir(lambda: os.rename(src_local, dest_local), os.path.dirname(dest_local))
+            except FileNotFoundError:
+                raise PathNotFoundError(source) from None
+            fd = os.open(dest_local, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _no_writers(fd) is not False:
+                    return Snapshot(os.fstat(fd).st_size)
+                hasher = hashlib.new(algorithm)
+                aside = f"{dest_local}.{uuid.uuid4().hex}.tmp"
+                size = 0
+                with open(aside, "xb") as out:
+                    while chunk := os.read(fd, READ_CHUNK):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                os.replace(aside, dest_local)
+                return Snapshot(size, hasher.hexdigest())
+            finally:
+                os.close(fd)
+
+        return await asyncio.to_thread(freeze)
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         local = self.local_path(path)

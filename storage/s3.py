@@ -20,6 +20,20 @@ Resumable writers keep *all* their state in S3, never in process memory, so a wr
   size or more starts the upload with a server-side UploadPartCopy of it; a smaller one is read
   back (less than 5 MiB). With no valid journal, the committed object is the path's content.
 
+Locks (``try_lock``) are lease objects written with S3's conditional writes: taking one is a
+PutObject with ``If-None-Match: *`` (exactly one of several racing replicas creates the key), the
+holder renews it every ``lockttl / 3`` seconds with a PutObject ``If-Match`` its own last ETag
+(the body carries a counter, so every renewal has a new ETag), and releases it with a
+DeleteObject ``If-Match`` that ETag, so it can never remove a lock someone else holds. A lock
+whose holder died (SIGKILL) stops being renewed; once S3's own clock (the ``Date`` of our HEAD
+against the lock's ``Last-Modified``: one clock, no skew between replicas) says it is older than
+``lockttl``, a locker replaces it with ``If-Match`` the stale ETag: of several racing lockers
+one wins. A holder whose renewal fails has lost the lock and ``check`` says so.
+
+``snapshot`` copies the upload to its private key with ``ChecksumAlgorithm=SHA256``: S3 computes
+the SHA-256 of exactly the bytes the new object holds, so a commit is verified without reading
+the blob back and whatever a racing writer does to the source afterwards.
+
 ``move`` is a server-side copy (multipart UploadPartCopy above 5 GiB) then a delete, and readers
 stream one ranged GET in large chunks, resuming with a new ranged GET pinned to the same ETag
 if the connection drops. Nothing holds a whole blob in memory: a writer holds at most
@@ -29,10 +43,13 @@ if the connection drops. Nothing holds a whole blob in memory: a writer holds at
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import email.utils
 import functools
 import posixpath
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,8 +60,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from storage.driver import FileInfo, check_path
-from storage.errors import InvalidOffsetError, PathNotFoundError, StorageError
+from storage.driver import FileInfo, Snapshot, check_path
+from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError, StorageError
 
 T = TypeVar("T")
 
@@ -77,6 +94,7 @@ class S3Config:
     parallelparts: int = 3  # part uploads in flight per writer
     multipart_copy_threshold: int = MAX_COPY
     multipart_copy_chunksize: int = 1 << 30
+    lockttl: float = 30.0  # seconds a lock outlives its last renewal (a dead holder's lock)
 
 
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -86,6 +104,77 @@ def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_conflict(exc: botocore.exceptions.ClientError) -> bool:
+    """A conditional write lost: the precondition failed, or a racing write to the key won."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
+
+
+def _full_sha256(head: dict[str, Any], algorithm: str) -> str | None:
+    """The object's whole-content SHA-256 from a HEAD with ChecksumMode, as hex, if S3 keeps
+    one (a multipart object's checksum is of its parts' checksums: not a content digest)."""
+    checksum = head.get("ChecksumSHA256") if algorithm == "sha256" else None
+    if not checksum or "-" in checksum or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return base64.b64decode(checksum).hex()
+
+
+class S3Lock:
+    """A lease on one lock object; see the module docstring."""
+
+    def __init__(self, driver: S3Driver, path: str, key: str, owner: str, etag: str) -> None:
+        self._d = driver
+        self._path = path
+        self._key = key
+        self._owner = owner
+        self._etag: str | None = etag
+        self._count = 0
+        self._mutex = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._keep_alive())
+
+    async def _renew(self) -> None:
+        async with self._mutex:
+            if self._etag is None:
+                raise LockLostError(self._path)
+            self._count += 1
+            try:
+                resp = await self._d._call(self._d.client.put_object, Bucket=self._d.bucket, Key=self._key,
+                                           Body=f"{self._owner} {self._count}".encode(), IfMatch=self._etag)
+            except botocore.exceptions.ClientError as exc:
+                if _is_conflict(exc) or _is_missing(exc):
+                    self._etag = None
+                    raise LockLostError(self._path) from None
+                raise
+            self._etag = str(resp["ETag"])
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._d.config.lockttl / 3)
+            try:
+                await self._renew()
+            except LockLostError:
+                return
+            except Exception:  # a transient failure: the next round tries again
+                continue
+
+    async def check(self) -> None:
+        await self._renew()
+
+    async def release(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        async with self._mutex:
+            etag, self._etag = self._etag, None
+        if etag is None:
+            return
+        with contextlib.suppress(botocore.exceptions.ClientError):
+            await self._d._call(self._d.client.delete_object, Bucket=self._d.bucket, Key=self._key,
+                                IfMatch=etag)
 
 
 @dataclass(slots=True)
@@ -585,6 +674,67 @@ class S3Driver:
             self.client.generate_presigned_url, op, Params={"Bucket": self.bucket, "Key": self.key(path)},
             ExpiresIn=self.config.redirect_expiry))
 
+    async def try_lock(self, path: str) -> S3Lock | None:
+        key = self.key(path)
+        owner = uuid.uuid4().hex
+        for _ in range(3):
+            try:
+                resp = await self._call(self.client.put_object, Bucket=self.bucket, Key=key,
+                                        Body=f"{owner} 0".encode(), IfNoneMatch="*")
+                return S3Lock(self, path, key, owner, str(resp["ETag"]))
+            except botocore.exceptions.ClientError as exc:
+                if not _is_conflict(exc):
+                    raise
+            head = await self._head(key)
+            if head is None:
+                continue  # released between our two requests: try again
+            now = email.utils.parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
+            if (now - head["LastModified"]).total_seconds() <= self.config.lockttl:
+                return None
+            try:  # stale: its holder stopped renewing it; replace exactly that version
+                resp = await self._call(self.client.put_object, Bucket=self.bucket, Key=key,
+                                        Body=f"{owner} 0".encode(), IfMatch=head["ETag"])
+                return S3Lock(self, path, key, owner, str(resp["ETag"]))
+            except botocore.exceptions.ClientError as exc:
+                if _is_conflict(exc) or _is_missing(exc):
+                    return None
+                raise
+        return None
+
+    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
+        src, dst = self.key(source), self.key(dest)
+        head = await self._head(src)
+        if head is None:
+            raise PathNotFoundError(source)
+        size = int(head["ContentLength"])
+        if size > self.config.multipart_copy_threshold:
+            await self._copy(src, dst, size)  # no whole-object checksum: the caller reads it back
+        else:
+            kwargs: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if algorithm == "sha256" else {}
+            try:
+                await self._call(self.client.copy_object, Bucket=self.bucket, Key=dst,
+                                 CopySource={"Bucket": self.bucket, "Key": src}, **kwargs)
+            except botocore.exceptions.ClientError as exc:
+                if _is_missing(exc):
+                    raise PathNotFoundError(source) from None
+                raise
+        # What the private copy holds, by S3's own account of it.
+        got = await self._call(self.client.head_object, Bucket=self.bucket, Key=dst, ChecksumMode="ENABLED")
+        await self._call(self.client.delete_object, Bucket=self.bucket, Key=src)
+        return Snapshot(int(got["ContentLength"]), _full_sha256(got, algorithm))
+
+    async def stored_digest(self, path: str, algorithm: str) -> str | None:
+        if algorithm != "sha256":
+            return None
+        try:
+            got = await self._call(self.client.head_object, Bucket=self.bucket, Key=self.key(path),
+                                   ChecksumMode="ENABLED")
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                raise PathNotFoundError(path) from None
+            raise
+        return _full_sha256(got, algorithm)
+
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         prefix = self._dir_prefix(path)
         base = "" if path == "/" else path
@@ -636,6 +786,7 @@ def s3_config_from_dict(section: dict[str, Any]) -> S3Config:
         chunksize=int(section.get("chunksize") or DEFAULT_CHUNK),
         redirect=bool(redirect.get("enabled", False)),
         redirect_expiry=max(1, parse_duration(expiry) if isinstance(expiry, str) else int(expiry)),
+        lockttl=float(section.get("lockttl") or 30.0),
     )
 
 

@@ -181,6 +181,29 @@ class DriverSuite:
         with pytest.raises(PathNotFoundError):
             await driver.delete("/never/was")
 
+    async def test_deletes_race(self, make_driver: MakeDriver) -> None:
+        """Several processes deleting one tree: each returns or says not found, nothing else."""
+        for round_ in range(3):
+            writer = make_driver()
+            for i in range(20):
+                await writer.put_content(f"/race{round_}/d{i}/sub/link", b"x")
+            results = await asyncio.gather(*(make_driver().delete(f"/race{round_}") for _ in range(4)),
+                                           return_exceptions=True)
+            assert all(r is None or isinstance(r, PathNotFoundError) for r in results), results
+            assert any(r is None for r in results)
+            with pytest.raises(PathNotFoundError):
+                await make_driver().stat(f"/race{round_}/d0/sub/link")
+
+    async def test_write_races_removal_of_its_directory(self, make_driver: MakeDriver) -> None:
+        """A link written while its directory is being removed: either wins, no error escapes."""
+        a, b = make_driver(), make_driver()
+        for i in range(20):
+            await a.put_content(f"/wr/{i}/old", b"x")
+            results = await asyncio.gather(a.delete(f"/wr/{i}"), b.put_content(f"/wr/{i}/new/link", b"y"),
+                                           return_exceptions=True)
+            assert not [r for r in results if isinstance(r, BaseException)
+                        and not isinstance(r, PathNotFoundError)], results
+
     # -- reader --------------------------------------------------------------------------------
 
     async def test_reader(self, driver: Any) -> None:
@@ -321,6 +344,79 @@ class DriverSuite:
         await asyncio.gather(*(one(i) for i in range(8)))
         for i in range(8):
             assert await driver.get_content(f"/cc/{i}/data") == blob(100_000 + i, seed=i)
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    async def test_lock_is_exclusive_across_instances(self, make_driver: MakeDriver) -> None:
+        a, b = make_driver(), make_driver()
+        held = await a.try_lock("/locks/one")
+        assert held is not None
+        assert await b.try_lock("/locks/one") is None  # another process or replica
+        assert await a.try_lock("/locks/one") is None  # another request of the same process
+        other = await b.try_lock("/locks/two")  # locks are per name
+        assert other is not None
+        await held.check()
+        await held.release()
+        again = await b.try_lock("/locks/one")
+        assert again is not None
+        await held.release()  # a second release must not free the new holder's lock
+        assert await a.try_lock("/locks/one") is None
+        for lock in (again, other):
+            await lock.release()
+
+    async def test_lock_race_has_one_winner(self, make_driver: MakeDriver) -> None:
+        drivers = [make_driver() for _ in range(8)]
+        for _ in range(3):
+            got = await asyncio.gather(*(d.try_lock("/locks/race") for d in drivers))
+            winners = [lock for lock in got if lock is not None]
+            assert len(winners) == 1
+            await winners[0].release()
+
+    async def test_lock_names_are_not_content(self, driver: Any) -> None:
+        lock = await driver.try_lock("/lk/held")
+        assert lock is not None
+        await lock.release()
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/lk/held")
+
+    # -- snapshot ------------------------------------------------------------------------------
+
+    async def test_snapshot(self, driver: Any) -> None:
+        data = blob(2 * MiB + 17, seed=11)
+        w = await driver.writer("/snap/src")
+        await w.write(data)
+        await w.commit()
+        await w.close()
+        snap = await driver.snapshot("/snap/src", "/snap/frozen", "sha256")
+        assert snap.size == len(data)
+        assert snap.hexdigest in (None, hashlib.sha256(data).hexdigest())
+        assert await read_all(driver, "/snap/frozen") == data
+        # What the store keeps, if anything, is the digest of the content (never a guess).
+        kept = await driver.stored_digest("/snap/frozen", "sha256")
+        assert kept in (None, hashlib.sha256(data).hexdigest())
+        assert kept is not None or driver.name != "s3"  # S3 computes it while copying
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/snap/src")
+        with pytest.raises(PathNotFoundError):
+            await driver.snapshot("/snap/src", "/snap/other", "sha256")
+
+    async def test_snapshot_is_frozen_against_a_writer_still_open(self, make_driver: MakeDriver) -> None:
+        """A writer that was open across the snapshot (a broken lock) cannot change the copy."""
+        first = blob(3 * MiB, seed=12)
+        d = make_driver()
+        w = await d.writer("/snap2/src")
+        await w.write(first)
+        await w.commit()
+        await w.close()
+        late = await make_driver().writer("/snap2/src", append=True)  # open across the snapshot
+        snap = await make_driver().snapshot("/snap2/src", "/snap2/frozen", "sha256")
+        await late.write(b"appended by the late writer")
+        await late.commit()
+        await late.close()
+        frozen = await read_all(d, "/snap2/frozen")
+        assert frozen == first and snap.size == len(first)
+        if snap.hexdigest is not None:
+            assert snap.hexdigest == hashlib.sha256(frozen).hexdigest()
 
     # -- redirect ------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -29,12 +30,13 @@ from registry.routes.common import (
 )
 from registry.uploads import (
     RangeMismatchError,
+    UploadBusyError,
     UploadDigestMismatchError,
     UploadSizeMismatchError,
     UploadUnknownError,
 )
 from storage.digest import Digest, is_supported_algorithm
-from storage.errors import InvalidOffsetError, PathNotFoundError
+from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
 from storage.numbers import parse_uint
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -118,7 +120,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
         registry.layout.forget_blob(parse_digest(digest))
         raise blob_unknown(digest) from None
 
-    async def body() -> AsyncIterator[bytes]:
+    async def stored() -> AsyncIterator[bytes]:
         try:
             if first:
                 yield first
@@ -130,7 +132,9 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
             if aclose is not None:
                 await aclose()
 
-    return StreamingResponse(body(), status_code=status, headers=headers)
+    # Exactly ``length`` bytes, and for a whole blob its digest, or the answer is cut short.
+    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, status == 200)
+    return StreamingResponse(body, status_code=status, headers=headers)
 
 
 async def blob_delete(request: Request, registry: Registry, name: str, reference: str) -> Response:
@@ -197,7 +201,8 @@ async def upload_start(request: Request, registry: Registry, name: str, _: str) 
             await _finish(request, registry, name, upload_id, digest, _content_length(request),
                           body=request.stream())
         except BaseException:
-            await registry.uploads.cancel(name, upload_id)
+            with contextlib.suppress(UploadBusyError):
+                await registry.uploads.cancel(name, upload_id)
             raise
         return _created(request, registry, name, str(digest))
     upload_id = await registry.uploads.start(name, algorithm)
@@ -208,11 +213,21 @@ def _content_length(request: Request) -> int | None:
     return content_length(request)
 
 
-async def _session_size(registry: Registry, name: str, upload_id: str) -> int:
+def _busy(request: Request, registry: Registry, name: str, upload_id: str) -> RegistryError:
+    """Another request holds the session: refused, never interleaved (no Range: it is moving)."""
+    headers = _upload_headers(request, registry, name, upload_id, 0)
+    del headers["Range"], headers["Content-Length"]  # the error body sets its own length
+    return RegistryError("BLOB_UPLOAD_INVALID", "the upload is busy with another request; "
+                         "ask for its status and retry", status=416, headers=headers)
+
+
+async def _session_size(request: Request, registry: Registry, name: str, upload_id: str) -> int:
     try:
         return await registry.uploads.size(name, upload_id)
     except UploadUnknownError:
         raise upload_unknown(upload_id[:200]) from None
+    except UploadBusyError:
+        raise _busy(request, registry, name, upload_id) from None
 
 
 async def _range_start(request: Request, registry: Registry, name: str, upload_id: str) -> int | None:
@@ -223,7 +238,7 @@ async def _range_start(request: Request, registry: Registry, name: str, upload_i
     parsed = parse_content_range(raw_range)
     length = _content_length(request)
     if parsed is None or (length is not None and length != parsed[1] - parsed[0] + 1):
-        size = await _session_size(registry, name, upload_id)
+        size = await _session_size(request, registry, name, upload_id)
         raise RegistryError("BLOB_UPLOAD_INVALID", f"invalid Content-Range {raw_range[:100]!r}",
                             status=416, headers=_upload_headers(request, registry, name, upload_id, size))
     return parsed[0]
@@ -247,6 +262,8 @@ async def upload_patch(request: Request, registry: Registry, name: str, upload_i
         raise _range_mismatch(request, registry, name, upload_id, e) from None
     except UploadUnknownError:
         raise upload_unknown(upload_id[:200]) from None
+    except (UploadBusyError, LockLostError):
+        raise _busy(request, registry, name, upload_id) from None
     return Response(b"", status_code=202, headers=_upload_headers(request, registry, name, upload_id, size))
 
 
@@ -278,16 +295,22 @@ async def _finish(request: Request, registry: Registry, name: str, upload_id: st
         raise digest_invalid(str(e), str(digest)) from None
     except UploadSizeMismatchError as e:
         raise RegistryError("SIZE_INVALID", str(e)) from None
+    except (UploadBusyError, LockLostError):
+        raise _busy(request, registry, name, upload_id) from None
 
 
 async def upload_status(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
     check_name(name)
-    size = await _session_size(registry, name, upload_id)
+    size = await _session_size(request, registry, name, upload_id)
     return Response(b"", status_code=204, headers=_upload_headers(request, registry, name, upload_id, size))
 
 
 async def upload_cancel(request: Request, registry: Registry, name: str, upload_id: str) -> Response:
     check_name(name)
-    if not await registry.uploads.cancel(name, upload_id):
+    try:
+        cancelled = await registry.uploads.cancel(name, upload_id)
+    except UploadBusyError:
+        raise _busy(request, registry, name, upload_id) from None
+    if not cancelled:
         raise upload_unknown(upload_id[:200])
     return Response(b"", status_code=204, headers={**BASE_HEADERS, "Content-Length": "0"})
