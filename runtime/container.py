@@ -33,6 +33,7 @@ import sys
 
 from runtime import confine, devices, linux, rootfs, state
 from runtime.cgroups import Cgroup
+from runtime.record import Container, ContainerConfig
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def resolve_user(spec: str, etc: str = "/etc") -> tuple[int, int, list[int], str
 
 def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: str | None = None,
                  env: list[str] | None = None, workdir: str | None = None, user: str | None = None,
-                 ) -> dict[str, Any]:
+                 ) -> ContainerConfig:
     """What to run: the image config, overridden by flags, the way docker combines them."""
     cfg = image_config.get("config") or {}
     ep = list(cfg.get("Entrypoint") or [])
@@ -171,13 +172,13 @@ def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: st
         merged[k] = v
     if "PATH" not in merged:
         merged["PATH"] = DEFAULT_PATH.partition("=")[2]
-    return {
-        "entrypoint": ep, "cmd": command, "argv": ep + command,
-        "env": [f"{k}={v}" for k, v in merged.items()],
-        "workdir": workdir or cfg.get("WorkingDir") or "/",
-        "user": user if user is not None else (cfg.get("User") or ""),
-        "stop_signal": cfg.get("StopSignal") or "SIGTERM",
-    }
+    return ContainerConfig(
+        entrypoint=ep, cmd=command, argv=ep + command,
+        env=[f"{k}={v}" for k, v in merged.items()],
+        workdir=workdir or cfg.get("WorkingDir") or "/",
+        user=user if user is not None else (cfg.get("User") or ""),
+        stop_signal=cfg.get("StopSignal") or "SIGTERM",
+    )
 
 
 # --------------------------------------------------------------------------- inside the container
@@ -236,18 +237,18 @@ def _setup_dev(rootfd: int, rootless: bool = False) -> int:
         os.close(dev)
 
 
-def _mount_sys(rootfd: int, cfg: dict[str, Any], masker: rootfs.Masker) -> None:
+def _mount_sys(rootfd: int, cfg: ContainerConfig, masker: rootfs.Masker) -> None:
     """sysfs on the image's plain /sys directory; with ``--network host`` (or rootless, where a
     user namespace may not mount sysfs) the host's /sys, read-only with every mount under it."""
     flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     target = rootfs.plain_dir(rootfd, "sys")
     try:
-        host_sys = cfg.get("network") == "host"
+        host_sys = cfg.network == "host"
         if not host_sys:
             try:
                 rootfs.mount_fs("sysfs", "sysfs", target, flags | linux.MS_RDONLY)
             except OSError:
-                if not cfg.get("rootless"):
+                if not cfg.rootless:
                     raise
                 host_sys = True
         if host_sys:
@@ -265,7 +266,7 @@ def _mount_sys(rootfd: int, cfg: dict[str, Any], masker: rootfs.Masker) -> None:
         os.close(mounted)
 
 
-def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs_path: str) -> rootfs.Masker:
+def _setup_mounts(cfg: ContainerConfig, cdir: str, rootfs_path: str) -> rootfs.Masker:
     """Every mount of the container, each on an fd resolved inside the rootfs (runtime/rootfs.py);
     returns what the masks, applied after pivot_root, must find mounted."""
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -280,12 +281,12 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs_path: str) -> rootfs.Ma
         try:
             if linux.fs_type(proc) != linux.PROC_SUPER_MAGIC:
                 raise ContainerError("/proc is not the procfs just mounted there")
-            null = _setup_dev(rootfd, bool(cfg.get("rootless")))
+            null = _setup_dev(rootfd, cfg.rootless)
             masker = rootfs.Masker(null)
             masker.expect("/proc", proc)
         finally:
             os.close(proc)
-        devices.bind_devices(rootfd, cfg.get("devices") or [])
+        devices.bind_devices(rootfd, cfg.devices)
         _mount_sys(rootfd, cfg, masker)
         for name in ("hosts", "hostname", "resolv.conf"):
             target = rootfs.make_file(rootfd, f"/etc/{name}")
@@ -294,7 +295,7 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs_path: str) -> rootfs.Ma
                 rootfs.bind(os.path.join(cdir, name), target, recursive=False)
             finally:
                 os.close(target)
-        for host, ctr, ro in cfg.get("volumes") or []:
+        for host, ctr, ro in cfg.volumes:
             target = (rootfs.mkdir_all(rootfd, ctr) if os.path.isdir(host) else rootfs.make_file(rootfd, ctr))
             try:
                 rootfs.check_target(target, f"volume {ctr}")
@@ -307,7 +308,7 @@ def _setup_mounts(cfg: dict[str, Any], cdir: str, rootfs_path: str) -> rootfs.Ma
         raise ContainerError(str(e)) from None
     finally:
         os.close(rootfd)
-    if cfg.get("read_only"):
+    if cfg.read_only:
         linux.mount(None, rootfs_path, None,
                     linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
     return masker
@@ -360,27 +361,27 @@ def _chdir_in_root(workdir: str) -> None:
         os.close(fd)
 
 
-def _exec(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
+def _exec(cfg: ContainerConfig, err_w: int, hostname: str) -> None:
     """After pivot_root (or setns): user, workdir, environment, privileges, execve. Never returns."""
-    uid, gid, groups, home = resolve_user(cfg.get("user") or "")
-    env = list(cfg["env"])
+    uid, gid, groups, home = resolve_user(cfg.user)
+    env = list(cfg.env)
     keys = {e.partition("=")[0] for e in env}
     if "HOSTNAME" not in keys:
         env.append(f"HOSTNAME={hostname}")
     if "HOME" not in keys:
         env.append(f"HOME={home}")
-    _chdir_in_root(cfg.get("workdir") or "/")
+    _chdir_in_root(cfg.workdir or "/")
     try:  # never exec a binary from outside the rootfs through /proc (CVE-2019-5736)
-        rootfs.check_program(cfg["argv"][0], dict(e.partition("=")[::2] for e in env).get("PATH", ""))
+        rootfs.check_program(cfg.argv[0], dict(e.partition("=")[::2] for e in env).get("PATH", ""))
     except rootfs.UnsafePath as e:
         raise ContainerError(str(e), EXIT_CANNOT_EXEC) from None
-    if cfg.get("rootless") and (uid, gid) != (0, 0):
+    if cfg.rootless and (uid, gid) != (0, 0):
         raise ContainerError(f"rootless: only root (0:0) is mapped in the container, not {uid}:{gid}")
-    if cfg.get("tty"):
+    if cfg.tty:
         os.fchown(0, uid, gid)  # the user owns its terminal, as with docker
-    _drop_privileges(uid, gid, groups, bool(cfg.get("rootless")))
+    _drop_privileges(uid, gid, groups, cfg.rootless)
     _reset_signals()
-    argv = cfg["argv"]
+    argv = cfg.argv
     envd = dict(e.partition("=")[::2] for e in env)
     try:
         os.execvpe(argv[0], argv, envd)
@@ -414,15 +415,15 @@ def _report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
         os._exit(code)
 
 
-def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
+def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
            console: int | None = None) -> None:
     """PID 1 of the new pid namespace, before it becomes the command. Never returns.
 
     The supervisor moves it into its cgroup meanwhile (a cgroup v1 migration waits for an RCU
     grace period: tens of milliseconds, spent in parallel with the mounts); ``sync_r`` says when.
     """
-    cfg = rec["config"]
-    cdir = state.container_dir(rec["id"])
+    cfg = rec.config
+    cdir = state.container_dir(rec.id)
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # no container outlives its supervisor
         linux.prctl(linux.PR_SET_DUMPABLE, 0)  # a host Python (--init: for good): not openable via /proc
@@ -433,13 +434,13 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         confine.prepare(cfg)  # while the host's files are reachable (and the supervisor attaches)
 
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-        if cfg.get("network") != "host":
+        if cfg.network != "host":
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         rootfs_path = os.path.join(cdir, "rootfs")
-        layers = cfg["layers"]
-        rootless = bool(cfg.get("rootless"))
+        layers = cfg.layers
+        rootless = cfg.rootless
         opts = _overlay_options(layers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
         if len(opts) > 3900:  # one page of mount data: use short paths relative to the layer store
             os.chdir(os.path.dirname(os.path.dirname(layers[0])))
@@ -452,11 +453,11 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         linux.pivot_root(".", ".")
         linux.umount(".", linux.MNT_DETACH)
         os.chdir("/")
-        if not cfg.get("privileged"):  # docker: --privileged unmasks /proc and /sys
+        if not cfg.privileged:  # docker: --privileged unmasks /proc and /sys
             _apply_masks(masker)
-        hostname = cfg["hostname"]
+        hostname = cfg.hostname
         linux.sethostname(hostname)
-        if cfg.get("network") != "host":
+        if cfg.network != "host":
             linux.set_loopback_up()
         if console is not None:  # -t: a pty of the container's devpts, the master to the supervisor
             from runtime import tty
@@ -471,7 +472,7 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         os.closerange(err_w + 1, 65536)
     except BaseException as e:
         _report(err_w, "setup", e)
-    if cfg.get("init"):
+    if cfg.init:
         _init(cfg, err_w, hostname)
     try:
         _exec(cfg, err_w, hostname)
@@ -479,19 +480,19 @@ def _child(rec: dict[str, Any], err_w: int, sync_r: int, stdio: tuple[int, int, 
         _report(err_w, "setup", e)
 
 
-def _init(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
+def _init(cfg: ContainerConfig, err_w: int, hostname: str) -> None:
     """``--init`` (docker's tini): stay PID 1, run the command as its child, forward signals to
     it, reap every orphan that is reparented here, and exit as the command does. Never returns."""
     try:
         linux.set_name("pyreg-init")
-        confine.apply(0, 0, [], bool(cfg.get("rootless")), switch_user=False)
+        confine.apply(0, 0, [], cfg.rootless, switch_user=False)
     except BaseException as e:
         _report(err_w, "setup", e)
     child = os.fork()
     if child == 0:
         try:
             os.setpgid(0, 0)  # its own process group: terminal signals reach it once, not via us
-            if cfg.get("tty"):
+            if cfg.tty:
                 signal.signal(signal.SIGTTOU, signal.SIG_IGN)
                 os.tcsetpgrp(0, os.getpid())
             _exec(cfg, err_w, hostname)
@@ -518,22 +519,22 @@ def _init(cfg: dict[str, Any], err_w: int, hostname: str) -> None:
 # --------------------------------------------------------------------------- the supervisor
 
 
-def prepare(rec: dict[str, Any]) -> Cgroup | None:
+def prepare(rec: Container) -> Cgroup | None:
     """Create the container's directory, /etc files and cgroup; save its 'created' state."""
-    cdir = state.container_dir(rec["id"])
+    cdir = state.container_dir(rec.id)
     state.ensure_run_root()  # 0700: the upper dir below gets whatever the container makes setuid
     os.mkdir(cdir, 0o700)
     for sub in ("upper", "work", "rootfs"):
         os.mkdir(os.path.join(cdir, sub), 0o755)
-    cfg = rec["config"]
-    hostname = cfg["hostname"]
+    cfg = rec.config
+    hostname = cfg.hostname
     with open(os.path.join(cdir, "hostname"), "w") as f:
         f.write(hostname + "\n")
     with open(os.path.join(cdir, "hosts"), "w") as f:
         f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                 f"127.0.1.1\t{hostname}\n")
     resolv = ""
-    if cfg.get("network") == "host":
+    if cfg.network == "host":
         try:
             with open("/etc/resolv.conf") as f:
                 resolv = f.read()
@@ -541,24 +542,24 @@ def prepare(rec: dict[str, Any]) -> Cgroup | None:
             pass
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv)
-    if cfg.get("rootless"):
-        if any(cfg.get(k) is not None for k in ("memory", "cpus", "pids_limit")):
-            remove_files(rec["id"])
+    if cfg.rootless:
+        if any(v is not None for v in (cfg.memory, cfg.cpus, cfg.pids_limit)):
+            remove_files(rec.id)
             raise ContainerError("rootless containers get no cgroup here: --memory, --cpus and "
                                  "--pids-limit need root")
-        rec["status"] = "created"
+        rec.status = "created"
         state.save(rec)
         return None
     cg = None
     try:
-        cg = Cgroup.create(rec["id"], memory=cfg.get("memory"), cpus=cfg.get("cpus"),
-                           pids=cfg.get("pids_limit"), pids_default=cfg.get("pids_default"),
+        cg = Cgroup.create(rec.id, memory=cfg.memory, cpus=cfg.cpus,
+                           pids=cfg.pids_limit, pids_default=cfg.pids_default,
                            devices=confine.device_rules(cfg))
     except Exception as e:
-        remove_files(rec["id"])
+        remove_files(rec.id)
         raise ContainerError(f"cgroup: {e}") from None
-    rec["cgroup"] = cg.to_dict()
-    rec["status"] = "created"
+    rec.cgroup = cg.to_dict()
+    rec.status = "created"
     state.save(rec)
     return cg
 
@@ -579,9 +580,9 @@ def remove_files(cid: str) -> None:
     shutil.rmtree(state.container_dir(cid), onerror=retry)
 
 
-def cleanup(rec: dict[str, Any], remove: bool) -> None:
+def cleanup(rec: Container, remove: bool) -> None:
     """Remove the cgroup, and with ``remove`` the container's directory; safe to call twice."""
-    cg = Cgroup.from_dict(rec.get("cgroup"))
+    cg = Cgroup.from_dict(rec.cgroup)
     if cg is not None:
         try:
             cg.kill_all()
@@ -589,7 +590,7 @@ def cleanup(rec: dict[str, Any], remove: bool) -> None:
         except Exception as e:
             print(f"pyreg: warning: {e}", file=sys.stderr)
     if remove:
-        remove_files(rec["id"])
+        remove_files(rec.id)
 
 
 def exit_code_of(status: int) -> int:
@@ -614,7 +615,7 @@ def enter_user_namespace() -> None:
             os.close(fd)
 
 
-def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
+def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
           forward_signals: bool = True, console: int | None = None) -> int:
     """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure."""
     pending: list[int] = []
@@ -630,7 +631,7 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     if forward_signals:
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
-    if rec["config"].get("rootless"):
+    if rec.config.rootless:
         enter_user_namespace()
     linux.unshare(linux.CLONE_NEWPID)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -670,7 +671,7 @@ def start(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | 
     return child
 
 
-def wait(rec: dict[str, Any], pid: int, cg: Cgroup | None) -> int:
+def wait(rec: Container, pid: int, cg: Cgroup | None) -> int:
     """Reap PID 1, record how it ended; returns its docker-style exit code."""
     while True:
         try:
@@ -682,12 +683,12 @@ def wait(rec: dict[str, Any], pid: int, cg: Cgroup | None) -> int:
     code = exit_code_of(status)
     # as docker: OOMKilled when the kernel's OOM killer struck inside the container's cgroup
     oom = bool(cg is not None and cg.oom_kills() > 0)
-    rec.update(status="exited", exit_code=code, oom_killed=oom, finished_at=state.now())
+    rec.status, rec.exit_code, rec.oom_killed, rec.finished_at = "exited", code, oom, state.now()
     state.save(rec)
     return code
 
 
-def run(rec: dict[str, Any], detach: bool) -> int:
+def run(rec: Container, detach: bool) -> int:
     """Create, start and (foreground) wait for the container described by ``rec``."""
     cg = prepare(rec)
     if not detach:
@@ -699,7 +700,7 @@ def run(rec: dict[str, Any], detach: bool) -> int:
         try:
             os.close(ready_r)
             os.setsid()
-            log = os.open(os.path.join(state.container_dir(rec["id"]), "log"),
+            log = os.open(os.path.join(state.container_dir(rec.id), "log"),
                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
             devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             # the caller of 'pyreg run -d' may be reading our stdout: let go of it now
@@ -721,26 +722,27 @@ def run(rec: dict[str, Any], detach: bool) -> int:
     return 0
 
 
-def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, int] | None,
+def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None,
                ready_w: int | None) -> int:
-    rec["supervisor"] = os.getpid()
-    rec["supervisor_start"] = state.proc_start_time(os.getpid())
+    rec.supervisor = os.getpid()
+    rec.supervisor_start = state.proc_start_time(os.getpid())
     console = None
-    if rec["config"].get("tty"):
+    if rec.config.tty:
         from runtime import tty
 
         console = tty.console_pair()
     try:
         pid = start(rec, cg, stdio, console=console[1].fileno() if console else None)
     except ContainerError as e:
-        rec.update(status="exited", exit_code=e.code, error=str(e), finished_at=state.now())
+        rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
-        cleanup(rec, bool(rec["config"].get("rm")))
+        cleanup(rec, rec.config.rm)
         if ready_w is not None:
             os.write(ready_w, json.dumps({"message": str(e), "code": e.code}).encode())
             os.close(ready_w)
         raise
-    rec.update(status="running", pid=pid, pid_start=state.proc_start_time(pid), started_at=state.now())
+    rec.status, rec.pid, rec.pid_start = "running", pid, state.proc_start_time(pid)
+    rec.started_at = state.now()
     state.save(rec)
     master = None
     if console is not None:
@@ -766,7 +768,7 @@ def _supervise(rec: dict[str, Any], cg: Cgroup | None, stdio: tuple[int, int, in
         tty.relay(master, 0 if ready_w is None else None, out)  # until the container's side closes
         os.close(master)
     code = wait(rec, pid, cg)
-    cleanup(rec, bool(rec["config"].get("rm")))
+    cleanup(rec, rec.config.rm)
     return code
 
 
@@ -783,19 +785,19 @@ def _close_fds_except(*keep: int) -> None:
     os.closerange(low, top)
 
 
-def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, workdir: str | None = None,
+def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workdir: str | None = None,
             user: str | None = None) -> int:
     """Run ``argv`` inside a running container (setns into its namespaces and cgroup)."""
-    pid = int(rec["pid"])
-    cfg = dict(rec["config"])
-    cfg["argv"] = argv
+    pid = int(rec.pid or 0)
+    changes: dict[str, Any] = {"argv": argv}
     if env:
-        cfg["env"] = [*cfg["env"], *env]
+        changes["env"] = [*rec.config.env, *env]
     if workdir:
-        cfg["workdir"] = workdir
+        changes["workdir"] = workdir
     if user is not None:
-        cfg["user"] = user
-    cg = Cgroup.from_dict(rec.get("cgroup"))
+        changes["user"] = user
+    cfg = rec.config.replace(**changes)
+    cg = Cgroup.from_dict(rec.cgroup)
     fds = {}
     try:
         for ns in ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt"):
@@ -803,10 +805,10 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
                 fds[ns] = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 if ns in ("pid", "mnt"):
-                    raise ContainerError(f"container {rec['name']} is not running") from None
-        if state.proc_start_time(pid) != rec.get("pid_start"):
-            raise ContainerError(f"container {rec['name']} is not running")
-        if cfg.get("rootless"):
+                    raise ContainerError(f"container {rec.name} is not running") from None
+        if state.proc_start_time(pid) != rec.pid_start:
+            raise ContainerError(f"container {rec.name} is not running")
+        if cfg.rootless:
             linux.setns(fds["user"], linux.CLONE_NEWUSER)
         linux.setns(fds["pid"], linux.CLONE_NEWPID)
         child = 0
@@ -840,7 +842,7 @@ def exec_in(rec: dict[str, Any], argv: list[str], env: list[str] | None = None, 
             except BaseException as e:
                 _report(err_w, "setup", e)
             try:
-                _exec(cfg, err_w, cfg["hostname"])
+                _exec(cfg, err_w, cfg.hostname)
             except BaseException as e:
                 _report(err_w, "setup", e)
             os._exit(EXIT_PYREG)

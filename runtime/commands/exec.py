@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     rec = find(args.container)
     if rec is None:
         return container.EXIT_PYREG
-    if rec.get("status") != "running":
+    if rec.status != "running":
         print(f"pyreg: container {args.container} is not running", file=sys.stderr)
         return container.EXIT_PYREG
     try:

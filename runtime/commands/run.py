@@ -10,6 +10,8 @@ TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are 
 if TYPE_CHECKING:
     from typing import Any
 
+    from runtime.record import ContainerConfig
+
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -140,20 +142,18 @@ def security_options(opts: list[str]) -> dict[str, Any]:
     return out
 
 
-def confinement(args: argparse.Namespace) -> dict[str, Any]:
-    """The container config's confinement keys from the flags (errors: ValueError)."""
+def confinement(args: argparse.Namespace, cfg: ContainerConfig) -> None:
+    """The container config's confinement from the flags (errors: ValueError)."""
     from runtime import confine, devices
 
     sec = security_options(args.security_opt)
     nnp = sec["no_new_privileges"]
-    return {
-        "privileged": args.privileged,
-        "capabilities": confine.tweak_capabilities(args.cap_add, args.cap_drop, args.privileged),
-        "seccomp": "unconfined" if args.privileged else sec["seccomp"],
-        # on unless asked otherwise (docker: off unless asked); --privileged: docker's default
-        "no_new_privileges": nnp if nnp is not None else not args.privileged,
-        "devices": [devices.parse_device(d) for d in args.device],
-    }
+    cfg.privileged = args.privileged
+    cfg.capabilities = confine.tweak_capabilities(args.cap_add, args.cap_drop, args.privileged)
+    cfg.seccomp = "unconfined" if args.privileged else sec["seccomp"]
+    # on unless asked otherwise (docker: off unless asked); --privileged: docker's default
+    cfg.no_new_privileges = nnp if nnp is not None else not args.privileged
+    cfg.devices = [devices.parse_device(d) for d in args.device]
 
 
 def _pull(ref: str) -> None:
@@ -173,6 +173,7 @@ def _pull(ref: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime import container, images, state
+    from runtime.record import Container
 
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
@@ -188,10 +189,10 @@ def run(args: argparse.Namespace) -> int:
         return container.EXIT_PYREG
     cfg = container.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
                                  workdir=args.workdir, user=args.user)
-    if not cfg["argv"]:
+    if not cfg.argv:
         print("pyreg: no command specified", file=sys.stderr)
         return container.EXIT_PYREG
-    taken = {r.get("name") for r in state.all_containers()}
+    taken = {r.name for r in state.all_containers()}
     if args.name and args.name in taken:
         print(f"pyreg: the container name {args.name!r} is already in use", file=sys.stderr)
         return container.EXIT_PYREG
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
                 return container.EXIT_PYREG
     try:
-        cfg.update(confinement(args))
+        confinement(args, cfg)
         defaults = run_defaults()
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
@@ -211,17 +212,14 @@ def run(args: argparse.Namespace) -> int:
     rootless = os.geteuid() != 0
     memory = args.memory if args.memory is not None or rootless else defaults["memory"]
     cid = state.new_id()
-    cfg.update(
-        hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
-        volumes=args.volume, memory=memory, cpus=args.cpus, pids_limit=args.pids_limit,
-        pids_default=defaults["pidslimit"], rm=args.rm, layers=layers, rootless=rootless, tty=args.tty,
-        init=args.init,
+    cfg.hostname, cfg.network, cfg.read_only = args.hostname or cid[:12], args.network, args.read_only
+    cfg.volumes, cfg.memory, cfg.cpus, cfg.pids_limit = list(args.volume), memory, args.cpus, args.pids_limit
+    cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
+    cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
+    rec = Container(
+        id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
+        image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
     )
-    rec: dict[str, Any] = {
-        "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
-        "image_name": name, "image_digest": digest, "config": cfg, "created": state.now(),
-        "detached": args.detach,
-    }
     try:
         code = container.run(rec, args.detach)
     except container.ContainerError as e:
