@@ -172,7 +172,8 @@ def _pull(ref: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import container, images, state
+    from runtime import container, images, spec, state
+    from runtime.errors import EXIT_PYREG, ContainerError
     from runtime.record import Container
 
     if args.command and args.command[0] == "--":
@@ -181,34 +182,34 @@ def run(args: argparse.Namespace) -> int:
         env = [e for f in args.env_file for e in _read_env_file(f)] + list(args.env)
     except OSError as e:
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     try:
         name, digest, image_config, layers = images.resolve(args.image, pull=_pull)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
-    cfg = container.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
-                                 workdir=args.workdir, user=args.user)
+        return EXIT_PYREG
+    cfg = spec.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
+                            workdir=args.workdir, user=args.user)
     if not cfg.argv:
         print("pyreg: no command specified", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     taken = {r.name for r in state.all_containers()}
     if args.name and args.name in taken:
         print(f"pyreg: the container name {args.name!r} is already in use", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     for host, _, _ in args.volume:  # as docker: a missing host path becomes a directory
         if not os.path.exists(host):
             try:
                 os.makedirs(host)
             except OSError as e:
                 print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
-                return container.EXIT_PYREG
+                return EXIT_PYREG
     try:
         confinement(args, cfg)
         defaults = run_defaults()
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     rootless = os.geteuid() != 0
     memory = args.memory if args.memory is not None or rootless else defaults["memory"]
     cid = state.new_id()
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         code = container.run(rec, args.detach)
-    except container.ContainerError as e:
+    except ContainerError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return e.code
     if args.detach:
