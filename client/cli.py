@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +42,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USAGE = 2
+
+
+def pull_for_run(ref: str) -> None:
+    """``pyreg pull REF`` in-process for ``run``, its output on stderr: stdout is the container's."""
+    import contextlib
+
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = main(["pull", ref])
+    if code != 0:
+        raise LookupError(f"pull of {ref} failed (exit {code})")
+
+
+# name -> what the CLI hands that command's run(args, **these): the client's services for a
+# command of another package, which imports no client code (DESIGN.md)
+WIRING: dict[str, dict[str, Callable[..., object]]] = {"run": {"pull": pull_for_run}}
 
 
 def _top_level_help() -> str:
@@ -78,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     parsed = parser.parse_args(rest)
     try:
-        return int(module.run(parsed) or 0)
+        return int(module.run(parsed, **WIRING.get(name, {})) or 0)
     except KeyboardInterrupt:
         return 130
 

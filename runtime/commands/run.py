@@ -8,6 +8,7 @@ import sys
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from runtime.record import ContainerConfig
@@ -156,22 +157,9 @@ def confinement(args: argparse.Namespace, cfg: ContainerConfig) -> None:
     cfg.devices = [devices.parse_device(d) for d in args.device]
 
 
-def _pull(ref: str) -> None:
-    """``pyreg pull REF`` in-process, its output on stderr: stdout belongs to the container."""
-    import contextlib
-
-    from client import cli
-
-    if "pull" not in cli.COMMANDS:
-        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
-    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-    with contextlib.redirect_stdout(sys.stderr):
-        code = cli.main(["pull", ref])
-    if code != 0:
-        raise LookupError(f"pull of {ref} failed (exit {code})")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> int:
+    """``pull(ref)``, handed over by the CLI (client/cli.py), fetches an image that is not in the
+    local store: the runtime imports no client code. Without it such an image is an error."""
     from runtime import container, images, spec, state
     from runtime.errors import EXIT_PYREG, ContainerError
     from runtime.record import Container
@@ -184,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
         return EXIT_PYREG
     try:
-        name, digest, image_config, layers = images.resolve(args.image, pull=_pull)
+        name, digest, image_config, layers = images.resolve(args.image, pull=pull)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return EXIT_PYREG
