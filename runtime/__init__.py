@@ -8,7 +8,8 @@ Modules:
 - ``images``    — image reference -> config and layer dirs (local store, cached for start-up); the
   CLI hands it a pull function for images that are not there (the runtime imports no client).
 - ``record``    — the typed container record (``Container``, ``ContainerConfig``), as state.json.
-- ``spec``      — image config + ``run`` flags -> ``ContainerConfig`` (entrypoint, cmd, env, …).
+- ``spec``      — image config + ``run`` flags -> ``ContainerConfig`` (entrypoint, cmd, env,
+  confinement, the operator's defaults from the client config).
 - ``container`` — the lifecycle: create (dirs, /etc files, cgroup), supervise, clean up, ``-d``.
 - ``process``   — fork PID 1 into its namespaces, set it up, exec; exit codes; the command is
   PID 1 (as with docker), or with ``--init`` a small init is PID 1 and forwards signals and reaps

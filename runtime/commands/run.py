@@ -6,24 +6,11 @@ import argparse
 import os
 import sys
 
+from runtime.spec import parse_bytes
+
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
-
-    from runtime.record import ContainerConfig
-
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_bytes(text: str) -> int:
-    """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (docker's units: powers of 1024)."""
-    import re
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2)])
 
 
 def parse_volume(text: str) -> tuple[str, str, bool]:
@@ -83,80 +70,6 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
-# A fork bomb in a forgotten container must not take the host: podman's default (containers.conf
-# pids_limit) — far above what a service needs (tens to hundreds of tasks, threads included),
-# far below the kernel's pid_max. Docker has none. ``run.pidslimit`` in the client config (0: no
-# limit) or ``--pids-limit`` change it.
-DEFAULT_PIDS_LIMIT = 2048
-
-
-def run_defaults() -> dict[str, Any]:
-    """``run.memory`` and ``run.pidslimit`` from the client config (the operator's defaults)."""
-    from storage.clientconfig import client_config
-
-    section = client_config().get("run") or {}
-    if not isinstance(section, dict):
-        raise ValueError("client config: 'run' must be an object")
-    out: dict[str, Any] = {"memory": None, "pidslimit": DEFAULT_PIDS_LIMIT}
-    if section.get("memory") is not None:
-        try:
-            out["memory"] = parse_bytes(str(section["memory"]))
-        except argparse.ArgumentTypeError as e:
-            raise ValueError(f"client config run.memory: {e}") from None
-    if section.get("pidslimit") is not None:
-        value = section["pidslimit"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"client config run.pidslimit must be an integer, not {value!r}")
-        out["pidslimit"] = value if value > 0 else None
-    return out
-
-
-def security_options(opts: list[str]) -> dict[str, Any]:
-    """``--security-opt`` values -> {"seccomp": None|"unconfined"|profile text, "no_new_privileges":
-    None|bool}. ``key=value`` and docker's older ``key:value`` are both accepted."""
-    import json
-
-    out: dict[str, Any] = {"seccomp": None, "no_new_privileges": None}
-    for opt in opts:
-        key, sep, value = opt.partition("=")
-        if not sep and ":" in opt:
-            key, _, value = opt.partition(":")
-        if key == "no-new-privileges":
-            if value not in ("", "true", "false"):
-                raise ValueError(f"invalid --security-opt {opt!r}: no-new-privileges takes true or false")
-            out["no_new_privileges"] = value != "false"
-        elif key == "seccomp":
-            if value == "unconfined":
-                out["seccomp"] = "unconfined"
-            elif value:
-                try:
-                    with open(value) as f:
-                        text = f.read()
-                    json.loads(text)
-                except (OSError, ValueError) as e:
-                    raise ValueError(f"opening seccomp profile ({value}) failed: {e}") from None
-                out["seccomp"] = text
-            else:
-                raise ValueError(f"invalid --security-opt {opt!r}: seccomp=unconfined|FILE")
-        else:
-            raise ValueError(f"invalid --security-opt {opt!r}: supported are seccomp= and no-new-privileges")
-    return out
-
-
-def confinement(args: argparse.Namespace, cfg: ContainerConfig) -> None:
-    """The container config's confinement from the flags (errors: ValueError)."""
-    from runtime import confine, devices
-
-    sec = security_options(args.security_opt)
-    nnp = sec["no_new_privileges"]
-    cfg.privileged = args.privileged
-    cfg.capabilities = confine.tweak_capabilities(args.cap_add, args.cap_drop, args.privileged)
-    cfg.seccomp = "unconfined" if args.privileged else sec["seccomp"]
-    # on unless asked otherwise (docker: off unless asked); --privileged: docker's default
-    cfg.no_new_privileges = nnp if nnp is not None else not args.privileged
-    cfg.devices = [devices.parse_device(d) for d in args.device]
-
-
 def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> int:
     """``pull(ref)``, handed over by the CLI (client/cli.py), fetches an image that is not in the
     local store: the runtime imports no client code. Without it such an image is an error."""
@@ -193,8 +106,9 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
                 print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
                 return EXIT_PYREG
     try:
-        confinement(args, cfg)
-        defaults = run_defaults()
+        spec.confinement(cfg, privileged=args.privileged, cap_add=args.cap_add, cap_drop=args.cap_drop,
+                         security_opt=args.security_opt, device=args.device)
+        defaults = spec.run_defaults()
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return EXIT_PYREG
