@@ -6,11 +6,16 @@ import argparse
 import os
 import sys
 
-from runtime.spec import parse_bytes
-
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+def parse_bytes(text: str) -> int:
+    """``--memory``'s type: runtime/spec.py knows the units (imported when used, not for --help)."""
+    from runtime.spec import parse_bytes as parse
+
+    return parse(text)
 
 
 def parse_volume(text: str) -> tuple[str, str, bool]:
