@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,6 +44,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USAGE = 2
+
+
+def pull_for_run(ref: str) -> None:
+    """``pyreg pull REF`` in-process for ``run``, its output on stderr: stdout is the container's."""
+    import contextlib
+
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = main(["pull", ref])
+    if code != 0:
+        raise LookupError(f"pull of {ref} failed (exit {code})")
+
+
+# name -> what the CLI hands that command's run(args, **these): the client's services for a
+# command of another package, which imports no client code (DESIGN.md)
+WIRING: dict[str, dict[str, Callable[..., object]]] = {"run": {"pull": pull_for_run}}
 
 
 def _top_level_help() -> str:
@@ -104,7 +120,7 @@ def _main(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
     module.add_arguments(parser)
     parsed = parser.parse_args(rest)
-    return int(module.run(parsed) or 0)
+    return int(module.run(parsed, **WIRING.get(name, {})) or 0)
 
 
 # 128 + SIGPIPE: what git and docker (a Go program, killed by SIGPIPE) end with when the reader of

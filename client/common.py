@@ -141,19 +141,10 @@ def container_images() -> dict[str, list[str]]:
     are overlay lower dirs, so rmi refuses (or, forced, untags but keeps the layers) and prune keeps
     them."""
     try:
-        from runtime import state
+        from runtime.api import containers_by_image
     except ImportError:
         return {}
-    out: dict[str, list[str]] = {}
-    try:
-        records = state.all_containers()
-    except OSError:
-        return {}
-    for rec in records:
-        digest = rec.get("image_digest")
-        if digest:
-            out.setdefault(str(digest), []).append(str(rec.get("name") or rec.get("id", "?")))
-    return out
+    return containers_by_image()
 
 
 def keep_digests(in_use: dict[str, list[str]]) -> tuple[Any, ...]:

@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from runtime.record import ContainerConfig
+
 ALL = "ALL"
 
 
@@ -96,16 +98,16 @@ def _cache_dir() -> str | None:
         return None
 
 
-def prepare(cfg: dict[str, Any]) -> Plan:
+def prepare(cfg: ContainerConfig) -> Plan:
     """Resolve and compile, while the host's files are still reachable; remembered for apply."""
     global _plan
-    names = cfg.get("capabilities")
+    names = cfg.capabilities
     if names is None:
         names = list(linux.DEFAULT_CAPS)
     caps = {linux.CAPS[n] for n in names if n in linux.CAPS}
-    nnp = bool(cfg.get("no_new_privileges", True))
+    nnp = cfg.no_new_privileges
     prog = None
-    profile = cfg.get("seccomp")
+    profile = cfg.seccomp
     if profile != "unconfined":
         raw = seccomp.load_profile() if profile in (None, "default") else str(profile).encode()
         prog = seccomp.compile_cached(raw, set(names), _cache_dir())
@@ -143,14 +145,14 @@ def apply(uid: int, gid: int, groups: list[int], rootless: bool = False, switch_
         _load(plan.prog)
 
 
-def device_rules(cfg: dict[str, Any]) -> tuple[Any, ...]:
+def device_rules(cfg: ContainerConfig) -> tuple[Any, ...]:
     """The container's device allow-list: Docker's defaults plus ``--device`` ones, or all of
     them with ``--privileged``."""
     from runtime import devices
 
-    if cfg.get("privileged"):
+    if cfg.privileged:
         return devices.ALLOW_ALL
-    extra = devices.rules_from([d["rule"] for d in cfg.get("devices") or []])
+    extra = devices.rules_from([d["rule"] for d in cfg.devices])
     return devices.DEFAULT_RULES + extra
 
 

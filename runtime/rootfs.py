@@ -31,12 +31,12 @@ Defences (defence | attack it stops | what runc does), for runtime/README.md:
   (``check_program``) | ``/proc/self/exe`` as the command runs the host Python as container
   root, which can chmod it or, once it exits, overwrite it (CVE-2019-5736) | runs a sealed memfd
   copy of itself (or runc-dmz), so /proc/self/exe is nothing of the host's
-- (container.py) ``pyreg exec``: every inherited fd above 2 closed before setns | ``exec C cat
+- (exec.py) ``pyreg exec``: every inherited fd above 2 closed before setns | ``exec C cat
   /proc/self/fd/3 3</etc/shadow`` | runc exec passes only the fds it is told to
-- (container.py) the exec helper and PID 1 non-dumpable until their exec (``--init``: for good) |
+- (exec.py, process.py) the exec helper and PID 1 non-dumpable until their exec (``--init``: for good) |
   container root opening /proc/PID/exe, fd/, environ of a host process in its pid namespace |
   the same (runc init is non-dumpable, and a memfd binary)
-- (container.py) the image's passwd/group resolved in the root, regular files only, at most
+- (identity.py) the image's passwd/group resolved in the root, regular files only, at most
   4 MiB | ``/etc/passwd -> /dev/zero`` eats memory until the OOM killer; a FIFO blocks the
   start | runc reads through securejoin, unbounded
 """

@@ -10,13 +10,13 @@ Layout under the run root (``$PYREG_RUN_ROOT``, default ``/run/pyreg``; for non-
     containers/<id>/upper, work    the container's overlay upper and work dirs
     containers/<id>/rootfs         the overlay mount point (mounted only inside the container)
 
-A record is a plain dict: ``id``, ``name``, ``image``, ``config`` (what was run: argv, env,
-workdir, user, hostname, limits, …), ``status`` (created, running, exited), ``pid`` and
-``pid_start`` (the container's PID 1 on the host, and its start time, to never signal a recycled
-pid), ``supervisor``, ``exit_code``, ``oom_killed``, ``created``, ``started_at``,
-``finished_at``, ``cgroup``.
+A record is a :class:`runtime.record.Container` (``id``, ``name``, ``image``, ``config``: what
+was run; ``status``: created, running, exited; ``pid`` and ``pid_start``: the container's PID 1
+on the host and its start time, to never signal a recycled pid; ``supervisor``, ``exit_code``,
+``oom_killed``, ``created``, ``started_at``, ``finished_at``, ``cgroup``), stored as the JSON
+object earlier versions wrote as a plain dict, which it still reads.
 
-The client's ``inspect`` asks :func:`lookup` / :func:`inspect` for containers.
+Other packages do not read this module: they ask ``runtime.api``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import json
 import os
 import time
 
-TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
-if TYPE_CHECKING:
-    from typing import Any
+from runtime.record import Container
 
 NAME_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
                    "merry", "nimble", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
@@ -92,24 +90,24 @@ def random_name(taken: set[str]) -> str:
     return "c_" + os.urandom(6).hex()
 
 
-def save(record: dict[str, Any]) -> None:
+def save(record: Container) -> None:
     """Replace state.json atomically; quietly does nothing once the container was removed."""
-    d = container_dir(record["id"])
+    d = container_dir(record.id)
     tmp = os.path.join(d, f".state.{os.getpid()}.tmp")
     try:  # 0600 whatever the umask: the record holds the container's environment (secrets, often)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+            json.dump(record.to_json(), f)
         os.rename(tmp, os.path.join(d, "state.json"))
     except FileNotFoundError:
         pass
 
 
-def load(cid: str) -> dict[str, Any] | None:
+def load(cid: str) -> Container | None:
     try:
         with open(os.path.join(container_dir(cid), "state.json")) as f:
-            rec: dict[str, Any] = json.load(f)
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+            rec = Container.from_json(json.load(f))
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
         return None
     return refresh(rec)
 
@@ -124,22 +122,24 @@ def proc_start_time(pid: int) -> int | None:
     return int(data.rpartition(b")")[2].split()[19])
 
 
-def is_alive(rec: dict[str, Any]) -> bool:
-    pid = rec.get("pid")
-    return bool(pid) and proc_start_time(int(pid)) == rec.get("pid_start")  # type: ignore[arg-type]
+def is_alive(rec: Container) -> bool:
+    pid = rec.pid
+    return bool(pid) and proc_start_time(int(pid)) == rec.pid_start  # type: ignore[arg-type]
 
 
-def refresh(rec: dict[str, Any]) -> dict[str, Any]:
+def refresh(rec: Container) -> Container:
     """A 'running' record whose process and supervisor are gone is shown as exited."""
-    if rec.get("status") == "running" and not is_alive(rec):
-        sup = rec.get("supervisor")
-        if not sup or proc_start_time(int(sup)) != rec.get("supervisor_start"):
-            rec = {**rec, "status": "exited", "exit_code": rec.get("exit_code") if rec.get("exit_code")
-                   is not None else 255, "finished_at": rec.get("finished_at") or now()}
+    if rec.status == "running" and not is_alive(rec):
+        sup = rec.supervisor
+        if not sup or proc_start_time(int(sup)) != rec.supervisor_start:
+            rec = rec.copy()
+            rec.status = "exited"
+            rec.exit_code = rec.exit_code if rec.exit_code is not None else 255
+            rec.finished_at = rec.finished_at or now()
     return rec
 
 
-def all_containers() -> list[dict[str, Any]]:
+def all_containers() -> list[Container]:
     try:
         ids = os.listdir(containers_dir())
     except FileNotFoundError:
@@ -149,11 +149,11 @@ def all_containers() -> list[dict[str, Any]]:
         rec = load(cid)
         if rec is not None:
             out.append(rec)
-    out.sort(key=lambda r: r.get("created", ""), reverse=True)
+    out.sort(key=lambda r: r.created, reverse=True)
     return out
 
 
-def lookup(ref: str) -> dict[str, Any] | None:
+def lookup(ref: str) -> Container | None:
     """A container by full id, name, or unique id prefix (as docker resolves them)."""
     if not ref:
         return None
@@ -163,54 +163,7 @@ def lookup(ref: str) -> dict[str, Any] | None:
             return rec
     recs = all_containers()
     for rec in recs:
-        if rec.get("name") == ref or rec.get("name") == ref.lstrip("/"):
+        if rec.name == ref or rec.name == ref.lstrip("/"):
             return rec
-    matches = [r for r in recs if r["id"].startswith(ref)]
+    matches = [r for r in recs if r.id.startswith(ref)]
     return matches[0] if len(matches) == 1 else None
-
-
-def inspect(ref: str) -> dict[str, Any] | None:
-    """``docker inspect``-shaped view of a container, or None when there is no such container."""
-    rec = lookup(ref)
-    if rec is None:
-        return None
-    cfg = rec.get("config", {})
-    running = rec.get("status") == "running"
-    return {
-        "Id": rec["id"],
-        "Name": "/" + rec.get("name", ""),
-        "Created": rec.get("created"),
-        "Path": (cfg.get("argv") or [""])[0],
-        "Args": (cfg.get("argv") or [])[1:],
-        "Image": rec.get("image_digest", ""),
-        "State": {
-            "Status": rec.get("status"),
-            "Running": running,
-            "Pid": rec.get("pid") if running else 0,
-            "ExitCode": rec.get("exit_code") or 0,
-            "OOMKilled": bool(rec.get("oom_killed")),
-            "Error": rec.get("error", ""),
-            "StartedAt": rec.get("started_at") or "0001-01-01T00:00:00Z",
-            "FinishedAt": rec.get("finished_at") or "0001-01-01T00:00:00Z",
-        },
-        "Config": {
-            "Hostname": cfg.get("hostname"),
-            "User": cfg.get("user", ""),
-            "Env": cfg.get("env", []),
-            "Cmd": cfg.get("cmd"),
-            "Entrypoint": cfg.get("entrypoint"),
-            "WorkingDir": cfg.get("workdir", "/"),
-            "Image": rec.get("image"),
-        },
-        "HostConfig": {
-            "Memory": cfg.get("memory") or 0,
-            "NanoCpus": int((cfg.get("cpus") or 0) * 1e9),
-            "PidsLimit": cfg.get("pids_limit"),
-            "NetworkMode": cfg.get("network"),
-            "ReadonlyRootfs": bool(cfg.get("read_only")),
-            "AutoRemove": bool(cfg.get("rm")),
-            "Binds": [f"{h}:{c}{':ro' if ro else ''}" for h, c, ro in cfg.get("volumes", [])],
-        },
-        "Cgroup": rec.get("cgroup"),
-        "LogPath": os.path.join(container_dir(rec["id"]), "log"),
-    }

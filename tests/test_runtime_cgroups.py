@@ -87,9 +87,9 @@ def test_memory_limit_oom_kills_and_is_reported(busybox_store: RuntimeEnv, versi
     rec = env.state("hog")
     assert rec["exit_code"] == 137 and rec["oom_killed"] is True
     monkeypatch.setenv("PYREG_RUN_ROOT", str(env.run_root))
-    from runtime import state
+    from runtime.api import inspect_container
 
-    info = state.inspect("hog")
+    info = inspect_container("hog")
     assert info is not None
     assert info["State"]["OOMKilled"] is True and info["State"]["ExitCode"] == 137
     assert info["HostConfig"]["Memory"] == 32 << 20

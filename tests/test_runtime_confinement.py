@@ -301,7 +301,7 @@ def v1_limits() -> Iterator[None]:
 
 
 def test_default_pids_limit_and_client_config(probe_env: RuntimeEnv, v1_limits: None) -> None:
-    from runtime.commands.run import DEFAULT_PIDS_LIMIT
+    from runtime.spec import DEFAULT_PIDS_LIMIT
 
     env = probe_env
     got = _limits(env)

@@ -349,12 +349,12 @@ def test_exec_user_lookup_ignores_a_fifo_passwd(running: tuple[RuntimeEnv, str])
 
 
 def test_passwd_larger_than_the_bound_is_refused(hostile: RuntimeEnv, tmp_path: Path) -> None:
-    from runtime import container
+    from runtime import identity
 
     big = tmp_path / "passwd"
     with open(big, "w") as f:
         f.write(images.PASSWD)
-        f.write("x" * (container.PASSWD_MAX + 1) + "\n")
+        f.write("x" * (identity.PASSWD_MAX + 1) + "\n")
     r = hostile.run("run", "--rm", "-v", f"{big}:/etc/passwd:ro", "-u", "user", "busybox", "id", "-u")
     assert r.returncode == 125, r.stderr
     assert "larger than" in r.stderr

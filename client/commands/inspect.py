@@ -1,7 +1,7 @@
 """pyreg inspect REF: manifest and config of a local image, a remote one, or a container.
 
 Order: a local image by that name; else (or with ``--remote``) the registry. Containers are the
-runtime's: ``container_lookup`` asks ``runtime.state`` and is the one hook between the two.
+runtime's: ``container_lookup`` asks its public ``runtime.api`` and is the one hook between the two.
 """
 
 from __future__ import annotations
@@ -26,29 +26,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def container_lookup(name: str) -> dict[str, Any] | None:
-    """The runtime's view of a container, or None. Hook: ``runtime.state.inspect(name)``."""
+    """The runtime's view of a container, or None: ``runtime.api.inspect_container(name)``."""
     try:
-        import importlib
-
-        state = importlib.import_module("runtime.state")
+        from runtime.api import inspect_container
     except ImportError:
         return None
-    lookup = getattr(state, "inspect", None) or getattr(state, "lookup", None)
-    if lookup is None:
-        return None
     try:
-        found = lookup(name)
-    except (KeyError, LookupError, FileNotFoundError, ValueError):
+        return inspect_container(name)
+    except (LookupError, OSError, ValueError):
         return None
-    if found is None:
-        return None
-    if isinstance(found, dict):
-        return found
-    as_dict = getattr(found, "to_json", None) or getattr(found, "as_dict", None)
-    if callable(as_dict):
-        result = as_dict()
-        return result if isinstance(result, dict) else {"container": result}
-    return dict(vars(found)) if hasattr(found, "__dict__") else {"container": str(found)}
 
 
 def _local(text: str) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     ref = parse(args.ref)
     extractor = None
     if not args.no_extract:
-        from runtime.extract import extract_layer
+        from runtime.api import extract_layer
 
         extractor = extract_layer
     platform = transfer.Platform.parse(args.platform) if args.platform else None

@@ -15,21 +15,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import container
     from runtime.commands._common import find
+    from runtime.errors import EXIT_PYREG, ContainerError
+    from runtime.exec import exec_in
 
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
         print("pyreg: exec needs a command", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     rec = find(args.container)
     if rec is None:
-        return container.EXIT_PYREG
-    if rec.get("status") != "running":
+        return EXIT_PYREG
+    if rec.status != "running":
         print(f"pyreg: container {args.container} is not running", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     try:
-        return container.exec_in(rec, cmd, env=args.env, workdir=args.workdir, user=args.user)
-    except container.ContainerError as e:
+        return exec_in(rec, cmd, env=args.env, workdir=args.workdir, user=args.user)
+    except ContainerError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return e.code

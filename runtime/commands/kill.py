@@ -6,6 +6,10 @@ import argparse
 import signal
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.record import Container
+
 
 def parse_signal(text: str) -> int:
     t = text.upper()
@@ -24,15 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="+", metavar="container")
 
 
-def send(rec: dict, sig: int) -> bool:
+def send(rec: Container, sig: int) -> bool:
     import os
 
     from runtime import state
 
-    if rec.get("status") != "running" or not state.is_alive(rec):
+    if rec.status != "running" or not state.is_alive(rec):
         return False
     try:
-        os.kill(int(rec["pid"]), sig)
+        os.kill(int(rec.pid or 0), sig)
     except ProcessLookupError:
         return False
     return True
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg: {e}", file=sys.stderr)
         return 1
 
-    def kill(ref: str, rec: dict) -> bool:
+    def kill(ref: str, rec: Container) -> bool:
         if not send(rec, sig):
             print(f"pyreg: container {ref} is not running", file=sys.stderr)
             return False

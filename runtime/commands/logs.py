@@ -20,14 +20,14 @@ def run(args: argparse.Namespace) -> int:
     rec = find(args.container)
     if rec is None:
         return 1
-    path = os.path.join(state.container_dir(rec["id"]), "log")
+    path = os.path.join(state.container_dir(rec.id), "log")
     out = sys.stdout.buffer
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        if rec.get("detached"):
+        if rec.detached:
             return 0
-        print(f"pyreg: container {rec['name']} ran in the foreground: no logs kept", file=sys.stderr)
+        print(f"pyreg: container {rec.name} ran in the foreground: no logs kept", file=sys.stderr)
         return 1
     try:
         while True:
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
             out.flush()
             if not args.follow:
                 break
-            cur = state.load(rec["id"])
-            if cur is None or cur.get("status") != "running":
+            cur = state.load(rec.id)
+            if cur is None or cur.status != "running":
                 while chunk := os.read(fd, 1 << 16):  # what was written just before the end
                     out.write(chunk)
                 break

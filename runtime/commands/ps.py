@@ -6,6 +6,10 @@ import argparse
 import calendar
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.record import Container
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
@@ -31,25 +35,25 @@ def _ago(stamp: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from runtime import state
 
-    recs = [r for r in state.all_containers() if args.all or r.get("status") == "running"]
+    recs: list[Container] = [r for r in state.all_containers() if args.all or r.status == "running"]
     if args.quiet:
         for r in recs:
-            print(r["id"] if args.no_trunc else r["id"][:12])
+            print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
     for r in recs:
-        cmd = " ".join(r.get("config", {}).get("argv", []))
+        cmd = " ".join(r.config.argv)
         if not args.no_trunc and len(cmd) > 20:
             cmd = cmd[:19] + "…"
-        status = r.get("status", "")
+        status = r.status or ""
         if status == "running":
-            status = f"Up {_ago(r.get('started_at'))}"
+            status = f"Up {_ago(r.started_at)}"
         elif status == "exited":
-            status = f"Exited ({r.get('exit_code')}) {_ago(r.get('finished_at'))} ago"
+            status = f"Exited ({r.exit_code}) {_ago(r.finished_at)} ago"
         else:
             status = status.capitalize()
-        rows.append((r["id"] if args.no_trunc else r["id"][:12], r.get("image", ""), f'"{cmd}"',
-                     f"{_ago(r.get('created'))} ago", status, r.get("name", "")))
+        rows.append((r.id if args.no_trunc else r.id[:12], r.image, f'"{cmd}"',
+                     f"{_ago(r.created)} ago", status, r.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "   " + row[-1])

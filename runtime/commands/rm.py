@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.record import Container
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
@@ -15,8 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from runtime import container
     from runtime.commands._common import each, kill_and_wait
 
-    def remove(ref: str, rec: dict) -> bool:
-        if rec.get("status") == "running":
+    def remove(ref: str, rec: Container) -> bool:
+        if rec.status == "running":
             if not args.force:
                 print(f"pyreg: cannot remove running container {ref}: stop it first or use -f",
                       file=sys.stderr)

@@ -8,19 +8,14 @@ import sys
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
-    from typing import Any
-
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    from collections.abc import Callable
 
 
 def parse_bytes(text: str) -> int:
-    """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (docker's units: powers of 1024)."""
-    import re
+    """``--memory``'s type: runtime/spec.py knows the units (imported when used, not for --help)."""
+    from runtime.spec import parse_bytes as parse
 
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2)])
+    return parse(text)
 
 
 def parse_volume(text: str) -> tuple[str, str, bool]:
@@ -80,99 +75,12 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
-# A fork bomb in a forgotten container must not take the host: podman's default (containers.conf
-# pids_limit) — far above what a service needs (tens to hundreds of tasks, threads included),
-# far below the kernel's pid_max. Docker has none. ``run.pidslimit`` in the client config (0: no
-# limit) or ``--pids-limit`` change it.
-DEFAULT_PIDS_LIMIT = 2048
-
-
-def run_defaults() -> dict[str, Any]:
-    """``run.memory`` and ``run.pidslimit`` from the client config (the operator's defaults)."""
-    from storage.clientconfig import client_config
-
-    section = client_config().get("run") or {}
-    if not isinstance(section, dict):
-        raise ValueError("client config: 'run' must be an object")
-    out: dict[str, Any] = {"memory": None, "pidslimit": DEFAULT_PIDS_LIMIT}
-    if section.get("memory") is not None:
-        try:
-            out["memory"] = parse_bytes(str(section["memory"]))
-        except argparse.ArgumentTypeError as e:
-            raise ValueError(f"client config run.memory: {e}") from None
-    if section.get("pidslimit") is not None:
-        value = section["pidslimit"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"client config run.pidslimit must be an integer, not {value!r}")
-        out["pidslimit"] = value if value > 0 else None
-    return out
-
-
-def security_options(opts: list[str]) -> dict[str, Any]:
-    """``--security-opt`` values -> {"seccomp": None|"unconfined"|profile text, "no_new_privileges":
-    None|bool}. ``key=value`` and docker's older ``key:value`` are both accepted."""
-    import json
-
-    out: dict[str, Any] = {"seccomp": None, "no_new_privileges": None}
-    for opt in opts:
-        key, sep, value = opt.partition("=")
-        if not sep and ":" in opt:
-            key, _, value = opt.partition(":")
-        if key == "no-new-privileges":
-            if value not in ("", "true", "false"):
-                raise ValueError(f"invalid --security-opt {opt!r}: no-new-privileges takes true or false")
-            out["no_new_privileges"] = value != "false"
-        elif key == "seccomp":
-            if value == "unconfined":
-                out["seccomp"] = "unconfined"
-            elif value:
-                try:
-                    with open(value) as f:
-                        text = f.read()
-                    json.loads(text)
-                except (OSError, ValueError) as e:
-                    raise ValueError(f"opening seccomp profile ({value}) failed: {e}") from None
-                out["seccomp"] = text
-            else:
-                raise ValueError(f"invalid --security-opt {opt!r}: seccomp=unconfined|FILE")
-        else:
-            raise ValueError(f"invalid --security-opt {opt!r}: supported are seccomp= and no-new-privileges")
-    return out
-
-
-def confinement(args: argparse.Namespace) -> dict[str, Any]:
-    """The container config's confinement keys from the flags (errors: ValueError)."""
-    from runtime import confine, devices
-
-    sec = security_options(args.security_opt)
-    nnp = sec["no_new_privileges"]
-    return {
-        "privileged": args.privileged,
-        "capabilities": confine.tweak_capabilities(args.cap_add, args.cap_drop, args.privileged),
-        "seccomp": "unconfined" if args.privileged else sec["seccomp"],
-        # on unless asked otherwise (docker: off unless asked); --privileged: docker's default
-        "no_new_privileges": nnp if nnp is not None else not args.privileged,
-        "devices": [devices.parse_device(d) for d in args.device],
-    }
-
-
-def _pull(ref: str) -> None:
-    """``pyreg pull REF`` in-process, its output on stderr: stdout belongs to the container."""
-    import contextlib
-
-    from client import cli
-
-    if "pull" not in cli.COMMANDS:
-        raise LookupError(f"image {ref} is not in the local store and this pyreg cannot pull")
-    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-    with contextlib.redirect_stdout(sys.stderr):
-        code = cli.main(["pull", ref])
-    if code != 0:
-        raise LookupError(f"pull of {ref} failed (exit {code})")
-
-
-def run(args: argparse.Namespace) -> int:
-    from runtime import container, images, state
+def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> int:
+    """``pull(ref)``, handed over by the CLI (client/cli.py), fetches an image that is not in the
+    local store: the runtime imports no client code. Without it such an image is an error."""
+    from runtime import container, images, spec, state
+    from runtime.errors import EXIT_PYREG, ContainerError
+    from runtime.record import Container
 
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
@@ -180,51 +88,49 @@ def run(args: argparse.Namespace) -> int:
         env = [e for f in args.env_file for e in _read_env_file(f)] + list(args.env)
     except OSError as e:
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     try:
-        name, digest, image_config, layers = images.resolve(args.image, pull=_pull)
+        name, digest, image_config, layers = images.resolve(args.image, pull=pull)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
-    cfg = container.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
-                                 workdir=args.workdir, user=args.user)
-    if not cfg["argv"]:
+        return EXIT_PYREG
+    cfg = spec.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
+                            workdir=args.workdir, user=args.user)
+    if not cfg.argv:
         print("pyreg: no command specified", file=sys.stderr)
-        return container.EXIT_PYREG
-    taken = {r.get("name") for r in state.all_containers()}
+        return EXIT_PYREG
+    taken = {r.name for r in state.all_containers()}
     if args.name and args.name in taken:
         print(f"pyreg: the container name {args.name!r} is already in use", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     for host, _, _ in args.volume:  # as docker: a missing host path becomes a directory
         if not os.path.exists(host):
             try:
                 os.makedirs(host)
             except OSError as e:
                 print(f"pyreg: volume {host}: {e.strerror}", file=sys.stderr)
-                return container.EXIT_PYREG
+                return EXIT_PYREG
     try:
-        cfg.update(confinement(args))
-        defaults = run_defaults()
+        spec.confinement(cfg, privileged=args.privileged, cap_add=args.cap_add, cap_drop=args.cap_drop,
+                         security_opt=args.security_opt, device=args.device)
+        defaults = spec.run_defaults()
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
-        return container.EXIT_PYREG
+        return EXIT_PYREG
     rootless = os.geteuid() != 0
     memory = args.memory if args.memory is not None or rootless else defaults["memory"]
     cid = state.new_id()
-    cfg.update(
-        hostname=args.hostname or cid[:12], network=args.network, read_only=args.read_only,
-        volumes=args.volume, memory=memory, cpus=args.cpus, pids_limit=args.pids_limit,
-        pids_default=defaults["pidslimit"], rm=args.rm, layers=layers, rootless=rootless, tty=args.tty,
-        init=args.init,
+    cfg.hostname, cfg.network, cfg.read_only = args.hostname or cid[:12], args.network, args.read_only
+    cfg.volumes, cfg.memory, cfg.cpus, cfg.pids_limit = list(args.volume), memory, args.cpus, args.pids_limit
+    cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
+    cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
+    rec = Container(
+        id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
+        image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
     )
-    rec: dict[str, Any] = {
-        "id": cid, "name": args.name or state.random_name({n for n in taken if n}), "image": args.image,
-        "image_name": name, "image_digest": digest, "config": cfg, "created": state.now(),
-        "detached": args.detach,
-    }
     try:
         code = container.run(rec, args.detach)
-    except container.ContainerError as e:
+    except ContainerError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return e.code
     if args.detach:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.record import Container
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--time", type=float, default=10, help="seconds to wait before SIGKILL (default 10)")
@@ -15,10 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from runtime.commands._common import each, kill_and_wait, wait_exit
     from runtime.commands.kill import parse_signal, send
 
-    def stop(ref: str, rec: dict) -> bool:
-        if rec.get("status") == "running":
+    def stop(ref: str, rec: Container) -> bool:
+        if rec.status == "running":
             try:
-                sig = parse_signal(rec.get("config", {}).get("stop_signal") or "SIGTERM")
+                sig = parse_signal(rec.config.stop_signal or "SIGTERM")
             except ValueError:
                 sig = signal.SIGTERM
             if send(rec, sig) and not wait_exit(rec, args.time):
