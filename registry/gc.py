@@ -265,8 +265,10 @@ async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
 
 
 class GarbageCollector:
-    def __init__(self, driver: Driver, options: GCOptions | None = None, now: datetime | None = None) -> None:
+    def __init__(self, driver: Driver, options: GCOptions | None = None, now: datetime | None = None,
+                 invalidate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.driver = driver
+        self.invalidate = invalidate  # drops the servers' shared lookup cache (redis)
         self.options = options or GCOptions()
         self._now = now
         self._refs: dict[Digest, _Refs | None] = {}
@@ -488,6 +490,8 @@ class GarbageCollector:
             return blob
 
         aside = {b.digest: b for b in await self._each(set_aside, list(candidates.values())) if b is not None}
+        if self.invalidate is not None:  # what the servers cached in Redis goes with it (rule 2)
+            await self.invalidate()
 
         # -- step 3: settle, look again: rescue what a push started to use meanwhile -------------
         rescued: set[Digest] = set()
@@ -615,6 +619,7 @@ class GarbageCollector:
 
 
 async def collect_garbage(driver: Driver, options: GCOptions | None = None,
-                          now: datetime | None = None) -> GCReport:
+                          now: datetime | None = None,
+                          invalidate: Callable[[], Awaitable[None]] | None = None) -> GCReport:
     """Run one mark-and-sweep over ``driver``; see the module docstring for the rules."""
-    return await GarbageCollector(driver, options, now).run()
+    return await GarbageCollector(driver, options, now, invalidate).run()

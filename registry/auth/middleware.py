@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import logging
 import re
@@ -33,6 +34,7 @@ from registry.auth.htpasswd import Htpasswd
 from registry.auth.ratelimit import FailedLoginLimiter, client_key
 from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
+from registry.shared_state import LoginCounts, Unavailable
 from storage.names import name_problem
 
 log = logging.getLogger("pyreg.auth")
@@ -120,6 +122,7 @@ class AuthService:
     hsts: str | None = None  # Strict-Transport-Security value, sent on TLS answers only
     external_host: str | None = None  # http.host: the registry's external base URL
     trust_forwarded: bool = False  # proxy.trustforwarded
+    shared_logins: LoginCounts | None = None  # with redis: failures counted across every process
 
     def token_realm(self, scope: Scope_) -> str:
         """The configured realm, else this server's token endpoint as the client reached it
@@ -140,7 +143,7 @@ class AuthService:
         """The identity of a valid login, or the 401/429 answer; failures count per client
         (behind ``proxy.trustedproxies``, the client registry/proxy.py put in the scope)."""
         key = client_key(client)
-        wait = self.limiter.retry_after(key)
+        wait = await self._retry_after(key)
         if wait > 0:
             return error_response("TOOMANYREQUESTS", "too many failed logins from this address",
                                   headers={"Retry-After": str(int(wait) + 1)})
@@ -149,11 +152,25 @@ class AuthService:
             ok = self.htpasswd.remembered(user, password) or await anyio.to_thread.run_sync(
                 self.htpasswd.verify, user, password)
         if not ok:
-            self.limiter.failed(key)
+            await self._failed(key)
             log.info("failed login for %r from %s", user, client)
             return error_response("UNAUTHORIZED", "invalid username or password",
                                   headers=self.basic_challenge())
         return self.policy.identity(user)
+
+    async def _retry_after(self, key: str) -> float:
+        if self.shared_logins is not None:
+            try:
+                return await self.shared_logins.retry_after(key)
+            except Unavailable:
+                pass  # Redis is down: this process's own counts (registry/shared_state.py)
+        return self.limiter.retry_after(key)
+
+    async def _failed(self, key: str) -> None:
+        self.limiter.failed(key)  # kept as well, for when Redis goes away
+        if self.shared_logins is not None:
+            with contextlib.suppress(Unavailable):
+                await self.shared_logins.failed(key)
 
     def basic_challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{_quote(self.realm or "pyreg")}",charset="UTF-8"'}
