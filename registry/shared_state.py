@@ -1,9 +1,10 @@
 """Shared state in Redis for replicas and workers, behind a circuit breaker.
 
 Without ``redis:`` in the config each process keeps its own state (the failed-login counts, the
-tag and descriptor cache, verified tokens), so N processes allow N times the login attempts and a
-tag moved on one replica can be served stale by another until a local cache entry expires. With
-it, that state lives in Redis (as Distribution keeps its blob-descriptor cache there).
+tag and descriptor cache, verified tokens), so N processes allow N times the login attempts and
+a tag moved on one replica can be served stale by another until a local cache entry expires.
+With it, that state lives in Redis (as Distribution keeps its blob-descriptor cache there);
+verified tokens only with ``http.secret`` set as well (TokenMarks).
 
 Redis is an optimisation and a limiter, never a dependency of an answer: every use goes through
 ``SharedState.run``, and on any Redis error the caller falls back to its per-process state. The
@@ -23,6 +24,8 @@ can leave behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import math
 import secrets
@@ -231,6 +234,36 @@ class LoginCounts:
                 return await p.execute()
 
         await self.shared.run(op)
+
+
+# -- verified tokens ---------------------------------------------------------------------------
+
+
+class TokenMarks:
+    """Which bearer tokens some replica has verified, so the others skip the signature check.
+
+    A mark is a key named by HMAC-SHA256(``http.secret``, token) that lives until the token
+    expires. Without the secret nobody who can write to Redis can mark a token of their making,
+    and the token itself (not Redis) supplies its claims, whose expiry, issuer and audience each
+    replica still checks (TokenVerifier.claims_of_verified).
+    """
+
+    def __init__(self, shared: SharedState, secret: str) -> None:
+        self.shared = shared
+        self._secret = hashlib.sha256(b"pyreg token marks\0" + secret.encode()).digest()
+
+    def _key(self, raw: str) -> str:
+        return PREFIX + "tok:" + hmac.new(self._secret, raw.encode(), hashlib.sha256).hexdigest()
+
+    async def known(self, raw: str) -> bool:
+        """Whether a replica verified ``raw``; ``Unavailable`` when Redis is not in use."""
+        return bool(await self.shared.run(lambda r: r.exists(self._key(raw))))
+
+    async def mark(self, raw: str, expires: float, leeway: float) -> None:
+        ttl = int(expires + leeway - time.time())
+        if ttl > 0:
+            with contextlib.suppress(Unavailable):
+                await self.shared.run(lambda r: r.set(self._key(raw), "1", ex=ttl))
 
 
 def make_shared_state(config: Any) -> SharedState | None:

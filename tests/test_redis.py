@@ -248,3 +248,52 @@ async def test_link_cache_refuses_stale_fills_and_forgets_across_an_outage(redis
         assert shared.up
     finally:
         await shared.close()
+
+
+async def test_a_token_verified_by_one_replica_is_taken_by_another(redis_server: RedisServer) -> None:
+    """With http.secret, a replica marks the tokens it verified; another takes the mark instead of
+    checking the signature (here: one that does not even have the key yet, as in a key rotation).
+    A mark made without the secret, or an expired token, is not taken."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from registry.auth.middleware import AuthService
+    from registry.auth.scope import parse_scopes
+    from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+    from registry.config import RedisConfig
+    from registry.shared_state import SharedState, TokenMarks
+
+    key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    issuer = TokenIssuer(key, issuer="pyreg", service="reg", ttl=300)
+    token = issuer.issue("alice", parse_scopes(["repository:a:pull"])).token
+    shared = SharedState(RedisConfig(addr=redis_server.addr))
+
+    def replica(public: Any, secret: str) -> AuthService:
+        verifier = TokenVerifier(issuers=["pyreg"], audience="reg", keys=[public])
+        svc = AuthService(mode="token", verifier=verifier)
+        svc.shared_tokens = TokenMarks(shared, secret)
+        return svc
+
+    a = replica(key.public_key(), "the-secret")
+    b = replica(other_key.public_key(), "the-secret")  # cannot check this token's signature
+    c = replica(other_key.public_key(), "another-secret")
+    try:
+        with pytest.raises(InvalidToken):
+            await b.verify_token(token)  # nobody verified it yet
+        verified = await a.verify_token(token)
+        assert verified.subject == "alice" and verified.allows("repository", "a", "pull")
+        taken = await b.verify_token(token)
+        assert taken.subject == "alice" and taken.allows("repository", "a", "pull")
+        with pytest.raises(InvalidToken):
+            await c.verify_token(token)  # a mark is only good under the same secret
+        expired = issuer.issue("alice", [], now=0).token
+        await TokenMarks(shared, "the-secret").mark(expired, time.time() + 60, 0)  # a bogus mark
+        with pytest.raises(InvalidToken):
+            await b.verify_token(expired)  # its own expiry is still checked
+        # Redis away: b is back to its own signature checks (the per-process cache keeps "taken").
+        redis_server.stop()
+        fresh = issuer.issue("bob", []).token
+        assert (await a.verify_token(fresh)).subject == "bob"
+        with pytest.raises(InvalidToken):
+            await b.verify_token(fresh)
+    finally:
+        await shared.close()

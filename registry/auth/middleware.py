@@ -32,9 +32,9 @@ from starlette.responses import Response
 from registry.auth.access import ANONYMOUS, AccessPolicy, Identity
 from registry.auth.htpasswd import Htpasswd
 from registry.auth.ratelimit import FailedLoginLimiter, client_key
-from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
+from registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
-from registry.shared_state import LoginCounts, Unavailable
+from registry.shared_state import LoginCounts, TokenMarks, Unavailable
 from storage.names import name_problem
 
 log = logging.getLogger("pyreg.auth")
@@ -123,6 +123,7 @@ class AuthService:
     external_host: str | None = None  # http.host: the registry's external base URL
     trust_forwarded: bool = False  # proxy.trustforwarded
     shared_logins: LoginCounts | None = None  # with redis: failures counted across every process
+    shared_tokens: TokenMarks | None = None  # with redis and http.secret: tokens verified anywhere
 
     def token_realm(self, scope: Scope_) -> str:
         """The configured realm, else this server's token endpoint as the client reached it
@@ -157,6 +158,26 @@ class AuthService:
             return error_response("UNAUTHORIZED", "invalid username or password",
                                   headers=self.basic_challenge())
         return self.policy.identity(user)
+
+    async def verify_token(self, raw: str) -> VerifiedToken:
+        """This process's cache, then a replica's mark in Redis, then the signature check."""
+        assert self.verifier is not None
+        hit = self.verifier.cached(raw)
+        if hit is not None:
+            return hit
+        if self.shared_tokens is not None:
+            try:
+                known = await self.shared_tokens.known(raw)
+            except Unavailable:
+                known = False
+            if known:
+                token = self.verifier.claims_of_verified(raw)
+                self.verifier.remember(raw, token)
+                return token
+        token = self.verifier.verify(raw)
+        if self.shared_tokens is not None:
+            await self.shared_tokens.mark(raw, token.expires, LEEWAY)
+        return token
 
     async def _retry_after(self, key: str) -> float:
         if self.shared_logins is not None:
@@ -276,7 +297,7 @@ class AuthMiddleware:
         authz = _header(scope, b"authorization") or ""
         scheme = authz.split(None, 1)[0].lower() if authz else ""
         if s.mode == "token":
-            return self._decide_token(scope, need, authz if scheme == "bearer" else None)
+            return await self._decide_token(scope, need, authz if scheme == "bearer" else None)
         identity: Identity = ANONYMOUS
         if s.mode == "htpasswd" and scheme == "basic" and not _empty_basic(authz):
             creds = parse_basic(authz)
@@ -304,7 +325,7 @@ class AuthMiddleware:
             _drop_mount(scope)
         return ctx
 
-    def _decide_token(self, scope: Scope_, need: Need, authz: str | None) -> AuthContext | Response:
+    async def _decide_token(self, scope: Scope_, need: Need, authz: str | None) -> AuthContext | Response:
         s = self.s
         assert s.verifier is not None
 
@@ -320,7 +341,7 @@ class AuthMiddleware:
         if authz is None:
             return challenge(None, "authentication required")
         try:
-            token = s.verifier.verify(authz.split(None, 1)[1].strip() if " " in authz else "")
+            token = await s.verify_token(authz.split(None, 1)[1].strip() if " " in authz else "")
         except InvalidToken as e:
             return challenge("invalid_token", f"invalid token: {e}")
         identity = s.policy.identity(token.subject, token.groups)

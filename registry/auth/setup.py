@@ -28,7 +28,7 @@ from registry.auth.tokens import (
     load_private_key,
     load_public_keys,
 )
-from registry.shared_state import LoginCounts, SharedState
+from registry.shared_state import LoginCounts, SharedState, TokenMarks
 
 log = logging.getLogger("pyreg.auth")
 
@@ -99,6 +99,9 @@ def build_service(config: Any, shared: SharedState | None = None) -> AuthService
             raise AuthSetupError("auth.token.realm: required with an external issuer")
         svc.verifier = TokenVerifier(issuers=[tokcfg.issuer], audience=tokcfg.service, keys=keys,
                                      named_keys=named, roots=roots)
+        secret = getattr(getattr(config, "http", None), "secret", None)
+        if shared is not None and secret:  # the marks are keyed by it: replicas must share it
+            svc.shared_tokens = TokenMarks(shared, secret)
     return svc
 
 
