@@ -21,9 +21,10 @@ Distribution ignores the extra directory (its tags and revisions walks never ent
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
 them) and dropped at once by this process's own writes and deletes. With ``redis:`` configured,
-links (tags, revisions, layers) and blob sizes are cached in Redis instead, where every write
-and delete updates them for all replicas at once (registry/shared_state.py: LinkCache); while
-Redis is unreachable the in-process cache takes over.
+tags are cached in Redis instead, where every write and delete updates them for all replicas at
+once (registry/shared_state.py: LinkCache), so a moved tag is never served stale; revision and
+layer links and blob sizes, which change only by deletes, are in Redis too, behind the
+in-process cache. While Redis is unreachable the in-process cache does it all.
 """
 
 from __future__ import annotations
@@ -203,7 +204,17 @@ class Layout:
 
     async def _cached(self, cache: TTLCache, key: tuple[str, ...], read: Callable[[], Awaitable[Any]],
                       parse: Callable[[str], Any]) -> Any:
-        """``read()`` through the cache; a None result (missing) is never cached."""
+        """``read()`` through the cache; a None result (missing) is never cached.
+
+        Tags move, so with Redis they are looked up there every time. Everything else (blob sizes,
+        layer and revision links) changes only when deleted: this process's ttl cache answers
+        first, as without Redis, and Redis backs it (one round trip can cost more than a stat).
+        """
+        local_first = key[0] != "tag"
+        if local_first or self._shared is None:
+            value = cache.get(key)
+            if value is not None:
+                return value
         if self._shared is not None:
             from registry.shared_state import Miss, Unavailable
 
@@ -216,16 +227,18 @@ class Layout:
                     value = await read()
                     if value is not None:
                         await self._shared.fill(hit, str(value))
-                    return value
-                try:
-                    return parse(hit)
-                except (ValueError, DigestError):  # not ours: read storage, replace it
-                    value = await read()
-                    await self._shared.write("|".join(key), None if value is None else str(value))
-                    return value
-        value = cache.get(key)
-        if value is not None:
-            return value
+                else:
+                    try:
+                        value = parse(hit)
+                    except (ValueError, DigestError):  # not ours: read storage, replace it
+                        value = await read()
+                        await self._shared.write("|".join(key), None if value is None else str(value))
+                if value is not None and local_first:
+                    cache.put(key, value)
+                return value
+            value = cache.get(key)
+            if value is not None:
+                return value
         value = await read()
         if value is not None:
             cache.put(key, value)
