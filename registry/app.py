@@ -30,6 +30,7 @@ from registry.errors import API_VERSION, API_VERSION_HEADER, error_response
 from registry.layout import Layout
 from registry.routes import V2Endpoint
 from registry.routes.common import Registry
+from registry.shared_state import SharedState, make_shared_state
 from registry.uploads import Uploads
 from storage.errors import PathNotFoundError
 
@@ -79,13 +80,13 @@ class ReadOnlyMiddleware:
         await self.app(scope, receive, send)
 
 
-def build_middleware(config: Config) -> list[Middleware]:
+def build_middleware(config: Config, shared: SharedState | None = None) -> list[Middleware]:
     """The middleware stack, outermost first."""
     middleware = [Middleware(APIVersionMiddleware)]
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
     from registry.auth.setup import auth_middleware
 
-    middleware.append(auth_middleware(config))
+    middleware.append(auth_middleware(config, shared))
     if config.storage.maintenance.readonly.enabled:
         middleware.append(Middleware(ReadOnlyMiddleware))
     if config.notifications.endpoints:  # innermost: webhooks for what auth and read-only let through
@@ -142,7 +143,8 @@ def create_app(config: Config | None = None) -> Starlette:
         config = load_config(environ={})
     driver = make_driver(config)
     cache = config.storage.cache
-    layout = Layout(driver, cache.ttl, cache.maxentries)
+    shared = make_shared_state(config)  # redis: state every worker and replica shares
+    layout = Layout(driver, cache.ttl, cache.maxentries, shared)
     registry = Registry(config, driver, layout, Uploads(layout))
 
     @contextlib.asynccontextmanager
@@ -158,8 +160,11 @@ def create_app(config: Config | None = None) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if shared is not None:
+                await shared.close()
 
-    app = Starlette(routes=build_routes(registry), middleware=build_middleware(config), lifespan=lifespan)
+    app = Starlette(routes=build_routes(registry), middleware=build_middleware(config, shared),
+                    lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config
     return app

@@ -302,6 +302,50 @@ class ValidationConfig:
     manifests: ManifestValidationConfig = field(default_factory=ManifestValidationConfig)
 
 
+# -- redis (registry/shared_state.py): Distribution's ``redis`` section -------------------------
+
+
+@dataclass
+class RedisTLSConfig:
+    enabled: bool = False
+    certificate: str | None = None  # client certificate, for a server that asks for one
+    key: str | None = None
+    clientcas: list[str] = field(default_factory=list)  # CAs the server's certificate must chain to
+    rootcas: list[str] = field(default_factory=list)  # Distribution 3's name for clientcas
+
+
+@dataclass
+class RedisPoolConfig:
+    maxidle: int = 16
+    maxactive: int = 64
+    idletimeout: float = duration_field(300.0)
+
+
+@dataclass
+class RedisConfig:
+    """Shared state for replicas and workers: failed logins, the tag and descriptor cache, verified
+    tokens. Distribution 2's keys (``addr``, ``pool``) and 3's (``addrs``, ``poolsize``) both work."""
+
+    addr: str = ""
+    addrs: list[str] = field(default_factory=list)
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    dialtimeout: float = duration_field(1.0)
+    readtimeout: float = duration_field(1.0)
+    writetimeout: float = duration_field(1.0)
+    pool: RedisPoolConfig = field(default_factory=RedisPoolConfig)
+    poolsize: int = 0
+    maxidleconns: int = 0
+    connmaxidletime: float = duration_field(0.0)
+    tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
+
+    def __post_init__(self) -> None:
+        if not (self.addr or self.addrs):
+            raise ConfigError("redis.addr: required (HOST:PORT of the Redis server)")
+        split_addr(self.addr or self.addrs[0], "redis.addr")
+
+
 @dataclass
 class Config:
     addr: str = "127.0.0.1:5000"
@@ -316,6 +360,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    redis: RedisConfig | None = None
 
     @property
     def host(self) -> str:

@@ -116,6 +116,7 @@ class GCReport:
     tag_history_deleted: int = 0
     referrer_links_deleted: int = 0
     uploads_in_progress: int = 0
+    repositories_deleted: list[str] = field(default_factory=list)  # left empty (delete_untagged)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class GCReport:
             "tag_history_deleted": self.tag_history_deleted,
             "referrer_links_deleted": self.referrer_links_deleted,
             "uploads_in_progress": self.uploads_in_progress, "seconds": round(self.seconds, 3),
+            "repositories_deleted": self.repositories_deleted,
         }
 
     def to_json(self) -> str:
@@ -265,8 +267,10 @@ async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
 
 
 class GarbageCollector:
-    def __init__(self, driver: Driver, options: GCOptions | None = None, now: datetime | None = None) -> None:
+    def __init__(self, driver: Driver, options: GCOptions | None = None, now: datetime | None = None,
+                 invalidate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.driver = driver
+        self.invalidate = invalidate  # drops the servers' shared lookup cache (redis)
         self.options = options or GCOptions()
         self._now = now
         self._refs: dict[Digest, _Refs | None] = {}
@@ -488,6 +492,8 @@ class GarbageCollector:
             return blob
 
         aside = {b.digest: b for b in await self._each(set_aside, list(candidates.values())) if b is not None}
+        if self.invalidate is not None:  # what the servers cached in Redis goes with it (rule 2)
+            await self.invalidate()
 
         # -- step 3: settle, look again: rescue what a push started to use meanwhile -------------
         rescued: set[Digest] = set()
@@ -513,9 +519,34 @@ class GarbageCollector:
             # the same bytes renaming its data into it. Nothing reads an empty one.
 
         await self._each(sweep, [b for d, b in aside.items() if d not in rescued])
+        if opts.delete_untagged:
+            report.repositories_deleted = await self._drop_empty_repositories(sorted(repos), cutoff)
         report.seconds = time.monotonic() - started
         log.info("garbage collection: %s", report.summary())
         return report
+
+    async def _drop_empty_repositories(self, names: list[str], cutoff: datetime) -> list[str]:
+        """``delete_untagged``: a repository left with no manifest, tag, upload or young layer link
+        (a push in progress) loses ``_manifests`` and ``_layers``, so ``_catalog`` stops listing it
+        (nested repositories stay). Checked right before each delete, as rule 3 does."""
+        dropped = []
+        for name in names:
+            base = paths.repo_path(name)
+            files = [(sub, info) for sub in ("_manifests", "_uploads", "_layers")
+                     for info in await self._files_under(f"{base}/{sub}")]
+            if any(sub != "_layers" or info.modtime > cutoff for sub, info in files):
+                continue
+            # (on S3 an emptied _manifests is gone already: old _layers links may be all there is)
+            if (await self._delete(f"{base}/_manifests")) | (await self._delete(f"{base}/_layers")):
+                log.info("deleted empty repository %s", name)
+                dropped.append(name)
+        return dropped
+
+    async def _files_under(self, path: str) -> list[FileInfo]:
+        try:
+            return [info async for info in self.driver.walk(path) if not info.is_dir]
+        except PathNotFoundError:
+            return []
 
     async def _put_back(self, digest: Digest) -> None:
         """Undo ``set_aside``: the data returns unless a new upload already put fresh bytes there."""
@@ -615,6 +646,7 @@ class GarbageCollector:
 
 
 async def collect_garbage(driver: Driver, options: GCOptions | None = None,
-                          now: datetime | None = None) -> GCReport:
+                          now: datetime | None = None,
+                          invalidate: Callable[[], Awaitable[None]] | None = None) -> GCReport:
     """Run one mark-and-sweep over ``driver``; see the module docstring for the rules."""
-    return await GarbageCollector(driver, options, now).run()
+    return await GarbageCollector(driver, options, now, invalidate).run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from registry.config import ConfigError, load_config, parse_duration
     from registry.drivers import make_driver
-    from registry.gc import GCOptions, collect_garbage
+    from registry.gc import GCOptions
 
     overrides = {"storage.filesystem.rootdirectory": args.data_dir} if args.data_dir else {}
     try:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     options = GCOptions(dry_run=args.dry_run, delete_untagged=args.delete_untagged, grace=grace,
                         settle=settle)
-    report = asyncio.run(collect_garbage(make_driver(config), options))
+    report = asyncio.run(_collect(config, make_driver(config), options))
     if args.json:
         print(report.to_json())
     else:
@@ -61,3 +62,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'would delete' if report.dry_run else 'deleted'} blob {digest}")
         print(report.summary())
     return 0
+
+
+async def _collect(config: Any, driver: Any, options: Any) -> Any:
+    """One run; with ``redis:`` the servers' shared lookup cache is dropped after the unlinking."""
+    from registry.gc import collect_garbage
+    from registry.shared_state import make_shared_state
+
+    shared = make_shared_state(config)
+    try:
+        return await collect_garbage(driver, options, invalidate=shared.forget_cache if shared else None)
+    finally:
+        if shared is not None:
+            await shared.close()

@@ -28,7 +28,11 @@ not hash to its name, so an honest upload repairs a corrupt or poisoned blob.
 
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
-them) and dropped at once by this process's own writes and deletes.
+them) and dropped at once by this process's own writes and deletes. With ``redis:`` configured,
+tags are cached in Redis instead, where every write and delete updates them for all replicas at
+once (registry/shared_state.py: LinkCache), so a moved tag is never served stale; revision and
+layer links and blob sizes, which change only by deletes, are in Redis too, behind the
+in-process cache. While Redis is unreachable the in-process cache does it all.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from storage.digest import Digest, DigestError, new_hasher
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
 from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
+
+if TYPE_CHECKING:
+    from registry.shared_state import LinkCache, SharedState
 
 ROOT: Final = "/docker/registry/v2"
 BLOBS: Final = f"{ROOT}/blobs"
@@ -222,11 +229,70 @@ def _basename(path: str) -> str:
 class Layout:
     """Repository operations over a Driver in Distribution's layout, with a lookup cache."""
 
-    def __init__(self, driver: Driver, cache_ttl: float = 1.0, maxentries: int = 10000) -> None:
+    def __init__(self, driver: Driver, cache_ttl: float = 1.0, maxentries: int = 10000,
+                 shared: SharedState | None = None) -> None:
         self.driver = driver
         self._links = TTLCache(cache_ttl, maxentries)  # (kind, name, key) -> Digest
         self._sizes = TTLCache(cache_ttl, maxentries)  # Digest -> blob size
         self._content = ContentCache()
+        self._shared: LinkCache | None = None
+        if shared is not None:
+            from registry.shared_state import LinkCache
+
+            self._shared = LinkCache(shared)
+
+    # -- the lookup cache: Redis when configured and up, else this process's TTL cache ----------
+
+    async def _cached(self, cache: TTLCache, key: tuple[str, ...], read: Callable[[], Awaitable[Any]],
+                      parse: Callable[[str], Any]) -> Any:
+        """``read()`` through the cache; a None result (missing) is never cached.
+
+        Tags move, so with Redis they are looked up there every time. Everything else (blob sizes,
+        layer and revision links) changes only when deleted: this process's ttl cache answers
+        first, as without Redis, and Redis backs it (one round trip can cost more than a stat).
+        """
+        local_first = key[0] != "tag"
+        if local_first or self._shared is None:
+            value = cache.get(key)
+            if value is not None:
+                return value
+        if self._shared is not None:
+            from registry.shared_state import Miss, Unavailable
+
+            try:
+                hit = await self._shared.get("|".join(key))
+            except Unavailable:
+                pass
+            else:
+                if isinstance(hit, Miss):
+                    value = await read()
+                    if value is not None:
+                        await self._shared.fill(hit, str(value))
+                else:
+                    try:
+                        value = parse(hit)
+                    except (ValueError, DigestError):  # not ours: read storage, replace it
+                        value = await read()
+                        await self._shared.write("|".join(key), None if value is None else str(value))
+                if value is not None and local_first:
+                    cache.put(key, value)
+                return value
+            value = cache.get(key)
+            if value is not None:
+                return value
+        value = await read()
+        if value is not None:
+            cache.put(key, value)
+        return value
+
+    async def _changed(self, cache: TTLCache, key: tuple[str, ...], value: Any) -> None:
+        """After a storage write (``value``) or delete (None) of what ``key`` caches."""
+        if value is None:
+            cache.pop(key)
+        else:
+            cache.put(key, value)
+        if self._shared is not None:
+            await self._shared.write("|".join(key), None if value is None else str(value))
 
     # -- links ---------------------------------------------------------------------------------
 
@@ -251,40 +317,41 @@ class Layout:
 
     async def blob_size(self, digest: Digest) -> int | None:
         """Size of the blob in the global store, or None when it is not there."""
-        size = self._sizes.get(digest)
-        if size is not None:
-            return int(size)
-        try:
-            info = await self.driver.stat(blob_data_path(digest))
-        except PathNotFoundError:
-            return None
-        if info.is_dir:
-            return None
-        self._sizes.put(digest, info.size)
-        return info.size
+
+        async def read() -> int | None:
+            try:
+                info = await self.driver.stat(blob_data_path(digest))
+            except PathNotFoundError:
+                return None
+            return None if info.is_dir else info.size
+
+        size = await self._cached(self._sizes, ("size", str(digest)), read, int)
+        return None if size is None else int(size)
 
     async def repo_blob_size(self, name: str, digest: Digest) -> int | None:
         """Size of a blob this repository links (as a layer or a manifest), else None."""
-        key = ("layer", name, digest)
-        if self._links.get(key) is None:
+        async def read() -> Digest | None:
             linked = await self.read_link(layer_link_path(name, digest))
             if linked != digest:
                 linked = await self.read_link(revision_link_path(name, digest))
-            if linked != digest:
-                return None
-            self._links.put(key, digest)
+            return digest if linked == digest else None
+
+        if await self._cached(self._links, ("layer", name, str(digest)), read, Digest.parse) is None:
+            return None
         return await self.blob_size(digest)
 
     async def link_blob(self, name: str, digest: Digest) -> None:
         await self.write_link(layer_link_path(name, digest), digest)
-        self._links.put(("layer", name, digest), digest)
+        await self._changed(self._links, ("layer", name, str(digest)), digest)
 
     async def unlink_blob(self, name: str, digest: Digest) -> bool:
         """Remove a repository's link to a blob (the data stays for garbage collection)."""
-        self._links.pop(("layer", name, digest))
+        self._links.pop(("layer", name, str(digest)))
         if await self.read_link(layer_link_path(name, digest)) is None:
             return False
-        return await self._delete(layer_link_path(name, digest).rsplit("/", 1)[0])
+        deleted = await self._delete(layer_link_path(name, digest).rsplit("/", 1)[0])
+        await self._changed(self._links, ("layer", name, str(digest)), None)
+        return deleted
 
     async def blob_is_valid(self, digest: Digest, size: int | None = None) -> bool:
         """Whether the stored blob exists, has ``size`` (when given) and hashes to its name.
@@ -324,7 +391,7 @@ class Layout:
             if published.hexdigest not in (None, digest.hex) or published.size != size:
                 await self.quarantine_corrupt(digest)
                 raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
-        self.forget_blob(digest)
+        await self.forget_blob(digest)
 
     async def quarantine_corrupt(self, digest: Digest) -> bool:
         """Move a blob that a read found corrupt out of the blob store (kept for inspection),
@@ -332,7 +399,7 @@ class Layout:
 
         It is hashed once more first: a verified upload may have repaired it meanwhile.
         """
-        self.forget_blob(digest)
+        await self.forget_blob(digest)
         if await self.blob_is_valid(digest):
             return False
         try:
@@ -380,7 +447,7 @@ class Layout:
         if wrong:
             log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read); "
                       "answer cut short", digest, sent, length)
-            self.forget_blob(digest)
+            await self.forget_blob(digest)
             if whole or sent < length:
                 await self.quarantine_corrupt(digest)
             raise CorruptBlobError(str(digest))
@@ -398,22 +465,21 @@ class Layout:
             except PathNotFoundError:
                 pass
         await self.driver.put_content(path, data)
-        self.forget_blob(digest)
+        await self.forget_blob(digest)  # a cached copy of the bytes it replaced goes too
 
-    def forget_blob(self, digest: Digest) -> None:
-        self._sizes.pop(digest)
+    async def forget_blob(self, digest: Digest) -> None:
+        """The blob turned out to be gone (deleted since its size was cached)."""
         self._content.pop(digest)
+        await self._changed(self._sizes, ("size", str(digest)), None)
 
     # -- manifests -----------------------------------------------------------------------------
 
     async def has_manifest(self, name: str, digest: Digest) -> bool:
-        key = ("revision", name, digest)
-        if self._links.get(key) is not None:
-            return True
-        if await self.read_link(revision_link_path(name, digest)) != digest:
-            return False
-        self._links.put(key, digest)
-        return True
+        async def read() -> Digest | None:
+            return digest if await self.read_link(revision_link_path(name, digest)) == digest else None
+
+        key = ("revision", name, str(digest))
+        return await self._cached(self._links, key, read, Digest.parse) is not None
 
     async def manifest(self, name: str, digest: Digest) -> StoredManifest | None:
         """The stored manifest bytes and media type, if this repository has the revision."""
@@ -444,13 +510,13 @@ class Layout:
         if manifest.subject is not None:
             await self.write_link(referrer_link_path(name, manifest.subject.digest, digest), digest)
         await self.write_link(revision_link_path(name, digest), digest)
-        self._links.put(("revision", name, digest), digest)
+        await self._changed(self._links, ("revision", name, str(digest)), digest)
 
     async def delete_manifest(self, name: str, digest: Digest) -> bool:
         """Delete a revision, every tag pointing at it and its referrer entry; False if unknown."""
         if not await self.has_manifest(name, digest):
             return False
-        self._links.pop(("revision", name, digest))
+        self._links.pop(("revision", name, str(digest)))
         stored = await self.manifest_content(digest)
         for tag in await self.tags(name) or []:
             if await self.resolve_tag(name, tag) == digest:
@@ -462,7 +528,9 @@ class Layout:
                 parsed = None
             if parsed is not None and parsed.subject is not None:
                 await self._delete(referrer_link_path(name, parsed.subject.digest, digest).rsplit("/", 1)[0])
-        return await self._delete(revision_link_path(name, digest).rsplit("/", 1)[0])
+        deleted = await self._delete(revision_link_path(name, digest).rsplit("/", 1)[0])
+        await self._changed(self._links, ("revision", name, str(digest)), None)
+        return deleted
 
     async def referrers(self, name: str, subject: Digest) -> list[Digest]:
         """Digests of the manifests in ``name`` that name ``subject`` (whether or not it exists)."""
@@ -488,26 +556,23 @@ class Layout:
     # -- tags ----------------------------------------------------------------------------------
 
     async def resolve_tag(self, name: str, tag: str) -> Digest | None:
-        key = ("tag", name, tag)
-        cached = self._links.get(key)
-        if cached is not None:
-            return cached
-        digest = await self.read_link(tag_current_path(name, tag))
-        if digest is not None:
-            self._links.put(key, digest)
-        return digest
+        result = await self._cached(self._links, ("tag", name, tag),
+                                    lambda: self.read_link(tag_current_path(name, tag)), Digest.parse)
+        return result if isinstance(result, Digest) else None
 
     async def tag(self, name: str, tag: str, digest: Digest) -> None:
         """Point ``tag`` at ``digest``: index entry first, then the current link (atomic)."""
         await self.write_link(tag_index_link_path(name, tag, digest), digest)
         await self.write_link(tag_current_path(name, tag), digest)
-        self._links.put(("tag", name, tag), digest)
+        await self._changed(self._links, ("tag", name, tag), digest)
 
     async def untag(self, name: str, tag: str) -> bool:
         self._links.pop(("tag", name, tag))
         if await self.read_link(tag_current_path(name, tag)) is None:
             return False
-        return await self._delete(f"{tags_path(name)}/{tag}")
+        deleted = await self._delete(f"{tags_path(name)}/{tag}")
+        await self._changed(self._links, ("tag", name, tag), None)
+        return deleted
 
     async def tags(self, name: str) -> list[str] | None:
         """Sorted tags of a repository; None when the repository does not exist."""

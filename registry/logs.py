@@ -54,5 +54,7 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": True},
             "pyreg.access": {"handlers": [], "level": "INFO", "propagate": True},
+            # httpx logs every request it sends (webhook deliveries) at INFO: only from debug on
+            "httpx": {"handlers": [], "level": "DEBUG" if level == "DEBUG" else "WARNING", "propagate": True},
         },
     }

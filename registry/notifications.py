@@ -11,8 +11,12 @@ for endpoints that ask for ``pull``, a manifest GET (200), every configured endp
 
 as Distribution sends them (its receivers work unchanged). A tag delete's target has the
 repository, the tag and the digest it pointed at; a manifest delete's the repository and digest.
-Blob pushes and pulls send nothing (Distribution's blob events are what its users usually filter
-out with ``ignoredmediatypes: [application/octet-stream]``).
+Blobs (layers and configs) have events too, as in Distribution: ``push`` when an upload finishes
+(PUT, or a POST with the digest, answered 201), ``mount`` for a cross-repository mount (its
+target names ``fromRepository``; sent where ``push`` events are wanted) and, for endpoints that
+ask, ``pull`` on a blob GET (200, or 307 to storage). Their ``mediaType`` is
+``application/octet-stream``, which ``ignoredmediatypes: [application/octet-stream]`` filters
+out, as with Distribution.
 
 The client's request is never delayed or failed by a webhook: the event is built from what the
 request and its answer already carry (one ASGI middleware, so the routes know nothing of it) and
@@ -47,6 +51,7 @@ from registry.config import Config, NotificationEndpoint
 log = logging.getLogger("pyreg.notifications")
 
 EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+BLOB_MEDIA_TYPE = "application/octet-stream"  # what Distribution's blob events name
 _MAX_BATCH = 100
 _MAX_BODY = 4 * 1024 * 1024 + 1  # the route refuses bigger manifests (413)
 _SHUTDOWN_DRAIN = 5.0
@@ -79,7 +84,8 @@ class Endpoint:
 
     def wants(self, event: dict[str, Any]) -> bool:
         media_type = str(event["target"].get("mediaType", "")).lower()
-        return event["action"] in self.actions and media_type not in self.ignored_types
+        action = "push" if event["action"] == "mount" else event["action"]  # a mount pushes by reference
+        return action in self.actions and media_type not in self.ignored_types
 
     def offer(self, event: dict[str, Any]) -> None:
         """Queue an event without waiting; drop it (and say so) when the queue is full."""
@@ -200,11 +206,11 @@ class Notifier:
             "source": {"addr": self.source_addr, "instanceID": self.instance_id},
         }
 
-    def manifest_url(self, scope: Scope, name: str, digest: str) -> str:
+    def manifest_url(self, scope: Scope, name: str, digest: str, kind: str = "manifests") -> str:
         base = self.config.http.host
         if not base:
             base = f"{scope.get('scheme', 'http')}://{_header(scope, b'host') or self.config.addr}"
-        return f"{base.rstrip('/')}/v2/{name}/manifests/{digest}"
+        return f"{base.rstrip('/')}/v2/{name}/{kind}/{digest}"
 
 
 def _header(scope: MutableMapping[str, Any], name: bytes) -> str | None:
@@ -219,6 +225,20 @@ def _response_headers(message: Message) -> dict[str, list[str]]:
     for key, value in message.get("headers", ()):
         out.setdefault(bytes(key).decode("latin-1").lower(), []).append(bytes(value).decode("latin-1"))
     return out
+
+
+async def _blob_size(scope: Scope, digest: str) -> int:
+    """The stored blob's size (the lookup cache has it from the request just answered)."""
+    from storage.digest import Digest, DigestError
+
+    app = scope.get("app")
+    registry = getattr(getattr(app, "state", None), "registry", None)
+    if registry is None:
+        return 0
+    try:
+        return await registry.layout.blob_size(Digest.parse(digest)) or 0
+    except DigestError:
+        return 0
 
 
 def _media_type(body: bytes, content_type: str | None) -> str:
@@ -243,6 +263,9 @@ class NotificationsMiddleware:
             return
         method = scope.get("method")
         path: str = scope.get("path", "")
+        if scope["type"] == "http" and method == "POST" and path.endswith("/blobs/uploads/"):
+            await self._blob(scope, receive, send, "POST", path[4:-len("/blobs/uploads/")], "")
+            return
         if (scope["type"] != "http" or not path.startswith("/v2/")
                 or method not in ("PUT", "DELETE", "GET")
                 or (method == "GET" and not self.notifier.wants_pulls())):
@@ -251,6 +274,9 @@ class NotificationsMiddleware:
         from registry import routes
 
         found = routes.match(path[4:])
+        if found is not None and (found[0], method) in ((routes.UPLOAD, "PUT"), (routes.BLOBS, "GET")):
+            await self._blob(scope, receive, send, method, found[1], found[2])
+            return
         if found is None or found[0] is not routes.MANIFESTS:
             await self.app(scope, receive, send)
             return
@@ -310,6 +336,46 @@ class NotificationsMiddleware:
             events = [n.event(scope, "pull", target)]
         if events:
             n.publish(events)
+
+    async def _blob(self, scope: Scope, receive: Receive, send: Send, method: str, name: str,
+                    reference: str) -> None:
+        """A blob upload's finish (PUT, POST with the digest), a mount, or a GET: its event."""
+        answer: dict[str, Any] = {}
+
+        async def capturing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = _response_headers(message)
+            await send(message)
+
+        if method == "GET" and not self.notifier.wants_pulls():
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, capturing_send)
+        try:
+            await self._publish_blob(scope, method, name, reference, answer)
+        except Exception:  # a webhook never fails the request
+            log.exception("notifications: could not build the blob event for %s %s", method, name[:200])
+
+    async def _publish_blob(self, scope: Scope, method: str, name: str, reference: str,
+                            answer: dict[str, Any]) -> None:
+        status = answer.get("status")
+        headers: dict[str, list[str]] = answer.get("headers", {})
+        digest = (headers.get("docker-content-digest") or [reference if method == "GET" else ""])[0]
+        if not digest or status not in ((200, 307) if method == "GET" else (201,)):
+            return
+        action, extra = ("pull" if method == "GET" else "push"), {}
+        if method == "POST":
+            from urllib.parse import parse_qs
+
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if query.get("mount") and query.get("from"):  # still there: the mount was allowed
+                action, extra = "mount", {"fromRepository": query["from"][0]}
+        size = await _blob_size(scope, digest)
+        n = self.notifier
+        target = {"mediaType": BLOB_MEDIA_TYPE, "size": size, "digest": digest, "length": size,
+                  "repository": name, "url": n.manifest_url(scope, name, digest, "blobs"), **extra}
+        n.publish([n.event(scope, action, target)])
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:

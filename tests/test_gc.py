@@ -199,6 +199,32 @@ async def test_delete_untagged(client: httpx.AsyncClient, gc_config: dict[str, A
     assert plain.blobs_deleted == [] and plain.manifests_deleted == []
 
 
+async def test_delete_untagged_drops_repositories_left_empty(client: httpx.AsyncClient,
+                                                             gc_config: dict[str, Any]) -> None:
+    """A repository whose manifests were all untagged garbage leaves ``_catalog``; one with a tag,
+    and a nested repository under the emptied one, stay."""
+    for name in ("team/gone", "team/gone/nested", "team/kept"):
+        await push_image(client, name, "v1", config=name.encode(), layers=(name.encode() * 3,))
+    # the layer is shared with a kept repository: its link alone does not keep team/gone
+    await push_blob(client, "team/gone", b"team/kept" * 3)
+    assert (await client.delete("/v2/team/gone/manifests/v1")).status_code == 202
+    before = (await client.get("/v2/_catalog")).json()["repositories"]
+    assert before == ["team/gone", "team/gone/nested", "team/kept"]
+    report = await run_gc(gc_config, GCOptions(grace=0, settle=0, delete_untagged=True))
+    assert report.repositories_deleted == ["team/gone"]
+    assert (await client.get("/v2/_catalog")).json()["repositories"] == ["team/gone/nested", "team/kept"]
+    assert (await client.get("/v2/team/gone/tags/list")).status_code == 404
+    await pull_all(client, "team/gone/nested", "v1")
+    await pull_all(client, "team/kept", "v1")
+    # the name can be pushed again
+    await push_image(client, "team/gone", "v2", config=b"again")
+    await pull_all(client, "team/gone", "v2")
+    # without --delete-untagged an empty repository stays listed
+    assert (await client.delete("/v2/team/gone/manifests/v2")).status_code == 202
+    assert (await run_gc(gc_config, NOW_GC)).repositories_deleted == []
+    assert "team/gone" in (await client.get("/v2/_catalog")).json()["repositories"]
+
+
 async def test_untagged_but_recent_manifest_is_kept(client: httpx.AsyncClient,
                                                     gc_config: dict[str, Any]) -> None:
     """An index's children are pushed untagged first: within the grace period they are not garbage."""

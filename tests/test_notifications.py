@@ -22,6 +22,7 @@ pytestmark = pytest.mark.filesystem_only  # about HTTP, not storage
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EVENTS = "application/vnd.docker.distribution.events.v1+json"
+BLOB = "application/octet-stream"
 
 RECEIVER = textwrap.dedent('''
     """A webhook receiver: appends every POST as a JSON line; fails the first N; can hold requests."""
@@ -132,8 +133,10 @@ def metrics(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def endpoint(receiver: Receiver, **extra: Any) -> dict[str, Any]:
+    """Manifest events only, unless ``ignoredmediatypes`` says otherwise (blob events: see
+    test_blob_push_mount_and_pull_events)."""
     return {"name": "test", "url": receiver.url, "timeout": "10s", "threshold": 2, "backoff": "200ms",
-            **extra}
+            "ignoredmediatypes": [BLOB], **extra}
 
 
 def test_push_and_delete_events(make_registry_server: Callable[..., Any],
@@ -220,7 +223,7 @@ def test_filters_pulls_and_two_endpoints(make_registry_server: Callable[..., Any
     picky, everything = receivers(), receivers()
     server = make_registry_server({"notifications": {"endpoints": [
         endpoint(picky, name="picky", events=["push", "pull", "delete"], ignore={"actions": ["delete"]},
-                 ignoredmediatypes=[OCI_INDEX]),
+                 ignoredmediatypes=[OCI_INDEX, BLOB]),
         endpoint(everything, name="all"),
         {"name": "off", "url": "http://127.0.0.1:9/never", "disabled": True},
     ]}})
@@ -278,3 +281,40 @@ def test_no_endpoints_no_middleware() -> None:
     hooked = build_middleware(load_config(data={"notifications": {"endpoints": [{"url": "http://x"}]}},
                                           environ={}))
     assert len(hooked) == len(plain) + 1
+
+
+def test_blob_push_mount_and_pull_events(make_registry_server: Callable[..., Any],
+                                         receivers: Callable[..., Receiver]) -> None:
+    """Layers have events as in Distribution: push when an upload finishes (monolithic or
+    chunked), mount with fromRepository, pull on GET; and no httpx log line per delivery."""
+    hook = receivers()
+    server = make_registry_server({"notifications": {"endpoints": [
+        endpoint(hook, events=["push", "pull", "delete"], ignoredmediatypes=[])]}})
+    one, two = b"blob one" * 100, b"blob two" * 300
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/v2/team/a/blobs/uploads/", params={"digest": sha256(one)}, content=one)
+        assert r.status_code == 201
+        r = http.post("/v2/team/a/blobs/uploads/")
+        assert r.status_code == 202
+        r = http.patch(r.headers["Location"], content=two[:1000],
+                       headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 202
+        r = http.put(r.headers["Location"], params={"digest": sha256(two)}, content=two[1000:])
+        assert r.status_code == 201
+        r = http.post("/v2/team/b/blobs/uploads/", params={"mount": sha256(two), "from": "team/a"})
+        assert r.status_code == 201
+        assert http.get(f"/v2/team/b/blobs/{sha256(two)}").content == two
+        assert http.head(f"/v2/team/b/blobs/{sha256(two)}").status_code == 200  # HEAD is no pull
+        assert http.get(f"/v2/team/b/blobs/{sha256(one)}").status_code == 404  # not linked: nothing
+    events = hook.wait_for(4)
+    assert [(e["action"], e["target"]["repository"], e["target"]["digest"]) for e in events] == [
+        ("push", "team/a", sha256(one)), ("push", "team/a", sha256(two)),
+        ("mount", "team/b", sha256(two)), ("pull", "team/b", sha256(two))]
+    for e, blob in zip(events, (one, two, two, two), strict=True):
+        assert e["target"]["mediaType"] == BLOB
+        assert e["target"]["size"] == e["target"]["length"] == len(blob)
+        assert e["target"]["url"] == f"{server.url}/v2/{e['target']['repository']}/blobs/{sha256(blob)}"
+    assert events[2]["target"]["fromRepository"] == "team/a"
+    assert "fromRepository" not in events[1]["target"]
+    assert [e["request"]["method"] for e in events] == ["POST", "PUT", "POST", "GET"]
+    assert "HTTP Request:" not in server.log()  # httpx's INFO line per delivery stays out

@@ -86,6 +86,7 @@ def start_cluster(workdir: Path, storage_env: dict[str, str], nginx_vars: dict[s
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         env.update(storage_env)
         env["PYREG_PROXY_TRUSTEDPROXIES"] = "127.0.0.1/32"  # compose's nginx address: here loopback
+        env.pop("PYREG_REDIS_ADDR", None)  # compose's redis service: tests/test_redis.py runs a real one
         env.update(extra_env or {})
         envs.append((name, env))
     values = {k: str(v) for k, v in services["nginx"]["environment"].items()}

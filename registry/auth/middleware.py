@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import logging
 import re
@@ -31,8 +32,9 @@ from starlette.responses import Response
 from registry.auth.access import ANONYMOUS, AccessPolicy, Identity
 from registry.auth.htpasswd import Htpasswd
 from registry.auth.ratelimit import FailedLoginLimiter, client_key
-from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
+from registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
+from registry.shared_state import LoginCounts, TokenMarks, Unavailable
 from storage.names import name_problem
 
 log = logging.getLogger("pyreg.auth")
@@ -120,6 +122,8 @@ class AuthService:
     hsts: str | None = None  # Strict-Transport-Security value, sent on TLS answers only
     external_host: str | None = None  # http.host: the registry's external base URL
     trust_forwarded: bool = False  # proxy.trustforwarded
+    shared_logins: LoginCounts | None = None  # with redis: failures counted across every process
+    shared_tokens: TokenMarks | None = None  # with redis and http.secret: tokens verified anywhere
 
     def token_realm(self, scope: Scope_) -> str:
         """The configured realm, else this server's token endpoint as the client reached it
@@ -140,7 +144,7 @@ class AuthService:
         """The identity of a valid login, or the 401/429 answer; failures count per client
         (behind ``proxy.trustedproxies``, the client registry/proxy.py put in the scope)."""
         key = client_key(client)
-        wait = self.limiter.retry_after(key)
+        wait = await self._retry_after(key)
         if wait > 0:
             return error_response("TOOMANYREQUESTS", "too many failed logins from this address",
                                   headers={"Retry-After": str(int(wait) + 1)})
@@ -149,11 +153,45 @@ class AuthService:
             ok = self.htpasswd.remembered(user, password) or await anyio.to_thread.run_sync(
                 self.htpasswd.verify, user, password)
         if not ok:
-            self.limiter.failed(key)
+            await self._failed(key)
             log.info("failed login for %r from %s", user, client)
             return error_response("UNAUTHORIZED", "invalid username or password",
                                   headers=self.basic_challenge())
         return self.policy.identity(user)
+
+    async def verify_token(self, raw: str) -> VerifiedToken:
+        """This process's cache, then a replica's mark in Redis, then the signature check."""
+        assert self.verifier is not None
+        hit = self.verifier.cached(raw)
+        if hit is not None:
+            return hit
+        if self.shared_tokens is not None:
+            try:
+                known = await self.shared_tokens.known(raw)
+            except Unavailable:
+                known = False
+            if known:
+                token = self.verifier.claims_of_verified(raw)
+                self.verifier.remember(raw, token)
+                return token
+        token = self.verifier.verify(raw)
+        if self.shared_tokens is not None:
+            await self.shared_tokens.mark(raw, token.expires, LEEWAY)
+        return token
+
+    async def _retry_after(self, key: str) -> float:
+        if self.shared_logins is not None:
+            try:
+                return await self.shared_logins.retry_after(key)
+            except Unavailable:
+                pass  # Redis is down: this process's own counts (registry/shared_state.py)
+        return self.limiter.retry_after(key)
+
+    async def _failed(self, key: str) -> None:
+        self.limiter.failed(key)  # kept as well, for when Redis goes away
+        if self.shared_logins is not None:
+            with contextlib.suppress(Unavailable):
+                await self.shared_logins.failed(key)
 
     def basic_challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{_quote(self.realm or "pyreg")}",charset="UTF-8"'}
@@ -259,7 +297,7 @@ class AuthMiddleware:
         authz = _header(scope, b"authorization") or ""
         scheme = authz.split(None, 1)[0].lower() if authz else ""
         if s.mode == "token":
-            return self._decide_token(scope, need, authz if scheme == "bearer" else None)
+            return await self._decide_token(scope, need, authz if scheme == "bearer" else None)
         identity: Identity = ANONYMOUS
         if s.mode == "htpasswd" and scheme == "basic" and not _empty_basic(authz):
             creds = parse_basic(authz)
@@ -287,7 +325,7 @@ class AuthMiddleware:
             _drop_mount(scope)
         return ctx
 
-    def _decide_token(self, scope: Scope_, need: Need, authz: str | None) -> AuthContext | Response:
+    async def _decide_token(self, scope: Scope_, need: Need, authz: str | None) -> AuthContext | Response:
         s = self.s
         assert s.verifier is not None
 
@@ -303,7 +341,7 @@ class AuthMiddleware:
         if authz is None:
             return challenge(None, "authentication required")
         try:
-            token = s.verifier.verify(authz.split(None, 1)[1].strip() if " " in authz else "")
+            token = await s.verify_token(authz.split(None, 1)[1].strip() if " " in authz else "")
         except InvalidToken as e:
             return challenge("invalid_token", f"invalid token: {e}")
         identity = s.policy.identity(token.subject, token.groups)

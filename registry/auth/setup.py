@@ -28,6 +28,7 @@ from registry.auth.tokens import (
     load_private_key,
     load_public_keys,
 )
+from registry.shared_state import LoginCounts, SharedState, TokenMarks
 
 log = logging.getLogger("pyreg.auth")
 
@@ -44,7 +45,7 @@ def _rules(config: Any) -> list[dict[str, Any]]:
     return out
 
 
-def build_service(config: Any) -> AuthService:
+def build_service(config: Any, shared: SharedState | None = None) -> AuthService:
     auth = getattr(config, "auth", None)
     htcfg = getattr(auth, "htpasswd", None)
     tokcfg = getattr(auth, "token", None)
@@ -59,6 +60,8 @@ def build_service(config: Any) -> AuthService:
     svc = AuthService(mode=mode, policy=policy, limiter=limiter,
                       hsts=f"max-age={int(hsts_age)}" if hsts_age > 0 else None)
     svc.external_host = getattr(getattr(config, "http", None), "host", None) or None
+    if shared is not None:
+        svc.shared_logins = LoginCounts(shared, limiter.failures, limiter.window)
     svc.trust_forwarded = bool(getattr(getattr(config, "proxy", None), "trustforwarded", False))
     if htcfg is not None:
         svc.htpasswd = Htpasswd(htcfg.path)
@@ -96,12 +99,15 @@ def build_service(config: Any) -> AuthService:
             raise AuthSetupError("auth.token.realm: required with an external issuer")
         svc.verifier = TokenVerifier(issuers=[tokcfg.issuer], audience=tokcfg.service, keys=keys,
                                      named_keys=named, roots=roots)
+        secret = getattr(getattr(config, "http", None), "secret", None)
+        if shared is not None and secret:  # the marks are keyed by it: replicas must share it
+            svc.shared_tokens = TokenMarks(shared, secret)
     return svc
 
 
-def auth_middleware(config: Any) -> Middleware:
+def auth_middleware(config: Any, shared: SharedState | None = None) -> Middleware:
     """The auth entry of the app's middleware list; warns loudly if the registry is wide open."""
-    svc = build_service(config)
+    svc = build_service(config, shared)
     addr = str(getattr(config, "addr", "127.0.0.1:5000"))
     host = addr.rsplit(":", 1)[0] if ":" in addr else addr
     warn_if_open(host or "0.0.0.0", svc.mode)

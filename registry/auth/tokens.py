@@ -336,6 +336,15 @@ class TokenVerifier:
         raise InvalidToken("token names no signing key")
 
     def verify(self, raw: str, now: float | None = None) -> VerifiedToken:
+        hit = self.cached(raw, now)
+        if hit is not None:
+            return hit
+        verified = self._verify(raw)
+        self.remember(raw, verified)
+        return verified
+
+    def cached(self, raw: str, now: float | None = None) -> VerifiedToken | None:
+        """This process's earlier verdict on ``raw``, while the token is still valid."""
         now = time.time() if now is None else now
         with self._lock:
             hit = self._cache.get(raw)
@@ -344,21 +353,36 @@ class TokenVerifier:
                     self._cache.move_to_end(raw)
                     return hit
                 del self._cache[raw]
-        verified = self._verify(raw)
+        return None
+
+    def remember(self, raw: str, verified: VerifiedToken) -> None:
         with self._lock:
             self._cache[raw] = verified
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return verified
 
-    def _verify(self, raw: str) -> VerifiedToken:
+    def claims_of_verified(self, raw: str) -> VerifiedToken:
+        """A token whose signature another replica checked (registry/shared_state.py: TokenMarks):
+        everything but the signature is checked here again (expiry, issuer, audience, claims)."""
+        return self._verify(raw, signature_checked=True)
+
+    def _verify(self, raw: str, signature_checked: bool = False) -> VerifiedToken:
         try:
-            header = jwt.get_unverified_header(raw)
-            key = self._signing_key(header)
-            claims = jwt.decode(
-                raw, key, algorithms=list(ASYMMETRIC_ALGORITHMS), audience=self.audience,
-                issuer=list(self.issuers), leeway=LEEWAY, options={"require": ["exp", "iss", "aud"]},
-            )
+            if signature_checked:
+                claims = jwt.decode(
+                    raw, algorithms=list(ASYMMETRIC_ALGORITHMS), audience=self.audience,
+                    issuer=list(self.issuers), leeway=LEEWAY,
+                    options={"verify_signature": False, "verify_exp": True, "verify_nbf": True,
+                             "verify_iat": True, "verify_aud": True, "verify_iss": True,
+                             "require": ["exp", "iss", "aud"]},
+                )
+            else:
+                header = jwt.get_unverified_header(raw)
+                key = self._signing_key(header)
+                claims = jwt.decode(
+                    raw, key, algorithms=list(ASYMMETRIC_ALGORITHMS), audience=self.audience,
+                    issuer=list(self.issuers), leeway=LEEWAY, options={"require": ["exp", "iss", "aud"]},
+                )
         except jwt.PyJWTError as e:
             raise InvalidToken(str(e)) from e
         access: dict[tuple[str, str], frozenset[str]] = {}

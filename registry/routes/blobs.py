@@ -117,7 +117,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     except StopAsyncIteration:
         first = b""
     except (PathNotFoundError, InvalidOffsetError):  # deleted or replaced since the (cached) stat
-        registry.layout.forget_blob(parse_digest(digest))
+        await registry.layout.forget_blob(parse_digest(digest))
         raise blob_unknown(digest) from None
 
     async def stored() -> AsyncIterator[bytes]:
