@@ -39,6 +39,7 @@ log = logging.getLogger("pyreg.app")
 CONFIG_ENV = "_PYREG_SERVE_CONFIG_JSON"
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READY_TIMEOUT = 10.0  # seconds a /readyz storage check may take before it answers 503
 
 
 class APIVersionMiddleware:
@@ -64,6 +65,31 @@ class APIVersionMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+class HeadersMiddleware:
+    """``http.headers``: headers added to every response, as Distribution does (Debian's config
+    sends ``X-Content-Type-Options: nosniff``); a header the response has already is kept."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, list[str]]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                        for k, values in headers.items() for v in values]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in self.headers if k not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class ReadOnlyMiddleware:
     """storage.maintenance.readonly: every write to /v2 gets 405 UNSUPPORTED."""
 
@@ -82,6 +108,8 @@ class ReadOnlyMiddleware:
 def build_middleware(config: Config) -> list[Middleware]:
     """The middleware stack, outermost first."""
     middleware = [Middleware(APIVersionMiddleware)]
+    if config.http.headers:
+        middleware.insert(0, Middleware(HeadersMiddleware, headers=config.http.headers))
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
     from registry.auth.setup import auth_middleware
 
@@ -110,18 +138,24 @@ def build_routes(registry: Registry) -> list[BaseRoute]:
     endpoint = V2Endpoint(registry)
 
     async def healthz(request: Request) -> Response:
-        """Liveness and storage reachability for load balancers, compose and Kubernetes probes."""
+        """Liveness: the process answers. Never looks at storage, so a storage outage does not
+        make Kubernetes restart every replica (that is /readyz's job: take it out of rotation)."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: storage is reachable (a list of the root) within a bounded time."""
         try:
-            await registry.driver.list("/")
+            await asyncio.wait_for(registry.driver.list("/"), READY_TIMEOUT)
         except PathNotFoundError:
-            pass  # a fresh, empty store is healthy
+            pass  # a fresh, empty store is ready
         except Exception as e:
-            log.warning("health check: storage unreachable: %s", e)
-            return JSONResponse({"status": "unhealthy", "storage": str(e)[:200]}, status_code=503)
+            reason = str(e) or type(e).__name__
+            log.warning("readiness check: storage unreachable: %s", reason)
+            return JSONResponse({"status": "unavailable", "storage": reason[:200]}, status_code=503)
         return JSONResponse({"status": "ok", "storage": registry.driver.name})
 
     return [Route("/v2", endpoint), Route("/v2/{path:path}", endpoint),
-            Route("/healthz", healthz, methods=["GET"])]
+            Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
 
 
 async def _purge_loop(registry: Registry) -> None:
@@ -162,6 +196,8 @@ def create_app(config: Config | None = None) -> Starlette:
     app = Starlette(routes=build_routes(registry), middleware=build_middleware(config), lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config
+    app.state.metrics = next((m.kwargs["metrics"] for m in app.user_middleware
+                              if getattr(m.cls, "__name__", "") == "MetricsMiddleware"), None)
     return app
 
 
