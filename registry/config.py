@@ -773,6 +773,9 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 
 
+_TOP_SECTIONS = frozenset({"storage", "auth"})  # the sections a REGISTRY_<SECTION>=<name> selects in
+
+
 def _pop_path(data: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
     node: Any = data
     for part in path[:-1]:
@@ -848,6 +851,14 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str
     if data is not None:
         raw = _deep_merge(raw, _apply_aliases(_deep_copy(dict(data)), "configuration"))
     for key_path, value, _name in env_overrides(os.environ if environ is None else environ):
+        cls = _schema_at(tuple(key_path)) if len(key_path) == 1 and key_path[0] in _TOP_SECTIONS else None
+        if isinstance(value, str) and cls is not None and dataclasses.is_dataclass(cls) and (
+                value in {f.name for f in dataclasses.fields(cls)}):
+            # Distribution's REGISTRY_AUTH=htpasswd / REGISTRY_STORAGE=s3: selects that sub-key
+            found, section = _get_path(raw, tuple(key_path))
+            section = section if found and isinstance(section, dict) else {}
+            section.setdefault(value, {})
+            value = section
         _set_path(raw, key_path, value)
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
