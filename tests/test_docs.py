@@ -82,3 +82,35 @@ def test_documented_commands_run(page: Path, tmp_path: Path, request: pytest.Fix
                             timeout=300)
     assert result.returncode == 0, (f"{page.name}: exit {result.returncode}\n--- stdout\n{result.stdout}\n"
                                     f"--- stderr\n{result.stderr[-6000:]}")
+
+
+def schema_keys() -> set[str]:
+    """Every key name of pyreg's schema (Distribution's not-implemented ones aside)."""
+    import dataclasses
+    import typing
+
+    from registry.config import Config, _hints, _is_optional
+
+    names: set[str] = set()
+
+    def walk(cls: type) -> None:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.metadata.get("notimplemented") or f.name in ("inmemory", "azure", "gcs", "swift", "oss",
+                                                              "silly"):
+                continue
+            names.add(f.name)
+            _, tp = _is_optional(hints[f.name])
+            if typing.get_origin(tp) is list:
+                tp = typing.get_args(tp)[0]
+            if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+                walk(tp)
+
+    walk(Config)
+    return names
+
+
+def test_deploy_config_shows_every_key() -> None:
+    text = (REPO_ROOT / "deploy/config.yml").read_text(encoding="utf-8")
+    missing = sorted(k for k in schema_keys() if not re.search(rf"[\s{{,]{k}:", text))
+    assert not missing, f"deploy/config.yml does not show: {missing}"
