@@ -443,6 +443,9 @@ class Config:
     reporting: Any = field(default=None, metadata=NOT_IMPLEMENTED)
     middleware: Any = field(default=None, metadata=NOT_IMPLEMENTED)
     catalog: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    # not a key: REGISTRY_* variables that name no key (podman's REGISTRY_AUTH_FILE, say), ignored
+    # with a warning as Distribution does; set by load_config, never read from a file
+    ignored_env: list[str] = field(default_factory=list, compare=False, metadata={"internal": True})
 
     @property
     def host(self) -> str:
@@ -591,8 +594,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for raw_key, value in data.items():
         key = str(raw_key)
         path = f"{prefix}.{key}" if prefix else key
-        if key not in fields:
-            known = ", ".join(sorted(fields))
+        if key not in fields or fields[key].metadata.get("internal"):
+            known = ", ".join(sorted(k for k, f in fields.items() if not f.metadata.get("internal")))
             raise ConfigError(f"unknown configuration key {path!r} (known here: {known})")
         kwargs[key] = _convert(hints[key], value, path, fields[key].metadata)
     return cls(**kwargs)
@@ -733,13 +736,16 @@ def _env_alias_path(parts: list[str]) -> list[str] | None:
     return None
 
 
-def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+def env_overrides(environ: Mapping[str, str],
+                  ignored: list[str] | None = None) -> list[tuple[list[str], Any, str]]:
     """(key path, parsed value, variable name) for every PYREG_* or REGISTRY_* variable naming a
     config key (pyreg's or Distribution's name for it).
 
     Variables whose first component is not a top-level key are left alone (the client has its
     own ``PYREG_*`` settings; Kubernetes adds ``REGISTRY_PORT`` for a Service called registry);
-    one that starts like a key but names none is an error.
+    one that starts like a key but names none is an error for ``PYREG_*`` and, as in Distribution,
+    only ignored for ``REGISTRY_*`` (its name appended to ``ignored``): other programs use that
+    prefix too (podman's ``REGISTRY_AUTH_FILE``).
     """
     top = {f.name.upper() for f in dataclasses.fields(Config)} | {s[0].upper() for s in ALIASES}
     found = []
@@ -751,6 +757,9 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]
         if parts[0] not in top:
             continue
         path = _env_alias_path(parts) or _env_path(Config, parts)
+        if path is None and prefix != ENV_PREFIX and ignored is not None:
+            ignored.append(name)
+            continue
         if path is None:
             raise ConfigError(f"environment variable {name} does not name a configuration key")
         try:
@@ -850,7 +859,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str
         raw = _apply_aliases(_deep_copy(loaded or {}), f"configuration file {os.fspath(path)!r}")
     if data is not None:
         raw = _deep_merge(raw, _apply_aliases(_deep_copy(dict(data)), "configuration"))
-    for key_path, value, _name in env_overrides(os.environ if environ is None else environ):
+    ignored: list[str] = []
+    for key_path, value, _name in env_overrides(os.environ if environ is None else environ, ignored):
         cls = _schema_at(tuple(key_path)) if len(key_path) == 1 and key_path[0] in _TOP_SECTIONS else None
         if isinstance(value, str) and cls is not None and dataclasses.is_dataclass(cls) and (
                 value in {f.name for f in dataclasses.fields(cls)}):
@@ -862,7 +872,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str
         _set_path(raw, key_path, value)
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
-    return _validate(_build(Config, raw, ""))
+    config = _validate(_build(Config, raw, ""))
+    config.ignored_env = ignored
+    return config
 
 
 def not_implemented_keys(config: Config) -> list[str]:
@@ -922,7 +934,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         if dataclasses.is_dataclass(node) and not isinstance(node, type):
             hints = _hints(type(node))
             return {f.name: plain(getattr(node, f.name)) for f in dataclasses.fields(node)
-                    if not (hints[f.name] is Any and getattr(node, f.name) is None)}
+                    if not (hints[f.name] is Any and getattr(node, f.name) is None)
+                    and not f.metadata.get("internal")}
         if isinstance(node, list):
             return [plain(v) for v in node]
         if isinstance(node, dict):

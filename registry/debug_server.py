@@ -19,7 +19,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from registry.config import Config, split_addr
 
 
-def start(config: Config, render: Callable[[], bytes]) -> ThreadingHTTPServer:
+def start(config: Config, render: Callable[[], bytes]) -> str | None:
+    """Listen on ``metrics.addr`` in a daemon thread; None, or the one line saying why it cannot."""
+    try:
+        serve(config, render)
+    except OSError as e:
+        return f"metrics.addr (http.debug.addr) {config.metrics.addr}: {e.strerror or e}"
+    return None
+
+
+def serve(config: Config, render: Callable[[], bytes]) -> ThreadingHTTPServer:
     """Listen on ``metrics.addr`` in a daemon thread; returns the server (``shutdown()`` stops it)."""
     metrics = config.metrics
     assert metrics.addr is not None

@@ -96,14 +96,18 @@ def run(args: argparse.Namespace) -> int:
             from registry import debug_server
             from registry.metrics import render_all_workers
 
-            debug_server.start(config, render_all_workers)
+            if problem := debug_server.start(config, render_all_workers):
+                print(f"pyreg serve: {problem}", file=sys.stderr)
+                return 1
         uvicorn.run("registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
     else:
         app = create_app(config)
         if config.metrics.enabled and config.metrics.addr:
             from registry import debug_server
 
-            debug_server.start(config, app.state.metrics.render)
+            if problem := debug_server.start(config, app.state.metrics.render):
+                print(f"pyreg serve: {problem}", file=sys.stderr)
+                return 1
         uvicorn.run(app, **options)
     return 0
 

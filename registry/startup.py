@@ -133,6 +133,10 @@ def start_up(config: Config) -> bool:
     if ignored:
         logging.getLogger("pyreg.config").warning(
             "configuration keys accepted but not implemented by pyreg (ignored): %s", ", ".join(ignored))
+    if config.ignored_env:
+        logging.getLogger("pyreg.config").warning(
+            "environment variables that name no configuration key (ignored): %s",
+            ", ".join(config.ignored_env))
     problem = check_auth(config) or check_storage(config)
     if problem is not None:
         print(f"pyreg serve: {problem}", file=sys.stderr)

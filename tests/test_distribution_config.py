@@ -324,7 +324,7 @@ def test_not_implemented_keys_are_named() -> None:
     ({"auth": {"silly": {"realm": "x"}}}, {}, "auth.silly"),
     ({"log": {"formatter": "xml"}}, {}, "log.format"),
     ({"http": {"net": "unix"}}, {}, "http.net"),
-    ({}, {"REGISTRY_HTTP_BOGUS": "1"}, "REGISTRY_HTTP_BOGUS does not name"),
+    ({}, {"PYREG_HTTP_BOGUS": "1"}, "PYREG_HTTP_BOGUS does not name"),
     ({}, {"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis"}, "needs the redis key"),
 ])
 def test_distribution_errors_stay_errors(data: dict[str, Any], env: dict[str, str], match: str) -> None:
@@ -332,11 +332,17 @@ def test_distribution_errors_stay_errors(data: dict[str, Any], env: dict[str, st
         load_config(data=data, environ=env)
 
 
-def test_kubernetes_service_variables_are_not_config() -> None:
-    """A Service named "registry" gives every pod REGISTRY_PORT=tcp://…, REGISTRY_SERVICE_HOST, …"""
+def test_other_programs_registry_variables_are_not_config() -> None:
+    """A Service named "registry" gives every pod REGISTRY_PORT=tcp://…, REGISTRY_SERVICE_HOST, …;
+    podman and skopeo read REGISTRY_AUTH_FILE. Distribution ignores REGISTRY_* names it does not
+    know (with a warning); so does pyreg, naming them."""
     c = load_config(environ={"REGISTRY_PORT": "tcp://10.0.0.1:5000", "REGISTRY_SERVICE_HOST": "10.0.0.1",
-                             "REGISTRY_PORT_5000_TCP_ADDR": "10.0.0.1"})
-    assert c.addr == "127.0.0.1:5000"
+                             "REGISTRY_PORT_5000_TCP_ADDR": "10.0.0.1",
+                             "REGISTRY_AUTH_FILE": "/run/auth.json", "REGISTRY_HTTP_BOGUS": "1"})
+    assert c.addr == "127.0.0.1:5000" and c.auth.htpasswd is None and c.auth.token is None
+    assert c.ignored_env == ["REGISTRY_AUTH_FILE", "REGISTRY_HTTP_BOGUS"]
+    with pytest.raises(ConfigError, match="unknown configuration key 'ignored_env'"):
+        load_config(data={"ignored_env": ["x"]}, environ={})
 
 
 # --------------------------------------------------------------------------- start-up
