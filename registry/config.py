@@ -223,6 +223,7 @@ class TLSConfig:
     # Python's TLS server context refuses below TLS 1.2 already; tls1.3 is not enforced (warned)
     minimumtls: Any = field(default=None, metadata=not_implemented("tls1.0", "tls1.1", "tls1.2"))
     ciphersuites: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    clientauth: Any = field(default=None, metadata=not_implemented("require-and-verify-client-cert"))
     letsencrypt: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 

@@ -424,3 +424,19 @@ def test_metrics_on_the_debug_listener(serve: Any, tmp_path: Path, workers: int)
     assert r.status_code == 200
     assert 'pyreg_http_requests_total{method="GET",route="base",status="200"}' in r.text
     assert f"metrics /metrics on 127.0.0.1:{debug} (token)" in server.output()
+
+
+def test_log_formatter_and_fields() -> None:
+    """log.formatter json/logstash and log.fields, as Distribution writes them."""
+    import json
+    import logging
+
+    from registry.logs import JSONFormatter, log_config
+
+    record = logging.LogRecord("pyreg.serve", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    line = json.loads(JSONFormatter({"service": "registry"}, logstash=True).format(record))
+    assert line["message"] == "hello world" and line["@version"] == "1" and "@timestamp" in line
+    assert line["service"] == "registry" and line["level"] == "info"
+    text = log_config("info", "text", {"service": "registry"})["formatters"]["default"]["format"]
+    assert logging.Formatter(text).format(record).endswith("hello world service=registry")
+    assert load_config(data={"log": {"formatter": "logstash"}}, environ={}).log.format == "logstash"
