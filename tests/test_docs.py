@@ -96,8 +96,8 @@ def schema_keys() -> set[str]:
     def walk(cls: type) -> None:
         hints = _hints(cls)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.metadata.get("notimplemented") or f.name in ("inmemory", "azure", "gcs", "swift", "oss",
-                                                              "silly"):
+            refused = f.name in ("inmemory", "azure", "gcs", "swift", "oss", "silly")
+            if f.metadata.get("notimplemented") or f.metadata.get("internal") or refused:
                 continue
             names.add(f.name)
             _, tp = _is_optional(hints[f.name])
