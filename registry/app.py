@@ -134,7 +134,48 @@ def build_middleware(config: Config) -> list[Middleware]:
     return middleware
 
 
-def build_routes(registry: Registry) -> list[BaseRoute]:
+async def check_storage(registry: Registry) -> str | None:
+    """None when storage answers a listing of its root within READY_TIMEOUT, else the reason."""
+    try:
+        await asyncio.wait_for(registry.driver.list("/"), READY_TIMEOUT)
+    except PathNotFoundError:
+        pass  # a fresh, empty store is ready
+    except Exception as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+class StorageHealth:
+    """``health.storagedriver`` (Distribution's): a check every ``interval``; unhealthy after
+    ``threshold`` failures in a row, healthy again after one success."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.failures = 0
+        self.reason: str | None = None
+
+    def record(self, reason: str | None) -> None:
+        if reason is None:
+            self.failures, self.reason = 0, None
+        else:
+            self.failures += 1
+            self.reason = reason
+
+    @property
+    def problem(self) -> str | None:
+        return self.reason if self.failures >= self.threshold else None
+
+
+async def _health_loop(registry: Registry, health: StorageHealth, interval: float) -> None:
+    while True:
+        reason = await check_storage(registry)
+        if reason is not None:
+            log.warning("storage health check failed (%d in a row): %s", health.failures + 1, reason)
+        health.record(reason)
+        await asyncio.sleep(interval)
+
+
+def build_routes(registry: Registry, health: StorageHealth | None = None) -> list[BaseRoute]:
     endpoint = V2Endpoint(registry)
 
     async def healthz(request: Request) -> Response:
@@ -143,14 +184,15 @@ def build_routes(registry: Registry) -> list[BaseRoute]:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        """Readiness: storage is reachable (a list of the root) within a bounded time."""
-        try:
-            await asyncio.wait_for(registry.driver.list("/"), READY_TIMEOUT)
-        except PathNotFoundError:
-            pass  # a fresh, empty store is ready
-        except Exception as e:
-            reason = str(e) or type(e).__name__
-            log.warning("readiness check: storage unreachable: %s", reason)
+        """Readiness: storage is reachable (a list of the root) within a bounded time; with
+        ``health.storagedriver`` the background check's verdict."""
+        if health is not None:
+            reason = health.problem
+        else:
+            reason = await check_storage(registry)
+            if reason is not None:
+                log.warning("readiness check: storage unreachable: %s", reason)
+        if reason is not None:
             return JSONResponse({"status": "unavailable", "storage": reason[:200]}, status_code=503)
         return JSONResponse({"status": "ok", "storage": registry.driver.name})
 
@@ -178,22 +220,27 @@ def create_app(config: Config | None = None) -> Starlette:
     cache = config.storage.cache
     layout = Layout(driver, cache.ttl, cache.maxentries)
     registry = Registry(config, driver, layout, Uploads(layout))
+    storagedriver = config.health.storagedriver
+    health = StorageHealth(storagedriver.threshold) if storagedriver.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         maintenance = config.storage.maintenance
         if maintenance.uploadpurging.enabled and not maintenance.readonly.enabled:
-            task = asyncio.create_task(_purge_loop(registry))
+            tasks.append(asyncio.create_task(_purge_loop(registry)))
+        if health is not None:
+            tasks.append(asyncio.create_task(_health_loop(registry, health, storagedriver.interval)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = Starlette(routes=build_routes(registry), middleware=build_middleware(config), lifespan=lifespan)
+    app = Starlette(routes=build_routes(registry, health), middleware=build_middleware(config),
+                    lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config
     app.state.metrics = next((m.kwargs["metrics"] for m in app.user_middleware

@@ -383,12 +383,13 @@ class ValidationConfig:
 
 @dataclass
 class StorageDriverHealthConfig:
-    """Distribution's storage health check. pyreg checks storage on every ``/readyz`` request;
-    the probe's period and failure threshold play ``interval`` and ``threshold``."""
+    """Distribution's storage health check: with ``enabled``, each worker checks storage every
+    ``interval`` and ``/readyz`` answers 503 after ``threshold`` failures in a row; without it,
+    ``/readyz`` checks storage on each request."""
 
     enabled: bool = False
-    interval: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    threshold: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    interval: float = duration_field(10.0)
+    threshold: int = 1
 
 
 @dataclass
@@ -658,6 +659,9 @@ def _validate(config: Config) -> Config:
     minimumtls = config.tls.minimumtls if config.tls is not None else None
     if minimumtls is not None and minimumtls not in ("tls1.0", "tls1.1", "tls1.2", "tls1.3"):
         raise ConfigError(f"http.tls.minimumtls: expected tls1.0 … tls1.3, got {minimumtls!r}")
+    storagedriver = config.health.storagedriver
+    if storagedriver.interval <= 0 or storagedriver.threshold < 1:
+        raise ConfigError("health.storagedriver: interval must be positive and threshold at least 1")
     for i, endpoint in enumerate(config.notifications.endpoints):
         key = f"notifications.endpoints[{i}]"
         if not re.match(r"^https?://[^/\s]+", endpoint.url):
