@@ -40,6 +40,7 @@ log = logging.getLogger("pyreg.app")
 CONFIG_ENV = "_PYREG_SERVE_CONFIG_JSON"
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READY_TIMEOUT = 10.0  # seconds a /readyz storage check may take before it answers 503
 
 
 class APIVersionMiddleware:
@@ -65,6 +66,31 @@ class APIVersionMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+class HeadersMiddleware:
+    """``http.headers``: headers added to every response, as Distribution does (Debian's config
+    sends ``X-Content-Type-Options: nosniff``); a header the response has already is kept."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, list[str]]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                        for k, values in headers.items() for v in values]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in self.headers if k not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class ReadOnlyMiddleware:
     """storage.maintenance.readonly: every write to /v2 gets 405 UNSUPPORTED."""
 
@@ -83,6 +109,8 @@ class ReadOnlyMiddleware:
 def build_middleware(config: Config, shared: SharedState | None = None) -> list[Middleware]:
     """The middleware stack, outermost first."""
     middleware = [Middleware(APIVersionMiddleware)]
+    if config.http.headers:
+        middleware.insert(0, Middleware(HeadersMiddleware, headers=config.http.headers))
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
     from registry.auth.setup import auth_middleware
 
@@ -107,22 +135,70 @@ def build_middleware(config: Config, shared: SharedState | None = None) -> list[
     return middleware
 
 
-def build_routes(registry: Registry) -> list[BaseRoute]:
+async def check_storage(registry: Registry) -> str | None:
+    """None when storage answers a listing of its root within READY_TIMEOUT, else the reason."""
+    try:
+        await asyncio.wait_for(registry.driver.list("/"), READY_TIMEOUT)
+    except PathNotFoundError:
+        pass  # a fresh, empty store is ready
+    except Exception as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+class StorageHealth:
+    """``health.storagedriver`` (Distribution's): a check every ``interval``; unhealthy after
+    ``threshold`` failures in a row, healthy again after one success."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.failures = 0
+        self.reason: str | None = None
+
+    def record(self, reason: str | None) -> None:
+        if reason is None:
+            self.failures, self.reason = 0, None
+        else:
+            self.failures += 1
+            self.reason = reason
+
+    @property
+    def problem(self) -> str | None:
+        return self.reason if self.failures >= self.threshold else None
+
+
+async def _health_loop(registry: Registry, health: StorageHealth, interval: float) -> None:
+    while True:
+        reason = await check_storage(registry)
+        if reason is not None:
+            log.warning("storage health check failed (%d in a row): %s", health.failures + 1, reason)
+        health.record(reason)
+        await asyncio.sleep(interval)
+
+
+def build_routes(registry: Registry, health: StorageHealth | None = None) -> list[BaseRoute]:
     endpoint = V2Endpoint(registry)
 
     async def healthz(request: Request) -> Response:
-        """Liveness and storage reachability for load balancers, compose and Kubernetes probes."""
-        try:
-            await registry.driver.list("/")
-        except PathNotFoundError:
-            pass  # a fresh, empty store is healthy
-        except Exception as e:
-            log.warning("health check: storage unreachable: %s", e)
-            return JSONResponse({"status": "unhealthy", "storage": str(e)[:200]}, status_code=503)
+        """Liveness: the process answers. Never looks at storage, so a storage outage does not
+        make Kubernetes restart every replica (that is /readyz's job: take it out of rotation)."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: storage is reachable (a list of the root) within a bounded time; with
+        ``health.storagedriver`` the background check's verdict."""
+        if health is not None:
+            reason = health.problem
+        else:
+            reason = await check_storage(registry)
+            if reason is not None:
+                log.warning("readiness check: storage unreachable: %s", reason)
+        if reason is not None:
+            return JSONResponse({"status": "unavailable", "storage": reason[:200]}, status_code=503)
         return JSONResponse({"status": "ok", "storage": registry.driver.name})
 
     return [Route("/v2", endpoint), Route("/v2/{path:path}", endpoint),
-            Route("/healthz", healthz, methods=["GET"])]
+            Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
 
 
 async def _purge_loop(registry: Registry) -> None:
@@ -146,27 +222,33 @@ def create_app(config: Config | None = None) -> Starlette:
     shared = make_shared_state(config)  # redis: state every worker and replica shares
     layout = Layout(driver, cache.ttl, cache.maxentries, shared)
     registry = Registry(config, driver, layout, Uploads(layout))
+    storagedriver = config.health.storagedriver
+    health = StorageHealth(storagedriver.threshold) if storagedriver.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         maintenance = config.storage.maintenance
         if maintenance.uploadpurging.enabled and not maintenance.readonly.enabled:
-            task = asyncio.create_task(_purge_loop(registry))
+            tasks.append(asyncio.create_task(_purge_loop(registry)))
+        if health is not None:
+            tasks.append(asyncio.create_task(_health_loop(registry, health, storagedriver.interval)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if shared is not None:
                 await shared.close()
 
-    app = Starlette(routes=build_routes(registry), middleware=build_middleware(config, shared),
+    app = Starlette(routes=build_routes(registry, health), middleware=build_middleware(config, shared),
                     lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config
+    app.state.metrics = next((m.kwargs["metrics"] for m in app.user_middleware
+                              if getattr(m.cls, "__name__", "") == "MetricsMiddleware"), None)
     return app
 
 

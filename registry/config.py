@@ -5,6 +5,13 @@ flags beat environment variables, which beat the file, which beats the defaults 
 environment variable names a key path in upper case joined by ``_``: ``PYREG_STORAGE_S3_BUCKET``
 sets ``storage.s3.bucket``; its value is read as YAML (so ``true``, ``5`` and ``[a, b]`` work).
 A bad key or value raises ``ConfigError`` naming the key path.
+
+A Distribution (``registry:2``) config file works unchanged, through the same schema: its keys
+that name a pyreg key in another place (``http.addr``, ``http.tls``, ``http.debug``,
+``log.formatter``, ``loglevel``) are moved there by ``ALIASES`` before the file, each environment
+variable and the flags are merged; ``REGISTRY_*`` variables work as ``PYREG_*`` ones do. Keys of
+Distribution that pyreg does not implement are fields marked ``not_implemented()``: accepted, and
+named by ``not_implemented_keys(config)`` (``pyreg serve`` logs them in one warning line).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Union
 import yaml
 
 ENV_PREFIX = "PYREG_"
+ENV_PREFIXES = (ENV_PREFIX, "REGISTRY_")  # pyreg's own, and Distribution's names
 
 
 class ConfigError(ValueError):
@@ -36,9 +44,20 @@ def duration_field(default: float) -> Any:
     return field(default=default, metadata=DURATION)
 
 
+def not_implemented(*harmless: Any) -> dict[str, Any]:
+    """Field metadata of a Distribution key pyreg accepts but does not act on: any value is kept
+    as given, and one other than ``harmless`` (values whose meaning pyreg already has) is named in
+    the start-up warning. Used as ``field(default=None, metadata=not_implemented(...))``."""
+    return {"notimplemented": True, "harmless": harmless}
+
+
+NOT_IMPLEMENTED = not_implemented()
+
+
 @dataclass
 class FilesystemConfig:
     rootdirectory: str = "./data"
+    maxthreads: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 
 @dataclass
@@ -58,8 +77,24 @@ class S3Config:
     secretkey: str | None = None
     chunksize: int = field(default=10 * 1024 * 1024, metadata=SIZE)
     secure: bool = True
+    sessiontoken: str | None = None
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
     lockttl: float = duration_field(30.0)  # an upload-session lock outlives a dead holder this long
+    # Distribution's s3-aws keys that pyreg's driver does not act on (boto3 signs with v4 anyway)
+    v4auth: Any = field(default=None, metadata=not_implemented(True))
+    encrypt: Any = field(default=None, metadata=not_implemented(False))
+    keyid: Any = field(default=None, metadata=not_implemented(""))
+    skipverify: Any = field(default=None, metadata=not_implemented(False))
+    storageclass: Any = field(default=None, metadata=not_implemented("STANDARD"))
+    objectacl: Any = field(default=None, metadata=not_implemented("private"))
+    accelerate: Any = field(default=None, metadata=not_implemented(False))
+    usedualstack: Any = field(default=None, metadata=not_implemented(False))
+    useragent: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    multipartcopychunksize: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    multipartcopymaxconcurrency: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    multipartcopythresholdsize: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    loglevel: Any = field(default=None, metadata=not_implemented("off"))
+    checksumdisabled: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 
 @dataclass
@@ -96,6 +131,15 @@ class CacheConfig:
 
     ttl: float = duration_field(1.0)
     maxentries: int = 10000
+    blobdescriptor: str = "inmemory"  # Distribution's: inmemory (this cache) or redis (the redis key)
+    blobdescriptorsize: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+
+
+@dataclass
+class StorageRedirectConfig:
+    """Distribution's ``storage.redirect.disable``: with s3, sets ``storage.s3.redirect.enabled``."""
+
+    disable: bool | None = None
 
 
 @dataclass
@@ -105,6 +149,14 @@ class StorageConfig:
     delete: DeleteConfig = field(default_factory=DeleteConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    redirect: StorageRedirectConfig = field(default_factory=StorageRedirectConfig)
+    tag: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    # Distribution's other drivers: refused with a clear error (pyreg stores on filesystem or s3)
+    inmemory: Any = None
+    azure: Any = None
+    gcs: Any = None
+    swift: Any = None
+    oss: Any = None
 
     @property
     def driver(self) -> str:
@@ -133,6 +185,8 @@ class TokenConfig:
     expiration: float = duration_field(300.0)
     refreshexpiration: float = duration_field(30 * 86400.0)
     autoredirect: bool = False
+    autoredirectpath: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    signingalgorithms: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 
 @dataclass
@@ -149,6 +203,7 @@ class AuthConfig:
     token: TokenConfig | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    silly: Any = None  # Distribution's development-only auth: refused, never silently dropped
 
 
 @dataclass
@@ -166,6 +221,11 @@ class TLSConfig:
     key: str | None = None
     clientcas: list[str] = field(default_factory=list)
     hsts: float = duration_field(0.0)  # Strict-Transport-Security max-age; 0 = no header
+    # Python's TLS server context refuses below TLS 1.2 already; tls1.3 is not enforced (warned)
+    minimumtls: Any = field(default=None, metadata=not_implemented("tls1.0", "tls1.1", "tls1.2"))
+    ciphersuites: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    clientauth: Any = field(default=None, metadata=not_implemented("require-and-verify-client-cert"))
+    letsencrypt: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 
 @dataclass
@@ -182,6 +242,12 @@ class ProxyConfig:
     trustforwarded: bool = False
     trustedproxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     xaccelredirect: XAccelRedirectConfig = field(default_factory=XAccelRedirectConfig)
+    # Distribution's ``proxy`` is its pull-through cache (a later feature here): accepted, warned
+    remoteurl: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    username: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    password: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    ttl: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    exec: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
     def __post_init__(self) -> None:
         import ipaddress
@@ -202,8 +268,11 @@ class AccessLogConfig:
 @dataclass
 class LogConfig:
     level: str = "info"
-    format: str = "text"
+    format: str = "text"  # text, json or logstash (Distribution's ``log.formatter``)
+    fields: dict[str, str] = field(default_factory=dict)  # added to every line, as Distribution does
     accesslog: AccessLogConfig = field(default_factory=AccessLogConfig)
+    hooks: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    reportcaller: Any = field(default=None, metadata=not_implemented(False))
 
 
 @dataclass
@@ -216,6 +285,12 @@ class HTTPConfig:
     headertimeout: float = duration_field(20.0)  # deadline for a request's line and headers
     idletimeout: float = duration_field(30.0)  # a keep-alive connection waiting for its next request
     maxconnections: int = 1024  # open connections per worker; at the cap the longest-waiting closes
+    headers: dict[str, list[str]] = field(default_factory=dict)  # added to every response
+    net: str = "tcp"
+    relativeurls: bool = True  # pyreg's Location headers are relative unless http.host is set
+    prefix: Any = field(default=None, metadata=not_implemented("", "/"))
+    http2: Any = field(default=None, metadata=not_implemented({"disabled": True}))  # HTTP/1.1 only here
+    draintimeout: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
     def __post_init__(self) -> None:
         if self.maxheaderbytes < 1024:
@@ -253,6 +328,7 @@ class NotificationEndpoint:
 @dataclass
 class NotificationsConfig:
     endpoints: list[NotificationEndpoint] = field(default_factory=list)
+    events: Any = field(default=None, metadata=NOT_IMPLEMENTED)  # Distribution's events.includereferences
 
 
 @dataclass
@@ -262,6 +338,7 @@ class MetricsConfig:
     enabled: bool = True
     path: str = "/metrics"
     token: str | None = None
+    addr: str | None = None  # a separate listener (Distribution's http.debug.addr); then not on addr
 
 
 @dataclass
@@ -293,6 +370,7 @@ class LayerValidationConfig:
 class ManifestValidationConfig:
     indexes: IndexValidationConfig = field(default_factory=IndexValidationConfig)
     layers: LayerValidationConfig = field(default_factory=LayerValidationConfig)
+    urls: Any = field(default=None, metadata=NOT_IMPLEMENTED)  # Distribution 2's foreign-layer URL lists
 
 
 @dataclass
@@ -300,6 +378,29 @@ class ValidationConfig:
     """What a manifest PUT checks beyond its own shape; the defaults are strict."""
 
     manifests: ManifestValidationConfig = field(default_factory=ManifestValidationConfig)
+    enabled: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    disabled: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+
+
+@dataclass
+class StorageDriverHealthConfig:
+    """Distribution's storage health check: with ``enabled``, each worker checks storage every
+    ``interval`` and ``/readyz`` answers 503 after ``threshold`` failures in a row; without it,
+    ``/readyz`` checks storage on each request."""
+
+    enabled: bool = False
+    interval: float = duration_field(10.0)
+    threshold: int = 1
+
+
+@dataclass
+class HealthConfig:
+    storagedriver: StorageDriverHealthConfig = field(default_factory=StorageDriverHealthConfig)
+    file: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    http: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    tcp: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+
+
 
 
 # -- redis (registry/shared_state.py): Distribution's ``redis`` section -------------------------
@@ -361,6 +462,15 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     redis: RedisConfig | None = None
+    health: HealthConfig = field(default_factory=HealthConfig)
+    version: str = "0.1"  # Distribution's config version; any value is read the same way
+    compatibility: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    reporting: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    middleware: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    catalog: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    # not a key: REGISTRY_* variables that name no key (podman's REGISTRY_AUTH_FILE, say), ignored
+    # with a warning as Distribution does; set by load_config, never read from a file
+    ignored_env: list[str] = field(default_factory=list, compare=False, metadata={"internal": True})
 
     @property
     def host(self) -> str:
@@ -446,6 +556,8 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 
 def _convert(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    if tp is Any:  # a key kept as given (not_implemented); a bare ``key:`` counts as given
+        return {} if value is None else _deep_copy(value)
     optional, tp = _is_optional(tp)
     if value is None:
         if optional:
@@ -507,8 +619,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for raw_key, value in data.items():
         key = str(raw_key)
         path = f"{prefix}.{key}" if prefix else key
-        if key not in fields:
-            known = ", ".join(sorted(fields))
+        if key not in fields or fields[key].metadata.get("internal"):
+            known = ", ".join(sorted(k for k, f in fields.items() if not f.metadata.get("internal")))
             raise ConfigError(f"unknown configuration key {path!r} (known here: {known})")
         kwargs[key] = _convert(hints[key], value, path, fields[key].metadata)
     return cls(**kwargs)
@@ -518,7 +630,24 @@ def _validate(config: Config) -> Config:
     split_addr(config.addr)
     if config.workers < 1:
         raise ConfigError("workers: must be at least 1")
+    if config.http.net != "tcp":
+        raise ConfigError(f"http.net: pyreg listens on tcp only, got {config.http.net!r}")
+    if config.metrics.addr is not None:
+        split_addr(config.metrics.addr, "metrics.addr (http.debug.addr)")
     storage = config.storage
+    for name in ("inmemory", "azure", "gcs", "swift", "oss"):
+        if getattr(storage, name) is not None:
+            raise ConfigError(f"storage.{name}: pyreg has no {name} driver; use filesystem or s3")
+    if config.auth.silly is not None:
+        raise ConfigError("auth.silly: Distribution's development-only auth is not supported; "
+                          "use htpasswd or token")
+    if storage.cache.blobdescriptor not in ("inmemory", "redis", ""):
+        raise ConfigError("storage.cache.blobdescriptor: expected inmemory or redis, "
+                          f"got {storage.cache.blobdescriptor!r}")
+    if storage.cache.blobdescriptor == "redis" and config.redis is None:
+        raise ConfigError("storage.cache.blobdescriptor: redis needs the redis key (redis.addr)")
+    if storage.s3 is not None and storage.redirect.disable is not None:
+        storage.s3.redirect.enabled = not storage.redirect.disable
     if storage.filesystem is not None and storage.s3 is not None:
         raise ConfigError("storage: configure exactly one driver, not both filesystem and s3")
     if storage.filesystem is None and storage.s3 is None:
@@ -547,8 +676,15 @@ def _validate(config: Config) -> Config:
         raise ConfigError("tls: certificate and key must be given together")
     if config.log.level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
         raise ConfigError(f"log.level: unknown level {config.log.level!r}")
-    if config.log.format not in ("text", "json"):
-        raise ConfigError(f"log.format: expected text or json, got {config.log.format!r}")
+    if config.log.format not in ("text", "json", "logstash"):
+        raise ConfigError(f"log.format (log.formatter): expected text, json or logstash, "
+                          f"got {config.log.format!r}")
+    minimumtls = config.tls.minimumtls if config.tls is not None else None
+    if minimumtls is not None and minimumtls not in ("tls1.0", "tls1.1", "tls1.2", "tls1.3"):
+        raise ConfigError(f"http.tls.minimumtls: expected tls1.0 … tls1.3, got {minimumtls!r}")
+    storagedriver = config.health.storagedriver
+    if storagedriver.interval <= 0 or storagedriver.threshold < 1:
+        raise ConfigError("health.storagedriver: interval must be positive and threshold at least 1")
     for i, endpoint in enumerate(config.notifications.endpoints):
         key = f"notifications.endpoints[{i}]"
         if not re.match(r"^https?://[^/\s]+", endpoint.url):
@@ -571,7 +707,7 @@ def _validate(config: Config) -> Config:
             raise ConfigError(f"validation.manifests.indexes.platformlist[{i}]: "
                               "needs both architecture and os")
     metrics_path = config.metrics.path
-    if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz") or (
+    if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz", "/readyz") or (
             metrics_path.startswith("/v2/")):
         raise ConfigError(f"metrics.path: must be an absolute path outside /v2, got {metrics_path!r}")
     return config
@@ -603,21 +739,55 @@ def _env_path(cls: type, parts: list[str]) -> list[str] | None:
     return None
 
 
-def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
-    """(key path, parsed value, variable name) for every PYREG_* variable naming a config key.
+def _schema_at(path: tuple[str, ...]) -> type:
+    """The dataclass holding the keys under ``path`` (a mapping key of the schema)."""
+    cls: Any = Config
+    for part in path:
+        _, cls = _is_optional(_hints(cls)[part])
+    return typing.cast(type, cls)
+
+
+def _env_alias_path(parts: list[str]) -> list[str] | None:
+    """An environment variable's parts through ``ALIASES`` (REGISTRY_HTTP_ADDR -> addr)."""
+    for source, target in ALIASES.items():
+        upper = [p.upper() for p in source]
+        if parts[:len(upper)] != upper:
+            continue
+        rest = parts[len(upper):]
+        if not rest:
+            return list(target)
+        cls = _schema_at(target)
+        if dataclasses.is_dataclass(cls):
+            sub = _env_path(cls, rest)
+            if sub is not None:
+                return [*target, *sub]
+    return None
+
+
+def env_overrides(environ: Mapping[str, str],
+                  ignored: list[str] | None = None) -> list[tuple[list[str], Any, str]]:
+    """(key path, parsed value, variable name) for every PYREG_* or REGISTRY_* variable naming a
+    config key (pyreg's or Distribution's name for it).
 
     Variables whose first component is not a top-level key are left alone (the client has its
-    own ``PYREG_*`` settings); one that starts like a key but names none is an error.
+    own ``PYREG_*`` settings; Kubernetes adds ``REGISTRY_PORT`` for a Service called registry);
+    one that starts like a key but names none is an error for ``PYREG_*`` and, as in Distribution,
+    only ignored for ``REGISTRY_*`` (its name appended to ``ignored``): other programs use that
+    prefix too (podman's ``REGISTRY_AUTH_FILE``).
     """
-    top = {f.name.upper() for f in dataclasses.fields(Config)}
+    top = {f.name.upper() for f in dataclasses.fields(Config)} | {s[0].upper() for s in ALIASES}
     found = []
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX):
+        prefix = next((p for p in ENV_PREFIXES if name.startswith(p)), None)
+        if prefix is None:
             continue
-        parts = name[len(ENV_PREFIX):].split("_")
+        parts = name[len(prefix):].split("_")
         if parts[0] not in top:
             continue
-        path = _env_path(Config, parts)
+        path = _env_alias_path(parts) or _env_path(Config, parts)
+        if path is None and prefix != ENV_PREFIX and ignored is not None:
+            ignored.append(name)
+            continue
         if path is None:
             raise ConfigError(f"environment variable {name} does not name a configuration key")
         try:
@@ -626,6 +796,62 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]
             raise ConfigError(f"environment variable {name}: not valid YAML: {e}") from None
         found.append((path, value, name))
     return found
+
+
+# Distribution's keys that are pyreg keys in another place: moved there in each layer (file,
+# environment, flags) before the layers are merged, so precedence holds whichever name is used.
+ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("http", "addr"): ("addr",),
+    ("http", "tls"): ("tls",),
+    ("http", "debug", "addr"): ("metrics", "addr"),
+    ("http", "debug", "prometheus"): ("metrics",),
+    ("log", "formatter"): ("log", "format"),
+    ("loglevel",): ("log", "level"),
+}
+
+
+_TOP_SECTIONS = frozenset({"storage", "auth"})  # the sections a REGISTRY_<SECTION>=<name> selects in
+
+
+def _pop_path(data: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = data
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or path[-1] not in node:
+        return False, None
+    return True, node.pop(path[-1])
+
+
+def _get_path(data: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _apply_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move Distribution's names to pyreg's in one layer; both names in one layer is an error."""
+    for source, target in ALIASES.items():
+        found, value = _pop_path(data, source)
+        if not found:
+            continue
+        src, dst = ".".join(source), ".".join(target)
+        if isinstance(value, dict) and target == ("metrics",):  # http.debug.prometheus: {enabled, path}
+            for key, sub in value.items():
+                if _get_path(data, (*target, str(key)))[0]:
+                    raise ConfigError(f"{where}: {src}.{key} and {dst}.{key} both given; keep one")
+                _set_path(data, [*target, str(key)], sub)
+            continue
+        if _get_path(data, target)[0]:
+            raise ConfigError(f"{where}: {src} and {dst} are the same key; keep one")
+        _set_path(data, list(target), value)
+    for parent in (("http", "debug"),):  # emptied by the moves above
+        found, value = _get_path(data, parent)
+        if found and value in ({}, None):
+            _pop_path(data, parent)
+    return data
 
 
 def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -658,14 +884,56 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str
             raise ConfigError(f"configuration file {os.fspath(path)!r} is not valid YAML: {e}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"configuration file {os.fspath(path)!r} must hold a mapping")
-        raw = _deep_copy(loaded or {})
+        raw = _apply_aliases(_deep_copy(loaded or {}), f"configuration file {os.fspath(path)!r}")
     if data is not None:
-        raw = _deep_merge(raw, _deep_copy(dict(data)))
-    for key_path, value, _name in env_overrides(os.environ if environ is None else environ):
+        raw = _deep_merge(raw, _apply_aliases(_deep_copy(dict(data)), "configuration"))
+    ignored: list[str] = []
+    for key_path, value, _name in env_overrides(os.environ if environ is None else environ, ignored):
+        cls = _schema_at(tuple(key_path)) if len(key_path) == 1 and key_path[0] in _TOP_SECTIONS else None
+        if isinstance(value, str) and cls is not None and dataclasses.is_dataclass(cls) and (
+                value in {f.name for f in dataclasses.fields(cls)}):
+            # Distribution's REGISTRY_AUTH=htpasswd / REGISTRY_STORAGE=s3: selects that sub-key
+            found, section = _get_path(raw, tuple(key_path))
+            section = section if found and isinstance(section, dict) else {}
+            section.setdefault(value, {})
+            value = section
         _set_path(raw, key_path, value)
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
-    return _validate(_build(Config, raw, ""))
+    config = _validate(_build(Config, raw, ""))
+    config.ignored_env = ignored
+    return config
+
+
+def not_implemented_keys(config: Config) -> list[str]:
+    """The key paths set to something pyreg accepts but does not act on (for one warning line)."""
+    found: list[str] = []
+
+    def leaves(value: Any, path: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                leaves(v, f"{path}.{k}")
+        else:
+            found.append(path)
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{prefix}[{i}]")
+            return
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            return
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            path = f"{prefix}.{f.name}" if prefix else f.name
+            if f.metadata.get("notimplemented"):
+                if value is not None and value not in f.metadata["harmless"]:
+                    leaves(value, path)
+            else:
+                walk(value, path)
+
+    walk(config, "")
+    return found
 
 
 def _deep_copy(value: Any) -> Any:
@@ -687,5 +955,19 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """Plain data that ``load_config(data=...)`` turns back into the same Config."""
-    return dataclasses.asdict(config)
+    """Plain data that ``load_config(data=...)`` turns back into the same Config (keys kept as
+    given that were not given are left out: a bare ``key:`` in a file means "given")."""
+
+    def plain(node: Any) -> Any:
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            hints = _hints(type(node))
+            return {f.name: plain(getattr(node, f.name)) for f in dataclasses.fields(node)
+                    if not (hints[f.name] is Any and getattr(node, f.name) is None)
+                    and not f.metadata.get("internal")}
+        if isinstance(node, list):
+            return [plain(v) for v in node]
+        if isinstance(node, dict):
+            return {k: plain(v) for k, v in node.items()}
+        return node
+
+    return typing.cast(dict[str, Any], plain(config))

@@ -14,11 +14,20 @@ from typing import Any
 
 
 class JSONFormatter(logging.Formatter):
+    """``log.format: json`` (or Distribution's ``logstash``: ``@timestamp``, ``@version``,
+    ``message``), with ``log.fields`` in every entry."""
+
+    def __init__(self, fields: dict[str, Any] | None = None, logstash: bool = False) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
+        self.logstash = logstash
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            **self.fields,
         }
         args = record.args
         access = getattr(record, "access", None)
@@ -32,16 +41,23 @@ class JSONFormatter(logging.Formatter):
             entry["msg"] = record.getMessage()
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
+        if self.logstash:
+            entry["@timestamp"] = entry.pop("time")
+            entry["@version"] = "1"
+            entry["message"] = entry.pop("msg")
         return json.dumps(entry, default=str)
 
 
-def log_config(level: str, fmt: str) -> dict[str, Any]:
+def log_config(level: str, fmt: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict for uvicorn and the registry's own loggers."""
     level = "WARNING" if level.lower() == "warn" else level.upper()
-    formatter: dict[str, Any] = (
-        {"()": "registry.logs.JSONFormatter"} if fmt == "json"
-        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    )
+    formatter: dict[str, Any]
+    if fmt in ("json", "logstash"):
+        formatter = {"()": "registry.logs.JSONFormatter", "fields": dict(fields or {}),
+                     "logstash": fmt == "logstash"}
+    else:  # text: the fields as key=value after the message, as Distribution's text formatter does
+        extra = "".join(f" {k}={v}" for k, v in (fields or {}).items()).replace("%", "%%")
+        formatter = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s" + extra}
     handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
     return {
         "version": 1,

@@ -69,6 +69,15 @@ def prepare_workers(workers: int) -> None:
     atexit.register(shutil.rmtree, path, True)
 
 
+def render_all_workers() -> bytes:
+    """Every worker's metrics summed (the supervisor's view, for the ``metrics.addr`` listener)."""
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return bytes(generate_latest(merged))
+
+
 def route_kind(path: str) -> str:
     """The bounded label for a request path (the /v2 router's own matching, nothing else)."""
     if path in ("/v2", "/v2/"):
@@ -168,7 +177,7 @@ class RegistryMetrics:
 class MetricsMiddleware:
     """Outermost middleware: measures every request and serves the scrape endpoint."""
 
-    def __init__(self, app: ASGIApp, metrics: RegistryMetrics, path: str = "/metrics",
+    def __init__(self, app: ASGIApp, metrics: RegistryMetrics, path: str | None = "/metrics",
                  token: str | None = None) -> None:
         self.app = app
         self.metrics = metrics
@@ -236,4 +245,5 @@ def metrics_middleware(config: Config) -> Middleware:
     """The ``Middleware`` entry for ``build_middleware`` (one metrics registry per app)."""
     section = config.metrics
     metrics = RegistryMetrics(notifications=bool(config.notifications.endpoints))
-    return Middleware(MetricsMiddleware, metrics=metrics, path=section.path, token=section.token)
+    path = None if section.addr else section.path  # with metrics.addr: served there only
+    return Middleware(MetricsMiddleware, metrics=metrics, path=path, token=section.token)

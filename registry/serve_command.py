@@ -71,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from registry.logs import log_config
 
     level = config.log.level.lower()
-    logging_config = log_config(level, config.log.format)
+    logging_config = log_config(level, config.log.format, config.log.fields)
     logging.config.dictConfig(logging_config)
+    from registry.startup import start_up
+
+    if not start_up(config):  # the not-implemented keys, the storage check, the effective setup
+        return 1
     options: dict[str, Any] = {
         "log_config": logging_config,
         "host": config.host,
@@ -103,9 +107,23 @@ def run(args: argparse.Namespace) -> int:
             from registry.metrics import prepare_workers
 
             prepare_workers(config.workers)
+        if config.metrics.enabled and config.metrics.addr:  # the workers' sum, from this process
+            from registry import debug_server
+            from registry.metrics import render_all_workers
+
+            if problem := debug_server.start(config, render_all_workers):
+                print(f"pyreg serve: {problem}", file=sys.stderr)
+                return 1
         uvicorn.run("registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
     else:
-        uvicorn.run(create_app(config), **options)
+        app = create_app(config)
+        if config.metrics.enabled and config.metrics.addr:
+            from registry import debug_server
+
+            if problem := debug_server.start(config, app.state.metrics.render):
+                print(f"pyreg serve: {problem}", file=sys.stderr)
+                return 1
+        uvicorn.run(app, **options)
     return 0
 
 
