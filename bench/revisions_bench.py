@@ -53,8 +53,13 @@ def export_tree(rev: str | None, dest: Path) -> Path:
 
 
 def env_for(tree: Path, work: Path, label: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": str(work / f"pycache-{label}"),
-            "PYREG_LOG_ACCESSLOG_DISABLED": "true"}
+    """Byte-compiled modules kept (out of the tree), as an installed pyreg has them: with
+    PYTHONDONTWRITEBYTECODE every start would compile every module, and a change that adds
+    modules would look slower than it is."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": str(work / f"pycache-{label}"),
+           "PYREG_LOG_ACCESSLOG_DISABLED": "true"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def hey(url: str, seconds: int, method: str = "GET", accept: str | None = None) -> float:
