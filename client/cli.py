@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("runtime.commands.stop", "stop a container (SIGTERM, then SIGKILL)"),
     "kill": ("runtime.commands.kill", "send a signal to a container"),
     "rm": ("runtime.commands.rm", "remove containers"),
+    "port": ("runtime.commands.port", "list a container's published ports"),
     "exec": ("runtime.commands.exec", "run a command in a running container"),
 }
 

@@ -41,16 +41,23 @@ def prepare(rec: Container) -> Cgroup | None:
     hostname = cfg.hostname
     with open(os.path.join(cdir, "hostname"), "w") as f:
         f.write(hostname + "\n")
+    hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+             f"127.0.1.1\t{hostname}\n")
+    if cfg.network == "bridge":
+        hosts = _allocate_address(rec)
     with open(os.path.join(cdir, "hosts"), "w") as f:
-        f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                f"127.0.1.1\t{hostname}\n")
+        f.write(hosts)
     resolv = ""
-    if cfg.network == "host":
+    if cfg.network in ("host", "bridge"):
         try:
             with open("/etc/resolv.conf") as f:
                 resolv = f.read()
         except OSError:
             pass
+    if cfg.network == "bridge":
+        from runtime.network import files
+
+        resolv = files.resolv_conf(resolv)
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv)
     if cfg.rootless:
@@ -73,6 +80,23 @@ def prepare(rec: Container) -> Cgroup | None:
     rec.status = "created"
     state.save(rec)
     return cg
+
+
+def _allocate_address(rec: Container) -> str:
+    """An address on the bridge, saved in the record under the network lock; the hosts file."""
+    from runtime.network import files, ipam
+
+    net = dict(rec.net or {})
+    with ipam.locked():
+        try:
+            ip, gateway, prefixlen = ipam.allocate(str(net.get("subnet")), state.all_containers())
+        except ValueError as e:
+            remove_files(rec.id)
+            raise ContainerError(str(e)) from None
+        rec.net = {**net, "ip": ip, "gateway": gateway, "prefixlen": prefixlen, "ports": []}
+        rec.status = "created"
+        state.save(rec)
+    return files.hosts(rec.config.hostname, ip)
 
 
 def remove_files(cid: str) -> None:
@@ -100,8 +124,24 @@ def cleanup(rec: Container, remove: bool) -> None:
             cg.remove()
         except Exception as e:
             print(f"pyreg: warning: {e}", file=sys.stderr)
+    if _janitor:  # the supervisor: it can fork nothing any more, the janitor releases
+        from runtime.network import janitor
+
+        janitor.finish(_janitor.pop())
+    elif rec.net:
+        release_network(rec)
     if remove:
         remove_files(rec.id)
+
+
+def release_network(rec: Container) -> None:
+    """The veth, and the bridge and NAT when it was the last container on it."""
+    from runtime.network import bridge
+
+    try:
+        bridge.release(rec)
+    except Exception as e:
+        print(f"pyreg: warning: network: {e}", file=sys.stderr)
 
 
 def run(rec: Container, detach: bool) -> int:
@@ -138,6 +178,23 @@ def run(rec: Container, detach: bool) -> int:
     return 0
 
 
+def _network(rec: Container) -> tuple[int, Any]:
+    """Bind the published ports (a port in use fails here), then wire the namespace."""
+    from runtime.network import bridge, janitor, ports
+
+    proxy = ports.Proxy(rec.config.ports)
+    try:
+        netns = bridge.create(rec)
+    except BaseException:
+        proxy.close()
+        raise
+    _janitor.append(janitor.spawn(rec))
+    return netns, proxy
+
+
+_janitor: list[tuple[int, int]] = []  # the supervisor's (runtime/network/janitor.py)
+
+
 def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None,
                ready_w: int | None) -> int:
     rec.supervisor = os.getpid()
@@ -147,9 +204,15 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         from runtime import tty
 
         console = tty.console_pair()
+    netns, proxy = None, None
     try:
-        pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None)
+        if rec.net:
+            netns, proxy = _network(rec)
+        pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
+                            netns=netns)
     except ContainerError as e:
+        if proxy is not None:
+            proxy.close()
         rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
         cleanup(rec, rec.config.rm)
@@ -157,6 +220,11 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             os.write(ready_w, json.dumps({"message": str(e), "code": e.code}).encode())
             os.close(ready_w)
         raise
+    if netns is not None:
+        os.close(netns)
+    if proxy is not None and rec.net:
+        proxy.start(rec.net["ip"])
+        rec.net["ports"] = proxy.published
     rec.status, rec.pid, rec.pid_start = "running", pid, state.proc_start_time(pid)
     rec.started_at = state.now()
     state.save(rec)

@@ -120,7 +120,7 @@ def report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
 
 
 def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-           console: int | None = None) -> None:
+           console: int | None = None, netns: int | None = None) -> None:
     """PID 1 of the new pid namespace, before it becomes the command. Never returns.
 
     The supervisor moves it into its cgroup meanwhile (a cgroup v1 migration waits for an RCU
@@ -138,9 +138,12 @@ def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] 
         confine.prepare(cfg)  # while the host's files are reachable (and the supervisor attaches)
 
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-        if cfg.network != "host":
+        if cfg.network != "host" and netns is None:
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
+        if netns is not None:  # --network bridge: the namespace the supervisor wired
+            linux.setns(netns, linux.CLONE_NEWNET)
+            os.close(netns)
         mounts.enter_rootfs(cfg, cdir)
         hostname = cfg.hostname
         linux.sethostname(hostname)
@@ -226,7 +229,7 @@ def enter_user_namespace() -> None:
 
 
 def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
-          forward_signals: bool = True, console: int | None = None) -> int:
+          forward_signals: bool = True, console: int | None = None, netns: int | None = None) -> int:
     """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure."""
     pending: list[int] = []
     child = 0
@@ -250,7 +253,7 @@ def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None 
     if child == 0:
         os.close(err_r)
         os.close(sync_w)
-        _child(rec, err_w, sync_r, stdio, console)
+        _child(rec, err_w, sync_r, stdio, console, netns)
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
     os.close(sync_r)

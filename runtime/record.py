@@ -23,6 +23,7 @@ _CONFIG_KEYS = (
     "privileged", "capabilities", "seccomp", "no_new_privileges", "devices",
     "hostname", "network", "read_only", "volumes", "memory", "cpus", "pids_limit", "pids_default",
     "rm", "layers", "rootless", "tty", "init",
+    "ports",
 )
 
 
@@ -41,7 +42,8 @@ class ContainerConfig:
                  volumes: list[tuple[str, str, bool]] | None = None, memory: int | None = None,
                  cpus: float | None = None, pids_limit: int | None = None, pids_default: int | None = None,
                  rm: bool = False, layers: list[str] | None = None, rootless: bool = False,
-                 tty: bool = False, init: bool = False, extra: dict[str, Any] | None = None) -> None:
+                 tty: bool = False, init: bool = False, extra: dict[str, Any] | None = None,
+                 ports: list[dict[str, Any]] | None = None) -> None:
         self.entrypoint: list[str] = list(entrypoint or [])
         self.cmd: list[str] = list(cmd or [])
         self.argv: list[str] = list(argv or [])
@@ -71,6 +73,8 @@ class ContainerConfig:
         self.tty: bool = bool(tty)
         self.init: bool = bool(init)
         self.extra: dict[str, Any] = dict(extra or {})  # keys of another pyreg version, kept
+        # -p/-P as asked (runtime/network/ports.py parse()): {host_ip, host_port, port, proto}
+        self.ports: list[dict[str, Any]] = [dict(p) for p in ports or []]
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, **{k: getattr(self, k) for k in _CONFIG_KEYS}}
@@ -94,7 +98,7 @@ class ContainerConfig:
 
 # written only once set (a record says "pid" from the moment it has one, as before)
 _OPTIONAL_KEYS = ("status", "cgroup", "supervisor", "supervisor_start", "pid", "pid_start", "started_at",
-                  "exit_code", "oom_killed", "finished_at", "error")
+                  "exit_code", "oom_killed", "finished_at", "error", "net")
 _CONTAINER_KEYS = ("id", "name", "image", "image_name", "image_digest", "config", "created", "detached",
                    *_OPTIONAL_KEYS)
 
@@ -113,7 +117,7 @@ class Container:
                  pid: int | None = None, pid_start: int | None = None, started_at: str | None = None,
                  exit_code: int | None = None, oom_killed: bool | None = None,
                  finished_at: str | None = None, error: str | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, net: dict[str, Any] | None = None) -> None:
         self.id: str = id
         self.name: str = name or ""
         self.image: str = image or ""
@@ -134,6 +138,8 @@ class Container:
         self.finished_at: str | None = finished_at
         self.error: str | None = error
         self.extra: dict[str, Any] = dict(extra or {})
+        # --network bridge: {subnet, ip, gateway, prefixlen, ports: the published ones, bound}
+        self.net: dict[str, Any] | None = net
 
     @property
     def running(self) -> bool:

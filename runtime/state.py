@@ -127,8 +127,9 @@ def is_alive(rec: Container) -> bool:
     return bool(pid) and proc_start_time(int(pid)) == rec.pid_start  # type: ignore[arg-type]
 
 
-def refresh(rec: Container) -> Container:
-    """A 'running' record whose process and supervisor are gone is shown as exited."""
+def refresh(rec: Container, sweep: bool = True) -> Container:
+    """A 'running' record whose process and supervisor are gone is shown as exited; with
+    ``sweep``, what its network left (bridge, NAT after ``kill -9``) is removed and it is saved so."""
     if rec.status == "running" and not is_alive(rec):
         sup = rec.supervisor
         if not sup or proc_start_time(int(sup)) != rec.supervisor_start:
@@ -136,6 +137,11 @@ def refresh(rec: Container) -> Container:
             rec.status = "exited"
             rec.exit_code = rec.exit_code if rec.exit_code is not None else 255
             rec.finished_at = rec.finished_at or now()
+            if sweep and rec.net:
+                from runtime.container import release_network
+
+                release_network(rec)
+                save(rec)
     return rec
 
 

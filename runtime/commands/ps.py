@@ -32,6 +32,15 @@ def _ago(stamp: str | None) -> str:
     return f"{d} second{'s' if d != 1 else ''}"
 
 
+def _ports(r: Container) -> str:
+    """docker's PORTS column: the published ports of a running container."""
+    if r.status != "running" or not r.net:
+        return ""
+    from runtime.network.ports import format_port
+
+    return ", ".join(format_port(p) for p in r.net.get("ports") or [])
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime import state
 
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         for r in recs:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for r in recs:
         cmd = " ".join(r.config.argv)
         if not args.no_trunc and len(cmd) > 20:
@@ -53,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             status = status.capitalize()
         rows.append((r.id if args.no_trunc else r.id[:12], r.image, f'"{cmd}"',
-                     f"{_ago(r.created)} ago", status, r.name))
+                     f"{_ago(r.created)} ago", status, _ports(r), r.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "   " + row[-1])

@@ -1,0 +1,184 @@
+"""``--network bridge`` and ``-p``, each test inside a network namespace it makes and removes.
+
+Every ``pyreg`` command runs in that namespace (``ip netns exec``): the bridge, the veth pairs,
+the NAT chains and all traffic (to the container, the bridge, the namespace's loopback) live and
+die there. The host's links, addresses, routes and iptables rules are compared before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.runtime import REPO_ROOT, RuntimeEnv
+
+pytestmark = pytest.mark.skipif(shutil.which("ip") is None or shutil.which("iptables") is None,
+                                reason="needs iproute2 and iptables")
+
+
+def _out(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def _net_view(ns: str | None) -> dict[str, str]:
+    """Links, addresses, routes and firewall rules of a namespace (the host's with None)."""
+    pre = ["nsenter", f"--net=/run/netns/{ns}"] if ns else []
+    return {"links": _out(*pre, "ip", "-o", "link"), "addrs": _out(*pre, "ip", "-o", "addr"),
+            "routes": _out(*pre, "ip", "route"),
+            "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln))}
+
+
+def _is_rule(line: str) -> bool:
+    """A rule, a chain of its own or a policy other than ACCEPT: iptables-nft leaves the empty
+    built-in tables it made, which filter nothing (only 'nft' could delete them)."""
+    if line.startswith("-A"):
+        return True
+    return line.startswith(":") and line.split()[1] != "ACCEPT"
+
+
+class NetNs:
+    """A named network namespace and a RuntimeEnv whose commands run in it."""
+
+    def __init__(self, env: RuntimeEnv) -> None:
+        self.name = f"pyregt{os.getpid()}{os.urandom(2).hex()}"
+        self.env = {**env.env}
+        self.env.pop("PYREG_NETWORK", None)  # root's default: bridge
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        # nsenter, not 'ip netns exec': that one remounts /sys, hiding the cgroup mounts
+        self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
+        subprocess.run([*self.enter, "ip", "link", "set", "lo", "up"], check=True)
+
+    def pyreg(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*self.enter, sys.executable, "-m", "client.cli", *args],
+                              env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*self.enter, sys.executable, "-m", "client.cli", *args],
+                                env=self.env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def sh(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.enter, *argv], capture_output=True, text=True,
+                              timeout=60)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+@pytest.fixture
+def netns(busybox_store: RuntimeEnv) -> Iterator[NetNs]:
+    host_before = _net_view(None)
+    ns = NetNs(busybox_store)
+    try:
+        yield ns
+    finally:
+        busybox_store.cleanup()
+        ns.remove()
+    after = _net_view(None)
+    for key, text in host_before.items():  # the host's own network was never touched by pyreg
+        changed = set(text.splitlines()) ^ set(after[key].splitlines())
+        assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.88.", "veth"))], key
+
+
+def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
+    """The page, retried while the server inside starts (no timing asserted)."""
+    end = time.monotonic() + deadline
+    while True:
+        r = ns.sh("curl", "-s", "--max-time", "5", url)
+        if r.returncode == 0 and r.stdout:
+            return r.stdout
+        if time.monotonic() > end:
+            raise AssertionError(f"curl {url}: {r.returncode} {r.stderr}")
+        time.sleep(0.1)
+
+
+def test_bridge_gives_address_route_and_files_then_cleans_up(netns: NetNs) -> None:
+    before = _net_view(netns.name)
+    r = netns.pyreg("run", "--rm", "--hostname", "web1", "busybox", "sh", "-c",
+                    "ip -o -4 addr show eth0; ip route; echo ==; cat /etc/hosts; echo ==; "
+                    "cat /etc/resolv.conf; echo ==; ping -c 1 -W 5 10.88.0.1 >/dev/null && echo pong",
+                    check=True)
+    addr, hosts, resolv, ping = r.stdout.split("==\n")
+    ip = addr.split("inet ")[1].split()[0]
+    assert ipaddress.ip_interface(ip).network == ipaddress.ip_network("10.88.0.0/16"), addr
+    assert "default via 10.88.0.1 dev eth0" in addr
+    assert f"{ip.split('/')[0]}\tweb1" in hosts
+    assert "nameserver" in resolv and "nameserver 127." not in resolv
+    assert ping.strip() == "pong"  # the container reaches the bridge
+    assert _net_view(netns.name) == before, r.stderr  # veth, bridge, its address and NAT chains gone
+
+
+def test_rules_exist_while_running_and_go_with_rm(netns: NetNs) -> None:
+    before = _net_view(netns.name)
+    cid = netns.pyreg("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
+    during = _net_view(netns.name)
+    assert "pyreg0" in during["links"] and "10.88.0.1/16" in during["addrs"]
+    assert "-s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in during["rules"]
+    assert netns.sh("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+    netns.pyreg("rm", "-f", cid, check=True)
+    assert _net_view(netns.name) == before
+
+
+def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_store: RuntimeEnv) -> None:
+    before = _net_view(netns.name)
+    proc = netns.popen("run", "--name", "doomed", "busybox", "sleep", "600")
+    try:
+        rec = busybox_store.wait_running("doomed")
+        assert "pyreg0" in _net_view(netns.name)["links"]
+        os.kill(int(rec["supervisor"]), signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    for _ in range(600):  # PID 1 follows its supervisor (PDEATHSIG); its namespace with it
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    netns.pyreg("ps", "-a", check=True)
+    assert _net_view(netns.name) == before
+
+
+def test_network_none_still_has_only_lo(netns: NetNs) -> None:
+    r = netns.pyreg("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo"]
+
+
+def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
+    return ns.pyreg("run", "-d", "--name", name, *publish, "busybox", "sh", "-c",
+                    "echo hello from $(hostname) > /index.html && exec httpd -f -p 80 -h /")
+
+
+def test_publish_port_on_loopback(netns: NetNs) -> None:
+    before = _net_view(netns.name)
+    r = _httpd(netns, "-p", "127.0.0.1:18080:80")
+    assert r.returncode == 0, r.stderr
+    assert _curl(netns, "http://127.0.0.1:18080/").startswith("hello from")
+    assert netns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18080"
+    assert "127.0.0.1:18080->80/tcp" in netns.pyreg("ps", check=True).stdout
+    taken = _httpd(netns, "-p", "127.0.0.1:18080:80", name="web2")
+    assert taken.returncode == 125 and "18080" in taken.stderr and "in use" in taken.stderr, taken.stderr
+    netns.pyreg("rm", "-f", "web", "web2", check=True)
+    assert _net_view(netns.name) == before
+
+
+def test_publish_random_host_port(netns: NetNs) -> None:
+    assert _httpd(netns, "-p", "80").returncode == 0
+    out = netns.pyreg("port", "web", "80", check=True).stdout.strip()
+    host_ip, _, port = out.rpartition(":")
+    assert host_ip == "0.0.0.0" and int(port) > 0
+    assert _curl(netns, f"http://127.0.0.1:{port}/").startswith("hello from")
+    netns.pyreg("rm", "-f", "web", check=True)
+
+
