@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("runtime.commands.kill", "send a signal to a container"),
     "rm": ("runtime.commands.rm", "remove containers"),
     "port": ("runtime.commands.port", "list a container's published ports"),
+    "network": ("runtime.commands.network", "manage networks (create, ls, inspect, rm)"),
     "exec": ("runtime.commands.exec", "run a command in a running container"),
 }
 

@@ -84,19 +84,27 @@ def prepare(rec: Container) -> Cgroup | None:
 
 def _allocate_address(rec: Container) -> str:
     """An address on the bridge, saved in the record under the network lock; the hosts file."""
-    from runtime.network import files, ipam
+    from runtime.network import ipam, networks
 
     net = dict(rec.net or {})
+    name = str(net.get("network", "bridge"))
     with ipam.locked():
+        peers = networks.members(name)
         try:
-            ip, gateway, prefixlen = ipam.allocate(str(net.get("subnet")), state.all_containers())
+            ip, gateway, prefixlen = ipam.allocate(str(net.get("subnet")), peers)
         except ValueError as e:
             remove_files(rec.id)
             raise ContainerError(str(e)) from None
         rec.net = {**net, "ip": ip, "gateway": gateway, "prefixlen": prefixlen, "ports": []}
         rec.status = "created"
         state.save(rec)
-    return files.hosts(rec.config.hostname, ip)
+        if name == "bridge":  # as docker's default network: no names
+            peers = []
+        text = networks.hosts_text(rec, peers)
+        with open(os.path.join(state.container_dir(rec.id), "hosts"), "w") as f:
+            f.write(text)
+        networks.update_hosts(name)  # the others learn the new name
+    return text
 
 
 def remove_files(cid: str) -> None:
@@ -178,18 +186,21 @@ def run(rec: Container, detach: bool) -> int:
     return 0
 
 
-def _network(rec: Container) -> tuple[int, Any]:
-    """Bind the published ports (a port in use fails here), then wire the namespace."""
+def _network(rec: Container) -> int:
+    """Bind the published ports (a port in use fails here), wire the namespace, and hand the
+    ports to the janitor (runtime/network/janitor.py), which forwards them."""
     from runtime.network import bridge, janitor, ports
 
-    proxy = ports.Proxy(rec.config.ports)
+    proxy = ports.Proxy(rec.config.publish)
     try:
         netns = bridge.create(rec)
     except BaseException:
         proxy.close()
         raise
-    _janitor.append(janitor.spawn(rec))
-    return netns, proxy
+    if rec.net:
+        rec.net["ports"] = proxy.published
+    _janitor.append(janitor.spawn(rec, proxy))
+    return netns
 
 
 _janitor: list[tuple[int, int]] = []  # the supervisor's (runtime/network/janitor.py)
@@ -204,15 +215,13 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         from runtime import tty
 
         console = tty.console_pair()
-    netns, proxy = None, None
+    netns = None
     try:
         if rec.net:
-            netns, proxy = _network(rec)
+            netns = _network(rec)
         pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
                             netns=netns)
     except ContainerError as e:
-        if proxy is not None:
-            proxy.close()
         rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
         cleanup(rec, rec.config.rm)
@@ -222,9 +231,6 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         raise
     if netns is not None:
         os.close(netns)
-    if proxy is not None and rec.net:
-        proxy.start(rec.net["ip"])
-        rec.net["ports"] = proxy.published
     rec.status, rec.pid, rec.pid_start = "running", pid, state.proc_start_time(pid)
     rec.started_at = state.now()
     state.save(rec)

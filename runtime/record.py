@@ -23,7 +23,7 @@ _CONFIG_KEYS = (
     "privileged", "capabilities", "seccomp", "no_new_privileges", "devices",
     "hostname", "network", "read_only", "volumes", "memory", "cpus", "pids_limit", "pids_default",
     "rm", "layers", "rootless", "tty", "init",
-    "ports",
+    "publish",
 )
 
 
@@ -43,7 +43,7 @@ class ContainerConfig:
                  cpus: float | None = None, pids_limit: int | None = None, pids_default: int | None = None,
                  rm: bool = False, layers: list[str] | None = None, rootless: bool = False,
                  tty: bool = False, init: bool = False, extra: dict[str, Any] | None = None,
-                 ports: list[dict[str, Any]] | None = None) -> None:
+                 publish: list[dict[str, Any]] | None = None) -> None:
         self.entrypoint: list[str] = list(entrypoint or [])
         self.cmd: list[str] = list(cmd or [])
         self.argv: list[str] = list(argv or [])
@@ -74,7 +74,7 @@ class ContainerConfig:
         self.init: bool = bool(init)
         self.extra: dict[str, Any] = dict(extra or {})  # keys of another pyreg version, kept
         # -p/-P as asked (runtime/network/ports.py parse()): {host_ip, host_port, port, proto}
-        self.ports: list[dict[str, Any]] = [dict(p) for p in ports or []]
+        self.publish: list[dict[str, Any]] = [dict(p) for p in publish or []]
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, **{k: getattr(self, k) for k in _CONFIG_KEYS}}

@@ -57,11 +57,13 @@ class NetNs:
         self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
         subprocess.run([*self.enter, "ip", "link", "set", "lo", "up"], check=True)
 
-    def pyreg(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def pyreg(self, *args: str, check: bool = False,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*self.enter, sys.executable, "-m", "client.cli", *args],
                               env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
@@ -182,3 +184,41 @@ def test_publish_random_host_port(netns: NetNs) -> None:
     netns.pyreg("rm", "-f", "web", check=True)
 
 
+
+
+def test_user_network_names_and_aliases(netns: NetNs) -> None:
+    before = _net_view(netns.name)
+    nid = netns.pyreg("network", "create", "--subnet", "10.77.5.0/24", "appnet", check=True).stdout.strip()
+    assert len(nid) == 64
+    assert "appnet" in netns.pyreg("network", "ls", check=True).stdout
+    assert _httpd(netns, "--network", "appnet", "--network-alias", "www", name="srv").returncode == 0
+    # Debian's busybox is a static glibc binary, whose name lookups need NSS modules it cannot
+    # load: read /etc/hosts with awk, as the libc would, and fetch from the address of each name
+    r = netns.pyreg("run", "--rm", "--network", "appnet", "--name", "cli", "busybox", "sh", "-c",
+                    "for n in srv www; do ip=$(awk -v n=$n '{for(i=2;i<=NF;i++) if($i==n) print $1}' "
+                    "/etc/hosts); for i in $(seq 300); do wget -O - http://$ip:80/ 2>/dev/null && break; "
+                    "sleep 0.1; done; done; ip -o -4 addr show eth0", check=True)
+    assert r.stdout.count("\n") >= 3, r.stdout + r.stderr
+    page1, page2, addr = r.stdout.split("\n", 2)
+    assert page1.startswith("hello from") and page2 == page1
+    assert "inet 10.77.5." in addr
+    netns.pyreg("run", "-d", "--network", "appnet", "--name", "late", "busybox", "sleep", "600", check=True)
+    srv_hosts = netns.pyreg("exec", "srv", "cat", "/etc/hosts", check=True).stdout
+    assert any(ln.split()[1:2] == ["late"] and ln.startswith("10.77.5.") for ln in srv_hosts.splitlines())
+    netns.pyreg("rm", "-f", "late", check=True)
+    srv_hosts = netns.pyreg("exec", "srv", "cat", "/etc/hosts", check=True).stdout
+    assert "late" not in srv_hosts and "cli" not in srv_hosts  # the file follows who leaves
+    inspect = netns.pyreg("network", "inspect", "appnet", check=True).stdout
+    assert '"srv"' in inspect and "10.77.5.0/24" in inspect
+    busy = netns.pyreg("network", "rm", "appnet")
+    assert busy.returncode != 0 and "srv" in busy.stderr
+    netns.pyreg("rm", "-f", "srv", check=True)
+    netns.pyreg("network", "rm", "appnet", check=True)
+    assert _net_view(netns.name) == before
+
+
+def test_default_bridge_has_no_names(netns: NetNs) -> None:
+    assert _httpd(netns).returncode == 0
+    r = netns.pyreg("run", "--rm", "busybox", "cat", "/etc/hosts", check=True)
+    assert "web" not in r.stdout
+    netns.pyreg("rm", "-f", "web", check=True)

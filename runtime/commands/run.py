@@ -60,9 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seccomp=unconfined|FILE.json (docker's format), no-new-privileges[=true|false]")
     p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR][:rwm]",
                    help="give the container a host device (bound into /dev, allowed in the devices cgroup)")
-    p.add_argument("--network", "--net", choices=("bridge", "none", "host"), default=None,
-                   help="bridge (root's default: pyreg0, NAT), none (only lo; the default rootless, "
-                        "and with PYREG_NETWORK=none) or host")
+    p.add_argument("--network", "--net", default=None, metavar="NETWORK",
+                   help="bridge (root's default: pyreg0, NAT), a 'pyreg network create' network, "
+                        "none (only lo; the default rootless, and with PYREG_NETWORK=none) or host")
+    p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
+                   help="another name the container has on a user network")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HPORT:]PORT[/udp]",
                    help="publish a container port on the host (bridge)")
     p.add_argument("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
@@ -81,17 +83,21 @@ def _read_env_file(path: str) -> list[str]:
 
 
 def _network(args: argparse.Namespace, image_config: dict[str, Any],
-             rootless: bool) -> tuple[str, list[dict[str, Any]], str]:
+             rootless: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """(network, ports, subnet): the default is bridge for root, none rootless; PYREG_NETWORK
     and the client config's ``run.network``/``run.subnet`` change it."""
-    from runtime.network import DEFAULT_SUBNET, ports
+    from runtime.network import DEFAULT_SUBNET, networks, ports
     from storage.clientconfig import client_config
 
     section = client_config().get("run") or {}
     network = args.network or os.environ.get("PYREG_NETWORK") or section.get("network") or (
         "none" if rootless else "bridge")
-    if network not in ("bridge", "none", "host"):
-        raise ValueError(f"unknown network {network!r}")
+    net: dict[str, Any] = {}
+    if network not in ("none", "host"):
+        net = networks.resolve(network, str(os.environ.get("PYREG_SUBNET") or section.get("subnet")
+                                            or DEFAULT_SUBNET))
+        net["aliases"] = list(args.network_alias)
+        network = "bridge"  # how the runtime wires it; net["network"] says which
     if network == "bridge" and rootless:
         raise ValueError("--network bridge needs root; rootless containers have none or host")
     published = [ports.parse(p) for p in args.publish]
@@ -99,7 +105,7 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any],
         published += ports.exposed(image_config)
     if published and network != "bridge":
         raise ValueError(f"-p/-P need --network bridge, not {network}")
-    return network, published, str(os.environ.get("PYREG_SUBNET") or section.get("subnet") or DEFAULT_SUBNET)
+    return network, published, net
 
 
 def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> int:
@@ -146,7 +152,7 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
         return EXIT_PYREG
     rootless = os.geteuid() != 0
     try:
-        network, ports, subnet = _network(args, image_config, rootless)
+        network, ports, net = _network(args, image_config, rootless)
     except ValueError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return EXIT_PYREG
@@ -156,13 +162,13 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
     cfg.volumes, cfg.memory, cfg.cpus, cfg.pids_limit = list(args.volume), memory, args.cpus, args.pids_limit
     cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
     cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
-    cfg.ports = ports
+    cfg.publish = ports
     rec = Container(
         id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
         image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
     )
     if network == "bridge":
-        rec.net = {"subnet": subnet}
+        rec.net = net
     try:
         code = container.run(rec, args.detach)
     except ContainerError as e:

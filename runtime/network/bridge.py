@@ -30,13 +30,13 @@ def _veth_names(cid: str) -> tuple[str, str]:
     return f"veth{cid[:8]}", f"vp{cid[:10]}"  # IFNAMSIZ: 15 characters
 
 
-def _ensure_bridge(ipr: Any, gateway: str, prefixlen: int) -> int:
-    found = ipr.link_lookup(ifname=BRIDGE)
+def _ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> int:
+    found = ipr.link_lookup(ifname=name)
     if found:
         idx = int(found[0])
     else:
-        ipr.link("add", ifname=BRIDGE, kind="bridge")
-        idx = int(ipr.link_lookup(ifname=BRIDGE)[0])
+        ipr.link("add", ifname=name, kind="bridge")
+        idx = int(ipr.link_lookup(ifname=name)[0])
     have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
     if (gateway, prefixlen) not in have:
         ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
@@ -53,22 +53,21 @@ def create(rec: Container) -> int:
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ctr_ns = -1
     try:
-        with ipam.locked():
-            with IPRoute() as ipr:
-                br = _ensure_bridge(ipr, net["gateway"], int(net["prefixlen"]))
-                nat.ensure(net["subnet"])
-                _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
-                ipr.link("add", ifname=host_if, kind="veth", peer=peer_if)
-                hidx = int(ipr.link_lookup(ifname=host_if)[0])
-                ipr.link("set", index=hidx, master=br)
-                ipr.link("set", index=hidx, state="up")
-                linux.unshare(linux.CLONE_NEWNET)
-                try:
-                    ctr_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                finally:
-                    linux.setns(host_ns, linux.CLONE_NEWNET)
-                pidx = int(ipr.link_lookup(ifname=peer_if)[0])
-                ipr.link("set", index=pidx, net_ns_fd=ctr_ns)
+        with ipam.locked(), IPRoute() as ipr:
+            br = _ensure_bridge(ipr, net.get("bridge", BRIDGE), net["gateway"], int(net["prefixlen"]))
+            nat.ensure(net["subnet"], net.get("bridge", BRIDGE))
+            _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+            ipr.link("add", ifname=host_if, kind="veth", peer=peer_if)
+            hidx = int(ipr.link_lookup(ifname=host_if)[0])
+            ipr.link("set", index=hidx, master=br)
+            ipr.link("set", index=hidx, state="up")
+            linux.unshare(linux.CLONE_NEWNET)
+            try:
+                ctr_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                linux.setns(host_ns, linux.CLONE_NEWNET)
+            pidx = int(ipr.link_lookup(ifname=peer_if)[0])
+            ipr.link("set", index=pidx, net_ns_fd=ctr_ns)
         linux.setns(ctr_ns, linux.CLONE_NEWNET)
         try:
             with IPRoute() as ipr:
@@ -103,14 +102,19 @@ def release(rec: Container) -> None:
     """Remove the container's veth; the bridge and NAT too when it was the last. Idempotent."""
     from pyroute2 import IPRoute
 
+    from runtime.network import networks
+
+    net = rec.net or {}
+    name = net.get("bridge", BRIDGE)
     host_if, _ = _veth_names(rec.id)
     with ipam.locked(), IPRoute() as ipr:
         for idx in ipr.link_lookup(ifname=host_if):
             with contextlib.suppress(Exception):
                 ipr.link("del", index=idx)
-        found = ipr.link_lookup(ifname=BRIDGE)
+        found = ipr.link_lookup(ifname=name)
         if found and not ipr.get_links(master=int(found[0])):
             ipr.link("del", index=int(found[0]))
-            nat.remove()
-        elif not found:
-            nat.remove()
+            found = []
+        if not found and net.get("subnet"):
+            nat.remove(str(net["subnet"]), name)
+        networks.update_hosts(str(net.get("network", "bridge")), skip=rec.id)

@@ -48,7 +48,7 @@ def allocate(subnet: str, taken_by: list[Container]) -> tuple[str, str, int]:
     net = ipaddress.ip_network(subnet, strict=False)
     if net.version != 4 or net.prefixlen > 30:
         raise ValueError(f"subnet {subnet}: an IPv4 subnet of at least 4 addresses is needed")
-    taken = {r.net["ip"] for r in taken_by if in_use(r) and r.net}
+    taken = {r.net.get("ip") for r in taken_by if r.net and in_use(r)}
     hosts = net.hosts()
     gateway = str(next(hosts))
     for addr in hosts:

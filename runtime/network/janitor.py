@@ -1,23 +1,28 @@
-"""A small process that undoes a container's network when its supervisor ends, however it ends.
+"""A small process that runs a container's port proxy and undoes its network when its
+supervisor ends, however it ends.
 
 Why a process of its own: the supervisor has unshared a pid namespace whose PID 1 is the
 container, so once the container is gone it can fork nothing (the kernel answers ENOMEM) and
 cannot run ``iptables``; and after ``kill -9`` it runs nothing at all. The janitor is forked
 before that, in the host's pid namespace, and waits on a pipe only the supervisor holds: EOF
 (a normal end or SIGKILL) means release the veth, and the bridge and NAT if it was the last.
+The same reason puts the ``-p`` proxy's threads here: after ``unshare(CLONE_NEWPID)`` the
+supervisor cannot start a thread either (``clone(CLONE_THREAD)`` across pid namespaces).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from runtime.network.ports import Proxy
     from runtime.record import Container
 
 
-def spawn(rec: Container) -> tuple[int, int]:
+def spawn(rec: Container, proxy: Proxy) -> tuple[int, int]:
     """(pipe write end, janitor pid): close the one and reap the other to release now."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -29,8 +34,14 @@ def spawn(rec: Container) -> tuple[int, int]:
             devnull = os.open("/dev/null", os.O_RDWR)
             os.dup2(devnull, 0)
             os.dup2(devnull, 1)
-            os.closerange(3, r)
-            os.closerange(r + 1, 65536)
+            keep = sorted({r, *(s.fileno() for s, _ in proxy.socks)})
+            low = 3
+            for fd in keep:
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, 65536)
+            if rec.net:
+                proxy.start(rec.net["ip"])
             os.read(r, 1)  # returns at EOF: the supervisor closed it, or died
             from runtime.container import release_network
 
@@ -40,6 +51,7 @@ def spawn(rec: Container) -> tuple[int, int]:
         finally:
             os._exit(code)
     os.close(r)
+    proxy.close()  # the janitor's now
     return w, pid
 
 
@@ -47,7 +59,5 @@ def finish(handle: tuple[int, int]) -> None:
     """Let the janitor release the network, and wait until it has."""
     w, pid = handle
     os.close(w)
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

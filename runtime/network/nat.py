@@ -23,25 +23,34 @@ def _ipt(*args: str, check: bool = True) -> bool:
     return proc.returncode == 0
 
 
-def ensure(subnet: str) -> None:
-    """The chains and their jumps, once (idempotent)."""
-    if _ipt("-t", "nat", "-C", "POSTROUTING", "-j", "PYREG-POSTROUTING", check=False):
-        return
-    _ipt("-t", "nat", "-N", "PYREG-POSTROUTING", check=False)
-    _ipt("-t", "nat", "-F", "PYREG-POSTROUTING")
-    _ipt("-t", "nat", "-A", "PYREG-POSTROUTING", "-s", subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE")
-    _ipt("-t", "filter", "-N", "PYREG-FORWARD", check=False)
-    _ipt("-t", "filter", "-F", "PYREG-FORWARD")
-    _ipt("-t", "filter", "-A", "PYREG-FORWARD", "-i", BRIDGE, "-j", "ACCEPT")
-    _ipt("-t", "filter", "-A", "PYREG-FORWARD", "-o", BRIDGE, "-m", "conntrack",
-         "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
-    _ipt("-t", "filter", "-I", "FORWARD", "-j", "PYREG-FORWARD")
-    _ipt("-t", "nat", "-I", "POSTROUTING", "-j", "PYREG-POSTROUTING")
+def _rules(subnet: str, bridge: str) -> list[tuple[str, list[str]]]:
+    return [("nat", ["PYREG-POSTROUTING", "-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]),
+            ("filter", ["PYREG-FORWARD", "-i", bridge, "-j", "ACCEPT"]),
+            ("filter", ["PYREG-FORWARD", "-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                        "-j", "ACCEPT"])]
 
 
-def remove() -> None:
-    """The jumps and the chains, whatever is left of them."""
+def ensure(subnet: str, bridge: str = BRIDGE) -> None:
+    """The chains, their jumps and this bridge's rules, once each (idempotent)."""
     for table, hook, chain in _CHAINS:
+        if not _ipt("-t", table, "-C", hook, "-j", chain, check=False):
+            _ipt("-t", table, "-N", chain, check=False)
+            _ipt("-t", table, "-I", hook, "-j", chain)
+    for table, rule in _rules(subnet, bridge):
+        if not _ipt("-t", table, "-C", *rule, check=False):
+            _ipt("-t", table, "-A", *rule)
+
+
+def remove(subnet: str, bridge: str = BRIDGE) -> None:
+    """This bridge's rules; the jumps and the chains too once no bridge has rules left."""
+    for table, rule in _rules(subnet, bridge):
+        while _ipt("-t", table, "-D", *rule, check=False):
+            pass
+    for table, hook, chain in _CHAINS:
+        listing = subprocess.run(["iptables", "-w", "-t", table, "-S", chain], capture_output=True,
+                                 text=True)
+        if listing.returncode == 0 and "-A " in listing.stdout:
+            continue
         while _ipt("-t", table, "-D", hook, "-j", chain, check=False):
             pass
         _ipt("-t", table, "-F", chain, check=False)
