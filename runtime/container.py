@@ -200,6 +200,8 @@ def _network(rec: Container) -> int:
     if rec.net:
         rec.net["ports"] = proxy.published
     _janitor.append(janitor.spawn(rec, proxy))
+    if rec.net:
+        rec.net["janitor"] = _janitor[-1][1]
     return netns
 
 

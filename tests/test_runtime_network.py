@@ -152,6 +152,22 @@ def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_stor
     assert _net_view(netns.name) == before
 
 
+def test_kill_9_of_run_and_janitor_is_swept_by_the_next_command(netns: NetNs,
+                                                                busybox_store: RuntimeEnv) -> None:
+    before = _net_view(netns.name)
+    assert netns.pyreg("run", "-d", "--name", "doomed", "busybox", "sleep", "600").returncode == 0
+    rec = busybox_store.wait_running("doomed")
+    os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    for _ in range(600):
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    assert "pyreg0" in _net_view(netns.name)["links"]  # nobody left to release it
+    netns.pyreg("ps", "-a", check=True)
+    assert _net_view(netns.name) == before
+
+
 def test_network_none_still_has_only_lo(netns: NetNs) -> None:
     r = netns.pyreg("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net", check=True)
     assert r.stdout.split() == ["lo"]

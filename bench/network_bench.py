@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Networking: ``pyreg run --rm busybox true`` with ``--network bridge`` vs ``none``, and TCP
+throughput into a container through a published port (the userland proxy) vs straight to the
+container's address on the bridge.
+
+Everything runs in a network namespace this script makes and removes (``ip netns add``): the
+bridge, the NAT chains and all traffic stay in it. Needs root, iproute2, iptables, nsenter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from runtime_bench import build_image, pyreg_env, remove_bench_cgroups, timed  # noqa: E402
+
+SENDER = """
+import socket, sys, time
+host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+buf = b"x" * (1 << 20)
+for _ in range(300):
+    try:
+        s = socket.create_connection((host, port)); break
+    except OSError:
+        time.sleep(0.1)
+t0 = time.perf_counter()
+for _ in range(total):
+    s.sendall(buf)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)  # the receiver closes once it has read everything
+print(total / (time.perf_counter() - t0))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--mib", type=int, default=512, help="MiB sent per throughput run")
+    args = ap.parse_args()
+    ns = f"pyregbench{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    enter = ["nsenter", f"--net=/run/netns/{ns}"]
+    subprocess.run([*enter, "ip", "link", "set", "lo", "up"], check=True)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            img, _ = build_image(tmp)
+            env = pyreg_env(tmp, img)
+            env.pop("PYREG_NETWORK", None)
+            pyreg = [*enter, sys.executable, "-m", "client.cli"]
+            for net in ("none", "bridge"):
+                times, err = timed([*pyreg, "run", "--rm", "--network", net, "busybox", "true"],
+                                   args.runs, env=env)
+                summary = err or (f"median {statistics.median(times) * 1000:.0f} ms "
+                                  f"(min {min(times) * 1000:.0f}, {args.runs} runs)")
+                print(f"start-up --network {net:6}: {summary}")
+            for label, via_proxy in (("published port (proxy)", True), ("container address", False)):
+                cid = subprocess.run([*pyreg, "run", "-d", "-p", "127.0.0.1:19090:9000", "busybox", "sh",
+                                      "-c", "nc -l -p 9000 > /dev/null"], env=env, capture_output=True,
+                                     text=True, check=True).stdout.strip()
+                addr = subprocess.run([*pyreg, "exec", cid, "sh", "-c", "ip -o -4 addr show eth0"], env=env,
+                                      capture_output=True, text=True, check=True).stdout
+                ip = addr.split()[3].split("/")[0]
+                host, port = ("127.0.0.1", 19090) if via_proxy else (ip, 9000)
+                out = subprocess.run([*enter, sys.executable, "-c", SENDER, host, str(port), str(args.mib)],
+                                     capture_output=True, text=True, timeout=600)
+                print(f"throughput {label:24}: {out.stdout.strip() and float(out.stdout):.0f} MiB/s"
+                      if out.returncode == 0 else f"throughput {label}: failed {out.stderr[-300:]}")
+                subprocess.run([*pyreg, "rm", "-f", cid], env=env, capture_output=True)
+                time.sleep(0.2)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        remove_bench_cgroups()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
