@@ -17,9 +17,10 @@ named by ``not_implemented_keys(config)`` (``pyreg serve`` logs them in one warn
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from storage import netaddr, units
 
 ENV_PREFIX = "PYREG_"
 ENV_PREFIXES = (ENV_PREFIX, "REGISTRY_")  # pyreg's own, and Distribution's names
@@ -31,7 +32,7 @@ class ConfigError(ValueError):
 
 # Field metadata marking how a scalar is read.
 DURATION = {"kind": "duration"}  # "168h", "20m", "1h30m", "500ms" or a number of seconds
-SIZE = {"kind": "size"}  # bytes: 10485760, "10MiB", "5MB"
+SIZE = {"kind": "size"}  # bytes: 10485760, "10MiB" (= "10MB" = "10M": units are 1024-based)
 
 
 def duration_field(default: float) -> Any:
@@ -478,57 +479,32 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 # scalars
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
-                   "d": 86400.0}
-_SIZE = re.compile(r"^(\d+)\s*([kmgt]?i?b?)$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
-               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
-
-
 def parse_duration(value: object, key: str = "duration") -> float:
-    """Seconds from a Go-style duration ("168h", "1h30m", "500ms") or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ConfigError(f"{key}: duration must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        pos, total = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-            pos = m.end()
-        if text and pos == len(text):
-            return total
-    raise ConfigError(f"{key}: expected a duration like 30s, 20m or 168h, got {value!r}")
+    """Seconds from a Go-style duration ("168h", "1h30m", "500ms") or a plain number of seconds
+    (``storage.units``' grammar); a bad one is a ConfigError naming ``key``."""
+    try:
+        return units.parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a duration like 30s, 20m or 168h, got {value!r}") from None
 
 
 def parse_size(value: object, key: str = "size") -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        m = _SIZE.match(value.strip())
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    raise ConfigError(f"{key}: expected a size in bytes (10485760, 10MiB), got {value!r}")
+    """Bytes from ``10485760`` or ``10MiB``/``10MB``/``10M`` (all 1024-based, as docker's
+    ``--memory``: ``storage.units``); a bad one is a ConfigError naming ``key``."""
+    try:
+        return units.size_bytes(value)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a size in bytes (10485760, 10MiB), got {value!r}") from None
 
 
 def split_addr(addr: str, key: str = "addr") -> tuple[str, int]:
-    """HOST:PORT (IPv6 as [::1]:5000) -> (host, port)."""
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", addr.strip())
-    if not m:
+    """HOST:PORT (IPv6 as [::1]:5000; no host means every address) -> (host, port)."""
+    try:
+        host, port = netaddr.split_host_port(addr)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    if port is None:
         raise ConfigError(f"{key}: expected HOST:PORT, got {addr!r}")
-    host = m.group(1) if m.group(1) is not None else m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{key}: port out of range in {addr!r}")
     return host or "0.0.0.0", port
 
 

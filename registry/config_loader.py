@@ -160,10 +160,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("auth.token: give signingkey (pyreg issues tokens) or rootcertbundle/jwks")
     if token is not None and token.kidformat not in ("libtrust", "thumbprint"):
         raise ConfigError(f"auth.token.kidformat: expected libtrust or thumbprint, got {token.kidformat!r}")
-    for i, rule in enumerate(config.access):
-        bad = set(rule.actions) - {"pull", "push", "delete", "*"}
-        if bad:
-            raise ConfigError(f"access[{i}].actions: unknown action(s) {sorted(bad)}")
+    from registry.auth.access import parse_rules  # the one reading of access rules
+
+    try:
+        parse_rules([dataclasses.asdict(rule) for rule in config.access])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.tls is not None and bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls: certificate and key must be given together")
     if config.log.level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
