@@ -4,16 +4,18 @@ registry config, the client settings, the runtime's flags and the auth middlewar
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 MIB10 = 10 * 1024 * 1024
 
 
-def test_10M_means_one_thing_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_10M_means_one_thing_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``10M`` (and ``10MB``, ``10MiB``, ``10m``) is 10,485,760 bytes in every place that reads a size."""
     from client import config as client_config
-    from registry.config import load_config, parse_size as registry_size
+    from registry.config import load_config
+    from registry.config import parse_size as registry_size
     from runtime.spec import parse_bytes
     from storage import units
 
@@ -46,7 +48,8 @@ def test_durations_read_alike() -> None:
     for text, seconds in (("20m", 1200), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("15", 15)):
         assert parse_duration(text) == seconds == registry_duration(text)
     # the driver once read "1h30m" but rejected "1d" and "500ms"; now it reads what the config reads
-    assert s3_config_from_dict({"bucket": "b", "redirect": {"enabled": True, "expiry": "1d"}}).redirect_expiry == 86400
+    s3 = s3_config_from_dict({"bucket": "b", "redirect": {"enabled": True, "expiry": "1d"}})
+    assert s3.redirect_expiry == 86400
     for bad in ("ten minutes", "-1", "1x", ""):
         with pytest.raises(ValueError):
             parse_duration(bad)
@@ -77,7 +80,8 @@ def test_host_port_splitting() -> None:
     from storage.netaddr import host_of, split_host_port
 
     assert split_host_port("[::1]:5000") == ("::1", 5000)
-    assert split_host_port("::1") == ("::1", None) and split_host_port("fe80::1%eth0") == ("fe80::1%eth0", None)
+    assert split_host_port("::1") == ("::1", None)
+    assert split_host_port("fe80::1%eth0") == ("fe80::1%eth0", None)
     assert split_host_port("registry.example:443") == ("registry.example", 443)
     assert split_host_port("registry.example") == ("registry.example", None)
     assert host_of("[::1]:5000") == "::1" and host_of("localhost:5000") == "localhost"
