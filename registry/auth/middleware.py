@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ipaddress
 import logging
 import re
 import sys
@@ -36,6 +35,7 @@ from registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifie
 from registry.errors import error_response
 from registry.shared_state import LoginCounts, TokenMarks, Unavailable
 from storage.names import name_problem
+from storage.netaddr import is_loopback
 
 log = logging.getLogger("pyreg.auth")
 
@@ -391,15 +391,6 @@ def _drop_mount(scope: Scope_) -> None:
     params = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                            keep_blank_values=True) if k not in ("mount", "from")]
     scope["query_string"] = urlencode(params).encode("latin-1")
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_open(host: str, mode: str) -> None:
