@@ -38,6 +38,12 @@ def test_parse_challenge() -> None:
                                                                        "repository:s/r:pull"]),
     ("GET", "http://r/v2/_catalog?n=10", ["registry:catalog:*"]),
     ("GET", "http://r/v2/x/tags/list", ["repository:x:pull"]),
+    # a name may hold the word "blobs": the path is read right to left, as the registry reads it
+    ("GET", "http://r/v2/team/blobs/x/manifests/1", ["repository:team/blobs/x:pull"]),
+    ("HEAD", "http://r/v2/team/blobs/x/blobs/sha256:x", ["repository:team/blobs/x:pull"]),
+    ("PATCH", "http://r/v2/team/manifests/x/blobs/uploads/u-1", ["repository:team/manifests/x:pull,push"]),
+    # cancelling an upload needs push, as the registry's middleware asks
+    ("DELETE", "http://r/v2/a/blobs/uploads/u-1", ["repository:a:pull,push"]),
 ])
 def test_request_scopes(method: str, url: str, scopes: list[str]) -> None:
     assert request_scopes(httpx.Request(method, url)) == scopes
