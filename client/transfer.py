@@ -91,6 +91,25 @@ def _skip_or_mount(rc: RegistryClient, repository: str, digest: Digest, size: in
     return location
 
 
+def _copy_missing(rc: RegistryClient, repository: str, blobs: dict[Digest, int], mount_from: str | None,
+                  progress: Progress, parallel: int, status: str,
+                  send: Callable[[Digest, int, str | None, Callable[[int], None]], None]) -> list[BlobResult]:
+    """Copy what the target lacks, the one place for skip / mount / parallelism / progress: each
+    blob the registry already has is skipped (HEAD), one it can mount from ``mount_from`` is
+    mounted, the rest go through ``send(digest, size, upload location or None, advance)``."""
+    def job(digest: Digest, size: int) -> BlobResult:
+        label = _short(str(digest))
+        location = _skip_or_mount(rc, repository, digest, size, mount_from, progress)
+        if isinstance(location, BlobResult):
+            return location
+        advance = progress.task(label, size)
+        send(digest, size, location, advance)
+        progress.finish(label, f"{status} {human(size)}")
+        return BlobResult(str(digest), size, status)
+
+    return _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
+
+
 def _short(digest: str) -> str:
     return digest.split(":")[-1][:12]
 
@@ -269,21 +288,15 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
     with RegistryClient(dest.registry, insecure=insecure, pool=parallel) as rc:
         rc.ping()
 
-        def job(digest: Digest, size: int) -> BlobResult:
-            label = _short(str(digest))
-            location = _skip_or_mount(rc, dest.repository, digest, size, mount, progress)
-            if isinstance(location, BlobResult):
-                return location
+        def upload(digest: Digest, size: int, location: str | None, advance: Callable[[int], None]) -> None:
             actual = source.blob_size(digest)
             if actual != size:
                 raise RegistryError(f"blob {digest} is {actual} bytes, its descriptor says {size}")
-            advance = progress.task(label, size)
             rc.upload_blob(dest.repository, digest, size, lambda: source.open_blob(digest), chunk_size,
                            location, advance)
-            progress.finish(label, f"pushed {human(size)}")
-            return BlobResult(str(digest), size, "pushed")
 
-        results = _run_parallel([partial(job, d, s) for d, s in source.blobs.items()], parallel)
+        results = _copy_missing(rc, dest.repository, source.blobs, mount, progress, parallel, "pushed",
+                                upload)
         for child in source.children:
             rc.put_manifest(dest.repository, str(child.digest), child.data, child.media_type)
         digest = rc.put_manifest(dest.repository, dest.reference, source.top.data, source.top.media_type)
@@ -313,19 +326,13 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
                 top, lambda d: sc.get_manifest(src.repository, str(d.digest), verify=d.digest))
             dc.ping()
 
-            def job(digest: Digest, size: int) -> BlobResult:
-                label = _short(str(digest))
-                location = _skip_or_mount(dc, dest.repository, digest, size, mount, progress)
-                if isinstance(location, BlobResult):
-                    return location
+            def stream(digest: Digest, size: int, location: str | None,
+                       advance: Callable[[int], None]) -> None:
                 if location is not None:
                     dc.http.delete(location)  # the registry would not mount; stream it instead
-                advance = progress.task(label, size)
                 dc.copy_blob_from(sc, src.repository, dest.repository, digest, size, advance)
-                progress.finish(label, f"copied {human(size)}")
-                return BlobResult(str(digest), size, "copied")
 
-            results = _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
+            results = _copy_missing(dc, dest.repository, blobs, mount, progress, parallel, "copied", stream)
             for child_manifest in children:
                 dc.put_manifest(dest.repository, str(child_manifest.digest), child_manifest.data,
                                 child_manifest.media_type)
