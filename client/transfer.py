@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from client.progress import Progress, human
 from client.remote import RegistryClient, RegistryError
 from storage import graph, mediatypes
-from storage.digest import Digest
+from storage.content import ContentStore, LayoutStore, read_all
+from storage.digest import Digest, DigestMismatchError
 from storage.graph import Platform, select_platform
 from storage.localstore import Extractor, LocalStore, chain_ids
 from storage.manifest import Descriptor, Manifest, ManifestBlob, ManifestError, layout_index, ref_name
@@ -214,30 +215,30 @@ class Source:
     top: ManifestBlob
     children: list[ManifestBlob]
     blobs: dict[Digest, int]
-    open_blob: Callable[[Digest], IO[bytes]]
-    blob_size: Callable[[Digest], int]
+    store: ContentStore
     mount_from: tuple[str, str] | None = None   # (registry, repository) the blobs came from
     name: str = ""
+
+
+def _fetcher(store: ContentStore) -> Callable[[Descriptor], ManifestBlob | None]:
+    def fetch(desc: Descriptor) -> ManifestBlob | None:
+        if store.info(desc.digest) is None:
+            return None  # a platform this store never pulled
+        return ManifestBlob.of(read_all(store, desc), desc.media_type, desc.digest)
+    return fetch
 
 
 def local_source(store: LocalStore, text: str) -> Source:
     record = store.lookup(text)
     top = ManifestBlob.of(store.read_blob(record.digest), record.media_type, record.digest)
-
-    def fetch(desc: Descriptor) -> ManifestBlob | None:
-        if not store.has_blob(desc.digest):
-            return None  # a platform this store never pulled
-        return ManifestBlob.of(store.read_blob(desc.digest), desc.media_type, desc.digest)
-
-    children, blobs = _graph(top, fetch)
+    children, blobs = _graph(top, _fetcher(store))
     mount = None
     try:
         origin = parse(record.name)
         mount = (origin.registry, origin.repository)
     except ValueError:
         pass
-    return Source(top, children, blobs, lambda d: open(store.blob_path(d), "rb"),
-                  lambda d: store.blob_path(d).stat().st_size, mount, record.name)
+    return Source(top, children, blobs, store, mount, record.name)
 
 
 def layout_source(path: Path, tag: str | None) -> Source:
@@ -256,24 +257,13 @@ def layout_source(path: Path, tag: str | None) -> Source:
         else:
             raise RegistryError(f"no image tagged {tag!r} in {path}/index.json")
 
-    def blob(d: Digest) -> Path:
-        return path / "blobs" / d.algorithm / d.hex
-
-    def read(d: Digest) -> bytes:
-        data = blob(d).read_bytes()
-        if Digest.of(data, d.algorithm) != d:
-            raise RegistryError(f"{blob(d)} does not match its digest")
-        return data
-
-    def fetch(desc: Descriptor) -> ManifestBlob | None:
-        if not blob(desc.digest).exists():
-            return None
-        return ManifestBlob.of(read(desc.digest), desc.media_type, desc.digest)
-
-    top = ManifestBlob.of(read(entry.digest), entry.media_type, entry.digest)
-    children, blobs = _graph(top, fetch)
-    return Source(top, children, blobs, lambda d: open(blob(d), "rb"), lambda d: blob(d).stat().st_size,
-                  None, str(path))
+    store = LayoutStore(path)
+    try:
+        top = ManifestBlob.of(read_all(store, entry), entry.media_type, entry.digest)
+        children, blobs = _graph(top, _fetcher(store))
+    except DigestMismatchError as exc:
+        raise RegistryError(f"{path}: a blob does not match its digest ({exc})") from None
+    return Source(top, children, blobs, store, None, str(path))
 
 
 # ------------------------------------------------------------------------------------ push
@@ -289,10 +279,11 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
         rc.ping()
 
         def upload(digest: Digest, size: int, location: str | None, advance: Callable[[int], None]) -> None:
-            actual = source.blob_size(digest)
-            if actual != size:
-                raise RegistryError(f"blob {digest} is {actual} bytes, its descriptor says {size}")
-            rc.upload_blob(dest.repository, digest, size, lambda: source.open_blob(digest), chunk_size,
+            info = source.store.info(digest)
+            if info is None or info.size != size:
+                actual = "missing" if info is None else f"{info.size} bytes"
+                raise RegistryError(f"blob {digest} is {actual}, its descriptor says {size} bytes")
+            rc.upload_blob(dest.repository, digest, size, lambda: source.store.reader(digest), chunk_size,
                            location, advance)
 
         results = _copy_missing(rc, dest.repository, source.blobs, mount, progress, parallel, "pushed",

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from storage import graph, mediatypes
+from storage.content import ContentNotFound, ContentSizeError, Info
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
 from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest
 from storage.private import PRIVATE_DIR, UnsafeDirError, check_owned, make_private_dir, tighten
@@ -106,7 +107,7 @@ class ImageNotFoundError(StoreError):
         self.ref = ref
 
 
-class SizeMismatchError(StoreError):
+class SizeMismatchError(StoreError, ContentSizeError):
     pass
 
 
@@ -280,7 +281,9 @@ class BlobWriter:
         self._verifier = _PipelinedVerifier(self.digest)
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None, "blob already stored"
+        if self.exists:
+            return  # stored meanwhile by another writer: the bytes are known to be the same
+        assert self._file is not None, "writer closed"
         self._file.write(data)
         self._verifier.update(data)
         if self.size is not None and self._verifier.size > self.size:
@@ -311,6 +314,10 @@ class BlobWriter:
         os.rename(self.partial, self.final)
         self.committed = True
         return self.final
+
+    def abort(self) -> None:
+        """Drop what was written (the ContentStore protocol's abort)."""
+        self.discard()
 
     def discard(self) -> None:
         self._verifier.finish()
@@ -440,6 +447,42 @@ class LocalStore:
                 yield writer
             finally:
                 writer.close()
+
+    # -- the ContentStore protocol (storage/content.py) -----------------------------------------
+    def info(self, digest: Digest) -> Info | None:
+        try:
+            return Info(digest, self.blob_path(digest).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
+        try:
+            f = open(self.blob_path(digest), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise ContentNotFound(digest) from None
+        if offset:
+            f.seek(offset)
+        return f
+
+    @contextlib.contextmanager
+    def writer(self, digest: Digest, size: int) -> Iterator[BlobWriter]:
+        """``blob_writer`` starting from byte 0 (a copy does not resume another's partial file)."""
+        with self.blob_writer(digest, size) as w:
+            if not w.exists and w.offset:
+                w.restart()
+            yield w
+
+    def walk(self) -> Iterator[Info]:
+        for path in sorted((self.root / "blobs" / "sha256").iterdir()):
+            with contextlib.suppress(DigestError, FileNotFoundError):
+                yield Info(Digest.parse(f"sha256:{path.name}"), path.stat().st_size)
+
+    def delete(self, digest: Digest) -> bool:
+        try:
+            self.blob_path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def put_blob(self, data: bytes, digest: Digest | str | None = None) -> Digest:
         """Store bytes held in memory (manifests, configs); verified against ``digest`` if given."""
