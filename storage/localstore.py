@@ -87,7 +87,14 @@ from typing import IO, Any
 from storage import graph, mediatypes
 from storage.content import ContentNotFound, ContentSizeError, Info
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
-from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest
+from storage.manifest import (
+    Descriptor,
+    Manifest,
+    ManifestError,
+    layout_index,
+    parse_manifest,
+    sniff_media_type,
+)
 from storage.private import PRIVATE_DIR, UnsafeDirError, check_owned, make_private_dir, tighten
 from storage.reference import Reference, ReferenceError, client_config, parse
 
@@ -737,9 +744,8 @@ class LocalStore:
             mark(Descriptor(record.media_type, record.digest, record.size))
         for digest in keep:
             if self.has_blob(digest):
-                with contextlib.suppress(ValueError, KeyError, TypeError, StoreError):
-                    media_type = str(self.read_json(digest).get("mediaType") or mediatypes.OCI_MANIFEST)
-                    mark(Descriptor(media_type, digest, 0))
+                with contextlib.suppress(StoreError):
+                    mark(Descriptor(sniff_media_type(self.read_blob(digest)), digest, 0))
         return blobs, chains
 
     def rmi(self, ref: str | Reference, keep: tuple[Digest, ...] = ()) -> tuple[ImageRecord, dict[str, int]]:
