@@ -173,34 +173,48 @@ class _FileWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-class LayoutStore:
-    """A ContentStore over an OCI image layout directory (``oci-layout``, ``index.json``,
-    ``blobs/<alg>/<hex>``), as skopeo, podman and ORAS write them."""
+class BlobFiles:
+    """``info``, ``reader`` and ``delete`` for a store that keeps each blob in one file."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, digest: Digest) -> Path:
-        return self.root / "blobs" / digest.algorithm / digest.hex
+    def blob_file(self, digest: Digest) -> Path:
+        raise NotImplementedError
 
     def info(self, digest: Digest) -> Info | None:
         try:
-            return Info(digest, self.path(digest).stat().st_size)
+            return Info(digest, self.blob_file(digest).stat().st_size)
         except FileNotFoundError:
             return None
 
     def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
         try:
-            f = open(self.path(digest), "rb")  # noqa: SIM115 - the caller closes it
+            f = open(self.blob_file(digest), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             raise ContentNotFound(digest) from None
         if offset:
             f.seek(offset)
         return f
 
+    def delete(self, digest: Digest) -> bool:
+        try:
+            self.blob_file(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+class LayoutStore(BlobFiles):
+    """A ContentStore over an OCI image layout directory (``oci-layout``, ``index.json``,
+    ``blobs/<alg>/<hex>``), as skopeo, podman and ORAS write them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def blob_file(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
     @contextlib.contextmanager
     def writer(self, digest: Digest, size: int) -> Iterator[Writer]:
-        w = _FileWriter(self.path(digest), digest, size)
+        w = _FileWriter(self.blob_file(digest), digest, size)
         try:
             yield w
         finally:
@@ -216,13 +230,6 @@ class LayoutStore:
                     continue  # a write in progress
                 with contextlib.suppress(DigestError):
                     yield Info(Digest.parse(f"{alg.name}:{path.name}"), path.stat().st_size)
-
-    def delete(self, digest: Digest) -> bool:
-        try:
-            self.path(digest).unlink()
-        except FileNotFoundError:
-            return False
-        return True
 
     def index(self) -> list[Descriptor]:
         """The layout's ``index.json`` entries (the image index: names -> descriptors)."""

@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from storage import graph, mediatypes
-from storage.content import ContentNotFound, ContentSizeError, Info
+from storage.content import BlobFiles, ContentSizeError, Info
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
 from storage.manifest import (
     Descriptor,
@@ -341,7 +341,7 @@ class BlobWriter:
             self._file = None
 
 
-class LocalStore:
+class LocalStore(BlobFiles):
     """The local OCI layout + chain-ID layer store. Safe for concurrent processes and threads."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
@@ -455,21 +455,9 @@ class LocalStore:
             finally:
                 writer.close()
 
-    # -- the ContentStore protocol (storage/content.py) -----------------------------------------
-    def info(self, digest: Digest) -> Info | None:
-        try:
-            return Info(digest, self.blob_path(digest).stat().st_size)
-        except FileNotFoundError:
-            return None
-
-    def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
-        try:
-            f = open(self.blob_path(digest), "rb")  # noqa: SIM115 - the caller closes it
-        except FileNotFoundError:
-            raise ContentNotFound(digest) from None
-        if offset:
-            f.seek(offset)
-        return f
+    # -- the ContentStore protocol (storage/content.py; info, reader, delete from BlobFiles) ----
+    def blob_file(self, digest: Digest) -> Path:
+        return self.blob_path(digest)
 
     @contextlib.contextmanager
     def writer(self, digest: Digest, size: int) -> Iterator[BlobWriter]:
@@ -483,13 +471,6 @@ class LocalStore:
         for path in sorted((self.root / "blobs" / "sha256").iterdir()):
             with contextlib.suppress(DigestError, FileNotFoundError):
                 yield Info(Digest.parse(f"sha256:{path.name}"), path.stat().st_size)
-
-    def delete(self, digest: Digest) -> bool:
-        try:
-            self.blob_path(digest).unlink()
-        except FileNotFoundError:
-            return False
-        return True
 
     def put_blob(self, data: bytes, digest: Digest | str | None = None) -> Digest:
         """Store bytes held in memory (manifests, configs); verified against ``digest`` if given."""
