@@ -19,9 +19,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from storage import mediatypes
+from storage import graph, mediatypes
 from storage.digest import Digest
 from storage.localstore import ImageRecord, LocalStore, StoreError
+from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from storage.reference import ReferenceError, parse
 
 
@@ -86,7 +87,7 @@ def load(path: Path, store: LocalStore, tag: str | None = None) -> list[ImageRec
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
         raise ArchiveError(f"{path}: damaged archive ({' '.join(str(exc).split()) or type(exc).__name__})"
                            ) from None
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, ManifestError) as exc:
         raise ArchiveError(f"{path}: malformed archive metadata ({type(exc).__name__}: "
                            f"{' '.join(str(exc).split())[:200]})") from None
 
@@ -108,27 +109,22 @@ def _copy_blob(tar: tarfile.TarFile, store: LocalStore, digest: Digest, size: in
 
 
 def _load_oci(tar: tarfile.TarFile, store: LocalStore, tag: str | None) -> list[ImageRecord]:
-    index = json.loads(_read(tar, "index.json"))
     records = []
-    for i, entry in enumerate(index.get("manifests") or []):
-        digest = Digest.parse(entry["digest"])
-        _copy_blob(tar, store, digest, int(entry["size"]))
-        doc = store.read_json(digest)
-        manifests = [doc] if entry["mediaType"] in mediatypes.IMAGE_MANIFESTS else []
-        if entry["mediaType"] in mediatypes.INDEXES:
-            for child in doc.get("manifests") or []:
-                cd = Digest.parse(child["digest"])
-                if _member(tar, f"blobs/{cd.algorithm}/{cd.hex}") is None:
-                    continue
-                _copy_blob(tar, store, cd, int(child["size"]))
-                manifests.append(store.read_json(cd))
-        for m in manifests:
-            for desc in [m["config"], *(m.get("layers") or [])]:
-                _copy_blob(tar, store, Digest.parse(desc["digest"]), int(desc["size"]))
-        ref_name = (entry.get("annotations") or {}).get(mediatypes.ANNOTATION_REF_NAME)
-        name = tag if tag and i == 0 else ref_name
-        full = _name_for(name, str(digest)) if name else str(digest)
-        records.append(store.tag(full, digest, entry["mediaType"], int(entry["size"]), entry.get("platform")))
+    for i, entry in enumerate(layout_index(_read(tar, "index.json"))):
+
+        def fetch(desc: Descriptor, top: Digest = entry.digest) -> Manifest | None:
+            d = desc.digest
+            if d != top and not store.has_blob(d) and _member(tar, f"blobs/{d.algorithm}/{d.hex}") is None:
+                return None  # a platform the archive does not carry
+            _copy_blob(tar, store, d, desc.size)
+            return parse_manifest(store.read_blob(d), desc.media_type)
+
+        for node in graph.walk(entry, fetch):
+            if not graph.is_manifest(node.descriptor):
+                _copy_blob(tar, store, node.descriptor.digest, node.descriptor.size)
+        name = tag if tag and i == 0 else ref_name(entry)
+        full = _name_for(name, str(entry.digest)) if name else str(entry.digest)
+        records.append(store.tag(full, entry.digest, entry.media_type, entry.size, entry.platform))
     return records
 
 
@@ -183,16 +179,15 @@ def save(records: list[ImageRecord], store: LocalStore, out: Path) -> int:
 
     for record in records:
         want(record.digest)
-        doc = store.read_json(record.digest)
-        manifests = [doc] if record.media_type in mediatypes.IMAGE_MANIFESTS else []
-        if record.media_type in mediatypes.INDEXES:
-            for child in doc.get("manifests") or []:
-                if store.has_blob(child["digest"]):
-                    want(child["digest"])
-                    manifests.append(store.read_json(child["digest"]))
-        for m in manifests:
-            for desc in [m["config"], *(m.get("layers") or [])]:
-                want(desc["digest"])
+
+        def fetch(desc: Descriptor, top: Digest = record.digest) -> Manifest | None:
+            if desc.digest != top and not store.has_blob(desc.digest):
+                return None  # a platform this store never pulled
+            return store.read_manifest(desc.digest, desc.media_type)
+
+        for node in graph.walk(Descriptor(record.media_type, record.digest, record.size), fetch):
+            if node.manifest is not None or not graph.is_manifest(node.descriptor):
+                want(node.descriptor.digest)
     index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
              "manifests": [r.descriptor() for r in records]}
     now = int(time.time())

@@ -32,9 +32,9 @@ from typing import Any
 import httpx
 
 from client.credentials import Credentials
+from storage import routes
 
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
 
 
 def _host_port(url: httpx.URL) -> tuple[str, int | None]:
@@ -69,34 +69,13 @@ def parse_challenge(header: str | None) -> Challenge | None:
 
 
 def request_scopes(request: httpx.Request) -> list[str]:
-    """The token scopes a registry request needs, derived from its path and method."""
-    path = request.url.path
-    if path.rstrip("/") == "/v2/_catalog":
-        return ["registry:catalog:*"]
-    m = _REPO_PATH.match(path)
-    if not m:
-        return []
-    repo = m.group(1)
-    if request.method in ("GET", "HEAD"):
-        scopes = [f"repository:{repo}:pull"]
-    elif request.method == "DELETE":
-        scopes = [f"repository:{repo}:delete"]
-    else:
-        scopes = [f"repository:{repo}:pull,push"]
-    source = request.url.params.get("from")
-    if source and source != repo:
-        scopes.append(f"repository:{source}:pull")
-    return scopes
+    """The token scopes a registry request needs: storage/routes.py parses the path as the
+    registry does (right to left, so ``team/blobs/x`` is one repository)."""
+    route = routes.parse_path(request.url.path)
+    return routes.token_scopes(route, request.method, request.url.params.get("from"))
 
 
-def merge_scopes(*groups: list[str]) -> list[str]:
-    """Union of scopes, merging actions of the same resource."""
-    merged: dict[str, set[str]] = {}
-    for group in groups:
-        for scope in group:
-            resource, _, actions = scope.rpartition(":")
-            merged.setdefault(resource, set()).update(a for a in actions.split(",") if a)
-    return [f"{r}:{','.join(sorted(a))}" for r, a in sorted(merged.items())]
+merge_scopes = routes.merge_scopes
 
 
 class RegistryAuth(httpx.Auth):

@@ -191,7 +191,8 @@ def describe(exc: BaseException) -> str:
         return f"{exc} (nothing was kept)"
     if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
                 "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
-                "ValueError", "FileNotFoundError", "PermissionError", "ResponseRefused", "LayerTooLarge"):
+                "PlatformError", "ContentNotFound", "ContentSizeError", "ValueError", "FileNotFoundError",
+                "PermissionError", "ResponseRefused", "LayerTooLarge"):
         from client.cli import setting_of
 
         return f"{exc}{setting_of('', str(exc))}"

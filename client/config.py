@@ -12,32 +12,15 @@ file plus the registry's certs.d directory, where Docker and podman users alread
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.netaddr import host_of, is_loopback
 from storage.reference import client_config
 from storage.units import parse_size
 
 DEFAULT_PARALLEL = 4
-
-
-def host_only(registry: str) -> str:
-    """``host`` of ``host:port`` / ``[v6]:port``."""
-    if registry.startswith("["):
-        return registry[1:registry.index("]")]
-    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-
-
-def is_loopback(registry: str) -> bool:
-    host = host_only(registry)
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def insecure_registries() -> set[str]:
@@ -50,7 +33,7 @@ def insecure_registries() -> set[str]:
 def listed_insecure(registry: str) -> bool:
     """``registry`` (``host:port`` or just its host) is in the insecure list."""
     listed = insecure_registries()
-    return registry in listed or host_only(registry) in listed
+    return registry in listed or host_of(registry) in listed
 
 
 def plain_http_allowed(registry: str, insecure_flag: bool = False) -> bool:

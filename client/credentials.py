@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage.clientconfig import read_json_object
+
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
@@ -35,16 +37,10 @@ def config_file() -> Path:
 
 
 def _load() -> dict[str, Any]:
-    path = config_file()
     try:
-        data = json.loads(path.read_text() or "{}")
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise CredentialsError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CredentialsError(f"{path} is not a JSON object")
-    return data
+        return read_json_object(config_file(), "credentials file", empty_ok=True)
+    except ValueError as exc:
+        raise CredentialsError(str(exc)) from exc
 
 
 def _save(data: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urljoin
 
@@ -28,7 +27,7 @@ from client.limits import ACCEPT_ENCODING, LIST_PAGE_LIMIT, BoundedTransport
 from storage import mediatypes
 from storage.digest import Digest, DigestMismatchError, DigestVerifier
 from storage.localstore import BlobWriter
-from storage.manifest import ManifestError, parse_manifest
+from storage.manifest import ManifestBlob, ManifestError, parse_manifest
 from storage.reference import DOCKER_HUB
 
 MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST,
@@ -252,21 +251,6 @@ def error_message(response: httpx.Response, what: str) -> RegistryError:
     return RegistryError(text, response.status_code, code)
 
 
-@dataclass
-class Manifest:
-    data: bytes
-    media_type: str
-    digest: Digest
-
-    def json(self) -> dict[str, Any]:
-        import json
-
-        doc = json.loads(self.data)
-        if not isinstance(doc, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return doc
-
-
 class RegistryClient:
     """Distribution-spec calls against one registry host."""
 
@@ -384,7 +368,7 @@ class RegistryClient:
         return response
 
     # -- manifests -------------------------------------------------------------------------------
-    def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> Manifest:
+    def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> ManifestBlob:
         response = self._send("GET", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
                               headers={"Accept": MANIFEST_ACCEPT}, extensions={"pyreg_limit": MANIFEST_MAX})
         data = response.content
@@ -403,7 +387,7 @@ class RegistryClient:
             parsed = parse_manifest(data, response.headers.get("content-type"))
         except ManifestError as exc:
             raise RegistryError(f"manifest {repo}:{reference} is invalid: {exc}") from None
-        return Manifest(data, parsed.media_type, actual)
+        return ManifestBlob.of(data, parsed.media_type, actual, parsed)
 
     def head_manifest(self, repo: str, reference: str) -> Digest | None:
         response = self._send("HEAD", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",

@@ -8,73 +8,22 @@ and uploads the rest streamed or chunked. Copy moves registry to registry withou
 
 from __future__ import annotations
 
-import json
-import platform as _platform
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from client.progress import Progress, human
-from client.remote import Manifest, RegistryClient, RegistryError
-from storage import mediatypes
-from storage.digest import Digest
+from client.remote import RegistryClient, RegistryError
+from storage import graph, mediatypes
+from storage.content import ContentStore, LayoutStore, read_all
+from storage.digest import Digest, DigestMismatchError
+from storage.graph import Platform, select_platform
 from storage.localstore import Extractor, LocalStore, chain_ids
+from storage.manifest import Descriptor, Manifest, ManifestBlob, ManifestError, layout_index, ref_name
 from storage.reference import Reference, parse
-
-# ------------------------------------------------------------------------------------ platforms
-
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
-         "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64"}
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        return cls(parts[0], _ARCH.get(parts[1], parts[1]), parts[2] if len(parts) == 3 else None)
-
-    @classmethod
-    def host(cls) -> Platform:
-        machine = _platform.machine().lower()
-        variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
-        return cls("linux", _ARCH.get(machine, machine), variant)
-
-    def matches(self, p: dict[str, Any] | None) -> bool:
-        if not p:
-            return False
-        if p.get("os") != self.os or p.get("architecture") != self.architecture:
-            return False
-        if self.variant is None:
-            return True
-        other = p.get("variant") or ("v8" if self.architecture == "arm64" else None)
-        return other == self.variant
-
-
-def select_platform(index: dict[str, Any], wanted: Platform) -> dict[str, Any]:
-    candidates = [d for d in index.get("manifests") or [] if d.get("mediaType") in mediatypes.MANIFESTS
-                  or "mediaType" not in d]
-    for desc in candidates:
-        if wanted.matches(desc.get("platform")):
-            return desc
-    available = ", ".join(
-        str(Platform(p.get("os", "?"), p.get("architecture", "?"), p.get("variant")))
-        for p in (d.get("platform") or {} for d in candidates) if p) or "none"
-    raise RegistryError(f"no image for platform {wanted} (available: {available})")
-
 
 # ------------------------------------------------------------------------------------ results
 
@@ -143,23 +92,65 @@ def _skip_or_mount(rc: RegistryClient, repository: str, digest: Digest, size: in
     return location
 
 
+def _copy_missing(rc: RegistryClient, repository: str, blobs: dict[Digest, int], mount_from: str | None,
+                  progress: Progress, parallel: int, status: str,
+                  send: Callable[[Digest, int, str | None, Callable[[int], None]], None]) -> list[BlobResult]:
+    """Copy what the target lacks, the one place for skip / mount / parallelism / progress: each
+    blob the registry already has is skipped (HEAD), one it can mount from ``mount_from`` is
+    mounted, the rest go through ``send(digest, size, upload location or None, advance)``."""
+    def job(digest: Digest, size: int) -> BlobResult:
+        label = _short(str(digest))
+        location = _skip_or_mount(rc, repository, digest, size, mount_from, progress)
+        if isinstance(location, BlobResult):
+            return location
+        advance = progress.task(label, size)
+        send(digest, size, location, advance)
+        progress.finish(label, f"{status} {human(size)}")
+        return BlobResult(str(digest), size, status)
+
+    return _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
+
+
 def _short(digest: str) -> str:
     return digest.split(":")[-1][:12]
 
 
-def _manifest_of(m: Manifest) -> dict[str, Any]:
-    """The JSON of an image manifest, validated by storage.manifest (descriptors, digests, sizes)."""
-    from storage.manifest import ManifestError, parse_manifest
-
+def _image(m: ManifestBlob) -> Manifest:
+    """The validated image manifest of ``m`` (config and layers); RegistryError for anything else."""
     if m.media_type not in mediatypes.IMAGE_MANIFESTS:
         raise RegistryError(f"unsupported manifest type {m.media_type!r}")
     try:
-        parsed = parse_manifest(m.data, m.media_type)
+        parsed = m.parsed
     except ManifestError as exc:
         raise RegistryError(f"manifest {m.digest} is invalid: {exc}") from None
     if parsed.config is None:
         raise RegistryError(f"manifest {m.digest} has no config")
-    return m.json()
+    return parsed
+
+
+def _graph(top: ManifestBlob, fetch: Callable[[Descriptor], ManifestBlob | None]
+           ) -> tuple[list[ManifestBlob], dict[Digest, int]]:
+    """Walk the graph below ``top`` (storage/graph.py): the manifests under it, children before
+    parents, and every blob (config, layer) an image among them needs. ``fetch`` None: an absent
+    child manifest, left out."""
+    fetched: dict[Digest, ManifestBlob] = {top.digest: top}
+
+    def parsed(desc: Descriptor) -> Manifest | None:
+        blob = fetched.get(desc.digest) or fetch(desc)
+        if blob is None:
+            return None
+        fetched[desc.digest] = blob
+        return _image(blob) if blob.media_type in mediatypes.IMAGE_MANIFESTS else blob.parsed
+
+    manifests: list[ManifestBlob] = []
+    blobs: dict[Digest, int] = {}
+    for node in graph.walk(top.descriptor, parsed):
+        if node.manifest is not None:
+            if node.descriptor.digest != top.digest:
+                manifests.append(fetched[node.descriptor.digest])
+        elif not graph.is_manifest(node.descriptor):
+            blobs[node.descriptor.digest] = node.descriptor.size
+    return manifests, blobs
 
 
 # ------------------------------------------------------------------------------------ pull
@@ -172,30 +163,27 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
         top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
         chosen, plat = top, None
         if top.media_type in mediatypes.INDEXES:
-            desc = select_platform(top.json(), wanted)
-            child = Digest.parse(desc["digest"])
-            chosen = rc.get_manifest(ref.repository, str(child), verify=child)
-            plat = desc.get("platform")
-        manifest = _manifest_of(chosen)
+            desc = select_platform(top.parsed, wanted)
+            chosen = rc.get_manifest(ref.repository, str(desc.digest), verify=desc.digest)
+            plat = desc.platform
+        manifest = _image(chosen)
         result = TransferResult(str(ref), str(chosen.digest), chosen.media_type,
-                                str(Platform(plat["os"], plat["architecture"], plat.get("variant")))
-                                if plat else None)
+                                str(Platform.of(plat)) if plat else None)
         with store.writing():
-            config_desc = manifest["config"]
-            config_digest = Digest.parse(config_desc["digest"])
-            if not store.has_blob(config_digest):
-                store.put_blob(rc.get_blob_bytes(ref.repository, config_digest,
-                                                 size=int(config_desc["size"])), config_digest)
-            config = store.read_json(config_digest)
-            layers = manifest.get("layers") or []
+            config_desc = manifest.config
+            assert config_desc is not None
+            if not store.has_blob(config_desc.digest):
+                store.put_blob(rc.get_blob_bytes(ref.repository, config_desc.digest, size=config_desc.size),
+                               config_desc.digest)
+            config = store.read_json(config_desc.digest)
+            layers = manifest.layers
             diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
             if len(diff_ids) != len(layers):
                 raise RegistryError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
             chains = chain_ids(diff_ids)
 
-            def job(desc: dict[str, Any], diff_id: str, chain_id: str) -> BlobResult:
-                digest = Digest.parse(desc["digest"])
-                size = int(desc["size"])
+            def job(desc: Descriptor, diff_id: str, chain_id: str) -> BlobResult:
+                digest, size = desc.digest, desc.size
                 label = _short(str(digest))
                 status = "exists"
                 if not store.has_blob(digest):
@@ -221,79 +209,61 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
 
 @dataclass
 class Source:
-    """Something to push: manifests (children before parents) and a way to open blobs."""
+    """Something to push: the top manifest, the manifests under it (children before parents),
+    the blobs its images need, and a way to open them."""
 
-    top: Manifest
-    children: list[Manifest]
-    open_blob: Callable[[Digest], IO[bytes]]
-    blob_size: Callable[[Digest], int]
+    top: ManifestBlob
+    children: list[ManifestBlob]
+    blobs: dict[Digest, int]
+    store: ContentStore
     mount_from: tuple[str, str] | None = None   # (registry, repository) the blobs came from
     name: str = ""
 
 
+def _fetcher(store: ContentStore) -> Callable[[Descriptor], ManifestBlob | None]:
+    def fetch(desc: Descriptor) -> ManifestBlob | None:
+        if store.info(desc.digest) is None:
+            return None  # a platform this store never pulled
+        return ManifestBlob.of(read_all(store, desc), desc.media_type, desc.digest)
+    return fetch
+
+
 def local_source(store: LocalStore, text: str) -> Source:
-    record, _ = store.manifest(text)
-    data = store.read_blob(record.digest)
-    top = Manifest(data, record.media_type, record.digest)
-    children: list[Manifest] = []
-    if record.media_type in mediatypes.INDEXES:
-        for d in top.json().get("manifests") or []:
-            if store.has_blob(d["digest"]):
-                children.append(Manifest(store.read_blob(d["digest"]), d["mediaType"],
-                                         Digest.parse(d["digest"])))
+    record = store.lookup(text)
+    top = ManifestBlob.of(store.read_blob(record.digest), record.media_type, record.digest)
+    children, blobs = _graph(top, _fetcher(store))
     mount = None
     try:
         origin = parse(record.name)
         mount = (origin.registry, origin.repository)
     except ValueError:
         pass
-    return Source(top, children, lambda d: open(store.blob_path(d), "rb"),
-                  lambda d: store.blob_path(d).stat().st_size, mount, record.name)
+    return Source(top, children, blobs, store, mount, record.name)
 
 
 def layout_source(path: Path, tag: str | None) -> Source:
     """An OCI image layout directory; ``tag`` picks an index.json entry by its ref.name annotation."""
-    index = json.loads((path / "index.json").read_text())
-    entries = index.get("manifests") or []
+    entries = layout_index((path / "index.json").read_bytes())
     if tag is None:
         if len(entries) != 1:
-            names = [e.get("annotations", {}).get(mediatypes.ANNOTATION_REF_NAME, "?") for e in entries]
+            names = [ref_name(e) or "?" for e in entries]
             raise RegistryError(
                 f"{path} holds {len(entries)} images ({', '.join(names)}): name one as DIR:TAG")
         entry = entries[0]
     else:
         for entry in entries:
-            if (entry.get("annotations") or {}).get(mediatypes.ANNOTATION_REF_NAME) == tag:
+            if ref_name(entry) == tag:
                 break
         else:
             raise RegistryError(f"no image tagged {tag!r} in {path}/index.json")
 
-    def blob(d: Digest | str) -> Path:
-        d = Digest.parse(d) if isinstance(d, str) else d
-        return path / "blobs" / d.algorithm / d.hex
-
-    def read(d: Digest | str) -> bytes:
-        data = blob(d).read_bytes()
-        digest = Digest.parse(d) if isinstance(d, str) else d
-        if Digest.of(data, digest.algorithm) != digest:
-            raise RegistryError(f"{blob(d)} does not match its digest")
-        return data
-
-    top = Manifest(read(entry["digest"]), entry["mediaType"], Digest.parse(entry["digest"]))
-    children = []
-    if top.media_type in mediatypes.INDEXES:
-        for d in top.json().get("manifests") or []:
-            if blob(d["digest"]).exists():
-                children.append(Manifest(read(d["digest"]), d["mediaType"], Digest.parse(d["digest"])))
-    return Source(top, children, lambda d: open(blob(d), "rb"), lambda d: blob(d).stat().st_size,
-                  None, str(path))
-
-
-def _image_blobs(m: Manifest) -> list[tuple[Digest, int]]:
-    doc = _manifest_of(m)
-    out = [(Digest.parse(doc["config"]["digest"]), int(doc["config"]["size"]))]
-    out += [(Digest.parse(d["digest"]), int(d["size"])) for d in doc.get("layers") or []]
-    return out
+    store = LayoutStore(path)
+    try:
+        top = ManifestBlob.of(read_all(store, entry), entry.media_type, entry.digest)
+        children, blobs = _graph(top, _fetcher(store))
+    except DigestMismatchError as exc:
+        raise RegistryError(f"{path}: a blob does not match its digest ({exc})") from None
+    return Source(top, children, blobs, store, None, str(path))
 
 
 # ------------------------------------------------------------------------------------ push
@@ -301,11 +271,6 @@ def _image_blobs(m: Manifest) -> list[tuple[Digest, int]]:
 def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int | None = None,
          insecure: bool = False, progress: Progress | None = None) -> TransferResult:
     progress = progress or Progress(enabled=False)
-    images = source.children if source.top.media_type in mediatypes.INDEXES else [source.top]
-    blobs: dict[Digest, int] = {}
-    for m in images:
-        for digest, size in _image_blobs(m):
-            blobs[digest] = size
     mount = None
     origin = source.mount_from
     if origin and origin[0] == dest.registry and origin[1] != dest.repository:
@@ -313,24 +278,18 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
     with RegistryClient(dest.registry, insecure=insecure, pool=parallel) as rc:
         rc.ping()
 
-        def job(digest: Digest, size: int) -> BlobResult:
-            label = _short(str(digest))
-            location = _skip_or_mount(rc, dest.repository, digest, size, mount, progress)
-            if isinstance(location, BlobResult):
-                return location
-            actual = source.blob_size(digest)
-            if actual != size:
-                raise RegistryError(f"blob {digest} is {actual} bytes, its descriptor says {size}")
-            advance = progress.task(label, size)
-            rc.upload_blob(dest.repository, digest, size, lambda: source.open_blob(digest), chunk_size,
+        def upload(digest: Digest, size: int, location: str | None, advance: Callable[[int], None]) -> None:
+            info = source.store.info(digest)
+            if info is None or info.size != size:
+                actual = "missing" if info is None else f"{info.size} bytes"
+                raise RegistryError(f"blob {digest} is {actual}, its descriptor says {size} bytes")
+            rc.upload_blob(dest.repository, digest, size, lambda: source.store.reader(digest), chunk_size,
                            location, advance)
-            progress.finish(label, f"pushed {human(size)}")
-            return BlobResult(str(digest), size, "pushed")
 
-        results = _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
-        if source.top.media_type in mediatypes.INDEXES:
-            for child in source.children:
-                rc.put_manifest(dest.repository, str(child.digest), child.data, child.media_type)
+        results = _copy_missing(rc, dest.repository, source.blobs, mount, progress, parallel, "pushed",
+                                upload)
+        for child in source.children:
+            rc.put_manifest(dest.repository, str(child.digest), child.data, child.media_type)
         digest = rc.put_manifest(dest.repository, dest.reference, source.top.data, source.top.media_type)
     if dest.digest is not None and dest.digest != digest:
         raise RegistryError(f"pushed manifest is {digest}, not {dest.digest}")
@@ -351,36 +310,20 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
             top = sc.get_manifest(src.repository, src.reference, verify=src.digest)
             plat = None
             if top.media_type in mediatypes.INDEXES and (platform is not None or not all_platforms):
-                desc = select_platform(top.json(), platform or Platform.host())
-                plat = desc.get("platform")
-                child = Digest.parse(desc["digest"])
-                top = sc.get_manifest(src.repository, str(child), verify=child)
-            children: list[Manifest] = []
-            if top.media_type in mediatypes.INDEXES:
-                for d in top.json().get("manifests") or []:
-                    child = Digest.parse(d["digest"])
-                    children.append(sc.get_manifest(src.repository, str(child), verify=child))
-            images = children if children else [top]
-            blobs: dict[Digest, int] = {}
-            for m in images:
-                if m.media_type in mediatypes.IMAGE_MANIFESTS:
-                    for digest, size in _image_blobs(m):
-                        blobs[digest] = size
+                desc = select_platform(top.parsed, platform or Platform.host())
+                plat = desc.platform
+                top = sc.get_manifest(src.repository, str(desc.digest), verify=desc.digest)
+            children, blobs = _graph(
+                top, lambda d: sc.get_manifest(src.repository, str(d.digest), verify=d.digest))
             dc.ping()
 
-            def job(digest: Digest, size: int) -> BlobResult:
-                label = _short(str(digest))
-                location = _skip_or_mount(dc, dest.repository, digest, size, mount, progress)
-                if isinstance(location, BlobResult):
-                    return location
+            def stream(digest: Digest, size: int, location: str | None,
+                       advance: Callable[[int], None]) -> None:
                 if location is not None:
                     dc.http.delete(location)  # the registry would not mount; stream it instead
-                advance = progress.task(label, size)
                 dc.copy_blob_from(sc, src.repository, dest.repository, digest, size, advance)
-                progress.finish(label, f"copied {human(size)}")
-                return BlobResult(str(digest), size, "copied")
 
-            results = _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
+            results = _copy_missing(dc, dest.repository, blobs, mount, progress, parallel, "copied", stream)
             for child_manifest in children:
                 dc.put_manifest(dest.repository, str(child_manifest.digest), child_manifest.data,
                                 child_manifest.media_type)
@@ -388,5 +331,5 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
         finally:
             if dc is not sc:
                 dc.close()
-    shown = str(Platform(plat["os"], plat["architecture"], plat.get("variant"))) if plat else None
+    shown = str(Platform.of(plat)) if plat else None
     return TransferResult(str(dest), str(digest), top.media_type, shown, results)

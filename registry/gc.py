@@ -380,9 +380,11 @@ class GarbageCollector:
         opts = self.options
         started = time.monotonic()
         report = GCReport(dry_run=opts.dry_run, delete_untagged=opts.delete_untagged, grace=opts.grace)
-        cutoff = self._cutoff()
         if not opts.dry_run:
             await self._recover()
+        # After the put-back: on S3 a blob put back is a copy with a new LastModified (whole
+        # seconds), which must not count as younger than the cutoff of the run that restored it.
+        cutoff = self._cutoff()
 
         # -- mark ----------------------------------------------------------------------------
         repos = await scan_repositories(self.driver)

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.config import ProxyConfig
 from storage.driver import Driver
+from storage.netaddr import host_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
@@ -37,13 +38,8 @@ _MAX_HOPS = 32  # a longer X-Forwarded-For is cut from the left (the part a clie
 
 def parse_ip(text: str) -> IPAddress | None:
     """An address from an X-Forwarded-For hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80`` or ``::1``."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
     try:
-        ip = ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(host_of(text.strip()))
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -245,15 +245,6 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr_recursive(target: str, attr_set: int) -> None:
-    """Set mount attributes (MOUNT_ATTR_*) on ``target`` and every mount below it (Linux 5.12+)."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
-    if _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(target),
-                     ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
-                     ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
-        raise _fail(f"mount_setattr {target}")
-
-
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2): ``path`` below ``dirfd`` under the ``RESOLVE_*`` rules; ENOSYS before 5.6."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)

@@ -23,7 +23,7 @@ Defences (defence | attack it stops | what runc does), for runtime/README.md:
   applied to host paths or skipped as missing; a symlink redirecting a read-only remount |
   the same (masks after pivot_root, by fd, checked to be procfs)
 - read-only binds made read-only before they are attached, every submount too (``bind``,
-  ``remount_readonly_tree``) | ``--network host``: the cgroup mounts under /sys left writable,
+  ``set_tree_attrs``) | ``--network host``: the cgroup mounts under /sys left writable,
   the container leaves its cgroup | mount_setattr where available, else remounts
 - workdir resolved in the root with no magic link (``mkdir_all``) | ``exec -w /proc/self/fd/N``
   lands on a host directory | securejoin
@@ -345,11 +345,6 @@ def _ms_flags(attrs: int) -> int:
 def _unescape(field: str) -> str:
     """A mountinfo path: the kernel writes space, tab, newline and backslash as octal escapes."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def remount_readonly_tree(fd: int, attrs: int = linux.MOUNT_ATTR_RDONLY) -> None:
-    """The mount ``fd`` is the root of, and every mount below it, read-only (plus ``attrs``)."""
-    set_tree_attrs(fd, attrs | linux.MOUNT_ATTR_RDONLY)
 
 
 def set_tree_attrs(fd: int, attrs: int) -> None:

@@ -21,9 +21,6 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 # limit) or ``--pids-limit`` change it.
 DEFAULT_PIDS_LIMIT = 2048
 
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
 def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: str | None = None,
                  env: list[str] | None = None, workdir: str | None = None, user: str | None = None,
                  ) -> ContainerConfig:
@@ -56,13 +53,16 @@ def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: st
 
 
 def parse_bytes(text: str) -> int:
-    """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (docker's units: powers of 1024)."""
-    import re
+    """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (``storage.units``: powers of 1024)."""
+    from storage.units import parse_size
 
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
-    if not m or float(m.group(1)) <= 0:
+    try:
+        value = parse_size(text)
+    except ValueError:
+        value = None
+    if not value:
         raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2)])
+    return value
 
 
 def run_defaults() -> dict[str, Any]:

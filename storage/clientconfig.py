@@ -31,14 +31,21 @@ def config_path() -> Path:
 
 def client_config() -> dict[str, Any]:
     """The client config file as a dict ({} when absent); a broken file is an error, not silence."""
-    path = _path()
+    return read_json_object(_path(), "client config")
+
+
+def read_json_object(path: str | os.PathLike[str], what: str, *, empty_ok: bool = False) -> dict[str, Any]:
+    """A JSON file holding one object ({} when absent; shared by the client config and docker's
+    credentials file, where docker tolerates an empty file: ``empty_ok``); unreadable or not an
+    object is a ValueError naming ``what`` and the path."""
     try:
         with open(path) as f:
-            data = json.loads(f.read())
+            text = f.read()
+            data = json.loads(text or "{}" if empty_ok else text)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read client config {path}: {exc}") from exc
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"client config {path} must be a JSON object")
+        raise ValueError(f"{what} {path} must be a JSON object")
     return data

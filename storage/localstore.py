@@ -84,8 +84,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from storage import mediatypes
+from storage import graph, mediatypes
+from storage.content import BlobFiles, ContentSizeError, Info
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from storage.manifest import (
+    Descriptor,
+    Manifest,
+    ManifestError,
+    layout_index,
+    parse_manifest,
+    sniff_media_type,
+)
 from storage.private import PRIVATE_DIR, UnsafeDirError, check_owned, make_private_dir, tighten
 from storage.reference import Reference, ReferenceError, client_config, parse
 
@@ -105,7 +114,7 @@ class ImageNotFoundError(StoreError):
         self.ref = ref
 
 
-class SizeMismatchError(StoreError):
+class SizeMismatchError(StoreError, ContentSizeError):
     pass
 
 
@@ -279,7 +288,9 @@ class BlobWriter:
         self._verifier = _PipelinedVerifier(self.digest)
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None, "blob already stored"
+        if self.exists:
+            return  # stored meanwhile by another writer: the bytes are known to be the same
+        assert self._file is not None, "writer closed"
         self._file.write(data)
         self._verifier.update(data)
         if self.size is not None and self._verifier.size > self.size:
@@ -311,6 +322,10 @@ class BlobWriter:
         self.committed = True
         return self.final
 
+    def abort(self) -> None:
+        """Drop what was written (the ContentStore protocol's abort)."""
+        self.discard()
+
     def discard(self) -> None:
         self._verifier.finish()
         if self._file is not None:
@@ -326,7 +341,7 @@ class BlobWriter:
             self._file = None
 
 
-class LocalStore:
+class LocalStore(BlobFiles):
     """The local OCI layout + chain-ID layer store. Safe for concurrent processes and threads."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
@@ -440,6 +455,23 @@ class LocalStore:
             finally:
                 writer.close()
 
+    # -- the ContentStore protocol (storage/content.py; info, reader, delete from BlobFiles) ----
+    def blob_file(self, digest: Digest) -> Path:
+        return self.blob_path(digest)
+
+    @contextlib.contextmanager
+    def writer(self, digest: Digest, size: int) -> Iterator[BlobWriter]:
+        """``blob_writer`` starting from byte 0 (a copy does not resume another's partial file)."""
+        with self.blob_writer(digest, size) as w:
+            if not w.exists and w.offset:
+                w.restart()
+            yield w
+
+    def walk(self) -> Iterator[Info]:
+        for path in sorted((self.root / "blobs" / "sha256").iterdir()):
+            with contextlib.suppress(DigestError, FileNotFoundError):
+                yield Info(Digest.parse(f"sha256:{path.name}"), path.stat().st_size)
+
     def put_blob(self, data: bytes, digest: Digest | str | None = None) -> Digest:
         """Store bytes held in memory (manifests, configs); verified against ``digest`` if given."""
         d = Digest.parse(digest) if isinstance(digest, str) else (digest or Digest.of(data))
@@ -494,17 +526,20 @@ class LocalStore:
     # -- images (index.json) -------------------------------------------------------------------
     def images(self) -> list[ImageRecord]:
         try:
-            doc = json.loads((self.root / "index.json").read_text())
+            data = (self.root / "index.json").read_bytes()
         except FileNotFoundError:
             return []
+        try:
+            entries = layout_index(data)
+        except ManifestError as exc:
+            raise StoreError(f"{self.root / 'index.json'}: {exc}") from None
         out = []
-        for desc in doc.get("manifests", []):
-            annotations = dict(desc.get("annotations") or {})
+        for desc in entries:
+            annotations = dict(desc.annotations or {})
             name = annotations.pop(mediatypes.ANNOTATION_REF_NAME, None)
             if not name:
                 continue
-            out.append(ImageRecord(name, Digest.parse(desc["digest"]), desc["mediaType"], int(desc["size"]),
-                                   annotations, desc.get("platform")))
+            out.append(ImageRecord(name, desc.digest, desc.media_type, desc.size, annotations, desc.platform))
         return out
 
     def tag(self, name: str, digest: Digest | str, media_type: str, size: int,
@@ -568,32 +603,37 @@ class LocalStore:
 
     def image_id(self, record: ImageRecord) -> Digest:
         """The image ID is the config digest (as Docker and podman show it)."""
-        manifest = self.read_json(record.digest)
         if record.media_type in mediatypes.INDEXES:
             return record.digest
-        return Digest.parse(manifest["config"]["digest"])
+        config = self.read_manifest(record.digest, record.media_type).config
+        if config is None:
+            raise StoreError(f"{record.name}: manifest {record.digest} has no config")
+        return config.digest
 
-    def manifest(self, ref: str | Reference) -> tuple[ImageRecord, dict[str, Any]]:
-        record = self.lookup(ref)
-        return record, self.read_json(record.digest)
+    def read_manifest(self, digest: Digest | str, media_type: str) -> Manifest:
+        """A stored manifest or index, parsed and validated (storage/manifest.py)."""
+        try:
+            return parse_manifest(self.read_blob(digest), media_type)
+        except ManifestError as exc:
+            raise StoreError(f"stored manifest {digest} is invalid: {exc}") from None
 
     # -- layers --------------------------------------------------------------------------------
     def layer_dir(self, chain_id: str) -> Path:
         d = Digest.parse(chain_id)
         return self.root / "layers" / d.algorithm / d.hex
 
-    def ensure_layers(self, manifest: dict[str, Any], config: dict[str, Any],
+    def ensure_layers(self, manifest: Manifest, config: dict[str, Any],
                       extractor: Extractor | None) -> list[Path]:
         """Extract every layer of the image that is not extracted yet; return the ``diff`` dirs,
         base first. Each layer is extracted once (per-chain-ID lock) and its diff ID verified."""
-        layers = manifest.get("layers") or []
+        layers = manifest.layers
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(layers):
             raise StoreError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
         return [self.ensure_layer(desc, diff_id, chain_id, extractor)
                 for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True)]
 
-    def ensure_layer(self, desc: dict[str, Any], diff_id: str, chain_id: str,
+    def ensure_layer(self, desc: Descriptor, diff_id: str, chain_id: str,
                      extractor: Extractor | None) -> Path:
         """Extract one layer (its blob must be stored) unless already done; return its ``diff`` dir.
 
@@ -609,11 +649,11 @@ class LocalStore:
                     self._extract(desc, diff_id, chain_id, final, extractor)
         return final / "diff"
 
-    def _extract(self, desc: dict[str, Any], diff_id: str, chain_id: str, final: Path,
+    def _extract(self, desc: Descriptor, diff_id: str, chain_id: str, final: Path,
                  extractor: Extractor) -> None:
-        blob = self.blob_path(desc["digest"])
+        blob = self.blob_path(desc.digest)
         if not blob.exists():
-            raise StoreError(f"layer blob {desc['digest']} is missing from the local store")
+            raise StoreError(f"layer blob {desc.digest} is missing from the local store")
         # staging (and so the extraction beside it) is 0700 from its first moment: an image's
         # setuid files are never reachable by another user, not even between extract and rename
         staging = self.root / "layers" / ".ingest" / os.urandom(16).hex()
@@ -621,12 +661,12 @@ class LocalStore:
             make_private_dir(staging.parent)
         os.mkdir(staging, PRIVATE_DIR)
         try:
-            result = extractor(blob, staging / "diff", str(desc.get("mediaType") or ""))
+            result = extractor(blob, staging / "diff", desc.media_type)
             got = getattr(result, "diff_id", None)
             if got is not None and str(got) != diff_id:
                 raise DigestMismatchError(Digest.parse(diff_id), Digest.parse(str(got)))
-            meta = {"chainID": chain_id, "diffID": diff_id, "blob": desc["digest"],
-                    "mediaType": desc.get("mediaType"), "verified": got is not None}
+            meta = {"chainID": chain_id, "diffID": diff_id, "blob": str(desc.digest),
+                    "mediaType": desc.media_type, "verified": got is not None}
             with os.fdopen(_create(staging / "meta.json", 0o644, os.O_WRONLY | os.O_EXCL), "w") as f:
                 f.write(json.dumps(meta))
             if not final.parent.is_dir():
@@ -646,13 +686,16 @@ class LocalStore:
         load``); without one, a missing layer is an error. Raises ImageNotFoundError.
         """
         with self.writing():
-            record, manifest = self.manifest(ref)
+            record = self.lookup(ref)
             if record.media_type in mediatypes.INDEXES:
                 raise StoreError(f"{record.name} is a multi-platform index; pull one platform to run it")
-            config_digest = Digest.parse(manifest["config"]["digest"])
+            manifest = self.read_manifest(record.digest, record.media_type)
+            if manifest.config is None:
+                raise StoreError(f"{record.name}: manifest {record.digest} has no config")
+            config_digest = manifest.config.digest
             config = self.read_json(config_digest)
             dirs = self.ensure_layers(manifest, config, extractor)
-        return ResolvedImage(record.name, record.digest, manifest, config_digest, config, dirs)
+        return ResolvedImage(record.name, record.digest, manifest.raw, config_digest, config, dirs)
 
     # -- removal -------------------------------------------------------------------------------
     def _referenced(self, keep: tuple[Digest, ...] = ()) -> tuple[set[str], set[str]]:
@@ -661,33 +704,29 @@ class LocalStore:
         blobs: set[str] = set()
         chains: set[str] = set()
 
-        def walk(digest: Digest, media_type: str) -> None:
-            if digest.hex in blobs:
-                return
-            blobs.add(digest.hex)
-            if not self.has_blob(digest):
-                return
-            if media_type in mediatypes.INDEXES:
-                for child in self.read_json(digest).get("manifests", []):
-                    walk(Digest.parse(child["digest"]), child.get("mediaType", ""))
-            elif media_type in mediatypes.IMAGE_MANIFESTS:
-                manifest = self.read_json(digest)
-                config_digest = Digest.parse(manifest["config"]["digest"])
-                blobs.add(config_digest.hex)
-                for layer in manifest.get("layers") or []:
-                    blobs.add(Digest.parse(layer["digest"]).hex)
-                if self.has_blob(config_digest):
+        def fetch(desc: Descriptor) -> Manifest | None:
+            if not self.has_blob(desc.digest):
+                return None
+            try:
+                return parse_manifest(self.read_blob(desc.digest), desc.media_type)
+            except ManifestError:
+                return None  # kept, but what it names cannot be known: nothing more is kept for it
+
+        def mark(root: Descriptor) -> None:
+            for node in graph.walk(root, fetch):
+                blobs.add(node.descriptor.digest.hex)
+                config = node.manifest.config if node.manifest is not None else None
+                if config is not None and self.has_blob(config.digest):
                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                        diff_ids = self.read_json(config_digest)["rootfs"]["diff_ids"]
+                        diff_ids = self.read_json(config.digest)["rootfs"]["diff_ids"]
                         chains.update(Digest.parse(c).hex for c in chain_ids(diff_ids))
 
         for record in self.images():
-            walk(record.digest, record.media_type)
+            mark(Descriptor(record.media_type, record.digest, record.size))
         for digest in keep:
             if self.has_blob(digest):
-                with contextlib.suppress(ValueError, KeyError, TypeError, StoreError):
-                    media_type = str(self.read_json(digest).get("mediaType") or mediatypes.OCI_MANIFEST)
-                    walk(digest, media_type)
+                with contextlib.suppress(StoreError):
+                    mark(Descriptor(sniff_media_type(self.read_blob(digest)), digest, 0))
         return blobs, chains
 
     def rmi(self, ref: str | Reference, keep: tuple[Digest, ...] = ()) -> tuple[ImageRecord, dict[str, int]]:

@@ -264,3 +264,52 @@ def children_to_verify(manifest: Manifest,
         return ()
     return tuple(c for c in manifest.manifests
                  if c.platform is None or (c.platform.get("os"), c.platform.get("architecture")) in platforms)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestBlob:
+    """Manifest bytes as stored or fetched, with their media type and digest: what is copied
+    byte for byte (re-serialising would change the digest). ``parsed`` is the validated model,
+    parsed once (``parse_manifest``; ManifestError when invalid)."""
+
+    data: bytes
+    media_type: str
+    digest: Digest
+    _parsed: list[Manifest] = field(default_factory=list, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, data: bytes, media_type: str, digest: Digest, parsed: Manifest | None = None) -> ManifestBlob:
+        return cls(data, media_type, digest, [parsed] if parsed is not None else [])
+
+    @property
+    def parsed(self) -> Manifest:
+        if not self._parsed:
+            self._parsed.append(parse_manifest(self.data, self.media_type))
+        return self._parsed[0]
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.data))
+
+    def json(self) -> dict[str, Any]:
+        """The document as JSON (for display; walks use ``parsed``)."""
+        return self.parsed.raw
+
+
+def layout_index(data: bytes | str) -> list[Descriptor]:
+    """The entries of an OCI image layout's ``index.json`` (the local store's, a layout directory's,
+    an OCI archive's), each validated as a descriptor. The top level is read leniently (tools
+    differ in ``schemaVersion``/``mediaType`` there); a broken entry is a ManifestError."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ManifestError(f"index.json is not valid JSON: {e}") from None
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    if entries is not None and not isinstance(entries, list):
+        raise ManifestError("index.json: manifests is not a list")
+    return [Descriptor.from_json(e, f"index.json manifests[{i}]") for i, e in enumerate(entries or [])]
+
+
+def ref_name(desc: Descriptor) -> str | None:
+    """A layout index entry's name (the ``org.opencontainers.image.ref.name`` annotation)."""
+    return (desc.annotations or {}).get(mt.ANNOTATION_REF_NAME)

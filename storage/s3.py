@@ -62,6 +62,7 @@ import botocore.exceptions
 
 from storage.driver import FileInfo, Snapshot, check_path
 from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError, StorageError
+from storage.units import parse_duration
 
 T = TypeVar("T")
 
@@ -785,23 +786,6 @@ def s3_config_from_dict(section: dict[str, Any]) -> S3Config:
         secure=bool(section.get("secure", True)),
         chunksize=int(section.get("chunksize") or DEFAULT_CHUNK),
         redirect=bool(redirect.get("enabled", False)),
-        redirect_expiry=max(1, parse_duration(expiry) if isinstance(expiry, str) else int(expiry)),
+        redirect_expiry=max(1, int(parse_duration(expiry))),
         lockttl=float(section.get("lockttl") or 30.0),
     )
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in a Go-style duration such as ``20m``, ``1h30m`` or ``90s``."""
-    units = {"h": 3600, "m": 60, "s": 1}
-    total, number = 0.0, ""
-    for ch in text.strip():
-        if ch.isdigit() or ch == ".":
-            number += ch
-        elif ch in units and number:
-            total += float(number) * units[ch]
-            number = ""
-        else:
-            raise ValueError(f"bad duration: {text!r}")
-    if number:
-        total += float(number)
-    return int(total)

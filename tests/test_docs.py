@@ -89,7 +89,8 @@ def schema_keys() -> set[str]:
     import dataclasses
     import typing
 
-    from registry.config import Config, _hints, _is_optional
+    from registry.config import Config
+    from registry.config_loader import _hints, _is_optional
 
     names: set[str] = set()
 

@@ -27,7 +27,6 @@ def _size(n: int) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from storage import mediatypes
-    from storage.digest import Digest
 
     store = common.store(create=False)
     rows = []
@@ -39,12 +38,12 @@ def _run(args: argparse.Namespace) -> int:
             name, tag = name.rsplit(":", 1)
         created, size, image_id = "", 0, str(record.digest)
         try:
-            manifest = store.read_json(record.digest)
             if record.media_type in mediatypes.IMAGE_MANIFESTS:
-                image_id = str(Digest.parse(manifest["config"]["digest"]))
-                size = sum(int(d.get("size", 0)) for d in manifest.get("layers") or [])
-                size += int(manifest["config"].get("size", 0))
-                created = str(store.read_json(image_id).get("created") or "")
+                manifest = store.read_manifest(record.digest, record.media_type)
+                size = sum(d.size for d in manifest.blobs)
+                if manifest.config is not None:
+                    image_id = str(manifest.config.digest)
+                    created = str(store.read_json(image_id).get("created") or "")
         except Exception as exc:
             created = f"<unreadable: {exc}>"
         rows.append({"repository": name, "tag": tag, "id": image_id, "digest": str(record.digest),

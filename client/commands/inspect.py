@@ -43,27 +43,27 @@ def _local(text: str) -> dict[str, Any] | None:
 
     store = common.store()
     try:
-        record, manifest = store.manifest(text)
+        record = store.lookup(text)
+        manifest = store.read_manifest(record.digest, record.media_type)
     except ImageNotFoundError:
         return None
     except StoreError:
         raise
     doc: dict[str, Any] = {"Name": record.name, "Digest": str(record.digest), "MediaType": record.media_type,
-                           "Source": "local", "Manifest": manifest}
+                           "Source": "local", "Manifest": manifest.raw}
     if record.platform:
         doc["Platform"] = record.platform
-    if record.media_type in mediatypes.IMAGE_MANIFESTS:
-        doc["Id"] = manifest["config"]["digest"]
-        doc["Config"] = store.read_json(manifest["config"]["digest"])
+    if record.media_type in mediatypes.IMAGE_MANIFESTS and manifest.config is not None:
+        doc["Id"] = str(manifest.config.digest)
+        doc["Config"] = store.read_json(manifest.config.digest)
     return doc
 
 
 def _remote(args: argparse.Namespace) -> dict[str, Any]:
     import json
 
-    from client.transfer import Platform, select_platform
     from storage import mediatypes
-    from storage.digest import Digest
+    from storage.graph import Platform, select_platform
     from storage.reference import parse
 
     ref = parse(args.ref)
@@ -75,16 +75,15 @@ def _remote(args: argparse.Namespace) -> dict[str, Any]:
                                "Source": "remote", "Manifest": top.json()}
         chosen = top
         if top.media_type in mediatypes.INDEXES and args.platform:
-            desc = select_platform(top.json(), Platform.parse(args.platform))
-            chosen = rc.get_manifest(ref.repository, desc["digest"], verify=Digest.parse(desc["digest"]))
-            doc["Platform"] = desc.get("platform")
+            desc = select_platform(top.parsed, Platform.parse(args.platform))
+            chosen = rc.get_manifest(ref.repository, str(desc.digest), verify=desc.digest)
+            doc["Platform"] = desc.platform
             doc["PlatformManifest"] = {"Digest": str(chosen.digest), "Manifest": chosen.json()}
-        if chosen.media_type in mediatypes.IMAGE_MANIFESTS:
-            config_desc = chosen.json()["config"]
-            config_digest = Digest.parse(config_desc["digest"])
-            doc["Id"] = str(config_digest)
-            doc["Config"] = json.loads(rc.get_blob_bytes(ref.repository, config_digest,
-                                                         size=int(config_desc.get("size") or 0) or None))
+        config = chosen.parsed.config if chosen.media_type in mediatypes.IMAGE_MANIFESTS else None
+        if config is not None:
+            doc["Id"] = str(config.digest)
+            doc["Config"] = json.loads(rc.get_blob_bytes(ref.repository, config.digest,
+                                                         size=config.size or None))
         return doc
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ipaddress
 import logging
-import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -35,7 +33,9 @@ from registry.auth.ratelimit import FailedLoginLimiter, client_key
 from registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from registry.errors import error_response
 from registry.shared_state import LoginCounts, TokenMarks, Unavailable
+from storage import routes
 from storage.names import name_problem
+from storage.netaddr import is_loopback
 
 log = logging.getLogger("pyreg.auth")
 
@@ -43,10 +43,6 @@ Scope_ = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-_UPLOAD = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/(?P<uuid>[^/]*))?$")
-_ITEM = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>blobs|manifests|referrers)/(?P<ref>[^/]+)$")
-_TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
-_READS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True)
@@ -60,32 +56,19 @@ class Need:
 
 
 def classify(method: str, path: str, query: str = "") -> Need:
-    """Map a /v2 request to what it needs. Unknown paths under /v2 need a login (the route 404s)."""
-    if path in ("/v2", "/v2/"):
+    """Map a /v2 request to what it needs (storage/routes.py's grammar). Unknown paths under /v2
+    need a login (the route 404s)."""
+    route = routes.parse_path(path)
+    if route is None or route.kind == "base":
         return Need("base")
-    if path == "/v2/_catalog":
+    if route.kind == "catalog":
         return Need("catalog")
-    m = _UPLOAD.match(path)
-    if m:
-        mount_from = None
-        if method == "POST" and not m.group("uuid") and query:
-            params = dict(parse_qsl(query, keep_blank_values=True))
-            if "mount" in params and params.get("from"):
-                mount_from = params["from"]
-        return Need("repository", m.group("name"), frozenset({"push"}), mount_from)
-    m = _TAGS.match(path)
-    if m:
-        return Need("repository", m.group("name"), frozenset({"pull"}))
-    m = _ITEM.match(path)
-    if m:
-        if method in _READS:
-            action = "pull"
-        elif method == "DELETE":
-            action = "delete"
-        else:
-            action = "push"
-        return Need("repository", m.group("name"), frozenset({action}))
-    return Need("base")
+    mount_from = None
+    if route.kind == "upload_start" and method == "POST" and query:
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        if "mount" in params and params.get("from"):
+            mount_from = params["from"]
+    return Need("repository", route.name, frozenset({routes.action(route, method)}), mount_from)
 
 
 @dataclass
@@ -231,15 +214,12 @@ def _empty_basic(header: str) -> bool:
 
 def _scope_text(need: Need) -> str:
     if need.kind == "catalog":
-        return "registry:catalog:*"
+        return routes.CATALOG_SCOPE
     if need.kind != "repository":
         return ""
-    actions = set(need.actions)
-    if actions & {"push"}:
-        actions.add("pull")  # what clients ask for when pushing
-    parts = [f"repository:{need.repository}:{','.join(sorted(actions))}"]
-    if need.mount_from:
-        parts.append(f"repository:{need.mount_from}:pull")
+    parts = [routes.repository_scope(need.repository, need.actions)]
+    if need.mount_from and need.mount_from != need.repository:
+        parts.append(routes.repository_scope(need.mount_from, ["pull"]))
     return " ".join(parts)
 
 
@@ -391,15 +371,6 @@ def _drop_mount(scope: Scope_) -> None:
     params = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                            keep_blank_values=True) if k not in ("mount", "from")]
     scope["query_string"] = urlencode(params).encode("latin-1")
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_open(host: str, mode: str) -> None:

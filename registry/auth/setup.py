@@ -29,6 +29,7 @@ from registry.auth.tokens import (
     load_public_keys,
 )
 from registry.shared_state import LoginCounts, SharedState, TokenMarks
+from storage.netaddr import host_of
 
 log = logging.getLogger("pyreg.auth")
 
@@ -109,6 +110,5 @@ def auth_middleware(config: Any, shared: SharedState | None = None) -> Middlewar
     """The auth entry of the app's middleware list; warns loudly if the registry is wide open."""
     svc = build_service(config, shared)
     addr = str(getattr(config, "addr", "127.0.0.1:5000"))
-    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
-    warn_if_open(host or "0.0.0.0", svc.mode)
+    warn_if_open(host_of(addr) or "0.0.0.0", svc.mode)
     return Middleware(AuthMiddleware, service=svc)

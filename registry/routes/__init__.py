@@ -1,7 +1,7 @@
 """The /v2 API: one ASGI endpoint that parses the path itself (names may contain slashes).
 
-``/v2/<name>/(blobs|manifests|tags|referrers)/…`` is matched right to left, so a name such as
-``a/blobs/b`` still works; the name is then checked against the spec's grammar, which also
+``/v2/<name>/(blobs|manifests|tags|referrers)/…`` is matched right to left (storage/routes.py), so
+a name such as ``a/blobs/b`` still works; the name is then checked against the spec's grammar, which also
 rules out traversal (``..``, ``//``, leading or trailing ``/``).
 """
 
@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from registry.errors import RegistryError, error_response
 from registry.routes import blobs, listing, manifests
 from registry.routes.common import BASE_HEADERS, Registry
+from storage import routes
 from storage.errors import InvalidPathError, PathNotFoundError
 
 log = logging.getLogger("pyreg.api")
@@ -45,32 +46,18 @@ _VANISHED: dict[int, str] = {id(MANIFESTS): "MANIFEST_UNKNOWN", id(BLOBS): "BLOB
                              id(UPLOAD_START): "BLOB_UPLOAD_UNKNOWN", id(UPLOAD): "BLOB_UPLOAD_UNKNOWN"}
 
 
-def match(path: str) -> tuple[dict[str, Handler], str, str] | None:
-    """(handlers by method, name, argument) for the part of a path after ``/v2/``.
+_BY_KIND: dict[str, dict[str, Handler]] = {
+    "base": ROOT, "catalog": CATALOG, "manifest": MANIFESTS, "blob": BLOBS,
+    "upload_start": UPLOAD_START, "upload": UPLOAD, "tags": TAGS, "referrers": REFERRERS}
 
-    Matched on the last path segments, so the name (everything before them) may hold slashes:
-    ``<name>/manifests/<ref>``, ``<name>/blobs/<digest>``, ``<name>/blobs/uploads/[<id>]``,
-    ``<name>/tags/list``, ``<name>/referrers/<digest>``, plus ``""`` and ``_catalog``.
-    """
-    if path == "":
-        return ROOT, "", ""
-    if path == "_catalog":
-        return CATALOG, "", ""
-    parts = path.rsplit("/", 2)
-    if len(parts) != 3 or not parts[0]:
+
+def match(path: str) -> tuple[dict[str, Handler], str, str] | None:
+    """(handlers by method, name, argument) for the part of a path after ``/v2/``; the grammar is
+    storage/routes.py's, shared with the auth middleware and the client."""
+    route = routes.match(path)
+    if route is None:
         return None
-    name, kind, arg = parts
-    if kind == "manifests" and arg:
-        return MANIFESTS, name, arg
-    if kind == "blobs" and arg:
-        return (UPLOAD_START, name, "") if arg == "uploads" else (BLOBS, name, arg)
-    if kind == "uploads" and name.endswith("/blobs") and len(name) > 6:
-        return (UPLOAD, name[:-6], arg) if arg else (UPLOAD_START, name[:-6], "")
-    if kind == "tags" and arg == "list":
-        return TAGS, name, ""
-    if kind == "referrers" and arg:
-        return REFERRERS, name, arg
-    return None
+    return _BY_KIND[route.kind], route.name, route.arg
 
 
 class V2Endpoint:
