@@ -342,6 +342,14 @@ class MetricsConfig:
 
 
 @dataclass
+class UIConfig:
+    """The web UI (registry/ui/): off by default; served under ``path`` with the API's auth."""
+
+    enabled: bool = False
+    path: str = "/ui"
+
+
+@dataclass
 class PlatformConfig:
     architecture: str = ""
     os: str = ""
@@ -463,6 +471,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     redis: RedisConfig | None = None
     health: HealthConfig = field(default_factory=HealthConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     version: str = "0.1"  # Distribution's config version; any value is read the same way
     compatibility: Any = field(default=None, metadata=NOT_IMPLEMENTED)
     reporting: Any = field(default=None, metadata=NOT_IMPLEMENTED)
@@ -710,6 +719,11 @@ def _validate(config: Config) -> Config:
     if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz", "/readyz") or (
             metrics_path.startswith("/v2/")):
         raise ConfigError(f"metrics.path: must be an absolute path outside /v2, got {metrics_path!r}")
+    ui_path = config.ui.path.rstrip("/")
+    if not ui_path.startswith("/") or ui_path in ("/v2", "/healthz", "/readyz", metrics_path.rstrip("/")) or (
+            ui_path.startswith("/v2/")):
+        raise ConfigError(f"ui.path: must be an absolute path outside /v2 and /metrics, "
+                          f"got {config.ui.path!r}")
     return config
 
 
