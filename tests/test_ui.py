@@ -401,3 +401,32 @@ def test_browser_big_registry_one_request_per_page(browser: Any, make_registry_s
     page.get_by_role("button", name="Next →").click()
     page.get_by_role("link", name="v0050").wait_for()
     assert p.errors == []
+
+
+async def test_referrers_listed_by_artifact_type(seeded: dict[str, Any]) -> None:
+    """A signature and an SBOM pushed through /v2 with ``subject`` show on their image's page."""
+    from registry.app import create_app
+    from registry.config import load_config
+    from tests.fixtures.registry import asgi_client
+
+    root = _root(seeded)
+    digest, manifest = seed_image(root)
+    empty = b"{}"
+    admin = ("admin", USERS["admin"])
+    async with asgi_client(create_app(load_config(data=seeded, environ={}))) as c:
+        r = await c.post(f"/v2/team/app/blobs/uploads/?digest=sha256:{hashlib.sha256(empty).hexdigest()}",
+                         content=empty, auth=admin)
+        assert r.status_code == 201, r.text
+        for kind in ("application/vnd.dev.cosign.simplesigning.v1+json", "application/spdx+json"):
+            doc = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": kind,
+                              "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                                         "digest": "sha256:" + hashlib.sha256(empty).hexdigest(), "size": 2},
+                              "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": digest,
+                                                        "size": len(manifest)}}).encode()
+            r = await c.put(f"/v2/team/app/manifests/sha256:{hashlib.sha256(doc).hexdigest()}", content=doc,
+                            headers={"Content-Type": OCI_MANIFEST}, auth=admin)
+            assert r.status_code == 201, r.text
+        await _login(c, "bob")
+        m = (await c.get("/ui/api/manifest", params={"name": "team/app", "ref": "latest"})).json()
+        assert [r["artifact_type"] for r in m["referrers"]] == ["application/spdx+json",
+                                                                "application/vnd.dev.cosign.simplesigning.v1+json"]

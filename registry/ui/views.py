@@ -108,15 +108,20 @@ async def _pushed(layout: Layout, name: str, tag: str) -> str | None:
     return info.modtime.isoformat()
 
 
+async def _child_blobs(layout: Layout, child: Digest) -> dict[str, int]:
+    stored = await layout.manifest_content(child)
+    m = _parse(stored.data) if stored else None
+    if m is None:
+        return {}
+    return {str(d.digest): d.size for d in ([m.config] if m.config else []) + list(m.layers)}
+
+
 async def _index_size(layout: Layout, index: Manifest) -> int:
     """Compressed size of everything an index's platforms pull (each blob counted once)."""
     blobs: dict[str, int] = {}
     for child in index.manifests:
         blobs[str(child.digest)] = child.size
-        stored = await layout.manifest_content(child.digest)
-        m = _parse(stored.data) if stored else None
-        for d in ([m.config] if m and m.config else []) + list(m.layers if m else []):
-            blobs[str(d.digest)] = d.size
+        blobs.update(await _child_blobs(layout, child.digest))
     return sum(blobs.values())
 
 
@@ -186,9 +191,11 @@ async def manifest_view(layout: Layout, name: str, ref: str) -> dict[str, Any] |
         return view
     if m.manifests:
         view["kind"] = "index"
-        view["platforms"] = [{"digest": str(d.digest), "size": d.size, "media_type": d.media_type,
+        view["platforms"] = [{"digest": str(d.digest), "media_type": d.media_type,
+                              "size": d.size + sum((await _child_blobs(layout, d.digest)).values()),
                               "platform": _platform(d.platform) or "unknown",
                               "artifact_type": d.artifact_type} for d in m.manifests]
+        view["size"] = await _index_size(layout, m)
     else:
         view["kind"] = "image"
         config = await _config(layout, m)
