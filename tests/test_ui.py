@@ -217,8 +217,10 @@ def _playwright() -> Any:
     return sync_playwright
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Any]:
+    """Per test: sync Playwright keeps an event loop running while it is open, which the
+    async API tests of this module must not find."""
     sync_playwright = _playwright()
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -430,3 +432,22 @@ async def test_referrers_listed_by_artifact_type(seeded: dict[str, Any]) -> None
         m = (await c.get("/ui/api/manifest", params={"name": "team/app", "ref": "latest"})).json()
         assert [r["artifact_type"] for r in m["referrers"]] == ["application/spdx+json",
                                                                 "application/vnd.dev.cosign.simplesigning.v1+json"]
+
+
+async def test_session_works_across_processes_sharing_storage(seeded: dict[str, Any]) -> None:
+    """Without http.secret the key lives in the storage: another worker or replica (another app
+    on the same storage) accepts the cookie; a forged cookie is anonymous."""
+    from registry.app import create_app
+    from registry.config import load_config
+    from tests.fixtures.registry import asgi_client
+
+    async with asgi_client(create_app(load_config(data=seeded, environ={}))) as first:
+        await _login(first, "alice")
+        cookies = dict(first.cookies)
+    async with asgi_client(create_app(load_config(data=seeded, environ={}))) as second:
+        second.cookies.update(cookies)
+        assert (await second.get("/ui/api/session")).json()["user"] == "alice"
+        second.cookies.clear()
+        forged = cookies["pyreg_ui_session"].split(".")[0] + ".AAAA"
+        second.cookies.set("pyreg_ui_session", forged)
+        assert (await second.get("/ui/api/session")).json()["user"] is None

@@ -22,7 +22,7 @@ from registry.auth.access import Identity
 from registry.auth.middleware import AuthService
 from registry.routes.common import Registry
 from registry.ui import views
-from registry.ui.session import COOKIE, LIFETIME, Session, SessionSigner
+from registry.ui.session import COOKIE, LIFETIME, Session, SessionSigner, stored_key
 from storage.digest import Digest
 from storage.names import name_problem
 
@@ -39,19 +39,25 @@ class UI:
         self.registry = registry
         self.auth = auth
         self.path = path
-        self.signer = SessionSigner(registry.config.http.secret)
+        self._signer: SessionSigner | None = None
         self.catalog = views.Catalog(registry.layout)
 
     # -- sessions --------------------------------------------------------------------------------
 
-    def session(self, request: Request) -> Session | None:
-        return self.signer.load(request.cookies.get(COOKIE))
+    async def signer(self) -> SessionSigner:
+        if self._signer is None:
+            secret = self.registry.config.http.secret or await stored_key(self.registry.driver)
+            self._signer = SessionSigner(secret)
+        return self._signer
+
+    async def session(self, request: Request) -> Session | None:
+        return (await self.signer()).load(request.cookies.get(COOKIE))
 
     def identity(self, session: Session | None) -> Identity:
         return self.auth.policy.identity(session.user if session else None)
 
-    def _set_cookie(self, request: Request, response: Response, session: Session) -> None:
-        response.set_cookie(COOKIE, self.signer.dump(session), max_age=LIFETIME, path=self.path,
+    async def _set_cookie(self, request: Request, response: Response, session: Session) -> None:
+        response.set_cookie(COOKIE, (await self.signer()).dump(session), max_age=LIFETIME, path=self.path,
                             httponly=True, samesite="strict", secure=request.url.scheme == "https")
 
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
@@ -81,10 +87,10 @@ class UI:
         return RedirectResponse(self.path + "/", status_code=308)
 
     async def session_info(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         fresh = session is None
         if session is None:
-            session = self.signer.new(None)
+            session = (await self.signer()).new(None)
         config = self.registry.config
         body = {"user": session.user, "csrf": session.csrf, "auth": self.auth.mode,
                 "login": self.auth.htpasswd is not None,
@@ -92,7 +98,7 @@ class UI:
                 "catalog": self.auth.policy.may_list_catalog(self.identity(session))}
         response = self._json(body)
         if fresh:
-            self._set_cookie(request, response, session)
+            await self._set_cookie(request, response, session)
         return response
 
     async def login(self, request: Request) -> Response:
@@ -111,20 +117,20 @@ class UI:
             status = 429 if result.status_code == 429 else 401
             message = "too many failed logins" if status == 429 else "wrong user name or password"
             return self._error(status, message)
-        session = self.signer.new(result.name)
+        session = (await self.signer()).new(result.name)
         response = self._json({"user": session.user, "csrf": session.csrf})
-        self._set_cookie(request, response, session)
+        await self._set_cookie(request, response, session)
         return response
 
     async def logout(self, request: Request) -> Response:
-        if not self._csrf_ok(request, self.session(request)):
+        if not self._csrf_ok(request, await self.session(request)):
             return self._error(403, "missing or wrong CSRF token")
         response = self._json({"user": None})
         response.delete_cookie(COOKIE, path=self.path)
         return response
 
     async def repositories(self, request: Request) -> Response:
-        who = self.identity(self.session(request))
+        who = self.identity(await self.session(request))
         policy = self.auth.policy
         if not policy.may_list_catalog(who):
             return self._error(401, "log in to see repositories")
@@ -134,18 +140,18 @@ class UI:
                                              q, page, size)
         return self._json(body)
 
-    def _repo(self, request: Request, action: str = "pull") -> tuple[str, Identity] | Response:
+    async def _repo(self, request: Request, action: str = "pull") -> tuple[str, Identity] | Response:
         name = request.query_params.get("name", "")
         if name_problem(name) is not None:
             return self._error(400, "not a repository name")
-        who = self.identity(self.session(request))
+        who = self.identity(await self.session(request))
         if not self.auth.policy.allows(who, name, action):
             # the same answer as for a repository that does not exist: nothing leaks
             return self._error(404, "no such repository, or you may not see it")
         return name, who
 
     async def tags(self, request: Request) -> Response:
-        found = self._repo(request)
+        found = await self._repo(request)
         if isinstance(found, Response):
             return found
         name, who = found
@@ -163,7 +169,7 @@ class UI:
                 and self.auth.policy.allows(who, name, "delete"))
 
     async def manifest(self, request: Request) -> Response:
-        found = self._repo(request)
+        found = await self._repo(request)
         if isinstance(found, Response):
             return found
         name, who = found
@@ -174,10 +180,10 @@ class UI:
         return self._json(view)
 
     async def delete(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if not self._csrf_ok(request, session):
             return self._error(403, "missing or wrong CSRF token")
-        found = self._repo(request)
+        found = await self._repo(request)
         if isinstance(found, Response):
             return found
         name, who = found

@@ -1,8 +1,9 @@
 """Signed session cookies for the web UI: who is logged in plus a CSRF token, HMAC-signed.
 
 The cookie is HttpOnly and SameSite=Strict; state-changing calls must also echo the session's
-CSRF token in a header and come from this origin. The key is ``http.secret`` (so every worker
-and replica accepts the cookie), else a random key per process (sessions then end on restart).
+CSRF token in a header and come from this origin. The key is derived from ``http.secret``; without
+one, from a random key kept in the storage (KEY_PATH) so every worker and replica sharing the
+storage accepts the same cookies, and sessions survive restarts.
 """
 
 from __future__ import annotations
@@ -15,8 +16,22 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from storage.driver import Driver
+from storage.errors import PathNotFoundError
+
 COOKIE = "pyreg_ui_session"
 LIFETIME = 8 * 3600  # seconds a session (logged in or not) stays valid
+KEY_PATH = "/pyreg/ui/session-key"  # outside /docker/registry/v2, so gc and the API never see it
+
+
+async def stored_key(driver: Driver) -> str:
+    """The storage's UI session key, created on first use; when two processes race, both end up
+    using the one that landed (it is read back after writing)."""
+    try:
+        return (await driver.get_content(KEY_PATH)).decode()
+    except PathNotFoundError:
+        await driver.put_content(KEY_PATH, secrets.token_hex(32).encode())
+        return (await driver.get_content(KEY_PATH)).decode()
 
 
 @dataclass(frozen=True)
@@ -27,9 +42,8 @@ class Session:
 
 
 class SessionSigner:
-    def __init__(self, secret: str | None) -> None:
-        material = secret.encode() if secret else secrets.token_bytes(32)
-        self._key = hashlib.sha256(b"pyreg-ui-session\0" + material).digest()
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"pyreg-ui-session\0" + secret.encode()).digest()
 
     def _mac(self, payload: bytes) -> str:
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()
