@@ -204,7 +204,6 @@ class UI:
             return self._error(400, "name a tag or a digest")
         if not done:
             return self._error(404, "no such tag or manifest")
-        self.catalog.forget()
         return self._json({"deleted": tag or digest})
 
 

@@ -42,24 +42,28 @@ def _slice(items: list[Any], page: int, size: int) -> list[Any]:
 
 
 class Catalog:
-    """The repository list, walked at most every CATALOG_TTL seconds."""
+    """The repository list, walked at most every CATALOG_TTL seconds. Once walked, an old list is
+    answered at once while a background walk refreshes it (a walk of 10,000 repositories takes
+    seconds on a filesystem); only the very first request waits."""
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self._names: list[str] = []
+        self._names: list[str] | None = None
         self._at = 0.0
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def _walk(self) -> None:
+        async with self._lock:
+            self._names = await self.layout.repositories()
+            self._at = time.monotonic()
 
     async def names(self) -> list[str]:
-        async with self._lock:
-            if time.monotonic() - self._at > CATALOG_TTL:
-                self._names = await self.layout.repositories()
-                self._at = time.monotonic()
-            return self._names
-
-    def forget(self) -> None:
-        self._at = 0.0
-
+        if self._names is None:
+            await self._walk()
+        elif time.monotonic() - self._at > CATALOG_TTL and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._walk())
+        return self._names or []
 
 async def repositories_page(catalog: Catalog, may_pull: Callable[[str], bool], q: str,
                             page: int, size: int) -> dict[str, Any]:
