@@ -243,7 +243,13 @@ def create_app(config: Config | None = None) -> Starlette:
             if shared is not None:
                 await shared.close()
 
-    app = Starlette(routes=build_routes(registry, health), middleware=build_middleware(config, shared),
+    routes = build_routes(registry, health)
+    if config.ui.enabled:  # imported only when on: start-up without the UI is unchanged
+        from registry.auth.setup import build_service
+        from registry.ui import ui_routes
+
+        routes += ui_routes(registry, build_service(config, shared))
+    app = Starlette(routes=routes, middleware=build_middleware(config, shared),
                     lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config

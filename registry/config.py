@@ -337,6 +337,14 @@ class MetricsConfig:
 
 
 @dataclass
+class UIConfig:
+    """The web UI (registry/ui/): off by default; served under ``path`` with the API's auth."""
+
+    enabled: bool = False
+    path: str = "/ui"
+
+
+@dataclass
 class PlatformConfig:
     architecture: str = ""
     os: str = ""
@@ -458,6 +466,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     redis: RedisConfig | None = None
     health: HealthConfig = field(default_factory=HealthConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     version: str = "0.1"  # Distribution's config version; any value is read the same way
     compatibility: Any = field(default=None, metadata=NOT_IMPLEMENTED)
     reporting: Any = field(default=None, metadata=NOT_IMPLEMENTED)

@@ -204,6 +204,11 @@ def _validate(config: Config) -> Config:
     if not metrics_path.startswith("/") or metrics_path.rstrip("/") in ("", "/v2", "/healthz", "/readyz") or (
             metrics_path.startswith("/v2/")):
         raise ConfigError(f"metrics.path: must be an absolute path outside /v2, got {metrics_path!r}")
+    ui_path = config.ui.path.rstrip("/")
+    if not ui_path.startswith("/") or ui_path in ("/v2", "/healthz", "/readyz", metrics_path.rstrip("/")) or (
+            ui_path.startswith("/v2/")):
+        raise ConfigError(f"ui.path: must be an absolute path outside /v2 and /metrics, "
+                          f"got {config.ui.path!r}")
     return config
 
 

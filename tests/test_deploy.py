@@ -41,6 +41,7 @@ def test_example_config_validates() -> None:
     assert config.storage.s3 is not None and config.storage.s3.bucket
     assert config.storage.cache.ttl == 0  # replicas see each other's pushes at once
     assert config.proxy.trustforwarded
+    assert config.ui.enabled and config.ui.path == "/ui"
 
 
 def test_compose_topology() -> None:
@@ -115,6 +116,7 @@ def test_k8s_manifests() -> None:
     config = load_config(data=yaml.safe_load(cm["data"]["config.yml"]),
                          environ={"PYREG_STORAGE_S3_ACCESSKEY": "a", "PYREG_STORAGE_S3_SECRETKEY": "b"})
     assert config.storage.s3 is not None and config.storage.s3.accesskey == "a"
+    assert config.ui.enabled
     assert config.port == int(next(p["containerPort"] for p in container["ports"]))
     assert container["readinessProbe"]["httpGet"]["port"] in port_names
     # The replicas' shared state: the Redis Service the env names, selecting the Redis pods.
