@@ -83,6 +83,7 @@ def run_defaults() -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"client config run.pidslimit must be an integer, not {value!r}")
         out["pidslimit"] = value if value > 0 else None
+    out["network"], out["subnet"] = section.get("network"), section.get("subnet")  # run.py
     return out
 
 

@@ -51,7 +51,7 @@ class NetNs:
     def __init__(self, env: RuntimeEnv) -> None:
         self.name = f"pyregt{os.getpid()}{os.urandom(2).hex()}"
         self.env = {**env.env}
-        self.env.pop("PYREG_NETWORK", None)  # root's default: bridge
+        self.env["PYREG_NETWORK"] = "bridge"  # opt-in (the default is none)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         # nsenter, not 'ip netns exec': that one remounts /sys, hiding the cgroup mounts
         self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
@@ -171,6 +171,16 @@ def test_kill_9_of_run_and_janitor_is_swept_by_the_next_command(netns: NetNs,
 def test_network_none_still_has_only_lo(netns: NetNs) -> None:
     r = netns.pyreg("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net", check=True)
     assert r.stdout.split() == ["lo"]
+
+
+def test_default_network_is_none_even_for_root(netns: NetNs) -> None:
+    """bridge is opt-in until its start-up fits its budget: no --network, no PYREG_NETWORK, no
+    client config -> only lo, and nothing made in the namespace."""
+    before = _net_view(netns.name)
+    netns.env.pop("PYREG_NETWORK")
+    r = netns.pyreg("run", "--rm", "busybox", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo"]
+    assert _net_view(netns.name) == before
 
 
 def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
