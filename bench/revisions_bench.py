@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -131,6 +132,8 @@ def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
         env.update(PYREG_STORE=str(work / f"store-{label}"), PYREG_RUN_ROOT=str(work / f"run-{label}"),
                    PYREG_REGISTRY="registry.invalid:5000", PYREG_CONFIG=str(work / f"config-{label}.json"),
                    PYREG_CGROUP_PARENT=f"pyreg-revbench-{label}")
+        if args.network:  # both revisions alike (their defaults may differ)
+            env["PYREG_NETWORK"] = args.network
         saved = dict(os.environ)
         os.environ.update(env)  # the default registry the reference "busybox" expands with
         try:
@@ -149,13 +152,18 @@ def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
     for round_ in range(args.rounds):
         order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
         for label in order:
-            times = []
+            times, cpu = [], []
             for _ in range(args.runs):
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "client.cli", "run", "--rm", "busybox", "true"],
                                cwd=trees[label], env=envs[label], capture_output=True, check=True)
                 times.append((time.perf_counter() - t0) * 1000)
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu.append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
             record("pyreg run --rm busybox true, median ms", label, statistics.median(times))
+            # CPU (user+sys of pyreg and what it reaped): steadier than wall time on a busy machine
+            record("pyreg run --rm busybox true, median CPU ms", label, statistics.median(cpu))
     for label in trees:
         for root in ("memory", "cpu", "pids", "cpuacct", "unified", "."):
             shutil.rmtree(f"/sys/fs/cgroup/{root}/pyreg-revbench-{label}", ignore_errors=True)
@@ -169,6 +177,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
     parser.add_argument("--seconds", type=int, default=5, help="each hey run (default 5)")
     parser.add_argument("--runs", type=int, default=15, help="container starts per round (default 15)")
+    parser.add_argument("--network", help="PYREG_NETWORK for both revisions' containers")
     parser.add_argument("--workers", type=int, default=1, help="pyreg serve workers (default 1)")
     args = parser.parse_args()
 
