@@ -65,7 +65,8 @@ def main() -> int:
                                   f"(min {min(times) * 1000:.0f}, {args.runs} runs)")
                 print(f"start-up --network {net:6}: {summary}")
             for label, via_proxy in (("published port (proxy)", True), ("container address", False)):
-                cid = subprocess.run([*pyreg, "run", "-d", "-p", "127.0.0.1:19090:9000", "busybox", "sh",
+                cid = subprocess.run([*pyreg, "run", "-d", "--network", "bridge", "-p",
+                                      "127.0.0.1:19090:9000", "busybox", "sh",
                                       "-c", "nc -l -p 9000 > /dev/null"], env=env, capture_output=True,
                                      text=True, check=True).stdout.strip()
                 addr = subprocess.run([*pyreg, "exec", cid, "sh", "-c", "ip -o -4 addr show eth0"], env=env,
