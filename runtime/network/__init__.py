@@ -1,7 +1,7 @@
 """Container networking (``--network bridge``, ``-p``): one job per module.
 
 ``ipam`` hands out addresses from the bridge's subnet, ``bridge`` makes the bridge, the veth pair
-and the container's network namespace (netlink through pyroute2), ``nat`` the outbound
+and the container's network namespace (iproute2's ip, batched), ``nat`` the outbound
 masquerade (iptables chains of our own), ``ports`` parses ``-p``/``-P`` and runs the userland
 proxy for published ports, ``files`` writes the container's /etc/hosts and resolv.conf.
 
