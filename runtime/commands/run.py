@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--name", help="container name")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set a label on the container (ps --filter label=KEY[=VALUE] finds it)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="accepted for docker compatibility: stdin is always passed to the container")
     p.add_argument("-t", "--tty", action="store_true", help="give the container a pseudo-terminal")
@@ -124,6 +126,8 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
     cfg.volumes, cfg.memory, cfg.cpus, cfg.pids_limit = list(args.volume), memory, args.cpus, args.pids_limit
     cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
     cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
+    cfg.extra["labels"] = {**((image_config.get("config") or {}).get("Labels") or {}),
+                           **dict(item.partition("=")[::2] for item in args.label)}
     rec = Container(
         id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
         image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
