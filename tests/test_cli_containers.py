@@ -65,7 +65,7 @@ def test_ps_format(busybox_store: RuntimeEnv) -> None:
 
 def test_inspect_and_images_format(busybox_store: RuntimeEnv) -> None:
     env = busybox_store
-    a, b = _two(env)
+    a, _b = _two(env)
     out = env.run("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} {{.Name}}", "beta",
                   check=True).stdout
     assert out == "exited 3 /beta\n"

@@ -32,7 +32,10 @@ def test_table_header_and_alignment() -> None:
     assert align(["a\tb"]) == ["a         b"]  # docker's minimum width 10
 
 
-@pytest.mark.parametrize("bad", ["{{.Nope}}", "{{range .X}}{{end}}", "{{.ID", "{{$x := 1}}", "{{nosuch .ID}}"])
+BAD = ["{{.Nope}}", "{{range .X}}{{end}}", "{{.ID", "{{$x := 1}}", "{{nosuch .ID}}"]
+
+
+@pytest.mark.parametrize("bad", BAD)
 def test_unsupported_or_missing_is_an_error(bad: str) -> None:
     with pytest.raises(TemplateError):
         Template(bad).render({"ID": "a", "X": []})
