@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("runtime.commands.kill", "send a signal to a container"),
     "rm": ("runtime.commands.rm", "remove containers"),
     "exec": ("runtime.commands.exec", "run a command in a running container"),
+    "start": ("runtime.commands.start", "start stopped containers again"),
+    "restart": ("runtime.commands.restart", "stop containers and start them again"),
+    "wait": ("runtime.commands.wait", "wait for containers to stop, print their exit codes"),
+    "attach": ("runtime.commands.attach", "follow a running container's output until it exits"),
 }
 
 EXIT_USAGE = 2

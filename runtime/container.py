@@ -34,9 +34,12 @@ def prepare(rec: Container) -> Cgroup | None:
     """Create the container's directory, /etc files and cgroup; save its 'created' state."""
     cdir = state.container_dir(rec.id)
     state.ensure_run_root()  # 0700: the upper dir below gets whatever the container makes setuid
-    os.mkdir(cdir, 0o700)
+    again = rec.status == "exited"  # pyreg start: its directory and upper layer are kept
+    if not again:
+        os.mkdir(cdir, 0o700)
     for sub in ("upper", "work", "rootfs"):
-        os.mkdir(os.path.join(cdir, sub), 0o755)
+        if not (again and os.path.isdir(os.path.join(cdir, sub))):
+            os.mkdir(os.path.join(cdir, sub), 0o755)
     cfg = rec.config
     hostname = cfg.hostname
     with open(os.path.join(cdir, "hostname"), "w") as f:
@@ -55,7 +58,8 @@ def prepare(rec: Container) -> Cgroup | None:
         f.write(resolv)
     if cfg.rootless:
         if any(v is not None for v in (cfg.memory, cfg.cpus, cfg.pids_limit)):
-            remove_files(rec.id)
+            if not again:
+                remove_files(rec.id)
             raise ContainerError("rootless containers get no cgroup here: --memory, --cpus and "
                                  "--pids-limit need root")
         rec.status = "created"
@@ -67,12 +71,22 @@ def prepare(rec: Container) -> Cgroup | None:
                            pids=cfg.pids_limit, pids_default=cfg.pids_default,
                            devices=confine.device_rules(cfg))
     except Exception as e:
-        remove_files(rec.id)
+        if not again:
+            remove_files(rec.id)
         raise ContainerError(f"cgroup: {e}") from None
     rec.cgroup = cg.to_dict()
     rec.status = "created"
     state.save(rec)
     return cg
+
+
+def start(rec: Container) -> None:
+    """``pyreg start``: run an exited container again, detached, with its filesystem as it left
+    it (docker keeps the upper layer); the log goes on."""
+    for key in ("pid", "pid_start", "exit_code", "oom_killed", "finished_at", "error", "cgroup"):
+        setattr(rec, key, None)
+    rec.detached = True
+    run(rec, detach=True)
 
 
 def remove_files(cid: str) -> None:

@@ -75,3 +75,68 @@ def test_inspect_and_images_format(busybox_store: RuntimeEnv) -> None:
     assert out.splitlines() == ["registry.invalid:5000/library/busybox:latest"]
     out = env.run("images", "--format", "table {{.Repository}}\\t{{.ID}}", check=True).stdout.splitlines()
     assert out[0].split() == ["REPOSITORY", "IMAGE", "ID"] and len(out) == 2
+
+
+def test_exec_stdin_and_tty(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "box", "busybox", "sh", "-c", LOOP, check=True)
+    env.wait_running("box")
+    # without -i the command reads /dev/null, as docker's; with -i it gets our stdin
+    assert env.run("exec", "box", "cat", input="hello\n", check=True).stdout == ""
+    assert env.run("exec", "-i", "box", "cat", input="hello\n", check=True).stdout == "hello\n"
+    # -t: a pty of the container's devpts, with the exit code passed through
+    r = env.run("exec", "-t", "box", "sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both; exit 4")
+    assert r.returncode == 4
+    lines = r.stdout.replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/") and lines[1] == "both", r.stdout
+    r = env.run("exec", "-it", "-e", "Q=z", "-u", "1000", "-w", "/tmp", "box", "sh", "-c",
+                "read x; echo got-$x-$Q-$(id -u)-$(pwd)", input="abc\n")
+    assert "got-abc-z-1000-/tmp" in r.stdout.replace("\r", ""), r.stdout + r.stderr
+
+
+def test_wait_start_restart_attach(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    cid = env.run("run", "-d", "--name", "job", "busybox", "sh", "-c",
+                  "echo run >> /count; wc -l < /count; exit 5", check=True).stdout.strip()
+    w = env.run("wait", "job", check=True)
+    assert w.stdout == "5\n"  # docker wait prints the exit code and itself exits 0
+    assert env.run("logs", "job", check=True).stdout == "1\n"
+    # start: again, with the filesystem as it was left (the file has two lines now)
+    assert env.run("start", "job", check=True).stdout == "job\n"
+    assert env.run("wait", "job", check=True).stdout == "5\n"
+    assert env.run("logs", "job", check=True).stdout == "1\n2\n"
+    r = env.run("start", "-a", "job")
+    assert (r.returncode, r.stdout) == (5, "3\n")
+    assert env.state(cid)["status"] == "exited"
+    assert env.run("wait", "nosuch").returncode == 1
+    # restart of a running one: stopped (exit 137 from SIGKILL after -t), then running again
+    env.run("run", "-d", "--name", "srv", "busybox", "sh", "-c", "echo up; " + LOOP, check=True)
+    first = env.wait_running("srv")["pid"]
+    assert env.run("restart", "-t", "0", "srv", check=True).stdout == "srv\n"
+    second = env.wait_running("srv")["pid"]
+    assert second != first
+    # attach follows the output from now until the container exits, then exits with its code
+    env.run("kill", "srv", check=True)
+    env.run("run", "-d", "--name", "chatty", "busybox", "sh", "-c",
+            "until [ -e /stop ]; do echo via-attach; sleep 0.05; done; echo bye; exit 3", check=True)
+    env.wait_running("chatty")
+    att = env.popen("attach", "chatty")
+    assert att.stdout is not None
+    assert att.stdout.readline() == "via-attach\n"
+    env.run("exec", "chatty", "touch", "/stop", check=True)
+    out, _ = att.communicate(timeout=60)
+    assert out.endswith("bye\n") and att.returncode == 3
+    assert env.run("attach", "chatty").returncode == 1  # stopped: nothing to attach to
+
+
+def test_logs_tail(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "talk", "busybox", "sh", "-c", "for i in 1 2 3 4 5; do echo $i; done",
+            check=True)
+    env.run("wait", "talk", check=True)
+    assert env.run("logs", "--tail", "2", "talk", check=True).stdout == "4\n5\n"
+    assert env.run("logs", "-n", "0", "talk", check=True).stdout == ""
+    assert env.run("logs", "--tail", "all", "talk", check=True).stdout == "1\n2\n3\n4\n5\n"
+    assert env.run("logs", "--tail", "99", "talk", check=True).stdout == "1\n2\n3\n4\n5\n"
+    bad = env.run("logs", "--tail", "x", "talk")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
