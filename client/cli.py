@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restart": ("runtime.commands.restart", "stop containers and start them again"),
     "wait": ("runtime.commands.wait", "wait for containers to stop, print their exit codes"),
     "attach": ("runtime.commands.attach", "follow a running container's output until it exits"),
+    "cp": ("runtime.commands.cp", "copy files between a running container and the host"),
 }
 
 EXIT_USAGE = 2

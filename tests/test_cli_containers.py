@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +146,95 @@ def test_logs_tail(busybox_store: RuntimeEnv) -> None:
     assert env.run("logs", "--tail", "99", "talk", check=True).stdout == "1\n2\n3\n4\n5\n"
     bad = env.run("logs", "--tail", "x", "talk")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_cp_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "files", "busybox", "sh", "-c", LOOP, check=True)
+    env.wait_running("files")
+    src = tmp_path / "in.txt"
+    src.write_text("from-host\n")
+    env.run("cp", str(src), "files:/tmp/", check=True)  # into an existing directory
+    env.run("cp", str(src), "files:/tmp/renamed", check=True)  # as a new name
+    r = env.run("exec", "files", "cat", "/tmp/in.txt", "/tmp/renamed", check=True)
+    assert r.stdout == "from-host\n" * 2
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("deep\n")
+    env.run("cp", str(tree), "files:/tmp", check=True)  # an existing dir: into it
+    assert env.run("exec", "files", "cat", "/tmp/tree/sub/f", check=True).stdout == "deep\n"
+    env.run("cp", str(tree), "files:/opt", check=True)  # a new path: the copy is it, as docker
+    assert env.run("exec", "files", "cat", "/opt/sub/f", check=True).stdout == "deep\n"
+    env.run("exec", "files", "sh", "-c", "mkdir -p /data/x && echo out > /data/x/y && ln -s y /data/x/l",
+            check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    env.run("cp", "files:/data", str(out), check=True)
+    assert (out / "data" / "x" / "y").read_text() == "out\n"
+    assert os.readlink(out / "data" / "x" / "l") == "y"
+    env.run("cp", "files:/data/x/y", str(tmp_path / "single"), check=True)
+    assert (tmp_path / "single").read_text() == "out\n"
+    # '-': tar streams, as docker's
+    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "files:/data", "-"], env=env.env,
+                       cwd=env.root, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+        assert sorted(tar.getnames()) == ["data", "data/x", "data/x/l", "data/x/y"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ti = tarfile.TarInfo("streamed")
+        ti.size = 3
+        tar.addfile(ti, io.BytesIO(b"abc"))
+    subprocess.run([sys.executable, "-m", "client.cli", "cp", "-", "files:/tmp"], env=env.env,
+                   input=buf.getvalue(), capture_output=True, check=True)
+    assert env.run("exec", "files", "cat", "/tmp/streamed", check=True).stdout == "abc"
+    bad = env.run("cp", str(src), str(tmp_path / "x"))
+    assert bad.returncode == 1 and "CONTAINER:PATH" in bad.stderr
+
+
+def _tree(path: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for p in sorted(path.rglob("*")):
+        out[str(p.relative_to(path))] = os.readlink(p) if p.is_symlink() else (
+            p.read_bytes() if p.is_file() else "dir")
+    return out
+
+
+def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+    """A hostile container whose paths are symlinks to host locations: copying in writes only
+    inside the container, copying out copies the links, never the host files they name."""
+    env = busybox_store
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "secret").write_text("host-secret\n")
+    before = _tree(canary)
+    env.run("run", "-d", "--name", "evil", "busybox", "sh", "-c", LOOP, check=True)
+    env.wait_running("evil")
+    up = "../" * 20
+    env.run("exec", "evil", "sh", "-c",
+            f"ln -s {canary} /abs && ln -s {up}{str(canary).lstrip('/')} /rel && mkdir /d && "
+            f"ln -s {canary} /d/link && ln -s {canary}/secret /d/file && ln -s /proc/1/fd/1 /fdlink",
+            check=True)
+    payload = tmp_path / "payload"
+    payload.write_text("attacker\n")
+    for dest in ("evil:/abs", "evil:/abs/", "evil:/rel/", "evil:/rel/secret", "evil:/abs/secret",
+                 "evil:/d/file", "evil:/fdlink"):
+        env.run("cp", str(payload), dest)  # may succeed inside the container or fail: never the host
+        assert _tree(canary) == before, dest
+    # copying out: the links come out as links; the host secret is never read through them
+    for src in ("evil:/abs/secret", "evil:/rel/secret", "evil:/d/file", "evil:/fdlink"):
+        dest = tmp_path / "got"
+        env.run("cp", src, str(dest))
+        if dest.is_symlink():  # the link itself, as docker copies it: not what it names
+            dest.unlink()
+        elif dest.exists():
+            assert b"host-secret" not in dest.read_bytes(), src
+            dest.unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    env.run("cp", "evil:/d", str(out), check=True)
+    assert os.readlink(out / "d" / "link") == str(canary)
+    assert os.readlink(out / "d" / "file") == f"{canary}/secret"
+    assert _tree(canary) == before
+    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "evil:/d", "-"], env=env.env,
+                       capture_output=True)
+    assert b"host-secret" not in r.stdout
