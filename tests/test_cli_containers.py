@@ -238,3 +238,33 @@ def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeE
     r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "evil:/d", "-"], env=env.env,
                        capture_output=True)
     assert b"host-secret" not in r.stdout
+
+
+def test_top(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "procs", "busybox", "sh", "-c", "sleep 1000 & " + LOOP, check=True)
+    rec = env.wait_running("procs")
+    lines = env.run("top", "procs", check=True).stdout.splitlines()
+    assert lines[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    pids = {int(line.split()[1]): line for line in lines[1:]}
+    assert rec["pid"] in pids and "sh -c sleep 1000" in pids[rec["pid"]]  # host pids, as docker's
+    assert any(line.split()[7:] == ["sleep", "1000"] for line in lines[1:])
+    env.run("kill", "procs", check=True)
+    env.wait_exited("procs")
+    assert env.run("top", "procs").returncode == 1
+
+
+def test_stats_no_stream(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "busy", "-m", "64m", "busybox", "sh", "-c",
+            "sleep 1000 & while true; do :; done", check=True)
+    env.wait_running("busy")
+    r = env.run("stats", "--no-stream", check=True)
+    head, row = r.stdout.splitlines()
+    cols = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS")
+    assert all(col in head for col in cols), head
+    assert "busy" in row and "/ 64MiB" in row
+    doc = json.loads(env.run("stats", "--no-stream", "--format", "{{json .}}", "busy", check=True).stdout)
+    assert doc["PIDs"] == "2"  # the shell and its sleep, from the cgroup
+    assert float(doc["CPUPerc"].rstrip("%")) > 0  # a busy loop: CPU time, not zero
+    assert doc["MemUsage"].endswith("/ 64MiB")
