@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wait": ("runtime.commands.wait", "wait for containers to stop, print their exit codes"),
     "attach": ("runtime.commands.attach", "follow a running container's output until it exits"),
     "cp": ("runtime.commands.cp", "copy files between a running container and the host"),
+    "container": ("runtime.commands.container_cmd", "manage containers (prune: remove stopped ones)"),
     "top": ("runtime.commands.top", "show a running container's processes"),
     "stats": ("runtime.commands.stats", "show containers' CPU, memory, I/O and pids from their cgroups"),
 }

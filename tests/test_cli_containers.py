@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,47 @@ def test_stats_no_stream(busybox_store: RuntimeEnv) -> None:
     assert doc["PIDs"] == "2"  # the shell and its sleep, from the cgroup
     assert float(doc["CPUPerc"].rstrip("%")) > 0  # a busy loop: CPU time, not zero
     assert doc["MemUsage"].endswith("/ 64MiB")
+
+
+def test_container_prune(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    a, b = _two(env)
+    c = env.run("run", "-d", "--name", "gamma", "-l", "keep=1", "busybox", "true", check=True).stdout.strip()
+    env.wait_exited(c)
+    assert env.run("container", "prune", input="n\n", check=True).stdout.count("\n") == 1  # asked; no
+    assert len(env.states()) == 3
+    r = env.run("container", "prune", "-f", "--filter", "label=keep", check=True)
+    assert c in r.stdout and b not in r.stdout
+    r = env.run("container", "prune", "-f", check=True)
+    assert r.stdout.startswith("Deleted Containers:\n" + b + "\n") and "Total reclaimed space:" in r.stdout
+    assert [s["id"] for s in env.states()] == [a]  # the running one stays
+
+
+def test_restart_policies(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    # on-failure:2: the first run and two restarts, then it stays exited (a counter in its fs)
+    env.run("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c",
+            "echo x >> /n; wc -l < /n; exit 1", check=True)
+    deadline = time.monotonic() + 60
+    while env.run("logs", "flaky", check=True).stdout != "1\n2\n3\n":
+        assert time.monotonic() < deadline, env.run("logs", "flaky").stdout
+        time.sleep(0.1)
+    rec = env.wait_exited("flaky")
+    assert rec["exit_code"] == 1 and rec["restart_count"] == 2
+    # on-failure does not restart a success
+    env.run("run", "-d", "--name", "ok", "--restart", "on-failure", "busybox", "true", check=True)
+    assert env.run("wait", "ok", check=True).stdout == "0\n"
+    assert "restart_count" not in env.state("ok")
+    # always: restarted after exit 0 too; pyreg stop ends the policy
+    env.run("run", "-d", "--name", "forever", "--restart", "always", "busybox", "sh", "-c",
+            "echo x >> /n; [ $(wc -l < /n) -ge 3 ] && exec sleep 1000; exit 0", check=True)
+    while env.state("forever").get("restart_count", 0) < 2:
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.1)
+    env.wait_running("forever")
+    env.run("stop", "-t", "0", "forever", check=True)
+    rec = env.wait_exited("forever")
+    assert rec["restart_count"] == 2 and env.state("forever")["status"] == "exited"
+    bad = env.run("run", "--restart", "sometimes", "busybox", "true")
+    assert bad.returncode == 2 and "restart policy" in bad.stderr
+    assert env.run("run", "--restart", "always", "busybox", "true").returncode == 125  # needs -d

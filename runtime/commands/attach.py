@@ -22,7 +22,7 @@ def attach(ref: str, offset: int | None = None) -> int:
     rec = find(ref)
     if rec is None:
         return 1
-    if rec.status != "running":
+    if rec.status != "running" and offset is None:  # start -a: it may have ended already
         print("pyreg: you cannot attach to a stopped container, start it first", file=sys.stderr)
         return 1
     try:

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--name", help="container name")
+    p.add_argument("--restart", default="no", type=_restart_policy, metavar="POLICY",
+                   help="with -d: no (default), always, unless-stopped, on-failure[:N] (pyreg stop ends it)")
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set a label on the container (ps --filter label=KEY[=VALUE] finds it)")
     p.add_argument("-i", "--interactive", action="store_true",
@@ -65,6 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="none (default: own namespace with only lo) or host")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _restart_policy(text: str) -> str:
+    name, sep, count = text.partition(":")
+    if name in ("no", "always", "unless-stopped") and not sep:
+        return text
+    if name == "on-failure" and (not sep or (count.isdigit() and int(count) > 0)):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid restart policy {text!r}: no, always, unless-stopped "
+                                     "or on-failure[:N]")
 
 
 def _read_env_file(path: str) -> list[str]:
@@ -126,6 +138,10 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
     cfg.volumes, cfg.memory, cfg.cpus, cfg.pids_limit = list(args.volume), memory, args.cpus, args.pids_limit
     cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
     cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
+    if args.restart != "no" and (not args.detach or args.rm):
+        print("pyreg: --restart needs -d and conflicts with --rm", file=sys.stderr)
+        return EXIT_PYREG
+    cfg.extra["restart"] = args.restart
     cfg.extra["labels"] = {**((image_config.get("config") or {}).get("Labels") or {}),
                            **dict(item.partition("=")[::2] for item in args.label)}
     rec = Container(
