@@ -65,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="give the container a host device (bound into /dev, allowed in the devices cgroup)")
     p.add_argument("--network", "--net", choices=("none", "host"), default="none",
                    help="none (default: own namespace with only lo) or host")
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("image", help="image to run (pulled when not local)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
 
 def _restart_policy(text: str) -> str:
