@@ -43,6 +43,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "port": ("runtime.commands.port", "list a container's published ports"),
     "network": ("runtime.commands.network", "manage networks (create, ls, inspect, rm)"),
     "exec": ("runtime.commands.exec", "run a command in a running container"),
+    "start": ("runtime.commands.start", "start stopped containers again"),
+    "restart": ("runtime.commands.restart", "stop containers and start them again"),
+    "wait": ("runtime.commands.wait", "wait for containers to stop, print their exit codes"),
+    "attach": ("runtime.commands.attach", "follow a running container's output until it exits"),
+    "cp": ("runtime.commands.cp", "copy files between a running container and the host"),
+    "container": ("runtime.commands.container_cmd", "manage containers (prune: remove stopped ones)"),
+    "top": ("runtime.commands.top", "show a running container's processes"),
+    "stats": ("runtime.commands.stats", "show containers' CPU, memory, I/O and pids from their cgroups"),
 }
 
 EXIT_USAGE = 2

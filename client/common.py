@@ -73,6 +73,21 @@ def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
         print(text)
 
 
+def print_format(fmt: str, items: list[Any], headers: dict[str, str] | None = None) -> int:
+    """``--format TEMPLATE`` (storage/gotemplate.py): each item's line; a bad template is exit 1
+    with one line, as docker's "template parsing error"."""
+    from storage.gotemplate import TemplateError, render_all
+
+    try:
+        lines = render_all(fmt, items, headers)
+    except TemplateError as e:
+        print(f"pyreg: --format: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def emit_transfer(args: argparse.Namespace, result: Any) -> None:
     """A push, pull or copy result: JSON with --json, else ``reference: digest`` unless -q."""
     emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")

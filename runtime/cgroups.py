@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runtime.devices import Rule
 
-V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuacct")  # cpuacct: pyreg stats' CPU %
 CPU_PERIOD = 100_000
 
 
@@ -165,7 +165,7 @@ class Cgroup:
         try:
             for ctl, root in roots.items():
                 path = os.path.join(root, parent, name)
-                os.makedirs(path)
+                os.makedirs(path, exist_ok=path in paths.values())  # co-mounted: cpu,cpuacct
                 paths[ctl] = path
             if memory is not None:
                 mem = paths["memory"]

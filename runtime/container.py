@@ -34,9 +34,12 @@ def prepare(rec: Container) -> Cgroup | None:
     """Create the container's directory, /etc files and cgroup; save its 'created' state."""
     cdir = state.container_dir(rec.id)
     state.ensure_run_root()  # 0700: the upper dir below gets whatever the container makes setuid
-    os.mkdir(cdir, 0o700)
+    again = rec.status == "exited"  # pyreg start: its directory and upper layer are kept
+    if not again:
+        os.mkdir(cdir, 0o700)
     for sub in ("upper", "work", "rootfs"):
-        os.mkdir(os.path.join(cdir, sub), 0o755)
+        if not (again and os.path.isdir(os.path.join(cdir, sub))):
+            os.mkdir(os.path.join(cdir, sub), 0o755)
     cfg = rec.config
     hostname = cfg.hostname
     with open(os.path.join(cdir, "hostname"), "w") as f:
@@ -62,7 +65,8 @@ def prepare(rec: Container) -> Cgroup | None:
         f.write(resolv)
     if cfg.rootless:
         if any(v is not None for v in (cfg.memory, cfg.cpus, cfg.pids_limit)):
-            remove_files(rec.id)
+            if not again:
+                remove_files(rec.id)
             raise ContainerError("rootless containers get no cgroup here: --memory, --cpus and "
                                  "--pids-limit need root")
         rec.status = "created"
@@ -74,7 +78,8 @@ def prepare(rec: Container) -> Cgroup | None:
                            pids=cfg.pids_limit, pids_default=cfg.pids_default,
                            devices=confine.device_rules(cfg))
     except Exception as e:
-        remove_files(rec.id)
+        if not again:
+            remove_files(rec.id)
         raise ContainerError(f"cgroup: {e}") from None
     rec.cgroup = cg.to_dict()
     rec.status = "created"
@@ -105,6 +110,70 @@ def _allocate_address(rec: Container) -> str:
             f.write(text)
         networks.update_hosts(name)  # the others learn the new name
     return text
+
+
+STOP_MARK = "stopped-by-user"  # pyreg stop/kill made it: no --restart policy applies
+
+
+def restart_due(rec: Container, code: int) -> bool:
+    """docker's policies: ``always`` / ``unless-stopped`` restart whatever the exit code,
+    ``on-failure[:N]`` on a non-zero one (at most N times); never after ``pyreg stop``/``kill``."""
+    policy = str(rec.config.extra.get("restart") or "no")
+    if policy == "no" or os.path.exists(os.path.join(state.container_dir(rec.id), STOP_MARK)):
+        return False
+    cur = state.load(rec.id)
+    if cur is None or cur.error:  # removed, or it could not even start: no retry loop
+        return False
+    name, _, limit = policy.partition(":")
+    if name == "on-failure":
+        return code != 0 and (not limit or int(rec.extra.get("restart_count", 0)) < int(limit))
+    return name in ("always", "unless-stopped")
+
+
+def _restart(rec: Container) -> int:
+    """One restart from the detached supervisor: the record reset, its directory kept; the
+    container's exit code."""
+    import time
+
+    count = int(rec.extra.get("restart_count", 0))
+    time.sleep(min(0.1 * 2 ** count, 5.0))  # docker's back-off: 100 ms, doubling
+    rec.extra["restart_count"] = count + 1
+    for key in ("pid", "pid_start", "exit_code", "oom_killed", "finished_at", "error", "cgroup"):
+        setattr(rec, key, None)
+    rec.status = "exited"  # prepare(): the directory is there already
+    cg = prepare(rec)
+    log = os.open(os.path.join(state.container_dir(rec.id), "log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    return _in_child(rec, cg, (devnull, log, log), None)
+
+
+def _in_child(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int], ready_w: int | None) -> int:
+    """``_supervise`` in a new process (a process unshares a pid namespace for its children only
+    once, so each run needs a fresh supervisor); the container's exit code."""
+    child = os.fork()
+    if child == 0:
+        code = EXIT_PYREG
+        try:
+            code = _supervise(rec, cg, stdio, ready_w)
+        finally:
+            os._exit(code & 0xFF)
+    for fd in {*stdio, *([ready_w] if ready_w is not None else [])}:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_PYREG
+
+
+def start(rec: Container) -> None:
+    """``pyreg start``: run an exited container again, detached, with its filesystem as it left
+    it (docker keeps the upper layer); the log goes on."""
+    for key in ("pid", "pid_start", "exit_code", "oom_killed", "finished_at", "error", "cgroup"):
+        setattr(rec, key, None)
+    rec.detached = True
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(state.container_dir(rec.id), STOP_MARK))
+    run(rec, detach=True)
 
 
 def remove_files(cid: str) -> None:
@@ -173,7 +242,12 @@ def run(rec: Container, detach: bool) -> int:
                 os.dup2(devnull, i)
             for fd in stdio:
                 os.close(fd)
-            code = _supervise(rec, cg, (devnull, log, log), ready_w)
+            if str(rec.config.extra.get("restart") or "no") == "no":
+                code = _supervise(rec, cg, (devnull, log, log), ready_w)
+            else:  # --restart: this process keeps the policy, a child supervises each run
+                code = _in_child(rec, cg, (devnull, log, log), ready_w)
+                while restart_due(rec, code):
+                    code = _restart(rec)
         except BaseException:
             pass
         finally:

@@ -36,8 +36,10 @@ def _close_fds_except(*keep: int) -> None:
 
 
 def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workdir: str | None = None,
-            user: str | None = None) -> int:
-    """Run ``argv`` inside a running container (setns into its namespaces and cgroup)."""
+            user: str | None = None, tty: bool = False, interactive: bool = True) -> int:
+    """Run ``argv`` inside a running container (setns into its namespaces and cgroup). With
+    ``tty`` it gets a pty of the container's own devpts (as PID 1 does with ``run -t``), the master
+    relayed to our stdio; without ``interactive`` its stdin is /dev/null, as docker's."""
     pid = int(rec.pid or 0)
     changes: dict[str, Any] = {"argv": argv}
     if env:
@@ -71,6 +73,11 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        console = None
+        if tty:
+            from runtime import tty as ttys
+
+            console = ttys.console_pair()
         # the helper is in the container's pid namespace from birth, a host Python until it
         # execs: not dumpable, so container root cannot open its /proc/PID/exe, fd/ or mem
         # (CVE-2019-5736); exec makes the command dumpable again
@@ -78,7 +85,12 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
         child = os.fork()
         if child == 0:
             try:
-                _close_fds_except(err_w, *fds.values())  # err_r and all of the caller's: closed
+                keep = [console[1].fileno()] if console else []
+                _close_fds_except(err_w, *fds.values(), *keep)  # err_r and all of the caller's: closed
+                if not interactive and not tty:
+                    null = os.open("/dev/null", os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.close(null)
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 confine.prepare(cfg)
                 if cg is not None:
@@ -89,6 +101,9 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
                 os.chdir("/")
                 for fd in fds.values():
                     os.close(fd)
+                if console is not None:  # a session of our own, the container's pty its terminal
+                    os.setsid()
+                    ttys.setup_in_container(console[1].detach())
             except BaseException as e:
                 report(err_w, "setup", e)
             try:
@@ -97,6 +112,16 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
                 report(err_w, "setup", e)
             os._exit(EXIT_PYREG)
         os.close(err_w)
+        if console is not None:
+            console[1].close()
+            try:
+                master = ttys.receive_master(console[0])
+            except OSError:
+                master = None  # the child failed before: its error is on err_r
+            console[0].close()
+            if master is not None:
+                ttys.relay(master, 0 if interactive else None, 1)
+                os.close(master)
         data = read_to_end(err_r)
         _, status = os.waitpid(child, 0)
         if data:

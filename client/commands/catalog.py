@@ -9,7 +9,7 @@ from client import common
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("registry", nargs="?", help="registry host[:port] (default: the configured one)")
-    parser.add_argument("--page-size", type=int, default=None)
+    parser.add_argument("--page-size", type=int, default=None, help="ask for N repositories per page")
     common.add_network(parser)
     common.add_json(parser)
 

@@ -8,8 +8,8 @@ from client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src")
-    parser.add_argument("dest")
+    parser.add_argument("src", help="source image reference (REGISTRY/REPO[:TAG|@DIGEST])")
+    parser.add_argument("dest", help="destination image reference")
     parser.add_argument("--platform", help="copy only this os/arch[/variant] out of an index")
     parser.add_argument("--all", action="store_true", default=True, help="copy every platform (default)")
     common.add_network(parser, transfers=True)

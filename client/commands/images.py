@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from client import common
 
@@ -10,6 +11,8 @@ from client import common
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="image IDs only")
     parser.add_argument("--digests", action="store_true", help="show manifest digests")
+    parser.add_argument("--format", help="Go template per image ({{.Repository}} {{.Tag}} {{.ID}} "
+                        "{{.Digest}} {{.CreatedAt}} {{.Size}}, {{json .}}, 'table …' for a header)")
     common.add_json(parser)
 
 
@@ -23,6 +26,17 @@ def _size(n: int) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
         n /= 1000  # type: ignore[assignment]
     return str(n)
+
+
+_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
+            "CreatedAt": "CREATED AT", "CreatedSince": "CREATED", "Size": "SIZE"}
+
+
+def _fields(r: dict[str, Any]) -> dict[str, Any]:
+    """What ``images --format`` sees: docker's field names."""
+    return {"Repository": r["repository"], "Tag": r["tag"], "ID": str(r["id"]).split(":")[-1][:12],
+            "Digest": r["digest"], "CreatedAt": r["created"], "CreatedSince": r["created"],
+            "Size": _size(int(r["size"])), "Containers": "N/A"}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         common.emit(args, rows)
         return 0
+    if args.format:
+        return common.print_format(args.format, [_fields(r) for r in rows], _HEADERS)
     if args.quiet:
         for row in rows:
             print(row["id"].split(":")[1][:12])

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true", help="print the manifest bytes exactly as stored")
     parser.add_argument("--platform", help="os/arch[/variant] when REF is a multi-arch index")
     common.add_network(parser)
+    parser.add_argument("-f", "--format", help="Go template over the document ({{.Id}}, {{.State.Status}}, "
+                        "{{json .Config}})")
     parser.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
 
 
@@ -95,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
         doc = container_lookup(args.ref)
     if doc is None:
         doc = _remote(args)
+    if args.format and "raw" not in doc:
+        return common.print_format(args.format, [doc])
     if "raw" in doc:
         print(doc["raw"])
     else:

@@ -11,9 +11,9 @@ from client import common
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("registry", nargs="?", help="registry host[:port] (default: the configured one)")
-    parser.add_argument("-u", "--username")
+    parser.add_argument("-u", "--username", help="user name (asked for when missing)")
     parser.add_argument("-p", "--password", help="insecure on a shared machine; prefer --password-stdin")
-    parser.add_argument("--password-stdin", action="store_true")
+    parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     common.add_network(parser)
 
 

@@ -8,7 +8,7 @@ from client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+")
+    parser.add_argument("images", nargs="+", help="image names or IDs")
     parser.add_argument("-f", "--force", action="store_true",
                         help="untag even if a container uses the image (its layers are kept)")
     common.add_json(parser)

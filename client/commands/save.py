@@ -9,7 +9,7 @@ from client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+")
+    parser.add_argument("images", nargs="+", help="local image names")
     parser.add_argument("-o", "--output", required=True, help="archive file to write")
     common.add_json(parser)
 

@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="registry config file to take the htpasswd path from")
     sub = parser.add_subparsers(dest="action", required=True)
     add = sub.add_parser("add", help="add a user or change its password")
-    add.add_argument("name")
+    add.add_argument("name", help="user name")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--cost", type=int, default=htpasswd.DEFAULT_COST, help="bcrypt cost (4-31)")
     rm = sub.add_parser("del", help="remove a user")
-    rm.add_argument("name")
+    rm.add_argument("name", help="user name")
     sub.add_parser("list", help="list the users")
 
 

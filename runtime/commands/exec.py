@@ -10,8 +10,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("-u", "--user", help="USER[:GROUP] (names or ids)")
-    p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="pass our stdin to the command (without it the command reads /dev/null)")
+    p.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
+    p.add_argument("container", help="container name or id (prefix)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg: container {args.container} is not running", file=sys.stderr)
         return EXIT_PYREG
     try:
-        return exec_in(rec, cmd, env=args.env, workdir=args.workdir, user=args.user)
+        return exec_in(rec, cmd, env=args.env, workdir=args.workdir, user=args.user, tty=args.tty,
+                       interactive=args.interactive)
     except ContainerError as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return e.code

@@ -25,7 +25,7 @@ def parse_signal(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
-    p.add_argument("containers", nargs="+", metavar="container")
+    p.add_argument("containers", nargs="+", metavar="container", help="container names or ids")
 
 
 def send(rec: Container, sig: int) -> bool:
@@ -35,6 +35,10 @@ def send(rec: Container, sig: int) -> bool:
 
     if rec.status != "running" or not state.is_alive(rec):
         return False
+    from runtime.container import STOP_MARK
+
+    with open(os.path.join(state.container_dir(rec.id), STOP_MARK), "w"):  # ends a --restart policy
+        pass
     try:
         os.kill(int(rec.pid or 0), sig)
     except ProcessLookupError:

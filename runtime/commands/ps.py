@@ -15,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
     p.add_argument("-q", "--quiet", action="store_true", help="only print container ids")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate ids and commands")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="only containers matching: status=, name=, id=, ancestor=, label=KEY[=VALUE]")
+    p.add_argument("--format", help="Go template per container ({{.ID}} {{.Names}} …, {{json .}}, "
+                   "'table …' for a header)")
 
 
 def _ago(stamp: str | None) -> str:
@@ -42,13 +46,24 @@ def _ports(r: Container) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state
+    import sys
 
-    recs: list[Container] = [r for r in state.all_containers() if args.all or r.status == "running"]
+    from runtime import state
+    from runtime.commands import _pslist
+
+    try:
+        filters = _pslist.parse_filters(args.filter)
+    except ValueError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return 1
+    recs: list[Container] = [r for r in state.all_containers()
+                             if (args.all or r.status == "running" or "status" in filters)
+                             and _pslist.matches(r, filters)]
     if args.quiet:
         for r in recs:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
+    items: list[dict[str, object]] = []
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for r in recs:
         cmd = " ".join(r.config.argv)
@@ -63,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
             status = status.capitalize()
         rows.append((r.id if args.no_trunc else r.id[:12], r.image, f'"{cmd}"',
                      f"{_ago(r.created)} ago", status, _ports(r), r.name))
+        if args.format:
+            full = {"ID": r.id} if args.no_trunc else {}
+            items.append(_pslist.fields(r, status, rows[-1][3], cmd) | full)
+    if args.format:
+        return _pslist.print_format(args.format, items)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "   " + row[-1])

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
-    p.add_argument("containers", nargs="+", metavar="container")
+    p.add_argument("containers", nargs="+", metavar="container", help="container names or ids")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--name", help="container name")
+    p.add_argument("--restart", default="no", type=_restart_policy, metavar="POLICY",
+                   help="with -d: no (default), always, unless-stopped, on-failure[:N] (pyreg stop ends it)")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set a label on the container (ps --filter label=KEY[=VALUE] finds it)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="accepted for docker compatibility: stdin is always passed to the container")
     p.add_argument("-t", "--tty", action="store_true", help="give the container a pseudo-terminal")
@@ -69,8 +73,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HPORT:]PORT[/udp]",
                    help="publish a container port on the host (bridge)")
     p.add_argument("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("image", help="image to run (pulled when not local)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
+
+
+def _restart_policy(text: str) -> str:
+    name, sep, count = text.partition(":")
+    if name in ("no", "always", "unless-stopped") and not sep:
+        return text
+    if name == "on-failure" and (not sep or (count.isdigit() and int(count) > 0)):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid restart policy {text!r}: no, always, unless-stopped "
+                                     "or on-failure[:N]")
 
 
 def _read_env_file(path: str) -> list[str]:
@@ -165,6 +179,12 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
     cfg.pids_default, cfg.rm, cfg.layers = defaults["pidslimit"], args.rm, layers
     cfg.rootless, cfg.tty, cfg.init = rootless, args.tty, args.init
     cfg.publish = ports
+    if args.restart != "no" and (not args.detach or args.rm):
+        print("pyreg: --restart needs -d and conflicts with --rm", file=sys.stderr)
+        return EXIT_PYREG
+    cfg.extra["restart"] = args.restart
+    cfg.extra["labels"] = {**((image_config.get("config") or {}).get("Labels") or {}),
+                           **dict(item.partition("=")[::2] for item in args.label)}
     rec = Container(
         id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
         image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,

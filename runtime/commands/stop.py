@@ -12,10 +12,10 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--time", type=float, default=10, help="seconds to wait before SIGKILL (default 10)")
-    p.add_argument("containers", nargs="+", metavar="container")
+    p.add_argument("containers", nargs="+", metavar="container", help="container names or ids")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, quiet: bool = False) -> int:
     from runtime.commands._common import each, kill_and_wait, wait_exit
     from runtime.commands.kill import parse_signal, send
 
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
                 sig = signal.SIGTERM
             if send(rec, sig) and not wait_exit(rec, args.time):
                 kill_and_wait(rec)
-        print(ref)
+        if not quiet:
+            print(ref)
         return True
 
     return each(args.containers, stop)
