@@ -12,12 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = sub.add_parser("create", help="create a network")
     c.add_argument("--subnet", help="IPv4 subnet in CIDR form (default: a free /24 of 10.89.0.0/16)")
     c.add_argument("--driver", "-d", default="bridge", choices=("bridge",), help="bridge (the only one)")
-    c.add_argument("name")
+    c.add_argument("name", help="the network's name (for --network NAME)")
     sub.add_parser("ls", help="list networks")
     i = sub.add_parser("inspect", help="show networks as JSON")
-    i.add_argument("names", nargs="+", metavar="name")
+    i.add_argument("names", nargs="+", metavar="name", help="networks to show")
     r = sub.add_parser("rm", help="remove networks no container uses")
-    r.add_argument("names", nargs="+", metavar="name")
+    r.add_argument("names", nargs="+", metavar="name", help="networks to remove")
 
 
 def run(args: argparse.Namespace) -> int:

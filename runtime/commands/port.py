@@ -7,7 +7,7 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("container")
+    p.add_argument("container", help="container name or ID")
     p.add_argument("port", nargs="?", help="PORT[/tcp|/udp]: only this one, as HOSTIP:HOSTPORT")
 
 
