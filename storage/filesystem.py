@@ -137,6 +137,15 @@ class FilesystemLock:
 
 
 def _makedirs(path: str) -> None:
+    """makedirs that survives a racing delete: ``os.makedirs(exist_ok=True)`` raises
+    FileExistsError when a directory on the way is removed between its mkdir and its check."""
+    for _ in range(RETRIES):
+        try:
+            os.makedirs(path, exist_ok=True)
+            return
+        except FileExistsError:
+            if os.path.lexists(path) and not os.path.isdir(path):
+                raise  # a file where the directory should be: a real error
     os.makedirs(path, exist_ok=True)
 
 
