@@ -11,7 +11,9 @@ descriptor for ever. ``BoundedHttpToolsProtocol`` adds, per worker process:
   them, so no more than the limit (plus one socket read) is ever held.
 - ``http.headertimeout``: one deadline, from the connection's start or a request's first byte,
   for the whole request line and headers; it is not reset by each byte, so trickling clients are
-  closed (``408`` when they had sent something).
+  closed (``408`` when they had sent something). A head records when it started (one clock read)
+  and one sweep per worker, about every second, closes the heads past their deadline: a timer per
+  request cost a measurable share of a small request's time.
 - ``http.idletimeout``: uvicorn's keep-alive timeout between requests.
 - ``http.maxconnections``: open connections of this worker. At the cap a new connection closes
   the one that has waited longest for a request head (an idle keep-alive or a half-sent head),
@@ -77,6 +79,32 @@ _WAITING: weakref.WeakKeyDictionary[ServerState, OrderedDict[BoundedHttpToolsPro
     weakref.WeakKeyDictionary())
 
 
+_SWEEPING: weakref.WeakSet[ServerState] = weakref.WeakSet()
+
+
+def _start_sweep(state: ServerState, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    """Once per uvicorn server: close, about every second, the connections whose pending request
+    head has outlived ``timeout``. Only connections waiting for a head are looked at."""
+    if state in _SWEEPING:
+        return
+    _SWEEPING.add(state)
+    ref = weakref.ref(state)
+    interval = min(1.0, max(timeout / 4, 0.05))
+
+    def sweep() -> None:
+        live = ref()
+        if live is None:
+            return
+        now = loop.time()
+        for conn in list(_WAITING.get(live, ())):
+            since = conn._head_since
+            if since is not None and now - since >= conn._limits.head_timeout:
+                conn._head_timed_out()
+        loop.call_later(interval, sweep)
+
+    loop.call_later(interval, sweep)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,7 +113,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_open = True  # the next bytes belong to a request line or headers
         self._head_bytes = 0
         self._heads_done = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None  # loop time the pending head started; None: none pending
         self._lingering = False
 
     # -- connection life ---------------------------------------------------------------------
@@ -93,20 +121,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._wait_for_head()
-        self._arm_head_timer()
+        self._head_since = self.loop.time()
+        _start_sweep(self.server_state, self.loop, self._limits.head_timeout)
         if len(self.connections) > self._limits.max_connections:
             self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting.pop(self, None)
-        self._cancel_head_timer()
+        self._head_since = None
         super().connection_lost(exc)
 
     def _make_room(self) -> None:
         victim = next((c for c in self._waiting if c is not self), None)
         if victim is not None:
             self._waiting.pop(victim, None)
-            victim._cancel_head_timer()
+            victim._head_since = None
             victim.transport.close()
             return
         log.warning("connection limit (%d) reached and every connection is busy: refusing one",
@@ -123,17 +152,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- the head deadline -------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self._limits.head_timeout, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_since = None
         if self.transport.is_closing() or not self._head_open or self._busy():
             return
         if self._head_bytes:
@@ -149,8 +169,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._head_open:
             super().data_received(data)
             return
-        if not self._busy():
-            self._arm_head_timer()  # a head starts after an idle keep-alive: its deadline runs
+        if self._head_since is None and not self._busy():
+            self._head_since = self.loop.time()  # a head starts after an idle keep-alive: its deadline runs
         room = self._limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
@@ -175,7 +195,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_open = False
         self._heads_done += 1
-        self._cancel_head_timer()
+        self._head_since = None
         self._waiting.pop(self, None)
         super().on_headers_complete()
 
@@ -199,7 +219,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         content.extend([b"content-type: text/plain; charset=utf-8\r\n",
                         b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
                         b"connection: close\r\n\r\n", body])
-        self._cancel_head_timer()
+        self._head_since = None
         self._waiting[self] = None
         self._waiting.move_to_end(self, last=False)  # lingering: the first to go when room is needed
         self.transport.write(b"".join(content))
