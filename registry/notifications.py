@@ -263,6 +263,8 @@ class NotificationsMiddleware:
             return
         method = scope.get("method")
         path: str = scope.get("path", "")
+        if scope["type"] == "http":  # for deletes made outside /v2 (the web UI): registry/ui/routes.py
+            scope.setdefault("state", {})["notifier"] = self.notifier
         if scope["type"] == "http" and method == "POST" and path.endswith("/blobs/uploads/"):
             await self._blob(scope, receive, send, "POST", path[4:-len("/blobs/uploads/")], "")
             return

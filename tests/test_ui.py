@@ -186,6 +186,26 @@ async def test_delete_needs_the_right_csrf_origin_and_rule(seeded: dict[str, Any
         assert r.status_code == 404
 
 
+async def test_delete_sends_the_webhook_event(seeded: dict[str, Any],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete through the UI is announced to the notification endpoints as an API DELETE is."""
+    from registry import notifications
+    from registry.app import create_app
+    from registry.config import load_config
+    from tests.fixtures.registry import asgi_client
+
+    published: list[dict[str, Any]] = []
+    monkeypatch.setattr(notifications.Notifier, "publish", lambda self, events: published.extend(events))
+    config = {**seeded, "notifications": {"endpoints": [{"name": "ci", "url": "http://127.0.0.1:9/x"}]}}
+    async with asgi_client(create_app(load_config(data=config, environ={}))) as admin:
+        csrf = await _login(admin, "admin")
+        ok = await admin.post("/ui/api/delete", params={"name": "team/app", "tag": "v1"},
+                              headers={"X-CSRF-Token": csrf, "Origin": "http://registry.test"})
+        assert ok.status_code == 200, ok.text
+    deletes = [e for e in published if e["action"] == "delete"]
+    assert [e["target"] for e in deletes] == [{"repository": "team/app", "tag": "v1"}]
+
+
 async def test_delete_refused_when_deletes_are_disabled(make_registry_config: Callable[..., dict[str, Any]],
                                                         tmp_path: Path) -> None:
     from registry.app import create_app

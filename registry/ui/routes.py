@@ -204,6 +204,10 @@ class UI:
             return self._error(400, "name a tag or a digest")
         if not done:
             return self._error(404, "no such tag or manifest")
+        notifier = (request.scope.get("state") or {}).get("notifier")
+        if notifier is not None:  # webhooks hear of it as of an API DELETE
+            target = {"repository": name, "tag": tag} if tag else {"digest": digest, "repository": name}
+            notifier.publish([notifier.event(request.scope, "delete", target)])
         return self._json({"deleted": tag or digest})
 
 
