@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 _READS = frozenset({"GET", "HEAD"})
 CATALOG_SCOPE = "registry:catalog:*"
@@ -40,6 +41,7 @@ class Route:
         return bool(self.name)
 
 
+@lru_cache(maxsize=4096)  # routing, auth and metrics each ask for every request; a Route is frozen
 def match(rest: str) -> Route | None:
     """The route for the part of a path after ``/v2/``; None when no endpoint has that shape."""
     if rest == "":
