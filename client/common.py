@@ -74,18 +74,10 @@ def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
 
 
 def print_format(fmt: str, items: list[Any], headers: dict[str, str] | None = None) -> int:
-    """``--format TEMPLATE`` (storage/gotemplate.py): each item's line; a bad template is exit 1
-    with one line, as docker's "template parsing error"."""
-    from storage.gotemplate import TemplateError, render_all
+    """``--format TEMPLATE`` (storage/gotemplate.py)."""
+    from storage.gotemplate import print_format as render
 
-    try:
-        lines = render_all(fmt, items, headers)
-    except TemplateError as e:
-        print(f"pyreg: --format: {e}", file=sys.stderr)
-        return 1
-    for line in lines:
-        print(line)
-    return 0
+    return render(fmt, items, headers)
 
 
 def emit_transfer(args: argparse.Namespace, result: Any) -> None:

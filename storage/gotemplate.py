@@ -184,3 +184,18 @@ def render_all(fmt: str, items: Iterable[Any], headers: Mapping[str, str] | None
     if not tpl.table:
         return lines
     return align([tpl.header(headers or {}), *lines])
+
+
+def print_format(fmt: str, items: list[Any], headers: dict[str, str] | None = None) -> int:
+    """``--format TEMPLATE`` for a command: each item's line on stdout; a bad template is exit 1
+    with one line on stderr, as docker's "template parsing error"."""
+    import sys
+
+    try:
+        lines = render_all(fmt, items, headers)
+    except TemplateError as e:
+        print(f"pyreg: --format: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0

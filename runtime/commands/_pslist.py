@@ -83,16 +83,7 @@ HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Create
 
 
 def print_format(fmt: str, items: list[dict[str, Any]]) -> int:
-    """``--format``: each container through the template (a bad template: exit 1, one line)."""
-    import sys
+    """``--format``: each container through the template, with ps's column headers."""
+    from storage.gotemplate import print_format as render
 
-    from storage.gotemplate import TemplateError, render_all
-
-    try:
-        lines = render_all(fmt, items, HEADERS)
-    except TemplateError as e:
-        print(f"pyreg: --format: {e}", file=sys.stderr)
-        return 1
-    for line in lines:
-        print(line)
-    return 0
+    return render(fmt, items, HEADERS)

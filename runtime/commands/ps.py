@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                      f"{_ago(r.created)} ago", status, _ports(r), r.name))
         if args.format:
             full = {"ID": r.id} if args.no_trunc else {}
-            items.append(_pslist.fields(r, status, rows[-1][3], cmd) | full)
+            items.append(_pslist.fields(r, status, rows[-1][3], cmd) | {"Ports": rows[-1][5]} | full)
     if args.format:
         return _pslist.print_format(args.format, items)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
