@@ -11,7 +11,6 @@ Precedence: flags > PYREG_* environment variables > the config file > defaults.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import logging.config
@@ -48,21 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyreg serve: configuration error: {e}", file=sys.stderr)
         return 2
     if config.storage.filesystem is not None:
-        root = os.path.abspath(config.storage.filesystem.rootdirectory)
-        config.storage.filesystem.rootdirectory = root
-        try:
-            os.makedirs(root, exist_ok=True)
-            usable = os.access(root, os.W_OK | os.X_OK)
-        except OSError as e:
-            usable, why = False, e.strerror or str(e)
-            if e.errno == errno.EEXIST or e.errno == errno.ENOTDIR:
-                why = "not a directory"
-        else:
-            why = "not writable"
-        if not usable:
-            print(f"pyreg serve: data directory {root}: {why} (pass --data-dir DIR or "
-                  "storage.filesystem.rootdirectory naming a writable directory)", file=sys.stderr)
-            return 1
+        config.storage.filesystem.rootdirectory = os.path.abspath(config.storage.filesystem.rootdirectory)
 
     import uvicorn
 

@@ -83,18 +83,20 @@ def check_storage(config: Config) -> str | None:
     from registry.drivers import make_driver
 
     where = storage_location(config)
+    write = not config.storage.maintenance.readonly.enabled
+    hint = (" (pass --data-dir DIR or storage.filesystem.rootdirectory naming a writable directory)"
+            if config.storage.filesystem is not None and write else "")
     try:
         driver = make_driver(config)
     except Exception as e:
-        return f"storage {where}: {_reason(e)}"
-    write = not config.storage.maintenance.readonly.enabled
+        return f"storage {where}: {_reason(e)}{hint}"
     try:
         asyncio.run(asyncio.wait_for(probe(driver, write), CHECK_TIMEOUT))
     except TimeoutError:
         return f"storage {where}: no answer within {CHECK_TIMEOUT:g}s"
     except Exception as e:
         what = "not writable" if write else "not readable"
-        return f"storage {where} is {what}: {_reason(e)}"
+        return f"storage {where} is {what}: {_reason(e)}{hint}"
     finally:
         close = getattr(driver, "close", None)
         if callable(close):

@@ -368,7 +368,9 @@ def test_unwritable_data_dir_stops_serve_with_one_line(tmp_path: Path) -> None:
     result = run_serve(tmp_path, ["--data-dir", str(data)], prefix)
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if "pyreg serve:" in line]
-    assert len(lines) == 1 and lines[0].startswith(f"pyreg serve: data directory {data}: not writable"), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"pyreg serve: storage filesystem {data} is not writable: "
+        f"[Errno 30] Read-only file system: '{data}/.pyreg-write-check-")
     assert "Traceback" not in result.stderr
 
 
