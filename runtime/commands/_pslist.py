@@ -45,6 +45,17 @@ _MATCHERS: dict[str, Callable[[Container, str], bool]] = {
 }
 
 
+def filters_or_complain(items: list[str]) -> dict[str, list[str]] | None:
+    """``--filter`` values parsed, or None after one line on stderr naming the bad one."""
+    import sys
+
+    try:
+        return parse_filters(items)
+    except ValueError as e:
+        print(f"pyreg: {e}", file=sys.stderr)
+        return None
+
+
 def parse_filters(items: list[str]) -> dict[str, list[str]]:
     """``KEY=VALUE`` strings into {key: [values]}; ``ValueError`` names a bad one."""
     out: dict[str, list[str]] = {}

@@ -31,10 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from runtime.commands import _pslist
     from runtime.usage import human
 
-    try:
-        filters = _pslist.parse_filters(args.filter)
-    except ValueError as e:
-        print(f"pyreg: {e}", file=sys.stderr)
+    filters = _pslist.filters_or_complain(args.filter)
+    if filters is None:
         return 1
     if not args.force:
         print("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ",

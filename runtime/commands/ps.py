@@ -46,15 +46,12 @@ def _ports(r: Container) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
 
     from runtime import state
     from runtime.commands import _pslist
 
-    try:
-        filters = _pslist.parse_filters(args.filter)
-    except ValueError as e:
-        print(f"pyreg: {e}", file=sys.stderr)
+    filters = _pslist.filters_or_complain(args.filter)
+    if filters is None:
         return 1
     recs: list[Container] = [r for r in state.all_containers()
                              if (args.all or r.status == "running" or "status" in filters)
