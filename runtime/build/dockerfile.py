@@ -19,6 +19,7 @@ The rules followed (Dockerfile reference, BuildKit ``frontend/dockerfile/parser`
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class Heredoc:
     expand: bool
     chomp_tabs: bool
     fd: int | None = None
+    raw: str = ""  # the body exactly as written (tabs kept), for handing a whole script to a shell
 
 
 @dataclass(frozen=True)
@@ -160,9 +162,8 @@ class Instruction:
     # --- keyword-specific views (raw words; pass them through expand.expand) -------------------------
 
     def pairs(self) -> list[tuple[str, str]]:
-        """ENV/LABEL key/value pairs, both forms; MAINTAINER → ``[("maintainer", who)]``."""
-        if self.keyword == "MAINTAINER":
-            return [("maintainer", self.args[0])]
+        """ENV/LABEL key/value pairs, both forms. (MAINTAINER sets the image's ``author``, not a label,
+        in docker and BuildKit alike; its text is ``args[0]``, not expanded.)"""
         return [(self.args[i], self.args[i + 1]) for i in range(0, len(self.args), 2)]
 
     def arg_decls(self) -> list[ArgDecl]:
@@ -188,6 +189,91 @@ class Instruction:
     def command(self) -> list[str]:
         """RUN/CMD/ENTRYPOINT/SHELL: the JSON list, or ``[shell-form text]``."""
         return list(self.args)
+
+    def onbuild_expression(self) -> str:
+        """ONBUILD: the trigger as the image config's ``OnBuild`` stores it (BuildKit: the original
+        text without ``ONBUILD``, each heredoc appended as ``\n<body><NAME>``)."""
+        text = re.sub(r"(?i)^\s*ONBUILD\s*", "", self.original)
+        for h in self.heredocs:
+            text += "\n" + h.raw + h.name
+        return text
+
+    def healthcheck(self) -> dict[str, object]:
+        """HEALTHCHECK as the image config's ``Healthcheck`` (durations in nanoseconds; only the
+        options given). ``NONE`` → ``{"Test": ["NONE"]}``; shell form → ``["CMD-SHELL", text]``."""
+        typ = self.args[0].upper()
+        if typ == "NONE":
+            return {"Test": ["NONE"]}
+        test = ["CMD", *self.args[1:]] if self.exec_form else ["CMD-SHELL", self.args[1]]
+        out: dict[str, object] = {"Test": test}
+        for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                          ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+            value = self.flag(flag)
+            if value:
+                out[key] = parse_duration(value)
+        retries = self.flag("retries")
+        if retries:
+            out["Retries"] = int(retries)
+        return out
+
+    def run_script(self) -> RunScript:
+        """How BuildKit runs a RUN/shell-form command that carries heredocs.
+
+        - ``RUN <<EOF`` whose body starts with ``#!``: the body is a file ``/dev/pipes/<NAME>`` (0755)
+          and the command is that file (``script`` set);
+        - ``RUN <<EOF`` otherwise: the body is the shell command;
+        - anything else (``RUN python3 <<EOF``, several heredocs): the line plus each heredoc
+          (``\n<raw body><NAME>``) goes to the shell whole, and the shell reads its heredocs.
+        Heredoc bodies of RUN are never expanded by the builder.
+        """
+        if not self.heredocs or self.exec_form:
+            return RunScript(list(self.args), None)
+        first = self.heredocs[0]
+        m = _HEREDOC_WORD.match(self.args[0]) if self.args else None
+        if m and m.group(3) and _heredoc_name(m.group(3))[0] == first.name:
+            if first.body.startswith("#!"):
+                return RunScript(["/dev/pipes/" + first.name], first)
+            return RunScript([first.body], None)
+        full = self.args[0]
+        for h in self.heredocs:
+            full += "\n" + h.raw + h.name
+        return RunScript([full], None)
+
+
+@dataclass(frozen=True)
+class RunScript:
+    """``command``: the shell-form text (or exec list) to run; ``script``: a heredoc to mount as an
+    executable file at ``/dev/pipes/<name>`` first (shebang scripts)."""
+
+    command: list[str]
+    script: Heredoc | None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+            "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` (``1m30s``, ``1.5h``, ``250ms``) → nanoseconds."""
+    rest = text
+    sign = 1
+    if rest[:1] in "+-" and rest:
+        sign = -1 if rest[0] == "-" else 1
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    pos = 0
+    while pos < len(rest):
+        m = _DURATION.match(rest, pos)
+        if not m:
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    return sign * round(total)
 
 
 @dataclass
@@ -434,10 +520,15 @@ def _name_values(rest: str, keyword: str, escape: str) -> list[str]:
     out: list[str] = []
     for word in words:
         if "=" not in word:
-            raise ValueError(f"Syntax error - can't find = in {word!r}. Must be of the form: name=value")
+            raise ValueError(f"Syntax error - can't find = in {_q(word)}. Must be of the form: name=value")
         k, _, v = word.partition("=")
         out += [k, v]
     return out
+
+
+def _q(text: str) -> str:
+    """Go's ``%q`` (near enough: JSON string quoting)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _parse_flags(keyword: str, raw: list[str]) -> list[Flag]:
@@ -470,7 +561,9 @@ def _make_instruction(line: str, escape: str, location: Location, inner: bool = 
     keyword = parts[0].upper()
     after = parts[1] if len(parts) > 1 else ""
     if keyword not in INSTRUCTION_FLAGS:
-        raise DockerfileError(f"unknown instruction: {parts[0]}", location)
+        near = difflib.get_close_matches(keyword, list(INSTRUCTION_FLAGS), n=1)
+        hint = f" (did you mean {near[0].lower() if parts[0].islower() else near[0]}?)" if near else ""
+        raise DockerfileError(f"unknown instruction: {parts[0]}{hint}", location)
     try:
         rest, raw_flags = _split_flags(after)
         rest = rest.strip()
@@ -525,6 +618,22 @@ def _check(ins: Instruction) -> None:
                 raise ins.error("Missing command after HEALTHCHECK CMD")
         else:
             raise ins.error(f'Unknown type "{a[0]}" in HEALTHCHECK (try CMD)')
+        for name in ("interval", "timeout", "start-period", "start-interval"):
+            value = ins.flag(name)
+            if not value or typ == "NONE":
+                continue
+            try:
+                ns = parse_duration(value)
+            except ValueError as e:
+                raise ins.error(str(e)) from None
+            if ns < 1_000_000:
+                raise ins.error(f'Interval "{name}" cannot be less than 1ms')
+        retries = ins.flag("retries")
+        if retries and typ != "NONE":
+            if not re.fullmatch(r"[+-]?\d+", retries):
+                raise ins.error(f'strconv.ParseInt: parsing "{retries}": invalid syntax')
+            if int(retries) < 1:
+                raise ins.error(f"--retries must be at least 1 (not {int(retries)})")
     if k == "FROM":
         if not (len(a) == 1 or (len(a) == 3 and a[1].lower() == "as")):
             raise ins.error("FROM requires either one or three arguments")
@@ -599,9 +708,8 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
                 if not terminated:
                     raise DockerfileError("unterminated heredoc", Location(filename, start, i), ins.keyword)
                 content = "".join(body)
-                if chomp:
-                    content = re.sub(r"(?m)^\t+", "", content)
-                docs.append(Heredoc(name, content, expand, chomp, fd))
+                docs.append(Heredoc(name, content if not chomp else re.sub(r"(?m)^\t+", "", content),
+                                    expand, chomp, fd, content))
             target.heredocs = docs
             if ins.trigger is not None:
                 ins.heredocs = docs

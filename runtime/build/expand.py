@@ -63,7 +63,7 @@ class _Words:
 
 class _Lexer:
     def __init__(self, text: str, env: Mapping[str, str] | None, escape: str, *, raw_quotes: bool = False,
-                 raw_escapes: bool = False, skip_unset: bool = False):
+                 raw_escapes: bool = False, skip_unset: bool = False, skip_quotes: bool = False):
         self.s = text
         self.i = 0
         self.env = env if env is not None else {}
@@ -71,6 +71,7 @@ class _Lexer:
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        self.skip_quotes = skip_quotes
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
 
@@ -101,7 +102,10 @@ class _Lexer:
                 self.next()
                 found = True
                 break
-            if ch == "'":
+            if ch in "'\"" and self.skip_quotes:
+                words.add_char(self.next())
+                out.append(ch)
+            elif ch == "'":
                 tmp = self.single_quote()
                 out.append(tmp)
                 words.add_raw(tmp)
@@ -335,6 +339,12 @@ def expand_with_matches(word: str, env: Mapping[str, str], escape: str = "\\") -
     lexer = _Lexer(word, env, escape)
     result = lexer.process()[0]
     return result, lexer.matched
+
+
+def expand_heredoc(body: str, env: Mapping[str, str]) -> str:
+    """A COPY/ADD heredoc body with an unquoted delimiter: ``$`` expansions and backslash escapes are
+    processed, quotes are text (BuildKit's raw expander: escape is always ``\\``)."""
+    return _Lexer(body, env, "\\", skip_quotes=True).process()[0]
 
 
 def lex_words(text: str, escape: str = "\\", *, raw_quotes: bool = False,
