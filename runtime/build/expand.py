@@ -40,8 +40,9 @@ class _Words:
 
     def add_char(self, ch: str) -> None:
         if ch.isspace():
-            if self.in_word and self.word:
-                self.words.append("".join(self.word))
+            text = "".join(self.word)
+            if self.in_word and text:
+                self.words.append(text)
                 self.word = []
                 self.in_word = False
         else:
@@ -225,7 +226,8 @@ class _Lexer:
                 if op == "+":
                     return "" if empty else word
                 if empty:
-                    raise ExpandError(f"{name}: {word or 'is not allowed to be unset or empty'}")
+                    default = "is not allowed to be unset" if value is None else "is not allowed to be empty"
+                    raise ExpandError(f"{name}: {word or default}")
                 return value  # type: ignore[return-value]
             raise ExpandError(f"unsupported modifier ({op}) in substitution")
         if ch in ("-", "+", "?"):
@@ -242,37 +244,58 @@ class _Lexer:
             greedy = self.peek() == ch
             if greedy:
                 self.next()
-            pattern, _ = self.process("}")
+            pattern = self.raw_word("}")
             value = self.lookup(name) or ""
             return _trim(value, pattern, prefix=ch == "#", longest=greedy)
         if ch == "/":
             every = self.peek() == "/"
             if every:
                 self.next()
-            pattern = self._until("/}")
+            pattern = self.raw_word("/}")
             replacement = ""
             if self.peek() == "/":
                 self.next()
                 replacement, _ = self.process("}")
-            elif self.next() != "}":
-                raise ExpandError("syntax error: missing '}'")
+            else:
+                self.next()
             value = self.lookup(name) or ""
             return _replace(value, pattern, replacement, every)
         if not ch:
             raise ExpandError("syntax error: missing '}'")
         raise ExpandError(f"unsupported modifier ({ch}) in substitution")
 
-    def _until(self, stops: str) -> str:
-        out: list[str] = []
-        while self.peek() and self.peek() not in stops:
-            ch = self.next()
-            if ch == self.escape and self.peek():
-                out.append(ch)
-                ch = self.next()
-            out.append(ch)
-        if not self.peek():
-            raise ExpandError("syntax error: missing '}'")
-        return "".join(out)
+    def raw_word(self, stops: str) -> str:
+        """A pattern up to one of ``stops`` (the stop left unread for ``/``, read for ``}``):
+        expansions done, quotes removed, escapes kept so the pattern can match ``*`` literally."""
+        saved = self.raw_escapes
+        self.raw_escapes = True
+        try:
+            out: list[str] = []
+            while self.peek() and self.peek() not in stops:
+                ch = self.peek()
+                if ch == "$":
+                    out.append(self.dollar())
+                elif ch == "'":
+                    out.append(_escape_glob(self.single_quote()))
+                elif ch == '"':
+                    out.append(_escape_glob(self.double_quote()))
+                else:
+                    ch = self.next()
+                    if ch == self.escape and self.peek():
+                        out.append("\\" + self.next())
+                    else:
+                        out.append(ch)
+            if not self.peek():
+                raise ExpandError("syntax error: missing '}'")
+            if self.peek() == "}":
+                self.next()
+            return "".join(out)
+        finally:
+            self.raw_escapes = saved
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _pattern_regex(pattern: str, greedy: bool) -> str:
