@@ -40,6 +40,15 @@ class Entry:
     link: str | None  # symlink target
 
 
+@dataclass(frozen=True)
+class Source:
+    """A COPY/ADD source as matched (``rel``, what the destination is named after) and the path its
+    bytes come from (``path``, symlinks followed inside the context)."""
+
+    rel: str
+    path: Path
+
+
 def _split(rel: str) -> list[str]:
     rel = clean("/" + rel).lstrip("/")
     return [] if not rel else rel.split("/")
@@ -131,6 +140,19 @@ class BuildContext:
             raise ContextError(f"no source files were specified (\"{pattern}\" matched nothing)")
         return found
 
+    def resolve_sources(self, pattern: str) -> list[Source]:
+        """``sources`` with each match resolved as BuildKit copies it: a matched symlink is followed
+        (inside the context — a link to ``/etc/passwd`` means ``<context>/etc/passwd``), the name
+        in the destination stays the matched one. A link whose target is missing is an error."""
+        out: list[Source] = []
+        for rel in self.sources(pattern):
+            path = self.resolve(rel, follow=True)
+            if not os.path.lexists(path):
+                target = "/" + path.relative_to(self.root).as_posix() if path != self.root else "/"
+                raise ContextError(f"\"{target}\" not found (the source {rel!r} is a symlink)")
+            out.append(Source(rel, path))
+        return out
+
     def _glob(self, rel: str, parts: list[str], out: list[str]) -> None:
         head, rest = parts[0], parts[1:]
         here = self.resolve(rel, follow=True) if rel else self.root
@@ -158,7 +180,8 @@ class BuildContext:
                 h.update(f"{e.path}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.size}\0{e.link or ''}\0".encode(
                     "utf-8", "surrogateescape"))
                 if stat.S_ISREG(e.mode):
-                    with open(self.root / e.path if e.path else self.root, "rb") as f:
+                    fd = os.open(self.root / e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as f:
                         while chunk := f.read(1 << 20):
                             h.update(chunk)
         return "sha256:" + h.hexdigest()
