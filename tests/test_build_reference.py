@@ -314,3 +314,18 @@ def test_config_matches_buildah(buildah: list[str], tmp_path: Path, case: str) -
         k: v for k, v in theirs.items() if k not in differs}
     for key in differs:  # the differences are real (else this list is stale)
         assert ours[key] != theirs[key]
+
+
+@pytest.mark.parametrize("pattern", ["**/*.txt", "*/*.txt", "[ab].txt", "d/?/c.txt", "../d/b.txt"])
+def test_copy_globs_match_docker(docker: Docker, tmp_path: Path, pattern: str) -> None:
+    """COPY source patterns pick the same files: filepath.Match per component, ``**`` no more than ``*``,
+    ``..`` clamped at the context root (BuildKit; the classic builder refuses it)."""
+    ctx = tmp_path / "ctx"
+    for name in ["a.txt", "b.txt", "c.txt", "d/b.txt", "d/e/c.txt"]:
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(name)
+    (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY {pattern} /out/\n")
+    image = docker.build(ctx, {}, buildkit=True)
+    copied = [f[len("out/"):] for f in docker.files(image, tmp_path) if f.startswith("out/")]
+    ours = [posixpath.basename(p) for p in BuildContext(ctx).sources(pattern)]
+    assert sorted(ours) == copied

@@ -15,6 +15,9 @@ The rules followed (Dockerfile reference, BuildKit ``frontend/dockerfile/parser`
 - JSON (exec) form when the arguments parse as a JSON array of strings; otherwise shell form (an array
   holding a non-string is an error, as in BuildKit);
 - heredocs (``<<EOF``, ``<<-EOF``, quoted delimiters) for RUN, COPY, ADD (and ONBUILD of those).
+
+Hand-written rather than ``dockerfile-parse``: that library (2.0) reads heredoc bodies as instructions,
+leaves flags and the per-keyword argument shapes to the caller and reports no file:line errors.
 """
 
 from __future__ import annotations
@@ -690,7 +693,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
         location = Location(filename, start, i)
         ins = _make_instruction(line, escape, location)
         target = ins.trigger or ins
-        if target.keyword in HEREDOC_INSTRUCTIONS and not target.exec_form:
+        if target.keyword in HEREDOC_INSTRUCTIONS and not target.exec_form and "<<" in line:
             docs = []
             for name, expand, chomp, fd in _heredoc_specs(line):
                 body: list[str] = []
