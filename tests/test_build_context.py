@@ -199,9 +199,38 @@ def test_hostile_tar_is_refused(tmp_path: Path, members: list[tuple[tarfile.TarI
     assert not canary.exists()
 
 
-def test_not_a_tar(tmp_path: Path) -> None:
-    with pytest.raises(ContextError, match="not a tar archive"):
-        BuildContext.from_tar(io.BytesIO(b"this is not a tar"), tmp_path / "ctx")
+def test_stdin_dockerfile_without_context(tmp_path: Path) -> None:
+    """``docker build - < Dockerfile``: what is not an archive is the Dockerfile, and the only file."""
+    text = b"FROM scratch\nLABEL a=b\n" * 100
+    ctx = BuildContext.from_tar(io.BytesIO(text), tmp_path / "ctx")
+    assert ctx.dockerfile == tmp_path / "ctx" / "Dockerfile"
+    assert ctx.dockerfile.read_bytes() == text
+    assert [e.path for e in ctx.walk()] == ["", "Dockerfile"]
+
+
+@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz", "zstd"])
+def test_stdin_tar_compressions(tmp_path: Path, compression: str) -> None:
+    members = [entry("Dockerfile", data=b"FROM scratch\n"), entry("src/a", data=b"a" * 5000)]
+    if compression == "zstd":
+        import zstandard
+
+        stream = io.BytesIO(zstandard.ZstdCompressor().compress(make_tar(members).getvalue()))
+    else:
+        stream = make_tar(members, f"w:{compression}" if compression else "w")
+    ctx = BuildContext.from_tar(stream, tmp_path / "ctx", "Dockerfile")
+    assert ctx.dockerfile == tmp_path / "ctx" / "Dockerfile"
+    assert (tmp_path / "ctx" / "src" / "a").read_bytes() == b"a" * 5000
+
+
+def test_corrupt_tar(tmp_path: Path) -> None:
+    import zstandard
+
+    raw = make_tar([entry("a", data=os.urandom(30000))]).getvalue()
+    for data in (make_tar([entry("a", data=os.urandom(30000))], "w:gz").getvalue()[:400],
+                 make_tar([entry("a", data=os.urandom(30000))], "w:xz").getvalue()[:400],
+                 zstandard.ZstdCompressor().compress(raw)[:400], b"\x1f\x8bnot gzip at all", raw[:5000]):
+        with pytest.raises(ContextError, match=r"corrupt|not a tar"):
+            BuildContext.from_tar(io.BytesIO(data), tmp_path / "ctx")
 
 
 def test_missing_dir_context(tmp_path: Path) -> None:
