@@ -138,6 +138,7 @@ FORMS = [
     # Go's decoder reads the first JSON value and ignores the rest
     ('CMD [ "x" ] trailing', ("CMD", ["x"], True)),
     ("CMD []", ("CMD", [], True)),
+    ("CMD [NaN]", ("CMD", ["[NaN]"], False)),
     ('RUN ["/bin/sh", "-c", "echo \\"q\\" \\u00e9"]', ("RUN", ["/bin/sh", "-c", 'echo "q" é'], True)),
     ('COPY ["a b", "c"]', ("COPY", ["a b", "c"], True)),
     ('COPY "a b" c', ("COPY", ['"a', 'b"', "c"], False)),

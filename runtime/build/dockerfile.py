@@ -428,13 +428,21 @@ def parse_words(rest: str, escape: str) -> list[str]:
     return words
 
 
+def _not_json(token: str) -> None:
+    raise ValueError(f"{token} is not JSON")
+
+
+# Go's decoder knows no NaN/Infinity: such text is shell form there, so here too.
+_JSON = json.JSONDecoder(parse_constant=_not_json)
+
+
 def _parse_json(rest: str) -> list[str] | None:
     """The JSON array at the start of ``rest`` (trailing text ignored, as Go's decoder does)."""
     rest = rest.lstrip()
     if not rest.startswith("["):
         return None
     try:
-        value, _ = json.JSONDecoder().raw_decode(rest)
+        value, _ = _JSON.raw_decode(rest)
     except ValueError:
         return None
     if not isinstance(value, list):
