@@ -490,8 +490,7 @@ def _heredoc_specs(line: str) -> list[tuple[str, bool, bool, int | None]]:
 def _dispatch(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
     """BuildKit's per-keyword line parsers: (args, exec_form)."""
     if keyword in ("RUN", "CMD", "ENTRYPOINT", "SHELL"):
-        if not rest:
-            return [], False
+        # An empty shell form is [""]: BuildKit runs/stores `/bin/sh -c ""` for a bare CMD.
         js = _parse_json(rest)
         return (js, True) if js is not None else ([rest], False)
     if keyword in ("ADD", "COPY", "VOLUME"):
@@ -511,7 +510,7 @@ def _dispatch(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
         parts = re.split(r"\s", rest, maxsplit=1)
         typ = parts[0]
         cmd = parts[1].lstrip() if len(parts) > 1 else ""
-        if not cmd:
+        if not cmd and typ.upper() != "CMD":
             return [typ], False
         js = _parse_json(cmd)
         return ([typ, *js], True) if js is not None else ([typ, cmd], False)
@@ -625,7 +624,7 @@ def _check(ins: Instruction) -> None:
             if len(a) > 1:
                 raise ins.error("HEALTHCHECK NONE takes no arguments")
         elif typ == "CMD":
-            if len(a) == 1 or (not ins.exec_form and not a[1]):
+            if len(a) == 1:  # only `CMD []`: a bare `CMD` is the shell form of "" (BuildKit)
                 raise ins.error("Missing command after HEALTHCHECK CMD")
         else:
             raise ins.error(f'Unknown type "{a[0]}" in HEALTHCHECK (try CMD)')
