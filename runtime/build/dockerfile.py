@@ -565,7 +565,7 @@ def _parse_flags(keyword: str, raw: list[str]) -> list[Flag]:
     return flags
 
 
-def _make_instruction(line: str, escape: str, location: Location, inner: bool = False) -> Instruction:
+def _make_instruction(line: str, escape: str, location: Location) -> Instruction:
     stripped = line.strip()
     parts = _WHITESPACE.split(stripped, maxsplit=1)
     keyword = parts[0].upper()
@@ -582,7 +582,7 @@ def _make_instruction(line: str, escape: str, location: Location, inner: bool = 
         if keyword == "ONBUILD":
             if not rest:
                 raise ValueError("ONBUILD requires at least one argument")
-            trigger = _make_instruction(rest, escape, location, inner=True)
+            trigger = _make_instruction(rest, escape, location)
             if trigger.keyword == "ONBUILD":
                 raise ValueError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
             if trigger.keyword in ("MAINTAINER", "FROM"):
