@@ -137,6 +137,29 @@ def test_truncated_uploads_store_nothing(registry_server: RegistryServer) -> Non
     no_tracebacks(registry_server)
 
 
+def test_chunk_cut_short_across_write_batches_keeps_every_byte(registry_server: RegistryServer) -> None:
+    """The server hashes and writes a body in batches of several MiB off the event loop; a PATCH
+    cut off part-way through a batch must still store every byte that arrived, in order, so the
+    client resumes from the status and the digest comes out right."""
+    data = os.urandom(13 * 1024 * 1024 + 12345)
+    digest = sha256(data)
+    sent = 9 * 1024 * 1024 + 777  # two full 4 MiB batches and a partial one
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        location = c.post("/v2/batch/blobs/uploads/").headers["Location"]
+    send_truncated(registry_server.host, f"PATCH {location} HTTP/1.1", len(data), data[:sent])
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        status = c.get(location)
+        assert status.status_code == 204 and status.headers["Range"] == f"0-{sent - 1}"
+        r = c.patch(location, content=data[sent:len(data) - 100],
+                    headers={"Content-Range": f"{sent}-{len(data) - 101}",
+                             "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202, r.text
+        r = c.put(r.headers["Location"], params={"digest": digest}, content=data[len(data) - 100:])
+        assert r.status_code == 201, r.text
+        assert c.get(f"/v2/batch/blobs/{digest}").content == data
+    no_tracebacks(registry_server)
+
+
 def test_several_workers_share_upload_state(make_registry_server: Any) -> None:
     server = make_registry_server(workers=3)
     data = os.urandom(600000)
