@@ -26,6 +26,7 @@ Integrity, whatever requests race on one session (several workers, several repli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -81,6 +82,10 @@ class UploadSizeMismatchError(Exception):
         self.actual = actual
 
 
+# Bytes gathered before a hash-and-write step leaves the event loop (see _write_body).
+PIPELINE_BATCH = 4 << 20
+
+
 @dataclass(slots=True)
 class _HashState:
     offset: int
@@ -88,13 +93,42 @@ class _HashState:
 
 
 async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Hasher | None) -> None:
-    """Append a request body to ``writer``, feeding ``hasher`` (if any) the same bytes."""
-    async for chunk in body:
-        if not chunk:
-            continue
-        await writer.write(chunk)
-        if hasher is not None:
-            hasher.update(chunk)
+    """Append a request body to ``writer``, feeding ``hasher`` (if any) the same bytes.
+
+    A pipeline, so the event loop never hashes: arriving chunks are gathered into batches of
+    ``PIPELINE_BATCH``; while one batch is hashed (hashlib releases the GIL on large buffers) and
+    written in worker threads, the loop receives the next. One batch is in flight at a time, so
+    order is kept and memory stays at two batches per upload. A body cut short still stores
+    (and hashes) every byte that arrived, as the client may resume after it.
+    """
+    batch: list[bytes] = []
+    batched = 0
+    inflight: asyncio.Future[None] | None = None
+
+    async def store(data: bytes) -> None:
+        if hasher is None:
+            await writer.write(data)
+        else:
+            await asyncio.gather(asyncio.to_thread(hasher.update, data), writer.write(data))
+
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= PIPELINE_BATCH:
+                data = b"".join(batch)
+                batch.clear()
+                batched = 0
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.ensure_future(store(data))
+    finally:
+        if inflight is not None:
+            await inflight
+        if batch:
+            await store(b"".join(batch))
 
 
 def format_startedat(now: datetime | None = None) -> bytes:

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -134,6 +135,33 @@ def test_truncated_uploads_store_nothing(registry_server: RegistryServer) -> Non
     with httpx.Client(base_url=registry_server.url, timeout=60) as c:
         assert c.get("/v2/trunc/manifests/t").status_code == 404
         assert c.get("/v2/").status_code == 200
+    no_tracebacks(registry_server)
+
+
+def test_chunk_cut_short_across_write_batches_keeps_every_byte(registry_server: RegistryServer) -> None:
+    """The server hashes and writes a body in batches of several MiB off the event loop; a PATCH
+    cut off part-way through a batch must still store every byte that arrived, in order, so the
+    client resumes from the status and the digest comes out right."""
+    data = os.urandom(13 * 1024 * 1024 + 12345)
+    digest = sha256(data)
+    sent = 9 * 1024 * 1024 + 777  # two full 4 MiB batches and a partial one
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        location = c.post("/v2/batch/blobs/uploads/").headers["Location"]
+    send_truncated(registry_server.host, f"PATCH {location} HTTP/1.1", len(data), data[:sent])
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        for _ in range(300):  # 416 while the cut-off request still holds the session (S3: writing)
+            status = c.get(location)
+            if status.status_code != 416:
+                break
+            time.sleep(0.1)
+        assert status.status_code == 204 and status.headers["Range"] == f"0-{sent - 1}"
+        r = c.patch(location, content=data[sent:len(data) - 100],
+                    headers={"Content-Range": f"{sent}-{len(data) - 101}",
+                             "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202, r.text
+        r = c.put(r.headers["Location"], params={"digest": digest}, content=data[len(data) - 100:])
+        assert r.status_code == 201, r.text
+        assert c.get(f"/v2/batch/blobs/{digest}").content == data
     no_tracebacks(registry_server)
 
 
