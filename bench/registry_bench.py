@@ -8,7 +8,7 @@
 Both servers run at the same time on free loopback ports with their own data directories, and
 every measurement runs against one server at a time, Distribution first, then pyreg, so they never
 compete for the CPU. Reported per measurement: Distribution, pyreg, and the pyreg/Distribution
-ratio (higher is better for throughput and req/s; for RSS lower is better).
+ratio (higher is better for throughput and req/s; for RSS and server CPU seconds lower is better).
 
 Measured: push and pull of one random layer with skopeo (an OCI layout to and from the registry)
 and with plain curl (monolithic POST + PUT, then GET); GET manifest (by tag) and HEAD blob
@@ -69,6 +69,21 @@ def process_tree(root_pid: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU time of a process tree so far: what a request costs the server, which
+    other load on the machine (the client, other work) does not change the way it changes MB/s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root_pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -213,12 +228,14 @@ def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.
     record("skopeo pull MB/s", server, size_mb / (time.perf_counter() - t0))
     shutil.rmtree(out)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
     curl_push(server, f"bench/curl-{round_}", curl_blob, curl_digest)
     record("curl push MB/s", server, curl_mb / (time.perf_counter() - t0))
-    t0 = time.perf_counter()
+    record("curl push, server CPU s", server, cpu_seconds(server.pid) - cpu0)
+    t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
     curl_pull(server, f"bench/curl-{round_}", curl_digest)
     record("curl pull MB/s", server, curl_mb / (time.perf_counter() - t0))
+    record("curl pull, server CPU s", server, cpu_seconds(server.pid) - cpu0)
 
     skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five:v1")
     record("GET manifest req/s (c=16)", server,
@@ -307,7 +324,7 @@ def main() -> int:
     for metric, values in results.items():
         dist, mine = statistics.median(values.get("distribution", [0.0])), statistics.median(values["pyreg"])
         ratio = mine / dist if dist else float("nan")
-        print(f"| {metric:34s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+        print(f"| {metric:34s} | {dist:12.2f} | {mine:10.2f} | {ratio:6.2f} |")
     print("(seconds and MiB: lower is better; MB/s and req/s: higher is better)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
