@@ -46,6 +46,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from storage.digest import Digest, DigestError, new_hasher
+from storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
+    BLOBS,
+    REPOSITORIES,
+    ROOT,
+    blob_data_path,
+    blob_dir,
+    layer_link_path,
+    repo_path,
+    revision_link_path,
+)
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
 from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
@@ -53,9 +63,6 @@ from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_medi
 if TYPE_CHECKING:
     from registry.shared_state import LinkCache, SharedState
 
-ROOT: Final = "/docker/registry/v2"
-BLOBS: Final = f"{ROOT}/blobs"
-REPOSITORIES: Final = f"{ROOT}/repositories"
 LOCKS: Final = f"{ROOT}/pyreg-locks"
 CORRUPT: Final = f"{ROOT}/pyreg-corrupt"
 
@@ -128,26 +135,6 @@ class StoredManifest:
     digest: Digest
     data: bytes
     media_type: str
-
-
-def blob_dir(digest: Digest) -> str:
-    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
-
-
-def blob_data_path(digest: Digest) -> str:
-    return f"{blob_dir(digest)}/data"
-
-
-def repo_path(name: str) -> str:
-    return f"{REPOSITORIES}/{name}"
-
-
-def layer_link_path(name: str, digest: Digest) -> str:
-    return f"{repo_path(name)}/_layers/{digest.algorithm}/{digest.hex}/link"
-
-
-def revision_link_path(name: str, digest: Digest) -> str:
-    return f"{repo_path(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
 
 
 def tags_path(name: str) -> str:
