@@ -144,6 +144,15 @@ class RegistryStore:
         size = await self.blob_size(digest)
         return None if size is None else Info(digest, size)
 
+    async def get(self, digest: Digest) -> bytes:
+        """A small blob (a manifest) whole, in one driver call; ContentNotFound when absent."""
+        if not await self._linked(digest):
+            raise ContentNotFound(digest)
+        try:
+            return await self.driver.get_content(blob_data_path(digest))
+        except PathNotFoundError:
+            raise ContentNotFound(digest) from None
+
     async def reader(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
         if await self.info(digest) is None:
             raise ContentNotFound(digest)
