@@ -40,6 +40,13 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return out
 
 
+def config_diff_ids(config: dict[str, Any]) -> list[str]:
+    """The image config's ``rootfs.diff_ids`` (empty when it has none or they are malformed)."""
+    rootfs = config.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
 class LayerStore:
     """Extracted layers by chain ID; reads layer blobs from the blob store."""
 
@@ -56,7 +63,7 @@ class LayerStore:
         """Extract every layer of the image that is not extracted yet; return the ``diff`` dirs,
         base first. Each layer is extracted once (per-chain-ID lock) and its diff ID verified."""
         layers = manifest.layers
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        diff_ids = config_diff_ids(config)
         if len(diff_ids) != len(layers):
             raise StoreError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
         return [self.ensure_layer(desc, diff_id, chain_id, extractor)

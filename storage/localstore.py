@@ -91,7 +91,7 @@ from storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
 from storage.content import Info
 from storage.digest import Digest
 from storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord
-from storage.layerstore import Extractor, LayerStore, chain_ids
+from storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
 from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
 from storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
 from storage.reference import Reference, client_config
@@ -304,8 +304,8 @@ class LocalStore:
                 blobs.add(node.descriptor.digest.hex)
                 config = node.manifest.config if node.manifest is not None else None
                 if config is not None and self.has_blob(config.digest):
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        diff_ids = self.read_json(config.digest)["rootfs"]["diff_ids"]
+                    with contextlib.suppress(ValueError, StoreError):  # no JSON object or digests: no layers
+                        diff_ids = config_diff_ids(self.read_json(config.digest))
                         chains.update(Digest.parse(c).hex for c in chain_ids(diff_ids))
 
         for record in self.images():
