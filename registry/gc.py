@@ -73,6 +73,7 @@ from storage import graph
 from storage import mediatypes as mt
 from storage.content import ContentNotFound
 from storage.digest import Digest, DigestError
+from storage.distlayout import digest_at
 from storage.driver import Driver, FileInfo
 from storage.errors import PathNotFoundError
 from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
@@ -187,13 +188,6 @@ def quarantine_path(digest: Digest) -> str:
     return f"{QUARANTINE}/{digest.algorithm}/{digest.hex}"
 
 
-def _digest(algorithm: str, hex_: str) -> Digest | None:
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except DigestError:
-        return None
-
-
 async def _files(driver: Driver, root: str) -> AsyncIterator[tuple[list[str], FileInfo]]:
     """Every file under ``root``, with its path split into the components below ``root``;
     nothing when ``root`` is missing."""
@@ -226,23 +220,23 @@ def _add_path(repo: _Repo, kind: str, rest: list[str], modtime: datetime) -> Non
     if kind == "_uploads" and rest:
         repo.uploads.add(rest[0])
     elif kind == "_layers" and len(rest) == 3 and rest[2] == "link":
-        d = _digest(rest[0], rest[1])
+        d = digest_at(rest[0], rest[1])
         if d is not None:
             repo.layers[d] = modtime
     elif kind != "_manifests" or not rest:
         return
     elif rest[0] == "revisions" and len(rest) == 4 and rest[3] == "link":
-        d = _digest(rest[1], rest[2])
+        d = digest_at(rest[1], rest[2])
         if d is not None:
             repo.revisions[d] = modtime
     elif rest[0] == "tags" and len(rest) == 4 and rest[2:] == ["current", "link"]:
         repo.tags.add(rest[1])
     elif rest[0] == "tags" and len(rest) == 6 and rest[2] == "index" and rest[5] == "link":
-        d = _digest(rest[3], rest[4])
+        d = digest_at(rest[3], rest[4])
         if d is not None:
             repo.tag_history.setdefault(d, []).append("/".join([base, *rest[:5]]))
     elif rest[0] == "referrers" and len(rest) == 6 and rest[5] == "link":
-        subject, ref = _digest(rest[1], rest[2]), _digest(rest[3], rest[4])
+        subject, ref = digest_at(rest[1], rest[2]), digest_at(rest[3], rest[4])
         if subject is not None and ref is not None:
             repo.referrers.append((subject, ref, "/".join([base, *rest[:5]]), modtime))
 
@@ -253,7 +247,7 @@ async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
     async for parts, info in _files(driver, paths.BLOBS):
         if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
             continue
-        d = _digest(parts[0], parts[2])
+        d = digest_at(parts[0], parts[2])
         if d is not None:
             blobs[d] = _Blob(d, info.size, info.modtime)
     return blobs
@@ -606,7 +600,7 @@ class GarbageCollector:
             return 0
         for path in items:
             parts = path[len(QUARANTINE) + 1:].split("/")
-            d = _digest(*parts) if len(parts) == 2 else None
+            d = digest_at(*parts) if len(parts) == 2 else None
             if d is not None:
                 await self._put_back(d)
                 restored += 1

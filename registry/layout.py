@@ -59,6 +59,7 @@ from storage.distlayout import (  # noqa: F401 - re-exported: the registry's pat
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
 from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
+from storage.registrystore import delete_path
 
 if TYPE_CHECKING:
     from registry.shared_state import LinkCache, SharedState
@@ -194,15 +195,6 @@ async def hash_path(driver: Driver, path: str, algorithm: str) -> tuple[Digest, 
         hasher.update(chunk)
         size += len(chunk)
     return Digest(algorithm, hasher.hexdigest()), size
-
-
-async def delete_path(driver: Driver, path: str) -> bool:
-    """Delete a file or a tree; False when it was not there (a concurrent delete is no error)."""
-    try:
-        await driver.delete(path)
-    except PathNotFoundError:
-        return False
-    return True
 
 
 class CorruptBlobError(Exception):

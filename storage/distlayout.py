@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from storage.digest import Digest
+from storage.digest import Digest, DigestError
 
 ROOT: Final = "/docker/registry/v2"
 BLOBS: Final = f"{ROOT}/blobs"
@@ -35,3 +35,11 @@ def layer_link_path(name: str, digest: Digest) -> str:
 
 def revision_link_path(name: str, digest: Digest) -> str:
     return f"{repo_path(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def digest_at(algorithm: str, hex_: str) -> Digest | None:
+    """The digest two path components name (``…/sha256/<hex>/…``), None when they name none."""
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except DigestError:
+        return None

@@ -18,12 +18,13 @@ import os
 from collections.abc import AsyncIterator
 
 from storage.content import ContentNotFound, ContentSizeError, Info
-from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from storage.digest import Digest, DigestMismatchError, DigestVerifier
 from storage.distlayout import (
     BLOBS,
     ROOT,
     blob_data_path,
     blob_dir,
+    digest_at,
     layer_link_path,
     repo_path,
     revision_link_path,
@@ -34,14 +35,8 @@ from storage.errors import PathNotFoundError
 INGEST = f"{ROOT}/pyreg-ingest"
 
 
-def _digest(algorithm: str, hex_: str) -> Digest | None:
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except DigestError:
-        return None
-
-
-async def _delete(driver: Driver, path: str) -> bool:
+async def delete_path(driver: Driver, path: str) -> bool:
+    """Delete a file or a tree; False when it was not there (a concurrent delete is no error)."""
     try:
         await driver.delete(path)
     except PathNotFoundError:
@@ -86,11 +81,11 @@ class RegistryWriter:
         self.done = True
         driver = self.store.driver
         if await self.store.blob_size(self.digest) == self.size:
-            await _delete(driver, self.staged)  # stored already: content addressed, the same bytes
+            await delete_path(driver, self.staged)  # stored already: content addressed, the same bytes
         else:
             snap = await driver.snapshot(self.staged, blob_data_path(self.digest), self.digest.algorithm)
             if snap.hexdigest not in (None, self.digest.hex) or snap.size != self.size:
-                await _delete(driver, blob_dir(self.digest))
+                await delete_path(driver, blob_dir(self.digest))
                 raise DigestMismatchError(self.digest, Digest(self.digest.algorithm, snap.hexdigest or "?"))
         if self.store.repository is not None:
             await driver.put_content(layer_link_path(self.store.repository, self.digest),
@@ -104,7 +99,7 @@ class RegistryWriter:
         if self.file is not None:
             with contextlib.suppress(PathNotFoundError):
                 await self.file.cancel()
-        await _delete(self.store.driver, self.staged)
+        await delete_path(self.store.driver, self.staged)
 
 
 class RegistryStore:
@@ -171,14 +166,14 @@ class RegistryStore:
         if self.repository is None:
             async for parts, size in self._files(BLOBS):
                 if len(parts) == 4 and parts[3] == "data" and parts[2][:2] == parts[1]:
-                    d = _digest(parts[0], parts[2])
+                    d = digest_at(parts[0], parts[2])
                     if d is not None:
                         yield Info(d, size)
             return
         seen: set[Digest] = set()
         for sub, depth in (("_layers", 3), ("_manifests/revisions", 3)):
             async for parts, _ in self._files(f"{repo_path(self.repository)}/{sub}"):
-                d = _digest(parts[0], parts[1]) if len(parts) == depth and parts[2] == "link" else None
+                d = digest_at(parts[0], parts[1]) if len(parts) == depth and parts[2] == "link" else None
                 if d is None or d in seen:
                     continue
                 seen.add(d)
@@ -198,8 +193,8 @@ class RegistryStore:
     async def delete(self, digest: Digest) -> bool:
         """Remove the blob; in a repository, only its links (the bytes may be others')."""
         if self.repository is None:
-            return await _delete(self.driver, blob_dir(digest))
+            return await delete_path(self.driver, blob_dir(digest))
         gone = False
         for path in self._links(digest):
-            gone |= await _delete(self.driver, path.rsplit("/", 1)[0])
+            gone |= await delete_path(self.driver, path.rsplit("/", 1)[0])
         return gone
