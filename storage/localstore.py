@@ -124,8 +124,8 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else self.default_root()
         self.blobs = BlobStore(self.root)
-        self.index = ImageIndex(self.root, self.blobs)
-        self.layers = LayerStore(self.root, self.blobs)
+        self.image_index = ImageIndex(self.root, self.blobs)
+        self.layer_store = LayerStore(self.root, self.blobs)
         self._init_layout()
 
     @staticmethod
@@ -145,15 +145,15 @@ class LocalStore:
     def _init_layout(self) -> None:
         self._secure_root()
         layout = self.root / "oci-layout"
-        if layout.exists() and self.index.path.exists():
+        if layout.exists() and self.image_index.path.exists():
             return
         for sub in self._DIRS:
             make_private_dir(self.root / sub)
-        with flock(self.index.lock):
+        with flock(self.image_index.lock):
             if not layout.exists():
                 atomic_write(layout, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
-            if not self.index.path.exists():
-                self.index.write([])
+            if not self.image_index.path.exists():
+                self.image_index.write([])
 
     def _secure_root(self) -> None:
         """Create the root 0700, refuse one that another user owns, tighten an old wide one.
@@ -239,32 +239,32 @@ class LocalStore:
 
     # -- images (storage/imageindex.py) --------------------------------------------------------
     def images(self) -> list[ImageRecord]:
-        return self.index.images()
+        return self.image_index.images()
 
     def tag(self, name: str, digest: Digest | str, media_type: str, size: int,
             platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> ImageRecord:
-        return self.index.tag(name, digest, media_type, size, platform, annotations)
+        return self.image_index.tag(name, digest, media_type, size, platform, annotations)
 
     def untag(self, name: str) -> bool:
-        return self.index.untag(name)
+        return self.image_index.untag(name)
 
     def lookup(self, ref: str | Reference) -> ImageRecord:
-        return self.index.lookup(ref)
+        return self.image_index.lookup(ref)
 
     def image_id(self, record: ImageRecord) -> Digest:
-        return self.index.image_id(record)
+        return self.image_index.image_id(record)
 
     # -- layers (storage/layerstore.py) --------------------------------------------------------
     def layer_dir(self, chain_id: str) -> Path:
-        return self.layers.layer_dir(chain_id)
+        return self.layer_store.layer_dir(chain_id)
 
     def ensure_layers(self, manifest: Manifest, config: dict[str, Any],
                       extractor: Extractor | None) -> list[Path]:
-        return self.layers.ensure_layers(manifest, config, extractor)
+        return self.layer_store.ensure_layers(manifest, config, extractor)
 
     def ensure_layer(self, desc: Descriptor, diff_id: str, chain_id: str,
                      extractor: Extractor | None) -> Path:
-        return self.layers.ensure_layer(desc, diff_id, chain_id, extractor)
+        return self.layer_store.ensure_layer(desc, diff_id, chain_id, extractor)
 
     def resolve(self, ref: str | Reference, extractor: Extractor | None = None) -> ResolvedImage:
         """Image reference -> manifest, config and the extracted layer dirs (base first).
@@ -332,7 +332,7 @@ class LocalStore:
         with flock(self.root / "locks" / "gc.lock", exclusive=True):
             blobs, chains = self._referenced(keep)
             removed["blobs"], removed["bytes"] = self.blobs.sweep(blobs)
-            removed["layers"] = self.layers.sweep(chains)
+            removed["layers"] = self.layer_store.sweep(chains)
             for stale in [*(self.root / "ingest").iterdir(), *(self.root / "layers").glob(".ingest/*")]:
                 rmtree(stale)
                 removed["ingest"] += 1
