@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import netaddr, units
+from storage.configfields import (  # noqa: F401 - re-exported: the loader reads them here
+    DURATION,
+    NOT_IMPLEMENTED,
+    SIZE,
+    duration_field,
+    not_implemented,
+)
+from storage.s3config import RedirectConfig, S3Config  # noqa: F401 - one definition, boto3-free
 
 ENV_PREFIX = "PYREG_"
 ENV_PREFIXES = (ENV_PREFIX, "REGISTRY_")  # pyreg's own, and Distribution's names
@@ -30,66 +38,14 @@ class ConfigError(ValueError):
     """A configuration key is unknown or has a bad value; the message names the key path."""
 
 
-# Field metadata marking how a scalar is read.
-DURATION = {"kind": "duration"}  # "168h", "20m", "1h30m", "500ms" or a number of seconds
-SIZE = {"kind": "size"}  # bytes: 10485760, "10MiB" (= "10MB" = "10M": units are 1024-based)
-
-
-def duration_field(default: float) -> Any:
-    return field(default=default, metadata=DURATION)
-
-
-def not_implemented(*harmless: Any) -> dict[str, Any]:
-    """Field metadata of a Distribution key pyreg accepts but does not act on: any value is kept
-    as given, and one other than ``harmless`` (values whose meaning pyreg already has) is named in
-    the start-up warning. Used as ``field(default=None, metadata=not_implemented(...))``."""
-    return {"notimplemented": True, "harmless": harmless}
-
-
-NOT_IMPLEMENTED = not_implemented()
+# Field metadata marking how a scalar is read (storage/configfields.py: the s3 section is defined
+# beside its driver, in storage, and reads them too).
 
 
 @dataclass
 class FilesystemConfig:
     rootdirectory: str = "./data"
     maxthreads: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-
-
-@dataclass
-class RedirectConfig:
-    enabled: bool = False
-    expiry: float = duration_field(1200.0)
-
-
-@dataclass
-class S3Config:
-    bucket: str = ""
-    region: str = "us-east-1"
-    regionendpoint: str | None = None
-    forcepathstyle: bool = False
-    rootdirectory: str = "/"
-    accesskey: str | None = None
-    secretkey: str | None = None
-    chunksize: int = field(default=10 * 1024 * 1024, metadata=SIZE)
-    secure: bool = True
-    sessiontoken: str | None = None
-    redirect: RedirectConfig = field(default_factory=RedirectConfig)
-    lockttl: float = duration_field(30.0)  # an upload-session lock outlives a dead holder this long
-    # Distribution's s3-aws keys that pyreg's driver does not act on (boto3 signs with v4 anyway)
-    v4auth: Any = field(default=None, metadata=not_implemented(True))
-    encrypt: Any = field(default=None, metadata=not_implemented(False))
-    keyid: Any = field(default=None, metadata=not_implemented(""))
-    skipverify: Any = field(default=None, metadata=not_implemented(False))
-    storageclass: Any = field(default=None, metadata=not_implemented("STANDARD"))
-    objectacl: Any = field(default=None, metadata=not_implemented("private"))
-    accelerate: Any = field(default=None, metadata=not_implemented(False))
-    usedualstack: Any = field(default=None, metadata=not_implemented(False))
-    useragent: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    multipartcopychunksize: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    multipartcopymaxconcurrency: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    multipartcopythresholdsize: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    loglevel: Any = field(default=None, metadata=not_implemented("off"))
-    checksumdisabled: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
 
 @dataclass

@@ -5,8 +5,9 @@ What it does (Distribution's ``registry garbage-collect``, over the same layout)
 * **mark**: walk every repository; every manifest revision is a root (with ``delete_untagged``
   only the tagged ones, plus what must stay with them, see below). A root marks its own digest,
   its config and layers, and its index children (recursively, through the repository's
-  revisions). With ``delete_untagged`` a manifest that no tag reaches is garbage unless it is an
-  index child of a kept manifest, a referrer whose ``subject`` is kept (referrers live and die
+  revisions): storage/graph.py's typed walker over the registry-layout ContentStore
+  (storage/registrystore.py). With ``delete_untagged`` a manifest that no tag reaches is garbage
+  unless it is an index child of a kept manifest, a referrer whose ``subject`` is kept (referrers live and die
   with their subject), or digest-marked from another repository; its revision link, its
   tag-history entries and its referrer links go too.
 * **sweep**: every blob in ``blobs/`` that is not marked is deleted, with the repository
@@ -62,16 +63,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from registry import layout as paths
+from storage import graph
+from storage import mediatypes as mt
+from storage.content import ContentNotFound
 from storage.digest import Digest, DigestError
+from storage.distlayout import digest_at
 from storage.driver import Driver, FileInfo
 from storage.errors import PathNotFoundError
-from storage.manifest import ManifestError, parse_manifest
+from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
+from storage.registrystore import RegistryStore
 
 log = logging.getLogger("pyreg.gc")
 
@@ -178,24 +184,8 @@ class _Blob:
     modtime: datetime
 
 
-@dataclass(frozen=True)
-class _Refs:
-    """What one manifest points at: child manifests, blobs (config, layers) and its subject."""
-
-    children: tuple[Digest, ...]
-    blobs: tuple[Digest, ...]
-    subject: Digest | None
-
-
 def quarantine_path(digest: Digest) -> str:
     return f"{QUARANTINE}/{digest.algorithm}/{digest.hex}"
-
-
-def _digest(algorithm: str, hex_: str) -> Digest | None:
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except DigestError:
-        return None
 
 
 async def _files(driver: Driver, root: str) -> AsyncIterator[tuple[list[str], FileInfo]]:
@@ -230,23 +220,23 @@ def _add_path(repo: _Repo, kind: str, rest: list[str], modtime: datetime) -> Non
     if kind == "_uploads" and rest:
         repo.uploads.add(rest[0])
     elif kind == "_layers" and len(rest) == 3 and rest[2] == "link":
-        d = _digest(rest[0], rest[1])
+        d = digest_at(rest[0], rest[1])
         if d is not None:
             repo.layers[d] = modtime
     elif kind != "_manifests" or not rest:
         return
     elif rest[0] == "revisions" and len(rest) == 4 and rest[3] == "link":
-        d = _digest(rest[1], rest[2])
+        d = digest_at(rest[1], rest[2])
         if d is not None:
             repo.revisions[d] = modtime
     elif rest[0] == "tags" and len(rest) == 4 and rest[2:] == ["current", "link"]:
         repo.tags.add(rest[1])
     elif rest[0] == "tags" and len(rest) == 6 and rest[2] == "index" and rest[5] == "link":
-        d = _digest(rest[3], rest[4])
+        d = digest_at(rest[3], rest[4])
         if d is not None:
             repo.tag_history.setdefault(d, []).append("/".join([base, *rest[:5]]))
     elif rest[0] == "referrers" and len(rest) == 6 and rest[5] == "link":
-        subject, ref = _digest(rest[1], rest[2]), _digest(rest[3], rest[4])
+        subject, ref = digest_at(rest[1], rest[2]), digest_at(rest[3], rest[4])
         if subject is not None and ref is not None:
             repo.referrers.append((subject, ref, "/".join([base, *rest[:5]]), modtime))
 
@@ -257,7 +247,7 @@ async def scan_blobs(driver: Driver) -> dict[Digest, _Blob]:
     async for parts, info in _files(driver, paths.BLOBS):
         if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
             continue
-        d = _digest(parts[0], parts[2])
+        d = digest_at(parts[0], parts[2])
         if d is not None:
             blobs[d] = _Blob(d, info.size, info.modtime)
     return blobs
@@ -273,7 +263,8 @@ class GarbageCollector:
         self.invalidate = invalidate  # drops the servers' shared lookup cache (redis)
         self.options = options or GCOptions()
         self._now = now
-        self._refs: dict[Digest, _Refs | None] = {}
+        self.store = RegistryStore(driver)  # blobs by digest (storage/registrystore.py)
+        self._manifests: dict[Digest, Manifest | None] = {}
         self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
 
     def _cutoff(self) -> datetime:
@@ -290,35 +281,91 @@ class GarbageCollector:
     async def _delete(self, path: str) -> bool:
         return await paths.delete_path(self.driver, path)
 
-    async def refs(self, digest: Digest) -> _Refs | None:
-        """What a manifest references (None: its bytes are not in the blob store).
+    async def manifest(self, digest: Digest) -> Manifest | None:
+        """A stored manifest in the typed model (None: its bytes are not in the blob store).
 
         A document we cannot parse (schema 1, something newer) is scanned for every digest in it,
-        so it keeps more rather than less.
+        so it keeps more rather than less: it stands as an index of those digests.
         """
-        if digest in self._refs:
-            return self._refs[digest]
+        if digest in self._manifests:
+            return self._manifests[digest]
         try:
-            data = await self.driver.get_content(paths.blob_data_path(digest))
-        except PathNotFoundError:
+            data = await self.store.get(digest)
+        except ContentNotFound:
             try:  # set aside by this run a moment ago
                 data = await self.driver.get_content(quarantine_path(digest))
             except PathNotFoundError:
-                self._refs[digest] = None
+                self._manifests[digest] = None
                 return None
-        found: _Refs
+        found: Manifest
         try:
-            m = parse_manifest(data)
-            found = _Refs(tuple(c.digest for c in m.manifests), tuple(b.digest for b in m.blobs),
-                          m.subject.digest if m.subject else None)
+            found = parse_manifest(data)
         except ManifestError:
             digests = []
             for raw in _DIGEST_IN_TEXT.findall(data[: 8 * 1024 * 1024]):
                 with contextlib.suppress(DigestError):
                     digests.append(Digest.parse(raw.decode()))
-            found = _Refs(tuple(digests), tuple(digests), None)
-        self._refs[digest] = found
+            found = Manifest(mt.OCI_INDEX, manifests=tuple(Descriptor(mt.OCI_MANIFEST, d, 0)
+                                                           for d in digests))
+        self._manifests[digest] = found
         return found
+
+    def _descriptor(self, digest: Digest) -> Descriptor:
+        """A root for the walker: a revision link names a digest only, its bytes the type."""
+        m = self._manifests.get(digest)
+        return Descriptor(m.media_type if m is not None else mt.OCI_MANIFEST, digest, 0)
+
+    def _walk_once(self, roots: list[Digest], expand: Container[Digest], skip: Container[Digest],
+                   refresh: set[Digest] | None) -> tuple[set[Digest], set[Digest], set[Digest]]:
+        """One round of ``_reach`` over the manifests read so far: (reached, followed, unread)."""
+        missing: set[Digest] = set()
+        followed: set[Digest] = set()
+        is_root = set(roots)
+
+        def fetch(desc: Descriptor) -> Manifest | None:
+            d = desc.digest
+            if d in skip or (d not in is_root and d not in expand):
+                return None
+            if d not in self._manifests or (refresh is not None and d not in refresh):
+                missing.add(d)
+                return None
+            m = self._manifests[d]
+            if m is not None:
+                followed.add(d)
+            return m
+
+        reached = {node.descriptor.digest for d in roots for node in graph.walk(self._descriptor(d), fetch)}
+        return reached, followed, missing
+
+    async def _reach(self, roots: list[Digest], expand: Container[Digest], skip: Container[Digest] = (),
+                     refresh: set[Digest] | None = None) -> set[Digest]:
+        """Every digest reachable from ``roots``, walked by storage/graph.py's walker.
+
+        A manifest's references are followed when it is a root, or in ``expand`` (the
+        repository's revisions: an index child is found through them, as in Distribution) and
+        not in ``skip`` (followed by an earlier walk). With ``refresh``, each manifest is read
+        again once (a blob may have been rewritten since the mark) and added to it.
+
+        The walker is synchronous and driver reads are not: it walks over the manifests read so
+        far, notes those it lacks, which are then read side by side, and walks again — one round
+        per level of the graph, a handful at most.
+        """
+        roots = list(dict.fromkeys(roots))
+        while True:
+            reached, followed, missing = self._walk_once(roots, expand, skip, refresh)
+            is_root = set(roots)
+            # a revision reached under a media type the walker does not descend into (an index
+            # child typed as something else) is followed too, as a root of its own
+            extra = [d for d in reached if d in expand and d not in is_root and d not in skip
+                     and d not in followed and d not in missing and self._manifests.get(d) is not None]
+            if not missing and not extra:
+                return reached
+            if refresh is not None:
+                for d in missing:
+                    self._manifests.pop(d, None)
+                    refresh.add(d)
+            await self._each(self.manifest, missing)
+            roots += extra
 
     async def _tag_targets(self, repo: str, tags: Iterable[str]) -> dict[str, Digest]:
         async def read(tag: str) -> tuple[str, Digest | None]:
@@ -337,43 +384,27 @@ class GarbageCollector:
                          tag_targets: dict[str, Digest]) -> set[Digest]:
         """Mark what ``repo`` keeps; returns the revisions it keeps."""
         kept: set[Digest] = set()
-        await self._each(self.refs, repo.revisions)  # fetch every manifest concurrently, once
+        await self._each(self.manifest, repo.revisions)  # read every manifest concurrently, once
 
-        async def visit(d: Digest) -> None:
-            stack = [d]
-            while stack:
-                cur = stack.pop()
-                if cur in kept:
-                    continue
-                kept.add(cur)
-                marked.add(cur)
-                refs = await self.refs(cur)
-                if refs is None:
-                    continue
-                marked.update(refs.blobs)
-                marked.update(refs.children)
-                stack.extend(c for c in refs.children if c in repo.revisions and c not in kept)
+        async def visit(roots: list[Digest]) -> None:
+            reached = await self._reach(roots, repo.revisions, skip=kept)
+            marked.update(reached)  # even a tag whose revision is gone: keep its bytes
+            kept.update(roots)
+            kept.update(d for d in reached if d in repo.revisions)
 
         if not self.options.delete_untagged:
-            for d in repo.revisions:
-                await visit(d)
+            await visit(list(repo.revisions))
             return kept
-        for d in tag_targets.values():
-            marked.add(d)  # even a tag whose revision is gone: keep its bytes
-            await visit(d)
-        for d, modtime in repo.revisions.items():
-            if modtime > cutoff:
-                await visit(d)  # a push may be tagging it right now
-        changed = True
-        while changed:  # referrers stay with a kept subject (and referrers of those)
-            changed = False
-            for d in repo.revisions:
-                if d in kept:
-                    continue
-                refs = self._refs.get(d)
-                if refs is not None and refs.subject is not None and refs.subject in kept:
-                    await visit(d)
-                    changed = True
+        young = [d for d, modtime in repo.revisions.items() if modtime > cutoff]  # a push may be tagging it
+        await visit([*tag_targets.values(), *young])
+        # referrers stay with a kept subject (and referrers of those): the subject relation, typed
+        by_subject: dict[Digest, list[Digest]] = {}
+        for d in repo.revisions:
+            m = self._manifests.get(d)
+            if m is not None and m.subject is not None:
+                by_subject.setdefault(m.subject.digest, []).append(d)
+        while new := [r for s in list(kept) for r in by_subject.get(s, ()) if r not in kept]:
+            await visit(new)
         return kept
 
     async def run(self) -> GCReport:
@@ -569,7 +600,7 @@ class GarbageCollector:
             return 0
         for path in items:
             parts = path[len(QUARANTINE) + 1:].split("/")
-            d = _digest(*parts) if len(parts) == 2 else None
+            d = digest_at(*parts) if len(parts) == 2 else None
             if d is not None:
                 await self._put_back(d)
                 restored += 1
@@ -617,6 +648,7 @@ class GarbageCollector:
         """Candidates that a manifest or link written since the mark phase now needs."""
         now_repos = await scan_repositories(self.driver)
         needed: set[Digest] = set()
+        refreshed: set[Digest] = set()  # manifests read again since the mark
         for repo in now_repos.values():
             old = before.get(repo.name)
             for d, modtime in repo.layers.items():
@@ -626,21 +658,7 @@ class GarbageCollector:
             fresh = [d for d, modtime in repo.revisions.items()
                      if modtime > cutoff or old is None or d not in old.revisions
                      or d in deleted.get(repo.name, ()) or d in candidates]
-            seen: set[Digest] = set()
-            stack = list(fresh)
-            while stack:
-                cur = stack.pop()
-                if cur in seen:
-                    continue
-                seen.add(cur)
-                needed.add(cur)
-                self._refs.pop(cur, None)  # a manifest blob may have been (re)written
-                refs = await self.refs(cur)
-                if refs is None:
-                    continue
-                needed.update(refs.blobs)
-                needed.update(refs.children)
-                stack.extend(c for c in refs.children if c in repo.revisions)
+            needed.update(await self._reach(fresh, repo.revisions, refresh=refreshed))
         rescued = needed & candidates.keys()
         for d in rescued:
             log.info("blob %s is in use again (a push during collection): kept", d)

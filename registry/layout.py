@@ -46,16 +46,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from storage.digest import Digest, DigestError, new_hasher
+from storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
+    BLOBS,
+    REPOSITORIES,
+    ROOT,
+    blob_data_path,
+    blob_dir,
+    layer_link_path,
+    repo_path,
+    revision_link_path,
+)
 from storage.driver import Driver
 from storage.errors import PathNotFoundError
 from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
+from storage.registrystore import delete_path
 
 if TYPE_CHECKING:
     from registry.shared_state import LinkCache, SharedState
 
-ROOT: Final = "/docker/registry/v2"
-BLOBS: Final = f"{ROOT}/blobs"
-REPOSITORIES: Final = f"{ROOT}/repositories"
 LOCKS: Final = f"{ROOT}/pyreg-locks"
 CORRUPT: Final = f"{ROOT}/pyreg-corrupt"
 
@@ -130,26 +138,6 @@ class StoredManifest:
     media_type: str
 
 
-def blob_dir(digest: Digest) -> str:
-    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
-
-
-def blob_data_path(digest: Digest) -> str:
-    return f"{blob_dir(digest)}/data"
-
-
-def repo_path(name: str) -> str:
-    return f"{REPOSITORIES}/{name}"
-
-
-def layer_link_path(name: str, digest: Digest) -> str:
-    return f"{repo_path(name)}/_layers/{digest.algorithm}/{digest.hex}/link"
-
-
-def revision_link_path(name: str, digest: Digest) -> str:
-    return f"{repo_path(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
-
-
 def tags_path(name: str) -> str:
     return f"{repo_path(name)}/_manifests/tags"
 
@@ -207,15 +195,6 @@ async def hash_path(driver: Driver, path: str, algorithm: str) -> tuple[Digest, 
         hasher.update(chunk)
         size += len(chunk)
     return Digest(algorithm, hasher.hexdigest()), size
-
-
-async def delete_path(driver: Driver, path: str) -> bool:
-    """Delete a file or a tree; False when it was not there (a concurrent delete is no error)."""
-    try:
-        await driver.delete(path)
-    except PathNotFoundError:
-        return False
-    return True
 
 
 class CorruptBlobError(Exception):

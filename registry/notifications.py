@@ -78,7 +78,6 @@ class Endpoint:
         self.queue: asyncio.Queue[dict[str, Any]] | None = None
         self.task: asyncio.Task[None] | None = None
         self.sending = False
-        self.delivered = 0
         self.dropped = 0
         self.failures = 0
 
@@ -120,7 +119,6 @@ class Endpoint:
                     for _ in batch:
                         queue.task_done()
                     PENDING.labels(self.name).dec(len(batch))
-                self.delivered += len(batch)
                 EVENTS.labels(self.name, "delivered").inc(len(batch))
 
     async def _deliver(self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> None:

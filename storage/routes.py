@@ -36,10 +36,6 @@ class Route:
     name: str = ""
     arg: str = ""
 
-    @property
-    def repository_scoped(self) -> bool:
-        return bool(self.name)
-
 
 @lru_cache(maxsize=4096)  # routing, auth and metrics each ask for every request; a Route is frozen
 def match(rest: str) -> Route | None:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import email.utils
 import functools
 import posixpath
@@ -62,40 +61,21 @@ import botocore.exceptions
 
 from storage.driver import FileInfo, Snapshot, check_path
 from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError, StorageError
-from storage.units import parse_duration
+from storage.s3config import (  # noqa: F401 - the section is defined there; re-exported here
+    DEFAULT_CHUNK,
+    MAX_COPY,
+    S3Config,
+    s3_config_from_dict,
+)
+from storage.units import parse_duration  # noqa: F401 - re-exported (tests)
 
 T = TypeVar("T")
 
 MIN_PART = 5 << 20  # S3's minimum size of every part but the last
-MAX_COPY = 5 << 30  # the largest single CopyObject / UploadPartCopy
 MAX_PARTS = 10000
 COPY_RANGE = 64 << 20  # smallest range of a parallel server-side copy
-DEFAULT_CHUNK = 10 << 20
 READ_CHUNK = 2 << 20
 PENDING = "#pending"  # '#' is outside the driver-path alphabet, so this never names a path
-
-
-@dataclass(frozen=True, slots=True)
-class S3Config:
-    """The driver's settings, named as in Distribution's s3 storage section."""
-
-    bucket: str
-    region: str = "us-east-1"
-    regionendpoint: str | None = None
-    forcepathstyle: bool = False
-    rootdirectory: str = "/"
-    accesskey: str | None = None
-    secretkey: str | None = None
-    sessiontoken: str | None = None
-    secure: bool = True  # https to AWS when there is no regionendpoint
-    chunksize: int = DEFAULT_CHUNK
-    redirect: bool = False
-    redirect_expiry: int = 1200  # seconds
-    max_workers: int = 16
-    parallelparts: int = 3  # part uploads in flight per writer
-    multipart_copy_threshold: int = MAX_COPY
-    multipart_copy_chunksize: int = 1 << 30
-    lockttl: float = 30.0  # seconds a lock outlives its last renewal (a dead holder's lock)
 
 
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -375,10 +355,8 @@ class S3Driver:
 
     @classmethod
     def from_config(cls, section: Any) -> S3Driver:
-        """A driver from a ``storage.s3`` section: a mapping or a dataclass (registry/config.py)."""
-        if dataclasses.is_dataclass(section) and not isinstance(section, type):
-            section = dataclasses.asdict(section)
-        return cls(s3_config_from_dict(dict(section)))
+        """A driver from a ``storage.s3`` section: the config's S3Config, or a plain mapping."""
+        return cls(section if isinstance(section, S3Config) else s3_config_from_dict(section))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -668,7 +646,7 @@ class S3Driver:
         await self._delete_keys(keys)
 
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        if not self.config.redirect or method not in ("GET", "HEAD"):
+        if not self.config.redirect.enabled or method not in ("GET", "HEAD"):
             return None
         op = "get_object" if method == "GET" else "head_object"
         return str(await self._call(
@@ -768,24 +746,3 @@ class S3Driver:
             raise PathNotFoundError(path)
 
 
-def s3_config_from_dict(section: dict[str, Any]) -> S3Config:
-    """Build an S3Config from a Distribution-shaped ``storage.s3`` mapping."""
-    redirect = section.get("redirect") or {}
-    if isinstance(redirect, bool):
-        redirect = {"enabled": redirect}
-    expiry = redirect.get("expiry", 1200)
-    return S3Config(
-        bucket=str(section["bucket"]),
-        region=str(section.get("region") or "us-east-1"),
-        regionendpoint=section.get("regionendpoint") or None,
-        forcepathstyle=bool(section.get("forcepathstyle", False)),
-        rootdirectory=str(section.get("rootdirectory") or "/"),
-        accesskey=section.get("accesskey") or None,
-        secretkey=section.get("secretkey") or None,
-        sessiontoken=section.get("sessiontoken") or None,
-        secure=bool(section.get("secure", True)),
-        chunksize=int(section.get("chunksize") or DEFAULT_CHUNK),
-        redirect=bool(redirect.get("enabled", False)),
-        redirect_expiry=max(1, int(parse_duration(expiry))),
-        lockttl=float(section.get("lockttl") or 30.0),
-    )

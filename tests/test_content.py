@@ -1,19 +1,26 @@
-"""storage/content.py: one ContentStore protocol (the local store and an OCI layout implement it)
-and copy_graph, the one "walk a graph, copy what the target lacks"."""
+"""storage/content.py: one ContentStore protocol (the local store, an OCI layout and the registry
+layout over a Driver — filesystem and S3 — implement it) and copy_graph, the one "walk a graph,
+copy what the target lacks"."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anyio.from_thread import start_blocking_portal
 
 from storage import mediatypes as mt
+from storage.asyncstore import BlockingStore
 from storage.content import ContentNotFound, ContentSizeError, ContentStore, LayoutStore, copy_graph
 from storage.digest import Digest, DigestMismatchError
+from storage.filesystem import FilesystemDriver
 from storage.graph import Platform
 from storage.localstore import LocalStore
 from storage.manifest import Descriptor
+from storage.registrystore import RegistryStore
+from storage.s3 import S3Driver, s3_config_from_dict
 
 
 def _put(store: ContentStore, media_type: str, data: bytes, platform: dict[str, str] | None = None
@@ -41,11 +48,25 @@ def _index(store: ContentStore) -> tuple[Descriptor, Descriptor, Descriptor]:
     return _put(store, mt.OCI_INDEX, json.dumps(doc).encode()), amd, arm
 
 
-@pytest.fixture(params=["layout", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ContentStore:
+@pytest.fixture(params=["layout", "local", "registry-filesystem", "registry-s3", "registry-repo"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContentStore]:
+    """Every ContentStore runs the same conformance set; the registry layout's async store through
+    the blocking portal that gives it the synchronous protocol (storage/asyncstore.py)."""
     if request.param == "layout":
-        return LayoutStore(tmp_path / "layout")
-    return LocalStore(tmp_path / "local")
+        yield LayoutStore(tmp_path / "layout")
+        return
+    if request.param == "local":
+        yield LocalStore(tmp_path / "local")
+        return
+    if request.param == "registry-s3":
+        s3 = S3Driver(s3_config_from_dict(request.getfixturevalue("s3_section")))
+        with start_blocking_portal() as portal:
+            yield BlockingStore(RegistryStore(s3), portal)
+        s3.close()
+        return
+    repo = "team/app" if request.param == "registry-repo" else None
+    with start_blocking_portal() as portal:
+        yield BlockingStore(RegistryStore(FilesystemDriver(tmp_path / "registry"), repo), portal)
 
 
 def test_protocol(store: ContentStore) -> None:
@@ -88,3 +109,24 @@ def test_copy_graph(store: ContentStore, dst_kind: str, tmp_path: Path) -> None:
     assert len(rest) == 3 and rest[-1].digest == amd.digest
     assert {i.digest for i in dst.walk()} == {i.digest for i in store.walk()}
     assert copy_graph(store, dst, top) == []
+
+
+def test_registry_store_serves_only_what_a_repository_links(tmp_path: Path) -> None:
+    """Scoped to a repository, the registry-layout store sees the blobs that repository links (as
+    the registry serves them); a delete there unlinks, and the bytes stay for the others."""
+    driver = FilesystemDriver(tmp_path / "registry")
+    with start_blocking_portal() as portal:
+        shared = BlockingStore(RegistryStore(driver), portal)
+        mine = BlockingStore(RegistryStore(driver, "team/app"), portal)
+        other = BlockingStore(RegistryStore(driver, "team/other"), portal)
+        desc = _put(mine, "application/octet-stream", b"layer bytes")
+        root, hex_ = tmp_path / "registry" / "docker/registry/v2", desc.digest.hex
+        assert (root / f"repositories/team/app/_layers/sha256/{hex_}/link").read_text() == str(desc.digest)
+        assert (root / f"blobs/sha256/{hex_[:2]}/{hex_}/data").read_bytes() == b"layer bytes"
+        assert other.info(desc.digest) is None and list(other.walk()) == []
+        with pytest.raises(ContentNotFound):
+            other.reader(desc.digest)
+        assert mine.delete(desc.digest) and mine.info(desc.digest) is None
+        info = shared.info(desc.digest)
+        assert info is not None and info.size == len(b"layer bytes")
+        assert not list((root / "pyreg-ingest").iterdir())  # nothing left aside

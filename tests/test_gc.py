@@ -449,6 +449,73 @@ def test_gc_beside_live_pushes(make_registry_server: Callable[..., Any]) -> None
     http.close()
 
 
+# -- marking: the typed graph walker over the registry-layout store ---------------------------------
+
+
+async def test_marking_walks_index_children_referrers_config_and_layers(gc_config: dict[str, Any]) -> None:
+    """GC marks through storage/graph.py's walker over the registry-layout ContentStore: an index's
+    children (also one whose descriptor names no manifest type, found through the revisions), their
+    config and layers, a referrer chain hanging off a kept subject, and every digest named by a
+    document it cannot parse (kept rather than lost); only the orphan and a stray blob go."""
+    from registry.layout import tag_current_path
+    from storage.digest import Digest
+    from storage.distlayout import revision_link_path
+    from storage.registrystore import RegistryStore
+
+    driver = make_driver(load_config(data=gc_config, environ={}))
+    name = "team/app"
+    repo, shared = RegistryStore(driver, name), RegistryStore(driver)
+
+    async def blob(data: bytes) -> dict[str, Any]:
+        digest = Digest.of(data)
+        async with repo.writer(digest, len(data)) as w:
+            await w.write(data)
+            await w.commit()
+        return {"mediaType": "application/octet-stream", "digest": str(digest), "size": len(data)}
+
+    async def manifest(doc: dict[str, Any] | bytes, media_type: str = OCI_MANIFEST,
+                       tag: str | None = None) -> dict[str, Any]:
+        data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        digest = Digest.of(data)
+        async with shared.writer(digest, len(data)) as w:
+            await w.write(data)
+            await w.commit()
+        await driver.put_content(revision_link_path(name, digest), str(digest).encode())
+        if tag:
+            await driver.put_content(tag_current_path(name, tag), str(digest).encode())
+        return {"mediaType": media_type, "digest": str(digest), "size": len(data)}
+
+    async def image(tag: str, subject: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": await blob(f"config {tag}".encode()),
+                               "layers": [await blob(f"layer {tag}".encode())]}
+        if subject is not None:
+            doc["subject"] = subject
+        return await manifest(doc, **kw)
+
+    amd, arm = await image("amd"), await image("arm")
+    arm_odd = {**arm, "mediaType": "application/vnd.example.thing+json"}  # still a revision: followed
+    top = await manifest({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [amd, arm_odd]},
+                         OCI_INDEX, tag="multi")
+    sig = await image("sig", subject=top)
+    await image("sig2", subject=sig)  # a referrer of the referrer
+    only_named = await blob(b"named by a document GC cannot parse")
+    await manifest(json.dumps({"schemaVersion": 1, "name": name, "fsLayers": [
+        {"blobSum": only_named["digest"]}]}).encode(), tag="legacy")
+    orphan = await image("orphan")
+    stray = await blob(b"uploaded, never referenced")
+
+    report = await collect_garbage(driver, GCOptions(grace=0, settle=0, dry_run=True, delete_untagged=True))
+
+    assert [m["digest"] for m in report.manifests_deleted] == [orphan["digest"]]
+    assert set(report.blobs_deleted) == {orphan["digest"], sha256(b"config orphan"), sha256(b"layer orphan"),
+                                         stray["digest"]}
+    # every other blob is marked: 3 per image (amd, arm, sig, sig2), the index, the legacy doc, its blob
+    assert report.blobs_marked == report.blobs - 4 == 4 * 3 + 3
+    plain = await collect_garbage(driver, GCOptions(grace=0, settle=0, dry_run=True))
+    assert set(plain.blobs_deleted) == {stray["digest"]}  # every revision is a root without delete_untagged
+
+
 # -- on a directory Distribution wrote --------------------------------------------------------------
 
 

@@ -164,3 +164,22 @@ def test_rmi_and_prune_remove_only_unused(tmp_path: Path) -> None:
     store.rmi("r/two:1")
     assert list((store.root / "blobs" / "sha256").iterdir()) == []
     assert list((store.root / "layers" / "sha256").iterdir()) == []
+
+
+def test_prune_keeps_an_image_whose_config_is_not_an_object(tmp_path: Path) -> None:
+    """A stored image whose config is JSON but not an object (or has no usable rootfs) names no
+    layers to keep; prune keeps its blobs and goes on, instead of failing on it."""
+    store = LocalStore(tmp_path / "s")
+    config = b"[]"
+    media_type = "application/vnd.oci.image.manifest.v1+json"
+    doc = {"schemaVersion": 2, "mediaType": media_type,
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": str(Digest.of(config)), "size": len(config)}, "layers": []}
+    manifest = json.dumps(doc).encode()
+    with store.writing():
+        store.put_blob(config)
+        digest = store.put_blob(manifest)
+        store.tag(NAME, digest, media_type, len(manifest))
+    stray = store.put_blob(b"stray")
+    assert store.prune()["blobs"] == 1
+    assert store.has_blob(digest) and store.has_blob(Digest.of(config)) and not store.has_blob(stray)

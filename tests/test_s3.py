@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,7 +203,7 @@ async def test_blocking_calls_run_in_a_bounded_pool(s3_section: dict[str, Any]) 
 def test_config() -> None:
     c = s3_config_from_dict({"bucket": "b", "redirect": {"enabled": True, "expiry": "20m"},
                              "rootdirectory": "/x/y/", "chunksize": "6291456"})
-    got = (c.bucket, c.region, c.redirect, c.redirect_expiry, c.chunksize)
+    got = (c.bucket, c.region, c.redirect.enabled, c.redirect_expiry, c.chunksize)
     assert got == ("b", "us-east-1", True, 1200, 6 << 20)
     assert S3Driver(c).key("/docker/a") == "x/y/docker/a"
     assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90 and parse_duration("15") == 15
@@ -220,7 +221,7 @@ def test_from_registry_config(s3_section: dict[str, Any]) -> None:
     section = {**s3_section, "redirect": {"enabled": True, "expiry": "20m"}}
     driver = make_driver(load_config(data={"storage": {"s3": section}}))
     assert isinstance(driver, S3Driver)
-    assert driver.config.redirect and driver.config.redirect_expiry == 1200
+    assert driver.config.redirect.enabled and driver.config.redirect_expiry == 1200
     assert driver.config.bucket == s3_section["bucket"] and driver.config.chunksize == 5 << 20
     driver.close()
 
@@ -247,3 +248,27 @@ async def test_registry_blob_get_redirects_head_does_not(s3_section: dict[str, A
         assert head.headers["Content-Length"] == str(len(data)) and "Location" not in head.headers
     async with httpx.AsyncClient() as plain:
         assert (await plain.get(r.headers["Location"])).content == data
+
+
+def test_one_s3_section_for_config_and_driver_without_boto3_at_load() -> None:
+    """The config's ``storage.s3`` and the driver's settings are one dataclass (storage/s3config.py),
+    read once by the config loader and handed to the driver as it is; loading it imports no boto3."""
+    import subprocess
+    import sys
+
+    from tests.fixtures.registry import REPO_ROOT
+
+    code = (
+        "import sys\n"
+        "from registry.config import load_config\n"
+        "s3 = load_config(data={'storage': {'s3': {'bucket': 'b', 'chunksize': '6M',\n"
+        "    'redirect': {'enabled': True, 'expiry': '20m'}}}}, environ={}).storage.s3\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 at config load'\n"
+        "from storage.s3 import S3Config, S3Driver\n"
+        "assert type(s3) is S3Config and S3Driver.from_config(s3).config is s3\n"
+        "print(s3.chunksize, s3.redirect_expiry)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(6 << 20), "1200"]

@@ -222,10 +222,6 @@ class TokenIssuer:
             claims["ver"] = version
         return jwt.encode(claims, self.key, algorithm=self.algorithm, headers=self.headers)
 
-    def refresh_subject(self, raw: str) -> str:
-        """The user a refresh token was issued to; InvalidToken when it is not one of ours."""
-        return self.refresh_claims(raw)[0]
-
     def refresh_claims(self, raw: str) -> tuple[str, str]:
         """(user, password-entry version) of one of our refresh tokens, else InvalidToken."""
         try:

@@ -1,0 +1,149 @@
+"""The local store's image index: names -> descriptors in the layout's ``index.json``
+(containerd's ``images.Store``), each entry annotated with
+``org.opencontainers.image.ref.name = "registry/repo:tag"`` so skopeo and umoci read it.
+
+``index.json`` is replaced atomically under ``locks/index.lock``, and a name is written only
+after the manifest it points at is stored (the blobs are storage/blobstore.py's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage import mediatypes
+from storage.blobstore import BlobStore
+from storage.digest import Digest, DigestError
+from storage.manifest import ManifestError, layout_index
+from storage.reference import Reference, ReferenceError, parse
+from storage.storefiles import StoreError, atomic_write, flock
+
+
+class ImageNotFoundError(StoreError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"image not known locally: {ref}")
+        self.ref = ref
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One entry of index.json: a local image name and the manifest it points at."""
+
+    name: str                       # the ref.name annotation: "registry/repo:tag" or "registry/repo@digest"
+    digest: Digest                  # manifest (or index) digest
+    media_type: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: dict[str, Any] | None = None
+
+    def descriptor(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.platform:
+            out["platform"] = self.platform
+        out["annotations"] = {**self.annotations, mediatypes.ANNOTATION_REF_NAME: self.name}
+        return out
+
+
+class ImageIndex:
+    """Local image names over ``index.json``; reads the blob store to check and to find IDs."""
+
+    def __init__(self, root: Path, blobs: BlobStore) -> None:
+        self.root = root
+        self.blobs = blobs
+        self.path = root / "index.json"
+        self.lock = root / "locks" / "index.lock"
+
+    def write(self, records: list[ImageRecord]) -> None:
+        """Replace ``index.json`` (the caller holds ``self.lock``)."""
+        doc = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+               "manifests": [r.descriptor() for r in records]}
+        atomic_write(self.path, json.dumps(doc, indent=2).encode())
+
+    def images(self) -> list[ImageRecord]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            entries = layout_index(data)
+        except ManifestError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        out = []
+        for desc in entries:
+            annotations = dict(desc.annotations or {})
+            name = annotations.pop(mediatypes.ANNOTATION_REF_NAME, None)
+            if not name:
+                continue
+            out.append(ImageRecord(name, desc.digest, desc.media_type, desc.size, annotations, desc.platform))
+        return out
+
+    def tag(self, name: str, digest: Digest | str, media_type: str, size: int,
+            platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> ImageRecord:
+        """Point the local name at a stored manifest (its blobs must all be stored already)."""
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        if not self.blobs.has_blob(d):
+            raise StoreError(f"cannot tag {name}: manifest {d} is not stored")
+        record = ImageRecord(name, d, media_type, size, dict(annotations or {}), platform)
+        with flock(self.lock):
+            records = [r for r in self.images() if r.name != name]
+            records.append(record)
+            self.write(records)
+        return record
+
+    def untag(self, name: str) -> bool:
+        with flock(self.lock):
+            records = self.images()
+            kept = [r for r in records if r.name != name]
+            if len(kept) == len(records):
+                return False
+            self.write(kept)
+            return True
+
+    def lookup(self, ref: str | Reference) -> ImageRecord:
+        """Find a local image by reference (``busybox``, ``reg/x:1``, ``x@sha256:…``), by full
+        manifest digest, or by a unique prefix (≥ 4 hex) of its image ID (config digest)."""
+        text = str(ref)
+        records = self.images()
+        parsed: Reference | None = None
+        if isinstance(ref, Reference):
+            parsed = ref
+        else:
+            with contextlib.suppress(ReferenceError, ValueError):
+                parsed = parse(text)
+        if parsed is not None:
+            for r in records:
+                if r.name == str(parsed):
+                    return r
+            if parsed.digest is not None:
+                for r in records:
+                    if r.digest == parsed.digest and r.name.startswith(parsed.name + "@"):
+                        return r
+                for r in records:
+                    if r.digest == parsed.digest and r.name.rsplit(":", 1)[0] == parsed.name:
+                        return r
+        if not isinstance(ref, Reference):
+            with contextlib.suppress(DigestError):
+                d = Digest.parse(text)
+                for r in records:
+                    if r.digest == d:
+                        return r
+            prefix = text.removeprefix("sha256:")
+            if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+                hits = {r.digest: r for r in records if self.image_id(r).hex.startswith(prefix)}
+                if len(hits) == 1:
+                    return next(iter(hits.values()))
+                if len(hits) > 1:
+                    raise StoreError(f"image ID prefix {prefix} is ambiguous")
+        raise ImageNotFoundError(text)
+
+    def image_id(self, record: ImageRecord) -> Digest:
+        """The image ID is the config digest (as Docker and podman show it)."""
+        if record.media_type in mediatypes.INDEXES:
+            return record.digest
+        config = self.blobs.read_manifest(record.digest, record.media_type).config
+        if config is None:
+            raise StoreError(f"{record.name}: manifest {record.digest} has no config")
+        return config.digest

@@ -1,0 +1,72 @@
+"""File primitives the local store's parts share (storage/blobstore.py, imageindex.py,
+layerstore.py, composed by localstore.py): one error type, private file creation, flock,
+atomic replace, and an rmtree that copes with an image's read-only directories.
+
+Why one module: the three stores live in one directory tree with one permission rule (every
+directory 0700, every file at most 0644, never opened through a symlink; storage/private.py
+says why), so the rule is written once here rather than in each of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from storage.private import make_private_dir
+
+_OPEN_FILE = os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class StoreError(Exception):
+    """A local-store failure with a message fit for one line on stderr."""
+
+
+def create(path: Path, mode: int, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
+    """Open a new file of at most ``mode`` (never through a symlink someone put there)."""
+    return os.open(path, flags | os.O_CREAT | _OPEN_FILE, mode)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` so that readers see the old or the new bytes, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(16).hex()}")
+    with os.fdopen(create(tmp, 0o644, os.O_WRONLY | os.O_EXCL), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def flock(path: Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (made 0600 in a private directory) across processes."""
+    if not path.parent.is_dir():
+        make_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FILE, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def rmtree(path: Path) -> None:
+    """rmtree that also removes read-only directories an image may contain."""
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        parent = os.path.dirname(p)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+        func(p)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        import shutil  # not on `pyreg run`'s start-up path
+
+        shutil.rmtree(path, onerror=onerror)
