@@ -41,6 +41,7 @@ from registry.layout import Layout, hash_path
 from storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 from storage.driver import FileWriter, Lock, Snapshot
 from storage.errors import PathNotFoundError
+from storage.registrystore import INGEST
 
 log = logging.getLogger("pyreg.uploads")
 
@@ -366,6 +367,20 @@ class Uploads:
                 if lock is not None:
                     await lock.release()
 
+    async def _purge_ingest(self, age: float, dryrun: bool, now: datetime) -> list[str]:
+        """Blobs written aside by the registry store (storage/registrystore.py: a graph copy or a
+        mirror fill) whose writer died before commit or abort: nothing else would remove them."""
+        try:
+            staged = [info async for info in self.driver.walk(INGEST) if not info.is_dir]
+        except PathNotFoundError:
+            return []
+        stale = [info.path for info in staged if (now - info.modtime).total_seconds() > age]
+        if not dryrun:
+            for path in stale:
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(path)
+        return stale
+
     async def purge(self, age: float, dryrun: bool = False, now: datetime | None = None) -> list[str]:
         """Delete sessions started more than ``age`` seconds ago; returns their paths."""
         now = now or datetime.now(UTC)
@@ -390,6 +405,7 @@ class Uploads:
                 except (UploadBusyError, UploadUnknownError):
                     continue  # a request is using it after all (or the id is not ours): keep it
             purged.append(session)
+        purged += await self._purge_ingest(age, dryrun, now)
         if not dryrun:
             await self._purge_locks()
         if purged:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from registry.layout import Layout
 from registry.uploads import Uploads, format_startedat, parse_startedat
 from storage.digest import Digest
 from storage.filesystem import FilesystemDriver
+from storage.registrystore import INGEST
 from tests.fixtures.registry import asgi_client, image_manifest, push_blob, sha256
 
 V2 = "docker/registry/v2"
@@ -181,6 +183,21 @@ async def test_purge_stale_uploads(tmp_path: Path) -> None:
     assert [p.rsplit("/", 1)[-1] for p in purged] == [old]
     assert await uploads.size("deep/repo", new) == 0
     assert not (tmp_path / V2 / "repositories/deep/repo/_uploads" / old).exists()
+
+
+async def test_purge_removes_blobs_a_dead_writer_left_aside(tmp_path: Path) -> None:
+    """A registry-store writer (graph copy, mirror fill) killed before commit or abort leaves its
+    staged file under pyreg-ingest/: purging removes it once stale, and never a fresh one."""
+    driver = FilesystemDriver(tmp_path)
+    uploads = Uploads(Layout(driver, cache_ttl=0))
+    await driver.put_content(f"{INGEST}/sha256-dead", b"half a blob")
+    await driver.put_content(f"{INGEST}/sha256-live", b"being written")
+    old = (datetime.now(UTC) - timedelta(days=8)).timestamp()
+    os.utime(tmp_path / INGEST.lstrip("/") / "sha256-dead", (old, old))
+    assert [p.rsplit("/", 1)[-1] for p in await uploads.purge(7 * 86400, dryrun=True)] == ["sha256-dead"]
+    assert (tmp_path / INGEST.lstrip("/") / "sha256-dead").exists()
+    await uploads.purge(7 * 86400)
+    assert sorted(p.name for p in (tmp_path / INGEST.lstrip("/")).iterdir()) == ["sha256-live"]
 
 
 async def test_purging_runs_in_the_background(tmp_path: Path) -> None:
