@@ -75,3 +75,59 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+# ------------------------------------------------------------------ output, as docker prints it
+# docker (go-units) prints sizes one way everywhere: decimal units with three significant digits
+# for image, layer, disk and network sizes (``7.55MB``, ``512kB``, ``0B``), binary units for memory
+# (``1.953MiB``, docker stats' MEM USAGE). Go's %g and Python's agree, down to ``1e+03kB``.
+
+_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def _custom(n: float, base: float, units: tuple[str, ...], precision: int) -> str:
+    i = 0
+    while n >= base and i < len(units) - 1:
+        n /= base
+        i += 1
+    return f"{n:.{precision}g}{units[i]}"
+
+
+def human_size(n: float, precision: int = 3) -> str:
+    """docker's ``HumanSizeWithPrecision``: ``7.55MB``, ``0B``, ``1.2GB`` (1000-based)."""
+    return _custom(float(n), 1000.0, _DECIMAL, precision)
+
+
+def bytes_size(n: float) -> str:
+    """docker's ``BytesSize`` (memory): ``1.953MiB`` (1024-based, four significant digits)."""
+    return _custom(float(n), 1024.0, _BINARY, 4)
+
+
+def human_duration(seconds: float) -> str:
+    """docker's ``HumanDuration`` (``CREATED``/``STATUS`` columns, before ``ago``): ``Less than a
+    second``, ``About a minute``, ``2 hours``, ``3 weeks``, ``4 months``, ``2 years``."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"

@@ -28,12 +28,9 @@ def _ago(stamp: str | None) -> str:
         t = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return stamp
-    d = max(0, int(time.time() - t))
-    for unit, secs in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if d >= secs:
-            n = d // secs
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{d} second{'s' if d != 1 else ''}"
+    from storage.units import human_duration
+
+    return human_duration(max(0.0, time.time() - t))  # docker's words: "About an hour", "3 weeks"
 
 
 def _ports(r: Container) -> str:
