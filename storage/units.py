@@ -131,3 +131,56 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)(?:T(\d\d)(?::(\d\d)(?::(\d\d)(\.\d{1,9})?)?)?)?"
+                   r"(Z|[+-]\d\d:\d\d)?")
+
+
+def parse_time(value: str, now: float | None = None) -> int:
+    """docker's ``--since``/``--until`` (its ``timetypes.GetTimestamp``), in nanoseconds since the
+    epoch: an RFC 3339 date or timestamp (``2024-05-01``, ``2024-05-01T10:00:00Z``,
+    ``…T10:00:00.5+02:00``; without a zone: local time), a Unix timestamp (``1714557600`` or
+    ``1714557600.5``), or a duration before now (``10m``, ``1h30m``, ``2d``).
+
+    Raises ValueError for anything else."""
+    import calendar
+    import time
+
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+        whole, _, frac = text.partition(".")
+        return int(whole) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+    m = _DATE.fullmatch(text)
+    if m:
+        y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups()[:6])
+        try:
+            fields = (y, mo, d, h, mi, s, 0, 0, -1)
+            if m.group(8):  # a zone: UTC, shifted
+                secs = calendar.timegm(fields)
+                if m.group(8) != "Z":
+                    z = m.group(8)
+                    shift = int(z[1:3]) * 3600 + int(z[4:6]) * 60
+                    secs -= shift if z[0] == "+" else -shift
+            else:
+                secs = int(time.mktime(fields))
+            time.strptime(f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}", "%Y-%m-%d %H:%M:%S")
+        except (ValueError, OverflowError):
+            raise ValueError(f"invalid time {value!r}: no such date") from None
+        return secs * 1_000_000_000 + int((m.group(7) or ".0")[1:].ljust(9, "0"))
+    try:
+        ago = parse_duration(text)
+    except ValueError:
+        ago = None
+    if ago is None or not text or text[-1].isdigit():
+        raise ValueError(f"invalid time {value!r} (an RFC 3339 time like 2024-05-01T10:00:00Z, a Unix "
+                         "timestamp, or a duration like 10m)")
+    return int(((time.time() if now is None else now) - ago) * 1_000_000_000)
+
+
+def format_time_ns(ns: int) -> str:
+    """RFC 3339 in UTC with nine fraction digits, as ``docker logs --timestamps`` prints."""
+    import time
+
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
