@@ -44,6 +44,7 @@ class Progress:
         self.rich: Any = None
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._extracted: set[str] = set()
         if enabled and self.stream.isatty():
             from rich.console import Console
             from rich.progress import Progress as RichProgress
@@ -70,6 +71,8 @@ class Progress:
     def finish(self, label: str, status: str) -> None:
         if not self.enabled:
             return
+        if label in self._extracted:
+            status += ", extracted"
         if self.rich is not None:
             task_id = self._tasks.get(label)
             if task_id is not None:
@@ -83,19 +86,24 @@ class Progress:
 
     def extracting(self, extractor: Any) -> Any:
         """``extractor`` (LocalStore's) wrapped so that a layer's bar says ``extracting`` while it
-        is unpacked after its download; the bar's label is the blob's short digest."""
-        if extractor is None or self.rich is None:
+        is unpacked after its download, and its final status ends in ``extracted``; the label is
+        the blob's short digest, as the transfer's."""
+        if extractor is None or not self.enabled:
             return extractor
 
         def wrapped(blob_path: Any, *args: Any, **kwargs: Any) -> Any:
             label = str(blob_path).rsplit("/", 1)[-1][:12]
-            task_id = self._tasks.get(label)
-            if task_id is None:  # downloaded before, extracted now
-                with self._lock:
-                    task_id = self._tasks[label] = self.rich.add_task(f"{label} extracting", total=None)
-            else:
-                self.rich.update(task_id, description=f"{label} extracting")
-            return extractor(blob_path, *args, **kwargs)
+            if self.rich is not None:
+                task_id = self._tasks.get(label)
+                if task_id is None:  # downloaded before, extracted now
+                    with self._lock:
+                        task_id = self._tasks[label] = self.rich.add_task(f"{label} extracting", total=None)
+                else:
+                    self.rich.update(task_id, description=f"{label} extracting")
+            result = extractor(blob_path, *args, **kwargs)
+            with self._lock:
+                self._extracted.add(label)
+            return result
 
         return wrapped
 

@@ -194,3 +194,53 @@ def test_docker_times() -> None:
     for bad in ("", "yesterday", "-5m", "2024-13-01", "2024-02-30T00:00:00Z", "1e9", "10 m"):
         with pytest.raises(ValueError):
             parse_time(bad)
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def _pull_on_a_terminal(client_env: ClientEnv, ref: str) -> str:
+    """``pyreg pull REF`` with stderr on a pseudo-terminal (rich's bars): what it drew."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.fixtures.client import REPO_ROOT
+
+    master, slave = pty.openpty()
+    env = dict(client_env.env, COLUMNS="160", TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "pull", ref], env=env, cwd=REPO_ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_pull_progress_units_eta_and_extracting(pyreg_factory: Any, client_env: ClientEnv,
+                                                tmp_path: Path) -> None:
+    server = pyreg_factory()
+    image = Image({"big": os.urandom(1_500_000)}, time.time())
+    client_env.run("push", str(write_oci_layout(tmp_path / "img", image)),  # type: ignore[arg-type]
+                   f"{server.host}/team/big:1")
+    layer = json.loads(image.manifest)["layers"][0]
+    short, size = layer["digest"][7:19], human_size(layer["size"])
+    # plain lines (not a terminal): one per blob, docker's units, the extraction said
+    plain = client_env.run("pull", f"{server.host}/team/big:1").stdout
+    assert f"{short}: pulled {size}, extracted" in plain, plain
+    # bars on a terminal: done/total in docker's units, time left, and the extraction
+    client_env.run("rmi", f"{server.host}/team/big:1")
+    client_env.run("prune")
+    drawn = _pull_on_a_terminal(client_env, f"{server.host}/team/big:1")
+    assert f"{size}/{size}" in drawn and f"{short} pulled {size}, extracted" in drawn, drawn
+    assert re.search(r"\d:\d\d:\d\d|-:--:--", drawn), drawn  # rich's time-remaining column
+    assert "MiB" not in drawn
