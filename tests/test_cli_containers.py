@@ -70,6 +70,24 @@ def test_ps_format(busybox_store: RuntimeEnv) -> None:
     assert bad.returncode == 1 and "Nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_ps_size(busybox_store: RuntimeEnv) -> None:
+    """docker's SIZE: what the container wrote, and with its image (virtual), in docker's units."""
+    import re
+
+    env = busybox_store
+    env.run("run", "-d", "--name", "writer", "busybox", "sh", "-c", "head -c 2500000 /dev/zero > /big",
+            check=True)
+    env.wait_exited("writer")
+    lines = env.run("ps", "-a", "-s", check=True).stdout.splitlines()
+    assert lines[0].split()[-1] == "SIZE"
+    m = re.search(r"(\S+) \(virtual (\S+)\)$", lines[1])
+    assert m is not None, lines
+    assert m.group(1) == "2.5MB"  # the 2,500,000 bytes written (and the empty mount points)
+    assert re.fullmatch(r"\d+(\.\d+)?MB", m.group(2)) and m.group(2) != m.group(1)
+    out = env.run("ps", "-a", "--format", "{{.Names}} {{.Size}}", check=True).stdout
+    assert out.startswith("writer 2.5MB (virtual ")
+
+
 def test_inspect_and_images_format(busybox_store: RuntimeEnv) -> None:
     env = busybox_store
     a, _b = _two(env)
