@@ -206,6 +206,17 @@ def test_logs_since_until_timestamps(busybox_store: RuntimeEnv) -> None:
         assert r.returncode == 2 and "invalid time" in r.stderr and "Traceback" not in r.stderr, bad
 
 
+def test_logs_follow_timestamps_while_running(busybox_store: RuntimeEnv) -> None:
+    """``logs -f -t`` started before the lines are written: each line that arrives has its time."""
+    env = busybox_store
+    env.run("run", "-d", "--name", "live", "busybox", "sh", "-c",
+            "sleep 0.5; for i in 1 2 3; do echo line$i; sleep 0.3; done", check=True)
+    follower = env.popen("logs", "-f", "-t", "live")
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert [t for _, t in _stamped(out)] == ["line1", "line2", "line3"]
+
+
 def test_logs_of_a_container_logged_before_line_times(busybox_store: RuntimeEnv) -> None:
     """A container whose log has no ``log.times`` (pyreg before it kept them): its lines have no
     time; after a restart the new lines do."""

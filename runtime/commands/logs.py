@@ -69,11 +69,22 @@ def _tail_start(fd: int, lo: int, hi: int, lines: int) -> int:
 class _Writer:
     """Copies log bytes to stdout, with each line's time in front when asked."""
 
-    def __init__(self, out: BinaryIO, times: Times | None, start: int) -> None:
+    def __init__(self, out: BinaryIO, times: Times | None, start: int, fd: int) -> None:
         self.out = out
         self.times = times
         self.pos = start
         self.at_start = True
+        self.fd = fd
+        self.known = 0  # every line starting below this offset has its record read, if it has one
+
+    def _time(self, offset: int) -> int | None:
+        assert self.times is not None
+        ns = self.times.at(offset)
+        if ns is None and offset >= self.known:  # written since the last look: its record came first
+            self.known = os.fstat(self.fd).st_size
+            self.times.refresh()
+            ns = self.times.at(offset)
+        return ns
 
     def write(self, chunk: bytes) -> None:
         write = self.out.write
@@ -86,10 +97,7 @@ class _Writer:
         i = 0
         while i < len(chunk):
             if self.at_start:
-                ns = self.times.at(self.pos + i)
-                if ns is None and self.times.offsets and self.pos + i > self.times.offsets[-1]:
-                    self.times.refresh()  # written just now: its record came first
-                    ns = self.times.at(self.pos + i)
+                ns = self._time(self.pos + i)
                 if ns is not None:
                     write(format_time_ns(ns).encode() + b" ")
             nl = chunk.find(b"\n", i)
@@ -129,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             hi = max(lo, min(found, size)) if found is not None else size
         if args.tail != "all" and int(args.tail) >= 0:  # docker: a negative count is all
             lo = _tail_start(fd, lo, hi, int(args.tail))
-        writer = _Writer(out, times if args.timestamps else None, lo)
+        writer = _Writer(out, times if args.timestamps else None, lo, fd)
         pos = lo
         while pos < hi:
             chunk = os.pread(fd, min(1 << 16, hi - pos), pos)
