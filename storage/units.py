@@ -5,7 +5,8 @@ one thing everywhere. Sizes follow docker's ``--memory``/``--shm-size`` (go-unit
 every unit is a power of 1024, whatever its spelling — ``10m``, ``10M``, ``10MB`` and ``10MiB`` are
 all 10,485,760 bytes. A plain number is bytes. Distribution's config sizes are plain byte counts,
 which read the same here. Durations follow Go's ``time.ParseDuration`` (``168h``, ``1h30m``,
-``500ms``), plus ``d`` for days and a plain number of seconds.
+``500ms``), plus ``d`` for days and a plain number of seconds. Times (``--since``) follow docker's
+``timetypes``. Output, at the end: sizes and durations printed the one way docker prints them.
 """
 
 from __future__ import annotations
