@@ -85,6 +85,25 @@ def emit_transfer(args: argparse.Namespace, result: Any) -> None:
     emit(args, result.as_json(), None if args.quiet else f"{result.reference}: {result.digest}")
 
 
+def warn_platform(store: Any, result: Any, requested: str | None = None) -> None:
+    """After a pull: docker's warning on stderr when the image (``result``: digest and media type
+    of the pulled manifest) is not for this host — unless ``--platform`` asked for it."""
+    if requested:
+        return
+    from storage import mediatypes
+    from storage.graph import platform_warning
+
+    try:
+        if result.media_type not in mediatypes.IMAGE_MANIFESTS:
+            return
+        manifest = store.read_manifest(result.digest, result.media_type)
+        config = store.read_json(str(manifest.config.digest)) if manifest.config is not None else {}
+    except Exception:  # the pull itself worked; a warning is not worth failing it
+        return
+    if (warning := platform_warning(config)) is not None:
+        print(warning, file=sys.stderr)
+
+
 def progress(args: argparse.Namespace) -> Any:
     from client.progress import Progress
 

@@ -1,8 +1,14 @@
-"""Registry credentials, shared with docker and podman through ``~/.docker/config.json``.
+"""Registry credentials, shared with docker (``~/.docker/config.json``) and podman/skopeo
+(``auth.json``, containers-auth.json(5)).
 
-Lookup order per registry: ``credHelpers[host]``, then ``credsStore``, then ``auths[host].auth``
-(base64 ``user:password``) / ``identitytoken``. Helpers are the ``docker-credential-<name>``
-programs (``get``/``store``/``erase`` over stdin/stdout). ``$DOCKER_CONFIG`` moves the directory.
+Files read, first with an entry for the registry wins (podman's order): ``--authfile`` or
+``$REGISTRY_AUTH_FILE``, else ``$XDG_RUNTIME_DIR/containers/auth.json`` (root without it:
+``/run/containers/0/auth.json``); then ``${XDG_CONFIG_HOME:-~/.config}/containers/auth.json``;
+then docker's ``config.json`` (``$DOCKER_CONFIG`` moves its directory). In each file:
+``credHelpers[host]``, then ``credsStore``, then ``auths[host].auth`` (base64 ``user:password``) /
+``identitytoken``. Helpers are the ``docker-credential-<name>`` programs (``get``/``store``/
+``erase`` over stdin/stdout). ``pyreg login``/``logout`` write docker's file unless ``--authfile``
+or ``$REGISTRY_AUTH_FILE`` names another — so what login writes, the next read finds first.
 """
 
 from __future__ import annotations
@@ -36,15 +42,40 @@ def config_file() -> Path:
     return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
 
 
-def _load() -> dict[str, Any]:
+def write_file(authfile: str | None = None) -> Path:
+    """Where ``login`` writes and ``logout`` erases: ``authfile``, ``$REGISTRY_AUTH_FILE``, else
+    docker's ``config.json`` (docker's default, so docker sees a ``pyreg login``)."""
+    chosen = authfile or os.environ.get("REGISTRY_AUTH_FILE")
+    return Path(chosen) if chosen else config_file()
+
+
+def read_files(authfile: str | None = None) -> list[Path]:
+    """The files credentials are looked up in, in podman's order (see the module docstring)."""
+    first = authfile or os.environ.get("REGISTRY_AUTH_FILE")
+    if first:
+        paths = [Path(first)]
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        paths = [Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"]
+    else:
+        paths = [Path(f"/run/containers/{os.getuid()}/auth.json")] if os.getuid() == 0 else []
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    paths += [Path(config_home) / "containers" / "auth.json", config_file()]
+    unique: list[Path] = []
+    for p in paths:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def _load(path: Path | None = None) -> dict[str, Any]:
     try:
-        return read_json_object(config_file(), "credentials file", empty_ok=True)
+        return read_json_object(path or config_file(), "credentials file", empty_ok=True)
     except ValueError as exc:
         raise CredentialsError(str(exc)) from exc
 
 
-def _save(data: dict[str, Any]) -> None:
-    path = config_file()
+def _save(data: dict[str, Any], path: Path | None = None) -> None:
+    path = path or config_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -90,9 +121,17 @@ def _run_helper(helper: str, action: str, payload: str) -> str:
     return proc.stdout
 
 
-def get(registry: str) -> Credentials | None:
-    """Credentials for ``registry`` (host[:port]), or None for anonymous."""
-    data = _load()
+def get(registry: str, authfile: str | None = None) -> Credentials | None:
+    """Credentials for ``registry`` (host[:port]) from the first file that has some (podman's
+    order, ``read_files``), or None for anonymous."""
+    for path in read_files(authfile):
+        found = _get_from(_load(path), registry)
+        if found is not None:
+            return found
+    return None
+
+
+def _get_from(data: dict[str, Any], registry: str) -> Credentials | None:
     helper = _helper_for(data, registry)
     if helper:
         out = _run_helper(helper, "get", _server(registry))
@@ -119,12 +158,15 @@ def get(registry: str) -> Credentials | None:
     return None
 
 
-def store(registry: str, username: str, password: str, identity_token: str | None = None) -> str:
-    """Save credentials (helper if one is configured for the registry); return where.
+def store(registry: str, username: str, password: str, identity_token: str | None = None,
+          authfile: str | None = None) -> str:
+    """Save credentials in ``write_file(authfile)`` (through its helper if one is configured for
+    the registry); return where.
 
     With ``identity_token`` (a refresh token the registry's token server handed out at login)
     that is kept instead of the password, as ``docker login`` does."""
-    data = _load()
+    path = write_file(authfile)
+    data = _load(path)
     helper = _helper_for(data, registry)
     if helper:
         user, secret = ("<token>", identity_token) if identity_token else (username, password)
@@ -132,20 +174,21 @@ def store(registry: str, username: str, password: str, identity_token: str | Non
                                                  "Secret": secret}))
         data.setdefault("auths", {}).setdefault(registry, {})
         data["auths"][registry].pop("auth", None)
-        _save(data)
+        _save(data, path)
         return f"docker-credential-{helper}"
     if identity_token:
         entry = {"auth": base64.b64encode(f"{username}:".encode()).decode(), "identitytoken": identity_token}
     else:
         entry = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     data.setdefault("auths", {})[_server(registry)] = entry
-    _save(data)
-    return str(config_file())
+    _save(data, path)
+    return str(path)
 
 
-def erase(registry: str) -> bool:
-    """Forget credentials for the registry; False when there were none."""
-    data = _load()
+def erase(registry: str, authfile: str | None = None) -> bool:
+    """Forget credentials for the registry in ``write_file(authfile)``; False when there were none."""
+    path = write_file(authfile)
+    data = _load(path)
     found = False
     helper = _helper_for(data, registry)
     if helper:
@@ -161,5 +204,5 @@ def erase(registry: str) -> bool:
             del auths[key]
             found = True
     if found:
-        _save(data)
+        _save(data, path)
     return found

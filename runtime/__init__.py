@@ -25,6 +25,7 @@ Modules:
 - ``state``     — container records under the run root (``lookup``, ``all_containers``).
 - ``linux``     — the ctypes system calls (unshare, setns, mount, pivot_root, prctl, capset).
 - ``tty``       — ``run -t``: a pty of the container's devpts, relayed by the supervisor.
+- ``logfile``   — a detached container's log and each line's arrival time (``logs --since/-t``).
 - ``commands``  — the ``pyreg`` subcommands run, ps, logs, stop, kill, rm, exec.
 
 Environment: ``PYREG_RUN_ROOT`` (container state, default ``/run/pyreg``),

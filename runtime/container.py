@@ -292,9 +292,16 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
 
         console = tty.console_pair()
     netns = None
+    relay = None
     try:
         if rec.net:
             netns = _network(rec)
+        if stdio is not None:  # detached: output goes through runtime/logfile.py (line times)
+            from runtime.logfile import Relay
+
+            relay = Relay(state.container_dir(rec.id), stdio[1])
+            relay.start()
+            stdio = (stdio[0], relay.write_fd, relay.write_fd)
         pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
                             netns=netns)
     except ContainerError as e:
@@ -328,11 +335,20 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         out = keep
         os.write(ready_w, b'{"ok": true}')
         os.close(ready_w)
+    if relay is not None:
+        if master is not None:  # the terminal's output goes to the relay (after a restart too)
+            out = relay.write_fd
+        elif ready_w is None:  # a restart: the supervisor's copy must go for the relay to end
+            os.close(relay.write_fd)
     if master is not None:
         from runtime import tty
 
         tty.relay(master, 0 if ready_w is None else None, out)  # until the container's side closes
         os.close(master)
+        if relay is not None:
+            os.close(out)
+    if relay is not None:
+        relay.join()  # every line is logged before the container is recorded as exited
     code = process.wait(rec, pid, cg)
     cleanup(rec, rec.config.rm)
     return code

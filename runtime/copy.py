@@ -1,21 +1,26 @@
-"""``pyreg cp``: files between a running container and the host, never following a symlink out.
+"""``pyreg cp``: files between a container and the host, never following a symlink out.
 
-The container's filesystem is reached through ``/proc/PID/root`` of its PID 1 (pid checked
-against its recorded start time). The container-side path is resolved with
-``rootfs.resolve`` — ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)``: ``..`` and absolute
-symlinks stop at the container's root, ``/proc/*/fd`` and friends are refused. Below that, every
-entry on either side is opened relative to its parent's fd with ``O_NOFOLLOW``: a symlink is
-copied as a symlink, never followed, so a container that swaps a directory for a link to a host
-path mid-copy gets an error, not a host file. ``-`` is a tar stream on stdin/stdout, as docker's.
+A running container's filesystem is reached through ``/proc/PID/root`` of its PID 1 (pid checked
+against its recorded start time). A stopped one's, as docker does, is its overlay (its upper dir
+over its image layers) mounted for the copy in a child process's private mount namespace (in a
+user namespace when rootless): writes land in the upper dir, and nothing is mounted on the host.
+Either way, the container-side path is resolved with ``rootfs.resolve`` —
+``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)``: ``..`` and absolute symlinks stop at the
+container's root, ``/proc/*/fd`` and friends are refused. Below that, every entry on either side
+is opened relative to its parent's fd with ``O_NOFOLLOW``: a symlink is copied as a symlink, never
+followed, so a container that swaps a directory for a link to a host path mid-copy gets an error,
+not a host file. ``-`` is a tar stream on stdin/stdout, as docker's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from typing import IO
 
 from runtime import rootfs, state
@@ -42,6 +47,86 @@ def container_root(rec: Container) -> int:
         os.close(fd)
         raise CopyError(errno.ESRCH, f"container {rec.name} is not running")
     return fd
+
+
+def _with_root(rec: Container, body: Callable[[int], None], stdout: IO[bytes] | None = None) -> None:
+    """``body(fd of the container's /)`` for a running container, or in a child process that
+    mounts a stopped one's overlay (its errors come back as CopyError)."""
+    if rec.status == "running" and rec.pid:
+        root = container_root(rec)
+        try:
+            body(root)
+        finally:
+            os.close(root)
+        return
+    cfg = rec.config
+    cdir = state.container_dir(rec.id)
+    if not cfg.layers or not os.path.isdir(os.path.join(cdir, "upper")):
+        raise CopyError(errno.ENOENT, f"container {rec.name} has no filesystem to copy from")
+    if stdout is not None:
+        stdout.flush()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(err_r)
+            try:
+                root = _mount_stopped(rec, cdir)
+                body(root)
+                if stdout is not None:
+                    stdout.flush()
+                code = 0
+            except (OSError, ValueError) as e:
+                text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                doc = {"errno": getattr(e, "errno", None) or errno.EIO,
+                       "filename": getattr(e, "filename", None), "message": text}
+                os.write(err_w, json.dumps(doc).encode())
+            except BaseException as e:
+                doc = {"errno": errno.EIO, "message": f"{type(e).__name__}: {e}"}
+                os.write(err_w, json.dumps(doc).encode())
+        finally:
+            os._exit(code)
+    os.close(err_w)
+    from runtime.process import read_to_end
+
+    data = read_to_end(err_r)
+    _, status = os.waitpid(pid, 0)
+    if data:
+        doc = json.loads(data)
+        raise CopyError(int(doc["errno"]), str(doc["message"]), doc.get("filename"))
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise CopyError(errno.EIO, "copying from the stopped container failed")
+
+
+def _mount_stopped(rec: Container, cdir: str) -> int:
+    """In this (child) process: a private mount namespace with the container's overlay mounted on
+    its ``rootfs`` directory; an fd for it. The working directory is kept (host paths)."""
+    from runtime import linux, mounts
+    from runtime.process import enter_user_namespace
+
+    cfg = rec.config
+    if cfg.rootless:
+        enter_user_namespace()
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates to the host
+    target = os.path.join(cdir, "rootfs")
+    upper, work = os.path.join(cdir, "upper"), os.path.join(cdir, "work")
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        opts = mounts.overlay_options(cfg.layers, upper, work, cfg.rootless)
+        if len(opts) > 3900:  # one page of mount data: short paths, as the running case mounts it
+            os.chdir(os.path.dirname(os.path.dirname(cfg.layers[0])))
+            opts = mounts.overlay_options([os.path.relpath(p) for p in cfg.layers], upper, work, cfg.rootless)
+        try:
+            linux.mount("overlay", target, "overlay", linux.MS_NODEV | linux.MS_NOSUID, opts)
+        except OSError as e:
+            raise CopyError(e.errno, f"cannot mount the stopped container {rec.name}'s filesystem: "
+                            f"{e.strerror or e}") from None
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -132,8 +217,7 @@ def _resolve_parent(root: int, path: str, in_container: bool = True) -> tuple[in
 
 
 def copy_out(rec: Container, src: str, dest: str, stdout: IO[bytes] | None = None) -> None:
-    root = container_root(rec)
-    try:
+    def body(root: int) -> None:
         src_parent, src_name = _resolve_parent(root, src, True)
         try:
             if dest == "-":
@@ -147,8 +231,8 @@ def copy_out(rec: Container, src: str, dest: str, stdout: IO[bytes] | None = Non
                 os.close(dst_parent)
         finally:
             os.close(src_parent)
-    finally:
-        os.close(root)
+
+    _with_root(rec, body, stdout if dest == "-" else None)
 
 
 def _host_target(dest: str, src_base: str) -> tuple[int, str]:
@@ -160,8 +244,7 @@ def _host_target(dest: str, src_base: str) -> tuple[int, str]:
 
 
 def copy_in(rec: Container, src: str, dest: str, stdin: IO[bytes] | None = None) -> None:
-    root = container_root(rec)
-    try:
+    def body(root: int) -> None:
         if src == "-":  # a tar stream, extracted into the directory dest with the layer extractor
             from runtime.extract import _Extractor
 
@@ -192,5 +275,5 @@ def copy_in(rec: Container, src: str, dest: str, stdin: IO[bytes] | None = None)
                 os.close(sp)
         finally:
             os.close(dst_parent)
-    finally:
-        os.close(root)
+
+    _with_root(rec, body)

@@ -129,11 +129,7 @@ def processes(rec: Container) -> list[int]:
 
 
 def human(n: float, binary: bool = True) -> str:
-    """docker's sizes: ``1.5MiB`` for memory (binary), ``1.5MB`` for I/O (decimal)."""
-    base = 1024.0 if binary else 1000.0
-    units = ["B", "KiB", "MiB", "GiB", "TiB"] if binary else ["B", "kB", "MB", "GB", "TB"]
-    for unit in units:
-        if n < base or unit == units[-1]:
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.4g}{unit}"
-        n /= base
-    return str(n)
+    """docker's sizes (storage/units.py): ``1.953MiB`` for memory (binary), ``1.5MB`` otherwise."""
+    from storage.units import bytes_size, human_size
+
+    return bytes_size(n) if binary else human_size(n)

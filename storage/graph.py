@@ -67,6 +67,17 @@ class Platform:
         return other == self.variant
 
 
+def platform_warning(config: dict[str, Any], host: Platform | None = None) -> str | None:
+    """docker's warning for an image config whose platform is not this host's (it may still run,
+    through binfmt emulation, or fail with 'exec format error': the user should know which)."""
+    host = host or Platform.host()
+    p = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
+    if not p.get("os") or not p.get("architecture") or host.matches(p):
+        return None
+    return (f"WARNING: The requested image's platform ({Platform.of(p)}) does not match the "
+            f"detected host platform ({host})")
+
+
 def select_platform(index: Manifest, wanted: Platform) -> Descriptor:
     """The first child manifest of ``index`` for ``wanted``; PlatformError names what there is."""
     candidates = [d for d in index.manifests if d.media_type in mt.MANIFESTS]

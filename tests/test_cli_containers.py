@@ -70,6 +70,24 @@ def test_ps_format(busybox_store: RuntimeEnv) -> None:
     assert bad.returncode == 1 and "Nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_ps_size(busybox_store: RuntimeEnv) -> None:
+    """docker's SIZE: what the container wrote, and with its image (virtual), in docker's units."""
+    import re
+
+    env = busybox_store
+    env.run("run", "-d", "--name", "writer", "busybox", "sh", "-c", "head -c 2500000 /dev/zero > /big",
+            check=True)
+    env.wait_exited("writer")
+    lines = env.run("ps", "-a", "-s", check=True).stdout.splitlines()
+    assert lines[0].split()[-1] == "SIZE"
+    m = re.search(r"(\S+) \(virtual (\S+)\)$", lines[1])
+    assert m is not None, lines
+    assert m.group(1) == "2.5MB"  # the 2,500,000 bytes written (and the empty mount points)
+    assert re.fullmatch(r"\d+(\.\d+)?MB", m.group(2)) and m.group(2) != m.group(1)
+    out = env.run("ps", "-a", "--format", "{{.Names}} {{.Size}}", check=True).stdout
+    assert out.startswith("writer 2.5MB (virtual ")
+
+
 def test_inspect_and_images_format(busybox_store: RuntimeEnv) -> None:
     env = busybox_store
     a, _b = _two(env)
@@ -149,6 +167,75 @@ def test_logs_tail(busybox_store: RuntimeEnv) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+def _stamped(out: str) -> list[tuple[str, str]]:
+    """``logs -t`` output as (timestamp, text) pairs; each stamp is RFC 3339, UTC, 9 digits."""
+    import re
+
+    pairs = []
+    for line in out.splitlines():
+        stamp, _, text = line.partition(" ")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", stamp), line
+        pairs.append((stamp, text))
+    return pairs
+
+
+def test_logs_since_until_timestamps(busybox_store: RuntimeEnv) -> None:
+    env = busybox_store
+    env.run("run", "-d", "--name", "clock", "busybox", "sh", "-c",
+            "echo one; sleep 0.3; echo two; sleep 0.3; printf 'thr'; sleep 0.2; echo ee", check=True)
+    env.run("wait", "clock", check=True)
+    lines = _stamped(env.run("logs", "-t", "clock", check=True).stdout)
+    assert [t for _, t in lines] == ["one", "two", "three"]  # a line written in two parts: one stamp
+    stamps = [s for s, _ in lines]
+    assert stamps == sorted(stamps)
+    logs = lambda *a: env.run("logs", *a, "clock", check=True).stdout  # noqa: E731
+    # the expectation comes from the stamps themselves: lines that arrived together share one
+    assert logs("--since", stamps[1]) == "".join(f"{t}\n" for s, t in lines if s >= stamps[1])
+    assert logs("--until", stamps[1]) == "".join(f"{t}\n" for s, t in lines if s <= stamps[1])
+    assert logs("--since", stamps[1], "--until", stamps[1]) == "".join(
+        f"{t}\n" for s, t in lines if s == stamps[1])
+    assert logs("--since", "1h") == "one\ntwo\nthree\n"  # a duration: that long ago
+    assert logs("--since", "2099-01-01T00:00:00Z") == ""
+    assert logs("--until", "2000-01-01") == ""
+    assert logs("--until", "1h") == ""
+    assert logs("--since", "946684800", "--tail", "1") == "three\n"  # a Unix timestamp; tail of it
+    assert logs("-t", "--tail", "1").endswith(" three\n")
+    assert [t for _, t in _stamped(logs("-f", "-t"))] == ["one", "two", "three"]
+    for bad in ("--since=yesterday", "--until=x10", "--since=-5m", "--since=2024-13-01", "--until="):
+        r = env.run("logs", bad, "clock")
+        assert r.returncode == 2 and "invalid time" in r.stderr and "Traceback" not in r.stderr, bad
+
+
+def test_logs_follow_timestamps_while_running(busybox_store: RuntimeEnv) -> None:
+    """``logs -f -t`` started before the lines are written: each line that arrives has its time."""
+    env = busybox_store
+    env.run("run", "-d", "--name", "live", "busybox", "sh", "-c",
+            "sleep 0.5; for i in 1 2 3; do echo line$i; sleep 0.3; done", check=True)
+    follower = env.popen("logs", "-f", "-t", "live")
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert [t for _, t in _stamped(out)] == ["line1", "line2", "line3"]
+
+
+def test_logs_of_a_container_logged_before_line_times(busybox_store: RuntimeEnv) -> None:
+    """A container whose log has no ``log.times`` (pyreg before it kept them): its lines have no
+    time; after a restart the new lines do."""
+    env = busybox_store
+    env.run("run", "-d", "--name", "old", "busybox", "echo", "before", check=True)
+    env.run("wait", "old", check=True)
+    log = Path(env.run("inspect", "-f", "{{.LogPath}}", "old", check=True).stdout.strip())
+    (log.parent / "log.times").unlink()
+    assert env.run("logs", "-t", "old", check=True).stdout == "before\n"
+    assert env.run("logs", "--since", "1h", "old", check=True).stdout == ""
+    assert env.run("logs", "--until", "2099-01-01", "old", check=True).stdout == "before\n"
+    env.run("start", "old", check=True)
+    env.run("wait", "old", check=True)
+    out = env.run("logs", "-t", "old", check=True).stdout.splitlines()
+    assert out[0] == "before" and out[1].endswith(" before") and out[1][:4].isdigit()
+    assert env.run("logs", "--since", "1h", "old", check=True).stdout == "before\n"
+    assert env.run("logs", "--tail", "1", "old", check=True).stdout == "before\n"
+
+
 def test_cp_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
     env = busybox_store
     env.run("run", "-d", "--name", "files", "busybox", "sh", "-c", LOOP, check=True)
@@ -192,6 +279,45 @@ def test_cp_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "CONTAINER:PATH" in bad.stderr
 
 
+def test_cp_stopped_container_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+    """As docker: a stopped container's files (its upper dir over its image layers) can be copied
+    out and in; what goes in lands in its upper dir, and nothing stays mounted on the host."""
+    from tests.fixtures.runtime import mounts_mentioning
+
+    env = busybox_store
+    env.run("run", "-d", "--name", "done", "busybox", "sh", "-c",
+            "echo made > /made && mkdir -p /d/x && echo deep > /d/x/f && ln -s f /d/x/l", check=True)
+    env.wait_exited("done")
+    cdir = Path(env.run("inspect", "-f", "{{.LogPath}}", "done", check=True).stdout.strip()).parent
+    env.run("cp", "done:/made", str(tmp_path / "made"), check=True)
+    assert (tmp_path / "made").read_text() == "made\n"
+    out = tmp_path / "out"
+    out.mkdir()
+    env.run("cp", "done:/d", str(out), check=True)
+    assert (out / "d" / "x" / "f").read_text() == "deep\n" and os.readlink(out / "d" / "x" / "l") == "f"
+    env.run("cp", "done:/bin/busybox", str(tmp_path / "bb"), check=True)  # from an image layer
+    assert (tmp_path / "bb").stat().st_size > 0
+    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "done:/d", "-"], env=env.env,
+                       capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+        assert sorted(tar.getnames()) == ["d", "d/x", "d/x/f", "d/x/l"]
+    src = tmp_path / "in.txt"
+    src.write_text("from-host\n")
+    env.run("cp", str(src), "done:/tmp/", check=True)
+    env.run("cp", str(src), "done:/made", check=True)  # over a file of the upper dir
+    assert (cdir / "upper" / "tmp" / "in.txt").read_text() == "from-host\n"
+    assert (cdir / "upper" / "made").read_text() == "from-host\n"
+    env.run("cp", "done:/tmp/in.txt", str(tmp_path / "back"), check=True)
+    assert (tmp_path / "back").read_text() == "from-host\n"
+    assert mounts_mentioning(str(cdir)) == []
+    missing = env.run("cp", "done:/no/such", str(tmp_path / "x"))
+    assert missing.returncode == 1 and missing.stderr.startswith("pyreg: cp: ")
+    assert "Traceback" not in missing.stderr
+    env.run("start", "done", check=True)  # the container itself still starts, with the new file
+    env.wait_exited("done")
+    assert (cdir / "upper" / "tmp" / "in.txt").read_text() == "from-host\n"
+
+
 def _tree(path: Path) -> dict[str, bytes | str]:
     out: dict[str, bytes | str] = {}
     for p in sorted(path.rglob("*")):
@@ -200,9 +326,12 @@ def _tree(path: Path) -> dict[str, bytes | str]:
     return out
 
 
-def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeEnv, tmp_path: Path,
+                                                         stopped: bool) -> None:
     """A hostile container whose paths are symlinks to host locations: copying in writes only
-    inside the container, copying out copies the links, never the host files they name."""
+    inside the container, copying out copies the links, never the host files they name — running
+    or stopped (then through its overlay, mounted for the copy)."""
     env = busybox_store
     canary = tmp_path / "canary"
     canary.mkdir()
@@ -215,6 +344,9 @@ def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeE
             f"ln -s {canary} /abs && ln -s {up}{str(canary).lstrip('/')} /rel && mkdir /d && "
             f"ln -s {canary} /d/link && ln -s {canary}/secret /d/file && ln -s /proc/1/fd/1 /fdlink",
             check=True)
+    if stopped:
+        env.run("stop", "-t", "0", "evil", check=True)
+        env.wait_exited("evil")
     payload = tmp_path / "payload"
     payload.write_text("attacker\n")
     for dest in ("evil:/abs", "evil:/abs/", "evil:/rel/", "evil:/rel/secret", "evil:/abs/secret",

@@ -231,6 +231,14 @@ HOSTILE_ARGS = [
     ["save", "nothing-here", "-o", "/proc/no/such"], ["logout", "127.0.0.1:1"],
     ["load"], ["load", "-i", "/no/such/file.tar"], ["images", "--bogus-flag"],
     ["pull", "127.0.0.1:1/x", "--ca-file", "/no/such/ca.pem"],
+    # issue 12's habits: logs times, images filters, auth files
+    ["logs", "--since", "yesterday", "c"], ["logs", "--until=-1m", "c"],
+    ["logs", "--since", "2024-02-30", "c"], ["logs", "--since", "9" * 40 + "x", "c"],
+    ["logs", "--until", "", "c"], ["logs", "-t", "--tail", "x", "c"],
+    ["images", "--filter", "colour=red"], ["images", "-f", "before=nothing-here"],
+    ["images", "-f", "noequals"], ["images", "-f", "dangling=maybe"], ["images", "-f", "since="],
+    ["login", "127.0.0.1:1", "-u", "a", "-p", "b", "--authfile", "/proc/no/such/auth.json"],
+    ["logout", "127.0.0.1:1", "--authfile", "/proc/self"], ["logout", "127.0.0.1:1", "--authfile", ""],
 ]
 
 
@@ -248,6 +256,8 @@ HOSTILE_ENVS: list[dict[str, str]] = [
     {"PYREG_PARALLEL": "many"}, {"PYREG_CHUNK_SIZE": "huge"}, {"PYREG_MAX_CONFIG_SIZE": "big"},
     {"PYREG_LAYER_MAX_RATIO": "-3"}, {"PYREG_CA_FILE": "/no/such/ca.pem"},
     {"PYREG_CERTS_D": "{certs-half-pair}"},
+    {"REGISTRY_AUTH_FILE": "{garbage}"}, {"REGISTRY_AUTH_FILE": "{config-dir}"},
+    {"REGISTRY_AUTH_FILE": "", "XDG_RUNTIME_DIR": "{garbage-xdg}"}, {"XDG_CONFIG_HOME": "{garbage-xdg}"},
 ]
 
 
@@ -261,11 +271,13 @@ def test_hostile_environments(client_env: ClientEnv, tmp_path: Path, env: dict[s
     (tmp_path / "config-dir").mkdir()
     (tmp_path / "garbage-dir").mkdir()
     (tmp_path / "garbage-dir" / "config.json").write_text("{not json")
+    (tmp_path / "garbage-xdg" / "containers").mkdir(parents=True)
+    (tmp_path / "garbage-xdg" / "containers" / "auth.json").write_text('{"auths": [')
     half = tmp_path / "certs-half-pair" / "127.0.0.1:1"
     half.mkdir(parents=True)
     (half / "client.cert").write_text("")
     values = {k: v.format(**{n: str(tmp_path / n) for n in ("config-dir", "garbage", "list", "garbage-dir",
-                                                             "certs-half-pair")})
+                                                             "certs-half-pair", "garbage-xdg")})
               for k, v in env.items()}
     proc = run(client_env, *args, env=values, input="pw\n")
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -158,3 +158,29 @@ def test_rootless_refuses_what_it_cannot_do(rootless: RootlessEnv) -> None:
     r = rootless.run("run", "--rm", "-u", "1000", "five-layer", "true")
     assert r.returncode == 125 and "only root" in r.stderr
     assert rootless.states() == []
+
+
+def test_rootless_logs_times_and_cp_stopped(rootless: RootlessEnv) -> None:
+    """Rootless too: line times in the log, and cp both ways on a stopped container (its overlay
+    mounted with userxattr in a user and mount namespace of the copy's own)."""
+    r = rootless.run("run", "-d", "--name", "rl", "five-layer", "sh", "-c", "echo hi; echo made > /made")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while next(s for s in rootless.states() if s["name"] == "rl")["status"] != "exited":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = rootless.run("logs", "-t", "rl").stdout
+    assert out.endswith(" hi\n") and out[:4].isdigit(), out
+    assert rootless.run("logs", "--since", "1h", "rl").stdout == "hi\n"
+    r = rootless.run("cp", "rl:/made", str(rootless.base / "made"))
+    assert r.returncode == 0, r.stderr
+    assert (rootless.base / "made").read_text() == "made\n"
+    (rootless.base / "in.txt").write_text("in\n")
+    os.chown(rootless.base / "in.txt", NOBODY, NOBODY)
+    r = rootless.run("cp", str(rootless.base / "in.txt"), "rl:/data/")
+    assert r.returncode == 0, r.stderr
+    r = rootless.run("cp", "rl:/data/a.txt", str(rootless.base / "a.txt"))  # from an image layer
+    assert r.returncode == 0 and (rootless.base / "a.txt").read_text() == "A\n", r.stderr
+    r = rootless.run("cp", "rl:/data/in.txt", str(rootless.base / "back"))
+    assert r.returncode == 0 and (rootless.base / "back").read_text() == "in\n", r.stderr
+    assert rootless.run("rm", "rl").returncode == 0

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-u", "--username", help="user name (asked for when missing)")
     parser.add_argument("-p", "--password", help="insecure on a shared machine; prefer --password-stdin")
     parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    parser.add_argument("--authfile", metavar="FILE", help="save the credentials in FILE (podman's "
+                        "auth.json format); default $REGISTRY_AUTH_FILE, else docker's "
+                        "~/.docker/config.json ($DOCKER_CONFIG), which docker reads too")
     common.add_network(parser)
 
 
@@ -52,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"login to {registry} failed: {response.status_code}")
         # a token server that handed out a refresh token: keep that, not the password
         refresh = rc.auth.refresh_token if rc.auth.scheme == "bearer" else None
-    where = credentials.store(registry, username, password, identity_token=refresh)
+    where = credentials.store(registry, username, password, identity_token=refresh,
+                              authfile=args.authfile)
     print(f"Login Succeeded (credentials for {registry} saved in {where})")
     return 0

@@ -34,8 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     store = common.store()
     with common.progress(args) as progress:
         progress.line(f"pulling {ref}")
-        result = transfer.pull(ref, store, extractor=extractor, platform=platform,
+        result = transfer.pull(ref, store, extractor=progress.extracting(extractor), platform=platform,
                                parallel=config.parallel(args.parallel), insecure=args.insecure,
                                progress=progress)
+    common.warn_platform(store, result, args.platform)
     common.emit_transfer(args, result)
     return 0

@@ -1,4 +1,5 @@
-"""``pyreg cp``: copy files between a running container and the host, either way.
+"""``pyreg cp``: copy files between a container (running or stopped, as docker) and the host,
+either way.
 
 ``pyreg cp CONTAINER:SRC HOSTDEST`` and ``pyreg cp HOSTSRC CONTAINER:DEST``; ``-`` as HOSTDEST
 writes a tar stream to stdout, as HOSTSRC reads one from stdin (DEST is then a directory).

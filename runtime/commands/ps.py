@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
+import os
+import stat
 import time
 
 TYPE_CHECKING = False
@@ -15,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
     p.add_argument("-q", "--quiet", action="store_true", help="only print container ids")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate ids and commands")
+    p.add_argument("-s", "--size", action="store_true",
+                   help="a SIZE column: what the container wrote (its upper dir), and with its image "
+                   "(virtual), as docker: '2B (virtual 7.55MB)'")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only containers matching: status=, name=, id=, ancestor=, label=KEY[=VALUE]")
     p.add_argument("--format", help="Go template per container ({{.ID}} {{.Names}} …, {{json .}}, "
@@ -28,12 +34,46 @@ def _ago(stamp: str | None) -> str:
         t = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return stamp
-    d = max(0, int(time.time() - t))
-    for unit, secs in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if d >= secs:
-            n = d // secs
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{d} second{'s' if d != 1 else ''}"
+    from storage.units import human_duration
+
+    return human_duration(max(0.0, time.time() - t))  # docker's words: "About an hour", "3 weeks"
+
+
+def _tree_size(path: str) -> int:
+    """Bytes in the files under ``path`` (symlinks as themselves; unreadable parts skipped)."""
+    total = 0
+    for top, dirs, files in os.walk(path, onerror=lambda e: None):
+        for name in files + dirs:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(top, name))
+                if not stat.S_ISDIR(st.st_mode):
+                    total += st.st_size
+    return total
+
+
+def _image_size(digest: str | None, cache: dict[str, int]) -> int:
+    """The image's size as ``pyreg images`` counts it: its config and layer blobs."""
+    if not digest:
+        return 0
+    if digest not in cache:
+        import json
+
+        from storage.localstore import LocalStore
+
+        try:
+            doc = json.loads(LocalStore().read_blob(digest))
+            cache[digest] = int(doc["config"]["size"]) + sum(int(d["size"]) for d in doc["layers"])
+        except Exception:  # the image was removed since: the container's own bytes still count
+            cache[digest] = 0
+    return cache[digest]
+
+
+def _size(r: Container, cache: dict[str, int]) -> str:
+    from runtime import state
+    from storage.units import human_size
+
+    rw = _tree_size(os.path.join(state.container_dir(r.id), "upper"))
+    return f"{human_size(rw)} (virtual {human_size(rw + _image_size(r.image_digest, cache))})"
 
 
 def _ports(r: Container) -> str:
@@ -61,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     items: list[dict[str, object]] = []
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
+    rows: list[tuple[str, ...]] = [
+        ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
+    sizes: dict[str, int] = {}
+    if args.format and ".Size" in args.format:  # docker computes sizes when the template asks
+        args.size = True
+    if args.size:
+        rows[0] += ("SIZE",)
     for r in recs:
         cmd = " ".join(r.config.argv)
         if not args.no_trunc and len(cmd) > 20:
@@ -74,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             status = status.capitalize()
         rows.append((r.id if args.no_trunc else r.id[:12], r.image, f'"{cmd}"',
-                     f"{_ago(r.created)} ago", status, _ports(r), r.name))
+                     f"{_ago(r.created)} ago", status, _ports(r), r.name)
+                    + ((_size(r, sizes),) if args.size else ()))
         if args.format:
             full = {"ID": r.id} if args.no_trunc else {}
-            items.append(_pslist.fields(r, status, rows[-1][3], cmd) | {"Ports": rows[-1][5]} | full)
+            size = {"Size": rows[-1][7]} if args.size else {}
+            items.append(_pslist.fields(r, status, rows[-1][3], cmd) | {"Ports": rows[-1][5]} | full | size)
     if args.format:
         return _pslist.print_format(args.format, items)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
