@@ -32,8 +32,14 @@ def _out(*argv: str) -> str:
 def _net_view(ns: str | None) -> dict[str, str]:
     """Links, addresses, routes and firewall rules of a namespace (the host's with None)."""
     pre = ["nsenter", f"--net=/run/netns/{ns}"] if ns else []
-    return {"links": _out(*pre, "ip", "-o", "link"), "addrs": _out(*pre, "ip", "-o", "addr"),
-            "routes": _out(*pre, "ip", "route"),
+    addrs = "".join(ln + "\n" for ln in _out(*pre, "ip", "-o", "addr").splitlines()
+                    if "inet6 fe80" not in ln)  # link-local: its DAD state changes on its own
+    # a bridge's carrier (and its routes' linkdown) follows its ports a moment later: not state
+    links = "".join(" ".join(w for w in ln.split() if w.startswith(("link/", "master")) or w[-1] == ":"
+                             or (":" in w and len(w) == 17)) + "\n"
+                    for ln in _out(*pre, "ip", "-o", "link").splitlines())
+    return {"links": links, "addrs": addrs,
+            "routes": _out(*pre, "ip", "route").replace(" linkdown", ""),
             "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln))}
 
 
@@ -94,6 +100,27 @@ def netns(busybox_store: RuntimeEnv) -> Iterator[NetNs]:
         assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.88.", "veth"))], key
 
 
+def _settle(ns: NetNs) -> dict[str, str]:
+    """The namespace once pyreg0 and its NAT rules exist (made by the first bridge container and
+    left up, as docker's docker0): what every container must leave it as."""
+    ns.pyreg("run", "--rm", "--network", "bridge", "busybox", "true", check=True)
+    return _back_to(ns, None)
+
+
+def _back_to(ns: NetNs, before: dict[str, str] | None, deadline: float = 30) -> dict[str, str]:
+    """The namespace's view once it equals ``before`` (None: once no veth is left): the kernel
+    deletes a dead container's veth pair with its namespace, a moment after its last process."""
+    end = time.monotonic() + deadline
+    while True:
+        view = _net_view(ns.name)
+        if (view == before) if before is not None else "veth" not in view["links"]:
+            return view
+        if time.monotonic() > end:
+            assert view == before, "the namespace did not come back to what it was"
+            raise AssertionError(f"a veth is left: {view['links']}")
+        time.sleep(0.05)
+
+
 def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
     """The page, retried while the server inside starts (no timing asserted)."""
     end = time.monotonic() + deadline
@@ -107,7 +134,7 @@ def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
 
 
 def test_bridge_gives_address_route_and_files_then_cleans_up(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     r = netns.pyreg("run", "--rm", "--hostname", "web1", "busybox", "sh", "-c",
                     "ip -o -4 addr show eth0; ip route; echo ==; cat /etc/hosts; echo ==; "
                     "cat /etc/resolv.conf; echo ==; ping -c 1 -W 5 10.88.0.1 >/dev/null && echo pong",
@@ -119,26 +146,35 @@ def test_bridge_gives_address_route_and_files_then_cleans_up(netns: NetNs) -> No
     assert f"{ip.split('/')[0]}\tweb1" in hosts
     assert "nameserver" in resolv and "nameserver 127." not in resolv
     assert ping.strip() == "pong"  # the container reaches the bridge
-    assert _net_view(netns.name) == before, r.stderr  # veth, bridge, its address and NAT chains gone
+    _back_to(netns, before)  # its veth gone; pyreg0 and the NAT rules stay for the next one
 
 
-def test_rules_exist_while_running_and_go_with_rm(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+def test_bridge_and_nat_made_once_and_left_up_veth_goes_with_rm(netns: NetNs) -> None:
+    empty = _net_view(netns.name)
     cid = netns.pyreg("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
     during = _net_view(netns.name)
     assert "pyreg0" in during["links"] and "10.88.0.1/16" in during["addrs"]
+    assert "veth" in during["links"]
     assert "-s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in during["rules"]
     assert netns.sh("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
     netns.pyreg("rm", "-f", cid, check=True)
-    assert _net_view(netns.name) == before
+    after = _back_to(netns, None)
+    # as docker0: the bridge, its address and NAT rules stay; only the container's veth went
+    assert after["rules"] == during["rules"] and after["routes"] == during["routes"]
+    assert "pyreg0" in after["links"] and "10.88.0.1/16" in after["addrs"]
+    assert empty["rules"] == "" and "pyreg0" not in empty["links"]
+    cid = netns.pyreg("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
+    assert _net_view(netns.name)["rules"] == during["rules"]  # not added twice
+    netns.pyreg("rm", "-f", cid, check=True)
+    _back_to(netns, after)
 
 
 def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_store: RuntimeEnv) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     proc = netns.popen("run", "--name", "doomed", "busybox", "sleep", "600")
     try:
         rec = busybox_store.wait_running("doomed")
-        assert "pyreg0" in _net_view(netns.name)["links"]
+        assert "veth" in _net_view(netns.name)["links"]
         os.kill(int(rec["supervisor"]), signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -148,24 +184,27 @@ def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_stor
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
         time.sleep(0.05)
-    netns.pyreg("ps", "-a", check=True)
-    assert _net_view(netns.name) == before
+    assert netns.pyreg("ps", "-a", check=True).stdout.count("Exited") == 1
+    _back_to(netns, before)
 
 
 def test_kill_9_of_run_and_janitor_is_swept_by_the_next_command(netns: NetNs,
                                                                 busybox_store: RuntimeEnv) -> None:
-    before = _net_view(netns.name)
-    assert netns.pyreg("run", "-d", "--name", "doomed", "busybox", "sleep", "600").returncode == 0
+    """The janitor (there when ports are published) and the supervisor both killed: the port
+    closes with them, the veth with the namespace, and the next command marks the record."""
+    before = _settle(netns)
+    assert _httpd(netns, "-p", "127.0.0.1:18080:80", name="doomed").returncode == 0
     rec = busybox_store.wait_running("doomed")
+    _curl(netns, "http://127.0.0.1:18080/")
     os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
     for _ in range(600):
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
         time.sleep(0.05)
-    assert "pyreg0" in _net_view(netns.name)["links"]  # nobody left to release it
-    netns.pyreg("ps", "-a", check=True)
-    assert _net_view(netns.name) == before
+    assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
+    _back_to(netns, before)
+    assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18080/").returncode != 0
 
 
 def test_network_none_still_has_only_lo(netns: NetNs) -> None:
@@ -173,14 +212,22 @@ def test_network_none_still_has_only_lo(netns: NetNs) -> None:
     assert r.stdout.split() == ["lo"]
 
 
-def test_default_network_is_none_even_for_root(netns: NetNs) -> None:
-    """bridge is opt-in until its start-up fits its budget: no --network, no PYREG_NETWORK, no
-    client config -> only lo, and nothing made in the namespace."""
-    before = _net_view(netns.name)
+def test_default_network_is_bridge_for_root_and_configurable(netns: NetNs,
+                                                             busybox_store: RuntimeEnv) -> None:
+    """As docker: no --network means bridge for root; PYREG_NETWORK, then the client config's
+    run.network, change the default; --network overrides both."""
+    ls = ["busybox", "ls", "/sys/class/net"]
     netns.env.pop("PYREG_NETWORK")
-    r = netns.pyreg("run", "--rm", "busybox", "ls", "/sys/class/net", check=True)
-    assert r.stdout.split() == ["lo"]
-    assert _net_view(netns.name) == before
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["eth0", "lo"]
+    netns.env["PYREG_NETWORK"] = "none"
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["lo"]
+    assert netns.pyreg("run", "--rm", "--network", "bridge", *ls, check=True).stdout.split() == ["eth0", "lo"]
+    netns.env.pop("PYREG_NETWORK")
+    with open(busybox_store.env["PYREG_CONFIG"], "w") as f:
+        f.write('{"run": {"network": "none"}}')
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["lo"]
+    netns.env["PYREG_NETWORK"] = "bridge"  # the environment over the config file
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["eth0", "lo"]
 
 
 def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
@@ -189,7 +236,7 @@ def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedP
 
 
 def test_publish_port_on_loopback(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     r = _httpd(netns, "-p", "127.0.0.1:18080:80")
     assert r.returncode == 0, r.stderr
     assert _curl(netns, "http://127.0.0.1:18080/").startswith("hello from")
@@ -198,7 +245,7 @@ def test_publish_port_on_loopback(netns: NetNs) -> None:
     taken = _httpd(netns, "-p", "127.0.0.1:18080:80", name="web2")
     assert taken.returncode == 125 and "18080" in taken.stderr and "in use" in taken.stderr, taken.stderr
     netns.pyreg("rm", "-f", "web", "web2", check=True)
-    assert _net_view(netns.name) == before
+    _back_to(netns, before)
 
 
 def test_publish_random_host_port(netns: NetNs) -> None:
@@ -240,7 +287,7 @@ def test_user_network_names_and_aliases(netns: NetNs) -> None:
     assert busy.returncode != 0 and "srv" in busy.stderr
     netns.pyreg("rm", "-f", "srv", check=True)
     netns.pyreg("network", "rm", "appnet", check=True)
-    assert _net_view(netns.name) == before
+    _back_to(netns, before)  # network rm takes its bridge and NAT rules
 
 
 def test_default_bridge_has_no_names(netns: NetNs) -> None:

@@ -39,6 +39,7 @@ class RootlessEnv:
             "PYREG_STORE": str(base / "store"),
             "PYREG_CONFIG": str(base / "config.json"),
             "PYREG_REGISTRY": "registry.invalid:5000",
+            "PYREG_NETWORK": "none",  # slirp4netns (the default) is tested in a namespace of its own
             "PYTHONPATH": str(REPO_ROOT),
             "PYTHONDONTWRITEBYTECODE": "1",
         }

@@ -89,6 +89,12 @@ def create(name: str, subnet: str | None, default_subnet: str = DEFAULT_SUBNET) 
 
 
 def remove(name: str) -> None:
+    """The network's bridge and NAT rules (made by its first container and left up), then it."""
+    from runtime.network import bridge
+
+    data = load(name)
+    if data is not None:
+        bridge.remove_bridge(str(data["bridge"]), str(data["subnet"]))
     os.unlink(_path(name))
 
 
