@@ -219,10 +219,13 @@ def cleanup(rec: Container, remove: bool) -> None:
 
 def release_network(rec: Container) -> None:
     """What the container leaves on its network (runtime/network/bridge.py ``release``)."""
-    from runtime.network import bridge
+    from runtime.network import bridge, slirp
 
     try:
-        bridge.release(rec)
+        if rec.config.network == "slirp4netns":
+            slirp.release(rec, state.container_dir(rec.id))
+        else:
+            bridge.release(rec)
     except Exception as e:
         print(f"pyreg: warning: network: {e}", file=sys.stderr)
 

@@ -16,10 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests import images
 from tests.fixtures.runtime import REPO_ROOT, RuntimeEnv
+from tests.test_runtime_rootless import NOBODY, SYSTEM_PYTHON, RootlessEnv, rootless_env
 
 pytestmark = pytest.mark.skipif(shutil.which("ip") is None or shutil.which("iptables") is None,
                                 reason="needs iproute2 and iptables")
@@ -121,7 +124,7 @@ def _back_to(ns: NetNs, before: dict[str, str] | None, deadline: float = 30) -> 
         time.sleep(0.05)
 
 
-def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
+def _curl(ns: NetNs | RootlessNs, url: str, deadline: float = 60) -> str:
     """The page, retried while the server inside starts (no timing asserted)."""
     end = time.monotonic() + deadline
     while True:
@@ -295,3 +298,132 @@ def test_default_bridge_has_no_names(netns: NetNs) -> None:
     r = netns.pyreg("run", "--rm", "busybox", "cat", "/etc/hosts", check=True)
     assert "web" not in r.stdout
     netns.pyreg("rm", "-f", "web", check=True)
+
+
+# -- rootless: slirp4netns, as nobody, in a network namespace the test makes -------------------
+
+
+class RootlessNs:
+    """``pyreg`` as nobody (tests/test_runtime_rootless.py's store) inside a netns of our own."""
+
+    def __init__(self, env: RootlessEnv) -> None:
+        self.rl = env
+        self.name = f"pyregr{os.getpid()}{os.urandom(2).hex()}"
+        self.env = {k: v for k, v in env.env.items() if k != "PYREG_NETWORK"}  # the default
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
+        subprocess.run([*self.enter, "ip", "link", "set", "lo", "up"], check=True)
+
+    def pyreg(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        # nsenter -S/-G: setns as root, then nobody (and no supplementary groups) for pyreg
+        proc = subprocess.run([*self.enter, "-S", str(NOBODY), "-G", str(NOBODY), SYSTEM_PYTHON,
+                               "-m", "client.cli", *args], env=self.env, cwd=self.rl.base,
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def sh(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.enter, *argv], capture_output=True, text=True, timeout=60)
+
+    def state(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.rl.states() if s["name"] == name)
+
+
+@pytest.fixture
+def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("slirp4netns is not installed (Debian: slirp4netns)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun: slirp4netns needs a TAP device")
+    host_before = _net_view(None)
+    with rootless_env(five_layer_image) as env:
+        ns = RootlessNs(env)
+        try:
+            yield ns
+        finally:
+            for rec in env.states():
+                slirp = (rec.get("net") or {}).get("slirp")
+                if slirp and _is_slirp(int(slirp)):
+                    os.kill(int(slirp), signal.SIGKILL)
+            ns.sh("true")
+            subprocess.run(["ip", "netns", "del", ns.name], check=False)
+    after = _net_view(None)
+    for key, text in host_before.items():  # slirp4netns made nothing in the host's namespace
+        changed = set(text.splitlines()) ^ set(after[key].splitlines())
+        assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.0.2.", "tap"))], key
+
+
+def _is_slirp(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].endswith(b"slirp4netns")
+    except OSError:
+        return False
+
+
+def _gone(pid: int, deadline: float = 30) -> bool:
+    end = time.monotonic() + deadline
+    while _is_slirp(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _rootless_httpd(ns: RootlessNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
+    return ns.pyreg("run", "-d", "--name", name, *publish, "five-layer", "sh", "-c",
+                    "echo hello from $(hostname) > /index.html && exec httpd -f -p 80 -h /")
+
+
+def test_rootless_default_is_slirp4netns_with_published_port(rootless_ns: RootlessNs) -> None:
+    before = _net_view(rootless_ns.name)
+    r = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80")
+    assert r.returncode == 0, r.stderr
+    assert _curl(rootless_ns, "http://127.0.0.1:18081/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    assert rec["config"]["network"] == "slirp4netns" and _is_slirp(int(rec["net"]["slirp"]))
+    inside = rootless_ns.pyreg("exec", "web", "sh", "-c", "ls /sys/class/net; echo ==; cat /etc/resolv.conf; "
+                               "ip -o -4 addr show tap0; ip route", check=True).stdout
+    links, rest = inside.split("==\n")
+    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns, and DNS through it
+    assert "nameserver 10.0.2.3" in rest and "inet 10.0.2.100/24" in rest and "default via 10.0.2.2" in rest
+    assert rootless_ns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18081"
+    taken = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80", name="web2")
+    assert taken.returncode == 125 and "18081" in taken.stderr and "in use" in taken.stderr, taken.stderr
+    rootless_ns.pyreg("rm", "-f", "web", "web2", check=True)
+    assert _gone(int(rec["net"]["slirp"]))
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18081/").returncode != 0
+    assert _net_view(rootless_ns.name) == before  # slirp4netns made nothing in the namespace
+
+
+def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs) -> None:
+    assert _rootless_httpd(rootless_ns, "-p", "80").returncode == 0
+    port = rootless_ns.pyreg("port", "web", "80", check=True).stdout.strip().rpartition(":")[2]
+    assert _curl(rootless_ns, f"http://127.0.0.1:{port}/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    assert _gone(int(rec["net"]["slirp"]))  # its --exit-fd closed with the supervisor
+    for _ in range(600):  # PID 1 follows its supervisor (PDEATHSIG)
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    assert "Exited" in rootless_ns.pyreg("ps", "-a", check=True).stdout  # the next command sweeps
+    assert not (rootless_ns.rl.base / "run" / "containers" / rec["id"] / "slirp4netns.sock").exists()
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", f"http://127.0.0.1:{port}/").returncode != 0
+    rootless_ns.pyreg("rm", "web", check=True)
+
+
+def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs) -> None:
+    ls = ["five-layer", "ls", "/sys/class/net"]
+    assert rootless_ns.pyreg("run", "--rm", "--network", "none", *ls, check=True).stdout.split() == ["lo"]
+    rootless_ns.env["PYREG_NETWORK"] = "none"
+    r = rootless_ns.pyreg("run", "--rm", "five-layer", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo"]
+    r = rootless_ns.pyreg("run", "--rm", "--network", "bridge", "five-layer", "true")
+    assert r.returncode == 125 and "needs root" in r.stderr and "Traceback" not in r.stderr
+    r = rootless_ns.pyreg("run", "--rm", "--network", "slirp4netns", "five-layer", "ls", "/sys/class/net",
+                          check=True)
+    assert r.stdout.split() == ["lo", "tap0"]
+    assert rootless_ns.rl.states() == []

@@ -24,6 +24,7 @@ file in the container's directory, which goes with it (``release`` removes it on
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 SLIRP = "slirp4netns"
 ADDRESS, GATEWAY, DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"  # slirp4netns's defaults, --configure
 API_SOCKET = "slirp4netns.sock"
+LOG = "slirp4netns.log"  # in the container's directory
 
 
 def available() -> bool:
@@ -90,7 +92,6 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
         os.unlink(os.path.join(cdir, API_SOCKET))  # a previous run's (pyreg start)
     exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
     pid = os.fork()
@@ -100,18 +101,22 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
             if os.read(go_r, 1) != b"g":
                 os._exit(0)
             os.chdir(cdir)
-            os.dup2(exit_r, 3, inheritable=True)
-            os.dup2(ready_w, 4, inheritable=True)
-            os.dup2(err_w, 2)
+            # above 9 first: dup2 onto the same number would keep close-on-exec
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (exit_r, ready_w)]
+            os.dup2(high[0], 3, inheritable=True)
+            os.dup2(high[1], 4, inheritable=True)
+            log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.dup2(log, 1)  # it talks for the whole run: never to the container's output, nor to
+            os.dup2(log, 2)  # a pipe whose reader may be gone (SIGPIPE)
             os.closerange(5, 65536)
             os.execvp(SLIRP, [SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback",
                               "--exit-fd=3", "--ready-fd=4", f"--api-socket={API_SOCKET}",
                               str(supervisor), "tap0"])
         except BaseException as e:
             with contextlib.suppress(OSError):
-                os.write(2, f"cannot run {SLIRP}: {e}\n".encode())
+                os.write(2, f"cannot run {SLIRP}: {e}\n".encode())  # the log, once redirected
         os._exit(127)
-    for fd in (exit_r, ready_w, err_w, go_r):
+    for fd in (exit_r, ready_w, go_r):
         os.close(fd)
     handle = (exit_w, pid)
     netns = -1
@@ -130,9 +135,11 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             handle = (-1, 0)
-            from runtime.process import read_to_end
-
-            why = read_to_end(err_r).decode(errors="replace").strip().splitlines()
+            try:
+                with open(os.path.join(cdir, LOG), errors="replace") as f:
+                    why = f.read().strip().splitlines()
+            except OSError:
+                why = []
             raise ContainerError(f"network: {SLIRP} failed: {why[-1] if why else 'no reason given'}")
         proxy.close()
         cdir_fd = os.open(cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -159,7 +166,6 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
         raise ContainerError(f"network: {SLIRP}: {e}") from None
     finally:
         os.close(ready_r)
-        os.close(err_r)
     if rec.net is not None:
         rec.net.update({"ip": ADDRESS, "gateway": GATEWAY, "ports": published, "slirp": pid})
     return netns, handle
