@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from runtime_bench import build_image, pyreg_env, remove_bench_cgroups, timed  # noqa: E402
+from runtime_bench import build_image, pyreg_env, remove_bench_cgroups  # noqa: E402
 
 SENDER = """
 import socket, sys, time
@@ -42,10 +42,40 @@ print(total / (time.perf_counter() - t0))
 """
 
 
+def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], runs: int) -> None:
+    """``run --rm busybox true`` with none and bridge, for every tree, interleaved (one run of
+    each combination per round, after a warm-up), so that load on a shared machine hits all alike."""
+    combos = [(tree, net) for tree in pyreg_of for net in ("none", "bridge")]
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+    for round_ in range(runs + 1):
+        for tree, net in combos:
+            cmd = [*pyreg_of[tree], "run", "--rm", "--network", net, "busybox", "true"]
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, env=env_of[tree], capture_output=True, text=True,
+                               cwd=env_of[tree]["PYTHONPATH"])  # -m: the tree's own modules first
+            dt = time.perf_counter() - t0
+            if p.returncode != 0:
+                print(f"{tree} --network {net}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+                return
+            if round_:
+                times[(tree, net)].append(dt)
+    for tree in pyreg_of:
+        med = {}
+        for net in ("none", "bridge"):
+            t = sorted(times[(tree, net)])
+            med[net] = statistics.median(t)
+            q1, q3 = t[len(t) // 4], t[(3 * len(t)) // 4]
+            print(f"{tree:6} start-up --network {net:6}: median {med[net] * 1000:.1f} ms "
+                  f"(min {t[0] * 1000:.1f}, quartiles {q1 * 1000:.1f}-{q3 * 1000:.1f}, {runs} runs)")
+        print(f"{tree:6} bridge over none: {(med['bridge'] - med['none']) * 1000:+.1f} ms (medians)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--mib", type=int, default=512, help="MiB sent per throughput run")
+    ap.add_argument("--base", metavar="REV", help="also time start-up of this git revision (git archive), "
+                                                  "interleaved with the work tree's")
     args = ap.parse_args()
     ns = f"pyregbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -58,12 +88,16 @@ def main() -> int:
             env = pyreg_env(tmp, img)
             env.pop("PYREG_NETWORK", None)
             pyreg = [*enter, sys.executable, "-m", "client.cli"]
-            for net in ("none", "bridge"):
-                times, err = timed([*pyreg, "run", "--rm", "--network", net, "busybox", "true"],
-                                   args.runs, env=env)
-                summary = err or (f"median {statistics.median(times) * 1000:.0f} ms "
-                                  f"(min {min(times) * 1000:.0f}, {args.runs} runs)")
-                print(f"start-up --network {net:6}: {summary}")
+            pyreg_of, env_of = {"this": pyreg}, {"this": env}
+            if args.base:
+                base = tmp / "base"
+                base.mkdir()
+                archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], capture_output=True,
+                                         check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+                pyreg_of = {"base": pyreg, **pyreg_of}
+                env_of = {"base": {**env, "PYTHONPATH": str(base)}, **env_of}
+            _startup(pyreg_of, env_of, args.runs)
             for label, via_proxy in (("published port (proxy)", True), ("container address", False)):
                 cid = subprocess.run([*pyreg, "run", "-d", "--network", "bridge", "-p",
                                       "127.0.0.1:19090:9000", "busybox", "sh",

@@ -1,9 +1,9 @@
 """The bridge, the veth pair and the container's network namespace.
 
 The bridge (``pyreg0``, or a user network's) and its NAT rules are made by the first container
-that needs them and then left up, as docker leaves ``docker0``: per container there is only
-one ``ip`` process (the veth pair, its container end made straight in the container's namespace
-as ``eth0``) and four ioctls in that namespace (runtime/network/ifconfig.py).
+that needs them and then left up, as docker leaves ``docker0``: per container there is one
+rtnetlink request (runtime/network/netlink.py: the veth pair, its container end made straight in
+the container's namespace as ``eth0``) and four ioctls in that namespace (ifconfig.py): no process.
 
 The supervisor makes the container's network namespace itself before forking PID 1 (unshare,
 keep an fd, setns back), so the whole set-up is done and checked before anything of the image
@@ -58,7 +58,7 @@ def _exists(ifname: str) -> bool:
 
 def create(rec: Container) -> int:
     """Make the container's network namespace, wired to the bridge; returns an fd of it."""
-    from runtime.network import ifconfig
+    from runtime.network import ifconfig, netlink
 
     net: dict[str, Any] = rec.net or {}
     host_if, _ = _veth_names(rec.id)
@@ -75,8 +75,7 @@ def create(rec: Container) -> int:
             with ipam.locked():
                 if not _exists(bridge):
                     _make_bridge(bridge, str(net["subnet"]), f"{net['gateway']}/{net['prefixlen']}")
-        _ip([f"link add name {host_if} up master {bridge} type veth peer name eth0 "
-             f"netns /proc/self/fd/{ctr_ns}"], pass_fds=(ctr_ns,))
+        netlink.add_veth(host_if, bridge, "eth0", ctr_ns)
         linux.setns(ctr_ns, linux.CLONE_NEWNET)
         try:
             ifconfig.configure("eth0", str(net["ip"]), int(net["prefixlen"]), str(net["gateway"]))
