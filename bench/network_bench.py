@@ -45,29 +45,39 @@ print(total / (time.perf_counter() - t0))
 def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], runs: int) -> None:
     """``run --rm busybox true`` with none and bridge, for every tree, interleaved (one run of
     each combination per round, after a warm-up), so that load on a shared machine hits all alike."""
+    import resource
+
     combos = [(tree, net) for tree in pyreg_of for net in ("none", "bridge")]
     times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+    cpu: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
     for round_ in range(runs + 1):
         for tree, net in combos:
             cmd = [*pyreg_of[tree], "run", "--rm", "--network", net, "busybox", "true"]
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env_of[tree], capture_output=True, text=True,
                                cwd=env_of[tree]["PYTHONPATH"])  # -m: the tree's own modules first
             dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if p.returncode != 0:
                 print(f"{tree} --network {net}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
                 return
             if round_:
                 times[(tree, net)].append(dt)
+                # user+sys of every process waited for (pyreg, its supervisor, ip, iptables...):
+                # steadier than wall time on a shared machine
+                cpu[(tree, net)].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     for tree in pyreg_of:
-        med = {}
+        med, mcpu = {}, {}
         for net in ("none", "bridge"):
             t = sorted(times[(tree, net)])
-            med[net] = statistics.median(t)
+            med[net], mcpu[net] = statistics.median(t), statistics.median(cpu[(tree, net)])
             q1, q3 = t[len(t) // 4], t[(3 * len(t)) // 4]
-            print(f"{tree:6} start-up --network {net:6}: median {med[net] * 1000:.1f} ms "
-                  f"(min {t[0] * 1000:.1f}, quartiles {q1 * 1000:.1f}-{q3 * 1000:.1f}, {runs} runs)")
-        print(f"{tree:6} bridge over none: {(med['bridge'] - med['none']) * 1000:+.1f} ms (medians)")
+            print(f"{tree:6} start-up --network {net:6}: wall median {med[net] * 1000:.1f} ms "
+                  f"(min {t[0] * 1000:.1f}, quartiles {q1 * 1000:.1f}-{q3 * 1000:.1f}, {runs} runs), "
+                  f"CPU median {mcpu[net] * 1000:.1f} ms")
+        print(f"{tree:6} bridge over none: wall {(med['bridge'] - med['none']) * 1000:+.1f} ms, "
+              f"CPU {(mcpu['bridge'] - mcpu['none']) * 1000:+.1f} ms (medians)")
 
 
 def main() -> int:

@@ -219,12 +219,14 @@ def cleanup(rec: Container, remove: bool) -> None:
 
 def release_network(rec: Container) -> None:
     """What the container leaves on its network (runtime/network/bridge.py ``release``)."""
-    from runtime.network import bridge, slirp
-
     try:
         if rec.config.network == "slirp4netns":
+            from runtime.network import slirp
+
             slirp.release(rec, state.container_dir(rec.id))
         else:
+            from runtime.network import bridge
+
             bridge.release(rec)
     except Exception as e:
         print(f"pyreg: warning: network: {e}", file=sys.stderr)
@@ -278,7 +280,11 @@ def _network(rec: Container) -> int:
         netns, handle = slirp.start(rec, state.container_dir(rec.id), rec.config.rootless)
         _janitor.append(handle)  # closing its exit fd stops slirp4netns
         return netns
-    from runtime.network import bridge, janitor, ports
+    from runtime.network import bridge
+
+    if not rec.config.publish:  # nothing to forward, and nothing to undo that needs a fork
+        return bridge.create(rec)
+    from runtime.network import janitor, ports
 
     proxy = ports.Proxy(rec.config.publish)
     try:
@@ -286,8 +292,6 @@ def _network(rec: Container) -> int:
     except BaseException:
         proxy.close()
         raise
-    if not proxy.socks:  # nothing to forward, and nothing to undo that needs a fork
-        return netns
     if rec.net:
         rec.net["ports"] = proxy.published
     _janitor.append(janitor.spawn(rec, proxy))

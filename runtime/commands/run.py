@@ -116,12 +116,18 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
                or default_network(rootless))
     if network in ("none", "host") and not args.publish and not args.publish_all:
         return network, [], {}
-    from runtime.network import DEFAULT_SUBNET, networks, ports, slirp
+    from runtime.network import DEFAULT_SUBNET, networks
 
-    published = [ports.parse(p) for p in args.publish]
-    if args.publish_all:
-        published += ports.exposed(image_config)
+    published: list[dict[str, Any]] = []
+    if args.publish or args.publish_all:  # socket and threading: only then
+        from runtime.network import ports
+
+        published = [ports.parse(p) for p in args.publish]
+        if args.publish_all:
+            published += ports.exposed(image_config)
     if network == "slirp4netns":
+        from runtime.network import slirp
+
         if not slirp.available():
             raise ValueError("--network slirp4netns: slirp4netns is not installed (Debian: slirp4netns)")
         return network, published, {"network": network}

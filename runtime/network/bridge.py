@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 
 from runtime import linux
 from runtime.errors import ContainerError
-from runtime.network import BRIDGE, ipam, nat
+from runtime.network import BRIDGE, ipam
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,6 +38,8 @@ def _ip(commands: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     iproute2 rather than pyroute2: ``import pyroute2`` (0.9) costs 100-250 ms of CPU even
     without its package ``__init__`` (asyncio, its message classes), the start-up budget of
     ``--network bridge`` is 30 ms, and one ``ip`` process is ~2 ms."""
+    import subprocess  # here: only when a bridge is made or removed, not on every start
+
     proc = subprocess.run(["ip", "-batch", "-"], input="".join(c + "\n" for c in commands),
                           capture_output=True, text=True, pass_fds=pass_fds)
     if proc.returncode != 0:
@@ -47,10 +48,10 @@ def _ip(commands: list[str], pass_fds: tuple[int, ...] = ()) -> None:
 
 def _exists(ifname: str) -> bool:
     """A link of this name in the current network namespace (an ioctl, no process)."""
-    import socket
+    import _socket  # socket.py's enums cost milliseconds of start-up
 
     try:
-        socket.if_nametoindex(ifname)
+        _socket.if_nametoindex(ifname)
     except OSError:
         return False
     return True
@@ -100,6 +101,8 @@ def _make_bridge(bridge: str, subnet: str, gateway: str) -> None:
     mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
     _ip([f"link add name {bridge} address {mac} type bridge", f"addr replace {gateway} dev {bridge}",
          f"link set {bridge} up"])
+    from runtime.network import nat
+
     nat.ensure(subnet, bridge)
     _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
 
@@ -124,6 +127,8 @@ def release(rec: Container) -> None:
 
 def remove_bridge(bridge: str, subnet: str) -> None:
     """A user network's bridge and NAT rules (``pyreg network rm``), under the network lock."""
+    from runtime.network import nat
+
     with ipam.locked():
         if _exists(bridge):
             _ip([f"link del {bridge}"])

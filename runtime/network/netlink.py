@@ -8,8 +8,8 @@ the same message ``ip link add NAME up master BRIDGE type veth peer name eth0 ne
 
 from __future__ import annotations
 
+import _socket  # not socket.py: its enums cost milliseconds of start-up
 import os
-import socket
 import struct
 
 NETLINK_ROUTE = 0
@@ -29,7 +29,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def _ifinfo(flags: int = 0, change: int = 0) -> bytes:
     """struct ifinfomsg: family AF_UNSPEC, type, index 0 (new), flags, change."""
-    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, flags, change)
+    return struct.pack("=BxHiII", _socket.AF_UNSPEC, 0, 0, flags, change)
 
 
 def add_veth(name: str, bridge: str, peer: str, netns_fd: int) -> None:
@@ -40,13 +40,16 @@ def add_veth(name: str, bridge: str, peer: str, netns_fd: int) -> None:
         _attr(IFLA_NET_NS_FD, struct.pack("=I", netns_fd))
     linkinfo = _attr(IFLA_INFO_KIND, b"veth\0") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_msg))
     body = (_ifinfo(IFF_UP, IFF_UP) + _attr(IFLA_IFNAME, name.encode() + b"\0")
-            + _attr(IFLA_MASTER, struct.pack("=I", socket.if_nametoindex(bridge)))
+            + _attr(IFLA_MASTER, struct.pack("=I", _socket.if_nametoindex(bridge)))
             + _attr(IFLA_LINKINFO, linkinfo))
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as s:
+    s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    try:
         s.bind((0, 0))
         s.send(struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, flags, 1, 0) + body)
         reply = s.recv(65536)
+    finally:
+        s.close()
     _length, kind = struct.unpack_from("=IH", reply)
     if kind != NLMSG_ERROR:
         raise OSError(0, f"rtnetlink: unexpected reply type {kind}")
