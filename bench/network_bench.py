@@ -108,9 +108,12 @@ def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: in
                                           env=env, capture_output=True, text=True, check=True).stdout
                     host, port = addr.split()[3].split("/")[0], 9000
                 if label == "docker-proxy":
-                    helper = subprocess.Popen([*enter, "docker-proxy", "-proto", "tcp", "-host-ip",
-                                               "127.0.0.1", "-host-port", "19091", "-container-ip",
-                                               host, "-container-port", "9000"])
+                    # fd 3: where docker-proxy reports to dockerd (it closes fd 3, which would
+                    # otherwise be its Go runtime's epoll fd)
+                    helper = subprocess.Popen([*enter, "sh", "-c", 'exec "$@" 3>/dev/null', "sh",
+                                               "docker-proxy", "-proto", "tcp", "-host-ip", "127.0.0.1",
+                                               "-host-port", "19091", "-container-ip", host,
+                                               "-container-port", "9000"])
                     host, port = "127.0.0.1", 19091
                 out = subprocess.run([*enter, sys.executable, "-c", SENDER, host, str(port), str(mib)],
                                      capture_output=True, text=True, timeout=600)
@@ -135,6 +138,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--mib", type=int, default=512, help="MiB sent per throughput run")
     ap.add_argument("--rounds", type=int, default=3, help="throughput runs per path")
+    ap.add_argument("--only", choices=("startup", "throughput"), help="one of the two parts")
     ap.add_argument("--base", metavar="REV", help="also time start-up of this git revision (git archive), "
                                                   "interleaved with the work tree's")
     args = ap.parse_args()
@@ -158,8 +162,10 @@ def main() -> int:
                 subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
                 pyreg_of = {"base": pyreg, **pyreg_of}
                 env_of = {"base": {**env, "PYTHONPATH": str(base)}, **env_of}
-            _startup(pyreg_of, env_of, args.runs)
-            _throughput(pyreg, enter, env, args.mib, args.rounds)
+            if args.only in (None, "startup"):
+                _startup(pyreg_of, env_of, args.runs)
+            if args.only in (None, "throughput"):
+                _throughput(pyreg, enter, env, args.mib, args.rounds)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         remove_bench_cgroups()

@@ -132,4 +132,7 @@ def remove_bridge(bridge: str, subnet: str) -> None:
     with ipam.locked():
         if _exists(bridge):
             _ip([f"link del {bridge}"])
-        nat.remove(subnet, bridge)
+            nat.remove(subnet, bridge)
+        else:  # never used (or removed by hand): rules only if iptables is there to have them
+            with contextlib.suppress(OSError, RuntimeError):
+                nat.remove(subnet, bridge)
