@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,6 +391,16 @@ def test_rootless_default_is_slirp4netns_with_published_port(rootless_ns: Rootle
     assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns, and DNS through it
     assert "nameserver 10.0.2.3" in rest and "inet 10.0.2.100/24" in rest and "default via 10.0.2.2" in rest
     assert rootless_ns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18081"
+    # the namespace's loopback (127.0.0.1:18081 listens there) is not reachable through the
+    # gateway (--disable-host-loopback); slirp4netns runs sandboxed, under seccomp
+    get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {}'
+    reach = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("10.0.2.2 18081"))
+    assert "hello" not in reach.stdout, reach.stdout + reach.stderr
+    probe = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("127.0.0.1 80"), check=True)
+    assert "hello" in probe.stdout  # the probe itself works
+    status = Path(f"/proc/{rec['net']['slirp']}/status").read_text()
+    assert "Seccomp:\t2" in status
+    assert os.readlink(f"/proc/{rec['net']['slirp']}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     taken = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80", name="web2")
     assert taken.returncode == 125 and "18081" in taken.stderr and "in use" in taken.stderr, taken.stderr
     rootless_ns.pyreg("rm", "-f", "web", "web2", check=True)

@@ -18,7 +18,10 @@ Shape, all before PID 1 exists (so a port in use fails before anything of the im
 Clean-up: ``--exit-fd`` is a pipe only the supervisor holds, so slirp4netns exits when the
 supervisor closes it or dies (``kill -9`` included) — no host state is left but the API socket
 file in the container's directory, which goes with it (``release`` removes it on a sweep).
-``--disable-host-loopback`` keeps the container away from the host's 127.0.0.1 services.
+``--disable-host-loopback`` keeps the container away from the host's 127.0.0.1 services through
+the gateway; ``--enable-sandbox`` and ``--enable-seccomp`` confine slirp4netns itself (a mount
+namespace with little in it, a syscall filter), as podman runs it: it parses the container's
+packets.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
             os.dup2(log, 2)  # a pipe whose reader may be gone (SIGPIPE)
             os.closerange(5, 65536)
             os.execvp(SLIRP, [SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback",
+                              "--enable-sandbox", "--enable-seccomp",
                               "--exit-fd=3", "--ready-fd=4", f"--api-socket={API_SOCKET}",
                               str(supervisor), "tap0"])
         except BaseException as e:
