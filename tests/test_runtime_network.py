@@ -1,8 +1,11 @@
-"""``--network bridge`` and ``-p``, each test inside a network namespace it makes and removes.
+"""``--network bridge``, ``slirp4netns`` and ``-p``, each test inside a network namespace it makes
+and removes.
 
-Every ``pyreg`` command runs in that namespace (``ip netns exec``): the bridge, the veth pairs,
-the NAT chains and all traffic (to the container, the bridge, the namespace's loopback) live and
-die there. The host's links, addresses, routes and iptables rules are compared before and after.
+Every ``pyreg`` command runs in that namespace (``nsenter --net``): the bridge, the veth pairs,
+the NAT chains, slirp4netns's sockets and all traffic (to the container, the bridge, the
+namespace's loopback) live and die there. The host's links, addresses, routes and iptables rules
+are checked for anything of pyreg's afterwards. The rootless tests run ``pyreg`` as ``nobody``
+(tests/test_runtime_rootless.py's store) in such a namespace.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class NetNs:
     def __init__(self, env: RuntimeEnv) -> None:
         self.name = f"pyregt{os.getpid()}{os.urandom(2).hex()}"
         self.env = {**env.env}
-        self.env["PYREG_NETWORK"] = "bridge"  # opt-in (the default is none)
+        self.env["PYREG_NETWORK"] = "bridge"  # root's default, which the suite sets to none (conftest)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         # nsenter, not 'ip netns exec': that one remounts /sys, hiding the cgroup mounts
         self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
