@@ -4,7 +4,9 @@ Why a proxy (docker's ``docker-proxy``) rather than DNAT rules: the supervisor b
 address itself, so a port in use fails at once with the kernel's own answer, ``127.0.0.1``
 works without ``route_localnet`` and a masquerade of loopback sources, and the forward dies with
 the supervisor, ``kill -9`` included: nothing is left in the host's firewall to sweep. The cost
-is a copy through user space (bench/ measures it).
+is a hop through a process; the bytes are ``splice``d through a pipe, never copied into Python
+(bench/README.md: level with docker-proxy). Under slirp4netns, slirp4netns forwards the ports
+itself (runtime/network/slirp.py); this module binds them first there too, for the same errors.
 """
 
 from __future__ import annotations
