@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Networking: ``pyreg run --rm busybox true`` with ``--network bridge`` vs ``none``, and TCP
-throughput into a container through a published port (the userland proxy) vs straight to the
-container's address on the bridge.
+"""Networking: ``pyreg run --rm busybox true`` with ``--network bridge`` vs ``none`` (``--base
+REV``: and another revision's, interleaved), and TCP throughput into a container through a
+published port (pyreg's proxy, docker-proxy, slirp4netns) vs straight to its bridge address.
 
 Everything runs in a network namespace this script makes and removes (``ip netns add``): the
 bridge, the NAT chains and all traffic stay in it. Needs root, iproute2, iptables, nsenter.
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from runtime_bench import build_image, pyreg_env, remove_bench_cgroups, timed  # noqa: E402
+from runtime_bench import build_image, pyreg_env, remove_bench_cgroups  # noqa: E402
 
 SENDER = """
 import socket, sys, time
@@ -42,10 +42,105 @@ print(total / (time.perf_counter() - t0))
 """
 
 
+def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], runs: int) -> None:
+    """``run --rm busybox true`` with none and bridge, for every tree, interleaved (one run of
+    each combination per round, after a warm-up), so that load on a shared machine hits all alike."""
+    import resource
+
+    combos = [(tree, net) for tree in pyreg_of for net in ("none", "bridge")]
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+    cpu: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+    for round_ in range(runs + 1):
+        for tree, net in combos:
+            cmd = [*pyreg_of[tree], "run", "--rm", "--network", net, "busybox", "true"]
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, env=env_of[tree], capture_output=True, text=True,
+                               cwd=env_of[tree]["PYTHONPATH"])  # -m: the tree's own modules first
+            dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if p.returncode != 0:
+                print(f"{tree} --network {net}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+                return
+            if round_:
+                times[(tree, net)].append(dt)
+                # user+sys of every process waited for (pyreg, its supervisor, ip, iptables...):
+                # steadier than wall time on a shared machine
+                cpu[(tree, net)].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    for tree in pyreg_of:
+        med, mcpu = {}, {}
+        for net in ("none", "bridge"):
+            t = sorted(times[(tree, net)])
+            med[net], mcpu[net] = statistics.median(t), statistics.median(cpu[(tree, net)])
+            q1, q3 = t[len(t) // 4], t[(3 * len(t)) // 4]
+            print(f"{tree:6} start-up --network {net:6}: wall median {med[net] * 1000:.1f} ms "
+                  f"(min {t[0] * 1000:.1f}, quartiles {q1 * 1000:.1f}-{q3 * 1000:.1f}, {runs} runs), "
+                  f"CPU median {mcpu[net] * 1000:.1f} ms")
+        print(f"{tree:6} bridge over none: wall {(med['bridge'] - med['none']) * 1000:+.1f} ms, "
+              f"CPU {(mcpu['bridge'] - mcpu['none']) * 1000:+.1f} ms (medians)")
+
+
+def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: int, rounds: int) -> None:
+    """One TCP stream of ``mib`` MiB into ``nc -l`` in a container: through pyreg's -p proxy,
+    through Debian's docker-proxy (run by hand against the same kind of container, as dockerd
+    would), straight to the container's bridge address, and through slirp4netns's -p (the
+    rootless path, here run as root). Rounds alternate the paths; the median is shown."""
+    import shutil
+
+    paths = ["pyreg -p (proxy)", "docker-proxy", "container address", "slirp4netns -p"]
+    if shutil.which("docker-proxy") is None:
+        paths.remove("docker-proxy")
+    if shutil.which("slirp4netns") is None:
+        paths.remove("slirp4netns -p")
+    got: dict[str, list[float]] = {p: [] for p in paths}
+    for _ in range(rounds):
+        for label in paths:
+            net, publish = ("slirp4netns", ["-p", "127.0.0.1:19092:9000"]) if label.startswith("slirp") else \
+                ("bridge", ["-p", "127.0.0.1:19090:9000"] if label.startswith("pyreg") else [])
+            cid = subprocess.run([*pyreg, "run", "-d", "--network", net, *publish, "busybox", "sh", "-c",
+                                  "nc -l -p 9000 > /dev/null"], env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+            helper = None
+            try:
+                host, port = "127.0.0.1", 19090 if label.startswith("pyreg") else 19092
+                if label in ("docker-proxy", "container address"):
+                    addr = subprocess.run([*pyreg, "exec", cid, "ip", "-o", "-4", "addr", "show", "eth0"],
+                                          env=env, capture_output=True, text=True, check=True).stdout
+                    host, port = addr.split()[3].split("/")[0], 9000
+                if label == "docker-proxy":
+                    # fd 3: where docker-proxy reports to dockerd (it closes fd 3, which would
+                    # otherwise be its Go runtime's epoll fd)
+                    helper = subprocess.Popen([*enter, "sh", "-c", 'exec "$@" 3>/dev/null', "sh",
+                                               "docker-proxy", "-proto", "tcp", "-host-ip", "127.0.0.1",
+                                               "-host-port", "19091", "-container-ip", host,
+                                               "-container-port", "9000"])
+                    host, port = "127.0.0.1", 19091
+                out = subprocess.run([*enter, sys.executable, "-c", SENDER, host, str(port), str(mib)],
+                                     capture_output=True, text=True, timeout=600)
+                if out.returncode == 0:
+                    got[label].append(float(out.stdout))
+                else:
+                    print(f"throughput {label}: failed {out.stderr[-300:]}")
+            finally:
+                if helper is not None:
+                    helper.terminate()
+                    helper.wait()
+                subprocess.run([*pyreg, "rm", "-f", cid], env=env, capture_output=True)
+    for label in paths:
+        v = sorted(got[label])
+        if v:
+            print(f"throughput {label:18}: median {statistics.median(v):.0f} MiB/s "
+                  f"(min {v[0]:.0f}, max {v[-1]:.0f}, {len(v)} runs of {mib} MiB)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--mib", type=int, default=512, help="MiB sent per throughput run")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput runs per path")
+    ap.add_argument("--only", choices=("startup", "throughput"), help="one of the two parts")
+    ap.add_argument("--base", metavar="REV", help="also time start-up of this git revision (git archive), "
+                                                  "interleaved with the work tree's")
     args = ap.parse_args()
     ns = f"pyregbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -58,27 +153,19 @@ def main() -> int:
             env = pyreg_env(tmp, img)
             env.pop("PYREG_NETWORK", None)
             pyreg = [*enter, sys.executable, "-m", "client.cli"]
-            for net in ("none", "bridge"):
-                times, err = timed([*pyreg, "run", "--rm", "--network", net, "busybox", "true"],
-                                   args.runs, env=env)
-                summary = err or (f"median {statistics.median(times) * 1000:.0f} ms "
-                                  f"(min {min(times) * 1000:.0f}, {args.runs} runs)")
-                print(f"start-up --network {net:6}: {summary}")
-            for label, via_proxy in (("published port (proxy)", True), ("container address", False)):
-                cid = subprocess.run([*pyreg, "run", "-d", "--network", "bridge", "-p",
-                                      "127.0.0.1:19090:9000", "busybox", "sh",
-                                      "-c", "nc -l -p 9000 > /dev/null"], env=env, capture_output=True,
-                                     text=True, check=True).stdout.strip()
-                addr = subprocess.run([*pyreg, "exec", cid, "sh", "-c", "ip -o -4 addr show eth0"], env=env,
-                                      capture_output=True, text=True, check=True).stdout
-                ip = addr.split()[3].split("/")[0]
-                host, port = ("127.0.0.1", 19090) if via_proxy else (ip, 9000)
-                out = subprocess.run([*enter, sys.executable, "-c", SENDER, host, str(port), str(args.mib)],
-                                     capture_output=True, text=True, timeout=600)
-                print(f"throughput {label:24}: {out.stdout.strip() and float(out.stdout):.0f} MiB/s"
-                      if out.returncode == 0 else f"throughput {label}: failed {out.stderr[-300:]}")
-                subprocess.run([*pyreg, "rm", "-f", cid], env=env, capture_output=True)
-                time.sleep(0.2)
+            pyreg_of, env_of = {"this": pyreg}, {"this": env}
+            if args.base:
+                base = tmp / "base"
+                base.mkdir()
+                archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], capture_output=True,
+                                         check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+                pyreg_of = {"base": pyreg, **pyreg_of}
+                env_of = {"base": {**env, "PYTHONPATH": str(base)}, **env_of}
+            if args.only in (None, "startup"):
+                _startup(pyreg_of, env_of, args.runs)
+            if args.only in (None, "throughput"):
+                _throughput(pyreg, enter, env, args.mib, args.rounds)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         remove_bench_cgroups()

@@ -132,8 +132,9 @@ def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
         env.update(PYREG_STORE=str(work / f"store-{label}"), PYREG_RUN_ROOT=str(work / f"run-{label}"),
                    PYREG_REGISTRY="registry.invalid:5000", PYREG_CONFIG=str(work / f"config-{label}.json"),
                    PYREG_CGROUP_PARENT=f"pyreg-revbench-{label}")
-        if args.network:  # both revisions alike (their defaults may differ)
-            env["PYREG_NETWORK"] = args.network
+        # both revisions alike (their defaults differ); none unless asked: root's default, bridge,
+        # would make pyreg0 and NAT rules in the host's namespace (network_bench.py uses its own)
+        env["PYREG_NETWORK"] = args.network or "none"
         saved = dict(os.environ)
         os.environ.update(env)  # the default registry the reference "busybox" expands with
         try:
@@ -177,7 +178,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
     parser.add_argument("--seconds", type=int, default=5, help="each hey run (default 5)")
     parser.add_argument("--runs", type=int, default=15, help="container starts per round (default 15)")
-    parser.add_argument("--network", help="PYREG_NETWORK for both revisions' containers")
+    parser.add_argument("--network", help="PYREG_NETWORK for both revisions' containers (default none)")
     parser.add_argument("--workers", type=int, default=1, help="pyreg serve workers (default 1)")
     args = parser.parse_args()
 

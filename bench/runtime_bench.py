@@ -62,6 +62,9 @@ def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
     env = {**os.environ, "PYREG_STORE": str(tmp / "store"), "PYREG_RUN_ROOT": str(tmp / "run"),
            "PYREG_REGISTRY": "registry.invalid:5000", "PYREG_CONFIG": str(tmp / "config.json"),
            "PYREG_CGROUP_PARENT": "pyreg-bench", "PYTHONPATH": str(REPO),
+           # not root's default (bridge: pyreg0 and NAT in the host's namespace); network_bench.py
+           # times bridge in a namespace of its own
+           "PYREG_NETWORK": os.environ.get("PYREG_NETWORK") or "none",
            # byte-compiled modules as an installed pyreg has them, kept out of the work tree
            "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)

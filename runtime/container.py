@@ -48,6 +48,10 @@ def prepare(rec: Container) -> Cgroup | None:
              f"127.0.1.1\t{hostname}\n")
     if cfg.network == "bridge":
         hosts = _allocate_address(rec)
+    elif cfg.network == "slirp4netns":
+        from runtime.network import slirp
+
+        hosts = slirp.hosts(hostname)
     with open(os.path.join(cdir, "hosts"), "w") as f:
         f.write(hosts)
     resolv = ""
@@ -61,6 +65,8 @@ def prepare(rec: Container) -> Cgroup | None:
         from runtime.network import files
 
         resolv = files.resolv_conf(resolv)
+    elif cfg.network == "slirp4netns":
+        resolv = slirp.resolv_conf()
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv)
     if cfg.rootless:
@@ -212,11 +218,16 @@ def cleanup(rec: Container, remove: bool) -> None:
 
 
 def release_network(rec: Container) -> None:
-    """The veth, and the bridge and NAT when it was the last container on it."""
-    from runtime.network import bridge
-
+    """What the container leaves on its network (runtime/network/bridge.py ``release``)."""
     try:
-        bridge.release(rec)
+        if rec.config.network == "slirp4netns":
+            from runtime.network import slirp
+
+            slirp.release(rec, state.container_dir(rec.id))
+        else:
+            from runtime.network import bridge
+
+            bridge.release(rec)
     except Exception as e:
         print(f"pyreg: warning: network: {e}", file=sys.stderr)
 
@@ -263,7 +274,17 @@ def run(rec: Container, detach: bool) -> int:
 def _network(rec: Container) -> int:
     """Bind the published ports (a port in use fails here), wire the namespace, and hand the
     ports to the janitor (runtime/network/janitor.py), which forwards them."""
-    from runtime.network import bridge, janitor, ports
+    if rec.config.network == "slirp4netns":  # slirp4netns forwards the ports itself
+        from runtime.network import slirp
+
+        netns, handle = slirp.start(rec, state.container_dir(rec.id), rec.config.rootless)
+        _janitor.append(handle)  # closing its exit fd stops slirp4netns
+        return netns
+    from runtime.network import bridge
+
+    if not rec.config.publish:  # nothing to forward, and nothing to undo that needs a fork
+        return bridge.create(rec)
+    from runtime.network import janitor, ports
 
     proxy = ports.Proxy(rec.config.publish)
     try:

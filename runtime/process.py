@@ -212,14 +212,21 @@ def exit_code_of(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+_in_user_namespace = False
+
+
 def enter_user_namespace() -> None:
     """Rootless: a new user namespace where our uid and gid are 0 (only they are mapped).
 
     Every namespace made after this (pid here, then mnt/uts/ipc/net in PID 1) is owned by it, so
     the container's root has capabilities over them and nothing else.
     """
+    global _in_user_namespace
+    if _in_user_namespace:  # slirp4netns's set-up entered it already (runtime/network/slirp.py)
+        return
     uid, gid = os.getuid(), os.getgid()
     linux.unshare(linux.CLONE_NEWUSER)
+    _in_user_namespace = True
     for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
         fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
         try:

@@ -1,8 +1,11 @@
-"""``--network bridge`` and ``-p``, each test inside a network namespace it makes and removes.
+"""``--network bridge``, ``slirp4netns`` and ``-p``, each test inside a network namespace it makes
+and removes.
 
-Every ``pyreg`` command runs in that namespace (``ip netns exec``): the bridge, the veth pairs,
-the NAT chains and all traffic (to the container, the bridge, the namespace's loopback) live and
-die there. The host's links, addresses, routes and iptables rules are compared before and after.
+Every ``pyreg`` command runs in that namespace (``nsenter --net``): the bridge, the veth pairs,
+the NAT chains, slirp4netns's sockets and all traffic (to the container, the bridge, the
+namespace's loopback) live and die there. The host's links, addresses, routes and iptables rules
+are checked for anything of pyreg's afterwards. The rootless tests run ``pyreg`` as ``nobody``
+(tests/test_runtime_rootless.py's store) in such a namespace.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests import images
 from tests.fixtures.runtime import REPO_ROOT, RuntimeEnv
+from tests.test_runtime_rootless import NOBODY, SYSTEM_PYTHON, RootlessEnv, rootless_env
 
 pytestmark = pytest.mark.skipif(shutil.which("ip") is None or shutil.which("iptables") is None,
                                 reason="needs iproute2 and iptables")
@@ -32,8 +39,14 @@ def _out(*argv: str) -> str:
 def _net_view(ns: str | None) -> dict[str, str]:
     """Links, addresses, routes and firewall rules of a namespace (the host's with None)."""
     pre = ["nsenter", f"--net=/run/netns/{ns}"] if ns else []
-    return {"links": _out(*pre, "ip", "-o", "link"), "addrs": _out(*pre, "ip", "-o", "addr"),
-            "routes": _out(*pre, "ip", "route"),
+    addrs = "".join(ln + "\n" for ln in _out(*pre, "ip", "-o", "addr").splitlines()
+                    if "inet6 fe80" not in ln)  # link-local: its DAD state changes on its own
+    # a bridge's carrier (and its routes' linkdown) follows its ports a moment later: not state
+    links = "".join(" ".join(w for w in ln.split() if w.startswith(("link/", "master")) or w[-1] == ":"
+                             or (":" in w and len(w) == 17)) + "\n"
+                    for ln in _out(*pre, "ip", "-o", "link").splitlines())
+    return {"links": links, "addrs": addrs,
+            "routes": _out(*pre, "ip", "route").replace(" linkdown", ""),
             "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln))}
 
 
@@ -51,7 +64,7 @@ class NetNs:
     def __init__(self, env: RuntimeEnv) -> None:
         self.name = f"pyregt{os.getpid()}{os.urandom(2).hex()}"
         self.env = {**env.env}
-        self.env["PYREG_NETWORK"] = "bridge"  # opt-in (the default is none)
+        self.env["PYREG_NETWORK"] = "bridge"  # root's default, which the suite sets to none (conftest)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         # nsenter, not 'ip netns exec': that one remounts /sys, hiding the cgroup mounts
         self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
@@ -94,7 +107,28 @@ def netns(busybox_store: RuntimeEnv) -> Iterator[NetNs]:
         assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.88.", "veth"))], key
 
 
-def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
+def _settle(ns: NetNs) -> dict[str, str]:
+    """The namespace once pyreg0 and its NAT rules exist (made by the first bridge container and
+    left up, as docker's docker0): what every container must leave it as."""
+    ns.pyreg("run", "--rm", "--network", "bridge", "busybox", "true", check=True)
+    return _back_to(ns, None)
+
+
+def _back_to(ns: NetNs, before: dict[str, str] | None, deadline: float = 30) -> dict[str, str]:
+    """The namespace's view once it equals ``before`` (None: once no veth is left): the kernel
+    deletes a dead container's veth pair with its namespace, a moment after its last process."""
+    end = time.monotonic() + deadline
+    while True:
+        view = _net_view(ns.name)
+        if (view == before) if before is not None else "veth" not in view["links"]:
+            return view
+        if time.monotonic() > end:
+            assert view == before, "the namespace did not come back to what it was"
+            raise AssertionError(f"a veth is left: {view['links']}")
+        time.sleep(0.05)
+
+
+def _curl(ns: NetNs | RootlessNs, url: str, deadline: float = 60) -> str:
     """The page, retried while the server inside starts (no timing asserted)."""
     end = time.monotonic() + deadline
     while True:
@@ -107,7 +141,7 @@ def _curl(ns: NetNs, url: str, deadline: float = 60) -> str:
 
 
 def test_bridge_gives_address_route_and_files_then_cleans_up(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     r = netns.pyreg("run", "--rm", "--hostname", "web1", "busybox", "sh", "-c",
                     "ip -o -4 addr show eth0; ip route; echo ==; cat /etc/hosts; echo ==; "
                     "cat /etc/resolv.conf; echo ==; ping -c 1 -W 5 10.88.0.1 >/dev/null && echo pong",
@@ -119,26 +153,35 @@ def test_bridge_gives_address_route_and_files_then_cleans_up(netns: NetNs) -> No
     assert f"{ip.split('/')[0]}\tweb1" in hosts
     assert "nameserver" in resolv and "nameserver 127." not in resolv
     assert ping.strip() == "pong"  # the container reaches the bridge
-    assert _net_view(netns.name) == before, r.stderr  # veth, bridge, its address and NAT chains gone
+    _back_to(netns, before)  # its veth gone; pyreg0 and the NAT rules stay for the next one
 
 
-def test_rules_exist_while_running_and_go_with_rm(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+def test_bridge_and_nat_made_once_and_left_up_veth_goes_with_rm(netns: NetNs) -> None:
+    empty = _net_view(netns.name)
     cid = netns.pyreg("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
     during = _net_view(netns.name)
     assert "pyreg0" in during["links"] and "10.88.0.1/16" in during["addrs"]
+    assert "veth" in during["links"]
     assert "-s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in during["rules"]
     assert netns.sh("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
     netns.pyreg("rm", "-f", cid, check=True)
-    assert _net_view(netns.name) == before
+    after = _back_to(netns, None)
+    # as docker0: the bridge, its address and NAT rules stay; only the container's veth went
+    assert after["rules"] == during["rules"] and after["routes"] == during["routes"]
+    assert "pyreg0" in after["links"] and "10.88.0.1/16" in after["addrs"]
+    assert empty["rules"] == "" and "pyreg0" not in empty["links"]
+    cid = netns.pyreg("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
+    assert _net_view(netns.name)["rules"] == during["rules"]  # not added twice
+    netns.pyreg("rm", "-f", cid, check=True)
+    _back_to(netns, after)
 
 
 def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_store: RuntimeEnv) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     proc = netns.popen("run", "--name", "doomed", "busybox", "sleep", "600")
     try:
         rec = busybox_store.wait_running("doomed")
-        assert "pyreg0" in _net_view(netns.name)["links"]
+        assert "veth" in _net_view(netns.name)["links"]
         os.kill(int(rec["supervisor"]), signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -148,24 +191,27 @@ def test_kill_9_of_run_is_cleaned_by_the_next_command(netns: NetNs, busybox_stor
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
         time.sleep(0.05)
-    netns.pyreg("ps", "-a", check=True)
-    assert _net_view(netns.name) == before
+    assert netns.pyreg("ps", "-a", check=True).stdout.count("Exited") == 1
+    _back_to(netns, before)
 
 
 def test_kill_9_of_run_and_janitor_is_swept_by_the_next_command(netns: NetNs,
                                                                 busybox_store: RuntimeEnv) -> None:
-    before = _net_view(netns.name)
-    assert netns.pyreg("run", "-d", "--name", "doomed", "busybox", "sleep", "600").returncode == 0
+    """The janitor (there when ports are published) and the supervisor both killed: the port
+    closes with them, the veth with the namespace, and the next command marks the record."""
+    before = _settle(netns)
+    assert _httpd(netns, "-p", "127.0.0.1:18080:80", name="doomed").returncode == 0
     rec = busybox_store.wait_running("doomed")
+    _curl(netns, "http://127.0.0.1:18080/")
     os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
     for _ in range(600):
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
         time.sleep(0.05)
-    assert "pyreg0" in _net_view(netns.name)["links"]  # nobody left to release it
-    netns.pyreg("ps", "-a", check=True)
-    assert _net_view(netns.name) == before
+    assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
+    _back_to(netns, before)
+    assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18080/").returncode != 0
 
 
 def test_network_none_still_has_only_lo(netns: NetNs) -> None:
@@ -173,14 +219,22 @@ def test_network_none_still_has_only_lo(netns: NetNs) -> None:
     assert r.stdout.split() == ["lo"]
 
 
-def test_default_network_is_none_even_for_root(netns: NetNs) -> None:
-    """bridge is opt-in until its start-up fits its budget: no --network, no PYREG_NETWORK, no
-    client config -> only lo, and nothing made in the namespace."""
-    before = _net_view(netns.name)
+def test_default_network_is_bridge_for_root_and_configurable(netns: NetNs,
+                                                             busybox_store: RuntimeEnv) -> None:
+    """As docker: no --network means bridge for root; PYREG_NETWORK, then the client config's
+    run.network, change the default; --network overrides both."""
+    ls = ["busybox", "ls", "/sys/class/net"]
     netns.env.pop("PYREG_NETWORK")
-    r = netns.pyreg("run", "--rm", "busybox", "ls", "/sys/class/net", check=True)
-    assert r.stdout.split() == ["lo"]
-    assert _net_view(netns.name) == before
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["eth0", "lo"]
+    netns.env["PYREG_NETWORK"] = "none"
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["lo"]
+    assert netns.pyreg("run", "--rm", "--network", "bridge", *ls, check=True).stdout.split() == ["eth0", "lo"]
+    netns.env.pop("PYREG_NETWORK")
+    with open(busybox_store.env["PYREG_CONFIG"], "w") as f:
+        f.write('{"run": {"network": "none"}}')
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["lo"]
+    netns.env["PYREG_NETWORK"] = "bridge"  # the environment over the config file
+    assert netns.pyreg("run", "--rm", *ls, check=True).stdout.split() == ["eth0", "lo"]
 
 
 def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
@@ -189,7 +243,7 @@ def _httpd(ns: NetNs, *publish: str, name: str = "web") -> subprocess.CompletedP
 
 
 def test_publish_port_on_loopback(netns: NetNs) -> None:
-    before = _net_view(netns.name)
+    before = _settle(netns)
     r = _httpd(netns, "-p", "127.0.0.1:18080:80")
     assert r.returncode == 0, r.stderr
     assert _curl(netns, "http://127.0.0.1:18080/").startswith("hello from")
@@ -198,7 +252,7 @@ def test_publish_port_on_loopback(netns: NetNs) -> None:
     taken = _httpd(netns, "-p", "127.0.0.1:18080:80", name="web2")
     assert taken.returncode == 125 and "18080" in taken.stderr and "in use" in taken.stderr, taken.stderr
     netns.pyreg("rm", "-f", "web", "web2", check=True)
-    assert _net_view(netns.name) == before
+    _back_to(netns, before)
 
 
 def test_publish_random_host_port(netns: NetNs) -> None:
@@ -240,7 +294,7 @@ def test_user_network_names_and_aliases(netns: NetNs) -> None:
     assert busy.returncode != 0 and "srv" in busy.stderr
     netns.pyreg("rm", "-f", "srv", check=True)
     netns.pyreg("network", "rm", "appnet", check=True)
-    assert _net_view(netns.name) == before
+    _back_to(netns, before)  # network rm takes its bridge and NAT rules
 
 
 def test_default_bridge_has_no_names(netns: NetNs) -> None:
@@ -248,3 +302,142 @@ def test_default_bridge_has_no_names(netns: NetNs) -> None:
     r = netns.pyreg("run", "--rm", "busybox", "cat", "/etc/hosts", check=True)
     assert "web" not in r.stdout
     netns.pyreg("rm", "-f", "web", check=True)
+
+
+# -- rootless: slirp4netns, as nobody, in a network namespace the test makes -------------------
+
+
+class RootlessNs:
+    """``pyreg`` as nobody (tests/test_runtime_rootless.py's store) inside a netns of our own."""
+
+    def __init__(self, env: RootlessEnv) -> None:
+        self.rl = env
+        self.name = f"pyregr{os.getpid()}{os.urandom(2).hex()}"
+        self.env = {k: v for k, v in env.env.items() if k != "PYREG_NETWORK"}  # the default
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.enter = ["nsenter", f"--net=/run/netns/{self.name}"]
+        subprocess.run([*self.enter, "ip", "link", "set", "lo", "up"], check=True)
+
+    def pyreg(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        # nsenter -S/-G: setns as root, then nobody (and no supplementary groups) for pyreg
+        proc = subprocess.run([*self.enter, "-S", str(NOBODY), "-G", str(NOBODY), SYSTEM_PYTHON,
+                               "-m", "client.cli", *args], env=self.env, cwd=self.rl.base,
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def sh(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.enter, *argv], capture_output=True, text=True, timeout=60)
+
+    def state(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.rl.states() if s["name"] == name)
+
+
+@pytest.fixture
+def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("slirp4netns is not installed (Debian: slirp4netns)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun: slirp4netns needs a TAP device")
+    host_before = _net_view(None)
+    with rootless_env(five_layer_image) as env:
+        ns = RootlessNs(env)
+        try:
+            yield ns
+        finally:
+            for rec in env.states():
+                slirp = (rec.get("net") or {}).get("slirp")
+                if slirp and _is_slirp(int(slirp)):
+                    os.kill(int(slirp), signal.SIGKILL)
+            ns.sh("true")
+            subprocess.run(["ip", "netns", "del", ns.name], check=False)
+    after = _net_view(None)
+    for key, text in host_before.items():  # slirp4netns made nothing in the host's namespace
+        changed = set(text.splitlines()) ^ set(after[key].splitlines())
+        assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.0.2.", "tap"))], key
+
+
+def _is_slirp(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].endswith(b"slirp4netns")
+    except OSError:
+        return False
+
+
+def _gone(pid: int, deadline: float = 30) -> bool:
+    end = time.monotonic() + deadline
+    while _is_slirp(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _rootless_httpd(ns: RootlessNs, *publish: str, name: str = "web") -> subprocess.CompletedProcess[str]:
+    return ns.pyreg("run", "-d", "--name", name, *publish, "five-layer", "sh", "-c",
+                    "echo hello from $(hostname) > /index.html && exec httpd -f -p 80 -h /")
+
+
+def test_rootless_default_is_slirp4netns_with_published_port(rootless_ns: RootlessNs) -> None:
+    before = _net_view(rootless_ns.name)
+    r = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80")
+    assert r.returncode == 0, r.stderr
+    assert _curl(rootless_ns, "http://127.0.0.1:18081/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    assert rec["config"]["network"] == "slirp4netns" and _is_slirp(int(rec["net"]["slirp"]))
+    inside = rootless_ns.pyreg("exec", "web", "sh", "-c", "ls /sys/class/net; echo ==; cat /etc/resolv.conf; "
+                               "ip -o -4 addr show tap0; ip route", check=True).stdout
+    links, rest = inside.split("==\n")
+    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns, and DNS through it
+    assert "nameserver 10.0.2.3" in rest and "inet 10.0.2.100/24" in rest and "default via 10.0.2.2" in rest
+    assert rootless_ns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18081"
+    # the namespace's loopback (127.0.0.1:18081 listens there) is not reachable through the
+    # gateway (--disable-host-loopback); slirp4netns runs sandboxed, under seccomp
+    get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {}'
+    reach = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("10.0.2.2 18081"))
+    assert "hello" not in reach.stdout, reach.stdout + reach.stderr
+    probe = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("127.0.0.1 80"), check=True)
+    assert "hello" in probe.stdout  # the probe itself works
+    status = Path(f"/proc/{rec['net']['slirp']}/status").read_text()
+    assert "Seccomp:\t2" in status
+    assert os.readlink(f"/proc/{rec['net']['slirp']}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    taken = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80", name="web2")
+    assert taken.returncode == 125 and "18081" in taken.stderr and "in use" in taken.stderr, taken.stderr
+    rootless_ns.pyreg("rm", "-f", "web", "web2", check=True)
+    assert _gone(int(rec["net"]["slirp"]))
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18081/").returncode != 0
+    assert _net_view(rootless_ns.name) == before  # slirp4netns made nothing in the namespace
+
+
+def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs) -> None:
+    assert _rootless_httpd(rootless_ns, "-p", "80").returncode == 0
+    port = rootless_ns.pyreg("port", "web", "80", check=True).stdout.strip().rpartition(":")[2]
+    assert _curl(rootless_ns, f"http://127.0.0.1:{port}/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    assert _gone(int(rec["net"]["slirp"]))  # its --exit-fd closed with the supervisor
+    for _ in range(600):  # PID 1 follows its supervisor (PDEATHSIG)
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    assert "Exited" in rootless_ns.pyreg("ps", "-a", check=True).stdout  # the next command sweeps
+    assert not (rootless_ns.rl.base / "run" / "containers" / rec["id"] / "slirp4netns.sock").exists()
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", f"http://127.0.0.1:{port}/").returncode != 0
+    rootless_ns.pyreg("rm", "web", check=True)
+
+
+def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs) -> None:
+    ls = ["five-layer", "ls", "/sys/class/net"]
+    assert rootless_ns.pyreg("run", "--rm", "--network", "none", *ls, check=True).stdout.split() == ["lo"]
+    rootless_ns.env["PYREG_NETWORK"] = "none"
+    r = rootless_ns.pyreg("run", "--rm", "five-layer", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo"]
+    r = rootless_ns.pyreg("run", "--rm", "--network", "bridge", "five-layer", "true")
+    assert r.returncode == 125 and "needs root" in r.stderr and "Traceback" not in r.stderr
+    r = rootless_ns.pyreg("run", "--rm", "--network", "slirp4netns", "five-layer", "ls", "/sys/class/net",
+                          check=True)
+    assert r.stdout.split() == ["lo", "tap0"]
+    assert rootless_ns.rl.states() == []

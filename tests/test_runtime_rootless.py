@@ -39,6 +39,7 @@ class RootlessEnv:
             "PYREG_STORE": str(base / "store"),
             "PYREG_CONFIG": str(base / "config.json"),
             "PYREG_REGISTRY": "registry.invalid:5000",
+            "PYREG_NETWORK": "none",  # slirp4netns (the default) is tested in a namespace of its own
             "PYTHONPATH": str(REPO_ROOT),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
@@ -82,6 +83,13 @@ def _skip_unless_possible() -> None:
 
 @pytest.fixture
 def rootless(five_layer_image: images.TestImage) -> Iterator[RootlessEnv]:
+    with rootless_env(five_layer_image) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def rootless_env(five_layer_image: images.TestImage) -> Iterator[RootlessEnv]:
+    """A store nobody owns with ``five-layer`` in it; kills what it left, checks no mount is."""
     _skip_unless_possible()
     base = Path(tempfile.mkdtemp(prefix="pyreg-rootless-"))  # pytest's tmp is 0700 root: not for nobody
     os.chmod(base, 0o755)

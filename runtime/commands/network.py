@@ -55,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
                       f"{', '.join(u.name for u in users)}", file=sys.stderr)
                 code = 1
                 continue
-            networks.remove(name)
+            try:
+                networks.remove(name)  # its bridge and NAT rules, left up while it existed, too
+            except (OSError, RuntimeError) as e:
+                print(f"pyreg: network {name!r}: {e}", file=sys.stderr)
+                code = 1
+                continue
             print(name)
         else:
             out.append({**data, "containers": {u.id: {"name": u.name, "ip": (u.net or {}).get("ip"),

@@ -65,13 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR][:rwm]",
                    help="give the container a host device (bound into /dev, allowed in the devices cgroup)")
     p.add_argument("--network", "--net", default=None, metavar="NETWORK",
-                   help="none (the default: own namespace with only lo), host, bridge (opt-in, root: "
-                        "pyreg0, NAT; also PYREG_NETWORK=bridge or client config run.network) "
-                        "or a 'pyreg network create' network")
+                   help="bridge (root's default: pyreg0, NAT), slirp4netns (other users' default), "
+                        "none (only lo), host, or a 'pyreg network create' network; the default "
+                        "also from PYREG_NETWORK or the client config's run.network")
     p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
                    help="another name the container has on a user network")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HPORT:]PORT[/udp]",
-                   help="publish a container port on the host (bridge)")
+                   help="publish a container port on the host (bridge, slirp4netns)")
     p.add_argument("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
     p.add_argument("image", help="image to run (pulled when not local)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
@@ -97,17 +97,40 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
+def default_network(rootless: bool) -> str:
+    """As docker's: bridge for root; slirp4netns for other users (as rootless docker and podman),
+    none where slirp4netns is not installed."""
+    if not rootless:
+        return "bridge"
+    from runtime.network import slirp
+
+    return "slirp4netns" if slirp.available() else "none"
+
+
 def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: bool,
              defaults: dict[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    """(network, ports, net): the default is none for everyone (bridge start-up is not yet within
-    its budget, bench/README.md); ``--network``, PYREG_NETWORK and the client config's
-    ``run.network``/``run.subnet`` choose bridge. none and host import nothing of
+    """(network, ports, net): ``--network``, else PYREG_NETWORK, else the client config's
+    ``run.network``, else :func:`default_network`. none and host without -p import nothing of
     runtime.network: their start-up stays as it was."""
-    network = args.network or os.environ.get("PYREG_NETWORK") or defaults.get("network") or "none"
+    network = (args.network or os.environ.get("PYREG_NETWORK") or defaults.get("network")
+               or default_network(rootless))
     if network in ("none", "host") and not args.publish and not args.publish_all:
         return network, [], {}
-    from runtime.network import DEFAULT_SUBNET, networks, ports
+    from runtime.network import DEFAULT_SUBNET, networks
 
+    published: list[dict[str, Any]] = []
+    if args.publish or args.publish_all:  # socket and threading: only then
+        from runtime.network import ports
+
+        published = [ports.parse(p) for p in args.publish]
+        if args.publish_all:
+            published += ports.exposed(image_config)
+    if network == "slirp4netns":
+        from runtime.network import slirp
+
+        if not slirp.available():
+            raise ValueError("--network slirp4netns: slirp4netns is not installed (Debian: slirp4netns)")
+        return network, published, {"network": network}
     net: dict[str, Any] = {}
     if network not in ("none", "host"):
         net = networks.resolve(network, str(os.environ.get("PYREG_SUBNET") or defaults.get("subnet")
@@ -115,12 +138,10 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
         net["aliases"] = list(args.network_alias)
         network = "bridge"  # how the runtime wires it; net["network"] says which
     if network == "bridge" and rootless:
-        raise ValueError("--network bridge needs root; rootless containers have none or host")
-    published = [ports.parse(p) for p in args.publish]
-    if args.publish_all:
-        published += ports.exposed(image_config)
+        raise ValueError("--network bridge needs root; rootless containers have slirp4netns (their "
+                         "default), none or host")
     if published and network != "bridge":
-        raise ValueError(f"-p/-P need --network bridge, not {network}")
+        raise ValueError(f"-p/-P need --network bridge or slirp4netns, not {network}")
     return network, published, net
 
 
@@ -193,7 +214,7 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
         id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
         image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
     )
-    if network == "bridge":
+    if network in ("bridge", "slirp4netns"):
         rec.net = net
     try:
         code = container.run(rec, args.detach)

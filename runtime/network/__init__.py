@@ -1,15 +1,16 @@
-"""Container networking (``--network bridge``, ``-p``): one job per module.
+"""Container networking (``--network bridge|slirp4netns|NAME``, ``-p``): one job per module.
 
-``ipam`` hands out addresses from the bridge's subnet, ``bridge`` makes the bridge, the veth pair
-and the container's network namespace (iproute2's ip, batched), ``nat`` the outbound
-masquerade (iptables chains of our own), ``ports`` parses ``-p``/``-P`` and runs the userland
-proxy for published ports, ``files`` writes the container's /etc/hosts and resolv.conf.
+``ipam`` hands out addresses from the bridge's subnet, ``bridge`` makes the bridge (once, left up
+as docker's docker0) and each container's veth pair and namespace, ``ifconfig`` the container's
+side of it (ioctls), ``nat`` the outbound masquerade (iptables chains of our own), ``ports``
+parses ``-p``/``-P`` and runs the userland proxy for published ports, ``janitor`` runs that proxy
+outside the container's pid namespace, ``networks`` user networks and their names, ``slirp``
+rootless networking (slirp4netns), ``files`` the container's /etc/hosts and resolv.conf.
 
-Everything is made in the network namespace ``pyreg run`` runs in (the host's, or a test's), and
-undone with the container; a ``pyreg run`` killed with SIGKILL leaves its veth to the kernel (it
-dies with the container's namespace) and its bridge/NAT to the next pyreg command
-(``state.refresh`` -> :func:`runtime.network.bridge.release`).
-"""
+Everything is made in the network namespace ``pyreg run`` runs in (the host's, or a test's). A
+container's veth dies with its namespace (``kill -9`` included); its port proxy and slirp4netns
+end with its supervisor (a pipe's EOF); its name leaves the others' /etc/hosts with it, or on the
+next pyreg command after a ``kill -9`` (``state.refresh`` -> ``bridge.release``)."""
 
 BRIDGE = "pyreg0"
 DEFAULT_SUBNET = "10.88.0.0/16"

@@ -1,24 +1,25 @@
-"""The bridge, the veth pair and the container's network namespace, through iproute2 (`ip -batch`).
+"""The bridge, the veth pair and the container's network namespace.
+
+The bridge (``pyreg0``, or a user network's) and its NAT rules are made by the first container
+that needs them and then left up, as docker leaves ``docker0``: per container there is one
+rtnetlink request (runtime/network/netlink.py: the veth pair, its container end made straight in
+the container's namespace as ``eth0``) and four ioctls in that namespace (ifconfig.py): no process.
 
 The supervisor makes the container's network namespace itself before forking PID 1 (unshare,
 keep an fd, setns back), so the whole set-up is done and checked before anything of the image
-runs; PID 1 only ``setns``-es into it. Inside: ``lo`` up, ``eth0`` (the veth's peer, renamed)
-with the container's address, a default route via the bridge's address.
-
-``release`` undoes it: the host end of the veth (gone already when the namespace died), and the
-bridge with its NAT rules once no veth is attached to it any more, so the host's links,
-addresses and firewall tables are as they were before the first container.
+runs; PID 1 only ``setns``-es into it. Nothing needs undoing when the container ends: its
+namespace dies with its last process and the kernel deletes the veth pair with it, ``kill -9``
+included. ``remove_bridge`` (``pyreg network rm``) takes a user network's bridge and rules away.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 
 from runtime import linux
 from runtime.errors import ContainerError
-from runtime.network import BRIDGE, ipam, nat
+from runtime.network import BRIDGE, ipam
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ def _ip(commands: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     iproute2 rather than pyroute2: ``import pyroute2`` (0.9) costs 100-250 ms of CPU even
     without its package ``__init__`` (asyncio, its message classes), the start-up budget of
     ``--network bridge`` is 30 ms, and one ``ip`` process is ~2 ms."""
+    import subprocess  # here: only when a bridge is made or removed, not on every start
+
     proc = subprocess.run(["ip", "-batch", "-"], input="".join(c + "\n" for c in commands),
                           capture_output=True, text=True, pass_fds=pass_fds)
     if proc.returncode != 0:
@@ -45,10 +48,10 @@ def _ip(commands: list[str], pass_fds: tuple[int, ...] = ()) -> None:
 
 def _exists(ifname: str) -> bool:
     """A link of this name in the current network namespace (an ioctl, no process)."""
-    import socket
+    import _socket  # socket.py's enums cost milliseconds of start-up
 
     try:
-        socket.if_nametoindex(ifname)
+        _socket.if_nametoindex(ifname)
     except OSError:
         return False
     return True
@@ -56,43 +59,52 @@ def _exists(ifname: str) -> bool:
 
 def create(rec: Container) -> int:
     """Make the container's network namespace, wired to the bridge; returns an fd of it."""
+    from runtime.network import ifconfig, netlink
+
     net: dict[str, Any] = rec.net or {}
-    host_if, peer_if = _veth_names(rec.id)
+    host_if, _ = _veth_names(rec.id)
     bridge = str(net.get("bridge", BRIDGE))
-    prefixlen = int(net["prefixlen"])
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ctr_ns = -1
     try:
-        with ipam.locked():
-            linux.unshare(linux.CLONE_NEWNET)
-            try:
-                ctr_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            finally:
-                linux.setns(host_ns, linux.CLONE_NEWNET)
-            cmds = [] if _exists(bridge) else [f"link add name {bridge} type bridge"]
-            cmds += [f"addr replace {net['gateway']}/{prefixlen} dev {bridge}",
-                     f"link set {bridge} up",
-                     f"link add name {host_if} type veth peer name {peer_if}",
-                     f"link set {host_if} master {bridge} up",
-                     f"link set {peer_if} netns /proc/self/fd/{ctr_ns}"]
-            _ip(cmds, pass_fds=(ctr_ns,))
-            nat.ensure(net["subnet"], bridge)
-            _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+        linux.unshare(linux.CLONE_NEWNET)
+        try:
+            ctr_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            linux.setns(host_ns, linux.CLONE_NEWNET)
+        if not _exists(bridge):
+            with ipam.locked():
+                if not _exists(bridge):
+                    _make_bridge(bridge, str(net["subnet"]), f"{net['gateway']}/{net['prefixlen']}")
+        netlink.add_veth(host_if, bridge, "eth0", ctr_ns)
         linux.setns(ctr_ns, linux.CLONE_NEWNET)
         try:
-            _ip(["link set lo up", f"link set {peer_if} name eth0",
-                 f"addr add {net['ip']}/{prefixlen} dev eth0", "link set eth0 up",
-                 f"route add default via {net['gateway']}"])
+            ifconfig.configure("eth0", str(net["ip"]), int(net["prefixlen"]), str(net["gateway"]))
         finally:
             linux.setns(host_ns, linux.CLONE_NEWNET)
     except Exception as e:
         if ctr_ns >= 0:
-            os.close(ctr_ns)
-        release(rec)
+            os.close(ctr_ns)  # the namespace, and the veth's end in it, die with this fd
+        if _exists(host_if):
+            with contextlib.suppress(RuntimeError):
+                _ip([f"link del {host_if}"])
         raise ContainerError(f"network: {e}") from None
     finally:
         os.close(host_ns)
     return ctr_ns
+
+
+def _make_bridge(bridge: str, subnet: str, gateway: str) -> None:
+    """The bridge with the gateway address, its NAT rules, forwarding on: once, under the lock."""
+    # a MAC of its own (locally administered), as docker gives docker0: otherwise the bridge
+    # takes its ports' lowest, which changes as containers come and go (stale ARP entries)
+    mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+    _ip([f"link add name {bridge} address {mac} type bridge", f"addr replace {gateway} dev {bridge}",
+         f"link set {bridge} up"])
+    from runtime.network import nat
+
+    nat.ensure(subnet, bridge)
+    _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
 
 
 def _write_sysctl(path: str, value: str) -> None:
@@ -104,23 +116,23 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def release(rec: Container) -> None:
-    """Remove the container's veth; the bridge and NAT too when it was the last. Idempotent."""
+    """What a container leaves on its network: its name in the others' /etc/hosts. (Its veth
+    went with its namespace; the bridge stays for the next container.) Forks nothing: the
+    supervisor calls it after its pid namespace's PID 1 is gone."""
     from runtime.network import networks
 
     net = rec.net or {}
-    name = str(net.get("bridge", BRIDGE))
-    host_if, _ = _veth_names(rec.id)
+    networks.update_hosts(str(net.get("network", "bridge")), skip=rec.id)
+
+
+def remove_bridge(bridge: str, subnet: str) -> None:
+    """A user network's bridge and NAT rules (``pyreg network rm``), under the network lock."""
+    from runtime.network import nat
+
     with ipam.locked():
-        if _exists(host_if):  # usually gone already: it died with the container's namespace
-            with contextlib.suppress(RuntimeError):
-                _ip([f"link del {host_if}"])
-        found = _exists(name)
-        if found:
-            members = subprocess.run(["ip", "-o", "link", "show", "master", name], capture_output=True,
-                                     text=True)
-            if members.returncode == 0 and not members.stdout.strip():
-                _ip([f"link del {name}"])
-                found = False
-        if not found and net.get("subnet"):
-            nat.remove(str(net["subnet"]), name)
-        networks.update_hosts(str(net.get("network", "bridge")), skip=rec.id)
+        if _exists(bridge):
+            _ip([f"link del {bridge}"])
+            nat.remove(subnet, bridge)
+        else:  # never used (or removed by hand): rules only if iptables is there to have them
+            with contextlib.suppress(OSError, RuntimeError):
+                nat.remove(subnet, bridge)

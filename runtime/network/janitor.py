@@ -1,14 +1,13 @@
-"""A small process that runs a container's port proxy and undoes its network when its
-supervisor ends, however it ends.
+"""A small process that runs a container's port proxy (``-p`` on a bridge) and ends it, and what
+the container leaves on its network, when its supervisor ends, however it ends.
 
 Why a process of its own: the supervisor has unshared a pid namespace whose PID 1 is the
-container, so once the container is gone it can fork nothing (the kernel answers ENOMEM) and
-cannot run ``iptables``; and after ``kill -9`` it runs nothing at all. The janitor is forked
-before that, in the host's pid namespace, and waits on a pipe only the supervisor holds: EOF
-(a normal end or SIGKILL) means release the veth, and the bridge and NAT if it was the last.
-The same reason puts the ``-p`` proxy's threads here: after ``unshare(CLONE_NEWPID)`` the
-supervisor cannot start a thread either (``clone(CLONE_THREAD)`` across pid namespaces).
-"""
+container, so it cannot start a thread (``clone(CLONE_THREAD)`` across pid namespaces) for the
+proxy, and after ``kill -9`` it runs nothing at all. The janitor is forked before that, in the
+host's pid namespace, and waits on a pipe only the supervisor holds: EOF (a normal end or
+SIGKILL) means close the published ports and take the container's name out of its network's
+/etc/hosts files. Without ``-p`` there is no janitor: the veth dies with the container's
+namespace and the bridge stays up (runtime/network/bridge.py), so nothing needs a fork."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ client config's ``run.subnet``) is built in and has no names, as docker's.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -79,6 +78,8 @@ def create(name: str, subnet: str | None, default_subnet: str = DEFAULT_SUBNET) 
         net = next(free, None)  # type: ignore[assignment]
         if net is None:
             raise ValueError("no free subnet left in 10.89.0.0/16: give --subnet")
+    import hashlib  # here: OpenSSL's _hashlib is ~3 ms of every bridge start-up otherwise
+
     nid = hashlib.sha256(os.urandom(32)).hexdigest()
     data = {"name": name, "id": nid, "subnet": str(net), "bridge": f"pyr{nid[:8]}",
             "created": state.now()}
@@ -89,6 +90,12 @@ def create(name: str, subnet: str | None, default_subnet: str = DEFAULT_SUBNET) 
 
 
 def remove(name: str) -> None:
+    """The network's bridge and NAT rules (made by its first container and left up), then it."""
+    from runtime.network import bridge
+
+    data = load(name)
+    if data is not None:
+        bridge.remove_bridge(str(data["bridge"]), str(data["subnet"]))
     os.unlink(_path(name))
 
 

@@ -4,12 +4,16 @@ Why a proxy (docker's ``docker-proxy``) rather than DNAT rules: the supervisor b
 address itself, so a port in use fails at once with the kernel's own answer, ``127.0.0.1``
 works without ``route_localnet`` and a masquerade of loopback sources, and the forward dies with
 the supervisor, ``kill -9`` included: nothing is left in the host's firewall to sweep. The cost
-is a copy through user space (bench/ measures it).
+is a hop through a process; the bytes are ``splice``d through a pipe, never copied into Python
+(bench/README.md: level with docker-proxy). Under slirp4netns, slirp4netns forwards the ports
+itself (runtime/network/slirp.py); this module binds them first there too, for the same errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 import threading
 
@@ -96,14 +100,39 @@ class Proxy:
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy one direction until EOF: ``splice`` through a pipe, so the bytes stay in the kernel
+    (docker-proxy copies them through user space); recv/sendall where splice is refused."""
     try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        r = w = -1
+    try:
+        spliced = False
+        while r >= 0:
+            try:
+                n = os.splice(src.fileno(), w, 1 << 20, flags=_SPLICE_F_MOVE)
+            except OSError as e:
+                if spliced or e.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                break  # not spliceable here: copy instead
+            spliced = True
+            if n == 0:
+                return
+            while n:
+                n -= os.splice(r, dst.fileno(), n, flags=_SPLICE_F_MOVE)
         while data := src.recv(262144):
             dst.sendall(data)
     except OSError:
         pass
     finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+_SPLICE_F_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
 
 
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:
