@@ -12,7 +12,7 @@ source repository when both are on one registry.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -106,6 +106,22 @@ class _Resuming:
         return self.store.delete(digest)
 
 
+class _LayersOnly:
+    """A pull's progress shows layers, as docker's does: the config was fetched before the copy
+    (to extract layers as they land), its "already exists" would only be noise."""
+
+    def __init__(self, progress: Progress, layers: set[Digest]) -> None:
+        self.progress = progress
+        self.labels = {d.hex[:12] for d in layers}
+
+    def task(self, label: str, total: int | None) -> Callable[[int], None]:
+        return self.progress.task(label, total)
+
+    def finish(self, label: str, status: str) -> None:
+        if label in self.labels:
+            self.progress.finish(label, status)
+
+
 def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, platform: Platform | None = None,
          parallel: int = 4, insecure: bool = False, progress: Progress | None = None,
          client: RegistryClient | None = None) -> TransferResult:
@@ -146,8 +162,9 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
                 for layer, diff_id, chain_id in extract.get(desc.digest, []):
                     store.ensure_layer(layer, diff_id, chain_id, extractor)
 
-        copied = copy_graph(remote, _Resuming(store), chosen, parallel=parallel, progress=progress,
-                            verb="pulled", on_blob=on_blob)
+        copied = copy_graph(remote, _Resuming(store), chosen, parallel=parallel,
+                            progress=_LayersOnly(progress, {d.digest for d in layers}), verb="pulled",
+                            on_blob=on_blob)
         store.tag(str(ref), chosen.digest, chosen.media_type, chosen.size, platform=plat)
     origins.record(store.root, [c.descriptor for c in copied], ref.registry, ref.repository)
     return TransferResult(str(ref), str(chosen.digest), chosen.media_type,
