@@ -15,6 +15,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -51,7 +52,9 @@ def main() -> int:
         def pyreg(tree: Path, store: Path, *argv: str) -> Callable[[], object]:
             env = {**env0, "PYTHONPATH": str(tree), "PYREG_STORE": str(store),
                    "PYREG_CONFIG": str(work / "none.json"), "HOME": str(work / "home")}
-            return lambda: run([sys.executable, "-m", "client.cli", *argv], env)
+            # cwd too: ``python -m`` puts the working directory first on sys.path
+            return lambda: subprocess.run([sys.executable, "-m", "client.cli", *argv], env=env, cwd=tree,
+                                          check=True, capture_output=True)
 
         def fresh_pull(tree: Path) -> float:
             store = work / f"store-{next(counter)}"

@@ -207,7 +207,9 @@ def copy_blob(src: ContentStore, dst: ContentStore, desc: Descriptor,
             offset = int(getattr(w, "offset", 0))
             show(offset - shown)
             try:
-                with src.reader(desc.digest, offset) as f:
+                # the writer verifies what it is given: a source that would hash it too may skip that
+                open_source = getattr(src, "unverified_reader", src.reader)
+                with open_source(desc.digest, offset) as f:
                     # read1: what has arrived goes on at once (a stalled download still leaves
                     # its partial file for the next try to resume)
                     read = getattr(f, "read1", f.read)

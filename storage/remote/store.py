@@ -40,12 +40,12 @@ class _BlobReader(io.RawIOBase):
     read from byte 0 to the end, raises DigestMismatchError at the end instead of a last chunk
     that would complete wrong content."""
 
-    def __init__(self, store: RemoteStore, digest: Digest, offset: int) -> None:
+    def __init__(self, store: RemoteStore, digest: Digest, offset: int, verify: bool = True) -> None:
         super().__init__()
         self.store = store
         self.digest = digest
         self.pos = offset
-        self.verifier = DigestVerifier(digest) if offset == 0 else None
+        self.verifier = DigestVerifier(digest) if offset == 0 and verify else None
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
@@ -353,6 +353,11 @@ class RemoteStore:
     def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
         # buffered: read(n) then returns n bytes unless the blob ends first, as a file does
         return io.BufferedReader(_BlobReader(self, digest, offset), CHUNK)
+
+    def unverified_reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
+        """``reader`` without its own digest check, for a copy into a writer that checks anyway
+        (every ContentStore writer does): one SHA-256 pass per blob, not two."""
+        return io.BufferedReader(_BlobReader(self, digest, offset, verify=False), CHUNK)
 
     @contextmanager
     def writer(self, digest: Digest, size: int) -> Iterator[_Upload]:
