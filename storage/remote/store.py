@@ -27,7 +27,7 @@ import httpx
 from storage.content import ContentNotFound, ContentSizeError, Info
 from storage.digest import Digest, DigestMismatchError, DigestVerifier
 from storage.manifest import Descriptor
-from storage.remote.client import CHUNK, RegistryClient, error_message
+from storage.remote.client import RegistryClient, error_message
 from storage.remote.errors import RemoteError, network_reason
 from storage.remote.transport import backoff
 
@@ -38,7 +38,8 @@ _SENDER_WAIT = 0.5        # how often a blocked write looks whether the sender g
 class _BlobReader(io.RawIOBase):
     """A blob's bytes from ``offset``; resumes with ``Range`` after a dropped connection and, when
     read from byte 0 to the end, raises DigestMismatchError at the end instead of a last chunk
-    that would complete wrong content."""
+    that would complete wrong content. ``read1`` hands over each network chunk as it is (no copy:
+    what a graph copy reads), ``read(n)`` gathers n bytes as a file would."""
 
     def __init__(self, store: RemoteStore, digest: Digest, offset: int, verify: bool = True) -> None:
         super().__init__()
@@ -119,9 +120,10 @@ class _BlobReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def read1(self, size: int = -1) -> bytes:
+        """The next piece (at most ``size`` bytes), b"" at the end (after the digest check)."""
         if self._eof:
-            return 0
+            return b""
         data, self._pending = self._pending, b""
         if not data:
             data = self._next()
@@ -129,14 +131,27 @@ class _BlobReader(io.RawIOBase):
             self._eof = True
             if self.verifier is not None:
                 self.verifier.verify()
-            return 0
-        n = min(len(buffer), len(data))
-        buffer[:n] = data[:n]
-        self._pending = data[n:]
+            return b""
+        if 0 <= size < len(data):
+            data, self._pending = data[:size], data[size:]
         if self.verifier is not None:
-            self.verifier.update(data[:n])
-        self.pos += n
-        return n
+            self.verifier.update(data)
+        self.pos += len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(self.read1, b""))
+        parts = []
+        while size > 0 and (part := self.read1(size)):
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read1(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
     def _close_response(self) -> None:
         if self._response is not None:
@@ -351,13 +366,12 @@ class RemoteStore:
         return None if size is None else Info(digest, size)
 
     def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
-        # buffered: read(n) then returns n bytes unless the blob ends first, as a file does
-        return io.BufferedReader(_BlobReader(self, digest, offset), CHUNK)
+        return _BlobReader(self, digest, offset)  # type: ignore[return-value]
 
     def unverified_reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
         """``reader`` without its own digest check, for a copy into a writer that checks anyway
         (every ContentStore writer does): one SHA-256 pass per blob, not two."""
-        return io.BufferedReader(_BlobReader(self, digest, offset, verify=False), CHUNK)
+        return _BlobReader(self, digest, offset, verify=False)  # type: ignore[return-value]
 
     @contextmanager
     def writer(self, digest: Digest, size: int) -> Iterator[_Upload]:
