@@ -24,7 +24,7 @@ from typing import IO, Any
 from storage import graph
 from storage import mediatypes as mt
 from storage.content import ContentStore, read_all
-from storage.localstore import LocalStore
+from storage.localstore import ImageRecord, LocalStore
 from storage.manifest import Descriptor, ManifestBlob
 from storage.reference import Reference, ReferenceError, parse
 from storage.transports import ArchiveError, Image, Target, copy_images, manifest_of
@@ -301,6 +301,7 @@ class LocalTarget:
     def __init__(self, store: LocalStore) -> None:
         self._store = store
         self.added: list[Image] = []
+        self.records: list[ImageRecord] = []
         self._lock = store.writing()
         self._lock.__enter__()
 
@@ -316,7 +317,7 @@ class LocalTarget:
             for image in self.added:
                 d = image.descriptor
                 for name in image.names or [str(d.digest)]:
-                    self._store.tag(name, d.digest, d.media_type, d.size, d.platform)
+                    self.records.append(self._store.tag(name, d.digest, d.media_type, d.size, d.platform))
         finally:
             self._lock.__exit__(None, None, None)
 

@@ -78,21 +78,21 @@ class DockerArchiveSource(ReadOnly):
         try:
             items = json.loads(tar.read("manifest.json"))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise ArchiveError(f"{self.where}: manifest.json is not valid JSON ({exc})") from None
+            raise ArchiveError(f"{self.where}: malformed manifest.json, not valid JSON ({exc})") from None
         if not isinstance(items, list):
-            raise ArchiveError(f"{self.where}: manifest.json is not a list")
+            raise ArchiveError(f"{self.where}: malformed manifest.json, not a list")
         for i, item in enumerate(items):
             self._images.append(self._item(item, f"manifest.json[{i}]"))
 
     def _item(self, item: object, where: str) -> Image:
         if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
-            raise ArchiveError(f"{self.where}: {where} has no Config")
+            raise ArchiveError(f"{self.where}: malformed {where}: no Config")
         layers = item.get("Layers") or []
         tags = item.get("RepoTags") or []
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ArchiveError(f"{self.where}: {where}.Layers is not a list of paths")
+            raise ArchiveError(f"{self.where}: malformed {where}: Layers is not a list of paths")
         if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
-            raise ArchiveError(f"{self.where}: {where}.RepoTags is not a list of names")
+            raise ArchiveError(f"{self.where}: malformed {where}: RepoTags is not a list of names")
         config = self.tar.read(item["Config"], CONFIG_LIMIT)
         try:
             doc = json.loads(config)
