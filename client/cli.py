@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logout": ("client.commands.logout", "forget credentials for a registry"),
     "save": ("client.commands.save", "write local images to a docker or OCI archive"),
     "load": ("client.commands.load", "load the images of an OCI or docker-save archive"),
+    "manifest": ("client.commands.manifest", "make, inspect and push multi-platform image lists"),
     "run": ("runtime.commands.run", "run a command in a new container"),
     "ps": ("runtime.commands.ps", "list containers"),
     "logs": ("runtime.commands.logs", "show what a container wrote"),
