@@ -134,10 +134,7 @@ class TarIndex:
     def _resolve(self, name: str) -> tarfile.TarInfo | None:
         """The regular-file member ``name`` ends at, following links inside the archive."""
         for _ in range(_MAX_LINK_HOPS):
-            try:
-                key = safe_name(name, self.where)
-            except ArchiveError:
-                return None
+            key = safe_name(name, self.where)
             info = self.members.get(key)
             if info is None:
                 return None
