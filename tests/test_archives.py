@@ -227,3 +227,11 @@ def test_bad_archives_load_nothing(client_env: ClientEnv, five_layer_image: Test
     # copying from it is refused the same way, and names nothing in the target
     one_error(client_env.run("copy", f"docker-archive:{path}", f"oci:{tmp_path / 'out'}:x", check=False))
     assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_unnamed_image_loads_by_id(client_env: ClientEnv, five_layer_image: TestImage, tmp_path: Path) -> None:
+    """An archive entry without a name loads as docker does: ``Loaded image ID: <config digest>``."""
+    archive = tmp_path / "unnamed.tar"
+    client_env.run("copy", five_layer_image.oci_ref, f"oci-archive:{archive}")
+    out = client_env.run("load", "-i", str(archive)).stdout.strip()
+    assert out == f"Loaded image ID: {five_layer_image.config_digest}"

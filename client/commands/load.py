@@ -37,8 +37,9 @@ def _run(args: argparse.Namespace) -> int:
         records = load(None, common.store(), tag, stream=sys.stdin.buffer)
     else:
         records = load(Path(args.input), common.store(), tag)
-    lines = [f"Loaded image ID: {r.name}" if r.name.startswith("sha256:") else f"Loaded image: {r.name}"
-             for r in records]
+    store = common.store()
+    lines = [f"Loaded image ID: {store.image_id(r)}" if r.name.startswith("sha256:")  # unnamed, as docker
+             else f"Loaded image: {r.name}" for r in records]
     common.emit(args, [{"name": r.name, "digest": str(r.digest)} for r in records],
                 None if args.quiet else "\n".join(lines))
     return 0
