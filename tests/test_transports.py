@@ -123,6 +123,12 @@ def test_index_through_every_transport(client_env: ClientEnv, skopeo: Skopeo, in
     skopeo.copy(src, f"dir:{tmp_path / 'skd'}", "--all")
     client_env.run("copy", f"dir:{tmp_path / 'skd'}", f"oci:{tmp_path / 'py'}:m")
     assert layout_manifest(tmp_path / "py", "m")[0] == index_image.index
+    # a docker-archive of an index: manifest.json lists this host's image, the layout the whole index
+    client_env.run("copy", src, f"docker-archive:{tmp_path / 'd.tar'}:example.com/multi:1")
+    skopeo.copy(f"docker-archive:{tmp_path / 'd.tar'}", f"oci:{tmp_path / 'dd'}:x")
+    assert read_layout(tmp_path / "dd", "x").config_digest == index_image.children[0].config_digest
+    skopeo.copy(f"oci-archive:{tmp_path / 'd.tar'}:example.com/multi:1", f"oci:{tmp_path / 'do'}:m", "--all")
+    assert layout_manifest(tmp_path / "do", "m")[0] == index_image.index
     # one platform out of it
     native = index_image.children[0]
     arch = native.config_json["architecture"]
