@@ -229,9 +229,31 @@ def test_bad_archives_load_nothing(client_env: ClientEnv, five_layer_image: Test
     assert not (tmp_path / "out" / "index.json").exists()
 
 
-def test_unnamed_image_loads_by_id(client_env: ClientEnv, five_layer_image: TestImage, tmp_path: Path) -> None:
+def test_unnamed_image_loads_by_id(client_env: ClientEnv, five_layer_image: TestImage,
+                                   tmp_path: Path) -> None:
     """An archive entry without a name loads as docker does: ``Loaded image ID: <config digest>``."""
     archive = tmp_path / "unnamed.tar"
     client_env.run("copy", five_layer_image.oci_ref, f"oci-archive:{archive}")
     out = client_env.run("load", "-i", str(archive)).stdout.strip()
     assert out == f"Loaded image ID: {five_layer_image.config_digest}"
+
+
+def test_no_archive_to_or_from_a_terminal(client_env: ClientEnv, tmp_path: Path) -> None:
+    """``save`` without ``-o`` refuses to write binary to a terminal, and ``load`` without ``-i``
+    to wait on one, as docker does (one line, exit 1)."""
+    import os
+    import pty
+
+    for args, needle in ((["save", "example.com/x:1"], "refusing to write an archive to a terminal"),
+                         (["load"], "stdin is a terminal")):
+        controller, terminal = pty.openpty()
+        try:
+            std: dict[str, Any] = ({"stdout": terminal} if args[0] == "save"
+                                   else {"stdin": terminal, "stdout": subprocess.PIPE})
+            proc = subprocess.run([sys.executable, "-m", "client.cli", *args], env=client_env.env,
+                                  cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, timeout=60, **std)
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and needle in lines[0], proc.stderr
