@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from client.progress import Progress, human
-from client.remote import RegistryClient, RegistryError
+from client.remote import connect
 from storage import graph, mediatypes
 from storage.content import ContentStore, LayoutStore, read_all
 from storage.digest import Digest, DigestMismatchError
@@ -24,6 +24,7 @@ from storage.graph import Platform, select_platform
 from storage.localstore import Extractor, LocalStore, chain_ids
 from storage.manifest import Descriptor, Manifest, ManifestBlob, ManifestError, layout_index, ref_name
 from storage.reference import Reference, parse
+from storage.remote import RegistryClient, RemoteError
 
 # ------------------------------------------------------------------------------------ results
 
@@ -116,15 +117,15 @@ def _short(digest: str) -> str:
 
 
 def _image(m: ManifestBlob) -> Manifest:
-    """The validated image manifest of ``m`` (config and layers); RegistryError for anything else."""
+    """The validated image manifest of ``m`` (config and layers); RemoteError for anything else."""
     if m.media_type not in mediatypes.IMAGE_MANIFESTS:
-        raise RegistryError(f"unsupported manifest type {m.media_type!r}")
+        raise RemoteError(f"unsupported manifest type {m.media_type!r}")
     try:
         parsed = m.parsed
     except ManifestError as exc:
-        raise RegistryError(f"manifest {m.digest} is invalid: {exc}") from None
+        raise RemoteError(f"manifest {m.digest} is invalid: {exc}") from None
     if parsed.config is None:
-        raise RegistryError(f"manifest {m.digest} has no config")
+        raise RemoteError(f"manifest {m.digest} has no config")
     return parsed
 
 
@@ -159,7 +160,7 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
          parallel: int = 4, insecure: bool = False, progress: Progress | None = None) -> TransferResult:
     progress = progress or Progress(enabled=False)
     wanted = platform or Platform.host()
-    with RegistryClient(ref.registry, insecure=insecure, pool=parallel) as rc:
+    with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
         top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
         chosen, plat = top, None
         if top.media_type in mediatypes.INDEXES:
@@ -179,7 +180,7 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
             layers = manifest.layers
             diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
             if len(diff_ids) != len(layers):
-                raise RegistryError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
+                raise RemoteError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
             chains = chain_ids(diff_ids)
 
             def job(desc: Descriptor, diff_id: str, chain_id: str) -> BlobResult:
@@ -247,7 +248,7 @@ def layout_source(path: Path, tag: str | None) -> Source:
     if tag is None:
         if len(entries) != 1:
             names = [ref_name(e) or "?" for e in entries]
-            raise RegistryError(
+            raise RemoteError(
                 f"{path} holds {len(entries)} images ({', '.join(names)}): name one as DIR:TAG")
         entry = entries[0]
     else:
@@ -255,14 +256,14 @@ def layout_source(path: Path, tag: str | None) -> Source:
             if ref_name(entry) == tag:
                 break
         else:
-            raise RegistryError(f"no image tagged {tag!r} in {path}/index.json")
+            raise RemoteError(f"no image tagged {tag!r} in {path}/index.json")
 
     store = LayoutStore(path)
     try:
         top = ManifestBlob.of(read_all(store, entry), entry.media_type, entry.digest)
         children, blobs = _graph(top, _fetcher(store))
     except DigestMismatchError as exc:
-        raise RegistryError(f"{path}: a blob does not match its digest ({exc})") from None
+        raise RemoteError(f"{path}: a blob does not match its digest ({exc})") from None
     return Source(top, children, blobs, store, None, str(path))
 
 
@@ -275,14 +276,14 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
     origin = source.mount_from
     if origin and origin[0] == dest.registry and origin[1] != dest.repository:
         mount = origin[1]
-    with RegistryClient(dest.registry, insecure=insecure, pool=parallel) as rc:
+    with connect(dest.registry, insecure=insecure, pool=parallel) as rc:
         rc.ping()
 
         def upload(digest: Digest, size: int, location: str | None, advance: Callable[[int], None]) -> None:
             info = source.store.info(digest)
             if info is None or info.size != size:
                 actual = "missing" if info is None else f"{info.size} bytes"
-                raise RegistryError(f"blob {digest} is {actual}, its descriptor says {size} bytes")
+                raise RemoteError(f"blob {digest} is {actual}, its descriptor says {size} bytes")
             rc.upload_blob(dest.repository, digest, size, lambda: source.store.reader(digest), chunk_size,
                            location, advance)
 
@@ -292,7 +293,7 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
             rc.put_manifest(dest.repository, str(child.digest), child.data, child.media_type)
         digest = rc.put_manifest(dest.repository, dest.reference, source.top.data, source.top.media_type)
     if dest.digest is not None and dest.digest != digest:
-        raise RegistryError(f"pushed manifest is {digest}, not {dest.digest}")
+        raise RemoteError(f"pushed manifest is {digest}, not {dest.digest}")
     return TransferResult(str(dest), str(digest), source.top.media_type, None, results)
 
 
@@ -304,8 +305,8 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
     progress = progress or Progress(enabled=False)
     same_registry = src.registry == dest.registry
     mount = src.repository if same_registry and src.repository != dest.repository else None
-    with RegistryClient(src.registry, insecure=insecure, pool=parallel) as sc:
-        dc = sc if same_registry else RegistryClient(dest.registry, insecure=insecure, pool=parallel)
+    with connect(src.registry, insecure=insecure, pool=parallel) as sc:
+        dc = sc if same_registry else connect(dest.registry, insecure=insecure, pool=parallel)
         try:
             top = sc.get_manifest(src.repository, src.reference, verify=src.digest)
             plat = None

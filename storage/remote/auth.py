@@ -27,18 +27,41 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from client.credentials import Credentials
 from storage import routes
+from storage.netaddr import is_loopback
 
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 def _host_port(url: httpx.URL) -> tuple[str, int | None]:
     return url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+class Credentials(Protocol):
+    """What the flow needs of a user's credentials (the client's credential files hand over
+    their own record; the registry's pull-through cache its configured upstream login)."""
+
+    @property
+    def username(self) -> str | None: ...
+
+    @property
+    def password(self) -> str | None: ...
+
+    @property
+    def identity_token(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Login:
+    """A plain ``Credentials``: a username and password (or an OAuth2 refresh token)."""
+
+    username: str | None = None
+    password: str | None = None
+    identity_token: str | None = None
 
 
 class AuthError(Exception):
@@ -82,8 +105,9 @@ class RegistryAuth(httpx.Auth):
     """Auth for one registry; shared by the threads of one command (token cache is locked)."""
 
     def __init__(self, credentials: Callable[[], Credentials | None] | Credentials | None = None,
-                 host: str | None = None) -> None:
+                 host: str | None = None, plain_realm: Callable[[str], bool] = is_loopback) -> None:
         self.host = host            # the registry's host[:port]; None: every URL is the registry's
+        self.plain_realm = plain_realm  # may credentials go to this host[:port] over plain HTTP?
         self.origin: httpx.URL | None = None  # scheme://host[:port] once the client has chosen one
         self._credentials_source = credentials
         self._credentials: Credentials | None = None
@@ -149,10 +173,8 @@ class RegistryAuth(httpx.Auth):
             raise AuthError(f"the registry named an invalid token realm {realm[:200]!r}")
         if not with_credentials or url.scheme == "https" or self.own(url):
             return
-        from client.config import is_loopback, listed_insecure
-
         netloc = url.netloc.decode("ascii", "replace")
-        if is_loopback(netloc) or listed_insecure(netloc):
+        if self.plain_realm(netloc):
             return
         raise AuthError(f"token realm {realm} is plain HTTP on another host than the registry: "
                         "refusing to send your credentials there (the realm must be https, or "
