@@ -233,9 +233,9 @@ def fetch(ref: Reference, store: LocalStore, *, platform: graph.Platform | None 
           insecure: bool = False, all_platforms: bool = True) -> Image:
     """Copy ``ref``'s graph from its registry into ``store`` (blobs verified as they stream), without
     naming it there. With ``platform`` (or without ``all_platforms``) an index gives one child."""
-    from client.remote import RegistryClient
+    from client.remote import connect
 
-    with RegistryClient(ref.registry, insecure=insecure) as rc, store.writing():
+    with connect(ref.registry, insecure=insecure) as rc, store.writing():
         top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
         if top.media_type in mt.INDEXES and (platform is not None or not all_platforms):
             desc = graph.select_platform(top.parsed, platform or graph.Platform.host())
