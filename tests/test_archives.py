@@ -102,6 +102,14 @@ def test_save_to_stdout_and_load_from_stdin(client_env: ClientEnv, five_layer_im
         subprocess.run([sys.executable, "-m", "client.cli", "save", FIVE], env=client_env.env, cwd=REPO_ROOT,
                        stdout=out, check=True, timeout=300)
     assert "manifest.json" in members(archive)
+    # through a pipe (nothing seekable), read by GNU tar
+    save = subprocess.Popen([sys.executable, "-m", "client.cli", "save", "--format", "oci-archive", FIVE],
+                            env=client_env.env, cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    listing = subprocess.run(["tar", "-tf", "-"], stdin=save.stdout, capture_output=True, text=True,
+                             timeout=300, check=True).stdout.split()
+    assert save.wait(timeout=300) == 0
+    manifest = f"blobs/sha256/{five_layer_image.manifest_digest[7:]}"
+    assert {"oci-layout", "index.json", manifest} <= set(listing)
     client_env.env["PYREG_STORE"] = str(tmp_path / "store2")
     with open(archive, "rb") as f:
         proc = subprocess.run([sys.executable, "-m", "client.cli", "load"], env=client_env.env, cwd=REPO_ROOT,
