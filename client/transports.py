@@ -7,27 +7,26 @@
     dir:DIR                             skopeo's directory format
     a path                              an OCI layout directory (DIR[:NAME]) or an archive file
 
-As in skopeo, the path ends at the first ``:`` after the transport. Registry images are read
-through client/transfer.py's client (fetched into a scratch store) and written with its push
-(skip, mount, parallel uploads): the one place that knows the registry protocol.
+As in skopeo, the path ends at the first ``:`` after the transport. A registry is read as a
+``RemoteStore`` (storage/remote/) like any other store, and written with client/transfer.py's
+push (skip, mount from the repositories a blob was seen in, parallel uploads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from storage import graph
 from storage import mediatypes as mt
-from storage.content import ContentStore, read_all
+from storage.content import ContentStore, copy_graph
 from storage.localstore import ImageRecord, LocalStore
-from storage.manifest import Descriptor, ManifestBlob
 from storage.reference import Reference, ReferenceError, parse
-from storage.transports import ArchiveError, Image, Target, copy_images, manifest_of
+from storage.transports import ArchiveError, Image, Target, copy_images, manifest_of, select
 from storage.transports.dirstore import DirSource, DirTarget
 from storage.transports.dockerarchive import DockerArchiveSource, DockerArchiveTarget
 from storage.transports.layout import LayoutSource, LayoutTarget, is_layout
@@ -198,15 +197,18 @@ def _names_from_manifest_json(tar: TarIndex, oci: OciArchiveSource, images: list
 
 
 @contextlib.contextmanager
-def open_source(spec: Spec, *, platform: graph.Platform | None = None, insecure: bool = False,
-                local: LocalStore | None = None) -> Iterator[Opened]:
+def open_source(spec: Spec, *, insecure: bool = False, parallel: int = 4) -> Iterator[Opened]:
     """The images ``spec`` names, in a store ``copy_graph`` reads."""
     if spec.transport == "docker":
         assert spec.ref is not None
-        with tempfile.TemporaryDirectory(prefix="pyreg-copy-") as tmp:
-            scratch = local or LocalStore(Path(tmp) / "store")
-            image = fetch(spec.ref, scratch, platform=platform, insecure=insecure)
-            yield Opened(scratch, [image], (spec.ref.registry, spec.ref.repository))
+        from client.remote import connect
+        from storage.remote.store import RemoteStore
+
+        ref = spec.ref
+        with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
+            remote = RemoteStore(rc, ref.repository)
+            root = remote.resolve(ref.reference, verify=ref.digest)
+            yield Opened(remote, [Image(root, [str(ref)] if ref.tag else [])], (ref.registry, ref.repository))
         return
     assert spec.path is not None
     if spec.transport == "oci":
@@ -229,67 +231,23 @@ def open_source(spec: Spec, *, platform: graph.Platform | None = None, insecure:
 
 # --------------------------------------------------------------------------- registry
 
-def fetch(ref: Reference, store: LocalStore, *, platform: graph.Platform | None = None,
-          insecure: bool = False, all_platforms: bool = True) -> Image:
-    """Copy ``ref``'s graph from its registry into ``store`` (blobs verified as they stream), without
-    naming it there. With ``platform`` (or without ``all_platforms``) an index gives one child."""
-    from client.remote import connect
-
-    with connect(ref.registry, insecure=insecure) as rc, store.writing():
-        top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
-        if top.media_type in mt.INDEXES and (platform is not None or not all_platforms):
-            desc = graph.select_platform(top.parsed, platform or graph.Platform.host())
-            top = rc.get_manifest(ref.repository, str(desc.digest), verify=desc.digest)
-        fetched: dict[Any, ManifestBlob] = {top.digest: top}
-
-        def parsed(desc: Descriptor) -> Any:
-            blob = fetched.get(desc.digest)
-            if blob is None:
-                blob = fetched[desc.digest] = rc.get_manifest(ref.repository, str(desc.digest),
-                                                              verify=desc.digest)
-            return blob.parsed
-
-        for node in graph.walk(top.descriptor, parsed):
-            d = node.descriptor
-            if node.manifest is not None:
-                store.put_blob(fetched[d.digest].data, d.digest)
-            elif not graph.is_manifest(d) and not store.has_blob(d.digest):
-                with store.blob_writer(d.digest, d.size) as w:
-                    if not w.exists:
-                        rc.download_blob(ref.repository, d.digest, w)
-    return Image(top.descriptor, [str(ref)] if ref.tag else [])
+def fetch(ref: Reference, store: LocalStore, *, insecure: bool = False, all_platforms: bool = True,
+          progress: Any = None) -> Image:
+    """Copy ``ref``'s graph from its registry into ``store`` (verified, not named there). Without
+    ``all_platforms`` an index gives this host's child."""
+    opened: Opened
+    with open_source(Spec("docker", ref=ref, text=str(ref)), insecure=insecure) as opened, store.writing():
+        (image,) = opened.images
+        chosen = image if all_platforms else select(opened.store, image, graph.Platform.host())
+        copy_graph(opened.store, store, chosen.descriptor, parallel=4, progress=progress, verb="pulled")
+    return chosen
 
 
-def push_source(store: ContentStore, image: Image, mount_from: tuple[str, str] | None = None,
-                with_children: bool = True) -> Any:
-    """client/transfer.py's push Source for an image in any store (children before parents)."""
+def push_source(store: ContentStore, image: Image, mount_from: tuple[str, str] | None = None) -> Any:
+    """client/transfer.py's push Source for an image in any store."""
     from client.transfer import Source
 
-    def fetch_blob(desc: Descriptor) -> ManifestBlob | None:
-        if store.info(desc.digest) is None:
-            return None
-        return ManifestBlob.of(read_all(store, desc), desc.media_type, desc.digest)
-
-    top = fetch_blob(image.descriptor)
-    if top is None:
-        raise ArchiveError(f"manifest {image.descriptor.digest} is missing from the source")
-    blobs_: dict[Any, ManifestBlob] = {top.digest: top}
-    children: list[ManifestBlob] = []
-    blobs: dict[Any, int] = {}
-    if with_children:
-        def parsed(desc: Descriptor) -> Any:
-            blob = blobs_.get(desc.digest) or fetch_blob(desc)
-            if blob is None:
-                return None
-            blobs_[desc.digest] = blob
-            return blob.parsed
-
-        for node in graph.walk(top.descriptor, parsed):
-            if node.manifest is not None and node.descriptor.digest != top.digest:
-                children.append(blobs_[node.descriptor.digest])
-            elif node.manifest is None and not graph.is_manifest(node.descriptor):
-                blobs[node.descriptor.digest] = node.descriptor.size
-    return Source(top, children, blobs, store, mount_from, image.names[0] if image.names else "")
+    return Source(image.descriptor, store, mount_from, image.names[0] if image.names else "")
 
 
 # --------------------------------------------------------------------------- targets
@@ -366,8 +324,7 @@ class CopyResult:
 
 
 def copy(src: Spec, dst: Spec, *, platform: graph.Platform | None = None, insecure: bool = False,
-         parallel: int = 4, progress: Any = None,
-         push: Callable[..., Any] | None = None) -> CopyResult:
+         parallel: int = 4, progress: Any = None) -> CopyResult:
     """Any transport to any transport."""
     from client import transfer
 
@@ -378,19 +335,20 @@ def copy(src: Spec, dst: Spec, *, platform: graph.Platform | None = None, insecu
         return CopyResult(r.reference, r.digest, r.media_type, r.blobs)
     if dst.transport == "archive":
         raise ArchiveError(f"{dst}: say oci-archive:{dst.path} or docker-archive:{dst.path} "
-                             "to write an archive")
-    with open_source(src, platform=platform, insecure=insecure) as opened:
+                           "to write an archive")
+    with open_source(src, insecure=insecure, parallel=parallel) as opened:
         (image,) = opened.images
         if dst.transport == "docker":
             assert dst.ref is not None
-            from storage.transports import select
-
             chosen = select(opened.store, image, platform)
             mount = opened.registry if opened.registry and opened.registry[0] == dst.ref.registry else None
-            source = push_source(opened.store, chosen, mount)
-            r = transfer.push(source, dst.ref, parallel=parallel, insecure=insecure, progress=progress)
+            r = transfer.push(push_source(opened.store, chosen, mount), dst.ref, parallel=parallel,
+                              insecure=insecure, progress=progress)
             return CopyResult(r.reference, r.digest, r.media_type, r.blobs)
         target = open_target(dst)
+        # threads only between a registry and a directory: a tar is read and written in order
+        threads = parallel if src.transport == "docker" and dst.transport in ("oci", "dir") else 1
         (done,) = copy_images(opened.store, [Image(image.descriptor, target_names(dst, image))], target,
-                              platform=platform)
+                              platform=platform, parallel=threads,
+                              progress=progress if src.transport == "docker" else None)
         return CopyResult(str(dst), str(done.descriptor.digest), done.descriptor.media_type, [])

@@ -270,11 +270,20 @@ def _push(args: argparse.Namespace) -> int:
     record = store.lookup(lst.name)
     desc = Descriptor(record.media_type, record.digest, record.size)
     dest = parse(args.dest.removeprefix("docker://") if args.dest else lst.name)
-    source = push_source(store, Image(desc, [lst.name]), with_children=args.all)
-    with common.progress(args) as progress:
-        progress.line(f"pushing {dest}")
-        result = transfer.push(source, dest, parallel=config.parallel(args.parallel),
-                               insecure=args.insecure, progress=progress)
+    if args.all:
+        source = push_source(store, Image(desc, [lst.name]))
+        with common.progress(args) as progress:
+            progress.line(f"pushing {dest}")
+            result = transfer.push(source, dest, parallel=config.parallel(args.parallel),
+                                   insecure=args.insecure, progress=progress)
+    else:  # the index alone: its members must be in the repository already
+        from client.remote import connect
+        from storage.remote.store import RemoteStore
+
+        with connect(dest.registry, insecure=args.insecure) as rc:
+            RemoteStore(rc, dest.repository).push_manifest(desc, store.read_blob(desc.digest),
+                                                           dest.tag)
+        result = transfer.TransferResult(str(dest), str(desc.digest), desc.media_type)
     if args.rm:
         store.untag(lst.name)
     common.emit_transfer(args, result)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from storage import graph
-from storage.content import ContentStore, copy_graph, read_all
+from storage.content import ContentNotFound, ContentStore, Progress, copy_graph, fetch_manifest
 from storage.manifest import Descriptor, Manifest, parse_manifest
 
 
@@ -56,8 +56,15 @@ class Target(Protocol):
 
 
 def manifest_of(store: ContentStore, desc: Descriptor) -> Manifest:
-    """A manifest or index of ``store``, read whole, verified and parsed."""
-    return parse_manifest(read_all(store, desc), desc.media_type)
+    """A manifest or index of ``store`` (a registry's too), read whole, verified and parsed."""
+    data = fetch_manifest(store, desc)
+    if data is None:
+        raise ContentNotFound(desc.digest)
+    return parse_manifest(data, desc.media_type)
+
+
+def has_manifest(store: ContentStore, desc: Descriptor) -> bool:
+    return fetch_manifest(store, desc) is not None
 
 
 def select(store: ContentStore, image: Image, platform: graph.Platform | None) -> Image:
@@ -71,14 +78,16 @@ def select(store: ContentStore, image: Image, platform: graph.Platform | None) -
 
 
 def copy_images(source: ContentStore, images: Iterable[Image], target: Target,
-                platform: graph.Platform | None = None) -> list[Image]:
+                platform: graph.Platform | None = None, *, parallel: int = 1,
+                progress: Progress | None = None) -> list[Image]:
     """Copy each image's graph (children before parents, what the target lacks) and record it;
-    the target is closed on success and aborted on any failure."""
+    the target is closed on success and aborted on any failure. ``parallel`` > 1 only where both
+    stores take concurrent calls (a tar, read or written, does not)."""
     done = []
     try:
         for image in images:
             chosen = select(source, image, platform)
-            copy_graph(source, target.store, chosen.descriptor)
+            copy_graph(source, target.store, chosen.descriptor, parallel=parallel, progress=progress)
             target.add(chosen, source)
             done.append(chosen)
         target.close()

@@ -30,7 +30,7 @@ from storage import mediatypes as mt
 from storage.content import ContentNotFound, ContentStore, Info
 from storage.digest import Digest, DigestError
 from storage.manifest import Descriptor
-from storage.transports import Image, manifest_of
+from storage.transports import Image, has_manifest, manifest_of
 from storage.transports.ociarchive import ArchiveTarget, ReadOnly, blob_member
 from storage.transports.tarfiles import (
     DECOMPRESS_ERRORS,
@@ -195,7 +195,7 @@ class DockerArchiveTarget(ArchiveTarget):
         manifest = manifest_of(source, desc)
         if manifest.is_index:  # manifest.json lists images: the host's (or the first present) child
             present = [d for d in manifest.manifests if d.media_type in mt.IMAGE_MANIFESTS
-                       and source.info(d.digest) is not None]
+                       and has_manifest(source, d)]
             if not present:
                 return
             host = graph.Platform.host()
