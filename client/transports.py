@@ -239,15 +239,23 @@ def fetch(ref: Reference, store: LocalStore, *, insecure: bool = False, all_plat
     with open_source(Spec("docker", ref=ref, text=str(ref)), insecure=insecure) as opened, store.writing():
         (image,) = opened.images
         chosen = image if all_platforms else select(opened.store, image, graph.Platform.host())
-        copy_graph(opened.store, store, chosen.descriptor, parallel=4, progress=progress, verb="pulled")
+        copied = copy_graph(opened.store, store, chosen.descriptor, parallel=4, progress=progress,
+                            verb="pulled")
+    from client import origins
+
+    # where these blobs came from: a later push to that registry mounts them instead of uploading
+    origins.record(store.root, [c.descriptor for c in copied if c.status != "absent"], ref.registry,
+                   ref.repository)
     return chosen
 
 
 def push_source(store: ContentStore, image: Image, mount_from: tuple[str, str] | None = None) -> Any:
-    """client/transfer.py's push Source for an image in any store."""
+    """client/transfer.py's push Source for an image in any store (the local store's blob
+    origins give push its mounts)."""
     from client.transfer import Source
 
-    return Source(image.descriptor, store, mount_from, image.names[0] if image.names else "")
+    local_root = store.root if isinstance(store, LocalStore) else None
+    return Source(image.descriptor, store, mount_from, image.names[0] if image.names else "", local_root)
 
 
 # --------------------------------------------------------------------------- targets

@@ -51,6 +51,9 @@ def test_create_add_annotate_push(pyreg_factory: Any, client_env: ClientEnv, sko
         assert members[child.manifest_digest]["platform"]["architecture"] == child.config_json["architecture"]
 
     pushed = json.loads(client_env.run("manifest", "push", name, "--json").stdout)
+    # the registry members' blobs are mounted from the repository they were fetched from
+    fetched = {d for c in index_image.children for d in c.blob_digests}
+    assert {b["status"] for b in pushed["blobs"] if b["digest"] in fetched} == {"mounted"}
     raw = skopeo.inspect_raw(tagged(host, "app/list", "1"))
     assert sha(raw) == pushed["digest"]
     assert json.loads(raw) == local
