@@ -157,9 +157,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfi
 
 def docker_archive(path: Path, *, layer_name: str = "l1/layer.tar", config_diff_id: str | None = None,
                    extra: Callable[[tarfile.TarFile], None] | None = None, layer_link: str | None = None,
-                   second_bad: bool = False) -> Path:
+                   second_bad: bool = False, compress: bool = False) -> Path:
     """A small docker-save tarball; the keyword arguments break it in one way each."""
-    layer, diff_id = tar_layer({"etc/hello": b"hello\n"}, compress=False)
+    layer, diff_id = tar_layer({"etc/hello": b"hello\n"}, compress=compress)
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [config_diff_id or diff_id]}}).encode()
     items = [{"Config": "config.json", "RepoTags": ["example.com/ok:1"], "Layers": [layer_name]}]
@@ -213,6 +213,9 @@ HOSTILE: dict[str, tuple[Callable[[Path, Path, Any, ClientEnv], Path], str]] = {
                     "links outside the archive"),
     "layer-not-its-diff-id": (lambda p, t, i, e: docker_archive(p, config_diff_id=sha(b"something else")),
                               "digest mismatch"),
+    "gzip-layer-not-its-diff-id": (lambda p, t, i, e: docker_archive(p, compress=True,
+                                                                     config_diff_id=sha(b"else")),
+                                   "does not match its diff ID"),
     "second-image-bad": (lambda p, t, i, e: docker_archive(p, second_bad=True), "digest mismatch"),
     "oci-blob-not-its-digest": (lambda p, t, i, e: oci_archive_with_bad_blob(p, t, i, e), "digest mismatch"),
 }
@@ -265,3 +268,16 @@ def test_no_archive_to_or_from_a_terminal(client_env: ClientEnv, tmp_path: Path)
             os.close(controller)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_compressed_archive_and_compressed_layer_load(client_env: ClientEnv, tmp_path: Path) -> None:
+    """``docker save | gzip`` loads, and a layer kept gzip'd inside a docker archive is stored as
+    docker stores it: uncompressed, under its diff ID."""
+    import gzip
+
+    plain = docker_archive(tmp_path / "plain.tar", compress=True)
+    packed = tmp_path / "packed.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert client_env.run("load", "-i", str(packed)).stdout.strip() == "Loaded image: example.com/ok:1"
+    _, diff_id = tar_layer({"etc/hello": b"hello\n"}, compress=False)
+    assert (client_env.store / "blobs" / "sha256" / diff_id[7:]).is_file()
