@@ -1,232 +1,86 @@
-"""Image archives: OCI archives (a tarred image layout) and ``docker save`` / ``podman save`` tarballs.
+"""pyreg save / load: the local store to and from image archives, through storage/transports/.
 
-``load`` imports either kind into the local store (every blob verified or hashed on the way in);
-``save`` writes an OCI archive that ``skopeo copy oci-archive:FILE`` and ``podman load`` read.
-A docker archive becomes an OCI manifest around its layer tars (media type sniffed: plain, gzip
-or zstd) and its config; the tags in its ``RepoTags`` are parsed with the client's defaults.
+``load`` reads an OCI archive, a ``docker save`` / ``podman save`` tarball, or docker 25+'s
+tarball that is both (its OCI layout is preferred: it keeps the images' own manifests), from a
+file or a stream (stdin is spooled to a temp file: tar members are read in place, by offset).
+Every blob is verified on the way in and names are tagged only when every image of the archive is
+complete, so a bad archive loads nothing. ``save`` writes docker-archive (the default, which also
+carries an OCI layout) or oci-archive, to a file (written aside, renamed when complete) or a stream.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import lzma
-import os
 import tarfile
-import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from storage import graph, mediatypes
-from storage.digest import Digest
-from storage.localstore import ImageRecord, LocalStore, StoreError
-from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
+from client.transports import LocalTarget, Spec, archive_source, normalize, open_tar, open_target
+from storage.localstore import ImageRecord, LocalStore
+from storage.manifest import Descriptor
 from storage.reference import ReferenceError, parse
+from storage.transports import ArchiveError, Image, copy_images
+
+FORMATS = ("docker-archive", "oci-archive")
+
+__all__ = ["FORMATS", "ArchiveError", "load", "save"]
 
 
-class ArchiveError(Exception):
-    pass
-
-
-def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
-    name = name.removeprefix("./")
-    for candidate in (name, f"./{name}"):
+def _local_names(names: list[str]) -> list[str]:
+    """Archive names as local names: full references; ones that are not references are dropped."""
+    out = []
+    for name in names:
         try:
-            return tar.getmember(candidate)
-        except KeyError:
+            out.append(str(parse(normalize(name))))
+        except (ReferenceError, ValueError):
             continue
-    return None
+    return list(dict.fromkeys(out))
 
 
-def _read(tar: tarfile.TarFile, name: str) -> bytes:
-    info = _member(tar, name)
-    if info is None or not info.isfile():
-        raise ArchiveError(f"archive has no {name}")
-    f = tar.extractfile(info)
-    assert f is not None
-    return f.read()
-
-
-def _layer_media_type(head: bytes) -> str:
-    if head.startswith(b"\x1f\x8b"):
-        return mediatypes.OCI_LAYER_GZIP
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return mediatypes.OCI_LAYER_ZSTD
-    return mediatypes.OCI_LAYER
-
-
-def _name_for(text: str, fallback: str) -> str:
+def load(path: Path | None, store: LocalStore, tag: str | None = None,
+         stream: IO[bytes] | None = None) -> list[ImageRecord]:
+    """Import every image of an archive (``path``, or ``stream`` such as stdin); returns the records
+    tagged, one per name (an unnamed image is recorded under its digest)."""
+    where = str(path) if path is not None else "stdin"
+    if path is not None and path.is_dir():
+        raise ArchiveError(f"{path}: a directory, not an image archive (for an OCI layout use "
+                           f"pyreg copy oci:{path} ...)")
     try:
-        return str(parse(text))
-    except (ReferenceError, ValueError):
-        return fallback
-
-
-def load(path: Path, store: LocalStore, tag: str | None = None) -> list[ImageRecord]:
-    """Import an OCI archive or a docker-save archive; returns the records tagged."""
-    try:
-        if path.is_file() and path.stat().st_size == 0:
-            raise ArchiveError(f"{path}: empty file, not an image archive (make one with pyreg save, "
-                               "docker save or podman save)")
-        tar = tarfile.open(path)  # noqa: SIM115 - closed by the with below
+        tar = open_tar(path, stream)
     except OSError as exc:
-        raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError):
-        raise ArchiveError(f"{path}: not a tar archive (plain, gzip, bzip2 or xz); make one with "
-                           "pyreg save, docker save or podman save") from None
+        raise ArchiveError(f"cannot read {where}: {exc.strerror or exc}") from None
     try:
-        with tar, store.writing():
-            if _member(tar, "index.json") is not None and _member(tar, "oci-layout") is not None:
-                return _load_oci(tar, store, tag)
-            if _member(tar, "manifest.json") is not None:
-                return _load_docker(tar, store, tag)
-            raise ArchiveError(f"{path}: neither an OCI archive (index.json) "
-                               "nor a docker archive (manifest.json)")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
-        raise ArchiveError(f"{path}: damaged archive ({' '.join(str(exc).split()) or type(exc).__name__})"
+        source, images = archive_source(tar)
+        if not images:
+            raise ArchiveError(f"{where}: the archive holds no image")
+        roots = list(dict.fromkeys(i.descriptor.digest for i in images))
+        if tag is not None and len(roots) > 1:
+            names = ", ".join(n for i in images for n in i.names) or "unnamed"
+            raise ArchiveError(f"--tag is ambiguous: {where} holds {len(roots)} images ({names}); "
+                               "load without --tag, then pyreg tag the one you mean")
+        wanted = [Image(i.descriptor, [tag] if tag else _local_names(i.names)) for i in images]
+        target = LocalTarget(store)
+        copy_images(source, wanted, target)
+        return target.records
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise ArchiveError(f"{where}: damaged archive ({' '.join(str(exc).split()) or type(exc).__name__})"
                            ) from None
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, ManifestError) as exc:
-        raise ArchiveError(f"{path}: malformed archive metadata ({type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())[:200]})") from None
+    finally:
+        tar.close()
 
 
-def _copy_blob(tar: tarfile.TarFile, store: LocalStore, digest: Digest, size: int | None) -> None:
-    if store.has_blob(digest):
-        return
-    info = _member(tar, f"blobs/{digest.algorithm}/{digest.hex}")
-    if info is None:
-        raise ArchiveError(f"archive lacks blob {digest}")
-    f = tar.extractfile(info)
-    assert f is not None
-    with store.blob_writer(digest, size) as w:
-        if not w.exists:
-            w.restart()
-            while chunk := f.read(1 << 20):
-                w.write(chunk)
-            w.commit()
-
-
-def _load_oci(tar: tarfile.TarFile, store: LocalStore, tag: str | None) -> list[ImageRecord]:
-    records = []
-    for i, entry in enumerate(layout_index(_read(tar, "index.json"))):
-
-        def fetch(desc: Descriptor, top: Digest = entry.digest) -> Manifest | None:
-            d = desc.digest
-            if d != top and not store.has_blob(d) and _member(tar, f"blobs/{d.algorithm}/{d.hex}") is None:
-                return None  # a platform the archive does not carry
-            _copy_blob(tar, store, d, desc.size)
-            return parse_manifest(store.read_blob(d), desc.media_type)
-
-        for node in graph.walk(entry, fetch):
-            if not graph.is_manifest(node.descriptor):
-                _copy_blob(tar, store, node.descriptor.digest, node.descriptor.size)
-        name = tag if tag and i == 0 else ref_name(entry)
-        full = _name_for(name, str(entry.digest)) if name else str(entry.digest)
-        records.append(store.tag(full, entry.digest, entry.media_type, entry.size, entry.platform))
-    return records
-
-
-def _load_docker(tar: tarfile.TarFile, store: LocalStore, tag: str | None) -> list[ImageRecord]:
-    items = json.loads(_read(tar, "manifest.json"))
-    records = []
-    for item in items:
-        config_data = _read(tar, item["Config"])
-        config_digest = store.put_blob(config_data)
-        config = json.loads(config_data)
-        layers = []
-        for name in item.get("Layers") or []:
-            info = _member(tar, name)
-            if info is None:
-                raise ArchiveError(f"archive lacks layer {name}")
-            f = tar.extractfile(info)
-            assert f is not None
-            head = f.read(4)
-            f.seek(0)
-            digest, size = store.ingest_stream(f)
-            layers.append({"mediaType": _layer_media_type(head), "digest": str(digest), "size": size})
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(layers):
-            raise ArchiveError(f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
-            "config": {"mediaType": mediatypes.OCI_CONFIG, "digest": str(config_digest),
-                       "size": len(config_data)},
-            "layers": layers,
-        }
-        data = json.dumps(manifest, separators=(",", ":")).encode()
-        digest = store.put_blob(data)
-        names = [tag] if tag else list(item.get("RepoTags") or [])
-        if not names:
-            names = [str(config_digest)]
-        for n in names:
-            full = _name_for(n, str(config_digest))
-            records.append(store.tag(full, digest, mediatypes.OCI_MANIFEST, len(data)))
-    return records
-
-
-def save(records: list[ImageRecord], store: LocalStore, out: Path) -> int:
-    """Write an OCI archive holding ``records`` (each keeps its full name as ref.name)."""
-    blobs: dict[str, Path] = {}
-
-    def want(d: Digest | str) -> None:
-        digest = Digest.parse(d) if isinstance(d, str) else d
-        path = store.blob_path(digest)
-        if not path.exists():
-            raise StoreError(f"blob {digest} is missing from the local store")
-        blobs[f"blobs/{digest.algorithm}/{digest.hex}"] = path
-
-    for record in records:
-        want(record.digest)
-
-        def fetch(desc: Descriptor, top: Digest = record.digest) -> Manifest | None:
-            if desc.digest != top and not store.has_blob(desc.digest):
-                return None  # a platform this store never pulled
-            return store.read_manifest(desc.digest, desc.media_type)
-
-        for node in graph.walk(Descriptor(record.media_type, record.digest, record.size), fetch):
-            if node.manifest is not None or not graph.is_manifest(node.descriptor):
-                want(node.descriptor.digest)
-    index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
-             "manifests": [r.descriptor() for r in records]}
-    now = int(time.time())
-
-    # Written aside under an unpredictable name, created 0600 with O_EXCL|O_NOFOLLOW, then renamed:
-    # in a shared directory nobody can plant a symlink that makes us write elsewhere, and the
-    # archive (private images, their setuid files) is the owner's to share, as with docker save.
-    tmp = out.with_name(f".{out.name}.{os.urandom(8).hex()}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _write_archive(tar, index, blobs, now)
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return len(blobs)
-
-
-def _write_archive(tar: tarfile.TarFile, index: dict[str, Any], blobs: dict[str, Path], now: int) -> None:
-    def add_bytes(name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = now
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
-
-    add_bytes("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-    add_bytes("index.json", json.dumps(index).encode())
-    for dirname in ("blobs", "blobs/sha256"):
-        info = tarfile.TarInfo(dirname)
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-        info.mtime = now
-        tar.addfile(info)
-    for name, path in sorted(blobs.items()):
-        info = tar.gettarinfo(str(path), arcname=name)
-        info.mode = 0o644
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        with open(path, "rb") as f:
-            tar.addfile(info, f)
+def save(records: list[ImageRecord], store: LocalStore, out: Path | None,
+         fmt: str = "docker-archive", stream: IO[bytes] | None = None) -> int:
+    """Write ``records`` (each under its full name) to an archive; returns the number of blobs."""
+    if fmt not in FORMATS:
+        raise ArchiveError(f"unknown archive format {fmt!r} (use {' or '.join(FORMATS)})")
+    images: dict[str, Image] = {}
+    for r in records:
+        desc = Descriptor(r.media_type, r.digest, r.size, platform=r.platform)
+        image = images.setdefault(str(r.digest), Image(desc, []))
+        if r.name not in image.names and not r.name.startswith("sha256:"):
+            image.names.append(r.name)
+    target = open_target(Spec(fmt, out), out=stream)
+    copy_images(store, list(images.values()), target)
+    return sum(1 for _ in target.store.walk())

@@ -18,6 +18,7 @@ OCI_LAYER_NONDIST_ZSTD: Final = "application/vnd.oci.image.layer.nondistributabl
 DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER: Final = "application/vnd.docker.image.rootfs.diff.tar"  # uncompressed (docker save)
 DOCKER_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_FOREIGN_GZIP: Final = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOCKER_SCHEMA1_SIGNED: Final = "application/vnd.docker.distribution.manifest.v1+prettyjws"
@@ -32,7 +33,8 @@ MANIFESTS: Final = IMAGE_MANIFESTS | INDEXES
 GZIP_LAYERS: Final = frozenset({OCI_LAYER_GZIP, OCI_LAYER_NONDIST_GZIP, DOCKER_LAYER_GZIP,
                                 DOCKER_LAYER_FOREIGN_GZIP})
 ZSTD_LAYERS: Final = frozenset({OCI_LAYER_ZSTD, OCI_LAYER_NONDIST_ZSTD})
-PLAIN_LAYERS: Final = frozenset({OCI_LAYER, OCI_LAYER_NONDIST})
+PLAIN_LAYERS: Final = frozenset({OCI_LAYER, OCI_LAYER_NONDIST, DOCKER_LAYER})
 
 ANNOTATION_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOTATION_CREATED: Final = "org.opencontainers.image.created"
+ANNOTATION_CONTAINERD_NAME: Final = "io.containerd.image.name"  # the full name, beside ref.name

@@ -1,4 +1,8 @@
-"""pyreg copy SRC DEST: registry to registry, every platform of an index or just one."""
+"""pyreg copy SRC DEST: any image transport to any other (skopeo's and crane's transport strings).
+
+    docker://HOST/REPO:TAG (or a bare reference)   oci:DIR[:NAME]   oci-archive:FILE[:NAME]
+    docker-archive:FILE[:NAME:TAG]                  dir:DIR          a bare layout dir or archive path
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="source image reference (REGISTRY/REPO[:TAG|@DIGEST])")
-    parser.add_argument("dest", help="destination image reference")
+    parser.add_argument("src", help="source: docker://REF (or REF), oci:DIR[:NAME], oci-archive:FILE[:NAME], "
+                                    "docker-archive:FILE[:NAME:TAG|:@N], dir:DIR, or a layout/archive path")
+    parser.add_argument("dest", help="destination, in the same forms (an archive path needs its transport)")
     parser.add_argument("--platform", help="copy only this os/arch[/variant] out of an index")
     parser.add_argument("--all", action="store_true", default=True, help="copy every platform (default)")
     common.add_network(parser, transfers=True)
@@ -22,15 +27,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     common.lean_httpx()
-    from client import config, transfer
-    from storage.reference import parse
+    from client import config, transports
+    from storage.graph import Platform
 
-    src, dest = parse(args.src), parse(args.dest)
-    platform = transfer.Platform.parse(args.platform) if args.platform else None
+    src, dest = transports.parse_spec(args.src), transports.parse_spec(args.dest)
+    platform = Platform.parse(args.platform) if args.platform else None
     with common.progress(args) as progress:
         progress.line(f"copying {src} -> {dest}")
-        result = transfer.copy(src, dest, all_platforms=platform is None, platform=platform,
-                               parallel=config.parallel(args.parallel), insecure=args.insecure,
-                               progress=progress)
+        result = transports.copy(src, dest, platform=platform, insecure=args.insecure,
+                                 parallel=config.parallel(args.parallel), progress=progress)
     common.emit_transfer(args, result)
     return 0
