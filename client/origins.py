@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from storage.digest import Digest
@@ -62,3 +62,25 @@ def record(root: Path, descriptors: Iterable[Descriptor], registry: str, reposit
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
             tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
             os.replace(tmp, path)
+
+
+def sweep(root: Path, has_blob: Callable[[Digest], bool]) -> int:
+    """Forget the origins of blobs the store no longer holds (after ``rmi`` / ``prune``); returns
+    how many records went. A record left behind would only cost a refused mount, but the
+    directory would grow with every image ever pulled."""
+    removed = 0
+    base = root / DIRNAME
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for algorithm_dir in base.iterdir():
+            for path in algorithm_dir.iterdir():
+                try:
+                    digest = Digest.parse(f"{algorithm_dir.name}:{path.name}")
+                except ValueError:
+                    digest = None  # a temporary file of a record being written, or junk
+                if digest is None or not has_blob(digest):
+                    if digest is None and path.name.startswith("."):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += 1
+    return removed

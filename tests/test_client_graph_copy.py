@@ -53,6 +53,23 @@ def test_push_mounts_from_the_repository_a_blob_came_from(pyreg_factory: Any, cl
     assert not [e for e in to_b if e["method"] in ("PUT", "PATCH")]  # no blob bytes went up
 
 
+def test_rmi_and_prune_forget_the_origins_of_removed_blobs(pyreg_factory: Any, client_env: ClientEnv,
+                                                          skopeo: Skopeo, busybox_image: TestImage) -> None:
+    """The per-blob origin records go with their blobs: otherwise the directory grows with every
+    image ever pulled."""
+    host = pyreg_factory().host
+    skopeo.copy(busybox_image.oci_ref, tagged(host, "team/a", "1"))
+    client_env.run("pull", "-q", f"{host}/team/a:1")
+    origins = client_env.store / "origins" / "sha256"
+    recorded = {p.name for p in origins.iterdir()}
+    assert {d.split(":")[1] for d in busybox_image.layer_digests} <= recorded
+    (origins / ("0" * 64)).write_text(f"{host}/team/gone\n")  # a record whose blob is long gone
+    client_env.run("prune")
+    assert {p.name for p in origins.iterdir()} == recorded  # the image still holds them
+    client_env.run("rmi", f"{host}/team/a:1")
+    assert not list(origins.iterdir())
+
+
 def test_push_skips_blobs_the_repository_has(pyreg_factory: Any, client_env: ClientEnv,
                                             busybox_image: TestImage, five_layer_image: TestImage) -> None:
     host = pyreg_factory().host

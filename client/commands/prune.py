@@ -16,9 +16,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from client import origins
     from client.progress import human
 
-    removed = common.store().prune(common.keep_digests(common.container_images()))
+    store = common.store()
+    removed = store.prune(common.keep_digests(common.container_images()))
+    origins.sweep(store.root, store.has_blob)
     common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
                                f"{removed['layers']} layers, {removed['ingest']} partial files")
     return 0

@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"Untagged: {record.name}")
             if removed["blobs"] or removed["layers"]:
                 print(f"Deleted: {removed['blobs']} blobs, {removed['layers']} layers")
+    if out:
+        from client import origins
+
+        origins.sweep(store.root, store.has_blob)
     if args.json:
         common.emit(args, out)
     return 0
