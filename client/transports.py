@@ -50,7 +50,8 @@ class Spec:
         return self.text
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """A string meant as a file or directory, never a reference (``./x``, ``/x``, ``x.tar``)."""
     return text.startswith(("/", "./", "../", "~")) or text in (".", "..") or \
         text.endswith((".tar", ".tar.gz", ".tgz"))
 
@@ -67,7 +68,7 @@ def parse_spec(text: str) -> Spec:
         if transport == "dir" and name:
             raise ArchiveError(f"{text}: dir: takes no image name")
         return Spec(transport, Path(path).expanduser(), name or None, text=text)
-    if _looks_like_path(text) or Path(text).exists():
+    if looks_like_path(text) or Path(text).exists():
         return _bare_path(text)
     try:
         return Spec("docker", ref=parse(text), text=text)

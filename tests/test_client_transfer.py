@@ -115,7 +115,8 @@ def test_errors_are_one_line(pyreg_factory: Any, client_env: ClientEnv) -> None:
         (["pull", "Bad:Ref"], "must be lowercase"),
         (["rmi", "never/pulled"], "image not known locally"),
         (["pull", "127.0.0.1:1/x"], "cannot reach registry"),
-        (["push", "/nonexistent/dir", f"{host}/x:1"], "image not known locally"),
+        (["push", "/nonexistent/dir", f"{host}/x:1"], "no such file or directory"),
+        (["push", "never/pulled", f"{host}/x:1"], "image not known locally"),
     ]:
         proc = client_env.run(*args, check=False, timeout=120)
         assert proc.returncode != 0, args

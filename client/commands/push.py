@@ -54,6 +54,10 @@ def _run(args: argparse.Namespace) -> int:
             source = transfer.local_source(scratch, records[0].name)
             source.mount_from = None
         else:
+            from client.transports import looks_like_path, parse_spec
+
+            if looks_like_path(args.src):
+                parse_spec(args.src)  # says what the path is not (no such file, not a layout)
             source = transfer.local_source(common.store(), args.src)
         if args.dest is None and layout is None and not Path(args.src).is_file():
             dest = parse(source.name)
