@@ -204,7 +204,7 @@ def write_tar(upper: str, out: IO[bytes], *, source_date_epoch: int | None = Non
     elif compression == "zstd":
         import zstandard
 
-        comp = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)  # type: ignore[assignment]
+        comp = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
     elif compression == "none":
         comp = out
     else:
