@@ -17,8 +17,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from client.progress import human
+    from runtime.api import prune_build_cache
 
-    removed = common.store().prune(common.keep_digests(common.container_images()))
+    store = common.store()
+    removed = store.prune(common.keep_digests(common.container_images()))
+    removed["build_cache"] = prune_build_cache(store.root)
     common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
-                               f"{removed['layers']} layers, {removed['ingest']} partial files")
+                               f"{removed['layers']} layers, {removed['ingest']} partial files, "
+                               f"{removed['build_cache']} build cache entries")
     return 0
