@@ -33,6 +33,7 @@ from typing import Any
 
 from runtime.build import cache as cache_mod
 from runtime.build import fsops
+from runtime.build.context import BuildContext
 from runtime.build.layers import Layer, commit_layer
 from storage import mediatypes
 from storage.localstore import ImageNotFoundError, LocalStore, chain_ids
@@ -48,7 +49,7 @@ class BuildError(Exception):
 
 @dataclass
 class BuildOptions:
-    context_dir: str
+    context: BuildContext                             # build-front's: the dir and its ignore rules
     dockerfile_text: str
     dockerfile_name: str = "Dockerfile"
     tags: list[str] = field(default_factory=list)
@@ -60,7 +61,6 @@ class BuildOptions:
     network: str = "default"
     source_date_epoch: int | None = None
     compression: str = "gzip"
-    skip: Callable[[str], bool] | None = None       # context path -> excluded (.dockerignore)
     pull_fn: Callable[[str], None] | None = None
     out: Callable[[str], None] = print
     store_root: str | None = None
@@ -671,9 +671,11 @@ class Builder:
                 if f.get("from"):
                     other = self._from_state(ins, f["from"])
                     root, key = self.mounts.view(other.dirs), other.key
+                    host = _resolve_in(root, src)
                 else:
-                    root, key = self.opts.context_dir, self._context_sum([src])
-                host = _resolve_in(root, src)
+                    ctx = self.opts.context
+                    key = ctx.checksum(ctx.sources(src))
+                    host = str(ctx.resolve(src))
                 if rw:  # writes are thrown away: give the step a copy
                     copy = tempfile.mkdtemp(prefix="bind-", dir=self.work)
                     if os.path.isdir(host):
@@ -739,24 +741,33 @@ class Builder:
                 raise ValueError(f"ADD {src}: fetching URLs is not supported (pyreg build works offline); "
                                  "download it beforehand and COPY the file, or fetch it in a RUN step")
             sources.append(src)
+        matched: list[tuple[str, str]] = []  # (host path, source-relative path)
+        skip: Callable[[str, bool], bool] | None = None
         if from_word:
             other = self._from_state(ins, from_word)
-            root, root_key, skip = self.mounts.view(other.dirs), other.key, None
+            root, root_key = self.mounts.view(other.dirs), other.key
+            for src in sources:
+                found = _match(root, src)
+                if not found:
+                    raise ValueError(f"failed to compute cache key: \"{'/' + src.lstrip('/')}\": not found")
+                matched.extend(found)
             keep_owner = True
         else:
-            root, root_key, skip = self.opts.context_dir, "context", self.opts.skip
+            ctx = self.opts.context
+            root_key = "context"
+            for src in sources:
+                matched.extend((str(ctx.resolve(rel)), rel) for rel in ctx.sources(src))
             keep_owner = False
-        matched: list[tuple[str, str]] = []  # (host path, source-relative path)
-        for src in sources:
-            found = _match(root, src, skip)
-            if not found:
-                raise ValueError(f"failed to compute cache key: \"{'/' + src.lstrip('/')}\": not found")
-            matched.extend(found)
+
+            def skip(rel: str, is_dir: bool) -> bool:
+                if not ctx.is_ignored(rel):
+                    return False
+                return not (is_dir and ctx.ignore.may_include_under(rel))
+
         if len(matched) + len(heredocs) > 1 and not as_dir:
             raise ValueError(f"When using {ins.keyword} with more than one source file, the destination "
                              "must be a directory and end with a /")
-        checksum = (_tree_sum([h for h, _ in matched], skip, [r for _, r in matched])
-                    if not from_word else root_key)
+        checksum = self.opts.context.checksum([r for _, r in matched]) if not from_word else root_key
         key = cache_mod.key(state.key, ins.keyword, [r for _, r in matched], heredocs, dest, as_dir, chown,
                             chmod, link, root_key if from_word else "", checksum)
         created_by = f"{ins.keyword} {' '.join(words)} {dest_word} # buildkit".replace("  ", " ")
@@ -811,12 +822,6 @@ class Builder:
         finally:
             copier.owner = saved
             shutil.rmtree(tmp, ignore_errors=True)
-
-    def _context_sum(self, paths: list[str]) -> str:
-        found = []
-        for p in paths:
-            found.extend(_match(self.opts.context_dir, p, self.opts.skip))
-        return _tree_sum([h for h, _ in found], self.opts.skip, [r for _, r in found])
 
     # -------------------------------------------------------------------------- the image
 
@@ -897,9 +902,9 @@ def _resolve_in(root: str, path: str) -> str:
         os.close(fd)
 
 
-def _match(root: str, pattern: str, skip: Callable[[str], bool] | None) -> list[tuple[str, str]]:
-    """Source ``pattern`` (Go filepath.Match per component) in the tree ``root`` -> (host path,
-    relative path), sorted; ``..`` cannot leave the root; excluded paths are not seen."""
+def _match(root: str, pattern: str) -> list[tuple[str, str]]:
+    """``COPY --from`` source ``pattern`` (fnmatch per component) in a stage's tree ``root`` ->
+    (host path, relative path), sorted; ``..`` and symlinks cannot leave the root."""
     import fnmatch
 
     norm = os.path.normpath("/" + pattern).lstrip("/")
@@ -907,8 +912,6 @@ def _match(root: str, pattern: str, skip: Callable[[str], bool] | None) -> list[
         return [(root, "")]
     parts = norm.split("/")
     if not any(_GLOB.search(p) for p in parts):
-        if skip is not None and skip(norm):
-            return []
         try:
             return [(_resolve_in(root, norm), norm)]
         except ValueError:
@@ -926,37 +929,8 @@ def _match(root: str, pattern: str, skip: Callable[[str], bool] | None) -> list[
             else:
                 names = [part] if os.path.lexists(os.path.join(base, part)) else []
             nxt.extend(f"{rel}/{n}" if rel else n for n in names)
-        found = [r for r in nxt if skip is None or not skip(r)]
+        found = nxt
     return [(_resolve_in(root, r), r) for r in found]
-
-
-def _tree_sum(paths: list[str], skip: Callable[[str], bool] | None, rels: list[str]) -> str:
-    """A checksum of what ``COPY`` would copy: names, types, modes, sizes, link targets and
-    content; not owners (a context copy gives 0:0) and not mtimes."""
-    import hashlib
-
-    h = hashlib.sha256()
-
-    def add(path: str, rel: str) -> None:
-        st = os.lstat(path)
-        h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0".encode())
-        if stat.S_ISREG(st.st_mode):
-            h.update(f"{st.st_size}\0".encode())
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-        elif stat.S_ISLNK(st.st_mode):
-            h.update(os.readlink(path).encode() + b"\0")
-        elif stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(path)):
-                child_rel = f"{rel}/{name}" if rel else name
-                if skip is not None and skip(child_rel):
-                    continue
-                add(os.path.join(path, name), child_rel)
-
-    for path, rel in zip(paths, rels, strict=True):
-        add(path, rel)
-    return h.hexdigest()
 
 
 def _is_archive(path: str) -> bool:

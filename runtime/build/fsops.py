@@ -192,10 +192,10 @@ def mkdir_in(root: str, path: str, owner: Owner | None = None) -> None:
 class Copier:
     """Copies host trees (a context dir, a stage's view) into the merged tree at ``root``."""
 
-    def __init__(self, root: str, owner: Owner, skip: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, root: str, owner: Owner, skip: Callable[[str, bool], bool] | None = None) -> None:
         self.root = root
         self.owner = owner
-        self.skip = skip  # relative source path -> excluded (.dockerignore)
+        self.skip = skip  # (relative source path, is a dir) -> left out (.dockerignore)
         self.links: dict[tuple[int, int], tuple[int, str]] = {}
         self.rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -251,10 +251,10 @@ class Copier:
         try:
             for name in sorted(os.listdir(src)):
                 child_rel = f"{rel}/{name}" if rel else name
-                if self.skip is not None and self.skip(child_rel):
-                    continue
                 child = os.path.join(src, name)
                 cst = os.lstat(child)
+                if self.skip is not None and self.skip(child_rel, stat.S_ISDIR(cst.st_mode)):
+                    continue
                 if stat.S_ISDIR(cst.st_mode):
                     self._copy_dir(child, dest.rstrip("/") + "/" + name, child_rel)
                 else:

@@ -16,6 +16,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from runtime.build.context import BuildContext
+
 
 def _key_value(text: str) -> tuple[str, str | None]:
     key, sep, value = text.partition("=")
@@ -99,7 +101,6 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
     scratch = tempfile.mkdtemp(prefix="pyreg-context-")
     try:
         context, text, name = _context(args, scratch)
-        skip = _ignore(context, name)
         quiet = args.quiet
 
         def out(line: str) -> None:
@@ -107,10 +108,10 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
                 print(line, file=sys.stderr, flush=True)
 
         opts = BuildOptions(
-            context_dir=context, dockerfile_text=text, dockerfile_name=name, tags=list(args.tag),
+            context=context, dockerfile_text=text, dockerfile_name=name, tags=list(args.tag),
             build_args=build_args, target=args.target, no_cache=args.no_cache, pull=args.pull,
             labels={k: v or "" for k, v in args.label}, network=args.network, source_date_epoch=epoch,
-            compression=args.compression, skip=skip, pull_fn=pull, out=out,
+            compression=args.compression, pull_fn=pull, out=out,
         )
         result = Builder(opts).build()
     finally:
@@ -130,46 +131,44 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
     return 0
 
 
-def _context(args: argparse.Namespace, scratch: str) -> tuple[str, str, str]:
-    """(context dir, Dockerfile text, its name): CONTEXT a directory; ``-`` a tar on stdin (or,
-    as docker, a lone Dockerfile with an empty context)."""
+def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str, str]:
+    """(context, Dockerfile text, its name): CONTEXT a directory, or ``-``: a tar on stdin (or, as
+    docker, a lone Dockerfile with an empty context). The ignore rules are read by
+    runtime/build/context.py (build-front)."""
+    import io
+    from pathlib import Path
+
+    from runtime.build.context import BuildContext, ContextError
+    from runtime.build.executor import BuildError, load_dockerfile
+
+    try:
+        if args.context == "-":
+            data = sys.stdin.buffer.read()
+            if not _is_tar(data):
+                if args.file:
+                    raise BuildError("the context on stdin is not a tar archive")
+                return BuildContext(Path(scratch)), data.decode(errors="replace"), "Dockerfile"
+            name = args.file or "Dockerfile"
+            ctx = BuildContext.from_tar(io.BytesIO(data), Path(scratch), name)
+            text, name = load_dockerfile(scratch, name)
+            return ctx, text, name
+        if not os.path.isdir(args.context):
+            raise BuildError(f"unable to prepare context: path {args.context!r} not found or not a directory")
+        if args.file == "-":
+            return BuildContext.from_dir(Path(args.context)), sys.stdin.read(), "Dockerfile"
+        text, name = load_dockerfile(args.context, args.file)
+        df_path = Path(args.file) if args.file and os.path.exists(args.file) else Path(args.context) / name
+        return BuildContext.from_dir(Path(args.context), df_path), text, name
+    except ContextError as e:
+        raise BuildError(str(e)) from None
+
+
+def _is_tar(data: bytes) -> bool:
     import io
     import tarfile
 
-    from runtime.build.executor import BuildError, load_dockerfile
-
-    if args.context == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-                tar.extractall(scratch, filter="data")
-        except tarfile.TarError:
-            if args.file:
-                raise BuildError("the context on stdin is not a tar archive") from None
-            return scratch, data.decode(errors="replace"), "Dockerfile"
-        context = scratch
-    else:
-        context = args.context
-        if not os.path.isdir(context):
-            raise BuildError(f"unable to prepare context: path {context!r} not found or not a directory")
-    if args.file == "-":
-        if args.context == "-":
-            raise BuildError("the Dockerfile and the context cannot both come from stdin")
-        return context, sys.stdin.read(), "Dockerfile"
-    text, name = load_dockerfile(context, args.file)
-    return context, text, name
-
-
-def _ignore(context: str, dockerfile: str) -> Callable[[str], bool] | None:
-    """The context's ``.dockerignore`` (or ``<Dockerfile>.dockerignore``) as a predicate on
-    context-relative paths, by build-front's runtime/build/dockerignore.py."""
     try:
-        from runtime.build import dockerignore
-    except ImportError:
-        return None
-    return dockerignore_predicate(dockerignore, context, dockerfile)
-
-
-def dockerignore_predicate(module: object, context: str, dockerfile: str) -> Callable[[str], bool] | None:
-    """Adapter to whatever the front's module offers (see the report)."""
-    return None
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, EOFError):
+        return False
