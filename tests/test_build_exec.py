@@ -35,7 +35,7 @@ def build(env: RuntimeEnv, ctx: Path, *args: str, check: bool = True) -> subproc
 
 def context(tmp_path: Path, dockerfile: str, files: dict[str, bytes | str] | None = None) -> Path:
     ctx = tmp_path / "ctx"
-    ctx.mkdir(exist_ok=True)
+    ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "Dockerfile").write_text(dockerfile)
     for name, data in (files or {}).items():
         p = ctx / name

@@ -591,8 +591,10 @@ class Builder:
             self._history(state, created_by, True)
             self.cache.put(key, {"layer": None, "created": state.history[-1]["created"]})
             return False
+        user = state.config.get("User") or ""
+        owner = fsops.lookup_ids(self.mounts.view(state.dirs), user) if user else None
         with self.mounts.writable(state.dirs) as (merged, upper):
-            fsops.mkdir_in(merged, path)
+            fsops.mkdir_in(merged, path, owner)
         self._finish_layer(state, key, upper, created_by)
         shutil.rmtree(os.path.dirname(upper), ignore_errors=True)
         return False

@@ -174,17 +174,21 @@ class Owner:
     mode: int | None = None
 
 
-def mkdir_in(root: str, path: str, owner: Owner | None = None) -> None:
-    """``WORKDIR``: the directory (and its parents) made inside the tree."""
+def mkdir_in(root: str, path: str, owner: tuple[int, int] | None = None) -> None:
+    """``WORKDIR``: the directory and its missing parents made inside the tree, the ones made
+    owned by ``owner`` (BuildKit: the stage's USER)."""
+    parts = [p for p in path.split("/") if p]
+    missing = [i for i in range(1, len(parts) + 1) if not exists_in(root, "/".join(parts[:i]))]
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        existed = exists_in(root, path)
-        fd = rootfs.mkdir_all(rootfd, path)
-        try:
-            if not existed and owner is not None and owner.uid is not None:
-                os.chown(rootfs.fd_path(fd), owner.uid, owner.gid if owner.gid is not None else owner.uid)
-        finally:
-            os.close(fd)
+        os.close(rootfs.mkdir_all(rootfd, path))
+        if owner is not None:
+            for i in missing:
+                fd = rootfs.resolve(rootfd, "/".join(parts[:i]))
+                try:
+                    os.chown(rootfs.fd_path(fd), *owner)
+                finally:
+                    os.close(fd)
     finally:
         os.close(rootfd)
 
