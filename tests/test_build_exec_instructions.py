@@ -140,7 +140,8 @@ def test_run_mounts_cache_and_bind(bb: RuntimeEnv, tmp_path: Path) -> None:
     ctx = context(tmp_path, """\
 FROM busybox
 RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log | wc -l > /count
-RUN --mount=type=bind,source=input,target=/in cat /in/data > /copied && (touch /in/x 2>/dev/null && echo writable || echo read-only) > /bind-mode
+RUN --mount=type=bind,source=input,target=/in cat /in/data > /copied && \\
+    (touch /in/x 2>/dev/null && echo writable || echo read-only) > /bind-mode
 """, {"input/data": "bound\n"})
     build(bb, ctx, "-t", "m1")
     build(bb, ctx, "-t", "m2", "--no-cache")
@@ -188,7 +189,8 @@ LABEL stage=last
 
     tarred = io.BytesIO()
     with tarfile.open(fileobj=tarred, mode="w") as tar:
-        for name, data in (("Dockerfile", b"FROM busybox\nCOPY f /f\nCMD [\"cat\", \"/f\"]\n"), ("f", b"stdin\n")):
+        dockerfile = b"FROM busybox\nCOPY f /f\nCMD [\"cat\", \"/f\"]\n"
+        for name, data in (("Dockerfile", dockerfile), ("f", b"stdin\n")):
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
