@@ -1,10 +1,11 @@
 """The whole loop on pyreg alone: ``pyreg build -t HOST/team/app:1 --push .`` against a running
 ``pyreg serve``, ``pyreg rmi``, then ``pyreg run --rm HOST/team/app:1`` pulls it back and prints
-what the Dockerfile's CMD says; skopeo and podman (tools nobody here wrote) read the pushed image."""
+what the Dockerfile's CMD says; skopeo and podman (tools nobody here wrote) read the pushed image, and docker pulls and runs it."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.fixtures.runtime import RuntimeEnv
 from tests.images import BUSYBOX
+from tests.test_build_exec_reference import dockerd  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.filesystem_only]
 
@@ -25,7 +27,7 @@ CMD ["/bin/busybox", "sh", "-c", "echo $GREETING; /bin/busybox cat /etc/message"
 
 
 def test_build_push_rmi_run(runtime_env: RuntimeEnv, registry_server: Any, skopeo: Any, podman: Any,
-                            tmp_path: Path) -> None:
+                            dockerd: dict[str, str], tmp_path: Path) -> None:
     env = runtime_env
     host = registry_server.host
     reg = {"PYREG_REGISTRY": host}
@@ -52,3 +54,8 @@ def test_build_push_rmi_run(runtime_env: RuntimeEnv, registry_server: Any, skope
     podman.pull(ref)  # (podman run cannot set its rlimits on this machine: pull and inspect only)
     pinfo = podman.image_inspect(ref)
     assert pinfo["Config"]["Cmd"][0] == "/bin/busybox"
+    docker = subprocess.run(["docker", "pull", ref], env=dockerd, capture_output=True, text=True, timeout=300)
+    assert docker.returncode == 0, docker.stderr
+    run = subprocess.run(["docker", "run", "--rm", "--network", "none", ref], env=dockerd, capture_output=True,
+                         text=True, timeout=300)
+    assert (run.returncode, run.stdout) == (0, "hello\nbuilt by pyreg\n"), run.stderr
