@@ -18,6 +18,7 @@ Where they differ from each other (and which one pyreg follows) is asserted belo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -106,8 +107,10 @@ def load(env: RuntimeEnv, archive: Path, store: Path) -> None:
     env.run("load", "-i", str(archive), check=True, env={"PYREG_STORE": str(store)})
 
 
-@pytest.fixture
-def dockerd(tmp_path: Path) -> Iterator[dict[str, str]]:
+@contextlib.contextmanager
+def run_dockerd(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Debian's dockerd on a socket of its own (vfs storage, no iptables, no bridge); the
+    environment for the docker CLI to reach it. Stopped (and its containerd with it) on exit."""
     if not shutil.which("dockerd") or not shutil.which("docker"):
         pytest.skip("dockerd (Debian docker.io) is not installed")
     short = Path(tempfile.mkdtemp(prefix="pyreg-dk-"))  # a unix socket path must be short
@@ -134,6 +137,12 @@ def dockerd(tmp_path: Path) -> Iterator[dict[str, str]]:
             proc.kill()
             proc.wait()
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def dockerd(tmp_path: Path) -> Iterator[dict[str, str]]:
+    with run_dockerd(tmp_path) as env:
+        yield env
 
 
 def test_same_tree_and_config_as_buildah_and_docker(runtime_env: RuntimeEnv, tmp_path: Path,

@@ -1,11 +1,13 @@
 """The whole loop on pyreg alone: ``pyreg build -t HOST/team/app:1 --push .`` against a running
 ``pyreg serve``, ``pyreg rmi``, then ``pyreg run --rm HOST/team/app:1`` pulls it back and prints
-what the Dockerfile's CMD says; skopeo and podman (tools nobody here wrote) read the pushed image, and docker pulls and runs it."""
+what the Dockerfile's CMD says; skopeo and podman (tools nobody here wrote) read the pushed image,
+and docker pulls and runs it."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,15 @@ import pytest
 
 from tests.fixtures.runtime import RuntimeEnv
 from tests.images import BUSYBOX
-from tests.test_build_exec_reference import dockerd  # noqa: F401 - a fixture
+from tests.test_build_exec_reference import run_dockerd
 
 pytestmark = [pytest.mark.root, pytest.mark.filesystem_only]
+
+
+@pytest.fixture
+def dockerd(tmp_path: Path) -> Iterator[dict[str, str]]:
+    with run_dockerd(tmp_path) as env:
+        yield env
 
 DOCKERFILE = """\
 FROM scratch
@@ -56,6 +64,6 @@ def test_build_push_rmi_run(runtime_env: RuntimeEnv, registry_server: Any, skope
     assert pinfo["Config"]["Cmd"][0] == "/bin/busybox"
     docker = subprocess.run(["docker", "pull", ref], env=dockerd, capture_output=True, text=True, timeout=300)
     assert docker.returncode == 0, docker.stderr
-    run = subprocess.run(["docker", "run", "--rm", "--network", "none", ref], env=dockerd, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(["docker", "run", "--rm", "--network", "none", ref], env=dockerd,
+                         capture_output=True, text=True, timeout=300)
     assert (run.returncode, run.stdout) == (0, "hello\nbuilt by pyreg\n"), run.stderr
