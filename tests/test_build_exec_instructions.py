@@ -219,3 +219,24 @@ RUN --network=host ls /sys/class/net > /host.txt
     build(bb, ctx, "-t", "nets", "--network", "none")
     assert sh(bb, "nets", "cat /none.txt") == "lo\n"
     assert sh(bb, "nets", "cat /host.txt").split() == host_ifaces
+
+
+def test_copy_link_from_index_and_from_image(bb: RuntimeEnv, tmp_path: Path) -> None:
+    ctx = context(tmp_path, """\
+FROM busybox
+RUN echo zero > /zero
+
+FROM busybox
+RUN mkdir /data && echo old > /data/old
+RUN rm -rf /data && mkdir /data && echo replaced > /data/only
+COPY --link linked.txt /data/linked.txt
+COPY --from=0 /zero /zero
+COPY --from=busybox /etc/motd /motd-from-image
+""", {"linked.txt": "link\n"})
+    build(bb, ctx, "-t", "linked")
+    out = sh(bb, "linked", "ls /data; cat /zero /motd-from-image")
+    assert out.split("\n")[:4] == ["linked.txt", "only", "zero", "pyreg busybox test image"]
+    _m, _c, layers = image(bb, "linked")
+    link_layer = [m.name for m in layers[3]]
+    assert link_layer == ["data", "data/linked.txt"]  # --link: made on nothing, not on the layers below
+    assert not any(".wh." in n for n in link_layer)

@@ -54,6 +54,16 @@ def test_build_push_rmi_run(runtime_env: RuntimeEnv, registry_server: Any, skope
     assert (r.returncode, r.stdout) == (0, "hello\nbuilt by pyreg\n"), r.stderr
     assert "Unable to find image" in r.stderr
 
+    # a build on it where it is not local: the base comes through the pull the CLI wires
+    env.run("rmi", ref, env=reg, check=True)
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text(f'FROM {ref}\nRUN ["/bin/busybox", "cp", "/etc/message", "/copied"]\n'
+                                      'CMD ["/bin/busybox", "cat", "/copied"]\n')
+    r = env.run("build", "-t", "child", str(child), env=reg, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert env.run("run", "--rm", "child", env=reg, check=True).stdout == "built by pyreg\n"
+
     info = skopeo.inspect(f"docker://{ref}")
     assert info["Env"] == ["GREETING=hello"] and len(info["Layers"]) == 2
     config = skopeo.inspect(f"docker://{ref}", "--config")
