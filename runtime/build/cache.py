@@ -65,8 +65,9 @@ class BuildCache:
         tmp.write_text(json.dumps(value))
         os.rename(tmp, path)
 
-    def mount_dir(self, ident: str) -> Path:
-        """The persistent directory of ``RUN --mount=type=cache,id=…`` (made on first use)."""
+    def mount_dir(self, ident: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Path:
+        """The persistent directory of ``RUN --mount=type=cache,id=…`` (made on first use with
+        the mount's ``mode``, ``uid`` and ``gid``, BuildKit's defaults 0755 and 0:0)."""
         path = self.root / "mounts" / hashlib.sha256(ident.encode()).hexdigest()[:32]
         if not path.is_dir():
             if not path.parent.is_dir():
@@ -74,7 +75,9 @@ class BuildCache:
                     make_private_dir(self.root)
                 make_private_dir(path.parent)
             with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o755)
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, gid)
+                os.chmod(path, mode)
         return path
 
 

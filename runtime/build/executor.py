@@ -664,7 +664,12 @@ class Builder:
             readonly = f.get("ro", f.get("readonly")) in ("", "true")
             if kind == "cache":
                 ident = f.get("id") or target
-                path = self.cache.mount_dir(ident)
+                try:
+                    mode = int(f.get("mode") or "755", 8)
+                    uid, gid = int(f.get("uid") or 0), int(f.get("gid") or 0)
+                except ValueError:
+                    raise ValueError(f"--mount {raw!r}: mode is octal, uid and gid numbers") from None
+                path = self.cache.mount_dir(ident, mode, uid, gid)
                 out.append((str(path), target, readonly))
                 keys.append(["cache", target, readonly])
             elif kind == "bind":
