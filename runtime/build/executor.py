@@ -213,7 +213,9 @@ class Builder:
             self.opts.out(f"NOTE: '# syntax={df.directives['syntax']}' ignored: "
                           "pyreg build has its own frontend")
         os.umask(0o022)
-        fsops.private_mounts()
+        if not fsops.private_mounts():
+            raise BuildError("pyreg build needs root (overlay mounts in a private mount namespace); "
+                             "rootless builds are not supported yet")
         self.work = tempfile.mkdtemp(prefix="pyreg-build-")
         self.mounts = fsops.Mounts(self.work)
         try:
