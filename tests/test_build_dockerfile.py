@@ -132,12 +132,17 @@ def test_escape_backtick_windows_paths() -> None:
 FORMS = [
     ('CMD ["echo", "hi"]', ("CMD", ["echo", "hi"], True)),
     ("CMD echo hi", ("CMD", ["echo hi"], False)),
+    # bare CMD/ENTRYPOINT/RUN: the shell form of "" (docker stores ["/bin/sh", "-c", ""])
+    ("CMD", ("CMD", [""], False)),
+    ("RUN --network=none", ("RUN", [""], False)),
+    ("HEALTHCHECK CMD", ("HEALTHCHECK", ["CMD", ""], False)),
     # not JSON (single quotes): shell form, the text as written
     ("ENTRYPOINT [\"a\", 'b']", ("ENTRYPOINT", ["[\"a\", 'b']"], False)),
     ('CMD ["a" "b"]', ("CMD", ['["a" "b"]'], False)),
     # Go's decoder reads the first JSON value and ignores the rest
     ('CMD [ "x" ] trailing', ("CMD", ["x"], True)),
     ("CMD []", ("CMD", [], True)),
+    ("CMD [NaN]", ("CMD", ["[NaN]"], False)),
     ('RUN ["/bin/sh", "-c", "echo \\"q\\" \\u00e9"]', ("RUN", ["/bin/sh", "-c", 'echo "q" é'], True)),
     ('COPY ["a b", "c"]', ("COPY", ["a b", "c"], True)),
     ('COPY "a b" c', ("COPY", ['"a', 'b"', "c"], False)),
@@ -344,7 +349,8 @@ ERRORS = [
     ("", "Dockerfile:1: file with no instructions"),
     ("FROM s\nHEALTHCHECK FOO x\n", 'Dockerfile:2: HEALTHCHECK: Unknown type "FOO" in HEALTHCHECK (try CMD)'),
     ("FROM s\nHEALTHCHECK NONE x\n", "Dockerfile:2: HEALTHCHECK: HEALTHCHECK NONE takes no arguments"),
-    ("FROM s\nHEALTHCHECK CMD\n", "Dockerfile:2: HEALTHCHECK: Missing command after HEALTHCHECK CMD"),
+    ("FROM s\nHEALTHCHECK CMD []\n", "Dockerfile:2: HEALTHCHECK: Missing command after HEALTHCHECK CMD"),
+    ("FROM s\nSHELL\n", "Dockerfile:2: SHELL: SHELL requires the arguments to be in JSON form"),
     ("FROM s\nHEALTHCHECK --interval=0s CMD x\n",
      'Dockerfile:2: HEALTHCHECK: Interval "interval" cannot be less than 1ms'),
     ("FROM s\nHEALTHCHECK --timeout=5 CMD x\n", 'Dockerfile:2: HEALTHCHECK: time: invalid duration "5"'),

@@ -8,9 +8,10 @@ Front (reading what the user wrote; pure, no I/O beyond reading the context):
   ``Instruction`` s, each knowing its file and line (``DockerfileError`` names file:line and
   instruction).
 - ``expand``      — variable expansion as the Dockerfile reference gives it (``$v``, ``${v}``,
-  ``${v:-w}``, ``${v:+w}``, escapes), per instruction which words are expanded.
+  ``${v:-w}``, ``${v:+w}``, escapes; BuildKit's ``#``/``%``/``/`` forms), per instruction which words
+  are expanded; COPY heredoc bodies (``expand_heredoc``).
 - ``stages``      — stage graph: ``FROM … AS name``, stage by name or index, ``--from``,
-  which stages ``--target`` needs; global ``ARG`` s before the first ``FROM``.
+  which stages ``--target`` needs; global ``ARG`` s before the first ``FROM``; platform ARGs.
 - ``dockerignore`` — ``.dockerignore`` / ``<Dockerfile>.dockerignore`` with Docker's matching rules.
 - ``context``     — the build context: a directory, or a tar on stdin, read safely, filtered by the
   ignore rules, with content checksums for the cache.

@@ -11,15 +11,20 @@ owners, symlink targets and file contents — not mtimes, so touching a file doe
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import re
+import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from runtime.build.dockerignore import IgnoreMatcher, clean, load
 
@@ -40,6 +45,15 @@ class Entry:
     link: str | None  # symlink target
 
 
+@dataclass(frozen=True)
+class Source:
+    """A COPY/ADD source as matched (``rel``, what the destination is named after) and the path its
+    bytes come from (``path``, symlinks followed inside the context)."""
+
+    rel: str
+    path: Path
+
+
 def _split(rel: str) -> list[str]:
     rel = clean("/" + rel).lstrip("/")
     return [] if not rel else rel.split("/")
@@ -48,9 +62,12 @@ def _split(rel: str) -> list[str]:
 class BuildContext:
     """A context directory and the ignore rules for it."""
 
-    def __init__(self, root: Path, ignore: IgnoreMatcher | None = None):
+    def __init__(self, root: Path, ignore: IgnoreMatcher | None = None, dockerfile: Path | None = None):
         self.root = Path(root)
         self.ignore = ignore if ignore is not None else IgnoreMatcher([])
+        # The Dockerfile the ignore rules were chosen for (``<Dockerfile>.dockerignore``), if known; for
+        # a plain Dockerfile on stdin, the file written for it.
+        self.dockerfile = dockerfile
 
     @classmethod
     def from_dir(cls, root: Path, dockerfile: Path | None = None) -> BuildContext:
@@ -59,17 +76,27 @@ class BuildContext:
         if not root.is_dir():
             raise ContextError(f"unable to prepare context: path {str(root)!r} not found")
         try:
-            return cls(root, load(root, dockerfile))
+            return cls(root, load(root, dockerfile), dockerfile)
         except ValueError as e:
             raise ContextError(str(e)) from None
 
     @classmethod
     def from_tar(cls, stream: IO[bytes], dest: Path, dockerfile: str = "Dockerfile") -> BuildContext:
-        """Unpack a tar context (``pyreg build -``; plain or gzip/bzip2/xz) into the empty directory
-        ``dest`` safely, then use it as a directory context."""
-        extract_tar(stream, Path(dest))
-        df = resolve(Path(dest), dockerfile, follow=True)
-        return cls.from_dir(Path(dest), df if df.exists() else None)
+        """``pyreg build -``: unpack the tar on ``stream`` (plain, gzip, bzip2, xz or zstd) into the empty
+        directory ``dest`` safely and use it as a directory context, its Dockerfile at ``dockerfile``
+        inside it. Anything that is not an archive is a Dockerfile with no other context, as with
+        ``docker build - < Dockerfile``: it is written to ``dest/Dockerfile`` (``ctx.dockerfile``)."""
+        dest = Path(dest)
+        kind, reader = sniff_stdin(stream)
+        if kind == "dockerfile":
+            dest.mkdir(parents=True, exist_ok=True)
+            path = dest / "Dockerfile"
+            with open(path, "wb") as out:
+                shutil.copyfileobj(reader, out)
+            return cls(dest, IgnoreMatcher([]), path)
+        extract_tar(reader, dest)
+        df = resolve(dest, dockerfile, follow=True)
+        return cls.from_dir(dest, df)
 
     # --- paths ---------------------------------------------------------------------------------------
 
@@ -131,6 +158,19 @@ class BuildContext:
             raise ContextError(f"no source files were specified (\"{pattern}\" matched nothing)")
         return found
 
+    def resolve_sources(self, pattern: str) -> list[Source]:
+        """``sources`` with each match resolved as BuildKit copies it: a matched symlink is followed
+        (inside the context — a link to ``/etc/passwd`` means ``<context>/etc/passwd``), the name
+        in the destination stays the matched one. A link whose target is missing is an error."""
+        out: list[Source] = []
+        for rel in self.sources(pattern):
+            path = self.resolve(rel, follow=True)
+            if not os.path.lexists(path):
+                target = "/" + path.relative_to(self.root).as_posix() if path != self.root else "/"
+                raise ContextError(f"\"{target}\" not found (the source {rel!r} is a symlink)")
+            out.append(Source(rel, path))
+        return out
+
     def _glob(self, rel: str, parts: list[str], out: list[str]) -> None:
         head, rest = parts[0], parts[1:]
         here = self.resolve(rel, follow=True) if rel else self.root
@@ -158,7 +198,8 @@ class BuildContext:
                 h.update(f"{e.path}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.size}\0{e.link or ''}\0".encode(
                     "utf-8", "surrogateescape"))
                 if stat.S_ISREG(e.mode):
-                    with open(self.root / e.path if e.path else self.root, "rb") as f:
+                    fd = os.open(self.root / e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as f:
                         while chunk := f.read(1 << 20):
                             h.update(chunk)
         return "sha256:" + h.hexdigest()
@@ -240,6 +281,74 @@ def resolve(root: Path, rel: str, follow: bool = True) -> Path:
     return root.joinpath(*done)
 
 
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` then the rest of ``stream``: what was peeked at is read again."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]):
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self.stream.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
+                                         gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover - a dependency; only zstd contexts need it
+        pass
+    return tuple(errors)
+
+
+_CORRUPT = _decompress_errors()
+
+
+def _is_tar_header(block: bytes) -> bool:
+    if len(block) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def sniff_stdin(stream: IO[bytes]) -> tuple[str, IO[bytes]]:
+    """("tar", a reader of the uncompressed tar) or ("dockerfile", a reader of the text) — docker's
+    rule: compressed data or a valid tar header is an archive, anything else a Dockerfile."""
+    head = b""
+    while len(head) < tarfile.BLOCKSIZE:
+        chunk = stream.read(tarfile.BLOCKSIZE - len(head))
+        if not chunk:
+            break
+        head += chunk
+    whole = io.BufferedReader(_Prefixed(head, stream))
+    kind = next((k for magic, k in _COMPRESSED.items() if head.startswith(magic)), None)
+    if kind == "zstd":
+        import zstandard
+
+        return "tar", zstandard.ZstdDecompressor().stream_reader(whole, read_across_frames=True)
+    if kind is not None or _is_tar_header(head):
+        return "tar", whole
+    return "dockerfile", whole
+
+
 def extract_tar(stream: IO[bytes], dest: Path) -> None:
     """Unpack a context tar into ``dest``: regular files, directories, symlinks (as they are) and
     hardlinks to earlier members; modes and owners kept. Members may not leave ``dest`` by name or
@@ -247,15 +356,15 @@ def extract_tar(stream: IO[bytes], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed by the with below
-    except tarfile.TarError as e:
+    except _CORRUPT as e:
         raise ContextError(f"the context on stdin is not a tar archive: {e}") from None
     dirs: list[tuple[Path, int]] = []
     with tar:
         try:
             for member in tar:
                 _extract_member(tar, member, dest, dirs)
-        except tarfile.TarError as e:
-            raise ContextError(f"the context tar is corrupt: {e}") from None
+        except _CORRUPT as e:
+            raise ContextError(f"the context tar is corrupt: {e or type(e).__name__}") from None
     for path, mode in reversed(dirs):
         os.chmod(path, mode)
 

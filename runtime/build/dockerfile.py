@@ -15,6 +15,9 @@ The rules followed (Dockerfile reference, BuildKit ``frontend/dockerfile/parser`
 - JSON (exec) form when the arguments parse as a JSON array of strings; otherwise shell form (an array
   holding a non-string is an error, as in BuildKit);
 - heredocs (``<<EOF``, ``<<-EOF``, quoted delimiters) for RUN, COPY, ADD (and ONBUILD of those).
+
+Hand-written rather than ``dockerfile-parse``: that library (2.0) reads heredoc bodies as instructions,
+leaves flags and the per-keyword argument shapes to the caller and reports no file:line errors.
 """
 
 from __future__ import annotations
@@ -425,13 +428,21 @@ def parse_words(rest: str, escape: str) -> list[str]:
     return words
 
 
+def _not_json(token: str) -> None:
+    raise ValueError(f"{token} is not JSON")
+
+
+# Go's decoder knows no NaN/Infinity: such text is shell form there, so here too.
+_JSON = json.JSONDecoder(parse_constant=_not_json)
+
+
 def _parse_json(rest: str) -> list[str] | None:
     """The JSON array at the start of ``rest`` (trailing text ignored, as Go's decoder does)."""
     rest = rest.lstrip()
     if not rest.startswith("["):
         return None
     try:
-        value, _ = json.JSONDecoder().raw_decode(rest)
+        value, _ = _JSON.raw_decode(rest)
     except ValueError:
         return None
     if not isinstance(value, list):
@@ -479,8 +490,7 @@ def _heredoc_specs(line: str) -> list[tuple[str, bool, bool, int | None]]:
 def _dispatch(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
     """BuildKit's per-keyword line parsers: (args, exec_form)."""
     if keyword in ("RUN", "CMD", "ENTRYPOINT", "SHELL"):
-        if not rest:
-            return [], False
+        # An empty shell form is [""]: BuildKit runs/stores `/bin/sh -c ""` for a bare CMD.
         js = _parse_json(rest)
         return (js, True) if js is not None else ([rest], False)
     if keyword in ("ADD", "COPY", "VOLUME"):
@@ -500,7 +510,7 @@ def _dispatch(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
         parts = re.split(r"\s", rest, maxsplit=1)
         typ = parts[0]
         cmd = parts[1].lstrip() if len(parts) > 1 else ""
-        if not cmd:
+        if not cmd and typ.upper() != "CMD":
             return [typ], False
         js = _parse_json(cmd)
         return ([typ, *js], True) if js is not None else ([typ, cmd], False)
@@ -555,7 +565,7 @@ def _parse_flags(keyword: str, raw: list[str]) -> list[Flag]:
     return flags
 
 
-def _make_instruction(line: str, escape: str, location: Location, inner: bool = False) -> Instruction:
+def _make_instruction(line: str, escape: str, location: Location) -> Instruction:
     stripped = line.strip()
     parts = _WHITESPACE.split(stripped, maxsplit=1)
     keyword = parts[0].upper()
@@ -572,7 +582,7 @@ def _make_instruction(line: str, escape: str, location: Location, inner: bool = 
         if keyword == "ONBUILD":
             if not rest:
                 raise ValueError("ONBUILD requires at least one argument")
-            trigger = _make_instruction(rest, escape, location, inner=True)
+            trigger = _make_instruction(rest, escape, location)
             if trigger.keyword == "ONBUILD":
                 raise ValueError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
             if trigger.keyword in ("MAINTAINER", "FROM"):
@@ -614,7 +624,7 @@ def _check(ins: Instruction) -> None:
             if len(a) > 1:
                 raise ins.error("HEALTHCHECK NONE takes no arguments")
         elif typ == "CMD":
-            if len(a) == 1 or (not ins.exec_form and not a[1]):
+            if len(a) == 1:  # only `CMD []`: a bare `CMD` is the shell form of "" (BuildKit)
                 raise ins.error("Missing command after HEALTHCHECK CMD")
         else:
             raise ins.error(f'Unknown type "{a[0]}" in HEALTHCHECK (try CMD)')
@@ -690,7 +700,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
         location = Location(filename, start, i)
         ins = _make_instruction(line, escape, location)
         target = ins.trigger or ins
-        if target.keyword in HEREDOC_INSTRUCTIONS and not target.exec_form:
+        if target.keyword in HEREDOC_INSTRUCTIONS and not target.exec_form and "<<" in line:
             docs = []
             for name, expand, chomp, fd in _heredoc_specs(line):
                 body: list[str] = []

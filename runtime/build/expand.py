@@ -19,9 +19,10 @@ from collections.abc import Mapping
 # Instructions whose arguments the builder expands (Dockerfile reference, "Environment replacement").
 EXPANDED = frozenset({"ADD", "COPY", "ENV", "EXPOSE", "FROM", "LABEL", "STOPSIGNAL", "USER", "VOLUME",
                       "WORKDIR", "ARG"})
-# Flags whose values are expanded (BuildKit expands them with the same scope).
+# Flags whose values are expanded (BuildKit expands them with the same scope; FROM's with the global
+# ARGs only; each ``--mount`` field value).
 EXPANDED_FLAGS = {"COPY": ("from", "chown", "chmod"), "ADD": ("chown", "chmod", "checksum"),
-                  "FROM": ("platform",)}
+                  "FROM": ("platform",), "RUN": ("mount",)}
 
 _SPECIAL_PARAMS = "@*#?-$!0"
 
