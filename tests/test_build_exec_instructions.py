@@ -205,6 +205,11 @@ LABEL stage=last
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().startswith("sha256:")
     assert bb.run("run", "--rm", "fromstdin", check=True).stdout == "stdin\n"
+    lone = b'FROM busybox\nCMD ["echo", "lone Dockerfile"]\n'  # docker build - < Dockerfile
+    r = subprocess.run([sys.executable, "-m", "client.cli", "build", "-t", "lone", "-"], input=lone, env=env,
+                       cwd=REPO_ROOT, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert bb.run("run", "--rm", "lone", check=True).stdout == "lone Dockerfile\n"
     assert os.listdir(bb.store)  # the store was used, the context tmp dir is gone
     assert_clean(bb)
 

@@ -135,7 +135,6 @@ def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str,
     """(context, Dockerfile text, its name): CONTEXT a directory, or ``-``: a tar on stdin (or, as
     docker, a lone Dockerfile with an empty context). The ignore rules are read by
     runtime/build/context.py (build-front)."""
-    import io
     from pathlib import Path
 
     from runtime.build.context import BuildContext, ContextError
@@ -143,14 +142,11 @@ def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str,
 
     try:
         if args.context == "-":
-            data = sys.stdin.buffer.read()
-            if not _is_tar(data):
-                if args.file:
-                    raise BuildError("the context on stdin is not a tar archive")
-                return BuildContext(Path(scratch)), data.decode(errors="replace"), "Dockerfile"
+            if args.file == "-":
+                raise BuildError("the Dockerfile and the context cannot both come from stdin")
             name = args.file or "Dockerfile"
-            ctx = BuildContext.from_tar(io.BytesIO(data), Path(scratch), name)
-            text, name = load_dockerfile(scratch, name)
+            ctx = BuildContext.from_tar(sys.stdin.buffer, Path(scratch), name)
+            text, _ = load_dockerfile(scratch, str(ctx.dockerfile or Path(scratch) / name))
             return ctx, text, name
         if not os.path.isdir(args.context):
             raise BuildError(f"unable to prepare context: path {args.context!r} not found or not a directory")
@@ -161,14 +157,3 @@ def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str,
         return BuildContext.from_dir(Path(args.context), df_path), text, name
     except ContextError as e:
         raise BuildError(str(e)) from None
-
-
-def _is_tar(data: bytes) -> bool:
-    import io
-    import tarfile
-
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            return tar.next() is not None
-    except (tarfile.TarError, EOFError):
-        return False
