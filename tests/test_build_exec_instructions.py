@@ -245,3 +245,17 @@ COPY --from=busybox /etc/motd /motd-from-image
     link_layer = [m.name for m in layers[3]]
     assert link_layer == ["data", "data/linked.txt"]  # --link: made on nothing, not on the layers below
     assert not any(".wh." in n for n in link_layer)
+
+
+def test_escape_directive_and_syntax_note(bb: RuntimeEnv, tmp_path: Path) -> None:
+    ctx = context(tmp_path, """\
+# syntax=docker/dockerfile:1
+# escape=`
+FROM busybox
+ENV P=C:\\dir `
+    Q=two
+RUN echo "$P $Q" > /out
+""")
+    proc = build(bb, ctx, "-t", "escaped")
+    assert "syntax=docker/dockerfile:1" in proc.stderr and "ignored" in proc.stderr
+    assert sh(bb, "escaped", "cat /out") == "C:\\dir two\n"

@@ -118,16 +118,6 @@ def _host_platform() -> dict[str, str]:
     return out
 
 
-def platform_args() -> dict[str, str]:
-    p = _host_platform()
-    plat = "/".join(x for x in (p["os"], p["architecture"], p.get("variant")) if x)
-    out = {}
-    for prefix in ("TARGET", "BUILD"):
-        out.update({f"{prefix}PLATFORM": plat, f"{prefix}OS": p["os"], f"{prefix}ARCH": p["architecture"],
-                    f"{prefix}VARIANT": p.get("variant", "")})
-    return out
-
-
 def check_platform(value: str | None) -> None:
     """``--platform`` / ``FROM --platform``: the host's only (this builder emulates nothing)."""
     if not value:
@@ -189,13 +179,13 @@ class Builder:
         self.extractor = extract_layer
         self.cache = cache_mod.BuildCache(self.store.root, enabled=not opts.no_cache)
         self.step_no = 0
-        self.used_args: set[str] = set()
         self.stage_states: dict[int, State] = {}
         self.work = ""
         self.mounts: fsops.Mounts | None = None
-        self._names_by_index: dict[int, str] = {}
-        self.global_args: dict[str, str | None] = {}
         self.global_scope: dict[str, str] = {}
+        self.escape = "\\"
+        self.df: Any = None
+        self.plan: Any = None
         self.author = ""
 
     # -------------------------------------------------------------------------- entry
@@ -226,68 +216,24 @@ class Builder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def _build(self, df: Any) -> BuildResult:
-        stages = df.stages
-        names = {s.name: s.index for s in stages if s.name}
-        target = len(stages) - 1
-        if self.opts.target:
-            if self.opts.target.lower() not in names:
-                raise BuildError(f"target stage {self.opts.target!r} could not be found")
-            target = names[self.opts.target.lower()]
-        global_scope: dict[str, str] = dict(platform_args())
-        for ins in df.global_args:
-            for decl in ins.arg_decls():
-                value = self.opts.build_args.get(decl.name)
-                if decl.name in self.opts.build_args:
-                    self.used_args.add(decl.name)
-                elif decl.default is not None:
-                    value = self._expand(ins, decl.default, global_scope)
-                self.global_args[decl.name] = value
-                if value is not None:
-                    global_scope[decl.name] = value
-        self.global_scope = global_scope
-        self._names_by_index = {s.index: s.name for s in stages if s.name}
-        needed = self._needed(stages, names, target)
-        for stage in stages[: target + 1]:
-            if stage.index in needed:
-                self.stage_states[stage.index] = self._stage(stage, names, len(needed))
-        unused = sorted(set(self.opts.build_args) - self.used_args - set(platform_args()))
-        if unused:
-            self.opts.out(f"WARNING: one or more build-args {unused} were not consumed")
-        return self._commit_image(self.stage_states[target])
+        """The stages the target needs, in the order build-front's plan (runtime/build/stages.py)
+        gives: bases, ``--from`` and ``--mount=…,from=`` sources first."""
+        from runtime.build import stages as plan_mod
+        from runtime.build.dockerfile import DockerfileError
 
-    def _needed(self, stages: list[Any], names: dict[str, int], target: int) -> set[int]:
-        from runtime.build.expand import expand
-
-        def ref(word: str, before: int) -> int | None:
-            word = expand(word, self.global_scope).lower()
-            if word in names and names[word] < before:
-                return names[word]
-            if word.isdigit() and int(word) < before:
-                return int(word)
-            return None
-
-        needed: set[int] = set()
-        todo = [target]
-        while todo:
-            i = todo.pop()
-            if i in needed:
-                continue
-            needed.add(i)
-            st = stages[i]
-            deps = [ref(st.base, i)]
-            for ins in st.instructions:
-                inner = ins.trigger if ins.keyword == "ONBUILD" else None
-                if inner is not None:
-                    continue
-                if ins.keyword in ("COPY", "ADD") and ins.flag("from"):
-                    deps.append(ref(ins.flag("from") or "", i))
-                if ins.keyword == "RUN":
-                    for m in ins.flag_values("mount"):
-                        fields = _mount_fields(m)
-                        if fields.get("from"):
-                            deps.append(ref(fields["from"], i))
-            todo.extend(d for d in deps if d is not None)
-        return needed
+        self.df = df
+        self.escape = df.escape
+        try:
+            plan = plan_mod.plan(df, self.opts.build_args, self.opts.target)
+        except DockerfileError as e:
+            raise BuildError(str(e)) from None
+        self.plan = plan
+        self.global_scope = dict(plan.global_scope)
+        for i in plan.order:
+            self.stage_states[i] = self._stage(plan.stages[i], len(plan.order))
+        if plan.unused_build_args:
+            self.opts.out(f"WARNING: one or more build-args {plan.unused_build_args} were not consumed")
+        return self._commit_image(self.stage_states[plan.target])
 
     # -------------------------------------------------------------------------- stages
 
@@ -295,22 +241,29 @@ class Builder:
         from runtime.build.expand import ExpandError, expand
 
         try:
-            return expand(word, scope)
+            return expand(word, scope, self.escape)
         except ExpandError as e:
             raise BuildError(str(ins.error(str(e)))) from None
 
-    def _stage(self, stage: Any, names: dict[str, int], count: int) -> State:
+    def _stage(self, resolved: Any, count: int) -> State:
+        stage = resolved.stage
         total = len(stage.instructions) + 1
         label = stage.name or f"stage-{stage.index}"
         prefix = f"{label} " if count > 1 else ""
-        base = self._expand(stage.source, stage.base, self.global_scope)
-        platform = self._expand(stage.source, stage.platform, self.global_scope) if stage.platform else None
+        base = resolved.base
         try:
-            check_platform(platform)
+            check_platform(resolved.platform)
         except BuildError as e:
             raise BuildError(str(stage.source.error(str(e)))) from None
         n = self._next_step(f"[{prefix}1/{total}] FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
-        state = self._base_state(stage.source, base, names, stage.index)
+        if resolved.base_stage is not None:
+            src = self.stage_states[resolved.base_stage]
+            state = State(json.loads(json.dumps(src.config)), list(src.layers), list(src.dirs),
+                          [dict(h) for h in src.history], src.key, dict(src.platform))
+        elif resolved.is_scratch:
+            state = State({}, [], [], [], cache_mod.key("scratch"), _host_platform())
+        else:
+            state = self._image_state(stage.source, base)
         state.args = {}
         state.cmd_set = False
         self.opts.out(f"#{n} DONE")
@@ -320,16 +273,6 @@ class Builder:
         for i, ins in enumerate(stage.instructions, 2):
             self._dispatch(ins, state, f"[{prefix}{i}/{total}]")
         return state
-
-    def _base_state(self, ins: Any, base: str, names: dict[str, int], index: int) -> State:
-        lower = base.lower()
-        if lower in names and names[lower] < index:
-            src = self.stage_states[names[lower]]
-            return State(json.loads(json.dumps(src.config)), list(src.layers), list(src.dirs),
-                         [dict(h) for h in src.history], src.key, dict(src.platform))
-        if lower == "scratch":
-            return State({}, [], [], [], cache_mod.key("scratch"), _host_platform())
-        return self._image_state(ins, base)
 
     def _image_state(self, ins: Any, ref: str) -> State:
         if self.opts.pull and self.opts.pull_fn is not None:
@@ -426,13 +369,10 @@ class Builder:
         for decl in ins.arg_decls():
             if decl.name in self.opts.build_args:
                 value: str | None = self.opts.build_args[decl.name]
-                self.used_args.add(decl.name)
             elif decl.default is not None:
                 value = self._expand(ins, decl.default, state.scope())
-            elif decl.name in self.global_args:
-                value = self.global_args[decl.name]
-            else:
-                value = platform_args().get(decl.name)
+            else:  # a global ARG's value, or an automatic platform arg
+                value = self.global_scope.get(decl.name)
             state.args[decl.name] = value
             shown.append(decl.name if decl.default is None else f"{decl.name}={decl.default}")
         return self._meta_step(state, ins, "ARG " + " ".join(shown),
@@ -466,7 +406,7 @@ class Builder:
     def _do_expose(self, ins: Any, state: State, n: int) -> bool:
         from runtime.build.expand import expand_words
 
-        words = [w for a in ins.args for w in expand_words(a, state.scope())]
+        words = [w for a in ins.args for w in expand_words(a, state.scope(), self.escape)]
         ports = dict(state.config.get("ExposedPorts") or {})
         for p in expose_ports(words):
             ports[p] = {}
@@ -653,11 +593,13 @@ class Builder:
         return [*state.shell(), text]
 
     def _run_mounts(self, ins: Any, state: State) -> tuple[list[tuple[str, str, bool]], list[Any]]:
+        from runtime.build.stages import parse_mount
+
         assert self.mounts is not None
         out: list[tuple[str, str, bool]] = []
         keys: list[Any] = []
         for raw in ins.flag_values("mount"):
-            f = _mount_fields(self._expand(ins, raw, state.scope()))
+            f = parse_mount(self._expand(ins, raw, state.scope()))
             kind = f.get("type", "bind")
             target = f.get("target") or f.get("dst") or f.get("destination")
             if not target:
@@ -702,15 +644,19 @@ class Builder:
     # -- COPY / ADD ---------------------------------------------------------------------------
 
     def _from_state(self, ins: Any, word: str) -> State:
-        name = word.lower()
-        for idx, st in self.stage_states.items():
-            if name == str(idx) or name == (self._stage_names.get(idx) or ""):
-                return st
-        return self._image_state(ins, word)
+        """``--from``: a stage (by name or index; built already, the plan saw to that) or an image."""
+        from runtime.build import stages as plan_mod
+        from runtime.build.dockerfile import DockerfileError
 
-    @property
-    def _stage_names(self) -> dict[int, str]:
-        return self._names_by_index
+        try:
+            idx = plan_mod.find_stage(self.df, word)
+        except DockerfileError as e:
+            raise BuildError(str(ins.error(e.message))) from None
+        if idx is not None:
+            if idx not in self.stage_states:
+                raise BuildError(str(ins.error(f"stage {word!r} is not built before this one")))
+            return self.stage_states[idx]
+        return self._image_state(ins, word)
 
     def _do_copy(self, ins: Any, state: State, n: int) -> bool:
         return self._copy(ins, state, add=False)
@@ -884,14 +830,6 @@ class Builder:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _mount_fields(text: str) -> dict[str, str]:
-    out = {}
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        out[k.strip().lower()] = v.strip() if sep else ""
-    return out
 
 
 def _resolve_in(root: str, path: str) -> str:
