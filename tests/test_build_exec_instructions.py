@@ -107,6 +107,9 @@ COPY --chown=user:user src/two.c /home/user/
     assert proc.returncode == 1
     assert "Dockerfile:2: ADD" in proc.stderr and "offline" in proc.stderr
     assert len(proc.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in proc.stderr
+    unsupported = context(tmp_path / "unsup", "FROM busybox\nCOPY --exclude=*.md src /x/\n", {"src/a": "a"})
+    proc = build(bb, unsupported, check=False)
+    assert proc.returncode == 1 and "--exclude is not supported" in proc.stderr
     missing = context(tmp_path / "missing", "FROM busybox\nCOPY nothere /x\n")
     proc = build(bb, missing, check=False)
     assert proc.returncode == 1 and "Dockerfile:2: COPY" in proc.stderr and "not found" in proc.stderr

@@ -667,6 +667,9 @@ class Builder:
     def _copy(self, ins: Any, state: State, add: bool) -> bool:
         assert self.mounts is not None
         scope = state.scope()
+        for flag in ("parents", "exclude", "checksum", "keep-git-dir", "unpack"):
+            if ins.flag(flag) is not None:
+                raise ValueError(f"--{flag} is not supported by pyreg build")
         words, dest_word = ins.sources_dest()
         if not words:
             raise ValueError(f"{ins.keyword} requires at least two arguments")
