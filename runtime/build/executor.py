@@ -808,7 +808,11 @@ class Builder:
         doc["rootfs"] = {"type": "layers", "diff_ids": [lay.diff_id for lay in state.layers]}
         doc["history"] = state.history
         config_bytes = json.dumps(doc, separators=(",", ":")).encode()
-        config_digest = self.store.put_blob(config_bytes)
+        from storage.digest import Digest
+
+        config_digest = Digest.of(config_bytes)
+        if not self.store.has_blob(config_digest):
+            self.store.put_blob(config_bytes, config_digest)
         manifest = {
             "schemaVersion": 2,
             "mediaType": mediatypes.OCI_MANIFEST,
@@ -817,7 +821,9 @@ class Builder:
             "layers": [lay.descriptor() for lay in state.layers],
         }
         manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
-        manifest_digest = self.store.put_blob(manifest_bytes)
+        manifest_digest = Digest.of(manifest_bytes)
+        if not self.store.has_blob(manifest_digest):
+            self.store.put_blob(manifest_bytes, manifest_digest)
         names = []
         from storage.reference import ReferenceError, parse
 
@@ -826,8 +832,9 @@ class Builder:
                 name = str(parse(tag))
             except (ReferenceError, ValueError) as e:
                 raise BuildError(f"invalid tag {tag!r}: {e}") from None
-            self.store.tag(name, manifest_digest, mediatypes.OCI_MANIFEST, len(manifest_bytes),
-                           platform=dict(state.platform))
+            if not any(r.name == name and r.digest == manifest_digest for r in self.store.images()):
+                self.store.tag(name, manifest_digest, mediatypes.OCI_MANIFEST, len(manifest_bytes),
+                               platform=dict(state.platform))  # (a cached rebuild rewrites nothing)
             names.append(name)
         return BuildResult(str(config_digest), str(manifest_digest), len(manifest_bytes), doc, names)
 
