@@ -121,22 +121,28 @@ def test_dockerignore_heredocs_workdir_and_user(bb: RuntimeEnv, tmp_path: Path) 
 FROM busybox
 WORKDIR /app/deep
 COPY . .
+ARG KEY=value
 COPY <<EOF /etc/heredoc.conf
-key=value
+key=$KEY
 EOF
 RUN <<EOT
 echo line one > /app/script-out
 echo line two >> /app/script-out
 EOT
+RUN <<'SCRIPT'
+#!/bin/sh -e
+echo "shebang script as $0" > /app/shebang
+SCRIPT
 USER user
 WORKDIR /app/owned
 RUN id -un > /tmp/who && cp /tmp/who /app/owned/who
 """, {".dockerignore": "secret.txt\n*.log\n!keep.log\n", "secret.txt": "no\n", "a.log": "no\n",
       "keep.log": "yes\n", "code.py": "print()\n"})
     build(bb, ctx, "-t", "misc")
-    out = sh(bb, "misc", "ls -A /app/deep; cat /etc/heredoc.conf /app/script-out /app/owned/who")
+    out = sh(bb, "misc", "ls -A /app/deep; cat /etc/heredoc.conf /app/script-out /app/owned/who /app/shebang")
     assert out.split("\n") == [".dockerignore", "Dockerfile", "code.py", "keep.log", "key=value", "line one",
-                               "line two", "user", ""]
+                               "line two", "user", "shebang script as /dev/pipes/SCRIPT", ""]
+    assert "pipes" not in sh(bb, "misc", "ls /dev")
 
 
 def test_run_mounts_cache_and_bind(bb: RuntimeEnv, tmp_path: Path) -> None:

@@ -136,25 +136,6 @@ def _now(epoch: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + frac + "Z"
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-
-
-def parse_duration(text: str) -> int:
-    """Go's time.ParseDuration (``30s``, ``1m30s``, ``500ms``) -> nanoseconds."""
-    if text == "0":
-        return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {text!r}")
-    return int(total)
-
-
 def expose_ports(words: list[str]) -> list[str]:
     out = []
     for word in words:
@@ -449,32 +430,12 @@ class Builder:
         return self._meta_step(state, ins, f"SHELL {json.dumps(ins.args)}", ins.args)
 
     def _do_onbuild(self, ins: Any, state: State, n: int) -> bool:
-        text = ins.rest or " ".join(ins.original.split()[1:])
-        trig = ins.trigger
-        if trig is not None:
-            text = trig.original.strip()
+        text = ins.onbuild_expression()
         state.config["OnBuild"] = [*(state.config.get("OnBuild") or []), text]
         return self._meta_step(state, ins, f"ONBUILD {text}", text)
 
     def _do_healthcheck(self, ins: Any, state: State, n: int) -> bool:
-        typ = (ins.args[0] if ins.args else "").upper()
-        if typ == "NONE":
-            hc: dict[str, Any] = {"Test": ["NONE"]}
-        elif typ == "CMD":
-            rest = ins.args[1:]
-            hc = {"Test": ["CMD", *rest] if ins.exec_form else ["CMD-SHELL", rest[0] if rest else ""]}
-            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                              ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-                value = ins.flag(flag)
-                if value:
-                    hc[key] = parse_duration(value)
-            retries = ins.flag("retries")
-            if retries:
-                if not retries.isdigit():
-                    raise ValueError(f"invalid --retries {retries!r}")
-                hc["Retries"] = int(retries)
-        else:
-            raise ValueError(f"unknown type {typ!r}: CMD or NONE")
+        hc = ins.healthcheck()
         state.config["Healthcheck"] = hc
         return self._meta_step(state, ins, "HEALTHCHECK " + json.dumps(hc), hc)
 
@@ -544,7 +505,7 @@ class Builder:
     def _do_run(self, ins: Any, state: State, n: int) -> bool:
         from runtime.build.runstep import RunSpec, Step, StepError
 
-        argv = self._run_argv(ins, state)
+        argv, script = self._run_argv(ins, state)
         env = {**{k: v for k, v in state.args.items() if v is not None}, **state.env()}
         if "PATH" not in env:
             env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -554,6 +515,13 @@ class Builder:
         if ins.flag("security"):
             raise ValueError("--security is not supported (no insecure builds)")
         mounts, mount_keys = self._run_mounts(ins, state)
+        if script is not None:
+            path = os.path.join(self.work, f"pipe-{os.urandom(6).hex()}")
+            with open(path, "w") as f:
+                f.write(script[1])
+            os.chmod(path, 0o755)
+            mounts.append((path, f"/dev/pipes/{script[0]}", True))
+            mount_keys.append(["script", script])
         key = cache_mod.key(state.key, "RUN", argv, sorted(env.items()), state.config.get("User") or "",
                             state.config.get("WorkingDir") or "/", network, mount_keys)
         created_by = "RUN " + " ".join(argv) + " # buildkit"
@@ -580,17 +548,16 @@ class Builder:
         step.remove()
         return False
 
-    def _run_argv(self, ins: Any, state: State) -> list[str]:
+    def _run_argv(self, ins: Any, state: State) -> tuple[list[str], tuple[str, str] | None]:
+        """argv, and a heredoc script to put at /dev/pipes/NAME (``RUN <<EOF`` with a ``#!`` body),
+        as build-front's ``Instruction.run_script`` says BuildKit does it."""
+        run = ins.run_script()
+        script = (run.script.name, run.script.body) if run.script is not None else None
         if ins.exec_form:
-            return list(ins.args)
-        text = ins.args[0] if ins.args else ""
-        docs = ins.heredocs or []
-        if docs:
-            only = text.strip()
-            if len(docs) == 1 and re.fullmatch(r"<<-?['\"]?" + re.escape(docs[0].name) + r"['\"]?", only):
-                return [*state.shell(), docs[0].body]
-            text = text + "\n" + "".join(d.body + d.name + "\n" for d in docs)
-        return [*state.shell(), text]
+            return list(run.command), script
+        if script is not None:
+            return list(run.command), script
+        return [*state.shell(), run.command[0] if run.command else ""], script
 
     def _run_mounts(self, ins: Any, state: State) -> tuple[list[tuple[str, str, bool]], list[Any]]:
         from runtime.build.stages import parse_mount
@@ -665,6 +632,8 @@ class Builder:
         return self._copy(ins, state, add=True)
 
     def _copy(self, ins: Any, state: State, add: bool) -> bool:
+        from runtime.build.expand import expand_heredoc
+
         assert self.mounts is not None
         scope = state.scope()
         for flag in ("parents", "exclude", "checksum", "keep-git-dir", "unpack"):
@@ -690,7 +659,8 @@ class Builder:
         for w in words:
             doc = ins.heredoc_for(w)
             if doc is not None:
-                heredocs.append((doc.name, doc.body))
+                body = expand_heredoc(doc.body, scope) if doc.expand else doc.body
+                heredocs.append((doc.name, body))
                 continue
             src = self._expand(ins, w, scope)
             if re.match(r"^[a-z][a-z0-9+.-]*://", src) or src.startswith("git@"):
