@@ -159,7 +159,7 @@ def test_cache_hit_miss_and_no_cache(bb: RuntimeEnv, tmp_path: Path) -> None:
     ctx = context(tmp_path, """\
 FROM busybox
 COPY a.txt /a.txt
-RUN cat /a.txt > /b.txt && date +%s%N > /stamp
+RUN cat /a.txt > /b.txt && head -c 16 /dev/urandom | od -An -tx1 > /stamp
 RUN echo second > /c.txt
 """, {"a.txt": "one\n"})
     first = build(bb, ctx, "-t", "c:1", "-q")
@@ -209,6 +209,9 @@ CMD ["/bin/busybox", "cat", "/app/artifact"]
     assert {m.name: m for m in layers[2]}["owned-by-root"].uid == 0
     assert not any(n.startswith(("proc", "dev", "etc")) for layer in layers for n in (m.name for m in layer))
     assert "Entrypoint" not in config["config"]
+    # BuildKit's empty image: WorkingDir / and the default PATH
+    assert config["config"]["WorkingDir"] == "/" and config["config"]["Env"] == [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     assert_clean(bb)
 
 

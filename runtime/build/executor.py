@@ -39,6 +39,7 @@ from storage import mediatypes
 from storage.localstore import ImageNotFoundError, LocalStore, chain_ids
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
 _GLOB = re.compile(r"[*?\[]")
 
@@ -241,8 +242,9 @@ class Builder:
             src = self.stage_states[resolved.base_stage]
             state = State(json.loads(json.dumps(src.config)), list(src.layers), list(src.dirs),
                           [dict(h) for h in src.history], src.key, dict(src.platform))
-        elif resolved.is_scratch:
-            state = State({}, [], [], [], cache_mod.key("scratch"), _host_platform())
+        elif resolved.is_scratch:  # BuildKit's empty image: WorkingDir / and the default PATH
+            state = State({"Env": [DEFAULT_PATH], "WorkingDir": "/"}, [], [], [], cache_mod.key("scratch"),
+                          _host_platform())
         else:
             state = self._image_state(stage.source, base)
         state.args = {}
@@ -508,7 +510,7 @@ class Builder:
         argv, script = self._run_argv(ins, state)
         env = {**{k: v for k, v in state.args.items() if v is not None}, **state.env()}
         if "PATH" not in env:
-            env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            env["PATH"] = DEFAULT_PATH.partition("=")[2]
         network = ins.flag("network") or self.opts.network
         if network not in ("default", "none", "host"):
             raise ValueError(f"--network={network}: default, none or host")
