@@ -142,6 +142,7 @@ CMD ["world"]
     assert len([h for h in config["history"] if not h.get("empty_layer")]) == 6
     assert len(config["history"]) == 1 + 15
     assert all(h["created"] == "2023-11-14T22:13:20Z" for h in config["history"][1:])
+    assert config["history"][7]["created_by"].startswith("RUN |1 GREETING=hello /bin/sh -c echo")
     # the first RUN: whiteout of /etc/motd, no mount stubs (/proc, /etc/hosts…) in the layer
     run1 = [m.name for m in layers[4]]
     assert "etc/.wh.motd" in run1 and "srv/app/made.txt" in run1

@@ -526,7 +526,9 @@ class Builder:
             mount_keys.append(["script", script])
         key = cache_mod.key(state.key, "RUN", argv, sorted(env.items()), state.config.get("User") or "",
                             state.config.get("WorkingDir") or "/", network, mount_keys)
-        created_by = "RUN " + " ".join(argv) + " # buildkit"
+        args = [f"{k}={v}" for k, v in state.args.items() if v is not None]
+        shown_args = f"|{len(args)} {' '.join(args)} " if args else ""  # BuildKit: the args a RUN saw
+        created_by = "RUN " + shown_args + " ".join(argv) + " # buildkit"
         if self._cached_layer(state, key, created_by):
             return True
         spec = RunSpec(argv=argv, env=[f"{k}={v}" for k, v in env.items()], layers=list(state.dirs),
