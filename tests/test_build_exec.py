@@ -81,6 +81,8 @@ def assert_clean(env: RuntimeEnv) -> None:
     """No container record, no container cgroup, no build mount left by a build."""
     assert env.states() == []
     assert env.container_cgroups() == []
+    steps = env.store / "buildcache" / "steps"  # the RUN upper dirs, on disk beside the store
+    assert not steps.is_dir() or os.listdir(steps) == []
     with open("/proc/self/mountinfo") as f:
         assert "pyreg-build-" not in f.read()
 
@@ -236,6 +238,7 @@ def test_interrupted_build_leaves_nothing(bb: RuntimeEnv, tmp_path: Path) -> Non
             if line.strip() == "#2 started" or time.monotonic() > deadline:
                 break
         assert bb.states(), "the RUN container is there while it runs"
+        assert os.listdir(bb.store / "buildcache" / "steps"), "its upper dir is on disk, not in the run root"
         proc.send_signal(sig)
         proc.wait(timeout=60)
         assert proc.returncode != 0

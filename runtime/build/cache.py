@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,38 @@ class BuildCache:
         return path
 
 
+@contextlib.contextmanager
+def _locked(root: Path, exclusive: bool) -> Iterator[None]:
+    """Builds hold the cache shared while they run; prune takes it alone, so it waits for them
+    (a running build's step dirs and cache mounts live here)."""
+    import fcntl
+
+    if not root.is_dir():
+        make_private_dir(root)
+    fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def in_use(store_root: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold for the length of a build."""
+    return _locked(cache_root(store_root), exclusive=False)
+
+
 def prune(store_root: Path) -> int:
-    """Remove the whole build cache; the number of entries and cache mounts removed."""
+    """Remove the whole build cache (after the builds running now); the number of entries and
+    cache mounts removed."""
     root = cache_root(store_root)
+    if not root.is_dir():
+        return 0
     count = 0
-    for sub in ("keys", "mounts"):
-        d = root / sub
-        if d.is_dir():
-            count += sum(len(files) for _, _, files in os.walk(d)) if sub == "keys" else len(os.listdir(d))
-    if root.is_dir():
-        shutil.rmtree(root, ignore_errors=True)
+    with _locked(root, exclusive=True):
+        for sub in ("keys", "mounts", "steps"):
+            d = root / sub
+            if d.is_dir():
+                count += sum(len(f) for _, _, f in os.walk(d)) if sub == "keys" else len(os.listdir(d))
+                shutil.rmtree(d, ignore_errors=True)
     return count

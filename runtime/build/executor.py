@@ -191,7 +191,7 @@ class Builder:
         self.work = tempfile.mkdtemp(prefix="pyreg-build-")
         self.mounts = fsops.Mounts(self.work)
         try:
-            with self.store.writing():
+            with self.store.writing(), cache_mod.in_use(self.store.root):
                 return self._build(df)
         finally:
             self.mounts.close()
@@ -535,7 +535,7 @@ class Builder:
                        user=state.config.get("User") or "", workdir=state.config.get("WorkingDir") or "/",
                        network=network, mounts=mounts)
         try:
-            step = Step(spec)
+            step = Step(spec, str(self.cache.root / "steps"))
         except StepError as e:
             raise ValueError(str(e)) from None
         try:

@@ -119,7 +119,9 @@ def remove_stubs(upper: str, plan: list[tuple[str, os.stat_result | None]]) -> N
 class Step:
     """A RUN container: :meth:`run` it, read its ``upper`` dir, then :meth:`remove` it."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, scratch_root: str | None = None) -> None:
+        """``scratch_root``: where the step's upper and work dirs go (the build cache beside the
+        store, on disk) rather than the run root, often a tmpfs: a RUN may write gigabytes."""
         from runtime import spec as rspec
         from runtime import state
         from runtime.record import Container, ContainerConfig
@@ -145,6 +147,12 @@ class Step:
             memory=None if rootless else defaults["memory"],
             extra={"overlay_options": OVERLAY_BUILD_OPTIONS, "labels": {}, "build": True},
         )
+        self.scratch = ""
+        if scratch_root:
+            os.makedirs(scratch_root, mode=0o700, exist_ok=True)
+            self.scratch = os.path.join(scratch_root, cid[:16])
+            os.mkdir(self.scratch, 0o700)
+            cfg.extra["scratch_dir"] = self.scratch
         self.rec = Container(id=cid, name=f"build-{cid[:12]}", image="", config=cfg, created=state.now())
         if net:
             self.rec.net = net
@@ -171,6 +179,8 @@ class Step:
     def upper(self) -> str:
         from runtime import state
 
+        if self.scratch:
+            return os.path.join(self.scratch, "upper")
         return os.path.join(state.container_dir(self.rec.id), "upper")
 
     def run(self, output: Callable[[bytes], None] | None) -> int:
@@ -244,6 +254,8 @@ class Step:
                 container.cleanup(rec, remove=False)
         with contextlib.suppress(FileNotFoundError):
             container.remove_files(self.rec.id)
+        if self.scratch:
+            _rmtree(self.scratch)
         if self.empty_lower:
             with contextlib.suppress(OSError):
                 os.rmdir(self.empty_lower)
@@ -260,3 +272,19 @@ def _relay(fd: int, output: Callable[[bytes], None] | None) -> None:
                     output(line)
     if buf and output is not None:
         output(buf)
+
+
+def _rmtree(path: str) -> None:
+    """Remove a step's scratch dir, overlay's mode-000 ``work/work`` included."""
+    import shutil
+
+    def retry(func: Callable[..., object], p: str, exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                func(p)
+
+    shutil.rmtree(path, onerror=retry)
