@@ -7,9 +7,9 @@ cold (empty cache) and fully cached, wall time of the command, median of the rou
 Needs root, Debian's buildah and docker.io (``tests/run`` installs them). Everything lives under
 one temporary directory: pyreg's store and run root, buildah's vfs root (chroot isolation, with
 ``--layers`` so it caches), and a dockerd of its own (its own data root, exec root and socket, vfs
-storage, no iptables, no bridge), stopped at the end. This machine's docker CLI has no buildx, so
-docker's number is the classic builder's. The Dockerfile starts ``FROM scratch`` + a static
-busybox, so no builder pulls anything.
+storage, no iptables, no bridge), stopped at the end, driven by Debian's docker CLI 20.10 with
+its classic builder and with BuildKit (``DOCKER_BUILDKIT=1``). The Dockerfile starts
+``FROM scratch`` + a static busybox, so no builder pulls anything.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Debian's docker.io CLI (20.10) drives the daemon's BuildKit itself; a newer CLI wants buildx
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 sys.path.insert(0, str(REPO))
 
 DOCKERFILE = """\
@@ -77,14 +79,15 @@ def main() -> None:
             return [sys.executable, "-m", "client.cli", "build", "-q", "-t", "bench", str(ctx)], e
 
         def buildah(n: int) -> tuple[list[str], dict[str, str]]:
-            return ["buildah", "--root", str(root / f"bh-{n}" / "root"), "--runroot", str(root / f"bh-{n}" / "run"),
-                    "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers", "-q", "-t", "bench",
-                    str(ctx)], env
+            home = root / f"bh-{n}"
+            return ["buildah", "--root", str(home / "root"), "--runroot", str(home / "run"),
+                    "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers", "-q",
+                    "-t", "bench", str(ctx)], env
 
         builders = {"pyreg": pyreg}
         if shutil.which("buildah"):
             builders["buildah"] = buildah
-        if shutil.which("dockerd") and shutil.which("docker"):
+        if shutil.which("dockerd") and shutil.which(DOCKER):
             short = Path(tempfile.mkdtemp(prefix="pyreg-bb-"))
             sock = short / "d.sock"
             dockerd = subprocess.Popen(
@@ -94,20 +97,27 @@ def main() -> None:
             denv = {**env, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0",
                     "DOCKER_CONFIG": str(root / "docker-config")}
             deadline = time.monotonic() + 60
-            while subprocess.run(["docker", "version"], env=denv, capture_output=True).returncode != 0:
+            while subprocess.run([DOCKER, "version"], env=denv, capture_output=True).returncode != 0:
                 if time.monotonic() > deadline:
                     raise SystemExit("dockerd did not start")
                 time.sleep(0.2)
 
             def docker(n: int) -> tuple[list[str], dict[str, str]]:
-                return ["docker", "build", "-q", "--network", "none", "-t", f"bench{n}", str(ctx)], denv
+                return [DOCKER, "build", "-q", "--network", "none", "-t", f"bench{n}", str(ctx)], denv
+
+            def buildkit(n: int) -> tuple[list[str], dict[str, str]]:
+                return ([DOCKER, "build", "-q", "--network", "none", "-t", f"bk{n}", str(ctx)],
+                        {**denv, "DOCKER_BUILDKIT": "1"})
 
             builders["docker"] = docker
+            if DOCKER == "/usr/bin/docker":
+                builders["buildkit"] = buildkit
         for rnd in range(args.rounds):
             for name, make in builders.items():
                 cmd, e = make(rnd)
                 # one dockerd for all rounds: its cold build is --no-cache (the others get new roots)
-                cold = timed([*cmd[:2], "--no-cache", *cmd[2:]] if name == "docker" else cmd, e)
+                daemon = name in ("docker", "buildkit")
+                cold = timed([*cmd[:2], "--no-cache", *cmd[2:]] if daemon else cmd, e)
                 cached = timed(cmd, e)
                 r = results.setdefault(name, {"cold": [], "cached": []})
                 r["cold"].append(cold)
