@@ -13,9 +13,9 @@ the same in the OCI notation, so this module translates one into the other:
   walk is the file, the others link to it);
 - uid, gid and mode are kept; uname/gname are left empty (they mean nothing across hosts).
 
-The mounts must use ``redirect_dir=off`` and ``metacopy=off`` (runtime/build/run.py does): with a
-redirect, a renamed directory is an xattr pointing into a lower layer, and with metacopy a
-chmod'ed file has no data in the upper dir — neither can be said in a tar.
+The mounts must use ``redirect_dir=off`` and ``metacopy=off`` (runtime/build/runstep.py and
+fsops.py do): with a redirect, a renamed directory is an xattr pointing into a lower layer, and
+with metacopy a chmod'ed file has no data in the upper dir — neither can be said in a tar.
 
 The order is deterministic (a directory, its opaque marker, its whiteouts, then its other entries,
 by byte order of their names), and with ``source_date_epoch`` no mtime is later than it, so the

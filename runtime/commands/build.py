@@ -84,6 +84,13 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
     from runtime.build.executor import Builder, BuildError, BuildOptions
 
     executor.check_platform(args.platform)
+    from storage.reference import ReferenceError, parse
+
+    for tag in args.tag:  # before any work, as docker
+        try:
+            parse(tag)
+        except (ReferenceError, ValueError) as e:
+            raise BuildError(f"invalid tag {tag!r}: {e}") from None
     if args.push and not args.tag:
         raise BuildError("--push needs a name: give -t NAME[:TAG]")
     if args.push and push is None:
