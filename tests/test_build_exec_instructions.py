@@ -268,3 +268,39 @@ RUN echo "$P $Q" > /out
     proc = build(bb, ctx, "-t", "escaped")
     assert "syntax=docker/dockerfile:1" in proc.stderr and "ignored" in proc.stderr
     assert sh(bb, "escaped", "cat /out") == "C:\\dir two\n"
+
+
+def test_run_has_the_defences_of_pyreg_run(bb: RuntimeEnv, tmp_path: Path) -> None:
+    ctx = context(tmp_path, """\
+FROM busybox
+RUN grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status > /status && echo $$ > /pid && \\
+    cat /proc/self/cgroup > /cgroup && hostname > /host
+""")
+    build(bb, ctx, "-t", "defended")
+    status = dict(line.split(":\t") for line in sh(bb, "defended", "cat /status").splitlines())
+    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1"
+    assert status["CapEff"] == "00000000a80425fb"  # docker's default set, as pyreg run
+    assert sh(bb, "defended", "cat /pid") == "1\n"  # its own pid namespace
+    assert sh(bb, "defended", "cat /cgroup").strip().endswith(":/")  # its own cgroup namespace
+    assert sh(bb, "defended", "cat /host").strip() != os.uname().nodename
+
+
+def test_copy_through_an_image_symlink_stays_in_the_image(bb: RuntimeEnv, tmp_path: Path) -> None:
+    canary = tmp_path / "host-canary"  # an absolute host path the image's symlinks name
+    canary.mkdir()
+    ctx = context(tmp_path, f"""\
+FROM busybox
+RUN mkdir -p {canary} && ln -s {canary} /escape && ln -s ../../../../../../../{canary} /climb
+COPY planted.txt /escape/planted.txt
+COPY planted.txt /climb/
+WORKDIR /escape/work
+""", {"planted.txt": "planted\n"})
+    build(bb, ctx, "-t", "contained")
+    assert list(canary.iterdir()) == []  # nothing reached the host
+    out = sh(bb, "contained", f"cat {canary}/planted.txt; ls {canary}")
+    assert out == "planted\nplanted.txt\nwork\n"
+    dangling = context(tmp_path / "d", f"FROM busybox\nRUN ln -s {canary}/x /dangling\nCOPY f /dangling/f\n",
+                       {"f": "f\n"})
+    proc = build(bb, dangling, check=False)  # refused (BuildKit would make the dirs inside the image)
+    assert proc.returncode == 1 and "dangling symlink" in proc.stderr
+    assert list(canary.iterdir()) == []
