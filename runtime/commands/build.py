@@ -124,6 +124,8 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     out(f"writing image {result.image_id} done")
+    if not result.names:
+        out("note: the image has no name (give -t NAME[:TAG] to run or push it); 'pyreg prune' removes it")
     for n in result.names:
         out(f"naming to {n} done")
     if args.iidfile:
