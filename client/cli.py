@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("runtime.commands.container_cmd", "manage containers (prune: remove stopped ones)"),
     "top": ("runtime.commands.top", "show a running container's processes"),
     "stats": ("runtime.commands.stats", "show containers' CPU, memory, I/O and pids from their cgroups"),
+    "build": ("runtime.commands.build", "build an image from a Dockerfile"),
 }
 
 EXIT_USAGE = 2
@@ -68,9 +69,20 @@ def pull_for_run(ref: str) -> None:
         raise LookupError(f"pull of {ref} failed (exit {code})")
 
 
+def push_for_build(ref: str) -> None:
+    """``pyreg push REF`` in-process for ``build --push``, its output on stderr."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        code = main(["push", ref])
+    if code != 0:
+        raise LookupError(f"push of {ref} failed (exit {code})")
+
+
 # name -> what the CLI hands that command's run(args, **these): the client's services for a
 # command of another package, which imports no client code (DESIGN.md)
-WIRING: dict[str, dict[str, Callable[..., object]]] = {"run": {"pull": pull_for_run}}
+WIRING: dict[str, dict[str, Callable[..., object]]] = {
+    "run": {"pull": pull_for_run}, "build": {"pull": pull_for_run, "push": push_for_build}}
 
 
 def _top_level_help() -> str:

@@ -26,7 +26,8 @@ Modules:
 - ``linux``     — the ctypes system calls (unshare, setns, mount, pivot_root, prctl, capset).
 - ``tty``       — ``run -t``: a pty of the container's devpts, relayed by the supervisor.
 - ``logfile``   — a detached container's log and each line's arrival time (``logs --since/-t``).
-- ``commands``  — the ``pyreg`` subcommands run, ps, logs, stop, kill, rm, exec.
+- ``commands``  — the ``pyreg`` subcommands run, ps, logs, stop, kill, rm, exec, build.
+- ``build``     — ``pyreg build``: Dockerfile → image, each ``RUN`` a container of this runtime.
 
 Environment: ``PYREG_RUN_ROOT`` (container state, default ``/run/pyreg``),
 ``PYREG_CGROUP_VERSION`` (1 or 2: force a cgroup version), ``PYREG_CGROUP_ROOT`` (force a cgroup

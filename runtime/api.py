@@ -91,3 +91,13 @@ def containers_by_image() -> dict[str, list[str]]:
         if rec.image_digest:
             out.setdefault(rec.image_digest, []).append(rec.name or rec.id)
     return out
+
+
+def prune_build_cache(store_root: str | os.PathLike[str]) -> int:
+    """``pyreg prune``: remove the build cache kept under the store (runtime/build/cache.py);
+    the number of entries and cache mounts removed."""
+    from pathlib import Path
+
+    from runtime.build.cache import prune
+
+    return prune(Path(store_root))

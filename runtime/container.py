@@ -37,8 +37,13 @@ def prepare(rec: Container) -> Cgroup | None:
     again = rec.status == "exited"  # pyreg start: its directory and upper layer are kept
     if not again:
         os.mkdir(cdir, 0o700)
+    scratch = rec.config.extra.get("scratch_dir")  # a build step's upper/work: on disk, not tmpfs
     for sub in ("upper", "work", "rootfs"):
         if not (again and os.path.isdir(os.path.join(cdir, sub))):
+            if scratch and sub != "rootfs":
+                os.mkdir(os.path.join(scratch, sub), 0o755)
+                os.symlink(os.path.join(scratch, sub), os.path.join(cdir, sub))
+                continue
             os.mkdir(os.path.join(cdir, sub), 0o755)
     cfg = rec.config
     hostname = cfg.hostname

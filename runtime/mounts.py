@@ -46,6 +46,8 @@ def enter_rootfs(cfg: ContainerConfig, cdir: str) -> None:
         os.chdir(os.path.dirname(os.path.dirname(layers[0])))
         rel = [os.path.relpath(p) for p in layers]
         opts = overlay_options(rel, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), rootless)
+    if cfg.extra.get("overlay_options"):  # a build step: redirect_dir=off,metacopy=off (build/layers.py)
+        opts += "," + str(cfg.extra["overlay_options"])
     linux.mount("overlay", rootfs_path, "overlay", linux.MS_NODEV, opts)
     os.umask(0o022)
     masker = setup_mounts(cfg, cdir, rootfs_path)

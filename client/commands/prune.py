@@ -18,10 +18,13 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from client import origins
     from client.progress import human
+    from runtime.api import prune_build_cache
 
     store = common.store()
     removed = store.prune(common.keep_digests(common.container_images()))
     origins.sweep(store.root, store.has_blob)
+    removed["build_cache"] = prune_build_cache(store.root)
     common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
-                               f"{removed['layers']} layers, {removed['ingest']} partial files")
+                               f"{removed['layers']} layers, {removed['ingest']} partial files, "
+                               f"{removed['build_cache']} build cache entries")
     return 0

@@ -22,4 +22,6 @@ Back (making the image):
 - ``executor``    — walks the stages: ARG/ENV scoping, ``RUN`` in a runtime container on an
   overlay of the layers so far, ``COPY``/``ADD``, config fields and history, the cache.
 - ``cache``       — content-keyed build cache that survives invocations and is pruned by ``prune``.
+- ``runstep``     — one ``RUN``: a runtime container on the layers so far, its upper dir the diff.
+- ``fsops``       — COPY/ADD/WORKDIR through an overlay of the layers in a private mount namespace.
 """

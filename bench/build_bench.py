@@ -1,0 +1,139 @@
+"""``pyreg build`` vs ``docker build`` (classic builder) vs ``buildah bud``: a 10-step Dockerfile,
+cold (empty cache) and fully cached, wall time of the command, median of the rounds.
+
+    python bench/build_bench.py               # 5 rounds
+    python bench/build_bench.py --rounds 1    # a quick check of the setup
+
+Needs root, Debian's buildah and docker.io (``tests/run`` installs them). Everything lives under
+one temporary directory: pyreg's store and run root, buildah's vfs root (chroot isolation, with
+``--layers`` so it caches), and a dockerd of its own (its own data root, exec root and socket, vfs
+storage, no iptables, no bridge), stopped at the end, driven by Debian's docker CLI 20.10 with
+its classic builder and with BuildKit (``DOCKER_BUILDKIT=1``). The Dockerfile starts
+``FROM scratch`` + a static busybox, so no builder pulls anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Debian's docker.io CLI (20.10) drives the daemon's BuildKit itself; a newer CLI wants buildx
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+sys.path.insert(0, str(REPO))
+
+DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ENV APP=/app
+WORKDIR /app
+COPY a.txt .
+RUN echo one > one && mkdir -p /var/lib/x && echo state > /var/lib/x/state
+RUN echo two > two && rm /app/a.txt
+LABEL org.example.bench=1
+USER 1000
+CMD ["cat", "/app/one"]
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    t = time.monotonic()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    took = time.monotonic() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{r.stderr[-2000:]}")
+    return took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    from tests.images import BUSYBOX
+
+    root = Path(tempfile.mkdtemp(prefix="pyreg-build-bench-"))
+    ctx = root / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "a.txt").write_text("a\n")
+    shutil.copy(BUSYBOX, ctx / "busybox")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYREG_CGROUP_PARENT": "pyreg-build-bench",
+           "PYREG_NETWORK": "none"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed pyreg has its .pyc files
+    dockerd = None
+    results: dict[str, dict[str, list[float]]] = {}
+    try:
+        def pyreg(n: int) -> tuple[list[str], dict[str, str]]:
+            e = {**env, "PYREG_STORE": str(root / f"pyreg-{n}" / "store"),
+                 "PYREG_RUN_ROOT": str(root / f"pyreg-{n}" / "run")}
+            return [sys.executable, "-m", "client.cli", "build", "-q", "-t", "bench", str(ctx)], e
+
+        def buildah(n: int) -> tuple[list[str], dict[str, str]]:
+            home = root / f"bh-{n}"
+            return ["buildah", "--root", str(home / "root"), "--runroot", str(home / "run"),
+                    "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers", "-q",
+                    "-t", "bench", str(ctx)], env
+
+        builders = {"pyreg": pyreg}
+        if shutil.which("buildah"):
+            builders["buildah"] = buildah
+        if shutil.which("dockerd") and shutil.which(DOCKER):
+            short = Path(tempfile.mkdtemp(prefix="pyreg-bb-"))
+            sock = short / "d.sock"
+            dockerd = subprocess.Popen(
+                ["dockerd", "--data-root", str(root / "docker"), "--exec-root", str(short / "exec"),
+                 "-H", f"unix://{sock}", "--pidfile", str(short / "pid"), "--iptables=false", "--bridge=none",
+                 "--storage-driver", "vfs"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            denv = {**env, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0",
+                    "DOCKER_CONFIG": str(root / "docker-config")}
+            deadline = time.monotonic() + 60
+            while subprocess.run([DOCKER, "version"], env=denv, capture_output=True).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit("dockerd did not start")
+                time.sleep(0.2)
+
+            def docker(n: int) -> tuple[list[str], dict[str, str]]:
+                return [DOCKER, "build", "-q", "--network", "none", "-t", f"bench{n}", str(ctx)], denv
+
+            def buildkit(n: int) -> tuple[list[str], dict[str, str]]:
+                return ([DOCKER, "build", "-q", "--network", "none", "-t", f"bk{n}", str(ctx)],
+                        {**denv, "DOCKER_BUILDKIT": "1"})
+
+            builders["docker"] = docker
+            if DOCKER == "/usr/bin/docker":
+                builders["buildkit"] = buildkit
+        for rnd in range(args.rounds):
+            for name, make in builders.items():
+                cmd, e = make(rnd)
+                # one dockerd for all rounds: its cold build is --no-cache (the others get new roots)
+                daemon = name in ("docker", "buildkit")
+                cold = timed([*cmd[:2], "--no-cache", *cmd[2:]] if daemon else cmd, e)
+                cached = timed(cmd, e)
+                r = results.setdefault(name, {"cold": [], "cached": []})
+                r["cold"].append(cold)
+                r["cached"].append(cached)
+    finally:
+        if dockerd is not None:
+            dockerd.terminate()
+            dockerd.wait(timeout=60)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+        with_cg = Path("/sys/fs/cgroup/pyreg-build-bench")
+        if with_cg.is_dir():
+            with_cg.rmdir()
+    print(f"{'builder':10} {'cold s':>8} {'cached s':>9}   (median of {args.rounds})")
+    for name, r in results.items():
+        print(f"{name:10} {statistics.median(r['cold']):8.3f} {statistics.median(r['cached']):9.3f}")
+
+
+if __name__ == "__main__":
+    main()

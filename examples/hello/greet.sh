@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$(cat /etc/greeting), $WHO (built by pyreg build)"

@@ -1,0 +1,168 @@
+"""``pyreg build``: a Dockerfile and a context become an image in the local store.
+
+Progress goes to stderr in the shape of docker's ``--progress=plain`` (``#N [stage i/n] RUN …``,
+the step's output, ``#N DONE``/``CACHED``), so stdout holds only what ``-q`` asks for: the image
+ID. ``--push`` hands each tag to the push function the CLI wires (client/cli.py ``WIRING``), and
+images that are not local are pulled through its pull function: the runtime imports no client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runtime.build.context import BuildContext
+
+
+def _key_value(text: str) -> tuple[str, str | None]:
+    key, sep, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"invalid {text!r}: expected KEY=VALUE")
+    return key, value if sep else None
+
+
+def _epoch(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid --source-date-epoch {text!r}: seconds since 1970")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="name the image (repeatable)")
+    p.add_argument("-f", "--file", metavar="DOCKERFILE",
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; '-' reads it from stdin)")
+    p.add_argument("--build-arg", action="append", default=[], type=_key_value, metavar="K=V",
+                   help="set a build-time variable (K alone: its value from the environment)")
+    p.add_argument("--target", metavar="STAGE", help="build this stage (and what it needs) only")
+    p.add_argument("--no-cache", action="store_true", help="run every step, use no cached result")
+    p.add_argument("--pull", action="store_true", help="pull base images even when they are local")
+    p.add_argument("--platform", metavar="linux/ARCH", help="the host's platform (the only one)")
+    p.add_argument("--label", action="append", default=[], type=_key_value, metavar="K=V",
+                   help="set a label on the image")
+    p.add_argument("--network", default="default", choices=("default", "none", "host"),
+                   help="network of RUN steps (default: what 'pyreg run' defaults to)")
+    p.add_argument("--push", action="store_true", help="push every -t name once built")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    p.add_argument("--source-date-epoch", type=_epoch, metavar="N",
+                   help="timestamps (created, history, file mtimes: clamped) from this time")
+    p.add_argument("--compression", default="gzip", choices=("gzip", "zstd"), help="layer compression")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("context", metavar="CONTEXT",
+                   help="the build context: a directory, or - for a tar on stdin")
+
+
+def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None,
+        push: Callable[[str], None] | None = None) -> int:
+    import signal
+
+    from runtime.build.executor import BuildError
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds: the running step, its mounts and cgroup are removed
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    try:
+        return _run(args, pull, push)
+    except (BuildError, LookupError) as e:  # LookupError: the wired pull or push failed
+        print(f"pyreg: build: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
+         push: Callable[[str], None] | None) -> int:
+    import shutil
+    import tempfile
+
+    from runtime.build import executor
+    from runtime.build.executor import Builder, BuildError, BuildOptions
+
+    executor.check_platform(args.platform)
+    from storage.reference import ReferenceError, parse
+
+    for tag in args.tag:  # before any work, as docker
+        try:
+            parse(tag)
+        except (ReferenceError, ValueError) as e:
+            raise BuildError(f"invalid tag {tag!r}: {e}") from None
+    if args.push and not args.tag:
+        raise BuildError("--push needs a name: give -t NAME[:TAG]")
+    if args.push and push is None:
+        raise BuildError("--push is not available here")
+    build_args: dict[str, str] = {}
+    for k, v in args.build_arg:
+        if v is None:
+            if k not in os.environ:
+                continue  # as docker: a K with no value and no such variable is left unset
+            v = os.environ[k]
+        build_args[k] = v
+    epoch = args.source_date_epoch
+    if epoch is None and build_args.get("SOURCE_DATE_EPOCH", "").isdigit():
+        epoch = int(build_args["SOURCE_DATE_EPOCH"])
+    scratch = tempfile.mkdtemp(prefix="pyreg-context-")
+    try:
+        context, text, name = _context(args, scratch)
+        quiet = args.quiet
+
+        def out(line: str) -> None:
+            if not quiet:
+                print(line, file=sys.stderr, flush=True)
+
+        opts = BuildOptions(
+            context=context, dockerfile_text=text, dockerfile_name=name, tags=list(args.tag),
+            build_args=build_args, target=args.target, no_cache=args.no_cache, pull=args.pull,
+            labels={k: v or "" for k, v in args.label}, network=args.network, source_date_epoch=epoch,
+            compression=args.compression, pull_fn=pull, out=out,
+        )
+        result = Builder(opts).build()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    out(f"writing image {result.image_id} done")
+    if not result.names:
+        out("note: the image has no name (give -t NAME[:TAG] to run or push it); 'pyreg prune' removes it")
+    for n in result.names:
+        out(f"naming to {n} done")
+    if args.iidfile:
+        with open(args.iidfile, "w") as f:
+            f.write(result.image_id)
+    if quiet:
+        print(result.image_id)
+    if args.push:
+        assert push is not None
+        for n in result.names:
+            push(n)
+    return 0
+
+
+def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str, str]:
+    """(context, Dockerfile text, its name): CONTEXT a directory, or ``-``: a tar on stdin (or, as
+    docker, a lone Dockerfile with an empty context). The ignore rules are read by
+    runtime/build/context.py (build-front)."""
+    from pathlib import Path
+
+    from runtime.build.context import BuildContext, ContextError
+    from runtime.build.executor import BuildError, load_dockerfile
+
+    try:
+        if args.context == "-":
+            if args.file == "-":
+                raise BuildError("the Dockerfile and the context cannot both come from stdin")
+            name = args.file or "Dockerfile"
+            ctx = BuildContext.from_tar(sys.stdin.buffer, Path(scratch), name)
+            text, _ = load_dockerfile(scratch, str(ctx.dockerfile or Path(scratch) / name))
+            return ctx, text, name
+        if not os.path.isdir(args.context):
+            raise BuildError(f"unable to prepare context: path {args.context!r} not found or not a directory")
+        if args.file == "-":
+            return BuildContext.from_dir(Path(args.context)), sys.stdin.read(), "Dockerfile"
+        text, name = load_dockerfile(args.context, args.file)
+        df_path = Path(args.file) if args.file and os.path.exists(args.file) else Path(args.context) / name
+        return BuildContext.from_dir(Path(args.context), df_path), text, name
+    except ContextError as e:
+        raise BuildError(str(e)) from None
