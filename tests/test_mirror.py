@@ -1,0 +1,257 @@
+"""The pull-through cache against real upstreams: Debian's docker-registry (Distribution 2.8)
+with htpasswd auth and its access log, and a second ``pyreg serve`` with token auth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registry.auth import htpasswd
+from tests import images
+from tests.fixtures.auth import SigningKey
+from tests.fixtures.peers import DistributionRegistry, Skopeo, tagged
+from tests.images import TestImage
+
+ACCEPT = ("application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+          "application/vnd.docker.distribution.manifest.v2+json, "
+          "application/vnd.docker.distribution.manifest.list.v2+json")
+USER, PASSWORD = "mirror", "mirror-pw"
+
+
+class AuthDistribution(DistributionRegistry):
+    """Distribution with htpasswd auth and its access log on (one line per request, in the log)."""
+
+    def __init__(self, root: Path, workdir: Path, htpasswd_path: Path) -> None:
+        super().__init__(root, workdir)
+        self.htpasswd_path = htpasswd_path
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = json.loads(self.config_path.read_text())
+        config["auth"] = {"htpasswd": {"realm": "upstream", "path": str(self.htpasswd_path)}}
+        config["log"]["accesslog"] = {"disabled": False}
+        self.config_path.write_text(json.dumps(config))
+
+    def blob_gets(self, digest: str) -> int:
+        """How many times the blob was served (GET answered 200)."""
+        text = self.log_path.read_text(errors="replace")
+        return len(re.findall(rf'"GET /v2/[^ ]+/blobs/{re.escape(digest)} HTTP/1\.1" 200 ', text))
+
+
+@pytest.fixture
+def storage_config(tmp_path: Path) -> dict[str, Any]:
+    return {"filesystem": {"rootdirectory": str(tmp_path / "mirror-data")}}
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Any:
+    users = tmp_path / "upstream-htpasswd"
+    htpasswd.set_user(users, USER, PASSWORD, cost=4)
+    reg = AuthDistribution(tmp_path / "upstream-root", tmp_path / "upstream", users)
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def medium_image(test_images_dir: Path) -> TestImage:
+    """busybox plus a 24 MiB random layer: big enough to be streamed in many chunks."""
+    return images.build_random_image(test_images_dir / "mirror-medium", 24 << 20)
+
+
+def push_upstream(skopeo: Skopeo, upstream: AuthDistribution, image: TestImage, repo: str,
+                  tag: str = "v1") -> None:
+    skopeo.copy(image.oci_ref, tagged(upstream.host, repo, tag), "--dest-creds", f"{USER}:{PASSWORD}")
+
+
+def mirror_config(upstream: AuthDistribution, **extra: Any) -> dict[str, Any]:
+    entry = {"url": upstream.url, "namespace": "up/*", "username": USER, "password": PASSWORD, **extra}
+    return {"mirror": {"upstreams": [entry], "local": ["up/local/*"]},
+            "storage": {"delete": {"enabled": True}}}
+
+
+def get_manifest(base: str, repo: str, ref: str, client: httpx.Client | None = None) -> httpx.Response:
+    c = client or httpx
+    return c.get(f"{base}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=60)
+
+
+def pull_all(base: str, repo: str, ref: str) -> dict[str, str]:
+    """GET the manifest and every blob; digest -> sha256 of the bytes received."""
+    got: dict[str, str] = {}
+    with httpx.Client(timeout=120) as client:
+        r = get_manifest(base, repo, ref, client)
+        r.raise_for_status()
+        manifest = r.json()
+        for desc in [manifest["config"], *manifest["layers"]]:
+            h = hashlib.sha256()
+            with client.stream("GET", f"{base}/v2/{repo}/blobs/{desc['digest']}") as b:
+                b.raise_for_status()
+                for chunk in b.iter_bytes():
+                    h.update(chunk)
+            got[desc["digest"]] = "sha256:" + h.hexdigest()
+    return got
+
+
+def test_skopeo_pulls_through_the_mirror_each_blob_fetched_once(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        five_layer_image: TestImage, tmp_path: Path) -> None:
+    push_upstream(skopeo, upstream, five_layer_image, "team/five")
+    mirror = make_registry_server(mirror_config(upstream))
+    ref = tagged(mirror.host, "up/team/five", "v1")
+    assert skopeo.digest(ref) == five_layer_image.manifest_digest
+    assert skopeo.inspect_raw(ref) == five_layer_image.manifest  # stored as is: same digest
+    for round_ in range(2):  # the second pull is served from the cache
+        skopeo.copy(ref, f"oci:{tmp_path / f'out{round_}'}:v1")
+        for digest in five_layer_image.blob_digests:
+            assert upstream.blob_gets(digest) == 1, digest
+    blob_dir = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256"
+    for digest in five_layer_image.blob_digests:
+        assert (blob_dir / digest[7:9] / digest[7:] / "data").read_bytes() == five_layer_image.blob(digest)
+    metrics = httpx.get(f"{mirror.url}/metrics").text
+    assert re.search(r'pyreg_mirror_hits_total\{kind="blob",upstream="127\.0\.0\.1:\d+"\} [1-9]', metrics)
+    assert re.search(r'pyreg_mirror_upstream_bytes_total\{upstream="127\.0\.0\.1:\d+"\} [1-9]', metrics)
+
+
+def test_eight_clients_two_workers_one_upstream_fetch(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        medium_image: TestImage) -> None:
+    push_upstream(skopeo, upstream, medium_image, "big")
+    mirror = make_registry_server(mirror_config(upstream), workers=2)
+    results: list[dict[str, str] | BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(pull_all(mirror.url, "up/big", "v1"))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(results) == 8
+    for result in results:
+        assert isinstance(result, dict), result
+        assert result == {d: d for d in medium_image.blob_digests}
+    for digest in medium_image.blob_digests:
+        assert upstream.blob_gets(digest) == 1, digest
+
+
+def test_client_that_disconnects_does_not_break_the_fill(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        medium_image: TestImage) -> None:
+    push_upstream(skopeo, upstream, medium_image, "big")
+    mirror = make_registry_server(mirror_config(upstream))
+    layer = medium_image.layer_digests[-1]
+    with httpx.Client(timeout=60) as first, \
+            first.stream("GET", f"{mirror.url}/v2/up/big/blobs/{layer}") as r:
+        assert r.status_code == 200
+        next(r.iter_raw(1 << 16))  # one chunk, then hang up
+    assert pull_all(mirror.url, "up/big", "v1")[layer] == layer
+    assert upstream.blob_gets(layer) == 1
+
+
+def test_moved_tag_is_seen_after_the_ttl_and_stale_copy_served_when_upstream_is_down(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage, five_layer_image: TestImage) -> None:
+    push_upstream(skopeo, upstream, busybox_image, "app", "latest")
+    mirror = make_registry_server(mirror_config(upstream, tagttl="1s"))
+    first = get_manifest(mirror.url, "up/app", "latest")
+    assert first.status_code == 200
+    assert first.headers["docker-content-digest"] == busybox_image.manifest_digest
+    pull_all(mirror.url, "up/app", "latest")
+    push_upstream(skopeo, upstream, five_layer_image, "app", "latest")  # the tag moves upstream
+    time.sleep(1.1)  # past the tag ttl
+    moved = get_manifest(mirror.url, "up/app", "latest")
+    assert moved.headers["docker-content-digest"] == five_layer_image.manifest_digest
+    assert "warning" not in moved.headers
+    pull_all(mirror.url, "up/app", "latest")
+
+    upstream.stop()
+    time.sleep(1.1)  # the tag is due for a check again, and upstream is gone
+    stale = get_manifest(mirror.url, "up/app", "latest")
+    assert stale.status_code == 200, stale.text
+    assert stale.headers["docker-content-digest"] == five_layer_image.manifest_digest
+    assert "stale" in stale.headers["warning"]
+    assert pull_all(mirror.url, "up/app", "latest") == {d: d for d in five_layer_image.blob_digests}
+    assert "serving up/app:latest stale" in mirror.log()
+    missing = get_manifest(mirror.url, "up/other", "latest")
+    assert missing.status_code == 503
+    error = missing.json()["errors"][0]
+    assert error["code"] == "UNAVAILABLE"
+    assert "not cached" in error["message"] and upstream.host in error["message"]
+
+
+def test_pushes_to_mirrored_names_are_refused_local_names_work(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage) -> None:
+    mirror = make_registry_server(mirror_config(upstream))
+    refused = skopeo.copy(busybox_image.oci_ref, tagged(mirror.host, "up/app", "v1"), check=False)
+    assert refused.returncode != 0
+    r = httpx.post(f"{mirror.url}/v2/up/app/blobs/uploads/")
+    assert r.status_code == 405
+    assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
+    assert "mirror" in r.json()["errors"][0]["message"]
+    for local in ("up/local/app", "team/app"):
+        skopeo.copy(busybox_image.oci_ref, tagged(mirror.host, local, "v1"))
+        assert skopeo.digest(tagged(mirror.host, local, "v1")) == busybox_image.manifest_digest
+
+
+def test_upstream_serving_wrong_bytes_leaves_nothing_cached(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage, tmp_path: Path) -> None:
+    push_upstream(skopeo, upstream, busybox_image, "app")
+    layer = busybox_image.layer_digests[0]
+    stored = tmp_path / "upstream-root/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:] / "data"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes: Distribution serves them as they are
+    stored.write_bytes(bytes(data))
+    mirror = make_registry_server(mirror_config(upstream))
+    got = b""
+    with pytest.raises(httpx.HTTPError):  # cut short of its Content-Length
+        with httpx.stream("GET", f"{mirror.url}/v2/up/app/blobs/{layer}", timeout=60) as r:
+            for chunk in r.iter_raw():
+                got += chunk
+    assert len(got) < len(data)
+    cached = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:] / "data"
+    assert not cached.exists()
+    assert httpx.head(f"{mirror.url}/v2/up/app/blobs/{layer}").status_code in (200, 404)
+    again = httpx.get(f"{mirror.url}/v2/up/app/blobs/{layer}", timeout=60)
+    assert again.status_code == 502 and again.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert not cached.exists()
+
+
+def test_token_auth_upstream_pyreg(make_registry_server: Any, signing_key: SigningKey,
+                                   htpasswd_users: Path, skopeo: Skopeo,
+                                   busybox_image: TestImage, tmp_path: Path) -> None:
+    """Upstream: pyreg with its own token server (Docker Hub's flow); the mirror logs in as bob."""
+    upstream = make_registry_server({
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "token-upstream")}},
+        "auth": {"token": {"service": "upstream", "issuer": "upstream",
+                           "signingkey": str(signing_key.key), "certificate": str(signing_key.cert)},
+                 "htpasswd": {"path": str(htpasswd_users)}},
+        "access": [{"repository": "team/*", "users": ["alice"], "actions": ["pull", "push"]},
+                   {"repository": "team/*", "users": ["bob"], "actions": ["pull"]}]})
+    skopeo.copy(busybox_image.oci_ref, tagged(upstream.host, "team/app", "v1"),
+                "--dest-creds", "alice:alice-pw")
+    mirror = make_registry_server({"mirror": {"upstreams": [
+        {"url": upstream.url, "namespace": "corp/*", "remoteprefix": "team",
+         "username": "bob", "password": "bob-pw"}]}})
+    ref = tagged(mirror.host, "corp/app", "v1")
+    assert skopeo.digest(ref) == busybox_image.manifest_digest
+    skopeo.copy(ref, f"oci:{tmp_path / 'out'}:v1")
+    assert pull_all(mirror.url, "corp/app", "v1") == {d: d for d in busybox_image.blob_digests}
+    wrong = make_registry_server({"mirror": {"upstreams": [
+        {"url": upstream.url, "namespace": "*", "username": "bob", "password": "nope"}]}})
+    r = get_manifest(wrong.url, "team/app", "v1")
+    assert r.status_code == 502
+    assert "refused" in r.json()["errors"][0]["message"]
