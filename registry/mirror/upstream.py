@@ -20,7 +20,15 @@ from registry.config import UpstreamConfig
 from registry.mirror.config import upstream_host
 from storage.digest import Digest
 from storage.manifest import ManifestBlob
-from storage.remote import Login, RegistryClient, RemoteError, TLSSettings, error_message, network_reason
+from storage.remote import (
+    AuthError,
+    Login,
+    RegistryClient,
+    RemoteError,
+    TLSSettings,
+    error_message,
+    network_reason,
+)
 
 log = logging.getLogger("pyreg.mirror")
 
@@ -88,8 +96,10 @@ class Upstream:
             raise
         except httpx.HTTPError as e:
             raise RemoteError(f"{what}: {network_reason(e)}") from e
-        except Exception as e:  # the auth flow's AuthError and ResponseRefused: one line each
-            raise RemoteError(f"{what}: {e}") from e
+        except AuthError as e:  # refused credentials: upstream answered, no use serving stale
+            raise RemoteError(f"{what}: {e}", 401) from e
+        except Exception as e:  # ResponseRefused (a body over its bound): one line
+            raise RemoteError(f"{what}: {e}", 502) from e
 
     def head_manifest(self, repo: str, reference: str) -> tuple[Digest | None, str | None]:
         """(digest, media type) of a tag upstream; (None, None) when upstream has no such tag.
@@ -117,8 +127,10 @@ class Upstream:
             return self.client.get_manifest(repo, reference, verify)
         except RemoteError:
             raise
-        except Exception as e:  # a digest mismatch, a refused body, the auth flow's errors
-            raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}") from e
+        except AuthError as e:
+            raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}", 401) from e
+        except Exception as e:  # a digest mismatch, a refused body
+            raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}", 502) from e
 
     def blob_size(self, repo: str, digest: Digest) -> int | None:
         """HEAD of a blob upstream: its size, None when upstream lacks it."""
@@ -144,8 +156,10 @@ class Upstream:
             raise
         except httpx.HTTPError as e:
             raise RemoteError(f"{what}: {network_reason(e)}") from e
+        except AuthError as e:
+            raise RemoteError(f"{what}: {e}", 401) from e
         except Exception as e:
-            raise RemoteError(f"{what}: {e}") from e
+            raise RemoteError(f"{what}: {e}", 502) from e
         if r.status_code != 200:
             try:
                 raise error_message(r, what)
