@@ -256,3 +256,84 @@ def test_token_auth_upstream_pyreg(make_registry_server: Any, signing_key: Signi
     r = get_manifest(wrong.url, "team/app", "v1")
     assert r.status_code == 502
     assert "refused" in r.json()["errors"][0]["message"]
+
+
+def test_podman_and_pyreg_pull_through_the_mirror_at_its_root(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo, podman: Any,
+        client_env: Any, five_layer_image: TestImage) -> None:
+    """Docker's ``registry-mirrors`` style: Distribution's own ``proxy:`` keys, names at the root."""
+    push_upstream(skopeo, upstream, five_layer_image, "team/five")
+    mirror = make_registry_server({"proxy": {"remoteurl": upstream.url, "username": USER,
+                                             "password": PASSWORD}})
+    pulled = json.loads(client_env.run("pull", f"{mirror.host}/team/five:v1", "--json").stdout)
+    assert pulled["digest"] == five_layer_image.manifest_digest
+    podman.pull(f"docker://{mirror.host}/team/five:v1")
+    assert podman.image_inspect(f"{mirror.host}/team/five:v1")["Digest"] == five_layer_image.manifest_digest
+    for digest in five_layer_image.blob_digests:
+        assert upstream.blob_gets(digest) == 1, digest
+
+
+def test_expiry_removes_content_not_pulled_within_the_ttl(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo, client_env: Any,
+        busybox_image: TestImage, tmp_path: Path) -> None:
+    import asyncio
+
+    from registry.config import load_config
+    from registry.drivers import make_driver
+    from registry.mirror.expiry import expire
+
+    push_upstream(skopeo, upstream, busybox_image, "app")
+    mirror = make_registry_server(mirror_config(upstream, ttl="2s"))
+    pull_all(mirror.url, "up/app", "v1")
+    config = load_config(mirror.config_path, environ={})
+    driver = make_driver(config)
+    # within the ttl nothing goes; a pull moves the clock of its manifest
+    assert asyncio.run(expire(driver, config, now=time.time())) == []
+    stamp = next((tmp_path / "mirror-data/docker/registry/v2/pyreg-mirror").rglob("_pulled/sha256/*"))
+    first = float(stamp.read_text())
+    time.sleep(0.3)
+    pull_all(mirror.url, "up/app", "v1")
+    assert float(stamp.read_text()) > first
+    time.sleep(2.1)
+    result = client_env.run("gc", "--config", str(mirror.config_path), "--grace", "0s", "--settle", "0s")
+    assert f"manifest up/app@{busybox_image.manifest_digest}" in result.stdout
+    blob_dir = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256"
+    for digest in busybox_image.blob_digests:
+        assert not (blob_dir / digest[7:9] / digest[7:] / "data").exists(), digest
+    assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
+    assert upstream.blob_gets(busybox_image.layer_digests[0]) == 2  # fetched again after expiry
+
+
+def test_mirror_config_forms_and_errors() -> None:
+    from registry.config import ConfigError, config_to_dict, load_config
+    from registry.mirror.config import route
+
+    hub = load_config(data={"mirror": {"upstreams": [
+        {"url": "https://registry-1.docker.io", "namespace": "hub/*"},
+        {"url": "quay.io", "namespace": "quay/*"}], "local": ["hub/ours/*"]}}, environ={})
+    assert route(hub.mirror, "hub/alpine") is not None
+    assert route(hub.mirror, "hub/alpine").remote == "library/alpine"  # type: ignore[union-attr]
+    assert route(hub.mirror, "hub/grafana/grafana").remote == "grafana/grafana"  # type: ignore[union-attr]
+    assert route(hub.mirror, "quay/coreos/etcd").remote == "coreos/etcd"  # type: ignore[union-attr]
+    assert route(hub.mirror, "quay/etcd").remote == "etcd"  # type: ignore[union-attr]  # no library/ off Hub
+    assert route(hub.mirror, "hub/ours/app") is None and route(hub.mirror, "team/app") is None
+    # Distribution's proxy keys: one upstream at the root, and the config round-trips to workers
+    dist = load_config(data={"proxy": {"remoteurl": "https://registry-1.docker.io", "ttl": "24h"}},
+                       environ={"REGISTRY_PROXY_USERNAME": "u", "REGISTRY_PROXY_PASSWORD": "p"})
+    (only,) = dist.mirror.upstreams
+    assert (only.namespace, only.ttl, only.username, only.password) == ("*", 86400.0, "u", "p")
+    assert route(dist.mirror, "busybox").remote == "library/busybox"  # type: ignore[union-attr]
+    assert load_config(data=config_to_dict(dist), environ={}) == dist
+    for data, key in [
+        ({"mirror": {"upstreams": [{"namespace": "hub/*"}]}}, "mirror.upstreams[0].url"),
+        ({"mirror": {"upstreams": [{"url": "ftp://x"}]}}, "mirror.upstreams[0].url"),
+        ({"mirror": {"upstreams": [{"url": "https://x/some/path"}]}}, "mirror.upstreams[0].url"),
+        ({"mirror": {"upstreams": [{"url": "x.io", "namespace": "Hub/*"}]}}, "mirror.upstreams[0].namespace"),
+        ({"mirror": {"upstreams": [{"url": "x.io", "ttl": "soon"}]}}, "mirror.upstreams[0].ttl"),
+        ({"mirror": {"upstreams": [{"url": "x.io", "password": "p"}]}}, "mirror.upstreams[0].username"),
+        ({"mirror": {"upstreams": [{"url": "x.io", "colour": 1}]}}, "mirror.upstreams[0].colour"),
+        ({"mirror": {"local": ["a//b"]}}, "mirror.local[0]"),
+        ({"proxy": {"username": "u"}}, "proxy.remoteurl"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load_config(data=data, environ={})
