@@ -61,9 +61,9 @@ def remote(registry: str, args: argparse.Namespace, **kwargs: Any) -> Any:
     """A ``RegistryClient`` for ``registry`` honouring the command's ``--insecure``; httpx is
     imported here, only by commands that talk to a registry (fast start-up for the rest)."""
     lean_httpx()
-    from client.remote import RegistryClient
+    from client.remote import connect
 
-    return RegistryClient(registry, insecure=args.insecure, **kwargs)
+    return connect(registry, insecure=args.insecure, **kwargs)
 
 
 def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
@@ -196,7 +196,7 @@ def describe(exc: BaseException) -> str:
         return os_error_line(exc)
     if name == "DigestMismatchError":
         return f"{exc} (nothing was kept)"
-    if name in ("ReferenceError", "RegistryError", "StoreError", "ImageNotFoundError", "AuthError",
+    if name in ("ReferenceError", "RemoteError", "StoreError", "ImageNotFoundError", "AuthError",
                 "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
                 "PlatformError", "ContentNotFound", "ContentSizeError", "ValueError", "FileNotFoundError",
                 "PermissionError", "ResponseRefused", "LayerTooLarge"):

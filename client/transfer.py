@@ -1,29 +1,37 @@
-"""Pull, push and copy: manifests walked, blobs moved in parallel, everything verified.
+"""Pull, push and copy: each one ``copy_graph`` (storage/content.py) between two stores.
 
-Pull writes into the local store (blobs verified while they stream, layers extracted as soon as
-each arrives, the name tagged last). Push reads from a local image, an OCI layout directory or an
-archive, skips blobs the registry has (HEAD), mounts across repositories of the same registry,
-and uploads the rest streamed or chunked. Copy moves registry to registry without touching disk.
+A registry repository is a ``RemoteStore`` (storage/remote/store.py), the local store and an OCI
+layout directory are stores of their own; the walker copies what the target lacks, children
+before parents, skipping what is there, mounting across repositories, blobs in parallel, with
+progress. What is left here is each command's own part: pull picks a platform, fetches the image
+config first so that each layer is extracted as soon as it lands, and tags the name last; push
+names the repositories a blob may be mounted from (``client/origins.py``); copy mounts from the
+source repository when both are on one registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from client.progress import Progress, human
-from client.remote import RegistryClient, RegistryError
-from storage import graph, mediatypes
-from storage.content import ContentStore, LayoutStore, read_all
-from storage.digest import Digest, DigestMismatchError
+from client import origins
+from client.progress import Progress
+from client.remote import connect
+from storage import mediatypes
+from storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
+from storage.digest import Digest
 from storage.graph import Platform, select_platform
-from storage.localstore import Extractor, LocalStore, chain_ids
-from storage.manifest import Descriptor, Manifest, ManifestBlob, ManifestError, layout_index, ref_name
+from storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
+from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from storage.reference import Reference, parse
+from storage.remote import RegistryClient, RemoteError
+from storage.remote.store import RemoteStore
+
+__all__ = ["Platform", "Source", "TransferResult", "copy", "layout_source", "local_source", "pull",
+           "pull_all_tags", "push"]
 
 # ------------------------------------------------------------------------------------ results
 
@@ -47,198 +55,148 @@ class TransferResult:
                 "platform": self.platform, "blobs": [b.__dict__ for b in self.blobs]}
 
 
-def _run_parallel(jobs: list[Callable[[], BlobResult]], parallel: int) -> list[BlobResult]:
-    if parallel <= 1 or len(jobs) <= 1:
-        return [job() for job in jobs]
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pyreg-blob")
+def _blob_results(copied: list[Copied], only: set[Digest] | None = None) -> list[BlobResult]:
+    return [BlobResult(str(c.descriptor.digest), c.descriptor.size, c.status) for c in copied
+            if c.descriptor.media_type not in mediatypes.MANIFESTS
+            and (only is None or c.descriptor.digest in only)]
+
+
+def _image(desc: Descriptor, data: bytes) -> Manifest:
+    """The validated image manifest (config and layers) ``desc`` names; RemoteError otherwise."""
+    if desc.media_type not in mediatypes.IMAGE_MANIFESTS:
+        raise RemoteError(f"unsupported manifest type {desc.media_type!r}")
     try:
-        futures = [pool.submit(job) for job in jobs]
-        results = []
-        error: Exception | None = None
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                if error is None:
-                    error = exc
-                    for other in futures:
-                        other.cancel()  # not started yet: no point once one blob failed
-    except KeyboardInterrupt:
-        # drop what has not started; running transfers end with the process (the CLI exits at
-        # once), their partial files stay invisible in the ingest area for the next pull
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)  # a failed blob: the ones already running finish (or fail) first
-    if error is not None:
-        raise error
-    return results
-
-
-def _skip_or_mount(rc: RegistryClient, repository: str, digest: Digest, size: int,
-                   mount_from: str | None, progress: Progress) -> BlobResult | str | None:
-    """A blob the registry need not receive: its BlobResult when ``repository`` has it or a
-    cross-repo mount from ``mount_from`` worked; else the upload location a refused mount opened
-    (None when no mount was tried)."""
-    label = _short(str(digest))
-    if rc.blob_exists(repository, digest) is not None:
-        progress.finish(label, "already exists")
-        return BlobResult(str(digest), size, "exists")
-    if mount_from is None:
-        return None
-    location = rc.mount_blob(repository, digest, mount_from)
-    if location is None:
-        progress.finish(label, f"mounted from {mount_from}")
-        return BlobResult(str(digest), size, "mounted")
-    return location
-
-
-def _copy_missing(rc: RegistryClient, repository: str, blobs: dict[Digest, int], mount_from: str | None,
-                  progress: Progress, parallel: int, status: str,
-                  send: Callable[[Digest, int, str | None, Callable[[int], None]], None]) -> list[BlobResult]:
-    """Copy what the target lacks, the one place for skip / mount / parallelism / progress: each
-    blob the registry already has is skipped (HEAD), one it can mount from ``mount_from`` is
-    mounted, the rest go through ``send(digest, size, upload location or None, advance)``."""
-    def job(digest: Digest, size: int) -> BlobResult:
-        label = _short(str(digest))
-        location = _skip_or_mount(rc, repository, digest, size, mount_from, progress)
-        if isinstance(location, BlobResult):
-            return location
-        advance = progress.task(label, size)
-        send(digest, size, location, advance)
-        progress.finish(label, f"{status} {human(size)}")
-        return BlobResult(str(digest), size, status)
-
-    return _run_parallel([partial(job, d, s) for d, s in blobs.items()], parallel)
-
-
-def _short(digest: str) -> str:
-    return digest.split(":")[-1][:12]
-
-
-def _image(m: ManifestBlob) -> Manifest:
-    """The validated image manifest of ``m`` (config and layers); RegistryError for anything else."""
-    if m.media_type not in mediatypes.IMAGE_MANIFESTS:
-        raise RegistryError(f"unsupported manifest type {m.media_type!r}")
-    try:
-        parsed = m.parsed
+        parsed = parse_manifest(data, desc.media_type)
     except ManifestError as exc:
-        raise RegistryError(f"manifest {m.digest} is invalid: {exc}") from None
+        raise RemoteError(f"manifest {desc.digest} is invalid: {exc}") from None
     if parsed.config is None:
-        raise RegistryError(f"manifest {m.digest} has no config")
+        raise RemoteError(f"manifest {desc.digest} has no config")
     return parsed
 
 
-def _graph(top: ManifestBlob, fetch: Callable[[Descriptor], ManifestBlob | None]
-           ) -> tuple[list[ManifestBlob], dict[Digest, int]]:
-    """Walk the graph below ``top`` (storage/graph.py): the manifests under it, children before
-    parents, and every blob (config, layer) an image among them needs. ``fetch`` None: an absent
-    child manifest, left out."""
-    fetched: dict[Digest, ManifestBlob] = {top.digest: top}
-
-    def parsed(desc: Descriptor) -> Manifest | None:
-        blob = fetched.get(desc.digest) or fetch(desc)
-        if blob is None:
-            return None
-        fetched[desc.digest] = blob
-        return _image(blob) if blob.media_type in mediatypes.IMAGE_MANIFESTS else blob.parsed
-
-    manifests: list[ManifestBlob] = []
-    blobs: dict[Digest, int] = {}
-    for node in graph.walk(top.descriptor, parsed):
-        if node.manifest is not None:
-            if node.descriptor.digest != top.digest:
-                manifests.append(fetched[node.descriptor.digest])
-        elif not graph.is_manifest(node.descriptor):
-            blobs[node.descriptor.digest] = node.descriptor.size
-    return manifests, blobs
+def _platform_child(store: RemoteStore, root: Descriptor, wanted: Platform) -> Descriptor:
+    """The child of the index ``root`` for ``wanted`` (PlatformError names what there is)."""
+    data = store.fetch_manifest(root)
+    assert data is not None
+    return select_platform(parse_manifest(data, root.media_type), wanted)
 
 
 # ------------------------------------------------------------------------------------ pull
 
+class _Resuming:
+    """The local store as a pull's target: its writer keeps what an interrupted pull downloaded
+    (``ingest/``, invisible until verified) and the copy goes on from there with ``Range``."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    def info(self, digest: Digest) -> Info | None:
+        return self.store.info(digest)
+
+    def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
+        return self.store.reader(digest, offset)
+
+    def writer(self, digest: Digest, size: int) -> contextlib.AbstractContextManager[BlobWriter]:
+        return self.store.blob_writer(digest, size)
+
+    def walk(self) -> Iterator[Info]:
+        return self.store.walk()
+
+    def delete(self, digest: Digest) -> bool:
+        return self.store.delete(digest)
+
+
 def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, platform: Platform | None = None,
-         parallel: int = 4, insecure: bool = False, progress: Progress | None = None) -> TransferResult:
+         parallel: int = 4, insecure: bool = False, progress: Progress | None = None,
+         client: RegistryClient | None = None) -> TransferResult:
+    """Pull one image into ``store`` (through ``client`` when given, e.g. for every tag of a
+    repository)."""
+    if client is None:
+        with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
+            return pull(ref, store, extractor=extractor, platform=platform, parallel=parallel,
+                        progress=progress, client=rc)
     progress = progress or Progress(enabled=False)
-    wanted = platform or Platform.host()
-    with RegistryClient(ref.registry, insecure=insecure, pool=parallel) as rc:
-        top = rc.get_manifest(ref.repository, ref.reference, verify=ref.digest)
-        chosen, plat = top, None
-        if top.media_type in mediatypes.INDEXES:
-            desc = select_platform(top.parsed, wanted)
-            chosen = rc.get_manifest(ref.repository, str(desc.digest), verify=desc.digest)
-            plat = desc.platform
-        manifest = _image(chosen)
-        result = TransferResult(str(ref), str(chosen.digest), chosen.media_type,
-                                str(Platform.of(plat)) if plat else None)
-        with store.writing():
-            config_desc = manifest.config
-            assert config_desc is not None
-            if not store.has_blob(config_desc.digest):
-                store.put_blob(rc.get_blob_bytes(ref.repository, config_desc.digest, size=config_desc.size),
-                               config_desc.digest)
-            config = store.read_json(config_desc.digest)
-            layers = manifest.layers
-            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-            if len(diff_ids) != len(layers):
-                raise RegistryError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
-            chains = chain_ids(diff_ids)
+    remote = RemoteStore(client, ref.repository)
+    chosen = remote.resolve(ref.reference, verify=ref.digest)
+    plat = None
+    if chosen.media_type in mediatypes.INDEXES:
+        chosen = _platform_child(remote, chosen, platform or Platform.host())
+        plat = chosen.platform
+    data = remote.fetch_manifest(chosen)
+    assert data is not None
+    manifest = _image(chosen, data)
+    config_desc = manifest.config
+    assert config_desc is not None
+    with store.writing():
+        if not store.has_blob(config_desc.digest):
+            store.put_blob(client.get_blob_bytes(ref.repository, config_desc.digest, size=config_desc.size),
+                           config_desc.digest)
+        config = store.read_json(config_desc.digest)
+        layers = manifest.layers
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layers):
+            raise RemoteError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
+        # one blob may stand for several layers (the same tar twice): extract each of them
+        extract: dict[Digest, list[tuple[Descriptor, str, str]]] = {}
+        for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
+            extract.setdefault(desc.digest, []).append((desc, diff_id, chain_id))
 
-            def job(desc: Descriptor, diff_id: str, chain_id: str) -> BlobResult:
-                digest, size = desc.digest, desc.size
-                label = _short(str(digest))
-                status = "exists"
-                if not store.has_blob(digest):
-                    advance = progress.task(label, size)
-                    with store.blob_writer(digest, size) as writer:
-                        if not writer.exists:
-                            advance(writer.offset)
-                            rc.download_blob(ref.repository, digest, writer, advance)
-                            status = "pulled"
-                if extractor is not None:
-                    store.ensure_layer(desc, diff_id, chain_id, extractor)
-                progress.finish(label, f"{status} {human(size)}" if status == "pulled" else "already exists")
-                return BlobResult(str(digest), size, status)
+        def on_blob(desc: Descriptor) -> None:
+            if extractor is not None:
+                for layer, diff_id, chain_id in extract.get(desc.digest, []):
+                    store.ensure_layer(layer, diff_id, chain_id, extractor)
 
-            result.blobs = _run_parallel(
-                [partial(job, d, i, c) for d, i, c in zip(layers, diff_ids, chains, strict=True)], parallel)
-            store.put_blob(chosen.data, chosen.digest)
-            store.tag(str(ref), chosen.digest, chosen.media_type, len(chosen.data), platform=plat)
-    return result
+        copied = copy_graph(remote, _Resuming(store), chosen, parallel=parallel, progress=progress,
+                            verb="pulled", on_blob=on_blob)
+        store.tag(str(ref), chosen.digest, chosen.media_type, chosen.size, platform=plat)
+    origins.record(store.root, [c.descriptor for c in copied], ref.registry, ref.repository)
+    return TransferResult(str(ref), str(chosen.digest), chosen.media_type,
+                          str(Platform.of(plat)) if plat else None,
+                          _blob_results(copied, {d.digest for d in layers}))
+
+
+def pull_all_tags(ref: Reference, store: LocalStore, *, extractor: Extractor | None,
+                  platform: Platform | None = None, parallel: int = 4, insecure: bool = False,
+                  progress: Progress | None = None) -> list[TransferResult]:
+    """Every tag of ``ref``'s repository, over one connection; blobs the tags share move once."""
+    progress = progress or Progress(enabled=False)
+    with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
+        tags = sorted(RemoteStore(rc, ref.repository).tags())
+        if not tags:
+            raise RemoteError(f"{ref.registry}/{ref.repository} has no tags")
+        results = []
+        for tag in tags:
+            one = parse(f"{ref.registry}/{ref.repository}:{tag}")
+            progress.line(f"pulling {one}")
+            results.append(pull(one, store, extractor=extractor, platform=platform, parallel=parallel,
+                                progress=progress, client=rc))
+    return results
 
 
 # ------------------------------------------------------------------------------------ sources for push
 
 @dataclass
 class Source:
-    """Something to push: the top manifest, the manifests under it (children before parents),
-    the blobs its images need, and a way to open them."""
+    """Something to push: a store and the root of the graph in it. ``mount_from`` is the
+    (registry, repository) the whole image came from when no per-blob record says better."""
 
-    top: ManifestBlob
-    children: list[ManifestBlob]
-    blobs: dict[Digest, int]
+    root: Descriptor
     store: ContentStore
-    mount_from: tuple[str, str] | None = None   # (registry, repository) the blobs came from
+    mount_from: tuple[str, str] | None = None
     name: str = ""
-
-
-def _fetcher(store: ContentStore) -> Callable[[Descriptor], ManifestBlob | None]:
-    def fetch(desc: Descriptor) -> ManifestBlob | None:
-        if store.info(desc.digest) is None:
-            return None  # a platform this store never pulled
-        return ManifestBlob.of(read_all(store, desc), desc.media_type, desc.digest)
-    return fetch
+    local_root: Path | None = None  # a local store's directory: where blob origins are recorded
 
 
 def local_source(store: LocalStore, text: str) -> Source:
     record = store.lookup(text)
-    top = ManifestBlob.of(store.read_blob(record.digest), record.media_type, record.digest)
-    children, blobs = _graph(top, _fetcher(store))
+    root = Descriptor(record.media_type, record.digest, record.size)
     mount = None
     try:
         origin = parse(record.name)
         mount = (origin.registry, origin.repository)
     except ValueError:
         pass
-    return Source(top, children, blobs, store, mount, record.name)
+    return Source(root, store, mount, record.name, store.root)
 
 
 def layout_source(path: Path, tag: str | None) -> Source:
@@ -247,7 +205,7 @@ def layout_source(path: Path, tag: str | None) -> Source:
     if tag is None:
         if len(entries) != 1:
             names = [ref_name(e) or "?" for e in entries]
-            raise RegistryError(
+            raise RemoteError(
                 f"{path} holds {len(entries)} images ({', '.join(names)}): name one as DIR:TAG")
         entry = entries[0]
     else:
@@ -255,45 +213,41 @@ def layout_source(path: Path, tag: str | None) -> Source:
             if ref_name(entry) == tag:
                 break
         else:
-            raise RegistryError(f"no image tagged {tag!r} in {path}/index.json")
-
+            raise RemoteError(f"no image tagged {tag!r} in {path}/index.json")
     store = LayoutStore(path)
-    try:
-        top = ManifestBlob.of(read_all(store, entry), entry.media_type, entry.digest)
-        children, blobs = _graph(top, _fetcher(store))
-    except DigestMismatchError as exc:
-        raise RegistryError(f"{path}: a blob does not match its digest ({exc})") from None
-    return Source(top, children, blobs, store, None, str(path))
+    if fetch_manifest(store, entry) is None:
+        raise RemoteError(f"{path}: the manifest {entry.digest} named in index.json is missing")
+    return Source(entry, store, None, str(path))
 
 
 # ------------------------------------------------------------------------------------ push
 
 def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int | None = None,
          insecure: bool = False, progress: Progress | None = None) -> TransferResult:
+    """Walk the source's graph and send what the repository lacks: a blob it has is skipped
+    (HEAD); one another repository of that registry has — as recorded when it was pulled, or
+    the repository the image came from — is mounted; the rest is uploaded."""
     progress = progress or Progress(enabled=False)
-    mount = None
-    origin = source.mount_from
-    if origin and origin[0] == dest.registry and origin[1] != dest.repository:
-        mount = origin[1]
-    with RegistryClient(dest.registry, insecure=insecure, pool=parallel) as rc:
+    fallback = []
+    if source.mount_from and source.mount_from[0] == dest.registry:
+        fallback = [source.mount_from[1]]
+
+    def mount_from(desc: Descriptor) -> list[str]:
+        known = origins.lookup(source.local_root, desc.digest, dest.registry) if source.local_root else []
+        return [r for r in dict.fromkeys(known + fallback) if r != dest.repository]
+
+    with connect(dest.registry, insecure=insecure, pool=parallel) as rc:
         rc.ping()
-
-        def upload(digest: Digest, size: int, location: str | None, advance: Callable[[int], None]) -> None:
-            info = source.store.info(digest)
-            if info is None or info.size != size:
-                actual = "missing" if info is None else f"{info.size} bytes"
-                raise RegistryError(f"blob {digest} is {actual}, its descriptor says {size} bytes")
-            rc.upload_blob(dest.repository, digest, size, lambda: source.store.reader(digest), chunk_size,
-                           location, advance)
-
-        results = _copy_missing(rc, dest.repository, source.blobs, mount, progress, parallel, "pushed",
-                                upload)
-        for child in source.children:
-            rc.put_manifest(dest.repository, str(child.digest), child.data, child.media_type)
-        digest = rc.put_manifest(dest.repository, dest.reference, source.top.data, source.top.media_type)
-    if dest.digest is not None and dest.digest != digest:
-        raise RegistryError(f"pushed manifest is {digest}, not {dest.digest}")
-    return TransferResult(str(dest), str(digest), source.top.media_type, None, results)
+        remote = RemoteStore(rc, dest.repository, chunk_size=chunk_size)
+        copied = copy_graph(source.store, remote, source.root, tag=dest.tag, parallel=parallel,
+                            progress=progress, verb="pushed", mount_from=mount_from)
+    if source.local_root is not None:
+        origins.record(source.local_root, [c.descriptor for c in copied if c.status != "absent"],
+                       dest.registry, dest.repository)
+    if dest.digest is not None and dest.digest != source.root.digest:
+        raise RemoteError(f"pushed manifest is {source.root.digest}, not {dest.digest}")
+    return TransferResult(str(dest), str(source.root.digest), source.root.media_type, None,
+                          _blob_results(copied))
 
 
 # ------------------------------------------------------------------------------------ copy
@@ -303,33 +257,22 @@ def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platfor
     """Registry to registry. An index is copied whole unless a platform is asked for."""
     progress = progress or Progress(enabled=False)
     same_registry = src.registry == dest.registry
-    mount = src.repository if same_registry and src.repository != dest.repository else None
-    with RegistryClient(src.registry, insecure=insecure, pool=parallel) as sc:
-        dc = sc if same_registry else RegistryClient(dest.registry, insecure=insecure, pool=parallel)
-        try:
-            top = sc.get_manifest(src.repository, src.reference, verify=src.digest)
-            plat = None
-            if top.media_type in mediatypes.INDEXES and (platform is not None or not all_platforms):
-                desc = select_platform(top.parsed, platform or Platform.host())
-                plat = desc.platform
-                top = sc.get_manifest(src.repository, str(desc.digest), verify=desc.digest)
-            children, blobs = _graph(
-                top, lambda d: sc.get_manifest(src.repository, str(d.digest), verify=d.digest))
-            dc.ping()
-
-            def stream(digest: Digest, size: int, location: str | None,
-                       advance: Callable[[int], None]) -> None:
-                if location is not None:
-                    dc.http.delete(location)  # the registry would not mount; stream it instead
-                dc.copy_blob_from(sc, src.repository, dest.repository, digest, size, advance)
-
-            results = _copy_missing(dc, dest.repository, blobs, mount, progress, parallel, "copied", stream)
-            for child_manifest in children:
-                dc.put_manifest(dest.repository, str(child_manifest.digest), child_manifest.data,
-                                child_manifest.media_type)
-            digest = dc.put_manifest(dest.repository, dest.reference, top.data, top.media_type)
-        finally:
-            if dc is not sc:
-                dc.close()
+    mount = [src.repository] if same_registry and src.repository != dest.repository else []
+    with contextlib.ExitStack() as stack:
+        sc = stack.enter_context(connect(src.registry, insecure=insecure, pool=parallel))
+        dc = sc if same_registry else stack.enter_context(connect(dest.registry, insecure=insecure,
+                                                                  pool=parallel))
+        source = RemoteStore(sc, src.repository)
+        root = source.resolve(src.reference, verify=src.digest)
+        plat = None
+        if root.media_type in mediatypes.INDEXES and (platform is not None or not all_platforms):
+            root = _platform_child(source, root, platform or Platform.host())
+            plat = root.platform
+        dc.ping()
+        copied = copy_graph(source, RemoteStore(dc, dest.repository), root, tag=dest.tag,
+                            parallel=parallel, progress=progress, verb="copied",
+                            mount_from=lambda desc: mount)
+    if dest.digest is not None and dest.digest != root.digest:
+        raise RemoteError(f"copied manifest is {root.digest}, not {dest.digest}")
     shown = str(Platform.of(plat)) if plat else None
-    return TransferResult(str(dest), str(digest), top.media_type, shown, results)
+    return TransferResult(str(dest), str(root.digest), root.media_type, shown, _blob_results(copied))

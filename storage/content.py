@@ -1,30 +1,38 @@
 """One content store protocol keyed by digest (containerd's ``content.Store``, ORAS's ``Target``).
 
-Every place that holds blobs — the local store, an OCI image layout directory, a registry — is
-read and written through the same five calls, so a copy between any two of them is one function:
-``copy_graph`` walks the image graph in the source (storage/graph.py) and copies what the target
-lacks, children before parents, each blob verified against its digest and size on the way in.
+Every place that holds blobs — the local store, an OCI image layout directory, a registry
+repository (storage/remote/store.py) — is read and written through the same five calls, so a copy
+between any two of them is one function: ``copy_graph`` walks the image graph in the source
+(storage/graph.py) and copies what the target lacks, children before parents, each blob verified
+against its digest and size on the way in. Skips, cross-repository mounts, parallel blobs,
+retries and progress live there and nowhere else; pull, push and copy (client/transfer.py) only
+choose the two stores and the root.
 
 Why synchronous: the client, which does nearly every copy, is synchronous (httpx's sync client,
-parallel blobs on a thread pool: see client/transfer.py), and a sync protocol keeps each
-implementation a few plain file calls. The registry's async ``Driver`` is the exception, and a
-store over it is wrapped at its edge (``anyio.from_thread``) rather than making every caller async.
+parallel blobs on a thread pool), and a sync protocol keeps each implementation a few plain file
+calls. The registry's async ``Driver`` is the exception, and a store over it is wrapped at its
+edge (``anyio.from_thread``) rather than making every caller async.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar, runtime_checkable
 
 from storage import graph
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
 from storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
+from storage.units import human
 
 _CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class ContentNotFound(LookupError):
@@ -94,38 +102,246 @@ def read_all(store: ContentStore, desc: Descriptor, limit: int = 4 << 20) -> byt
     return data
 
 
+@runtime_checkable
+class ManifestStore(Protocol):
+    """A store that keeps manifests apart from blobs and names them by tag (a registry: its
+    manifests are not blobs, and ``GET /blobs/<manifest digest>`` need not work). Stores without
+    these calls keep manifests as blobs, and tags (an image index) elsewhere."""
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes | None:
+        """The manifest's bytes, verified against ``desc``; None when the store lacks it."""
+        ...
+
+    def has_manifest(self, desc: Descriptor) -> bool: ...
+
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
+        """Store a manifest under its digest, or under ``tag`` (which names it too)."""
+        ...
+
+
+@runtime_checkable
+class Mounter(Protocol):
+    """A store that can take a blob it already holds elsewhere without its bytes (a registry's
+    cross-repository mount)."""
+
+    def mount(self, desc: Descriptor, source: str) -> bool:
+        """Link the blob from ``source`` (a repository); False when the store would not."""
+        ...
+
+
+class Progress(Protocol):
+    """What a copy reports: ``task(label, total)`` starts a bar and returns its advance callback,
+    ``finish(label, status)`` ends it with a word (client/progress.py implements it)."""
+
+    def task(self, label: str, total: int | None) -> Callable[[int], None]: ...
+
+    def finish(self, label: str, status: str) -> None: ...
+
+
+class _Silent:
+    def task(self, label: str, total: int | None) -> Callable[[int], None]:
+        return lambda n: None
+
+    def finish(self, label: str, status: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One node of a graph copy and what became of it: ``exists`` (the target had it),
+    ``mounted`` (from ``source``), ``absent`` (a manifest the source lacks: an unpulled platform),
+    or the copy's verb (``copied``, ``pulled``, ``pushed``)."""
+
+    descriptor: Descriptor
+    status: str
+    source: str | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.status not in ("exists", "absent")
+
+
+def fetch_manifest(store: ContentStore, desc: Descriptor) -> bytes | None:
+    """A manifest's verified bytes from any store, None when absent."""
+    if isinstance(store, ManifestStore):
+        return store.fetch_manifest(desc)
+    if store.info(desc.digest) is None:
+        return None
+    return read_all(store, desc)
+
+
 def fetcher(store: ContentStore) -> Callable[[Descriptor], Manifest | None]:
     """``graph.walk``'s fetch over a store: a manifest it lacks is a leaf (an unpulled platform)."""
     def fetch(desc: Descriptor) -> Manifest | None:
-        if store.info(desc.digest) is None:
-            return None
-        return parse_manifest(read_all(store, desc), desc.media_type)
+        data = fetch_manifest(store, desc)
+        return None if data is None else parse_manifest(data, desc.media_type)
     return fetch
 
 
-def copy_blob(src: ContentStore, dst: ContentStore, desc: Descriptor) -> bool:
-    """Copy one blob unless ``dst`` has it; True when bytes were copied."""
+def _retryable(exc: BaseException) -> bool:
+    """A failure worth a second try of the whole blob: the stores mark theirs (a dropped
+    connection, a 5xx or 429 of a registry); a digest or size mismatch never is."""
+    return bool(getattr(exc, "retryable", False))
+
+
+def copy_blob(src: ContentStore, dst: ContentStore, desc: Descriptor,
+              advance: Callable[[int], None] | None = None, retries: int = 3) -> bool:
+    """Copy one blob unless ``dst`` has it; True when bytes were copied. A writer that keeps what
+    an earlier, interrupted copy wrote (``offset``) is fed from there on; a retryable failure
+    starts the blob again (a remote writer resumes from what the registry holds)."""
     if dst.info(desc.digest) is not None:
         return False
-    with src.reader(desc.digest) as f, dst.writer(desc.digest, desc.size) as w:
-        while chunk := f.read(_CHUNK):
-            w.write(chunk)
+    attempt = 0
+    with dst.writer(desc.digest, desc.size) as w:
+        if getattr(w, "exists", False):
+            return False  # another writer stored it while this one waited for the lock
+        shown = 0  # bytes the progress callback has been told of
+
+        def show(n: int) -> None:
+            nonlocal shown
+            shown += n
+            if advance is not None and n:
+                advance(n)
+
+        while True:
+            offset = int(getattr(w, "offset", 0))
+            show(offset - shown)
+            try:
+                with src.reader(desc.digest, offset) as f:
+                    # read1: what has arrived goes on at once (a stalled download still leaves
+                    # its partial file for the next try to resume)
+                    read = getattr(f, "read1", f.read)
+                    while chunk := read(_CHUNK):
+                        w.write(chunk)
+                        show(len(chunk))
+                w.commit()
+                return True
+            except Exception as exc:
+                if isinstance(exc, (DigestMismatchError, ContentSizeError)):
+                    w.abort()  # wrong content: nothing of it is kept for a resume
+                    raise
+                attempt += 1
+                if attempt > retries or not _retryable(exc) or not hasattr(w, "recover"):
+                    raise
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                w.recover()
+
+
+def _short(digest: Digest) -> str:
+    return digest.hex[:12]
+
+
+def copy_graph(src: ContentStore, dst: ContentStore, root: Descriptor, *,
+               platform: graph.Platform | None = None, tag: str | None = None, parallel: int = 1,
+               progress: Progress | None = None, verb: str = "copied",
+               mount_from: Callable[[Descriptor], list[str]] | None = None,
+               on_blob: Callable[[Descriptor], None] | None = None) -> list[Copied]:
+    """Copy the graph under ``root`` from ``src`` into ``dst``: walk it, copy what ``dst`` lacks,
+    children before parents (so a reader of ``dst`` never finds a manifest whose blobs are
+    missing). The one place for skips (``dst.info`` / ``has_manifest``), cross-repository mounts
+    (each repository ``mount_from(blob)`` names is tried when ``dst`` is a ``Mounter``),
+    ``parallel`` blob transfers and ``progress``. Manifests ``src`` lacks are left out (status
+    ``absent``). ``tag`` also names the root where ``dst`` keeps tags (a registry: the root is
+    then always written, under that tag). ``on_blob(desc)`` runs once each blob is in ``dst``
+    (a pull extracts layers there, while others still download). Returns every node, in walk
+    order (blobs first, then manifests), with what became of it."""
+    progress = progress or _Silent()
+    manifests: dict[Digest, bytes] = {}
+
+    def fetch(desc: Descriptor) -> Manifest | None:
+        data = fetch_manifest(src, desc)
+        if data is None:
+            return None
+        manifests[desc.digest] = data
+        return parse_manifest(data, desc.media_type)
+
+    nodes = list(graph.walk(root, fetch, platform=platform))
+    blobs = [n.descriptor for n in nodes if not graph.is_manifest(n.descriptor)]
+
+    def blob(desc: Descriptor) -> Copied:
+        label = _short(desc.digest)
+        result = _skip_or_mount(dst, desc, mount_from)
+        if result is None:
+            advance = progress.task(label, desc.size)
+            copied = copy_blob(src, dst, desc, advance)
+            result = Copied(desc, verb if copied else "exists")
+        if on_blob is not None:
+            on_blob(desc)
+        if result.status == "mounted":
+            progress.finish(label, f"mounted from {result.source}")
+        elif result.status == "exists":
+            progress.finish(label, "already exists")
+        else:
+            progress.finish(label, f"{verb} {human(desc.size)}")
+        return result
+
+    results = {c.descriptor.digest: c for c in run_parallel([partial(blob, d) for d in blobs], parallel)}
+    out: list[Copied] = [results[d.digest] for d in blobs]
+    for node in nodes:
+        desc = node.descriptor
+        if not graph.is_manifest(desc):
+            continue
+        if node.manifest is None:
+            out.append(Copied(desc, "absent"))
+            continue
+        data = manifests[desc.digest]
+        out.append(Copied(desc, verb if _put_manifest(dst, desc, data, tag if desc == root else None)
+                          else "exists"))
+    return out
+
+
+def _skip_or_mount(dst: ContentStore, desc: Descriptor,
+                   mount_from: Callable[[Descriptor], list[str]] | None) -> Copied | None:
+    if dst.info(desc.digest) is not None:
+        return Copied(desc, "exists")
+    if mount_from is not None and isinstance(dst, Mounter):
+        for source in mount_from(desc):
+            if dst.mount(desc, source):
+                return Copied(desc, "mounted", source)
+    return None
+
+
+def _put_manifest(dst: ContentStore, desc: Descriptor, data: bytes, tag: str | None) -> bool:
+    """Store a manifest in ``dst`` unless it is there (and no tag is to be written)."""
+    if isinstance(dst, ManifestStore):
+        if tag is None and dst.has_manifest(desc):
+            return False
+        dst.push_manifest(desc, data, tag)
+        return True
+    if dst.info(desc.digest) is not None:
+        return False
+    with dst.writer(desc.digest, desc.size) as w:
+        w.write(data)
         w.commit()
     return True
 
 
-def copy_graph(src: ContentStore, dst: ContentStore, root: Descriptor, *,
-               platform: graph.Platform | None = None) -> list[Descriptor]:
-    """Copy the graph under ``root`` from ``src`` into ``dst``: walk it, copy what ``dst`` lacks,
-    children before parents (so a reader of ``dst`` never finds a manifest whose blobs are
-    missing). Manifests ``src`` lacks are left out. Returns the descriptors copied."""
-    copied = []
-    for node in graph.walk(root, fetcher(src), platform=platform):
-        if graph.is_manifest(node.descriptor) and node.manifest is None:
-            continue
-        if copy_blob(src, dst, node.descriptor):
-            copied.append(node.descriptor)
-    return copied
+def run_parallel(jobs: list[Callable[[], T]], parallel: int) -> list[T]:
+    """Run ``jobs`` on ``parallel`` threads, results in order. The first failure cancels what has
+    not started, lets what runs finish, then is raised; Ctrl-C drops the queue at once."""
+    if parallel <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pyreg-blob")
+    try:
+        futures = [pool.submit(job) for job in jobs]
+        results = []
+        error: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                if error is None:
+                    error = exc
+                    for other in futures:
+                        other.cancel()  # not started yet: no point once one blob failed
+    except KeyboardInterrupt:
+        # running transfers end with the process; partial files stay invisible for the next try
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if error is not None:
+        raise error
+    return results
 
 
 # --------------------------------------------------------------------------- an OCI image layout

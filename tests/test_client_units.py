@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from client import credentials
-from client.auth import RegistryAuth, merge_scopes, parse_challenge, request_scopes
 from client.config import is_loopback, parse_size, plain_http_allowed
 from client.credentials import Credentials
+from storage.remote.auth import RegistryAuth, merge_scopes, parse_challenge, request_scopes
 
 
 def test_parse_challenge() -> None:

@@ -1,24 +1,39 @@
-"""storage/content.py: one ContentStore protocol (the local store and an OCI layout implement it)
-and copy_graph, the one "walk a graph, copy what the target lacks"."""
+"""storage/content.py: one ContentStore protocol (the local store, an OCI layout and a registry
+repository over HTTP implement it) and copy_graph, the one "walk a graph, copy what the target
+lacks". The remote store runs against a real ``pyreg serve``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage import mediatypes as mt
-from storage.content import ContentNotFound, ContentSizeError, ContentStore, LayoutStore, copy_graph
+from storage.content import (
+    ContentNotFound,
+    ContentSizeError,
+    ContentStore,
+    LayoutStore,
+    ManifestStore,
+    copy_graph,
+)
 from storage.digest import Digest, DigestMismatchError
 from storage.graph import Platform
 from storage.localstore import LocalStore
 from storage.manifest import Descriptor
+from storage.remote import RegistryClient, RemoteError
+from storage.remote.store import RemoteStore
 
 
 def _put(store: ContentStore, media_type: str, data: bytes, platform: dict[str, str] | None = None
          ) -> Descriptor:
     desc = Descriptor(media_type, Digest.of(data), len(data), platform=platform)
+    if isinstance(store, ManifestStore) and media_type in mt.MANIFESTS:
+        store.push_manifest(desc, data)  # a registry keeps manifests apart from blobs
+        return desc
     with store.writer(desc.digest, desc.size) as w:
         w.write(data)
         w.commit()
@@ -41,11 +56,33 @@ def _index(store: ContentStore) -> tuple[Descriptor, Descriptor, Descriptor]:
     return _put(store, mt.OCI_INDEX, json.dumps(doc).encode()), amd, arm
 
 
-@pytest.fixture(params=["layout", "local"])
+@pytest.fixture
+def remote_stores(pyreg_factory: Callable[..., Any]) -> Iterator[Callable[[str], RemoteStore]]:
+    """``make(repository)``: a RemoteStore on one running pyreg server."""
+    server = pyreg_factory()
+    client = RegistryClient(server.host, plain_http=True)
+    try:
+        yield lambda repository: RemoteStore(client, repository)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["layout", "local", "remote"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ContentStore:
     if request.param == "layout":
         return LayoutStore(tmp_path / "layout")
+    if request.param == "remote":
+        return request.getfixturevalue("remote_stores")("conformance/src")
     return LocalStore(tmp_path / "local")
+
+
+def _listed(store: ContentStore) -> list[Digest] | None:
+    """What ``walk`` lists; None for a registry, which cannot list (and says so)."""
+    if isinstance(store, RemoteStore):
+        with pytest.raises(RemoteError, match="cannot list"):
+            list(store.walk())
+        return None
+    return [i.digest for i in store.walk()]
 
 
 def test_protocol(store: ContentStore) -> None:
@@ -55,7 +92,9 @@ def test_protocol(store: ContentStore) -> None:
     assert info is not None and info.size == len(data)
     with store.reader(desc.digest, offset=95) as f:
         assert f.read() == b"56789"
-    assert [i.digest for i in store.walk()] == [desc.digest]
+    with store.reader(desc.digest) as f:
+        assert f.read() == data
+    assert _listed(store) in ([desc.digest], None)
     assert store.delete(desc.digest) and not store.delete(desc.digest)
     assert store.info(desc.digest) is None
     with pytest.raises(ContentNotFound):
@@ -72,19 +111,53 @@ def test_writer_verifies_digest_and_size(store: ContentStore) -> None:
         w.commit()
     with store.writer(digest, 5) as w:
         w.write(b"rig")  # left without commit: aborted
-    assert store.info(digest) is None and list(store.walk()) == []
+    assert store.info(digest) is None and _listed(store) in ([], None)
 
 
-@pytest.mark.parametrize("dst_kind", ["layout", "local"])
-def test_copy_graph(store: ContentStore, dst_kind: str, tmp_path: Path) -> None:
+def _walked(store: ContentStore, top: Descriptor) -> set[Digest]:
+    from storage.content import fetcher
+    from storage.graph import walk
+
+    return {n.descriptor.digest for n in walk(top, fetcher(store))}
+
+
+@pytest.mark.parametrize("dst_kind", ["layout", "local", "remote"])
+def test_copy_graph(store: ContentStore, dst_kind: str, tmp_path: Path,
+                    request: pytest.FixtureRequest) -> None:
     top, amd, arm = _index(store)
-    dst: ContentStore = (LayoutStore(tmp_path / "dst") if dst_kind == "layout"
-                         else LocalStore(tmp_path / "dst"))
-    one = copy_graph(store, dst, top, platform=Platform.parse("linux/arm64"))
-    assert [d.digest for d in one][-1] == top.digest
-    assert dst.info(arm.digest) is not None and dst.info(amd.digest) is None
-    rest = copy_graph(store, dst, top)
-    # only what the target lacked: amd's manifest, config and own layer; the top is already there
-    assert len(rest) == 3 and rest[-1].digest == amd.digest
-    assert {i.digest for i in dst.walk()} == {i.digest for i in store.walk()}
-    assert copy_graph(store, dst, top) == []
+    dst: ContentStore
+    if dst_kind == "remote":
+        dst = request.getfixturevalue("remote_stores")("conformance/dst")
+    else:
+        dst = LayoutStore(tmp_path / "dst") if dst_kind == "layout" else LocalStore(tmp_path / "dst")
+    if isinstance(dst, ManifestStore):
+        # a registry refuses an index whose children it lacks: one platform is copied as itself
+        one = [c.descriptor for c in copy_graph(store, dst, arm) if c.moved]
+        assert [d.digest for d in one][-1] == arm.digest
+        assert _has(dst, arm) and not _has(dst, amd) and not _has(dst, top)
+        rest = [c.descriptor for c in copy_graph(store, dst, top) if c.moved]
+        # only what the target lacked: amd's config, own layer and manifest, then the index
+        assert len(rest) == 4 and [d.digest for d in rest[-2:]] == [amd.digest, top.digest]
+    else:
+        one = [c.descriptor for c in copy_graph(store, dst, top, platform=Platform.parse("linux/arm64"))
+               if c.moved]
+        assert [d.digest for d in one][-1] == top.digest
+        assert _has(dst, arm) and not _has(dst, amd)
+        rest = [c.descriptor for c in copy_graph(store, dst, top) if c.moved]
+        # only what the target lacked: amd's manifest, config and own layer; the top is already there
+        assert len(rest) == 3 and rest[-1].digest == amd.digest
+    assert _walked(dst, top) == _walked(store, top) == {top.digest, amd.digest, arm.digest} | {
+        d.digest for m in (amd, arm) for d in _manifest(store, m).blobs}
+    assert [c for c in copy_graph(store, dst, top) if c.moved] == []
+
+
+def _has(store: ContentStore, desc: Descriptor) -> bool:
+    if isinstance(store, ManifestStore):
+        return store.has_manifest(desc)
+    return store.info(desc.digest) is not None
+
+
+def _manifest(store: ContentStore, desc: Descriptor) -> Any:
+    from storage.content import fetcher
+
+    return fetcher(store)(desc)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from client.auth import request_scopes
 from registry.auth.middleware import classify
 from registry.routes import match as route_match
+from storage.remote.auth import request_scopes
 from storage.routes import Route, match, parse_path, token_scopes
 
 PATHS = [

@@ -31,12 +31,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.ref}: name a tag or a digest to delete")
     deleted = ref.reference
     common.lean_httpx()
-    from client.remote import RegistryError
+    from storage.remote import RemoteError
 
     with common.remote(ref.registry, args) as rc:
         try:
             rc.delete_manifest(ref.repository, ref.reference)
-        except RegistryError as exc:
+        except RemoteError as exc:
             if ref.digest is not None or exc.status not in (400, 404, 405) or exc.code == "NAME_UNKNOWN":
                 raise
             digest = rc.head_manifest(ref.repository, ref.reference)

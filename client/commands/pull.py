@@ -9,6 +9,8 @@ from client import common
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ref", help="[registry/][namespace/]name[:tag][@digest]")
+    parser.add_argument("-a", "--all-tags", action="store_true",
+                        help="pull every tagged image of the repository (REF names no tag)")
     parser.add_argument("--platform", help="os/arch[/variant] from a multi-arch index (default: this host)")
     parser.add_argument("--no-extract", action="store_true", help="store blobs only; extract on first run")
     common.add_network(parser, transfers=True)
@@ -24,7 +26,9 @@ def _run(args: argparse.Namespace) -> int:
     from client import config, transfer
     from storage.reference import parse
 
-    ref = parse(args.ref)
+    ref = parse(args.ref, default_tag=not args.all_tags)
+    if args.all_tags and (ref.tag is not None or ref.digest is not None):
+        raise ValueError("tag can't be used with --all-tags/-a")
     extractor = None
     if not args.no_extract:
         from runtime.api import extract_layer
@@ -33,9 +37,18 @@ def _run(args: argparse.Namespace) -> int:
     platform = transfer.Platform.parse(args.platform) if args.platform else None
     store = common.store()
     with common.progress(args) as progress:
-        progress.line(f"pulling {ref}")
-        result = transfer.pull(ref, store, extractor=extractor, platform=platform,
-                               parallel=config.parallel(args.parallel), insecure=args.insecure,
-                               progress=progress)
-    common.emit_transfer(args, result)
+        if args.all_tags:
+            results = transfer.pull_all_tags(ref, store, extractor=extractor, platform=platform,
+                                             parallel=config.parallel(args.parallel),
+                                             insecure=args.insecure, progress=progress)
+        else:
+            progress.line(f"pulling {ref}")
+            results = [transfer.pull(ref, store, extractor=extractor, platform=platform,
+                                     parallel=config.parallel(args.parallel), insecure=args.insecure,
+                                     progress=progress)]
+    if args.all_tags and getattr(args, "json", False):
+        common.emit(args, [r.as_json() for r in results])
+    else:
+        for result in results:
+            common.emit_transfer(args, result)
     return 0

@@ -9,14 +9,14 @@ from ``TLSSettings`` providers, the plain-HTTP allowance and the in-memory limit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import IO, Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import urljoin
 
 import httpx
 
 from storage import mediatypes
-from storage.digest import Digest, DigestMismatchError, DigestVerifier
+from storage.digest import Digest, DigestMismatchError
 from storage.manifest import ManifestBlob, ManifestError, parse_manifest
 from storage.netaddr import is_loopback
 from storage.reference import DOCKER_HUB
@@ -39,7 +39,6 @@ MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LI
                              mediatypes.DOCKER_MANIFEST])
 CHUNK = 1 << 20
 MANIFEST_MAX = 4 << 20
-RESUME_CHUNK = 32 << 20
 MAX_REDIRECTS = 10
 MAX_PAGES = 10_000            # Link pages followed for one listing
 MAX_LIST_ITEMS = 1_000_000    # tags or repositories kept from one listing
@@ -236,7 +235,7 @@ class RegistryClient:
                 except RuntimeError:
                     failed = httpx.URL(url).netloc.decode()
                 raise RemoteError(untrusted_message(failed, reason)) from exc
-            raise RemoteError(f"{what}: {network_reason(exc)}") from exc
+            raise RemoteError(f"{what}: {network_reason(exc)}", 599) from exc
         if response.status_code not in ok:
             raise error_message(response, what)
         return response
@@ -379,117 +378,6 @@ class RegistryClient:
         value = response.headers.get("range", "")
         end = value.rsplit("-", 1)[1].strip() if "-" in value else ""
         return int(end) + 1 if end.isdigit() else 0
-
-    def upload_blob(self, repo: str, digest: Digest, size: int, opener: Callable[[], IO[bytes]],
-                    chunk_size: int | None = None, location: str | None = None,
-                    progress: Callable[[int], None] | None = None) -> None:
-        """Upload a blob: one streamed PUT, or PATCH chunks of ``chunk_size``. After a dropped
-        connection the upload resumes from the registry's upload status."""
-        location = location or self.start_upload(repo)
-        sent = 0
-        attempt = 0
-        with opener() as f:
-            while True:
-                try:
-                    if chunk_size is None and sent == 0:
-                        location = self._put_stream(location, digest, f, size, progress)
-                        return
-                    while sent < size:
-                        n = min(chunk_size or CHUNK * 8, size - sent)
-                        f.seek(sent)
-                        data = f.read(n)
-                        response = self._send(
-                            "PATCH", location, f"upload {digest}", ok=(202, 204), content=data,
-                            headers={"Content-Type": "application/octet-stream",
-                                     "Content-Range": f"{sent}-{sent + len(data) - 1}"})
-                        location = self._location(response)
-                        sent += len(data)
-                        if progress:
-                            progress(len(data))
-                    final = str(httpx.URL(location).copy_merge_params({"digest": str(digest)}))
-                    self._send("PUT", final, f"upload {digest}", ok=(201, 204))
-                    return
-                except (RemoteError, httpx.TransportError) as exc:
-                    status = getattr(exc, "status", None)
-                    if status is not None and status < 500 and status != 429:
-                        raise
-                    attempt += 1
-                    if attempt > self.retries:
-                        raise
-                    time.sleep(backoff(attempt))
-                    try:
-                        held = self.upload_status(location)
-                    except RemoteError:
-                        held = 0
-                        location = self.start_upload(repo)
-                    if progress:
-                        progress(held - sent)
-                    sent = held
-                    if chunk_size is None:
-                        chunk_size = RESUME_CHUNK  # the rest goes up in PATCHes, bounded in memory
-
-    def _put_stream(self, location: str, digest: Digest, f: IO[bytes], size: int,
-                    progress: Callable[[int], None] | None) -> str:
-        def body() -> Iterator[bytes]:
-            f.seek(0)
-            while chunk := f.read(CHUNK):
-                if progress:
-                    progress(len(chunk))
-                yield chunk
-
-        url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
-        try:
-            response = self.http.put(url, content=body(), headers={
-                "Content-Type": "application/octet-stream", "Content-Length": str(size)})
-        except httpx.TransportError as exc:
-            if progress:
-                progress(-f.tell())
-            raise RemoteError(f"upload {digest}: {network_reason(exc)}", 599) from exc
-        if response.status_code not in (201, 204):
-            err = error_message(response, f"upload {digest}")
-            if progress:
-                progress(-size)
-            raise err
-        return location
-
-    def copy_blob_from(self, source: RegistryClient, src_repo: str, repo: str, digest: Digest, size: int,
-                       progress: Callable[[int], None] | None = None) -> None:
-        """Stream a blob from another registry into this one, verifying its digest on the way."""
-        attempt = 0
-        while True:
-            location = self.start_upload(repo)
-            verifier = DigestVerifier(digest)
-            try:
-                with source.http.stream("GET", source.url(f"{src_repo}/blobs/{digest}"),
-                                        headers={"Accept-Encoding": "identity"},
-                                        extensions={"pyreg_limit": None}) as r:
-                    if r.status_code != 200:
-                        raise error_message(r, f"blob {digest}")
-
-                    def body(r: httpx.Response = r, verifier: DigestVerifier = verifier) -> Iterator[bytes]:
-                        for chunk in r.iter_raw():
-                            verifier.update(chunk)
-                            if verifier.size > size:
-                                raise RemoteError(f"blob {digest} is larger than its descriptor's "
-                                                    f"{size} bytes")
-                            if progress:
-                                progress(len(chunk))
-                            yield chunk
-                        verifier.verify()
-
-                    url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
-                    response = self.http.put(url, content=body(), headers={
-                        "Content-Type": "application/octet-stream", "Content-Length": str(size)})
-                    if response.status_code not in (201, 204):
-                        raise error_message(response, f"upload {digest}")
-                return
-            except httpx.TransportError as exc:
-                attempt += 1
-                if progress:
-                    progress(-verifier.size)
-                if attempt > self.retries:
-                    raise RemoteError(f"copy {digest}: {network_reason(exc)}") from exc
-                time.sleep(backoff(attempt))
 
     # -- listing -----------------------------------------------------------------------------------
     def _paginate(self, path: str, key: str, what: str, page: int | None) -> list[str]:

@@ -18,6 +18,11 @@ class RemoteError(Exception):
         self.status = status
         self.code = code
 
+    @property
+    def retryable(self) -> bool:
+        """Worth another try: no answer (599: the connection failed), 429, or a 5xx."""
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
 
 _ERRNO_WORDS = {
     errno.ECONNREFUSED: "connection refused",

@@ -1,0 +1,64 @@
+"""Where each blob of the local store came from, so a push can mount instead of upload.
+
+A registry that already holds a blob in another repository takes it by a cross-repository mount
+(``POST …/blobs/uploads/?mount=<digest>&from=<repository>``) with no bytes sent. To know which
+repository to name, every pull and push records, per blob, the registry repositories it was seen
+in: a sidecar file ``<store>/origins/<algorithm>/<hex>``, one ``registry/repository`` per line,
+newest first, at most ``KEEP`` lines. It lives beside ``blobs/`` rather than in ``index.json``
+because it is about blobs, not images (an image tagged locally under a new name keeps its blobs'
+origins), and a lost or stale record costs nothing but a refused mount and an upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from storage.digest import Digest
+from storage.manifest import Descriptor
+from storage.mediatypes import MANIFESTS
+from storage.private import make_private_dir
+
+KEEP = 8
+DIRNAME = "origins"
+
+
+def _path(root: Path, digest: Digest) -> Path:
+    return root / DIRNAME / digest.algorithm / digest.hex
+
+
+def _read(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(64 << 10)
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, PermissionError):
+        return []
+    return [line for line in text.splitlines() if line and "/" in line]
+
+
+def lookup(root: Path, digest: Digest, registry: str) -> list[str]:
+    """The repositories of ``registry`` that ``digest`` was seen in, newest first."""
+    prefix = f"{registry}/"
+    return [line[len(prefix):] for line in _read(_path(root, digest)) if line.startswith(prefix)]
+
+
+def record(root: Path, descriptors: Iterable[Descriptor], registry: str, repository: str) -> None:
+    """Note that ``registry/repository`` holds these blobs. Best effort: a store that cannot be
+    written here (read-only, full) only loses the mount hint."""
+    entry = f"{registry}/{repository}"
+    for desc in descriptors:
+        if desc.media_type in MANIFESTS:
+            continue  # a registry mounts blobs only
+        path = _path(root, desc.digest)
+        lines = _read(path)
+        if lines[:1] == [entry]:
+            continue
+        lines = [entry, *(line for line in lines if line != entry)][:KEEP]
+        with contextlib.suppress(OSError):
+            if not path.parent.is_dir():
+                make_private_dir(path.parent)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+            tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+            os.replace(tmp, path)
