@@ -337,3 +337,37 @@ def test_mirror_config_forms_and_errors() -> None:
     ]:
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_config(data=data, environ={})
+
+
+def test_index_stored_as_is_children_and_referrers_on_demand(
+        make_registry_server: Any, skopeo: Skopeo, index_image: Any, tmp_path: Path) -> None:
+    upstream = make_registry_server(
+        {"storage": {"filesystem": {"rootdirectory": str(tmp_path / "plain-up")}}})
+    skopeo.copy(index_image.oci_ref, tagged(upstream.host, "lib/multi", "v1"), "--all")
+    child = index_image.children[0]
+    # an artifact that refers to the first child (OCI 1.1 subject)
+    config = b"{}"
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    httpx.post(f"{upstream.url}/v2/lib/multi/blobs/uploads/?digest={config_digest}", content=config,
+               headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+    artifact = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": child.manifest_digest, "size": len(child.manifest)}}).encode()
+    artifact_digest = "sha256:" + hashlib.sha256(artifact).hexdigest()
+    httpx.put(f"{upstream.url}/v2/lib/multi/manifests/{artifact_digest}", content=artifact,
+              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}).raise_for_status()
+
+    mirror = make_registry_server({"mirror": {"upstreams": [{"url": upstream.url, "namespace": "m/*"}]}})
+    index = get_manifest(mirror.url, "m/lib/multi", "v1")
+    assert index.content == index_image.index  # byte for byte: the same digest
+    assert index.headers["docker-content-digest"] == index_image.digest
+    got = get_manifest(mirror.url, "m/lib/multi", child.manifest_digest)  # a child, on demand
+    assert got.status_code == 200 and got.content == child.manifest
+    referrers = httpx.get(f"{mirror.url}/v2/m/lib/multi/referrers/{child.manifest_digest}").json()
+    assert [m["digest"] for m in referrers["manifests"]] == [artifact_digest]
+    assert get_manifest(mirror.url, "m/lib/multi", artifact_digest).content == artifact
+    skopeo.copy(tagged(mirror.host, "m/lib/multi", "v1"), f"oci:{tmp_path / 'all'}:v1", "--all")

@@ -15,6 +15,7 @@ once per ``ttl``/10 per worker), which ``pyreg gc`` reads (registry/mirror/expir
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -144,7 +145,7 @@ class Mirror:
                 metrics.HITS.labels(upstream.name, "manifest").inc()
                 return stored, None
         try:
-            current, _ = await asyncio.to_thread(upstream.head_manifest, where.remote, tag)
+            current, _ = await upstream.call(upstream.head_manifest, where.remote, tag)
         except RemoteError as e:
             metrics.ERRORS.labels(upstream.name).inc()
             if stored is not None and unavailable(e):
@@ -172,7 +173,7 @@ class Mirror:
         upstream = self.upstreams[where.upstream]
         metrics.MISSES.labels(upstream.name, "manifest").inc()
         try:
-            blob = await asyncio.to_thread(upstream.get_manifest, where.remote, str(digest), digest)
+            blob = await upstream.call(upstream.get_manifest, where.remote, str(digest), digest)
         except RemoteError as e:
             metrics.ERRORS.labels(upstream.name).inc()
             if e.status == 404:
@@ -186,6 +187,27 @@ class Mirror:
                                 f"for {name}@{digest}: {e}", status=502) from None
         await self.layout.put_manifest(name, digest, blob.data, parsed)
         return StoredManifest(digest, blob.data, parsed.media_type)
+
+    async def referrers(self, name: str, digest: Digest, artifact_type: str | None,
+                        where: Route) -> tuple[bytes, bool] | None:
+        """Upstream's referrers index for a mirrored name (its entries are then fetched by
+        digest on demand); None when upstream cannot say: the stored referrers answer."""
+        upstream = self.upstreams[where.upstream]
+        try:
+            found = await upstream.call(upstream.referrers, where.remote, digest, artifact_type)
+        except RemoteError as e:
+            metrics.ERRORS.labels(upstream.name).inc()
+            log.warning("mirror: referrers of %s@%s from storage: %s", name, digest, e)
+            return None
+        if found is not None:
+            try:
+                doc = json.loads(found[0])
+                ok = isinstance(doc, dict) and isinstance(doc.get("manifests"), list)
+            except ValueError:
+                ok = False
+            if not ok:
+                return None
+        return found
 
     def _forget_fill(self, digest: Digest) -> None:
         self._fills.pop(digest, None)
@@ -206,7 +228,7 @@ class Mirror:
             return await serve_blob(request, registry, str(digest), blob_data_path(digest), size)
         if request.method == "HEAD":
             try:
-                size = await asyncio.to_thread(upstream.blob_size, where.remote, digest)
+                size = await upstream.call(upstream.blob_size, where.remote, digest)
             except RemoteError as e:
                 metrics.ERRORS.labels(upstream.name).inc()
                 raise unavailable_error(upstream, f"blob {digest}", e) from None

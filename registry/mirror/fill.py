@@ -171,7 +171,7 @@ class Fill:
         label = self.upstream.name
         await delete_path(self.driver, fill_dir(self.digest))  # what a dead leader left
         try:
-            length, chunks, response = await asyncio.to_thread(
+            length, chunks, response = await self.upstream.call(
                 self.upstream.open_blob, self.remote, self.digest)
         except RemoteError as e:
             metrics.ERRORS.labels(label).inc()
@@ -197,7 +197,7 @@ class Fill:
             checked = time.monotonic()
             while True:
                 try:
-                    chunk = await asyncio.to_thread(step)
+                    chunk = await self.upstream.call(step)
                 except Exception as e:
                     metrics.ERRORS.labels(label).inc()
                     raise FillError(f"blob {self.digest} from {self.upstream.host}: "
@@ -229,7 +229,7 @@ class Fill:
             self.published = True
             log.info("mirror: cached blob %s (%d bytes) from %s", self.digest, written, self.upstream.host)
         finally:
-            await asyncio.to_thread(response.close)
+            await self.upstream.call(response.close)
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer.cancel()

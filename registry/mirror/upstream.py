@@ -8,11 +8,13 @@ get`` asked with the upstream's host, the first time the upstream asks for them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,6 +34,9 @@ from storage.remote import (
 
 log = logging.getLogger("pyreg.mirror")
 
+T = TypeVar("T")
+THREADS = 32  # blocking upstream calls in flight per upstream (each fill holds one while reading)
+MANIFEST_MAX = 4 << 20
 RETRIES = 1  # a mirror answers its own clients: a dead upstream is said (or served stale) quickly
 CHUNK = 1 << 20
 
@@ -62,9 +67,12 @@ def helper_login(helper: str, host: str) -> Login | None:
 
 
 class Upstream:
-    """Blocking calls to one upstream; call them through ``asyncio.to_thread``."""
+    """Blocking calls to one upstream, run by ``call`` in threads of the upstream's own pool: a
+    stalled upstream then ties up only its own threads, never the loop's default executor that
+    storage calls use."""
 
     def __init__(self, config: UpstreamConfig) -> None:
+        self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix=f"mirror-{config.name}")
         self.config = config
         self.name = config.name
         self.host = upstream_host(config.url)
@@ -86,7 +94,22 @@ class Upstream:
                                      retries=RETRIES, credentials=credentials, tls=tls, pool=16)
 
     def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.client.close()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def referrers(self, repo: str, digest: Digest, artifact_type: str | None) -> tuple[bytes, bool] | None:
+        """The upstream's referrers index of ``digest`` (JSON bytes, and whether it applied the
+        artifactType filter), None when it has no referrers API (404) or answers otherwise."""
+        what = f"referrers of {digest} at {self.host}"
+        params = {"artifactType": artifact_type} if artifact_type else None
+        r = self._send("GET", f"{repo}/referrers/{digest}", what, params=params,
+                       extensions={"pyreg_limit": MANIFEST_MAX})
+        if r.status_code != 200:
+            return None
+        return r.content, "artifactType" in r.headers.get("oci-filters-applied", "")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
