@@ -11,7 +11,7 @@ random layer). Each round: ``skopeo copy`` of the image to an OCI layout directl
 then through a fresh pyreg mirror (empty storage: the first pull fetches from upstream while it
 streams to skopeo), then again through that mirror (served from its storage); then the same two
 through a fresh Distribution with ``proxy: {remoteurl: …}``. Reported: median seconds and the
-ratio to the direct pull (the target for pyreg's first pull is ≤ 1.2×). Every pull's manifest
+ratio to the direct pull (the target for pyreg's first pull is <= 1.2x). Every pull's manifest
 digest is checked against upstream's.
 
 Needs skopeo and docker-registry (``tests/run`` installs them).
@@ -138,7 +138,7 @@ def main() -> int:
                                "seconds": {k: round(statistics.median(v), 3) for k, v in times.items()}}
     print(f"image: busybox + {args.mib} MiB random layer; {args.rounds} round(s); median seconds of "
           "skopeo copy to an OCI layout")
-    print(f"{'pull':<22}{'seconds':>9}{'× direct':>10}{'MiB/s':>9}")
+    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>9}")
     for key, values in times.items():
         median = statistics.median(values)
         print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>9.0f}")

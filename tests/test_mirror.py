@@ -371,3 +371,24 @@ def test_index_stored_as_is_children_and_referrers_on_demand(
     assert [m["digest"] for m in referrers["manifests"]] == [artifact_digest]
     assert get_manifest(mirror.url, "m/lib/multi", artifact_digest).content == artifact
     skopeo.copy(tagged(mirror.host, "m/lib/multi", "v1"), f"oci:{tmp_path / 'all'}:v1", "--all")
+
+
+def test_credentials_from_a_docker_credential_helper(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage, tmp_path: Path) -> None:
+    push_upstream(skopeo, upstream, busybox_image, "app")
+    bin_dir = tmp_path / "helper-bin"
+    bin_dir.mkdir()
+    asked = tmp_path / "helper-asked"
+    helper = bin_dir / "docker-credential-pyregtest"
+    helper.write_text(f"#!/bin/sh\ncat > {asked}\n"
+                      f"printf '{{\"Username\": \"{USER}\", \"Secret\": \"{PASSWORD}\"}}'\n")
+    helper.chmod(0o755)
+    import os
+
+    mirror = make_registry_server(
+        {"mirror": {"upstreams": [{"url": upstream.url, "namespace": "up/*",
+                                   "credentialhelper": "pyregtest"}]}},
+        env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
+    assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
+    assert asked.read_text() == upstream.host  # asked with the upstream's host, nothing else
