@@ -324,7 +324,7 @@ def test_mirror_config_forms_and_errors() -> None:
     assert (only.namespace, only.ttl, only.username, only.password) == ("*", 86400.0, "u", "p")
     assert route(dist.mirror, "busybox").remote == "library/busybox"  # type: ignore[union-attr]
     assert load_config(data=config_to_dict(dist), environ={}) == dist
-    for data, key in [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"mirror": {"upstreams": [{"namespace": "hub/*"}]}}, "mirror.upstreams[0].url"),
         ({"mirror": {"upstreams": [{"url": "ftp://x"}]}}, "mirror.upstreams[0].url"),
         ({"mirror": {"upstreams": [{"url": "https://x/some/path"}]}}, "mirror.upstreams[0].url"),
@@ -334,7 +334,8 @@ def test_mirror_config_forms_and_errors() -> None:
         ({"mirror": {"upstreams": [{"url": "x.io", "colour": 1}]}}, "mirror.upstreams[0].colour"),
         ({"mirror": {"local": ["a//b"]}}, "mirror.local[0]"),
         ({"proxy": {"username": "u"}}, "proxy.remoteurl"),
-    ]:
+    ]
+    for data, key in bad:
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_config(data=data, environ={})
 
