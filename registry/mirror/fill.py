@@ -43,6 +43,7 @@ FILLS: Final = f"{ROOT}/pyreg-mirror/fills"
 POLL: Final = 0.05  # seconds between looks at another process's fill
 LOCK_CHECK: Final = 5.0  # seconds between renewals of the leader's lock (a lease on S3)
 FOLLOW_TIMEOUT: Final = 120.0  # a leader elsewhere that shows no progress this long is given up on
+STEP: Final = 1 << 20  # bytes read from upstream per hop to a thread
 
 
 def fill_dir(digest: Digest) -> str:
@@ -181,9 +182,19 @@ class Fill:
         iterator: Iterator[bytes] = chunks
 
         def step() -> bytes | None:
-            chunk = next(iterator, None)
-            if chunk is not None:
-                hasher.update(chunk)
+            """At least STEP bytes (the network gives 64 KiB at a time): few loop round trips."""
+            parts: list[bytes] = []
+            got = 0
+            while got < STEP:
+                piece = next(iterator, None)
+                if piece is None:
+                    break
+                parts.append(piece)
+                got += len(piece)
+            if not parts:
+                return None
+            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+            hasher.update(chunk)
             return chunk
 
         written = 0

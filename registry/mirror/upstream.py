@@ -38,7 +38,6 @@ T = TypeVar("T")
 THREADS = 32  # blocking upstream calls in flight per upstream (each fill holds one while reading)
 MANIFEST_MAX = 4 << 20
 RETRIES = 1  # a mirror answers its own clients: a dead upstream is said (or served stale) quickly
-CHUNK = 1 << 20
 
 
 def helper_login(helper: str, host: str) -> Login | None:
@@ -189,7 +188,7 @@ class Upstream:
             finally:
                 r.close()
         length = r.headers.get("content-length", "")
-        return (int(length) if length.isdigit() else None), r.iter_raw(CHUNK), r
+        return (int(length) if length.isdigit() else None), r.iter_raw(), r
 
 
 def unavailable(e: RemoteError) -> bool:
