@@ -73,6 +73,7 @@ class Fill:
         self.error: str | None = None
         self.upstream_missing = False
         self.published = False
+        self._recent: tuple[int, bytes] | None = None  # the leader's last chunk and its offset
         self.ready = asyncio.Event()  # size known, published, or failed
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -220,6 +221,7 @@ class Fill:
                 if length is not None and written > length:
                     break
                 await writer.write(chunk)
+                self._recent = (written - len(chunk), chunk)
                 self._notify()
                 if time.monotonic() - checked > LOCK_CHECK:
                     await lock.check()
@@ -240,6 +242,7 @@ class Fill:
             self.published = True
             log.info("mirror: cached blob %s (%d bytes) from %s", self.digest, written, self.upstream.host)
         finally:
+            self._recent = None
             await self.upstream.call(response.close)
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -265,6 +268,15 @@ class Fill:
                         offset += len(chunk)
                         yield chunk
                 return
+            recent = self._recent
+            if recent is not None and size is not None and recent[0] <= offset < recent[0] + len(recent[1]):
+                # caught up with this worker's leader: its last chunk, from memory (still never
+                # the blob's last byte before it is published)
+                piece = recent[1][offset - recent[0]:size - 1 - recent[0]]
+                if piece:
+                    offset += len(piece)
+                    yield piece
+                    continue
             available = 0
             if size is not None:
                 try:
