@@ -139,52 +139,62 @@ class Mirror:
         upstream = self.upstreams[where.upstream]
         local = await self.layout.resolve_tag(name, tag)
         stored = await self.layout.manifest(name, local) if local is not None else None
-        if stored is not None:
-            checked = await self._stamp_time(checked_path(name, tag))
-            if checked is not None and 0 <= time.time() - checked < upstream.config.tagttl:
-                metrics.HITS.labels(upstream.name, "manifest").inc()
-                return stored, None
+        if stored is None:  # nothing to revalidate: one GET by tag instead of HEAD, then GET
+            fetched = await self._fetch(name, where, tag, None)
+            await self.layout.tag(name, tag, fetched.digest)
+            await self._stamp(checked_path(name, tag))
+            return fetched, None
+        checked = await self._stamp_time(checked_path(name, tag))
+        if checked is not None and 0 <= time.time() - checked < upstream.config.tagttl:
+            metrics.HITS.labels(upstream.name, "manifest").inc()
+            return stored, None
         try:
             current, _ = await upstream.call(upstream.head_manifest, where.remote, tag)
         except RemoteError as e:
             metrics.ERRORS.labels(upstream.name).inc()
-            if stored is not None and unavailable(e):
+            if unavailable(e):
                 metrics.STALE.labels(upstream.name).inc()
                 log.warning("mirror: serving %s:%s stale (%s): %s", name, tag, stored.digest, e)
                 return stored, STALE_WARNING
             raise unavailable_error(upstream, f"{name}:{tag}", e) from None
         if current is None:
             raise manifest_unknown(tag)
-        if stored is not None and current == stored.digest:
+        if current == stored.digest:
             await self._stamp(checked_path(name, tag))
             metrics.HITS.labels(upstream.name, "manifest").inc()
             return stored, None
-        fetched = await self.layout.manifest(name, current)
-        if fetched is None:
-            fetched = await self._fetch(name, where, tag, current)
+        moved = await self.layout.manifest(name, current)
+        if moved is None:
+            moved = await self._fetch(name, where, tag, current)
         else:
             metrics.HITS.labels(upstream.name, "manifest").inc()
-        await self.layout.tag(name, tag, fetched.digest)
+        await self.layout.tag(name, tag, moved.digest)
         await self._stamp(checked_path(name, tag))
-        return fetched, None
+        return moved, None
 
-    async def _fetch(self, name: str, where: Route, reference: str, digest: Digest) -> StoredManifest:
-        """GET a manifest upstream by digest, verify it, store it as is and link it."""
+    async def _fetch(self, name: str, where: Route, reference: str,
+                     digest: Digest | None) -> StoredManifest:
+        """GET a manifest upstream by digest (verified against it) or, for a tag not stored
+        yet, by the tag itself (one round trip; checked against Docker-Content-Digest when
+        upstream sends it), store it as is and link it."""
         upstream = self.upstreams[where.upstream]
         metrics.MISSES.labels(upstream.name, "manifest").inc()
+        what = f"{name}@{digest}" if digest is not None else f"{name}:{reference}"
         try:
-            blob = await upstream.call(upstream.get_manifest, where.remote, str(digest), digest)
+            blob = await upstream.call(upstream.get_manifest, where.remote,
+                                       reference if digest is None else str(digest), digest)
         except RemoteError as e:
             metrics.ERRORS.labels(upstream.name).inc()
             if e.status == 404:
                 raise manifest_unknown(reference) from None
-            raise unavailable_error(upstream, f"{name}@{digest}", e) from None
+            raise unavailable_error(upstream, what, e) from None
+        digest = blob.digest
         metrics.UPSTREAM_BYTES.labels(upstream.name).inc(len(blob.data))
         try:
             parsed = parse_manifest(blob.data, blob.media_type)
         except ManifestError as e:
             raise RegistryError("UNAVAILABLE", f"upstream {upstream.host} sent an invalid manifest "
-                                f"for {name}@{digest}: {e}", status=502) from None
+                                f"for {what}: {e}", status=502) from None
         await self.layout.put_manifest(name, digest, blob.data, parsed)
         return StoredManifest(digest, blob.data, parsed.media_type)
 
