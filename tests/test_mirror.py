@@ -146,6 +146,33 @@ def test_eight_clients_two_workers_one_upstream_fetch(
         assert upstream.blob_gets(digest) == 1, digest
 
 
+def test_two_replicas_on_one_storage_fetch_each_blob_once(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        medium_image: TestImage) -> None:
+    """Two ``pyreg serve`` on one storage: the blob's lock in storage elects one fetcher; the
+    other replica's clients read its staging file, then the published blob."""
+    push_upstream(skopeo, upstream, medium_image, "big")
+    replicas = [make_registry_server(mirror_config(upstream)) for _ in range(2)]
+    results: list[dict[str, str] | BaseException] = []
+
+    def one(base: str) -> None:
+        try:
+            results.append(pull_all(base, "up/big", "v1"))
+        except BaseException as e:  # reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=one, args=(replicas[i % 2].url,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(results) == 6
+    for result in results:
+        assert result == {d: d for d in medium_image.blob_digests}, result
+    for digest in medium_image.blob_digests:
+        assert upstream.blob_gets(digest) == 1, digest
+
+
 def test_client_that_disconnects_does_not_break_the_fill(
         upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
         medium_image: TestImage) -> None:

@@ -141,6 +141,8 @@ class Fill:
     async def _follow(self) -> None:
         """Another worker or replica holds the lock: watch its staging file until it publishes
         or lets the lock go."""
+        log.info("mirror: blob %s is being fetched by another worker or replica: following it",
+                 self.digest)
         last_progress = time.monotonic()
         seen = -1
         while True:
