@@ -420,3 +420,44 @@ def test_credentials_from_a_docker_credential_helper(
         env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
     assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
     assert asked.read_text() == upstream.host  # asked with the upstream's host, nothing else
+
+
+def test_upstream_answering_5xx_gets_the_stored_copy_served_stale(
+        make_registry_server: Any, skopeo: Skopeo, busybox_image: TestImage, tmp_path: Path) -> None:
+    """Upstream behind nginx; upstream dies, nginx answers 502: the stored tag is served stale."""
+    import subprocess
+
+    from tests.fixtures.peers import free_port, require_tool, stop_process, wait_for_http
+
+    upstream = make_registry_server(
+        {"storage": {"filesystem": {"rootdirectory": str(tmp_path / "up-behind-nginx")}}})
+    skopeo.copy(busybox_image.oci_ref, tagged(upstream.host, "lib/app", "v1"))
+    work = tmp_path / "nginx"
+    work.mkdir()
+    port = free_port()
+    temps = " ".join(f"{kind}_temp_path {work / kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (work / "nginx.conf").write_text(
+        f"daemon off; user root; pid {work / 'nginx.pid'}; error_log {work / 'error.log'};\n"
+        f"events {{}}\nhttp {{ access_log off; {temps}\n"
+        f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass {upstream.url}; "
+        "proxy_set_header Host $http_host; } } }\n")
+    nginx = subprocess.Popen([require_tool("/usr/sbin/nginx"), "-c", str(work / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v2/", nginx)
+        mirror = make_registry_server({"mirror": {"upstreams": [
+            {"url": f"http://127.0.0.1:{port}", "namespace": "m/*", "tagttl": "0s"}]}})
+        assert get_manifest(mirror.url, "m/lib/app", "v1").status_code == 200
+        upstream.stop()
+        assert httpx.head(f"http://127.0.0.1:{port}/v2/lib/app/manifests/v1").status_code == 502
+        stale = get_manifest(mirror.url, "m/lib/app", "v1")  # tagttl 0: upstream is asked
+        assert stale.status_code == 200
+        assert stale.headers["docker-content-digest"] == busybox_image.manifest_digest
+        assert stale.headers["warning"].startswith("110 ")
+        metrics = httpx.get(f"{mirror.url}/metrics").text
+        assert re.search(r'pyreg_mirror_stale_total\{upstream="127\.0\.0\.1:\d+"\} 1\.0', metrics)
+        missing = get_manifest(mirror.url, "m/lib/other", "v1")
+        assert missing.status_code == 503 and "502" in missing.json()["errors"][0]["message"]
+    finally:
+        stop_process(nginx)
