@@ -461,3 +461,54 @@ def test_upstream_answering_5xx_gets_the_stored_copy_served_stale(
         assert missing.status_code == 503 and "502" in missing.json()["errors"][0]["message"]
     finally:
         stop_process(nginx)
+
+
+def test_blob_redirect_to_another_host_gets_no_credentials(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage, tmp_path: Path) -> None:
+    """nginx in front of the htpasswd upstream sends blob GETs to a "CDN" on another origin (a
+    second nginx server serving the upstream's blob files), logging the Authorization it gets."""
+    import subprocess
+
+    from tests.fixtures.peers import free_port, require_tool, stop_process, wait_for_http
+
+    push_upstream(skopeo, upstream, busybox_image, "app")
+    work = tmp_path / "cdn"
+    work.mkdir()
+    front, cdn = free_port(), free_port()
+    blobs = tmp_path / "upstream-root/docker/registry/v2/blobs/sha256"
+    temps = " ".join(f"{kind}_temp_path {work / kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (work / "nginx.conf").write_text(f"""
+daemon off; user root; pid {work / 'nginx.pid'}; error_log {work / 'error.log'};
+events {{}}
+http {{
+  {temps}
+  log_format seen '$server_port $request auth=[$http_authorization]';
+  access_log {work / 'access.log'} seen;
+  server {{
+    listen 127.0.0.1:{front};
+    location ~ ^/v2/.+/blobs/sha256:(?<hex>[0-9a-f]+)$ {{ return 307 http://127.0.0.1:{cdn}/b/$hex; }}
+    location / {{ proxy_pass {upstream.url}; proxy_set_header Host $http_host; }}
+  }}
+  server {{
+    listen 127.0.0.1:{cdn};
+    location ~ "^/b/(?<pre>[0-9a-f]{{2}})(?<rest>[0-9a-f]+)$" {{ alias {blobs}/$pre/$pre$rest/data; }}
+  }}
+}}
+""")
+    nginx = subprocess.Popen([require_tool("/usr/sbin/nginx"), "-c", str(work / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{front}/v2/", nginx)
+        mirror = make_registry_server({"mirror": {"upstreams": [
+            {"url": f"http://127.0.0.1:{front}", "namespace": "up/*", "username": USER,
+             "password": PASSWORD}]}})
+        assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
+    finally:
+        stop_process(nginx)
+    seen = (work / "access.log").read_text().splitlines()
+    at_cdn = [line for line in seen if line.startswith(f"{cdn} ")]
+    assert len(at_cdn) == len(busybox_image.blob_digests)
+    assert all(line.endswith("auth=[-]") for line in at_cdn), at_cdn  # nginx logs none as -
+    assert any("/manifests/" in line and "auth=[Basic " in line for line in seen)  # the registry's own
