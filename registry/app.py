@@ -222,6 +222,10 @@ def create_app(config: Config | None = None) -> Starlette:
     shared = make_shared_state(config)  # redis: state every worker and replica shares
     layout = Layout(driver, cache.ttl, cache.maxentries, shared)
     registry = Registry(config, driver, layout, Uploads(layout))
+    if config.mirror.upstreams:  # the pull-through cache, imported only when configured
+        from registry.mirror.cache import Mirror
+
+        registry.mirror = Mirror(config.mirror, layout)
     storagedriver = config.health.storagedriver
     health = StorageHealth(storagedriver.threshold) if storagedriver.enabled else None
 
@@ -242,6 +246,8 @@ def create_app(config: Config | None = None) -> Starlette:
                     await task
             if shared is not None:
                 await shared.close()
+            if registry.mirror is not None:
+                registry.mirror.close()
 
     routes = build_routes(registry, health)
     if config.ui.enabled:  # imported only when on: start-up without the UI is unchanged

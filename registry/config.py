@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import netaddr, units
-from storage.configfields import (  # noqa: F401 - re-exported: the loader reads them here
+from storage.configfields import (
     DURATION,
     NOT_IMPLEMENTED,
     SIZE,
@@ -193,11 +193,12 @@ class ProxyConfig:
     trustforwarded: bool = False
     trustedproxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     xaccelredirect: XAccelRedirectConfig = field(default_factory=XAccelRedirectConfig)
-    # Distribution's ``proxy`` is its pull-through cache (a later feature here): accepted, warned
-    remoteurl: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    username: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    password: Any = field(default=None, metadata=NOT_IMPLEMENTED)
-    ttl: Any = field(default=None, metadata=NOT_IMPLEMENTED)
+    # Distribution's ``proxy`` is its pull-through cache of one upstream: with ``remoteurl`` it
+    # becomes ``mirror.upstreams[0]`` serving every name at the root (registry/mirror/config.py)
+    remoteurl: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ttl: float | None = field(default=None, metadata=DURATION)
     exec: Any = field(default=None, metadata=NOT_IMPLEMENTED)
 
     def __post_init__(self) -> None:
@@ -209,6 +210,36 @@ class ProxyConfig:
             except ValueError:
                 raise ConfigError(f"proxy.trustedproxies[{i}]: expected an address or CIDR like "
                                   f"10.0.0.0/8, got {value!r}") from None
+
+
+@dataclass
+class UpstreamConfig:
+    """One registry mirrored (registry/mirror/): names matching ``namespace`` (``hub/*``; ``*``
+    for every name at the root, Docker's ``registry-mirrors`` style) are pulled through from
+    ``url`` with the namespace's prefix replaced by ``remoteprefix``."""
+
+    url: str = ""  # https://registry-1.docker.io, http://127.0.0.1:5001 (plain HTTP: say so)
+    namespace: str = "*"
+    remoteprefix: str = ""  # put before the rest of the name upstream (quay/x -> <remoteprefix>x)
+    library: bool | None = None  # one-part names get library/ (default: on for Docker Hub)
+    username: str | None = None
+    password: str | None = None
+    credentialhelper: str | None = None  # docker-credential-<this> get, asked for the url's host
+    ttl: float = duration_field(7 * 86400.0)  # cached content not pulled this long: gc removes it
+    tagttl: float = duration_field(60.0)  # a tag older than this is checked upstream (HEAD)
+    insecure: bool = False  # https without certificate verification
+    cafile: str | None = None  # extra CA for the upstream's certificate
+    name: str = ""  # label in metrics and logs (default: the url's host)
+
+
+@dataclass
+class MirrorConfig:
+    """The pull-through cache: several upstreams, and the namespaces that stay local (pushable).
+    A name matching a ``local`` pattern is never mirrored; the first upstream whose namespace
+    matches serves the rest."""
+
+    upstreams: list[UpstreamConfig] = field(default_factory=list)
+    local: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -415,6 +446,7 @@ class Config:
     access: list[AccessRule] = field(default_factory=list)
     tls: TLSConfig | None = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    mirror: MirrorConfig = field(default_factory=MirrorConfig)
     log: LogConfig = field(default_factory=LogConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)

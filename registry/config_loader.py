@@ -209,6 +209,9 @@ def _validate(config: Config) -> Config:
             ui_path.startswith("/v2/")):
         raise ConfigError(f"ui.path: must be an absolute path outside /v2 and /metrics, "
                           f"got {config.ui.path!r}")
+    from registry.mirror.config import check_mirror  # Distribution's proxy: becomes an upstream
+
+    check_mirror(config)
     return config
 
 

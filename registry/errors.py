@@ -33,6 +33,7 @@ CODES: Final[dict[str, int]] = {
     "DENIED": 403,
     "UNSUPPORTED": 405,
     "TOOMANYREQUESTS": 429,
+    "UNAVAILABLE": 503,  # Distribution's: a mirror's upstream cannot be reached
     "PAGINATION_NUMBER_INVALID": 400,
     "UNKNOWN": 500,
 }

@@ -67,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
 async def _collect(config: Any, driver: Any, options: Any) -> Any:
     """One run; with ``redis:`` the servers' shared lookup cache is dropped after the unlinking."""
     from registry.gc import collect_garbage
+    from registry.mirror.expiry import expire  # cached content not pulled within its ttl
     from registry.shared_state import make_shared_state
 
     shared = make_shared_state(config)
     try:
-        return await collect_garbage(driver, options, invalidate=shared.forget_cache if shared else None)
+        expired = await expire(driver, config, options.dry_run)
+        report = await collect_garbage(driver, options, invalidate=shared.forget_cache if shared else None)
+        report.manifests_deleted[:0] = expired
+        return report
     finally:
         if shared is not None:
             await shared.close()

@@ -101,7 +101,7 @@ def route_kind(path: str) -> str:
 class RegistryMetrics:
     """The metric objects of one app (a registry of its own, so several apps can share a process)."""
 
-    def __init__(self, notifications: bool = False) -> None:
+    def __init__(self, notifications: bool = False, mirror: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
@@ -126,6 +126,11 @@ class RegistryMetrics:
             from registry.notifications import METRICS
 
             for metric in METRICS:
+                reg.register(metric)
+        if mirror:  # the pull-through cache's counters (registry/mirror/metrics.py)
+            from registry.mirror.metrics import METRICS as MIRROR_METRICS
+
+            for metric in MIRROR_METRICS:
                 reg.register(metric)
         if not self.multiprocess:
             from prometheus_client import PlatformCollector, ProcessCollector
@@ -244,6 +249,7 @@ class MetricsMiddleware:
 def metrics_middleware(config: Config) -> Middleware:
     """The ``Middleware`` entry for ``build_middleware`` (one metrics registry per app)."""
     section = config.metrics
-    metrics = RegistryMetrics(notifications=bool(config.notifications.endpoints))
+    metrics = RegistryMetrics(notifications=bool(config.notifications.endpoints),
+                              mirror=bool(config.mirror.upstreams))
     path = None if section.addr else section.path  # with metrics.addr: served there only
     return Middleware(MetricsMiddleware, metrics=metrics, path=path, token=section.token)

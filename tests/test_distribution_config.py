@@ -311,7 +311,8 @@ def test_not_implemented_keys_are_named() -> None:
                           "http": {"http2": {"disabled": False}, "prefix": "/"},
                           "redis": {"addr": "127.0.0.1:6379", "pool": {"maxidle": 16}}}, environ={})
     assert c.proxy.trustforwarded  # pyreg's own proxy keys beside Distribution's mirror keys
-    assert not_implemented_keys(c) == ["proxy.remoteurl", "proxy.username", "http.http2.disabled",
+    assert c.mirror.upstreams[0].url == "https://registry-1.docker.io"  # Distribution's proxy mode
+    assert not_implemented_keys(c) == ["http.http2.disabled",
                                        "notifications.events.includereferences",
                                        "compatibility.schema1.enabled"]
     assert c.redis is not None and c.redis.pool.maxidle == 16  # redis keys are all implemented

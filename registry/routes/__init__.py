@@ -84,6 +84,10 @@ class V2Endpoint:
         if handler is None:
             return error_response("UNSUPPORTED", f"method {request.method} is not allowed here",
                                   status=405, headers={"Allow": ", ".join(sorted(handlers))}, head=head)
+        mirror = self.registry.mirror
+        if mirror is not None and name and request.method not in ("GET", "HEAD") and mirror.route(name):
+            return error_response("UNSUPPORTED", f"{name} is a mirror of another registry: pulls only "
+                                  "(push to a namespace listed in mirror.local)", status=405, head=head)
         try:
             return await handler(request, self.registry, name, arg)
         except RegistryError as e:

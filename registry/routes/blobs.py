@@ -71,6 +71,9 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def blob_get(request: Request, registry: Registry, name: str, reference: str) -> Response:
     check_name(name)
     digest = parse_digest(reference)
+    where = registry.mirror.route(name) if registry.mirror is not None else None
+    if where is not None:  # a mirrored name: the pull-through cache (registry/mirror/)
+        return await registry.mirror.blob(request, registry, name, digest, where)
     size = await registry.layout.repo_blob_size(name, digest)
     if size is None:
         raise blob_unknown(str(digest))

@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 
@@ -35,6 +35,7 @@ class Registry:
     driver: Driver
     layout: Layout
     uploads: Uploads
+    mirror: Any = None  # registry.mirror.cache.Mirror when mirror.upstreams is configured
 
 
 @lru_cache(maxsize=4096)

@@ -102,6 +102,14 @@ async def referrers(request: Request, registry: Registry, name: str, reference: 
     check_name(name)
     subject = parse_digest(reference)
     wanted = request.query_params.get("artifactType")
+    where = registry.mirror.route(name) if registry.mirror is not None else None
+    if where is not None:  # a mirrored name: upstream's list (registry/mirror/)
+        found = await registry.mirror.referrers(name, subject, wanted, where)
+        if found is not None:
+            headers = {"Content-Type": mt.OCI_INDEX}
+            if found[1]:
+                headers["OCI-Filters-Applied"] = "artifactType"
+            return Response(found[0], headers=headers)
     n, last = pagination(request)
     limit = MAX_REFERRERS if n is None else min(n, MAX_REFERRERS)
     after = parse_digest(last) if last is not None else None

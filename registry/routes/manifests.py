@@ -68,7 +68,12 @@ async def _resolve(registry: Registry, name: str, reference: str) -> StoredManif
 
 async def manifest_get(request: Request, registry: Registry, name: str, reference: str) -> Response:
     check_name(name)
-    stored = await _resolve(registry, name, reference)
+    warning = None
+    where = registry.mirror.route(name) if registry.mirror is not None else None
+    if where is not None:  # a mirrored name: the pull-through cache (registry/mirror/)
+        stored, warning = await registry.mirror.manifest(name, reference, _reference_digest(reference), where)
+    else:
+        stored = await _resolve(registry, name, reference)
     headers = {
         **BASE_HEADERS,
         "Docker-Content-Digest": str(stored.digest),
@@ -76,6 +81,8 @@ async def manifest_get(request: Request, registry: Registry, name: str, referenc
         "Content-Length": str(len(stored.data)),
         "ETag": f'"{stored.digest}"',
     }
+    if warning:
+        headers["Warning"] = warning
     if request.method == "HEAD":
         return Response(b"", headers=headers)
     return Response(stored.data, headers=headers)

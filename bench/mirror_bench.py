@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The pull-through cache: a pull through pyreg's mirror vs the same pull straight from upstream,
+and the same through Distribution's proxy mode, in one run on one loopback.
+
+    python bench/mirror_bench.py                  # 256 MiB layer, 3 rounds
+    python bench/mirror_bench.py --quick          # 32 MiB, 1 round: checks the setup
+    python bench/mirror_bench.py --mib 512 --rounds 5 --json bench/results/mirror.json
+
+Upstream is Debian's docker-registry (Distribution 2.8) holding one image (busybox plus one
+random layer). Each round: ``skopeo copy`` of the image to an OCI layout directly from upstream;
+then through a fresh pyreg mirror (empty storage: the first pull fetches from upstream while it
+streams to skopeo), then again through that mirror (served from its storage); then the same two
+through a fresh Distribution with ``proxy: {remoteurl: …}``. Reported: median seconds and the
+ratio to the direct pull (the target for pyreg's first pull is <= 1.2x). Every pull's manifest
+digest is checked against upstream's.
+
+Needs skopeo and docker-registry (``tests/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from tests import images
+from tests.fixtures.peers import DistributionRegistry, Skopeo, free_port, stop_process, wait_for_http
+
+MiB = 1024 * 1024
+REPO = "bench/app"
+
+
+class ProxyDistribution(DistributionRegistry):
+    """Distribution in proxy mode (its pull-through cache) of ``remoteurl``."""
+
+    def __init__(self, root: Path, workdir: Path, remoteurl: str) -> None:
+        super().__init__(root, workdir)
+        self.remoteurl = remoteurl
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = json.loads(self.config_path.read_text())
+        config["proxy"] = {"remoteurl": self.remoteurl}
+        self.config_path.write_text(json.dumps(config))
+
+
+class PyregMirror:
+    """``pyreg serve`` with Distribution's ``proxy.remoteurl`` (names at the root)."""
+
+    def __init__(self, work: Path, remoteurl: str, workers: int) -> None:
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        work.mkdir(parents=True)
+        config = {"addr": self.host, "workers": workers, "log": {"level": "warning",
+                                                                  "accesslog": {"disabled": True}},
+                  "storage": {"filesystem": {"rootdirectory": str(work / "data")}},
+                  "proxy": {"remoteurl": remoteurl}}
+        (work / "config.yml").write_text(yaml.safe_dump(config))
+        self.log = open(work / "server.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config",
+                                      str(work / "config.yml")], stdout=self.log, stderr=self.log,
+                                     cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+        wait_for_http(f"http://{self.host}/v2/", self.proc)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+def pull(skopeo: Skopeo, host: str, dest: Path, expected: str) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    start = time.perf_counter()
+    skopeo.copy(f"docker://{host}/{REPO}:v1", f"oci:{dest}:v1")
+    seconds = time.perf_counter() - start
+    index = json.loads((dest / "index.json").read_text())
+    digest = index["manifests"][0]["digest"]
+    if digest != expected:
+        raise SystemExit(f"pull from {host} gave {digest}, upstream has {expected}")
+    shutil.rmtree(dest, ignore_errors=True)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=256, help="size of the random layer (default 256)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="pyreg serve workers (default 1)")
+    parser.add_argument("--quick", action="store_true", help="32 MiB, 1 round")
+    parser.add_argument("--json", metavar="FILE", help="write the results here too")
+    args = parser.parse_args()
+    if args.quick:
+        args.mib, args.rounds = 32, 1
+    for tool in ("skopeo", "docker-registry"):
+        if not shutil.which(tool) and not Path(f"/usr/bin/{tool}").exists():
+            print(f"mirror_bench: {tool} is not installed", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="pyreg-mirror-bench-") as tmp:
+        work = Path(tmp)
+        image = images.build_random_image(work / "image", args.mib * MiB)
+        skopeo = Skopeo(work / "skopeo")
+        upstream = DistributionRegistry(work / "upstream-root", work / "upstream")
+        upstream.start()
+        times: dict[str, list[float]] = {k: [] for k in (
+            "direct", "pyreg first", "pyreg second", "distribution first", "distribution second")}
+        try:
+            skopeo.copy(image.oci_ref, f"docker://{upstream.host}/{REPO}:v1")
+            out = work / "out"
+            for r in range(args.rounds):
+                times["direct"].append(pull(skopeo, upstream.host, out, image.manifest_digest))
+                mirror = PyregMirror(work / f"pyreg-{r}", upstream.url, args.workers)
+                try:
+                    times["pyreg first"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
+                    times["pyreg second"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
+                finally:
+                    mirror.stop()
+                proxy = ProxyDistribution(work / f"dist-root-{r}", work / f"dist-{r}", upstream.url)
+                try:
+                    proxy.start()
+                    times["distribution first"].append(pull(skopeo, proxy.host, out, image.manifest_digest))
+                    times["distribution second"].append(pull(skopeo, proxy.host, out, image.manifest_digest))
+                finally:
+                    proxy.stop()
+        finally:
+            upstream.stop()
+    direct = statistics.median(times["direct"])
+    results: dict[str, Any] = {"mib": args.mib, "rounds": args.rounds, "workers": args.workers,
+                               "seconds": {k: round(statistics.median(v), 3) for k, v in times.items()}}
+    print(f"image: busybox + {args.mib} MiB random layer; {args.rounds} round(s); median seconds of "
+          "skopeo copy to an OCI layout")
+    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>9}")
+    for key, values in times.items():
+        median = statistics.median(values)
+        print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>9.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""One upstream registry as the mirror talks to it: storage/remote's RegistryClient (transport,
+retries, TLS, the Basic/Bearer auth flow that sends credentials to the upstream's own origin and
+its token realm only), called from worker threads so nothing blocks the event loop.
+
+Credentials come from the config (``username``/``password``) or a ``docker-credential-<helper>
+get`` asked with the upstream's host, the first time the upstream asks for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+
+from registry.config import UpstreamConfig
+from registry.mirror.config import upstream_host
+from storage.digest import Digest
+from storage.manifest import ManifestBlob
+from storage.remote import (
+    AuthError,
+    Login,
+    RegistryClient,
+    RemoteError,
+    TLSSettings,
+    error_message,
+    network_reason,
+)
+
+log = logging.getLogger("pyreg.mirror")
+
+T = TypeVar("T")
+THREADS = 32  # blocking upstream calls in flight per upstream (each fill holds one while reading)
+MANIFEST_MAX = 4 << 20
+RETRIES = 1  # a mirror answers its own clients: a dead upstream is said (or served stale) quickly
+
+
+def helper_login(helper: str, host: str) -> Login | None:
+    """``docker-credential-<helper> get`` for ``host`` (its JSON ``Username``/``Secret``)."""
+    try:
+        result = subprocess.run([f"docker-credential-{helper}", "get"], input=host.encode(),
+                                capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.error("mirror: credential helper docker-credential-%s failed: %s", helper, e)
+        return None
+    if result.returncode != 0:
+        log.error("mirror: docker-credential-%s get %s: %s", helper, host,
+                  result.stdout.decode(errors="replace").strip()[:200] or result.returncode)
+        return None
+    try:
+        doc = json.loads(result.stdout)
+        username, secret = doc.get("Username"), doc.get("Secret")
+    except (ValueError, AttributeError):
+        log.error("mirror: docker-credential-%s sent no JSON", helper)
+        return None
+    if not isinstance(secret, str) or not secret:
+        return None
+    if username == "<token>":  # docker's convention for an identity (refresh) token
+        return Login(identity_token=secret)
+    return Login(username=str(username or ""), password=secret)
+
+
+class Upstream:
+    """Blocking calls to one upstream, run by ``call`` in threads of the upstream's own pool: a
+    stalled upstream then ties up only its own threads, never the loop's default executor that
+    storage calls use."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix=f"mirror-{config.name}")
+        self.config = config
+        self.name = config.name
+        self.host = upstream_host(config.url)
+        url = config.url if "://" in config.url else f"https://{config.url}"
+        cas = (("mirror CA file", config.cafile),) if config.cafile else ()
+        own = TLSSettings(verify=not config.insecure, cas=cas)
+
+        def tls(host: str) -> TLSSettings:
+            return own if host == self.host else TLSSettings()
+
+        def credentials(_registry: str) -> Login | None:
+            if config.username is not None:
+                return Login(config.username, config.password or "")
+            if config.credentialhelper:
+                return helper_login(config.credentialhelper, self.host)
+            return None
+
+        self.client = RegistryClient(url.rstrip("/"), plain_http=url.startswith("http://"),
+                                     retries=RETRIES, credentials=credentials, tls=tls, pool=16)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def referrers(self, repo: str, digest: Digest, artifact_type: str | None) -> tuple[bytes, bool] | None:
+        """The upstream's referrers index of ``digest`` (JSON bytes, and whether it applied the
+        artifactType filter), None when it has no referrers API (404) or answers otherwise."""
+        what = f"referrers of {digest} at {self.host}"
+        params = {"artifactType": artifact_type} if artifact_type else None
+        r = self._send("GET", f"{repo}/referrers/{digest}", what, params=params,
+                       extensions={"pyreg_limit": MANIFEST_MAX})
+        if r.status_code != 200:
+            return None
+        return r.content, "artifactType" in r.headers.get("oci-filters-applied", "")
+
+    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            url = self.client.url(path)
+            return self.client.http.request(method, url, **kwargs)
+        except RemoteError:
+            raise
+        except httpx.HTTPError as e:
+            raise RemoteError(f"{what}: {network_reason(e)}") from e
+        except AuthError as e:  # refused credentials: upstream answered, no use serving stale
+            raise RemoteError(f"{what}: {e}", 401) from e
+        except Exception as e:  # ResponseRefused (a body over its bound): one line
+            raise RemoteError(f"{what}: {e}", 502) from e
+
+    def head_manifest(self, repo: str, reference: str) -> tuple[Digest | None, str | None]:
+        """(digest, media type) of a tag upstream; (None, None) when upstream has no such tag.
+        A HEAD that names no digest is answered by a GET (some registries omit the header)."""
+        from storage.remote.client import MANIFEST_ACCEPT
+
+        what = f"manifest {repo}:{reference} at {self.host}"
+        r = self._send("HEAD", f"{repo}/manifests/{reference}", what,
+                       headers={"Accept": MANIFEST_ACCEPT})
+        if r.status_code == 404:
+            return None, None
+        if r.status_code != 200:
+            raise error_message(r, what)
+        header = r.headers.get("docker-content-digest")
+        if header:
+            try:
+                return Digest.parse(header), r.headers.get("content-type")
+            except ValueError:
+                pass
+        blob = self.get_manifest(repo, reference)
+        return blob.digest, blob.media_type
+
+    def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> ManifestBlob:
+        try:
+            return self.client.get_manifest(repo, reference, verify)
+        except RemoteError:
+            raise
+        except AuthError as e:
+            raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}", 401) from e
+        except Exception as e:  # a digest mismatch, a refused body
+            raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}", 502) from e
+
+    def blob_size(self, repo: str, digest: Digest) -> int | None:
+        """HEAD of a blob upstream: its size, None when upstream lacks it."""
+        what = f"blob {digest} at {self.host}"
+        r = self._send("HEAD", f"{repo}/blobs/{digest}", what)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_message(r, what)
+        length = r.headers.get("content-length", "")
+        return int(length) if length.isdigit() else None
+
+    def open_blob(self, repo: str, digest: Digest) -> tuple[int | None, Iterator[bytes], httpx.Response]:
+        """Start the one GET of a blob: (Content-Length or None, raw chunks, response to close).
+        Redirects (a CDN) are followed without our Authorization (storage/remote/auth.py)."""
+        what = f"blob {digest} at {self.host}"
+        try:
+            request = self.client.http.build_request(
+                "GET", self.client.url(f"{repo}/blobs/{digest}"),
+                headers={"Accept-Encoding": "identity"}, extensions={"pyreg_limit": None})
+            r = self.client.http.send(request, stream=True)
+        except RemoteError:
+            raise
+        except httpx.HTTPError as e:
+            raise RemoteError(f"{what}: {network_reason(e)}") from e
+        except AuthError as e:
+            raise RemoteError(f"{what}: {e}", 401) from e
+        except Exception as e:
+            raise RemoteError(f"{what}: {e}", 502) from e
+        if r.status_code != 200:
+            try:
+                raise error_message(r, what)
+            finally:
+                r.close()
+        length = r.headers.get("content-length", "")
+        return (int(length) if length.isdigit() else None), r.iter_raw(), r
+
+
+def unavailable(e: RemoteError) -> bool:
+    """Upstream is down or overloaded (no answer, 5xx, 429): a stored copy may be served."""
+    return e.status is None or e.status >= 500 or e.status == 429
