@@ -29,7 +29,7 @@ from typing import IO, Protocol, TypeVar, runtime_checkable
 from storage import graph
 from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
 from storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
-from storage.units import human
+from storage.units import human_size
 
 _CHUNK = 1 << 20
 T = TypeVar("T")
@@ -274,7 +274,7 @@ def copy_graph(src: ContentStore, dst: ContentStore, root: Descriptor, *,
         elif result.status == "exists":
             progress.finish(label, "already exists")
         else:
-            progress.finish(label, f"{verb} {human(desc.size)}")
+            progress.finish(label, f"{verb} {human_size(desc.size)}")
         return result
 
     results = {c.descriptor.digest: c for c in run_parallel([partial(blob, d) for d in blobs], parallel)}
