@@ -810,6 +810,9 @@ class Builder:
                 self.store.tag(name, manifest_digest, mediatypes.OCI_MANIFEST, len(manifest_bytes),
                                platform=dict(state.platform))  # (a cached rebuild rewrites nothing)
             names.append(name)
+        if not names:  # kept as docker keeps it: <none>:<none>, runnable by ID until pruned
+            self.store.tag(str(manifest_digest), manifest_digest, mediatypes.OCI_MANIFEST,
+                           len(manifest_bytes), platform=dict(state.platform))
         return BuildResult(str(config_digest), str(manifest_digest), len(manifest_bytes), doc, names)
 
 
