@@ -181,7 +181,7 @@ def mkdir_in(root: str, path: str, owner: tuple[int, int] | None = None) -> None
     missing = [i for i in range(1, len(parts) + 1) if not exists_in(root, "/".join(parts[:i]))]
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(rootfs.mkdir_all(rootfd, path))
+        os.close(mkdir_through(rootfd, path))
         if owner is not None:
             for i in missing:
                 fd = rootfs.resolve(rootfd, "/".join(parts[:i]))
@@ -191,6 +191,52 @@ def mkdir_in(root: str, path: str, owner: tuple[int, int] | None = None) -> None
                     os.close(fd)
     finally:
         os.close(rootfd)
+
+
+def mkdir_through(rootfd: int, path: str, mode: int = 0o755) -> int:
+    """The directory ``path`` resolved in the root, made where missing; an ``O_PATH`` fd.
+
+    Unlike ``rootfs.mkdir_all`` (the runtime's mount targets, which refuses them), a symlink
+    whose target does not exist is followed and its target made, as BuildKit's COPY does (its
+    mkdir resolves each symlink in the root, continuity's ``RootPath``): ``/app -> /opt/app``
+    and ``COPY x /app/`` make ``/opt/app``. The target is re-resolved from the rootfs fd with
+    ``..`` and absolute links stopping at the root, and every directory is made relative to a
+    directory fd resolved inside it, so nothing is ever made outside the image.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    for _ in range(40):  # symlinks followed, as the kernel's MAXSYMLINKS
+        redirected = None
+        cur = os.dup(rootfd)
+        try:
+            for i, name in enumerate(parts):
+                prefix = "/".join(parts[: i + 1])
+                try:
+                    nxt = rootfs.resolve(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    try:
+                        st = os.stat(name, dir_fd=cur, follow_symlinks=False)
+                    except FileNotFoundError:
+                        st = None
+                    if st is not None and stat.S_ISLNK(st.st_mode):
+                        target = os.readlink(name, dir_fd=cur)
+                        base = [] if target.startswith("/") else parts[:i]
+                        redirected = [*base, *(p for p in target.split("/") if p and p != "."),
+                                      *parts[i + 1:]]
+                        break
+                    rootfs.check_target(cur, f"mkdir {path}")
+                    with contextlib.suppress(FileExistsError):  # made by a racing writer
+                        os.mkdir(name, mode, dir_fd=cur)
+                    nxt = rootfs.resolve(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
+                os.close(cur)
+                cur = nxt
+            if redirected is None:
+                return cur
+        except BaseException:
+            os.close(cur)
+            raise
+        os.close(cur)
+        parts = redirected
+    raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links")
 
 
 class Copier:
@@ -219,7 +265,7 @@ class Copier:
             pass
         except NotADirectoryError:
             raise ValueError(f"cannot copy to {path}: a file is there, not a directory") from None
-        return rootfs.mkdir_all(self.rootfd, path), True
+        return mkdir_through(self.rootfd, path), True
 
     def _meta(self, path: str, st: os.stat_result, src: str | None) -> None:
         """Owner, mode, xattrs and times of the (non-symlink) entry at the fd path ``path``."""
