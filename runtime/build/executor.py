@@ -185,9 +185,9 @@ class Builder:
             self.opts.out(f"NOTE: '# syntax={df.directives['syntax']}' ignored: "
                           "pyreg build has its own frontend")
         os.umask(0o022)
-        if not fsops.private_mounts():
-            raise BuildError("pyreg build needs root (overlay mounts in a private mount namespace); "
-                             "rootless builds are not supported yet")
+        if not fsops.private_mounts((str(self.store.root),)):
+            raise BuildError("pyreg build needs a private mount namespace: as root, or rootless in an "
+                             "unprivileged user namespace, which this system refuses")
         self.work = tempfile.mkdtemp(prefix="pyreg-build-")
         self.mounts = fsops.Mounts(self.work)
         try:

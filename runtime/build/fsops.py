@@ -23,21 +23,60 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runtime import linux, rootfs
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS
+from runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS
 
 _SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 
-def private_mounts() -> bool:
-    """Unshare the mount namespace (root only); False when that is not possible."""
+_USERNS = False  # this build runs rootless, as root of a user namespace of its own
+
+
+def in_userns() -> bool:
+    """Is this a rootless build (root only in the user namespace :func:`private_mounts` made)?"""
+    return _USERNS
+
+
+def private_mounts(trusted: tuple[str, ...] = ()) -> bool:
+    """Unshare the mount namespace; False when that is not possible.
+
+    Rootless (an unprivileged user, as rootless ``pyreg run``): first a user namespace where only
+    the user's uid and gid are mapped, as 0, so the build may mount overlays (with ``userxattr``:
+    whiteouts as ``user.overlay.*``) and make RUN containers nested in it, and can reach nothing
+    the user could not. The run root is pinned first (inside, ``geteuid()`` says 0), and it and
+    the ``trusted`` dirs (the store) are checked outside: inside, root's dirs show as nobody's."""
+    global _USERNS
     if os.geteuid() != 0:
-        return False
+        from runtime import state
+        from storage.private import check_before_userns
+
+        os.environ["PYREG_RUN_ROOT"] = state.run_root()
+        check_before_userns(state.ensure_run_root(), "run root")
+        for path in trusted:
+            check_before_userns(path, "directory")
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError:
+            return False
+        _USERNS = True
+    else:
+        try:
+            linux.unshare(linux.CLONE_NEWNS)
+        except OSError:
+            return False
     try:
-        linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     except OSError:
         return False
     return True
+
+
+def overlay_options() -> str:
+    """The build's overlay options; rootless, overlay keeps its xattrs in ``user.*``."""
+    return OVERLAY_BUILD_OPTIONS_ROOTLESS + ",userxattr" if _USERNS else OVERLAY_BUILD_OPTIONS
 
 
 class Mounts:
@@ -62,7 +101,7 @@ class Mounts:
             target = self._dir("view-")
             lowers = ":".join(reversed([self.empty, self.empty2, *layers]))
             linux.mount("overlay", target, "overlay", linux.MS_RDONLY | linux.MS_NODEV,
-                        f"lowerdir={lowers}")
+                        f"lowerdir={lowers}" + (",userxattr" if _USERNS else ""))
             self.mounted.append(target)
             self.views[key] = target
         return self.views[key]
@@ -77,7 +116,7 @@ class Mounts:
             os.mkdir(d, 0o755)
         lowers = ":".join(reversed([self.empty, *layers]))
         linux.mount("overlay", merged, "overlay", linux.MS_NODEV,
-                    f"lowerdir={lowers},upperdir={upper},workdir={work},{OVERLAY_BUILD_OPTIONS}")
+                    f"lowerdir={lowers},upperdir={upper},workdir={work},{overlay_options()}")
         try:
             yield merged, upper
         finally:
