@@ -61,7 +61,8 @@ CMD ["cat", "/made"]
         r = env.run("run", "--rm", "rl:1")
         assert (r.returncode, r.stdout) == (0, "made\n"), r.stderr
         r = env.run("run", "--rm", "rl:1", "sh", "-c",
-                    "cat /srv/hello.txt /data/new/uid; test -e /data/a.txt || echo gone; ls -A /data/opaque; pwd")
+                    "cat /srv/hello.txt /data/new/uid; test -e /data/a.txt || echo gone; "
+                    "ls -A /data/opaque; pwd")
         assert r.stdout.split() == ["hello", "0", "gone", "only", "/work"], r.stdout + r.stderr
 
         config, layers = _layers(env.base / "store", "rl:1")
@@ -74,3 +75,17 @@ CMD ["cat", "/made"]
         assert workdir["work"].isdir() and workdir["work"].uid == 0
         for layer in added:  # overlay's own xattrs never reach a layer
             assert not any(k.startswith("SCHILY.xattr.user.overlay") for m in layer for k in m.pax_headers)
+
+
+def test_rootless_build_says_what_it_cannot_map(five_layer_image: images.TestImage) -> None:
+    with rootless_env(five_layer_image) as env:
+        ctx = env.base / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM five-layer\nCOPY --chown=1000:1000 f /f\n")
+        (ctx / "f").write_text("f\n")
+        for p in (ctx, ctx / "Dockerfile", ctx / "f"):
+            os.chown(p, NOBODY, NOBODY)
+        r = env.run("build", str(ctx))
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "only root (0:0) is mapped, files cannot belong to 1000:1000" in r.stderr
+        assert env.states() == []

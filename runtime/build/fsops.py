@@ -74,6 +74,17 @@ def private_mounts(trusted: tuple[str, ...] = ()) -> bool:
     return True
 
 
+def _chown(path: str, uid: int, gid: int, dir_fd: int | None = None, follow_symlinks: bool = True) -> None:
+    """``os.chown``; rootless, an owner the user namespace does not map is said plainly."""
+    try:
+        os.chown(path, uid, gid, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    except OSError as e:
+        if e.errno == errno.EINVAL and _USERNS:
+            raise ValueError(f"rootless build: only root (0:0) is mapped, files cannot belong to "
+                             f"{uid}:{gid}") from None
+        raise
+
+
 def overlay_options() -> str:
     """The build's overlay options; rootless, overlay keeps its xattrs in ``user.*``."""
     return OVERLAY_BUILD_OPTIONS_ROOTLESS + ",userxattr" if _USERNS else OVERLAY_BUILD_OPTIONS
@@ -225,7 +236,7 @@ def mkdir_in(root: str, path: str, owner: tuple[int, int] | None = None) -> None
             for i in missing:
                 fd = rootfs.resolve(rootfd, "/".join(parts[:i]))
                 try:
-                    os.chown(rootfs.fd_path(fd), *owner)
+                    _chown(rootfs.fd_path(fd), *owner)
                 finally:
                     os.close(fd)
     finally:
@@ -310,7 +321,7 @@ class Copier:
         """Owner, mode, xattrs and times of the (non-symlink) entry at the fd path ``path``."""
         uid = self.owner.uid if self.owner.uid is not None else st.st_uid
         gid = self.owner.gid if self.owner.gid is not None else st.st_gid
-        os.chown(path, uid, gid)  # path is /proc/self/fd/N: followed to the entry itself
+        _chown(path, uid, gid)  # path is /proc/self/fd/N: followed to the entry itself
         mode = self.owner.mode if self.owner.mode is not None else stat.S_IMODE(st.st_mode)
         os.chmod(path, mode)  # after chown, which clears setuid bits
         if src is not None:
@@ -389,7 +400,7 @@ class Copier:
             os.symlink(os.readlink(src), name, dir_fd=dirfd)
             uid = self.owner.uid if self.owner.uid is not None else st.st_uid
             gid = self.owner.gid if self.owner.gid is not None else st.st_gid
-            os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+            _chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
             os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
         elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(name, mode, st.st_rdev, dir_fd=dirfd)
