@@ -122,3 +122,17 @@ def test_ambiguous_id_prefix_is_refused(busybox_store: RuntimeEnv) -> None:
         assert f"image ID prefix {want} is ambiguous" in proc.stderr and "Traceback" not in proc.stderr
     # a longer prefix picks one
     assert bb.run("run", "--rm", hexd[:12], "true").returncode == 0
+
+
+@pytest.mark.peers
+def test_push_by_id(busybox_store: RuntimeEnv, registry_server: Any, skopeo: Any, tmp_path: Path) -> None:
+    """``pyreg push ID NAME`` sends the unnamed image a build made; skopeo reads it back."""
+    bb = busybox_store
+    image_id = _built_id(build(bb, context(tmp_path, 'FROM busybox\nRUN echo pushed > /p\n')).stderr)
+    ref = f"{registry_server.host}/team/byid:1"
+    bb.run("push", image_id.removeprefix("sha256:")[:12], ref, check=True)
+    config = skopeo.inspect(f"docker://{ref}", "--config")
+    assert config["rootfs"]["diff_ids"] and len(config["rootfs"]["diff_ids"]) == 2
+    assert skopeo.inspect(f"docker://{ref}")["Digest"].startswith("sha256:")
+    raw = skopeo.run("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").stdout
+    assert json.loads(raw)["config"]["digest"] == image_id
