@@ -6,11 +6,13 @@ what the build made, not the host uid of the user.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,15 @@ def _layers(store: Path, name: str) -> tuple[dict[str, object], list[list[tarfil
     return config, out
 
 
+def _builds_of_nobody() -> list[Path]:
+    out = []
+    for p in Path(tempfile.gettempdir()).glob("pyreg-build-*"):
+        with contextlib.suppress(FileNotFoundError):  # another test's build, just removed
+            if p.lstat().st_uid == NOBODY:
+                out.append(p)
+    return out
+
+
 def test_rootless_build_copy_run_whiteouts(five_layer_image: images.TestImage) -> None:
     with rootless_env(five_layer_image) as env:
         ctx = env.base / "ctx"
@@ -58,6 +69,9 @@ CMD ["cat", "/made"]
         r = env.run("build", "-t", "rl:1", str(ctx), timeout=300)
         assert r.returncode == 0, r.stderr
         assert env.states() == []
+        steps = env.base / "store" / "buildcache" / "steps"  # the RUN upper dirs: none left
+        assert not steps.is_dir() or list(steps.iterdir()) == []
+        assert _builds_of_nobody() == []  # its work dir (overlay's work/work included) is gone
         r = env.run("run", "--rm", "rl:1")
         assert (r.returncode, r.stdout) == (0, "made\n"), r.stderr
         r = env.run("run", "--rm", "rl:1", "sh", "-c",
