@@ -119,7 +119,9 @@ def test_ambiguous_id_prefix_is_refused(busybox_store: RuntimeEnv) -> None:
     for cmd in (("run", "--rm", want), ("inspect", want), ("rmi", want), ("tag", want, "x:1")):
         proc = bb.run(*cmd)
         assert proc.returncode == (125 if cmd[0] == "run" else 1), proc
-        assert f"image ID prefix {want} is ambiguous" in proc.stderr and "Traceback" not in proc.stderr
+        assert f"image ID prefix {want} is ambiguous: it matches 2 images" in proc.stderr, proc.stderr
+        assert hexd[:12] in proc.stderr and "give more of the ID" in proc.stderr
+        assert "Traceback" not in proc.stderr
     # a longer prefix picks one
     assert bb.run("run", "--rm", hexd[:12], "true").returncode == 0
 
