@@ -209,6 +209,8 @@ def local_source(store: LocalStore, text: str) -> Source:
     root = Descriptor(record.media_type, record.digest, record.size)
     mount = None
     try:
+        if record.dangling:  # no name, no repository it came from
+            raise ValueError(record.name)
         origin = parse(record.name)
         mount = (origin.registry, origin.repository)
     except ValueError:

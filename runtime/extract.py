@@ -130,7 +130,16 @@ def clean_name(name: str) -> list[str]:
 
 
 def _is_privileged() -> bool:
-    return os.geteuid() == 0
+    """Real root: not root of a user namespace mapping only a user (a rootless build), who may
+    not make devices."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            ranges = [line.split() for line in f]
+    except OSError:
+        return True
+    return not (len(ranges) == 1 and ranges[0][2:] == ["1"])
 
 
 class _Extractor:

@@ -4,6 +4,12 @@
 
 ``index.json`` is replaced atomically under ``locks/index.lock``, and a name is written only
 after the manifest it points at is stored (the blobs are storage/blobstore.py's).
+
+An image with no name (an untagged ``pyreg build``, an unnamed image loaded from an archive:
+docker's dangling ``<none>:<none>``) is an entry with no ``ref.name`` annotation, as the image
+spec allows and skopeo, umoci and containerd read; in memory its record is keyed by its manifest
+digest (``name == str(digest)``). It stays until a name is given to it (the unnamed entry then
+goes) or ``pyreg prune`` drops it. Older stores named such entries ``sha256:…``: read the same.
 """
 
 from __future__ import annotations
@@ -39,12 +45,40 @@ class ImageRecord:
     annotations: dict[str, str] = field(default_factory=dict)
     platform: dict[str, Any] | None = None
 
+    @property
+    def dangling(self) -> bool:
+        """No name: docker's ``<none>:<none>`` (keyed by its manifest digest)."""
+        return is_unnamed(self.name)
+
     def descriptor(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
         if self.platform:
             out["platform"] = self.platform
-        out["annotations"] = {**self.annotations, mediatypes.ANNOTATION_REF_NAME: self.name}
+        annotations = dict(self.annotations)
+        if not self.dangling:
+            annotations[mediatypes.ANNOTATION_REF_NAME] = self.name
+        if annotations:
+            out["annotations"] = annotations
         return out
+
+
+def is_unnamed(name: str) -> bool:
+    """A record key that is a digest, not a reference: the entry has no name."""
+    try:
+        Digest.parse(name)
+    except DigestError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a lookup text named: ``records`` (one for a name or manifest digest; every entry of
+    the image for an image ID) and whether it was an image ID (docker's rmi/save treat those
+    differently)."""
+
+    records: list[ImageRecord]
+    by_id: bool
 
 
 class ImageIndex:
@@ -74,9 +108,7 @@ class ImageIndex:
         out = []
         for desc in entries:
             annotations = dict(desc.annotations or {})
-            name = annotations.pop(mediatypes.ANNOTATION_REF_NAME, None)
-            if not name:
-                continue
+            name = annotations.pop(mediatypes.ANNOTATION_REF_NAME, None) or str(desc.digest)
             out.append(ImageRecord(name, desc.digest, desc.media_type, desc.size, annotations, desc.platform))
         return out
 
@@ -86,12 +118,28 @@ class ImageIndex:
         d = Digest.parse(digest) if isinstance(digest, str) else digest
         if not self.blobs.has_blob(d):
             raise StoreError(f"cannot tag {name}: manifest {d} is not stored")
+        if is_unnamed(name):
+            name = str(d)  # one unnamed entry per manifest, whatever digest text was given
         record = ImageRecord(name, d, media_type, size, dict(annotations or {}), platform)
         with flock(self.lock):
-            records = [r for r in self.images() if r.name != name]
+            current = self.images()
+            if record.dangling:
+                named = [r for r in current if r.digest == d and not r.dangling]
+                if named:
+                    return named[0]  # it has a name: not dangling, nothing to record
+            records = [r for r in current if r.name != name and not (r.dangling and r.digest == d)]
             records.append(record)
             self.write(records)
         return record
+
+    def drop_dangling(self, keep: tuple[Digest, ...] = ()) -> list[ImageRecord]:
+        """Forget every unnamed image but those in ``keep`` (used by containers); prune's first step."""
+        with flock(self.lock):
+            records = self.images()
+            gone = [r for r in records if r.dangling and r.digest not in keep]
+            if gone:
+                self.write([r for r in records if r not in gone])
+            return gone
 
     def untag(self, name: str) -> bool:
         with flock(self.lock):
@@ -104,7 +152,14 @@ class ImageIndex:
 
     def lookup(self, ref: str | Reference) -> ImageRecord:
         """Find a local image by reference (``busybox``, ``reg/x:1``, ``x@sha256:…``), by full
-        manifest digest, or by a unique prefix (≥ 4 hex) of its image ID (config digest)."""
+        manifest digest, or by its image ID (config digest): whole or a unique prefix of at least
+        4 hex digits, with or without ``sha256:``, as docker takes it."""
+        return self.find(ref).records[0]
+
+    def find(self, ref: str | Reference) -> Match:
+        """The one resolver of what a user typed for a local image (:meth:`lookup`). A name wins
+        over an ID prefix that happens to read the same (as docker); an ID prefix two images
+        share is refused. Raises ImageNotFoundError, or StoreError when ambiguous."""
         text = str(ref)
         records = self.images()
         parsed: Reference | None = None
@@ -116,27 +171,35 @@ class ImageIndex:
         if parsed is not None:
             for r in records:
                 if r.name == str(parsed):
-                    return r
+                    return Match([r], False)
             if parsed.digest is not None:
                 for r in records:
                     if r.digest == parsed.digest and r.name.startswith(parsed.name + "@"):
-                        return r
+                        return Match([r], False)
                 for r in records:
                     if r.digest == parsed.digest and r.name.rsplit(":", 1)[0] == parsed.name:
-                        return r
+                        return Match([r], False)
         if not isinstance(ref, Reference):
             with contextlib.suppress(DigestError):
                 d = Digest.parse(text)
                 for r in records:
                     if r.digest == d:
-                        return r
+                        return Match([r], False)
             prefix = text.removeprefix("sha256:")
             if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
-                hits = {r.digest: r for r in records if self.image_id(r).hex.startswith(prefix)}
+                hits: dict[str, list[ImageRecord]] = {}
+                for r in records:
+                    with contextlib.suppress(StoreError, ManifestError, ValueError):
+                        image_id = self.image_id(r)
+                        if image_id.hex.startswith(prefix):
+                            hits.setdefault(str(image_id), []).append(r)
                 if len(hits) == 1:
-                    return next(iter(hits.values()))
+                    same = next(iter(hits.values()))
+                    return Match(sorted(same, key=lambda r: r.dangling), True)  # named first
                 if len(hits) > 1:
-                    raise StoreError(f"image ID prefix {prefix} is ambiguous")
+                    ids = ", ".join(sorted(h.removeprefix("sha256:")[:12] for h in hits))
+                    raise StoreError(f"image ID prefix {prefix} is ambiguous: it matches {len(hits)} "
+                                     f"images ({ids}); give more of the ID")
         raise ImageNotFoundError(text)
 
     def image_id(self, record: ImageRecord) -> Digest:

@@ -90,7 +90,7 @@ from storage import graph, mediatypes
 from storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
 from storage.content import Info
 from storage.digest import Digest
-from storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord
+from storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
 from storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
 from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
 from storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
@@ -99,7 +99,7 @@ from storage.storefiles import StoreError, atomic_write, flock, rmtree
 
 # The names callers import from here (client/, runtime/, tests) stay here.
 __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError", "ImageRecord",
-           "LocalStore", "ResolvedImage", "SizeMismatchError", "StoreError", "chain_ids"]
+           "LocalStore", "Match", "ResolvedImage", "SizeMismatchError", "StoreError", "chain_ids"]
 
 OCI_LAYOUT_VERSION = "1.0.0"
 
@@ -251,6 +251,9 @@ class LocalStore:
     def lookup(self, ref: str | Reference) -> ImageRecord:
         return self.image_index.lookup(ref)
 
+    def find(self, ref: str | Reference) -> Match:
+        return self.image_index.find(ref)
+
     def image_id(self, record: ImageRecord) -> Digest:
         return self.image_index.image_id(record)
 
@@ -322,14 +325,18 @@ class LocalStore:
         self.untag(record.name)
         return record, self.prune(keep)
 
-    def prune(self, keep: tuple[Digest, ...] = ()) -> dict[str, int]:
+    def prune(self, keep: tuple[Digest, ...] = (), dangling: bool = False) -> dict[str, int]:
         """Delete blobs, extracted layers and stale ingest files that no image references.
 
         ``keep``: manifest digests to treat as referenced although no name points at them (the
-        images of existing containers: their layers are overlay lower dirs).
+        images of existing containers: their layers are overlay lower dirs). ``dangling``: first
+        forget the unnamed images no container uses (``pyreg prune``, as ``docker image prune``;
+        rmi's sweep keeps them).
         """
-        removed = {"blobs": 0, "layers": 0, "ingest": 0, "bytes": 0}
+        removed = {"blobs": 0, "layers": 0, "ingest": 0, "bytes": 0, "images": 0}
         with flock(self.root / "locks" / "gc.lock", exclusive=True):
+            if dangling:
+                removed["images"] = len(self.image_index.drop_dangling(keep))
             blobs, chains = self._referenced(keep)
             removed["blobs"], removed["bytes"] = self.blobs.sweep(blobs)
             removed["layers"] = self.layer_store.sweep(chains)

@@ -58,12 +58,27 @@ def make_private_dir(path: str | os.PathLike[str]) -> None:
     tighten(path)
 
 
+# Directories checked by this process before it entered a user namespace of its own (a rootless
+# build): in there every ancestor owned by an unmapped uid, root's too, shows as the overflow uid,
+# so their owners can only be judged outside; the check is not repeated inside (this process and
+# its forks).
+_CHECKED_OUTSIDE: set[str] = set()
+
+
+def check_before_userns(path: str | os.PathLike[str], what: str) -> None:
+    """:func:`check_owned` now, before entering a user namespace; trusted inside it from then."""
+    check_owned(path, what)
+    _CHECKED_OUTSIDE.add(os.path.realpath(path))
+
+
 def check_parents(path: str | os.PathLike[str], what: str) -> None:
     """Refuse ``path`` if an existing ancestor of it belongs to another user (not root), or may
     be written by anyone without the sticky bit: its owner, or anyone, could swap ``path``.
 
     Checked before ``path`` is created, so nothing is made inside a squatted directory."""
     real = os.path.realpath(path)
+    if real in _CHECKED_OUTSIDE:
+        return
     euid = os.geteuid()
     parent = os.path.dirname(real)
     while True:

@@ -217,6 +217,26 @@ def test_logs_follow_timestamps_while_running(busybox_store: RuntimeEnv) -> None
     assert [t for _, t in _stamped(out)] == ["line1", "line2", "line3"]
 
 
+def test_logs_follow_until_a_time_then_stops(busybox_store: RuntimeEnv) -> None:
+    """``logs -f --until T`` follows a running container's lines until T, then stops (docker): the
+    follower exits while the container still runs, with what came before T and nothing after."""
+    from storage.units import parse_time
+
+    env = busybox_store
+    env.run("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+            "until [ -e /go ]; do sleep 0.05; done; while :; do echo tick; sleep 0.05; done", check=True)
+    until = time.time_ns() + 4_000_000_000
+    follower = env.popen("logs", "-f", "-t", "--until", f"{until // 10**9}.{until % 10**9:09d}", "ticker")
+    env.run("exec", "ticker", "touch", "/go", check=True)  # the lines start after the follower did
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    lines = _stamped(out)
+    assert lines and {t for _, t in lines} == {"tick"}
+    assert all(parse_time(s) <= until for s, _ in lines)
+    assert env.state("ticker")["status"] == "running"  # it stopped at the time, not at the exit
+    env.run("rm", "-f", "ticker", check=True)
+
+
 def test_logs_of_a_container_logged_before_line_times(busybox_store: RuntimeEnv) -> None:
     """A container whose log has no ``log.times`` (pyreg before it kept them): its lines have no
     time; after a restart the new lines do."""

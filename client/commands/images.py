@@ -158,7 +158,9 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for record in store.images() if store is not None else []:
         name, tag = record.name, "<none>"
-        if "@" in name:
+        if record.dangling:
+            name = "<none>"
+        elif "@" in name:
             name = name.split("@")[0]
         elif ":" in name.rsplit("/", 1)[-1]:
             name, tag = name.rsplit(":", 1)

@@ -21,10 +21,11 @@ def _run(args: argparse.Namespace) -> int:
     from runtime.api import prune_build_cache
 
     store = common.store()
-    removed = store.prune(common.keep_digests(common.container_images()))
+    removed = store.prune(common.keep_digests(common.container_images()), dangling=True)
     origins.sweep(store.root, store.has_blob)
     removed["build_cache"] = prune_build_cache(store.root)
-    common.emit(args, removed, f"removed {removed['blobs']} blobs ({human(removed['bytes'])}), "
+    common.emit(args, removed, f"removed {removed['images']} unnamed images, "
+                               f"{removed['blobs']} blobs ({human(removed['bytes'])}), "
                                f"{removed['layers']} layers, {removed['ingest']} partial files, "
                                f"{removed['build_cache']} build cache entries")
     return 0

@@ -60,6 +60,10 @@ def _run(args: argparse.Namespace) -> int:
                 parse_spec(args.src)  # says what the path is not (no such file, not a layout)
             source = transfer.local_source(common.store(), args.src)
         if args.dest is None and layout is None and not Path(args.src).is_file():
+            from storage.imageindex import is_unnamed
+
+            if is_unnamed(source.name):
+                raise ValueError(f"image {args.src} has no name: push it as pyreg push {args.src} NAME[:TAG]")
             dest = parse(source.name)
         elif args.dest is None:
             raise ValueError("push from a directory or archive needs a destination reference")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from client import common
@@ -32,12 +33,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.output is None and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
     store = common.store()
-    records = [store.lookup(text) for text in args.images]
+    records = []
+    for text in args.images:  # docker: an image saved by ID carries no name
+        match = store.find(text)
+        record = match.records[0]
+        records.append(replace(record, name=str(record.digest)) if match.by_id else record)
     if args.output is None:
         sys.stdout.flush()
         save(records, store, None, args.format, stream=sys.stdout.buffer)
         return 0
     count = save(records, store, Path(args.output), args.format)
     common.emit(args, {"output": args.output, "format": args.format,
-                       "images": [r.name for r in records], "blobs": count}, None)
+                       "images": [r.name for r in records if not r.dangling], "blobs": count}, None)
     return 0

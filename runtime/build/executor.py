@@ -185,9 +185,9 @@ class Builder:
             self.opts.out(f"NOTE: '# syntax={df.directives['syntax']}' ignored: "
                           "pyreg build has its own frontend")
         os.umask(0o022)
-        if not fsops.private_mounts():
-            raise BuildError("pyreg build needs root (overlay mounts in a private mount namespace); "
-                             "rootless builds are not supported yet")
+        if not fsops.private_mounts((str(self.store.root),)):
+            raise BuildError("pyreg build needs a private mount namespace: as root, or rootless in an "
+                             "unprivileged user namespace, which this system refuses")
         self.work = tempfile.mkdtemp(prefix="pyreg-build-")
         self.mounts = fsops.Mounts(self.work)
         try:
@@ -810,6 +810,9 @@ class Builder:
                 self.store.tag(name, manifest_digest, mediatypes.OCI_MANIFEST, len(manifest_bytes),
                                platform=dict(state.platform))  # (a cached rebuild rewrites nothing)
             names.append(name)
+        if not names:  # kept as docker keeps it: <none>:<none>, runnable by ID until pruned
+            self.store.tag(str(manifest_digest), manifest_digest, mediatypes.OCI_MANIFEST,
+                           len(manifest_bytes), platform=dict(state.platform))
         return BuildResult(str(config_digest), str(manifest_digest), len(manifest_bytes), doc, names)
 
 

@@ -23,21 +23,71 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runtime import linux, rootfs
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS
+from runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS
 
 _SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 
-def private_mounts() -> bool:
-    """Unshare the mount namespace (root only); False when that is not possible."""
+_USERNS = False  # this build runs rootless, as root of a user namespace of its own
+
+
+def in_userns() -> bool:
+    """Is this a rootless build (root only in the user namespace :func:`private_mounts` made)?"""
+    return _USERNS
+
+
+def private_mounts(trusted: tuple[str, ...] = ()) -> bool:
+    """Unshare the mount namespace; False when that is not possible.
+
+    Rootless (an unprivileged user, as rootless ``pyreg run``): first a user namespace where only
+    the user's uid and gid are mapped, as 0, so the build may mount overlays (with ``userxattr``:
+    whiteouts as ``user.overlay.*``) and make RUN containers nested in it, and can reach nothing
+    the user could not. The run root is pinned first (inside, ``geteuid()`` says 0), and it and
+    the ``trusted`` dirs (the store) are checked outside: inside, root's dirs show as nobody's."""
+    global _USERNS
     if os.geteuid() != 0:
-        return False
+        from runtime import state
+        from storage.private import check_before_userns
+
+        os.environ["PYREG_RUN_ROOT"] = state.run_root()
+        check_before_userns(state.ensure_run_root(), "run root")
+        for path in trusted:
+            check_before_userns(path, "directory")
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError:
+            return False
+        _USERNS = True
+    else:
+        try:
+            linux.unshare(linux.CLONE_NEWNS)
+        except OSError:
+            return False
     try:
-        linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     except OSError:
         return False
     return True
+
+
+def _chown(path: str, uid: int, gid: int, dir_fd: int | None = None, follow_symlinks: bool = True) -> None:
+    """``os.chown``; rootless, an owner the user namespace does not map is said plainly."""
+    try:
+        os.chown(path, uid, gid, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    except OSError as e:
+        if e.errno == errno.EINVAL and _USERNS:
+            raise ValueError(f"rootless build: only root (0:0) is mapped, files cannot belong to "
+                             f"{uid}:{gid}") from None
+        raise
+
+
+def overlay_options() -> str:
+    """The build's overlay options; rootless, overlay keeps its xattrs in ``user.*``."""
+    return OVERLAY_BUILD_OPTIONS_ROOTLESS + ",userxattr" if _USERNS else OVERLAY_BUILD_OPTIONS
 
 
 class Mounts:
@@ -62,7 +112,7 @@ class Mounts:
             target = self._dir("view-")
             lowers = ":".join(reversed([self.empty, self.empty2, *layers]))
             linux.mount("overlay", target, "overlay", linux.MS_RDONLY | linux.MS_NODEV,
-                        f"lowerdir={lowers}")
+                        f"lowerdir={lowers}" + (",userxattr" if _USERNS else ""))
             self.mounted.append(target)
             self.views[key] = target
         return self.views[key]
@@ -77,7 +127,7 @@ class Mounts:
             os.mkdir(d, 0o755)
         lowers = ":".join(reversed([self.empty, *layers]))
         linux.mount("overlay", merged, "overlay", linux.MS_NODEV,
-                    f"lowerdir={lowers},upperdir={upper},workdir={work},{OVERLAY_BUILD_OPTIONS}")
+                    f"lowerdir={lowers},upperdir={upper},workdir={work},{overlay_options()}")
         try:
             yield merged, upper
         finally:
@@ -181,16 +231,62 @@ def mkdir_in(root: str, path: str, owner: tuple[int, int] | None = None) -> None
     missing = [i for i in range(1, len(parts) + 1) if not exists_in(root, "/".join(parts[:i]))]
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(rootfs.mkdir_all(rootfd, path))
+        os.close(mkdir_through(rootfd, path))
         if owner is not None:
             for i in missing:
                 fd = rootfs.resolve(rootfd, "/".join(parts[:i]))
                 try:
-                    os.chown(rootfs.fd_path(fd), *owner)
+                    _chown(rootfs.fd_path(fd), *owner)
                 finally:
                     os.close(fd)
     finally:
         os.close(rootfd)
+
+
+def mkdir_through(rootfd: int, path: str, mode: int = 0o755) -> int:
+    """The directory ``path`` resolved in the root, made where missing; an ``O_PATH`` fd.
+
+    Unlike ``rootfs.mkdir_all`` (the runtime's mount targets, which refuses them), a symlink
+    whose target does not exist is followed and its target made, as BuildKit's COPY does (its
+    mkdir resolves each symlink in the root, continuity's ``RootPath``): ``/app -> /opt/app``
+    and ``COPY x /app/`` make ``/opt/app``. The target is re-resolved from the rootfs fd with
+    ``..`` and absolute links stopping at the root, and every directory is made relative to a
+    directory fd resolved inside it, so nothing is ever made outside the image.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    for _ in range(40):  # symlinks followed, as the kernel's MAXSYMLINKS
+        redirected = None
+        cur = os.dup(rootfd)
+        try:
+            for i, name in enumerate(parts):
+                prefix = "/".join(parts[: i + 1])
+                try:
+                    nxt = rootfs.resolve(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    try:
+                        st = os.stat(name, dir_fd=cur, follow_symlinks=False)
+                    except FileNotFoundError:
+                        st = None
+                    if st is not None and stat.S_ISLNK(st.st_mode):
+                        target = os.readlink(name, dir_fd=cur)
+                        base = [] if target.startswith("/") else parts[:i]
+                        redirected = [*base, *(p for p in target.split("/") if p and p != "."),
+                                      *parts[i + 1:]]
+                        break
+                    rootfs.check_target(cur, f"mkdir {path}")
+                    with contextlib.suppress(FileExistsError):  # made by a racing writer
+                        os.mkdir(name, mode, dir_fd=cur)
+                    nxt = rootfs.resolve(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
+                os.close(cur)
+                cur = nxt
+            if redirected is None:
+                return cur
+        except BaseException:
+            os.close(cur)
+            raise
+        os.close(cur)
+        parts = redirected
+    raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links")
 
 
 class Copier:
@@ -219,13 +315,13 @@ class Copier:
             pass
         except NotADirectoryError:
             raise ValueError(f"cannot copy to {path}: a file is there, not a directory") from None
-        return rootfs.mkdir_all(self.rootfd, path), True
+        return mkdir_through(self.rootfd, path), True
 
     def _meta(self, path: str, st: os.stat_result, src: str | None) -> None:
         """Owner, mode, xattrs and times of the (non-symlink) entry at the fd path ``path``."""
         uid = self.owner.uid if self.owner.uid is not None else st.st_uid
         gid = self.owner.gid if self.owner.gid is not None else st.st_gid
-        os.chown(path, uid, gid)  # path is /proc/self/fd/N: followed to the entry itself
+        _chown(path, uid, gid)  # path is /proc/self/fd/N: followed to the entry itself
         mode = self.owner.mode if self.owner.mode is not None else stat.S_IMODE(st.st_mode)
         os.chmod(path, mode)  # after chown, which clears setuid bits
         if src is not None:
@@ -304,7 +400,7 @@ class Copier:
             os.symlink(os.readlink(src), name, dir_fd=dirfd)
             uid = self.owner.uid if self.owner.uid is not None else st.st_uid
             gid = self.owner.gid if self.owner.gid is not None else st.st_gid
-            os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+            _chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
             os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
         elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(name, mode, st.st_rdev, dir_fd=dirfd)

@@ -46,6 +46,9 @@ _OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 MEDIA_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD,
                "none": mediatypes.OCI_LAYER}
 OVERLAY_BUILD_OPTIONS = "redirect_dir=off,metacopy=off,index=off"
+# rootless (``userxattr``): overlay refuses "off" there, which may mean "follow"; nofollow creates
+# no redirects either
+OVERLAY_BUILD_OPTIONS_ROOTLESS = "redirect_dir=nofollow,metacopy=off,index=off"
 
 
 @dataclass(frozen=True)

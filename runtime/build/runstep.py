@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS, is_opaque, is_whiteout
+from runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS, is_opaque, is_whiteout
 
 STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "dev")
 
@@ -137,7 +137,9 @@ class Step:
             layers = [self.empty_lower]
         self.layers = layers
         defaults = rspec.run_defaults()
-        rootless = os.geteuid() != 0
+        from runtime.build.fsops import in_userns
+
+        rootless = os.geteuid() != 0 or in_userns()
         cid = state.new_id()
         network, net = self._network(spec.network, defaults, rootless)
         cfg = ContainerConfig(
@@ -145,7 +147,8 @@ class Step:
             hostname=cid[:12], network=network, volumes=list(spec.mounts), layers=layers,
             rootless=rootless, pids_default=defaults["pidslimit"],
             memory=None if rootless else defaults["memory"],
-            extra={"overlay_options": OVERLAY_BUILD_OPTIONS, "labels": {}, "build": True},
+            extra={"overlay_options": OVERLAY_BUILD_OPTIONS_ROOTLESS if rootless else OVERLAY_BUILD_OPTIONS,
+                   "labels": {}, "build": True},
         )
         self.scratch = ""
         if scratch_root:

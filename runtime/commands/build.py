@@ -125,7 +125,9 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
         shutil.rmtree(scratch, ignore_errors=True)
     out(f"writing image {result.image_id} done")
     if not result.names:
-        out("note: the image has no name (give -t NAME[:TAG] to run or push it); 'pyreg prune' removes it")
+        short = result.image_id.removeprefix("sha256:")[:12]
+        out(f"note: the image has no name: run it as pyreg run {short}, name it with pyreg tag; "
+            "'pyreg prune' removes it")
     for n in result.names:
         out(f"naming to {n} done")
     if args.iidfile:

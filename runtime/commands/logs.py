@@ -2,8 +2,8 @@
 
 As docker: ``--tail N`` (of what ``--since``/``--until`` leave), ``--since``/``--until`` (RFC 3339
 times, Unix timestamps or durations before now: ``10m``), ``-t/--timestamps`` (each line's arrival,
-RFC 3339 in UTC), ``-f`` (until the container exits). Line times come from ``log.times``
-(runtime/logfile.py); lines logged before pyreg kept times have none."""
+RFC 3339 in UTC), ``-f`` (until the container exits, or with ``--until`` until that time). Line
+times come from ``log.times`` (runtime/logfile.py); lines logged before pyreg kept times have none."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--follow", action="store_true", help="keep following until the container exits")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep following until the container exits (or until --until's time)")
     p.add_argument("-n", "--tail", default="all", metavar="N", type=_tail,
                    help="only the last N lines (default all)")
     p.add_argument("--since", metavar="TIME", type=_time,
@@ -146,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
             writer.write(chunk)
             pos += len(chunk)
         out.flush()
-        if args.follow and args.until is None:
-            _follow(fd, pos, writer, rec.id)
+        if args.follow and (args.until is None or args.until > time.time_ns()):
+            _follow(fd, pos, writer, rec.id, args.until, times)
     except BrokenPipeError:
         pass
     finally:
@@ -157,21 +158,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(fd: int, pos: int, writer: _Writer, cid: str) -> None:
-    """What comes after ``pos`` until the container is no longer running."""
+def _follow(fd: int, pos: int, writer: _Writer, cid: str, until: int | None = None,
+            times: Times | None = None) -> None:
+    """What comes after ``pos`` until the container is no longer running, or (``until``, docker's
+    ``-f --until``) until that time: then the lines that came after it are cut off and it stops.
+    A line's time record is written before the line, so a chunk read is cut exactly."""
     from runtime import state
+
+    def emit(chunk: bytes) -> bool:
+        """Write ``chunk`` (read at ``pos``) up to ``until``; False once past it."""
+        nonlocal pos
+        if until is not None and times is not None:
+            times.refresh()
+            cut = times.first_after(until, inclusive=False)
+            if cut is not None and cut < pos + len(chunk):
+                writer.write(chunk[:max(0, cut - pos)])
+                return False
+        writer.write(chunk)
+        pos += len(chunk)
+        return True
 
     while True:
         chunk = os.pread(fd, 1 << 16, pos)
         if chunk:
-            writer.write(chunk)
-            pos += len(chunk)
+            if not emit(chunk):
+                return
             continue
         writer.out.flush()
         cur = state.load(cid)
         if cur is None or cur.status != "running":
             while chunk := os.pread(fd, 1 << 16, pos):  # what was written just before the end
-                writer.write(chunk)
-                pos += len(chunk)
+                if not emit(chunk):
+                    return
             return
-        time.sleep(0.05)
+        if until is not None:
+            left = until - time.time_ns()
+            if left <= 0:
+                while chunk := os.pread(fd, 1 << 16, pos):  # what came just before the time
+                    if not emit(chunk):
+                        return
+                return
+            time.sleep(min(0.05, left / 1e9))
+        else:
+            time.sleep(0.05)
