@@ -34,6 +34,8 @@ sys.path.insert(0, str(REPO))
 # (name, wall times, CPU times, error): CPU is user+sys of the command and everything it waited
 # for (children's rusage), steadier than wall time on this shared machine
 Result = tuple[str, list[float], list[float], "str | None"]
+# cgroup parents of this run only: other benchmarks (network_bench.py's containers) may be running
+CGROUP_PARENT = f"pyreg-bench-{os.getpid()}"
 
 
 def timed(cmd: list[str], runs: int,
@@ -69,7 +71,7 @@ def build_image(tmp: Path) -> tuple[Any, Path]:
 def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
     env = {**os.environ, "PYREG_STORE": str(tmp / "store"), "PYREG_RUN_ROOT": str(tmp / "run"),
            "PYREG_REGISTRY": "registry.invalid:5000", "PYREG_CONFIG": str(tmp / "config.json"),
-           "PYREG_CGROUP_PARENT": "pyreg-bench", "PYTHONPATH": str(REPO),
+           "PYREG_CGROUP_PARENT": CGROUP_PARENT, "PYTHONPATH": str(REPO),
            # not root's default (bridge: pyreg0 and NAT in the host's namespace); network_bench.py
            # times bridge in a namespace of its own
            "PYREG_NETWORK": os.environ.get("PYREG_NETWORK") or "none",
@@ -102,7 +104,7 @@ def runc_result(tmp: Path, rootfs: Path, runs: int) -> Result:
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["true"]
     spec["root"]["readonly"] = False
-    spec["linux"]["cgroupsPath"] = "/pyreg-bench-runc"
+    spec["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}-runc"
     (bundle / "config.json").write_text(json.dumps(spec))
     cmd = ["runc", "--root", str(tmp / "runc-state"), "run", "--bundle", str(bundle), "bench"]
     return ("runc run (same rootfs)", *timed(cmd, runs))
@@ -129,7 +131,7 @@ def remove_bench_cgroups() -> None:
     for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
                  "/sys/fs/cgroup/devices",
                  "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        for name in ("pyreg-bench", "pyreg-bench-runc"):
+        for name in (CGROUP_PARENT, f"{CGROUP_PARENT}-runc"):
             p = os.path.join(root, name)
             if os.path.isdir(p):
                 for sub in os.listdir(p):
