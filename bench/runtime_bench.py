@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,21 +31,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-Result = tuple[str, list[float], "str | None"]
+# (name, wall times, CPU times, error): CPU is user+sys of the command and everything it waited
+# for (children's rusage), steadier than wall time on this shared machine
+Result = tuple[str, list[float], list[float], "str | None"]
+# cgroup parents of this run only: other benchmarks (network_bench.py's containers) may be running
+CGROUP_PARENT = f"pyreg-bench-{os.getpid()}"
 
 
-def timed(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> tuple[list[float], str | None]:
-    """Wall times of ``runs`` runs after one warm-up; (times, None) or ([], error)."""
+def timed(cmd: list[str], runs: int,
+          env: dict[str, str] | None = None) -> tuple[list[float], list[float], str | None]:
+    """Wall and CPU times of ``runs`` runs after one warm-up; (times, cpu, None) or ([], [], error)."""
     times: list[float] = []
+    cpu: list[float] = []
     for i in range(runs + 1):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if p.returncode != 0:
-            return [], f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
+            return [], [], f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
         if i:
             times.append(dt)
-    return times, None
+            cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return times, cpu, None
 
 
 def build_image(tmp: Path) -> tuple[Any, Path]:
@@ -61,7 +71,7 @@ def build_image(tmp: Path) -> tuple[Any, Path]:
 def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
     env = {**os.environ, "PYREG_STORE": str(tmp / "store"), "PYREG_RUN_ROOT": str(tmp / "run"),
            "PYREG_REGISTRY": "registry.invalid:5000", "PYREG_CONFIG": str(tmp / "config.json"),
-           "PYREG_CGROUP_PARENT": "pyreg-bench", "PYTHONPATH": str(REPO),
+           "PYREG_CGROUP_PARENT": CGROUP_PARENT, "PYTHONPATH": str(REPO),
            # not root's default (bridge: pyreg0 and NAT in the host's namespace); network_bench.py
            # times bridge in a namespace of its own
            "PYREG_NETWORK": os.environ.get("PYREG_NETWORK") or "none",
@@ -94,7 +104,7 @@ def runc_result(tmp: Path, rootfs: Path, runs: int) -> Result:
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["true"]
     spec["root"]["readonly"] = False
-    spec["linux"]["cgroupsPath"] = "/pyreg-bench-runc"
+    spec["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}-runc"
     (bundle / "config.json").write_text(json.dumps(spec))
     cmd = ["runc", "--root", str(tmp / "runc-state"), "run", "--bundle", str(bundle), "bench"]
     return ("runc run (same rootfs)", *timed(cmd, runs))
@@ -108,7 +118,7 @@ def podman_result(tmp: Path, runs: int) -> Result:
     try:
         pulled = podman.run("pull", "-q", f"oci:{tmp / 'layout'}:latest", check=False)
         if pulled.returncode != 0:
-            return "podman run --rm", [], f"pull failed: {pulled.stderr.strip()[-300:]}"
+            return "podman run --rm", [], [], f"pull failed: {pulled.stderr.strip()[-300:]}"
         image_id = pulled.stdout.strip().splitlines()[-1]
         cmd = ["podman", *podman.global_args(), "run", "--rm", "--network", "none", image_id, "true"]
         return ("podman run --rm --network none", *timed(cmd, runs, env=podman.env()))
@@ -121,7 +131,7 @@ def remove_bench_cgroups() -> None:
     for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
                  "/sys/fs/cgroup/devices",
                  "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        for name in ("pyreg-bench", "pyreg-bench-runc"):
+        for name in (CGROUP_PARENT, f"{CGROUP_PARENT}-runc"):
             p = os.path.join(root, name)
             if os.path.isdir(p):
                 for sub in os.listdir(p):
@@ -133,6 +143,9 @@ def remove_bench_cgroups() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--pyreg", action="append", default=[], metavar="PATH",
+                    help="also time this pyreg console script, e.g. a regular install's "
+                         "(python -m venv V && V/bin/pip install .); repeatable")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
@@ -158,6 +171,11 @@ def main() -> int:
         results.append(("python -S -m client.cli run --rm busybox true (no site)",
                         *timed([py, "-S", "-m", "client.cli", "run", "--rm", "busybox", "true"], args.runs,
                                env=env)))
+        for other in args.pyreg:  # an installed pyreg: its own modules and .pyc, not this tree's
+            installed = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}
+            subprocess.run([other, "run", "--rm", "busybox", "true"], env=installed, capture_output=True)
+            results.append((f"{other} run --rm busybox true",
+                            *timed([other, "run", "--rm", "busybox", "true"], args.runs, env=installed)))
         results.append(("pyreg run --rm --network host busybox true",
                         *timed([*entry, "run", "--rm", "--network", "host", "busybox", "true"], args.runs,
                                env=env)))
@@ -171,13 +189,15 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"\n{args.runs} runs each, load average {load:.1f} on {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| command | min ms | median ms |")
-    print("|---|---:|---:|")
-    for name, times, err in results:
+    print("| command | min ms | median ms | quartiles ms | CPU median ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, times, cpu, err in results:
         if err:
-            print(f"| {name} | failed | {err.replace('|', '/').replace(chr(10), ' ')} |")
+            print(f"| {name} | failed | {err.replace('|', '/').replace(chr(10), ' ')} | | |")
         else:
-            print(f"| {name} | {min(times) * 1000:.1f} | {statistics.median(times) * 1000:.1f} |")
+            q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+            print(f"| {name} | {min(times) * 1000:.1f} | {statistics.median(times) * 1000:.1f} "
+                  f"| {q[0] * 1000:.0f}-{q[2] * 1000:.0f} | {statistics.median(cpu) * 1000:.1f} |")
     return 0
 
 

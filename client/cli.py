@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(args)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        if argv is None and args[:1] == ["run"]:
+            _exit_now(code)
         return code
     except BrokenPipeError:
         return _broken_pipe()
@@ -123,6 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(BrokenPipeError):
             print(f"pyreg: {_one_line(exc)}", file=sys.stderr)
         return _exit_code(args, exc)
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's tear-down, which frees every module one by one:
+    ~5 ms of ``pyreg run --rm``'s 40 ms budget. What tear-down would still do that matters is
+    done first: wait for non-daemon threads, run atexit handlers, flush stdio."""
+    import atexit
+
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code & 0xFF)
 
 
 def _main(args: list[str]) -> int:

@@ -93,8 +93,8 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
                     os.close(null)
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 confine.prepare(cfg)
-                if cg is not None:
-                    cg.attach(0)
+                if cg is not None:  # v1: without the global lock's RCU wait (cgroups.py)
+                    cg.join_self() if cg.version == 1 else cg.attach(0)
                 for ns in ("ipc", "uts", "net", "cgroup", "mnt"):
                     if ns in fds:
                         linux.setns(fds[ns], 0)

@@ -56,7 +56,7 @@ def _load_cache() -> dict[str, Any]:
 
 def _cached(ref: str) -> dict[str, Any] | None:
     entry = _load_cache().get(_key(ref))
-    if not isinstance(entry, dict):
+    if not isinstance(entry, dict) or "warning" not in entry:  # an older pyreg's entry: no warning
         return None
     try:
         for path, fp in entry["fingerprints"]:
@@ -85,9 +85,10 @@ def _remember(ref: str, entry: dict[str, Any]) -> None:
         pass
 
 
-def resolve(ref: str,
-            pull: Callable[[str], None] | None = None) -> tuple[str, str, dict[str, Any], list[str]]:
-    """(image name, manifest digest, image config, layer dirs base first) for a local image.
+def resolve(ref: str, pull: Callable[[str], None] | None = None
+            ) -> tuple[str, str, dict[str, Any], list[str], str | None]:
+    """(image name, manifest digest, image config, layer dirs base first, docker's warning when
+    the image's platform is not this host's) for a local image.
 
     When the image is not in the store, ``pull(ref)`` is called (the CLI passes the client's
     pull, so the runtime does not depend on the client) and the store asked again. A path to a
@@ -95,12 +96,13 @@ def resolve(ref: str,
     handy for debugging and for the benchmark.
     """
     if ref.startswith(("/", "./", "../")) and os.path.isdir(ref):
-        return ref, "", {}, [os.path.abspath(ref)]
+        return ref, "", {}, [os.path.abspath(ref)], None
     state.ensure_run_root()  # before trusting the cache in it: private, and not another user's
     hit = _cached(ref)
     if hit is not None:
-        return hit["name"], hit["digest"], hit["config"], hit["layers"]
+        return hit["name"], hit["digest"], hit["config"], hit["layers"], hit.get("warning")
     from runtime.extract import extract_layer
+    from storage.graph import platform_warning
     from storage.localstore import ImageNotFoundError, LocalStore
     from storage.reference import config_path
 
@@ -115,8 +117,11 @@ def resolve(ref: str,
     layers = [str(p) for p in img.layer_dirs]
     index = str(store.root / "index.json")
     cfg_file = str(config_path())
+    # remembered too: storage.graph (dataclasses, hashlib, platform) costs ~20 ms of start-up
+    warning = platform_warning(img.config)
     _remember(ref, {
         "name": img.name, "digest": str(img.manifest_digest), "config": img.config, "layers": layers,
+        "warning": warning,
         "fingerprints": [[index, _fingerprint(index)], [cfg_file, _fingerprint(cfg_file)]],
     })
-    return img.name, str(img.manifest_digest), img.config, layers
+    return img.name, str(img.manifest_digest), img.config, layers, warning

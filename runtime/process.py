@@ -120,17 +120,23 @@ def report(err_w: int, stage: str, e: BaseException, what: str = "") -> None:
 
 
 def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-           console: int | None = None, netns: int | None = None) -> None:
+           console: int | None = None, netns: int | None = None, join: Cgroup | None = None) -> None:
     """PID 1 of the new pid namespace, before it becomes the command. Never returns.
 
-    The supervisor moves it into its cgroup meanwhile (a cgroup v1 migration waits for an RCU
-    grace period: tens of milliseconds, spent in parallel with the mounts); ``sync_r`` says when.
+    On cgroup v1 it joins its cgroup itself (``join``: ``Cgroup.join_self``, first, before it
+    touches anything); on v2 the supervisor moves it meanwhile (a migration by pid waits for an
+    RCU grace period, spent in parallel with the mounts); ``sync_r`` says when.
     """
     cfg = rec.config
     cdir = state.container_dir(rec.id)
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # no container outlives its supervisor
         linux.prctl(linux.PR_SET_DUMPABLE, 0)  # a host Python (--init: for good): not openable via /proc
+        if join is not None:
+            try:
+                join.join_self()
+            except OSError as e:
+                raise ContainerError(f"cannot move the container into its cgroup: {e}") from None
         os.setsid()
         if stdio is not None:
             for i, fd in enumerate(stdio):
@@ -260,13 +266,13 @@ def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None 
     if child == 0:
         os.close(err_r)
         os.close(sync_w)
-        _child(rec, err_w, sync_r, stdio, console, netns)
+        _child(rec, err_w, sync_r, stdio, console, netns, cg if cg is not None and cg.version == 1 else None)
         os._exit(EXIT_PYREG)  # not reached
     os.close(err_w)
     os.close(sync_r)
     failure: OSError | None = None
     try:
-        if cg is not None:
+        if cg is not None and cg.version != 1:  # v1: the child joins itself (_child)
             cg.attach(child)
         os.write(sync_w, b"g")
     except OSError as e:

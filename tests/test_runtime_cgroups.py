@@ -70,6 +70,12 @@ def test_cgroup_created_joined_and_removed(busybox_store: RuntimeEnv, version: i
     # inside, the cgroup namespace hides the host's hierarchy
     r = env.run("exec", cid, "cat", "/proc/self/cgroup", check=True)
     assert env.cgroup_parent not in r.stdout
+    # and an exec'd process is in the container's cgroup: the namespace's root, not "/.." above it
+    # (v1: it joins each hierarchy itself through ``tasks``, runtime/cgroups.py join_self)
+    ctls = ("memory", "pids", "cpu") if version == 1 else ("",)
+    for ctl in ctls:
+        line = next(ln for ln in r.stdout.splitlines() if ctl in ln.split(":")[1].split(","))
+        assert line.endswith(":/"), r.stdout
     env.run("rm", "-f", cid, check=True)
     assert not any(os.path.exists(p) for p in paths)
     assert env.container_cgroups() == []

@@ -160,13 +160,11 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
         print(f"pyreg: --env-file: {e}", file=sys.stderr)
         return EXIT_PYREG
     try:
-        name, digest, image_config, layers = images.resolve(args.image, pull=pull)
+        name, digest, image_config, layers, warning = images.resolve(args.image, pull=pull)
     except Exception as e:
         print(f"pyreg: {e}", file=sys.stderr)
         return EXIT_PYREG
-    from storage.graph import platform_warning
-
-    if (warning := platform_warning(image_config)) is not None:  # docker warns, then tries it
+    if warning is not None:  # docker warns, then tries it
         print(warning, file=sys.stderr)
     cfg = spec.build_config(image_config, cmd=args.command, entrypoint=args.entrypoint, env=env,
                             workdir=args.workdir, user=args.user)
