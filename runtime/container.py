@@ -189,18 +189,24 @@ def start(rec: Container) -> None:
 
 def remove_files(cid: str) -> None:
     """Remove a container's directory, including overlay's mode-000 ``work/work`` when rootless."""
+    remove_tree(state.container_dir(cid))
+
+
+def remove_tree(path: str) -> None:
+    """``rmtree`` that also removes what overlay leaves unreadable (a mode-000 ``work/work``):
+    a container's directory, a build step's scratch dir."""
     import shutil
 
-    def retry(func: Any, path: str, exc: Any) -> None:
+    def retry(func: Any, p: str, exc: Any) -> None:
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, ignore_errors=True)
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
             else:
-                func(path)
+                func(p)
 
-    shutil.rmtree(state.container_dir(cid), onerror=retry)
+    shutil.rmtree(path, onerror=retry)
 
 
 def cleanup(rec: Container, remove: bool) -> None:

@@ -114,6 +114,7 @@ class ResolvedImage:
     config_digest: Digest
     config: dict[str, Any]
     layer_dirs: list[Path]          # extracted layers, base first
+    layers: tuple[Descriptor, ...] = ()  # the manifest's layer descriptors, base first
 
 
 class LocalStore:
@@ -285,7 +286,8 @@ class LocalStore:
             config_digest = manifest.config.digest
             config = self.read_json(config_digest)
             dirs = self.ensure_layers(manifest, config, extractor)
-        return ResolvedImage(record.name, record.digest, manifest.raw, config_digest, config, dirs)
+        return ResolvedImage(record.name, record.digest, manifest.raw, config_digest, config, dirs,
+                             manifest.layers)
 
     # -- removal -------------------------------------------------------------------------------
     def _referenced(self, keep: tuple[Digest, ...] = ()) -> tuple[set[str], set[str]]:

@@ -273,8 +273,8 @@ class Builder:
         cfg = img.config
         diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
         layers = []
-        for desc, diff_id in zip(img.manifest.get("layers") or [], diff_ids, strict=False):
-            layers.append(Layer(diff_id, desc["digest"], int(desc["size"]), desc["mediaType"]))
+        for desc, diff_id in zip(img.layers, diff_ids, strict=False):
+            layers.append(Layer(diff_id, str(desc.digest), desc.size, desc.media_type))
         platform = {"architecture": cfg.get("architecture") or _host_platform()["architecture"],
                     "os": cfg.get("os") or "linux"}
         if cfg.get("variant"):

@@ -279,15 +279,6 @@ def _relay(fd: int, output: Callable[[bytes], None] | None) -> None:
 
 def _rmtree(path: str) -> None:
     """Remove a step's scratch dir, overlay's mode-000 ``work/work`` included."""
-    import shutil
+    from runtime.container import remove_tree
 
-    def retry(func: Callable[..., object], p: str, exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                func(p)
-
-    shutil.rmtree(path, onerror=retry)
+    remove_tree(path)

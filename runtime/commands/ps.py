@@ -56,13 +56,12 @@ def _image_size(digest: str | None, cache: dict[str, int]) -> int:
     if not digest:
         return 0
     if digest not in cache:
-        import json
-
         from storage.localstore import LocalStore
+        from storage.manifest import parse_manifest
 
         try:
-            doc = json.loads(LocalStore().read_blob(digest))
-            cache[digest] = int(doc["config"]["size"]) + sum(int(d["size"]) for d in doc["layers"])
+            manifest = parse_manifest(LocalStore().read_blob(digest))
+            cache[digest] = sum(d.size for d in manifest.blobs)
         except Exception:  # the image was removed since: the container's own bytes still count
             cache[digest] = 0
     return cache[digest]
