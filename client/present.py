@@ -26,7 +26,7 @@ from storage.reference import DOCKER_HUB, Reference
 
 # any manifest or index: the tag's digest is compared whatever its kind
 _ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
-_TIMEOUT = 15.0
+_TIMEOUT = 5.0  # an optimisation: a registry slower than this gets the full pull
 _MAX_HEAD = 64 << 10  # a response head larger than this is no registry's HEAD answer
 
 
