@@ -92,12 +92,15 @@ def test_moved_tag_and_missing_parts_take_the_full_pull(pyreg_factory: Any, clie
 
 
 def test_help_imports_no_registry_client(client_env: ClientEnv) -> None:
-    """``pyreg --help`` and a command's ``--help`` start without httpx, ssl or the stores."""
+    """``pyreg --help`` and a command's ``--help`` start without httpx, ssl or the stores (and the
+    top-level help without argparse)."""
     for args in (("--help",), ("pull", "--help")):
         _, modules = _imports(client_env, *args)
         heavy = {m for m in modules if m.split(".")[0] in ("httpx", "httpcore", "ssl", "rich", "yaml")
                  or m.startswith(("storage.localstore", "storage.remote", "storage.content"))}
         assert not heavy, (args, heavy)
+    _, modules = _imports(client_env, "--help")
+    assert "argparse" not in modules  # the top-level help is a print, not a parser
 
 
 def test_head_answer_parsing() -> None:
