@@ -63,7 +63,9 @@ def local_image(store: Any, ref: Reference, extract: bool) -> Present | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # anything odd: the full pull sorts it out (and says what is wrong)
-    layers = [BlobResult(str(d.digest), d.size, "exists") for d in manifest.layers]
+    # one entry per blob, as the full pull reports (a layer listed twice is one blob)
+    unique = {str(d.digest): d.size for d in manifest.layers}
+    layers = [BlobResult(digest, size, "exists") for digest, size in unique.items()]
     return Present(record.digest, record.media_type, layers)
 
 
