@@ -4,6 +4,12 @@ against the same registry (Debian's Distribution, a neutral peer), plus ``pyreg 
 
     python bench/client_bench.py                  # five-layer + 512 MiB image, 3 runs each
     python bench/client_bench.py --big-mib 64 --runs 1 --json out.json
+    python bench/client_bench.py --base main --rounds 9   # small commands: main vs this tree
+
+``--base REV`` measures the small, start-up-bound commands of two trees side by side in one run,
+round by round alternating (``git archive REV`` vs the work tree; skopeo's copy as the yardstick):
+``--help``, the pull of a present image, a fresh busybox pull, a five-layer pull and push. Wall
+and CPU (user + system of the child, ``getrusage``) medians, with the min-max spread of the wall.
 
 Every measurement starts from a fresh registry (push) or a fresh local store / layout (pull), so
 no tool gets a HEAD-skip or mount the other did not. ``pyreg pull`` is timed with and without
@@ -184,14 +190,116 @@ def startup(runs: int, work: Path) -> list[dict[str, object]]:
     return out
 
 
+def revisions(base: str, rounds: int, json_out: str | None) -> int:
+    """``--base``: the small commands of ``base`` and of this tree, alternating round by round."""
+    work = Path(tempfile.mkdtemp(prefix="pyreg-client-rev-"))
+    trees = {"base": work / "tree-base", "head": REPO}
+    trees["base"].mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", base], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(trees["base"])], input=archive, check=True)
+    reg = DistributionRegistry(work / "registry" / "root", work / "registry" / "work").start()
+    try:
+        from tests.images import build_busybox_image
+
+        busybox = build_busybox_image(work / "img-busybox")
+        five = build_five_layer_image(work / "img-five")
+        bench = Bench(work, 1)
+        for image, name in ((busybox, "busybox"), (five, "five")):
+            bench.skopeo(f"oci:{image.layout}:{image.tag}", f"docker://{reg.host}/bench/{name}:1")
+        counter = iter(range(1_000_000))
+        rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
+        def timed_cpu(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+        def pyreg(label: str, store: Path, *argv: str) -> tuple[float, float]:
+            tree = trees[label]
+            env = {**bench.pyreg_env, "PYTHONPATH": str(tree), "PYREG_STORE": str(store),
+                   "PYTHONPYCACHEPREFIX": str(work / f"pycache-{label}")}
+            # cwd too: ``python -m`` puts the working directory first on sys.path
+            return timed_cpu([sys.executable, "-m", "client.cli", *argv], env, tree)
+
+        def skopeo(src: str, dest: str) -> tuple[float, float]:
+            return timed_cpu(["skopeo", "--policy", str(bench.policy), "copy", "-q", "--src-tls-verify=false",
+                              "--dest-tls-verify=false", src, dest], bench.skopeo_env)
+
+        def add(row: str, who: str, value: tuple[float, float]) -> None:
+            rows.setdefault(row, {}).setdefault(who, []).append(value)
+
+        present = {label: work / f"present-{label}" for label in trees}
+        for label in trees:
+            pyreg(label, present[label], "pull", "-q", f"{reg.host}/bench/busybox:1")
+            pyreg(label, present[label], "--help")  # byte-compile into the cache prefix
+        for round_ in range(rounds):
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+            n = next(counter)
+            add("skopeo: fresh busybox pull (oci: layout)", "skopeo",
+                skopeo(f"docker://{reg.host}/bench/busybox:1", f"oci:{work / f'oci-{n}'}:1"))
+            add("skopeo: five-layer pull (oci: layout)", "skopeo",
+                skopeo(f"docker://{reg.host}/bench/five:1", f"oci:{work / f'oci5-{n}'}:1"))
+            add("skopeo: five-layer push (new repository)", "skopeo",
+                skopeo(f"oci:{five.layout}:{five.tag}", f"docker://{reg.host}/bench/sk{n}:1"))
+            for label in order:
+                store = work / f"store-{label}-{n}"
+                add("pyreg --help", label, pyreg(label, present[label], "--help"))
+                add("pull of a present image (busybox)", label,
+                    pyreg(label, present[label], "pull", "-q", f"{reg.host}/bench/busybox:1"))
+                add("fresh busybox pull --no-extract", label,
+                    pyreg(label, store, "pull", "-q", "--no-extract", f"{reg.host}/bench/busybox:1"))
+                add("fresh busybox pull (with extraction)", label,
+                    pyreg(label, work / f"store-x-{label}-{n}", "pull", "-q", f"{reg.host}/bench/busybox:1"))
+                add("five-layer pull --no-extract", label,
+                    pyreg(label, work / f"store-5-{label}-{n}", "pull", "-q", "--no-extract",
+                          f"{reg.host}/bench/five:1"))
+                add("five-layer push (new repository)", label,
+                    pyreg(label, store, "push", "-q", str(five.layout), f"{reg.host}/bench/{label}{n}:1"))
+            for path in work.glob("store-*"):
+                shutil.rmtree(path, ignore_errors=True)
+            for path in work.glob("oci*-*"):
+                shutil.rmtree(path, ignore_errors=True)
+        print(f"{'median of ' + str(rounds) + ' rounds, ms':<44} {'base wall':>10} {'base CPU':>9} "
+              f"{'head wall':>10} {'head CPU':>9}  head wall spread")
+        out = []
+        for row, by in rows.items():
+            cells = []
+            for who in ("base", "head") if "base" in by else ("skopeo",):
+                walls = [w for w, _ in by[who]]
+                cpus = [c for _, c in by[who]]
+                cells.append((statistics.median(walls) * 1000, statistics.median(cpus) * 1000,
+                              min(walls) * 1000, max(walls) * 1000))
+            text = " ".join(f"{w:10.0f} {c:9.0f}" for w, c, _, _ in cells)
+            spread = f"{cells[-1][2]:.0f}-{cells[-1][3]:.0f}"
+            print(f"{row:<44} {text}  {spread}", flush=True)
+            out.append({"row": row, **{who: by[who] for who in by}})
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        if json_out:
+            Path(json_out).write_text(json.dumps(out, indent=2))
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", help="compare the small commands of this git revision with the work tree")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of --base (default 9)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=512)
     parser.add_argument("--startup-runs", type=int, default=20)
     parser.add_argument("--json", help="write results here")
     parser.add_argument("--skip-big", action="store_true")
     args = parser.parse_args()
+    if args.base:
+        return revisions(args.base, args.rounds, args.json)
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="pyreg-client-bench-") as tmp:
         work = Path(tmp)

@@ -7,8 +7,6 @@ is the one being run. A command module provides ``add_arguments(parser)`` and ``
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -122,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         if os.environ.get("PYREG_DEBUG"):
             raise
+        import contextlib
+
         with contextlib.suppress(BrokenPipeError):
             print(f"pyreg: {_one_line(exc)}", file=sys.stderr)
         return _exit_code(args, exc)
@@ -157,6 +157,8 @@ def _main(args: list[str]) -> int:
         return EXIT_USAGE
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
+    import argparse  # not for the top-level help: argparse, re and gettext cost more than printing it
+
     parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
     module.add_arguments(parser)
     parsed = parser.parse_args(rest)

@@ -141,14 +141,19 @@ def _is_cli() -> bool:
 def lean_httpx() -> None:
     """Import httpx without what a CLI client process never uses (its own CLI, anyio, trio).
 
-    httpx imports its command-line tool (rich, pygments, click) and httpcore probes for anyio and
-    trio; in a ``pyreg`` process that only makes sync requests that is over half of the import
-    time. Only done when this process *is* the pyreg CLI, so nothing that imports the client as a
-    library (tests, the registry) is affected; the blocks are lifted right after the import.
+    httpx imports its command-line tool (rich, pygments, click) and its optional decoders, and
+    httpcore probes for anyio and trio; in a ``pyreg`` process that only makes sync requests that
+    is over half of the import time. Only done when this process *is* the pyreg CLI, so nothing
+    that imports the client as a library (tests, the registry) is affected; the blocks are lifted
+    right after the import.
     """
     if not _is_cli() or "httpx" in sys.modules:
         return
-    blocked = [m for m in ("httpx._main", "anyio", "trio") if m not in sys.modules]
+    # zstandard, brotli: httpx's optional decoders. We ask for gzip and deflate only, bounded
+    # reads refuse any other encoding (storage/remote/limits.py), and a blob still encoded fails
+    # its digest check.
+    blocked = [m for m in ("httpx._main", "anyio", "trio", "zstandard", "brotli", "brotlicffi")
+               if m not in sys.modules]
     for m in blocked:
         sys.modules[m] = None  # type: ignore[assignment]
     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +107,8 @@ def _helper_for(data: dict[str, Any], registry: str) -> str | None:
 
 
 def _run_helper(helper: str, action: str, payload: str) -> str:
+    import subprocess  # only a credential helper needs it: not imported by every registry command
+
     program = f"docker-credential-{helper}"
     try:
         proc = subprocess.run([program, action], input=payload, capture_output=True, text=True, timeout=60)

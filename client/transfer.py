@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from client import origins
 from client.progress import Progress
 from client.remote import connect
+from client.results import BlobResult, TransferResult
 from storage import mediatypes
 from storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
 from storage.digest import Digest
@@ -34,26 +35,6 @@ __all__ = ["Platform", "Source", "TransferResult", "copy", "layout_source", "loc
            "pull_all_tags", "push"]
 
 # ------------------------------------------------------------------------------------ results
-
-@dataclass
-class BlobResult:
-    digest: str
-    size: int
-    status: str        # "exists", "pulled", "pushed", "mounted", "copied"
-
-
-@dataclass
-class TransferResult:
-    reference: str
-    digest: str
-    media_type: str
-    platform: str | None = None
-    blobs: list[BlobResult] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"reference": self.reference, "digest": self.digest, "mediaType": self.media_type,
-                "platform": self.platform, "blobs": [b.__dict__ for b in self.blobs]}
-
 
 def _blob_results(copied: list[Copied], only: set[Digest] | None = None) -> list[BlobResult]:
     return [BlobResult(str(c.descriptor.digest), c.descriptor.size, c.status) for c in copied

@@ -20,7 +20,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -323,6 +322,8 @@ def run_parallel(jobs: list[Callable[[], T]], parallel: int) -> list[T]:
     not started, lets what runs finish, then is raised; Ctrl-C drops the queue at once."""
     if parallel <= 1 or len(jobs) <= 1:
         return [job() for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor  # lazy: a pull of a present image needs no pool
+
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pyreg-blob")
     try:
         futures = [pool.submit(job) for job in jobs]

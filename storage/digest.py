@@ -6,7 +6,6 @@ Only sha256 and sha512 are registered algorithms; the grammar is
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -72,6 +71,8 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
     """A fresh streaming hasher for a supported algorithm."""
     if algorithm not in ALGORITHM_LENGTHS:
         raise DigestError(algorithm, f"unsupported digest algorithm {algorithm!r}", unsupported=True)
+    import hashlib  # lazy: loading OpenSSL costs milliseconds a command that hashes nothing skips
+
     return hashlib.new(algorithm)
 
 

@@ -9,7 +9,6 @@ walker knows nothing of where bytes live: the caller hands it ``fetch(descriptor
 
 from __future__ import annotations
 
-import platform as _platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,9 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine().lower()
+        import os  # uname, not the platform module: what platform.machine() reads, without its import
+
+        machine = os.uname().machine.lower()
         variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
         return cls("linux", _ARCH.get(machine, machine), variant)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from client import common
 
@@ -22,29 +23,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
-    from client import config, transfer
+    from client import config
     from storage.reference import parse
 
     ref = parse(args.ref, default_tag=not args.all_tags)
     if args.all_tags and (ref.tag is not None or ref.digest is not None):
         raise ValueError("tag can't be used with --all-tags/-a")
+    parallel = config.parallel(args.parallel)
+    store = common.store()
+    if not args.all_tags and not args.platform and _present(args, ref, store):
+        return 0
+    common.lean_httpx()
+    from client import transfer
+
     extractor = None
     if not args.no_extract:
         from runtime.api import extract_layer
 
         extractor = extract_layer
     platform = transfer.Platform.parse(args.platform) if args.platform else None
-    store = common.store()
     with common.progress(args) as progress:
         if args.all_tags:
             results = transfer.pull_all_tags(ref, store, extractor=progress.extracting(extractor),
-                                             platform=platform, parallel=config.parallel(args.parallel),
+                                             platform=platform, parallel=parallel,
                                              insecure=args.insecure, progress=progress)
         else:
             progress.line(f"pulling {ref}")
             results = [transfer.pull(ref, store, extractor=progress.extracting(extractor), platform=platform,
-                                     parallel=config.parallel(args.parallel), insecure=args.insecure,
+                                     parallel=parallel, insecure=args.insecure,
                                      progress=progress)]
     for result in results:
         common.warn_platform(store, result, args.platform)
@@ -54,3 +60,21 @@ def _run(args: argparse.Namespace) -> int:
         for result in results:
             common.emit_transfer(args, result)
     return 0
+
+
+def _present(args: argparse.Namespace, ref: Any, store: Any) -> bool:
+    """The pull of an image the store holds whole and the registry still names (client/present.py):
+    reported as the full pull reports it, without the full pull's imports."""
+    from client import config, present
+
+    result = present.check(ref, store, extract=not args.no_extract,
+                           plain_http=config.plain_http_allowed(ref.registry, args.insecure))
+    if result is None:
+        return False
+    with common.progress(args) as progress:
+        progress.line(f"pulling {ref}")
+        for blob in result.blobs:
+            progress.finish(blob.digest.split(":", 1)[-1][:12], "already exists")
+    common.warn_platform(store, result, args.platform)
+    common.emit_transfer(args, result)
+    return True
