@@ -335,12 +335,19 @@ class RootlessNs:
         return next(s for s in self.rl.states() if s["name"] == name)
 
 
+USERMODE = ("pasta", "slirp4netns")
+PACKAGE = {"pasta": "passt", "slirp4netns": "slirp4netns"}
+
+
+def _need(mode: str) -> None:
+    if shutil.which(mode) is None:
+        pytest.skip(f"{mode} is not installed (Debian: {PACKAGE[mode]})")
+
+
 @pytest.fixture
 def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
-    if shutil.which("slirp4netns") is None:
-        pytest.skip("slirp4netns is not installed (Debian: slirp4netns)")
     if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: slirp4netns needs a TAP device")
+        pytest.skip("no /dev/net/tun: slirp4netns and pasta need a TAP device")
     host_before = _net_view(None)
     with rootless_env(five_layer_image) as env:
         ns = RootlessNs(env)
@@ -348,28 +355,30 @@ def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
             yield ns
         finally:
             for rec in env.states():
-                slirp = (rec.get("net") or {}).get("slirp")
-                if slirp and _is_slirp(int(slirp)):
-                    os.kill(int(slirp), signal.SIGKILL)
+                for mode in ("slirp", "pasta"):
+                    pid = (rec.get("net") or {}).get(mode)
+                    if pid and _is_tool(int(pid)):
+                        os.kill(int(pid), signal.SIGKILL)
             ns.sh("true")
             subprocess.run(["ip", "netns", "del", ns.name], check=False)
     after = _net_view(None)
-    for key, text in host_before.items():  # slirp4netns made nothing in the host's namespace
+    for key, text in host_before.items():  # slirp4netns / pasta made nothing in the host's namespace
         changed = set(text.splitlines()) ^ set(after[key].splitlines())
         assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.0.2.", "tap"))], key
 
 
-def _is_slirp(pid: int) -> bool:
+def _is_tool(pid: int) -> bool:
+    """slirp4netns or pasta (argv[0]: the process of that pid is still the one we started)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].endswith(b"slirp4netns")
+            return f.read().split(b"\0")[0].endswith((b"slirp4netns", b"pasta"))
     except OSError:
         return False
 
 
 def _gone(pid: int, deadline: float = 30) -> bool:
     end = time.monotonic() + deadline
-    while _is_slirp(pid):
+    while _is_tool(pid):
         if time.monotonic() > end:
             return False
         time.sleep(0.05)
@@ -381,44 +390,63 @@ def _rootless_httpd(ns: RootlessNs, *publish: str, name: str = "web") -> subproc
                     "echo hello from $(hostname) > /index.html && exec httpd -f -p 80 -h /")
 
 
-def test_rootless_default_is_slirp4netns_with_published_port(rootless_ns: RootlessNs) -> None:
+def _tool_pid(rec: dict[str, Any], mode: str) -> int:
+    return int(rec["net"]["slirp" if mode == "slirp4netns" else "pasta"])
+
+
+def test_rootless_default_is_pasta_when_installed(rootless_ns: RootlessNs) -> None:
+    """As podman 5: pasta when it is there (slirp4netns otherwise)."""
+    _need("pasta")
+    r = rootless_ns.pyreg("run", "--rm", "five-layer", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo", "tap0"]
+    assert _rootless_httpd(rootless_ns).returncode == 0
+    assert rootless_ns.state("web")["config"]["network"] == "pasta"
+    rootless_ns.pyreg("rm", "-f", "web", check=True)
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_usermode_with_published_port(rootless_ns: RootlessNs, mode: str) -> None:
+    _need(mode)
     before = _net_view(rootless_ns.name)
-    r = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80")
+    r = _rootless_httpd(rootless_ns, "--network", mode, "-p", "127.0.0.1:18081:80")
     assert r.returncode == 0, r.stderr
     assert _curl(rootless_ns, "http://127.0.0.1:18081/").startswith("hello from")
     rec = rootless_ns.state("web")
-    assert rec["config"]["network"] == "slirp4netns" and _is_slirp(int(rec["net"]["slirp"]))
+    tool = _tool_pid(rec, mode)
+    assert rec["config"]["network"] == mode and _is_tool(tool)
     inside = rootless_ns.pyreg("exec", "web", "sh", "-c", "ls /sys/class/net; echo ==; cat /etc/resolv.conf; "
                                "ip -o -4 addr show tap0; ip route", check=True).stdout
     links, rest = inside.split("==\n")
-    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns, and DNS through it
+    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns / pasta, and DNS through it
     assert "nameserver 10.0.2.3" in rest and "inet 10.0.2.100/24" in rest and "default via 10.0.2.2" in rest
     assert rootless_ns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18081"
     # the namespace's loopback (127.0.0.1:18081 listens there) is not reachable through the
-    # gateway (--disable-host-loopback); slirp4netns runs sandboxed, under seccomp
+    # gateway (--disable-host-loopback / --no-map-gw); the tool runs sandboxed, under seccomp
     get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {}'
     reach = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("10.0.2.2 18081"))
     assert "hello" not in reach.stdout, reach.stdout + reach.stderr
     probe = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("127.0.0.1 80"), check=True)
     assert "hello" in probe.stdout  # the probe itself works
-    status = Path(f"/proc/{rec['net']['slirp']}/status").read_text()
+    status = Path(f"/proc/{tool}/status").read_text()
     assert "Seccomp:\t2" in status
-    assert os.readlink(f"/proc/{rec['net']['slirp']}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    taken = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80", name="web2")
+    assert os.readlink(f"/proc/{tool}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    taken = _rootless_httpd(rootless_ns, "--network", mode, "-p", "127.0.0.1:18081:80", name="web2")
     assert taken.returncode == 125 and "18081" in taken.stderr and "in use" in taken.stderr, taken.stderr
     rootless_ns.pyreg("rm", "-f", "web", "web2", check=True)
-    assert _gone(int(rec["net"]["slirp"]))
+    assert _gone(tool)
     assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18081/").returncode != 0
-    assert _net_view(rootless_ns.name) == before  # slirp4netns made nothing in the namespace
+    assert _net_view(rootless_ns.name) == before  # the tool made nothing in the namespace
 
 
-def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs) -> None:
-    assert _rootless_httpd(rootless_ns, "-p", "80").returncode == 0
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs, mode: str) -> None:
+    _need(mode)
+    assert _rootless_httpd(rootless_ns, "--network", mode, "-p", "80").returncode == 0
     port = rootless_ns.pyreg("port", "web", "80", check=True).stdout.strip().rpartition(":")[2]
     assert _curl(rootless_ns, f"http://127.0.0.1:{port}/").startswith("hello from")
     rec = rootless_ns.state("web")
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
-    assert _gone(int(rec["net"]["slirp"]))  # its --exit-fd closed with the supervisor
+    assert _gone(_tool_pid(rec, mode))  # slirp4netns's --exit-fd / pasta's watcher: the pipe closed
     for _ in range(600):  # PID 1 follows its supervisor (PDEATHSIG)
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
@@ -437,7 +465,24 @@ def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs)
     assert r.stdout.split() == ["lo"]
     r = rootless_ns.pyreg("run", "--rm", "--network", "bridge", "five-layer", "true")
     assert r.returncode == 125 and "needs root" in r.stderr and "Traceback" not in r.stderr
-    r = rootless_ns.pyreg("run", "--rm", "--network", "slirp4netns", "five-layer", "ls", "/sys/class/net",
-                          check=True)
-    assert r.stdout.split() == ["lo", "tap0"]
+    for mode in USERMODE:
+        if shutil.which(mode):
+            r = rootless_ns.pyreg("run", "--rm", "--network", mode, *ls, check=True)
+            assert r.stdout.split() == ["lo", "tap0"]
     assert rootless_ns.rl.states() == []
+
+
+def test_pasta_for_root_too(netns: NetNs, busybox_store: RuntimeEnv) -> None:
+    """``--network pasta`` is not only for rootless users (as podman 5): root's container gets
+    the same tap0 and -p, and pasta ends with it."""
+    _need("pasta")
+    before = _net_view(netns.name)
+    assert _httpd(netns, "--network", "pasta", "-p", "127.0.0.1:18082:80").returncode == 0
+    assert _curl(netns, "http://127.0.0.1:18082/").startswith("hello from")
+    pid = busybox_store.wait_running("web")["net"]["pasta"]
+    assert "Seccomp:\t2" in Path(f"/proc/{pid}/status").read_text()  # it confines itself
+    links = netns.pyreg("exec", "web", "ls", "/sys/class/net", check=True).stdout.split()
+    assert links == ["lo", "tap0"]
+    netns.pyreg("rm", "-f", "web", check=True)
+    assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18082/").returncode != 0
+    assert _net_view(netns.name) == before
