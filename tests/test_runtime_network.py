@@ -486,3 +486,73 @@ def test_pasta_for_root_too(netns: NetNs, busybox_store: RuntimeEnv) -> None:
     netns.pyreg("rm", "-f", "web", check=True)
     assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18082/").returncode != 0
     assert _net_view(netns.name) == before
+
+
+def _pyreg_rules(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if "PYREG" in ln or "pyreg" in ln]
+
+
+def _dnat_counts(ns: NetNs) -> dict[str, int]:
+    """Packets each PYREG-DNAT rule has rewritten, by its --dport (iptables-save -c)."""
+    out: dict[str, int] = {}
+    for ln in ns.sh("iptables-save", "-c", "-t", "nat").stdout.splitlines():
+        if "-A PYREG-DNAT" in ln:
+            out[ln.split("--dport ")[1].split()[0]] = int(ln[1:].split(":")[0])
+    return out
+
+
+def _other_address(ns: NetNs) -> str:
+    """A non-loopback address of the test's namespace: a veth pair with both ends in it (its
+    packets never leave the namespace; TEST-NET-1, which routes nowhere)."""
+    for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxb"],
+                ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"],
+                ["ip", "link", "set", "pxa", "up"], ["ip", "link", "set", "pxb", "up"]):
+        r = ns.sh(*cmd)
+        assert r.returncode == 0, r.stderr
+    return "192.0.2.10"
+
+
+def test_publish_on_other_address_is_dnat_loopback_stays_proxy(netns: NetNs) -> None:
+    """As docker: a port on a non-loopback address (or 0.0.0.0) is DNAT-ed by iptables
+    (PREROUTING, and OUTPUT for what this host sends), 127.0.0.1 goes through the proxy; the
+    rules go with the container, and none ever appears in the host's own tables."""
+    host = _other_address(netns)
+    before = _settle(netns)
+    host_rules = _pyreg_rules(_out("iptables-save"))
+    assert _httpd(netns, "-p", f"{host}:18083:80", "-p", "18084:80").returncode == 0
+    rules = _net_view(netns.name)["rules"]
+    assert f"-A PYREG-DNAT -d {host}/32 ! -i pyreg0 -p tcp -m tcp --dport 18083" in rules, rules
+    assert "-A PREROUTING -m addrtype --dst-type LOCAL -j PYREG-DNAT" in rules
+    assert "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j PYREG-DNAT" in rules
+    assert _curl(netns, f"http://{host}:18083/").startswith("hello from")
+    assert _curl(netns, f"http://{host}:18084/").startswith("hello from")
+    counts = _dnat_counts(netns)
+    assert counts["18083"] > 0 and counts["18084"] > 0  # the kernel rewrote them: no proxy hop
+    assert _curl(netns, "http://127.0.0.1:18084/").startswith("hello from")  # loopback: the proxy
+    assert _dnat_counts(netns)["18084"] == counts["18084"]
+    assert netns.pyreg("port", "web", check=True).stdout.split("\n")[0].strip() == f"80/tcp -> {host}:18083"
+    assert _pyreg_rules(_out("iptables-save")) == host_rules  # the host's tables: untouched
+    netns.pyreg("rm", "-f", "web", check=True)
+    _back_to(netns, before)
+    assert netns.sh("curl", "-s", "--max-time", "5", f"http://{host}:18083/").returncode != 0
+
+
+@pytest.mark.parametrize("janitor_too", [False, True])
+def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, janitor_too: bool) -> None:
+    """kill -9 of pyreg run: the janitor removes the rules; of both: the next pyreg command."""
+    host = _other_address(netns)
+    before = _settle(netns)
+    assert _httpd(netns, "-p", f"{host}:18085:80", name="doomed").returncode == 0
+    rec = busybox_store.wait_running("doomed")
+    assert "18085" in _net_view(netns.name)["rules"]
+    if janitor_too:
+        os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    for _ in range(600):
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    if janitor_too:  # nobody left to remove them until a pyreg command sweeps
+        assert "18085" in _net_view(netns.name)["rules"]
+    assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
+    _back_to(netns, before)
