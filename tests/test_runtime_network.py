@@ -556,3 +556,46 @@ def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, jan
         assert "18085" in _net_view(netns.name)["rules"]
     assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
     _back_to(netns, before)
+
+
+def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
+    """DNS by name on a user network is /etc/hosts (runtime/network/networks.py): the client's
+    libc finds the server by its name and its --network-alias there, with no resolver running.
+    (The namespace has no route out: a query that went past /etc/hosts would get nowhere.)"""
+    netns.pyreg("network", "create", "--subnet", "10.77.6.0/24", "dnsnet", check=True)
+    assert _httpd(netns, "--network", "dnsnet", "--network-alias", "www", name="srv").returncode == 0
+    r = netns.pyreg("run", "--rm", "--network", "dnsnet", "--hostname", "cli", "busybox", "sh", "-c",
+                    "for n in srv www; do for i in $(seq 300); do wget -q -O - http://$n:80/ && break; "
+                    "sleep 0.1; done; done; echo ==; cat /etc/hosts; echo ==; cat /etc/resolv.conf",
+                    check=True)
+    pages, hosts, resolv = r.stdout.split("==\n")
+    page1, page2 = pages.splitlines()
+    assert page1.startswith("hello from") and page2 == page1, r.stdout + r.stderr
+    srv = [ln.split() for ln in hosts.splitlines() if "srv" in ln.split()]
+    assert len(srv) == 1 and srv[0][0].startswith("10.77.6.") and "www" in srv[0]
+    assert any(ln.split()[1:2] == ["cli"] for ln in hosts.splitlines())
+    assert "nameserver" in resolv and "nameserver 127." not in resolv  # the host's, not loopback
+    netns.pyreg("rm", "-f", "srv", check=True)
+    netns.pyreg("network", "rm", "dnsnet", check=True)
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_dns_is_the_builtin_forwarder(rootless_ns: RootlessNs, mode: str) -> None:
+    """Under slirp4netns and pasta the container asks their DNS forwarder (10.0.2.3), which
+    relays to the host's resolvers. What the test can see: resolv.conf, /etc/hosts, and that the
+    tool was told to forward that address; a query itself is not sent (the namespace has no
+    resolver to reach, and the host's is outside it)."""
+    _need(mode)
+    assert _rootless_httpd(rootless_ns, "--network", mode, "--hostname", "box").returncode == 0
+    r = rootless_ns.pyreg("exec", "web", "sh", "-c", "cat /etc/resolv.conf; echo ==; cat /etc/hosts; "
+                          "echo ==; wget -q -O - http://box:80/", check=True)
+    resolv, hosts, page = r.stdout.split("==\n")
+    assert resolv == "nameserver 10.0.2.3\n"
+    assert "10.0.2.100\tbox" in hosts.splitlines() and page.startswith("hello from box")
+    rec = rootless_ns.state("web")
+    if mode == "pasta":
+        args = Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes().split(b"\0")
+        assert args[args.index(b"--dns-forward") + 1] == b"10.0.2.3"
+    else:  # slirp4netns --configure: its built-in DNS at the network's .3
+        assert b"--configure" in Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes()
+    rootless_ns.pyreg("rm", "-f", "web", check=True)
