@@ -472,18 +472,24 @@ def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs)
     assert rootless_ns.rl.states() == []
 
 
-def test_pasta_for_root_too(netns: NetNs, busybox_store: RuntimeEnv) -> None:
-    """``--network pasta`` is not only for rootless users (as podman 5): root's container gets
-    the same tap0 and -p, and pasta ends with it."""
-    _need("pasta")
+@pytest.mark.parametrize("mode", USERMODE)
+def test_usermode_for_root_too(netns: NetNs, busybox_store: RuntimeEnv, mode: str) -> None:
+    """``--network pasta|slirp4netns`` is not only for rootless users (as podman): root's
+    container gets the same tap0 and -p, the tool ends with it, confined, and its sandbox's
+    unmounts never reach the host's mounts (the test's own /run/netns bind mount still enters)."""
+    _need(mode)
+    mounts = Path("/proc/self/mountinfo").read_text().count(f"/run/netns/{netns.name} ")
     before = _net_view(netns.name)
-    assert _httpd(netns, "--network", "pasta", "-p", "127.0.0.1:18082:80").returncode == 0
+    assert _httpd(netns, "--network", mode, "-p", "127.0.0.1:18082:80").returncode == 0
     assert _curl(netns, "http://127.0.0.1:18082/").startswith("hello from")
-    pid = busybox_store.wait_running("web")["net"]["pasta"]
-    assert "Seccomp:\t2" in Path(f"/proc/{pid}/status").read_text()  # it confines itself
     links = netns.pyreg("exec", "web", "ls", "/sys/class/net", check=True).stdout.split()
     assert links == ["lo", "tap0"]
+    pid = _tool_pid(busybox_store.wait_running("web"), mode)
+    assert "Seccomp:\t2" in Path(f"/proc/{pid}/status").read_text()  # it confines itself
+    assert Path("/proc/self/mountinfo").read_text().count(f"/run/netns/{netns.name} ") == mounts
+    assert netns.sh("true").returncode == 0
     netns.pyreg("rm", "-f", "web", check=True)
+    assert _gone(pid)
     assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18082/").returncode != 0
     assert _net_view(netns.name) == before
 
