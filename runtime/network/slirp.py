@@ -1,4 +1,5 @@
-"""``--network slirp4netns``: user-mode networking, the default for non-root users.
+"""``--network slirp4netns``: user-mode networking, the rootless default where pasta is not
+installed (runtime/network/pasta.py).
 
 A user cannot make a veth or a bridge, but it can make a network namespace in its own user
 namespace and hand a TAP device of it to ``slirp4netns`` (Debian's package), which runs in the
