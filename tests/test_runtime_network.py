@@ -457,6 +457,26 @@ def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs, mode: s
     rootless_ns.pyreg("rm", "web", check=True)
 
 
+def test_rootless_pasta_after_kill_9_of_run_and_watcher(rootless_ns: RootlessNs) -> None:
+    """Its watcher killed too, pasta outlives the container until the next pyreg command's sweep
+    stops it (known by its pid file in the container's directory)."""
+    _need("pasta")
+    assert _rootless_httpd(rootless_ns, "--network", "pasta", "-p", "127.0.0.1:18086:80").returncode == 0
+    assert _curl(rootless_ns, "http://127.0.0.1:18086/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    for _ in range(600):
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    assert _is_tool(int(rec["net"]["pasta"]))  # nobody left to stop it
+    assert "Exited" in rootless_ns.pyreg("ps", "-a", check=True).stdout
+    assert _gone(int(rec["net"]["pasta"]))
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18086/").returncode != 0
+    rootless_ns.pyreg("rm", "web", check=True)
+
+
 def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs) -> None:
     ls = ["five-layer", "ls", "/sys/class/net"]
     assert rootless_ns.pyreg("run", "--rm", "--network", "none", *ls, check=True).stdout.split() == ["lo"]

@@ -212,23 +212,23 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
     finally:
         os.close(ready_r)
     if rec.net is not None:
-        rec.net.update({"ip": ADDRESS, "gateway": GATEWAY, "ports": published, "pasta": daemon})
+        rec.net.update({"ip": ADDRESS, "gateway": GATEWAY, "ports": published, "pasta": daemon,
+                        "janitor": pid})
     return netns, handle
 
 
 def release(rec: Container, cdir: str) -> None:
-    """What a ``kill -9`` of the supervisor and its watcher both can leave: pasta itself, found
-    by its pid file's pid still being pasta aimed at that supervisor."""
+    """What a ``kill -9`` of the supervisor and its watcher both can leave: pasta itself, known
+    by its recorded pid still being a pasta whose pid file is this container's."""
     pid = int((rec.net or {}).get("pasta") or 0)
-    if pid and rec.supervisor:
+    if pid:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
         except OSError:
             args = []
-        if args and args[0].endswith(b"pasta") and str(rec.supervisor).encode() in args:
+        if args and args[0].endswith(b"pasta") and os.path.join(cdir, PIDFILE).encode() in args:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-    for name in (PIDFILE,):
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(cdir, name))
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(cdir, PIDFILE))
