@@ -43,12 +43,13 @@ print(total / (time.perf_counter() - t0))
 """
 
 
-def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], runs: int) -> None:
+def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], runs: int,
+             nets: tuple[str, ...] = ("none", "bridge")) -> None:
     """``run --rm busybox true`` with none and bridge, for every tree, interleaved (one run of
     each combination per round, after a warm-up), so that load on a shared machine hits all alike."""
     import resource
 
-    combos = [(tree, net) for tree in pyreg_of for net in ("none", "bridge")]
+    combos = [(tree, net) for tree in pyreg_of for net in nets]
     times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
     cpu: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
     for round_ in range(runs + 1):
@@ -70,15 +71,16 @@ def _startup(pyreg_of: dict[str, list[str]], env_of: dict[str, dict[str, str]], 
                 cpu[(tree, net)].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     for tree in pyreg_of:
         med, mcpu = {}, {}
-        for net in ("none", "bridge"):
+        for net in nets:
             t = sorted(times[(tree, net)])
             med[net], mcpu[net] = statistics.median(t), statistics.median(cpu[(tree, net)])
             q1, q3 = t[len(t) // 4], t[(3 * len(t)) // 4]
             print(f"{tree:6} start-up --network {net:6}: wall median {med[net] * 1000:.1f} ms "
                   f"(min {t[0] * 1000:.1f}, quartiles {q1 * 1000:.1f}-{q3 * 1000:.1f}, {runs} runs), "
                   f"CPU median {mcpu[net] * 1000:.1f} ms")
-        print(f"{tree:6} bridge over none: wall {(med['bridge'] - med['none']) * 1000:+.1f} ms, "
-              f"CPU {(mcpu['bridge'] - mcpu['none']) * 1000:+.1f} ms (medians)")
+        for net in nets[1:]:
+            print(f"{tree:6} {net} over {nets[0]}: wall {(med[net] - med[nets[0]]) * 1000:+.1f} ms, "
+                  f"CPU {(mcpu[net] - mcpu[nets[0]]) * 1000:+.1f} ms (medians)")
 
 
 OTHER_ADDRESS = "192.0.2.10"  # TEST-NET-1 on a veth pair inside the bench's namespace
@@ -151,6 +153,8 @@ def main() -> int:
     ap.add_argument("--mib", type=int, default=512, help="MiB sent per throughput run")
     ap.add_argument("--rounds", type=int, default=3, help="throughput runs per path")
     ap.add_argument("--only", choices=("startup", "throughput"), help="one of the two parts")
+    ap.add_argument("--networks", default="none,bridge", help="start-up: these networks, compared "
+                    "with the first (e.g. none,bridge,pasta,slirp4netns)")
     ap.add_argument("--base", metavar="REV", help="also time start-up of this git revision (git archive), "
                                                   "interleaved with the work tree's")
     args = ap.parse_args()
@@ -179,7 +183,7 @@ def main() -> int:
                 pyreg_of = {"base": pyreg, **pyreg_of}
                 env_of = {"base": {**env, "PYTHONPATH": str(base)}, **env_of}
             if args.only in (None, "startup"):
-                _startup(pyreg_of, env_of, args.runs)
+                _startup(pyreg_of, env_of, args.runs, tuple(args.networks.split(",")))
             if args.only in (None, "throughput"):
                 _throughput(pyreg, enter, env, args.mib, args.rounds)
     finally:
