@@ -563,6 +563,39 @@ def test_publish_on_other_address_is_dnat_loopback_stays_proxy(netns: NetNs) -> 
     assert netns.sh("curl", "-s", "--max-time", "5", f"http://{host}:18083/").returncode != 0
 
 
+def test_dnat_from_another_namespace_through_prerouting(netns: NetNs) -> None:
+    """A client outside the host (a second namespace of the test's, on a veth pair whose ends
+    are the two namespaces') reaches the published port: PREROUTING's DNAT and the FORWARD
+    accept, not the proxy (its counters), and the container sees the client's own address."""
+    client = f"{netns.name}c"
+    subprocess.run(["ip", "netns", "add", client], check=True)
+    try:
+        enter_client = ["nsenter", f"--net=/run/netns/{client}"]
+        for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxc", "netns", client],
+                    ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"], ["ip", "link", "set", "pxa", "up"]):
+            assert netns.sh(*cmd).returncode == 0
+        for cmd in (["ip", "addr", "add", "192.0.2.20/24", "dev", "pxc"], ["ip", "link", "set", "pxc", "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            subprocess.run([*enter_client, *cmd], check=True)
+        r = netns.pyreg("run", "-d", "--name", "web", "-p", "192.0.2.10:18087:80", "busybox", "sh", "-c",
+                        "echo hello > /index.html && exec httpd -f -vv -p 80 -h /")
+        assert r.returncode == 0, r.stderr
+        end = time.monotonic() + 60
+        while True:
+            got = subprocess.run([*enter_client, "curl", "-s", "--max-time", "5", "http://192.0.2.10:18087/"],
+                                 capture_output=True, text=True)
+            if got.stdout == "hello\n" or time.monotonic() > end:
+                break
+            time.sleep(0.1)
+        assert got.stdout == "hello\n", got.stderr
+        assert _dnat_counts(netns)["18087"] > 0
+        assert "192.0.2.20" in netns.pyreg("logs", "web", check=True).stderr + \
+            netns.pyreg("logs", "web", check=True).stdout  # httpd -vv logs the peer: not rewritten
+        netns.pyreg("rm", "-f", "web", check=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", client], check=False)
+
+
 @pytest.mark.parametrize("janitor_too", [False, True])
 def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, janitor_too: bool) -> None:
     """kill -9 of pyreg run: the janitor removes the rules; of both: the next pyreg command."""
