@@ -272,8 +272,8 @@ def test_user_network_names_and_aliases(netns: NetNs) -> None:
     assert len(nid) == 64
     assert "appnet" in netns.pyreg("network", "ls", check=True).stdout
     assert _httpd(netns, "--network", "appnet", "--network-alias", "www", name="srv").returncode == 0
-    # Debian's busybox is a static glibc binary, whose name lookups need NSS modules it cannot
-    # load: read /etc/hosts with awk, as the libc would, and fetch from the address of each name
+    # each name's address read from /etc/hosts with awk, and fetched from (the libc's own lookup
+    # of the names: test_names_resolve_on_a_user_network)
     r = netns.pyreg("run", "--rm", "--network", "appnet", "--name", "cli", "busybox", "sh", "-c",
                     "for n in srv www; do ip=$(awk -v n=$n '{for(i=2;i<=NF;i++) if($i==n) print $1}' "
                     "/etc/hosts); for i in $(seq 300); do wget -O - http://$ip:80/ 2>/dev/null && break; "
