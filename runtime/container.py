@@ -53,7 +53,7 @@ def prepare(rec: Container) -> Cgroup | None:
              f"127.0.1.1\t{hostname}\n")
     if cfg.network == "bridge":
         hosts = _allocate_address(rec)
-    elif cfg.network == "slirp4netns":
+    elif cfg.network in ("slirp4netns", "pasta"):  # the same addresses under both
         from runtime.network import slirp
 
         hosts = slirp.hosts(hostname)
@@ -70,7 +70,7 @@ def prepare(rec: Container) -> Cgroup | None:
         from runtime.network import files
 
         resolv = files.resolv_conf(resolv)
-    elif cfg.network == "slirp4netns":
+    elif cfg.network in ("slirp4netns", "pasta"):
         resolv = slirp.resolv_conf()
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv)
@@ -231,10 +231,10 @@ def cleanup(rec: Container, remove: bool) -> None:
 def release_network(rec: Container) -> None:
     """What the container leaves on its network (runtime/network/bridge.py ``release``)."""
     try:
-        if rec.config.network == "slirp4netns":
-            from runtime.network import slirp
+        if rec.config.network in ("slirp4netns", "pasta"):
+            from runtime.network import pasta, slirp
 
-            slirp.release(rec, state.container_dir(rec.id))
+            (pasta if rec.config.network == "pasta" else slirp).release(rec, state.container_dir(rec.id))
         else:
             from runtime.network import bridge
 
@@ -285,11 +285,12 @@ def run(rec: Container, detach: bool) -> int:
 def _network(rec: Container) -> int:
     """Bind the published ports (a port in use fails here), wire the namespace, and hand the
     ports to the janitor (runtime/network/janitor.py), which forwards them."""
-    if rec.config.network == "slirp4netns":  # slirp4netns forwards the ports itself
-        from runtime.network import slirp
+    if rec.config.network in ("slirp4netns", "pasta"):  # they forward the ports themselves
+        from runtime.network import pasta, slirp
 
-        netns, handle = slirp.start(rec, state.container_dir(rec.id), rec.config.rootless)
-        _janitor.append(handle)  # closing its exit fd stops slirp4netns
+        usermode = pasta if rec.config.network == "pasta" else slirp
+        netns, handle = usermode.start(rec, state.container_dir(rec.id), rec.config.rootless)
+        _janitor.append(handle)  # closing its exit fd stops slirp4netns / pasta
         return netns
     from runtime.network import bridge
 

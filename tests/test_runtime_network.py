@@ -272,8 +272,8 @@ def test_user_network_names_and_aliases(netns: NetNs) -> None:
     assert len(nid) == 64
     assert "appnet" in netns.pyreg("network", "ls", check=True).stdout
     assert _httpd(netns, "--network", "appnet", "--network-alias", "www", name="srv").returncode == 0
-    # Debian's busybox is a static glibc binary, whose name lookups need NSS modules it cannot
-    # load: read /etc/hosts with awk, as the libc would, and fetch from the address of each name
+    # each name's address read from /etc/hosts with awk, and fetched from (the libc's own lookup
+    # of the names: test_names_resolve_on_a_user_network)
     r = netns.pyreg("run", "--rm", "--network", "appnet", "--name", "cli", "busybox", "sh", "-c",
                     "for n in srv www; do ip=$(awk -v n=$n '{for(i=2;i<=NF;i++) if($i==n) print $1}' "
                     "/etc/hosts); for i in $(seq 300); do wget -O - http://$ip:80/ 2>/dev/null && break; "
@@ -335,12 +335,19 @@ class RootlessNs:
         return next(s for s in self.rl.states() if s["name"] == name)
 
 
+USERMODE = ("pasta", "slirp4netns")
+PACKAGE = {"pasta": "passt", "slirp4netns": "slirp4netns"}
+
+
+def _need(mode: str) -> None:
+    if shutil.which(mode) is None:
+        pytest.skip(f"{mode} is not installed (Debian: {PACKAGE[mode]})")
+
+
 @pytest.fixture
 def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
-    if shutil.which("slirp4netns") is None:
-        pytest.skip("slirp4netns is not installed (Debian: slirp4netns)")
     if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: slirp4netns needs a TAP device")
+        pytest.skip("no /dev/net/tun: slirp4netns and pasta need a TAP device")
     host_before = _net_view(None)
     with rootless_env(five_layer_image) as env:
         ns = RootlessNs(env)
@@ -348,28 +355,30 @@ def rootless_ns(five_layer_image: images.TestImage) -> Iterator[RootlessNs]:
             yield ns
         finally:
             for rec in env.states():
-                slirp = (rec.get("net") or {}).get("slirp")
-                if slirp and _is_slirp(int(slirp)):
-                    os.kill(int(slirp), signal.SIGKILL)
+                for mode in ("slirp", "pasta"):
+                    pid = (rec.get("net") or {}).get(mode)
+                    if pid and _is_tool(int(pid)):
+                        os.kill(int(pid), signal.SIGKILL)
             ns.sh("true")
             subprocess.run(["ip", "netns", "del", ns.name], check=False)
     after = _net_view(None)
-    for key, text in host_before.items():  # slirp4netns made nothing in the host's namespace
+    for key, text in host_before.items():  # slirp4netns / pasta made nothing in the host's namespace
         changed = set(text.splitlines()) ^ set(after[key].splitlines())
         assert not [ln for ln in changed if any(w in ln for w in ("pyreg", "PYREG", "10.0.2.", "tap"))], key
 
 
-def _is_slirp(pid: int) -> bool:
+def _is_tool(pid: int) -> bool:
+    """slirp4netns or pasta (argv[0]: the process of that pid is still the one we started)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].endswith(b"slirp4netns")
+            return f.read().split(b"\0")[0].endswith((b"slirp4netns", b"pasta"))
     except OSError:
         return False
 
 
 def _gone(pid: int, deadline: float = 30) -> bool:
     end = time.monotonic() + deadline
-    while _is_slirp(pid):
+    while _is_tool(pid):
         if time.monotonic() > end:
             return False
         time.sleep(0.05)
@@ -381,44 +390,63 @@ def _rootless_httpd(ns: RootlessNs, *publish: str, name: str = "web") -> subproc
                     "echo hello from $(hostname) > /index.html && exec httpd -f -p 80 -h /")
 
 
-def test_rootless_default_is_slirp4netns_with_published_port(rootless_ns: RootlessNs) -> None:
+def _tool_pid(rec: dict[str, Any], mode: str) -> int:
+    return int(rec["net"]["slirp" if mode == "slirp4netns" else "pasta"])
+
+
+def test_rootless_default_is_pasta_when_installed(rootless_ns: RootlessNs) -> None:
+    """As podman 5: pasta when it is there (slirp4netns otherwise)."""
+    _need("pasta")
+    r = rootless_ns.pyreg("run", "--rm", "five-layer", "ls", "/sys/class/net", check=True)
+    assert r.stdout.split() == ["lo", "tap0"]
+    assert _rootless_httpd(rootless_ns).returncode == 0
+    assert rootless_ns.state("web")["config"]["network"] == "pasta"
+    rootless_ns.pyreg("rm", "-f", "web", check=True)
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_usermode_with_published_port(rootless_ns: RootlessNs, mode: str) -> None:
+    _need(mode)
     before = _net_view(rootless_ns.name)
-    r = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80")
+    r = _rootless_httpd(rootless_ns, "--network", mode, "-p", "127.0.0.1:18081:80")
     assert r.returncode == 0, r.stderr
     assert _curl(rootless_ns, "http://127.0.0.1:18081/").startswith("hello from")
     rec = rootless_ns.state("web")
-    assert rec["config"]["network"] == "slirp4netns" and _is_slirp(int(rec["net"]["slirp"]))
+    tool = _tool_pid(rec, mode)
+    assert rec["config"]["network"] == mode and _is_tool(tool)
     inside = rootless_ns.pyreg("exec", "web", "sh", "-c", "ls /sys/class/net; echo ==; cat /etc/resolv.conf; "
                                "ip -o -4 addr show tap0; ip route", check=True).stdout
     links, rest = inside.split("==\n")
-    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns, and DNS through it
+    assert links.split() == ["lo", "tap0"]  # the TAP of slirp4netns / pasta, and DNS through it
     assert "nameserver 10.0.2.3" in rest and "inet 10.0.2.100/24" in rest and "default via 10.0.2.2" in rest
     assert rootless_ns.pyreg("port", "web", check=True).stdout.strip() == "80/tcp -> 127.0.0.1:18081"
     # the namespace's loopback (127.0.0.1:18081 listens there) is not reachable through the
-    # gateway (--disable-host-loopback); slirp4netns runs sandboxed, under seccomp
+    # gateway (--disable-host-loopback / --no-map-gw); the tool runs sandboxed, under seccomp
     get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {}'
     reach = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("10.0.2.2 18081"))
     assert "hello" not in reach.stdout, reach.stdout + reach.stderr
     probe = rootless_ns.pyreg("exec", "web", "sh", "-c", get.format("127.0.0.1 80"), check=True)
     assert "hello" in probe.stdout  # the probe itself works
-    status = Path(f"/proc/{rec['net']['slirp']}/status").read_text()
+    status = Path(f"/proc/{tool}/status").read_text()
     assert "Seccomp:\t2" in status
-    assert os.readlink(f"/proc/{rec['net']['slirp']}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    taken = _rootless_httpd(rootless_ns, "-p", "127.0.0.1:18081:80", name="web2")
+    assert os.readlink(f"/proc/{tool}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    taken = _rootless_httpd(rootless_ns, "--network", mode, "-p", "127.0.0.1:18081:80", name="web2")
     assert taken.returncode == 125 and "18081" in taken.stderr and "in use" in taken.stderr, taken.stderr
     rootless_ns.pyreg("rm", "-f", "web", "web2", check=True)
-    assert _gone(int(rec["net"]["slirp"]))
+    assert _gone(tool)
     assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18081/").returncode != 0
-    assert _net_view(rootless_ns.name) == before  # slirp4netns made nothing in the namespace
+    assert _net_view(rootless_ns.name) == before  # the tool made nothing in the namespace
 
 
-def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs) -> None:
-    assert _rootless_httpd(rootless_ns, "-p", "80").returncode == 0
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs, mode: str) -> None:
+    _need(mode)
+    assert _rootless_httpd(rootless_ns, "--network", mode, "-p", "80").returncode == 0
     port = rootless_ns.pyreg("port", "web", "80", check=True).stdout.strip().rpartition(":")[2]
     assert _curl(rootless_ns, f"http://127.0.0.1:{port}/").startswith("hello from")
     rec = rootless_ns.state("web")
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
-    assert _gone(int(rec["net"]["slirp"]))  # its --exit-fd closed with the supervisor
+    assert _gone(_tool_pid(rec, mode))  # slirp4netns's --exit-fd / pasta's watcher: the pipe closed
     for _ in range(600):  # PID 1 follows its supervisor (PDEATHSIG)
         if not os.path.exists(f"/proc/{rec['pid']}"):
             break
@@ -426,6 +454,26 @@ def test_rootless_random_port_and_kill_9_of_run(rootless_ns: RootlessNs) -> None
     assert "Exited" in rootless_ns.pyreg("ps", "-a", check=True).stdout  # the next command sweeps
     assert not (rootless_ns.rl.base / "run" / "containers" / rec["id"] / "slirp4netns.sock").exists()
     assert rootless_ns.sh("curl", "-s", "--max-time", "5", f"http://127.0.0.1:{port}/").returncode != 0
+    rootless_ns.pyreg("rm", "web", check=True)
+
+
+def test_rootless_pasta_after_kill_9_of_run_and_watcher(rootless_ns: RootlessNs) -> None:
+    """Its watcher killed too, pasta outlives the container until the next pyreg command's sweep
+    stops it (known by its pid file in the container's directory)."""
+    _need("pasta")
+    assert _rootless_httpd(rootless_ns, "--network", "pasta", "-p", "127.0.0.1:18086:80").returncode == 0
+    assert _curl(rootless_ns, "http://127.0.0.1:18086/").startswith("hello from")
+    rec = rootless_ns.state("web")
+    os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    for _ in range(600):
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    assert _is_tool(int(rec["net"]["pasta"]))  # nobody left to stop it
+    assert "Exited" in rootless_ns.pyreg("ps", "-a", check=True).stdout
+    assert _gone(int(rec["net"]["pasta"]))
+    assert rootless_ns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18086/").returncode != 0
     rootless_ns.pyreg("rm", "web", check=True)
 
 
@@ -437,7 +485,176 @@ def test_rootless_none_still_only_lo_and_bridge_refused(rootless_ns: RootlessNs)
     assert r.stdout.split() == ["lo"]
     r = rootless_ns.pyreg("run", "--rm", "--network", "bridge", "five-layer", "true")
     assert r.returncode == 125 and "needs root" in r.stderr and "Traceback" not in r.stderr
-    r = rootless_ns.pyreg("run", "--rm", "--network", "slirp4netns", "five-layer", "ls", "/sys/class/net",
-                          check=True)
-    assert r.stdout.split() == ["lo", "tap0"]
+    for mode in USERMODE:
+        if shutil.which(mode):
+            r = rootless_ns.pyreg("run", "--rm", "--network", mode, *ls, check=True)
+            assert r.stdout.split() == ["lo", "tap0"]
     assert rootless_ns.rl.states() == []
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_usermode_for_root_too(netns: NetNs, busybox_store: RuntimeEnv, mode: str) -> None:
+    """``--network pasta|slirp4netns`` is not only for rootless users (as podman): root's
+    container gets the same tap0 and -p, the tool ends with it, confined, and its sandbox's
+    unmounts never reach the host's mounts (the test's own /run/netns bind mount still enters)."""
+    _need(mode)
+    mounts = Path("/proc/self/mountinfo").read_text().count(f"/run/netns/{netns.name} ")
+    before = _net_view(netns.name)
+    assert _httpd(netns, "--network", mode, "-p", "127.0.0.1:18082:80").returncode == 0
+    assert _curl(netns, "http://127.0.0.1:18082/").startswith("hello from")
+    links = netns.pyreg("exec", "web", "ls", "/sys/class/net", check=True).stdout.split()
+    assert links == ["lo", "tap0"]
+    pid = _tool_pid(busybox_store.wait_running("web"), mode)
+    assert "Seccomp:\t2" in Path(f"/proc/{pid}/status").read_text()  # it confines itself
+    assert Path("/proc/self/mountinfo").read_text().count(f"/run/netns/{netns.name} ") == mounts
+    assert netns.sh("true").returncode == 0
+    netns.pyreg("rm", "-f", "web", check=True)
+    assert _gone(pid)
+    assert netns.sh("curl", "-s", "--max-time", "5", "http://127.0.0.1:18082/").returncode != 0
+    assert _net_view(netns.name) == before
+
+
+def _pyreg_rules(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if "PYREG" in ln or "pyreg" in ln]
+
+
+def _dnat_counts(ns: NetNs) -> dict[str, int]:
+    """Packets each PYREG-DNAT rule has rewritten, by its --dport (iptables-save -c)."""
+    out: dict[str, int] = {}
+    for ln in ns.sh("iptables-save", "-c", "-t", "nat").stdout.splitlines():
+        if "-A PYREG-DNAT" in ln:
+            out[ln.split("--dport ")[1].split()[0]] = int(ln[1:].split(":")[0])
+    return out
+
+
+def _other_address(ns: NetNs) -> str:
+    """A non-loopback address of the test's namespace: a veth pair with both ends in it (its
+    packets never leave the namespace; TEST-NET-1, which routes nowhere)."""
+    for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxb"],
+                ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"],
+                ["ip", "link", "set", "pxa", "up"], ["ip", "link", "set", "pxb", "up"]):
+        r = ns.sh(*cmd)
+        assert r.returncode == 0, r.stderr
+    return "192.0.2.10"
+
+
+def test_publish_on_other_address_is_dnat_loopback_stays_proxy(netns: NetNs) -> None:
+    """As docker: a port on a non-loopback address (or 0.0.0.0) is DNAT-ed by iptables
+    (PREROUTING, and OUTPUT for what this host sends), 127.0.0.1 goes through the proxy; the
+    rules go with the container, and none ever appears in the host's own tables."""
+    host = _other_address(netns)
+    before = _settle(netns)
+    host_rules = _pyreg_rules(_out("iptables-save"))
+    assert _httpd(netns, "-p", f"{host}:18083:80", "-p", "18084:80").returncode == 0
+    rules = _net_view(netns.name)["rules"]
+    assert f"-A PYREG-DNAT -d {host}/32 ! -i pyreg0 -p tcp -m tcp --dport 18083" in rules, rules
+    assert "-A PREROUTING -m addrtype --dst-type LOCAL -j PYREG-DNAT" in rules
+    assert "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j PYREG-DNAT" in rules
+    assert _curl(netns, f"http://{host}:18083/").startswith("hello from")
+    assert _curl(netns, f"http://{host}:18084/").startswith("hello from")
+    counts = _dnat_counts(netns)
+    assert counts["18083"] > 0 and counts["18084"] > 0  # the kernel rewrote them: no proxy hop
+    assert _curl(netns, "http://127.0.0.1:18084/").startswith("hello from")  # loopback: the proxy
+    assert _dnat_counts(netns)["18084"] == counts["18084"]
+    assert netns.pyreg("port", "web", check=True).stdout.split("\n")[0].strip() == f"80/tcp -> {host}:18083"
+    assert _pyreg_rules(_out("iptables-save")) == host_rules  # the host's tables: untouched
+    netns.pyreg("rm", "-f", "web", check=True)
+    _back_to(netns, before)
+    assert netns.sh("curl", "-s", "--max-time", "5", f"http://{host}:18083/").returncode != 0
+
+
+def test_dnat_from_another_namespace_through_prerouting(netns: NetNs) -> None:
+    """A client outside the host (a second namespace of the test's, on a veth pair whose ends
+    are the two namespaces') reaches the published port: PREROUTING's DNAT and the FORWARD
+    accept, not the proxy (its counters), and the container sees the client's own address."""
+    client = f"{netns.name}c"
+    subprocess.run(["ip", "netns", "add", client], check=True)
+    try:
+        enter_client = ["nsenter", f"--net=/run/netns/{client}"]
+        for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxc", "netns", client],
+                    ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"], ["ip", "link", "set", "pxa", "up"]):
+            assert netns.sh(*cmd).returncode == 0
+        for cmd in (["ip", "addr", "add", "192.0.2.20/24", "dev", "pxc"], ["ip", "link", "set", "pxc", "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            subprocess.run([*enter_client, *cmd], check=True)
+        r = netns.pyreg("run", "-d", "--name", "web", "-p", "192.0.2.10:18087:80", "busybox", "sh", "-c",
+                        "echo hello > /index.html && exec httpd -f -vv -p 80 -h /")
+        assert r.returncode == 0, r.stderr
+        end = time.monotonic() + 60
+        while True:
+            got = subprocess.run([*enter_client, "curl", "-s", "--max-time", "5", "http://192.0.2.10:18087/"],
+                                 capture_output=True, text=True)
+            if got.stdout == "hello\n" or time.monotonic() > end:
+                break
+            time.sleep(0.1)
+        assert got.stdout == "hello\n", got.stderr
+        assert _dnat_counts(netns)["18087"] > 0
+        assert "192.0.2.20" in netns.pyreg("logs", "web", check=True).stderr + \
+            netns.pyreg("logs", "web", check=True).stdout  # httpd -vv logs the peer: not rewritten
+        netns.pyreg("rm", "-f", "web", check=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", client], check=False)
+
+
+@pytest.mark.parametrize("janitor_too", [False, True])
+def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, janitor_too: bool) -> None:
+    """kill -9 of pyreg run: the janitor removes the rules; of both: the next pyreg command."""
+    host = _other_address(netns)
+    before = _settle(netns)
+    assert _httpd(netns, "-p", f"{host}:18085:80", name="doomed").returncode == 0
+    rec = busybox_store.wait_running("doomed")
+    assert "18085" in _net_view(netns.name)["rules"]
+    if janitor_too:
+        os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
+    os.kill(int(rec["supervisor"]), signal.SIGKILL)
+    for _ in range(600):
+        if not os.path.exists(f"/proc/{rec['pid']}"):
+            break
+        time.sleep(0.05)
+    if janitor_too:  # nobody left to remove them until a pyreg command sweeps
+        assert "18085" in _net_view(netns.name)["rules"]
+    assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
+    _back_to(netns, before)
+
+
+def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
+    """DNS by name on a user network is /etc/hosts (runtime/network/networks.py): the client's
+    libc finds the server by its name and its --network-alias there, with no resolver running.
+    (The namespace has no route out: a query that went past /etc/hosts would get nowhere.)"""
+    netns.pyreg("network", "create", "--subnet", "10.77.6.0/24", "dnsnet", check=True)
+    assert _httpd(netns, "--network", "dnsnet", "--network-alias", "www", name="srv").returncode == 0
+    r = netns.pyreg("run", "--rm", "--network", "dnsnet", "--hostname", "cli", "busybox", "sh", "-c",
+                    "for n in srv www; do for i in $(seq 300); do wget -q -O - http://$n:80/ && break; "
+                    "sleep 0.1; done; done; echo ==; cat /etc/hosts; echo ==; cat /etc/resolv.conf",
+                    check=True)
+    pages, hosts, resolv = r.stdout.split("==\n")
+    page1, page2 = pages.splitlines()
+    assert page1.startswith("hello from") and page2 == page1, r.stdout + r.stderr
+    srv = [ln.split() for ln in hosts.splitlines() if "srv" in ln.split()]
+    assert len(srv) == 1 and srv[0][0].startswith("10.77.6.") and "www" in srv[0]
+    assert any(ln.split()[1:2] == ["cli"] for ln in hosts.splitlines())
+    assert "nameserver" in resolv and "nameserver 127." not in resolv  # the host's, not loopback
+    netns.pyreg("rm", "-f", "srv", check=True)
+    netns.pyreg("network", "rm", "dnsnet", check=True)
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_rootless_dns_is_the_builtin_forwarder(rootless_ns: RootlessNs, mode: str) -> None:
+    """Under slirp4netns and pasta the container asks their DNS forwarder (10.0.2.3), which
+    relays to the host's resolvers. What the test can see: resolv.conf, /etc/hosts, and that the
+    tool was told to forward that address; a query itself is not sent (the namespace has no
+    resolver to reach, and the host's is outside it)."""
+    _need(mode)
+    assert _rootless_httpd(rootless_ns, "--network", mode, "--hostname", "box").returncode == 0
+    r = rootless_ns.pyreg("exec", "web", "sh", "-c", "cat /etc/resolv.conf; echo ==; cat /etc/hosts; "
+                          "echo ==; wget -q -O - http://box:80/", check=True)
+    resolv, hosts, page = r.stdout.split("==\n")
+    assert resolv == "nameserver 10.0.2.3\n"
+    assert "10.0.2.100\tbox" in hosts.splitlines() and page.startswith("hello from box")
+    rec = rootless_ns.state("web")
+    if mode == "pasta":
+        args = Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes().split(b"\0")
+        assert args[args.index(b"--dns-forward") + 1] == b"10.0.2.3"
+    else:  # slirp4netns --configure: its built-in DNS at the network's .3
+        assert b"--configure" in Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes()
+    rootless_ns.pyreg("rm", "-f", "web", check=True)

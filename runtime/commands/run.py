@@ -65,13 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR][:rwm]",
                    help="give the container a host device (bound into /dev, allowed in the devices cgroup)")
     p.add_argument("--network", "--net", default=None, metavar="NETWORK",
-                   help="bridge (root's default: pyreg0, NAT), slirp4netns (other users' default), "
+                   help="bridge (root's default: pyreg0, NAT), pasta (other users' default), slirp4netns, "
                         "none (only lo), host, or a 'pyreg network create' network; the default "
                         "also from PYREG_NETWORK or the client config's run.network")
     p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
                    help="another name the container has on a user network")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HPORT:]PORT[/udp]",
-                   help="publish a container port on the host (bridge, slirp4netns)")
+                   help="publish a container port on the host (bridge, pasta, slirp4netns)")
     p.add_argument("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
     p.add_argument("image", help="image to run (pulled when not local)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
@@ -98,13 +98,13 @@ def _read_env_file(path: str) -> list[str]:
 
 
 def default_network(rootless: bool) -> str:
-    """As docker's: bridge for root; slirp4netns for other users (as rootless docker and podman),
-    none where slirp4netns is not installed."""
+    """As docker's: bridge for root; for other users pasta (podman 5's rootless default), else
+    slirp4netns (rootless docker's, podman 4's), else none."""
     if not rootless:
         return "bridge"
-    from runtime.network import slirp
+    from runtime.network import pasta, slirp
 
-    return "slirp4netns" if slirp.available() else "none"
+    return "pasta" if pasta.available() else "slirp4netns" if slirp.available() else "none"
 
 
 def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: bool,
@@ -125,11 +125,12 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
         published = [ports.parse(p) for p in args.publish]
         if args.publish_all:
             published += ports.exposed(image_config)
-    if network == "slirp4netns":
-        from runtime.network import slirp
+    if network in ("slirp4netns", "pasta"):
+        from runtime.network import pasta, slirp
 
-        if not slirp.available():
-            raise ValueError("--network slirp4netns: slirp4netns is not installed (Debian: slirp4netns)")
+        if not (pasta if network == "pasta" else slirp).available():
+            raise ValueError(f"--network {network}: {network} is not installed (Debian: "
+                             f"{'passt' if network == 'pasta' else network})")
         return network, published, {"network": network}
     net: dict[str, Any] = {}
     if network not in ("none", "host"):
@@ -138,10 +139,10 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
         net["aliases"] = list(args.network_alias)
         network = "bridge"  # how the runtime wires it; net["network"] says which
     if network == "bridge" and rootless:
-        raise ValueError("--network bridge needs root; rootless containers have slirp4netns (their "
-                         "default), none or host")
+        raise ValueError("--network bridge needs root; rootless containers have pasta (their "
+                         "default), slirp4netns, none or host")
     if published and network != "bridge":
-        raise ValueError(f"-p/-P need --network bridge or slirp4netns, not {network}")
+        raise ValueError(f"-p/-P need --network bridge, pasta or slirp4netns, not {network}")
     return network, published, net
 
 
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> 
         id=cid, name=args.name or state.random_name({n for n in taken if n}), image=args.image,
         image_name=name, image_digest=digest, config=cfg, created=state.now(), detached=args.detach,
     )
-    if network in ("bridge", "slirp4netns"):
+    if network in ("bridge", "slirp4netns", "pasta"):
         rec.net = net
     try:
         code = container.run(rec, args.detach)

@@ -116,12 +116,17 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def release(rec: Container) -> None:
-    """What a container leaves on its network: its name in the others' /etc/hosts. (Its veth
+    """What a container leaves on its network: its name in the others' /etc/hosts, its DNAT
+    rules. (Its veth
     went with its namespace; the bridge stays for the next container.) Forks nothing: the
     supervisor calls it after its pid namespace's PID 1 is gone."""
     from runtime.network import networks
 
     net = rec.net or {}
+    if net.get("dnat"):  # -p on other addresses than loopback: its rules go with it
+        from runtime.network import dnat
+
+        dnat.remove(rec.id)
     networks.update_hosts(str(net.get("network", "bridge")), skip=rec.id)
 
 

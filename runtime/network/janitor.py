@@ -22,7 +22,19 @@ if TYPE_CHECKING:
 
 
 def spawn(rec: Container, proxy: Proxy) -> tuple[int, int]:
-    """(pipe write end, janitor pid): close the one and reap the other to release now."""
+    """(pipe write end, janitor pid): close the one and reap the other to release now. The DNAT
+    rules of ports on other addresses than loopback (runtime/network/dnat.py) are made here,
+    before the fork, so that a failure is the supervisor's to report."""
+    from runtime.errors import ContainerError
+    from runtime.network import dnat
+
+    if rec.net and dnat.rules(rec, proxy.published):
+        rec.net["dnat"] = True  # first: a half-made set is removed by release as well
+        try:
+            dnat.add(rec, proxy.published)
+        except (OSError, RuntimeError) as e:
+            proxy.close()
+            raise ContainerError(f"-p: {e}") from None
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

@@ -1,12 +1,13 @@
 """``-p``/``-P``: the grammar, and the userland proxy that publishes a container's port.
 
-Why a proxy (docker's ``docker-proxy``) rather than DNAT rules: the supervisor binds the host
-address itself, so a port in use fails at once with the kernel's own answer, ``127.0.0.1``
-works without ``route_localnet`` and a masquerade of loopback sources, and the forward dies with
-the supervisor, ``kill -9`` included: nothing is left in the host's firewall to sweep. The cost
-is a hop through a process; the bytes are ``splice``d through a pipe, never copied into Python
-(bench/README.md: level with docker-proxy). Under slirp4netns, slirp4netns forwards the ports
-itself (runtime/network/slirp.py); this module binds them first there too, for the same errors.
+Why a proxy (docker's ``docker-proxy``) for every port, and DNAT only beside it: the supervisor
+binds the host address itself, so a port in use fails at once with the kernel's own answer and
+no other process can take it later; ``127.0.0.1`` works without ``route_localnet`` and a
+masquerade of loopback sources. Ports on other addresses (and 0.0.0.0) are also DNAT-ed by
+iptables (runtime/network/dnat.py), as docker does: what reaches a non-loopback address skips the
+proxy's hop. The proxy's bytes are ``splice``d through a pipe, never copied into Python
+(bench/README.md). Under slirp4netns and pasta, they forward the ports themselves
+(runtime/network/slirp.py, pasta.py); this module binds them first there too, for the same errors.
 """
 
 from __future__ import annotations

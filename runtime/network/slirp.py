@@ -1,4 +1,5 @@
-"""``--network slirp4netns``: user-mode networking, the default for non-root users.
+"""``--network slirp4netns``: user-mode networking, the rootless default where pasta is not
+installed (runtime/network/pasta.py).
 
 A user cannot make a veth or a bridge, but it can make a network namespace in its own user
 namespace and hand a TAP device of it to ``slirp4netns`` (Debian's package), which runs in the
@@ -112,6 +113,14 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
             os.dup2(log, 1)  # it talks for the whole run: never to the container's output, nor to
             os.dup2(log, 2)  # a pipe whose reader may be gone (SIGPIPE)
             os.closerange(5, 65536)
+            if os.getuid() == 0:
+                # its --enable-sandbox unmounts the old root of a mount namespace it makes: as
+                # root that namespace is a plain copy of ours, and the unmounts would propagate
+                # to shared mounts of the host's (``ip netns``'s /run/netns bind mounts among
+                # them). A namespace of our own whose mounts are slaves first: nothing goes back.
+                # (Rootless, the kernel makes the copies slaves itself: another user namespace.)
+                linux.unshare(linux.CLONE_NEWNS)
+                linux.mount(None, "/", None, linux.MS_SLAVE | linux.MS_REC)
             os.execvp(SLIRP, [SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback",
                               "--enable-sandbox", "--enable-seccomp",
                               "--exit-fd=3", "--ready-fd=4", f"--api-socket={API_SOCKET}",
