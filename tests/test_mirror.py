@@ -512,3 +512,40 @@ http {{
     assert len(at_cdn) == len(busybox_image.blob_digests)
     assert all(line.endswith("auth=[-]") for line in at_cdn), at_cdn  # nginx logs none as -
     assert any("/manifests/" in line and "auth=[Basic " in line for line in seen)  # the registry's own
+
+
+def test_tags_list_of_a_mirrored_name_is_upstreams_cached_and_served_stale(
+        upstream: AuthDistribution, make_registry_server: Any, skopeo: Skopeo,
+        busybox_image: TestImage) -> None:
+    """``tags/list`` of a mirrored name answers upstream's tags (paginated as the local listing
+    is), kept for the tag ttl and served stale when upstream is down; ``_catalog`` stays local."""
+    for tag in ("v1", "v2", "v3"):
+        push_upstream(skopeo, upstream, busybox_image, "app", tag)
+    push_upstream(skopeo, upstream, busybox_image, "held")
+    mirror = make_registry_server(mirror_config(upstream, tagttl="1s"))
+    base = f"{mirror.url}/v2/up/app/tags/list"
+    r = httpx.get(base)  # nothing of up/app pulled yet: upstream's list all the same
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": "up/app", "tags": ["v1", "v2", "v3"]}
+    first = httpx.get(base, params={"n": 2})
+    assert first.json()["tags"] == ["v1", "v2"]
+    assert first.headers["link"] == '</v2/up/app/tags/list?n=2&last=v2>; rel="next"'
+    rest = httpx.get(base, params={"n": 2, "last": "v2"})
+    assert rest.json()["tags"] == ["v3"] and "link" not in rest.headers
+    assert httpx.get(f"{mirror.url}/v2/up/nothing/tags/list").status_code == 404
+    assert get_manifest(mirror.url, "up/held", "v1").status_code == 200  # held here, never listed
+    push_upstream(skopeo, upstream, busybox_image, "app", "v4")
+    time.sleep(1.1)  # past the tag ttl: listed upstream again
+    assert httpx.get(base).json()["tags"] == ["v1", "v2", "v3", "v4"]
+    catalog = httpx.get(f"{mirror.url}/v2/_catalog").json()["repositories"]
+    assert catalog == ["up/held"]  # what the mirror holds, not upstream's catalog
+
+    upstream.stop()
+    time.sleep(1.1)
+    stale = httpx.get(base)
+    assert stale.status_code == 200
+    assert stale.json()["tags"] == ["v1", "v2", "v3", "v4"]
+    assert "stale" in stale.headers["warning"]
+    held = httpx.get(f"{mirror.url}/v2/up/held/tags/list")  # never fetched: the local list
+    assert held.status_code == 200 and held.json()["tags"] == ["v1"]
+    assert held.headers["warning"].startswith("110 ")

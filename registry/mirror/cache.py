@@ -48,6 +48,11 @@ def checked_path(name: str, tag: str) -> str:
     return f"{STATE}/repositories/{name}/_tags/{tag}"
 
 
+def taglist_path(name: str) -> str:
+    """Upstream's tag list of a name as last fetched: ``{"fetched": <epoch>, "tags": [...]}``."""
+    return f"{STATE}/repositories/{name}/_taglist"
+
+
 def pulled_path(name: str, digest: Digest) -> str:
     """When this manifest was last pulled through the mirror (seconds since the epoch)."""
     return f"{STATE}/repositories/{name}/_pulled/{digest.algorithm}/{digest.hex}"
@@ -197,6 +202,45 @@ class Mirror:
                                 f"for {what}: {e}", status=502) from None
         await self.layout.put_manifest(name, digest, blob.data, parsed)
         return StoredManifest(digest, blob.data, parsed.media_type)
+
+    # -- tag listing ---------------------------------------------------------------------------
+
+    async def tags(self, name: str, where: Route) -> tuple[list[str] | None, str | None]:
+        """Upstream's tags of a mirrored name (sorted; None: no such repository) and a Warning
+        header. The list is kept in storage for the upstream's ``tagttl``, like a tag; when
+        upstream is unavailable the last list fetched is served stale, or, if none ever was,
+        the tags the mirror holds."""
+        return await self._flights.do(("tags", name), lambda: self._tags(name, where))
+
+    async def _tags(self, name: str, where: Route) -> tuple[list[str] | None, str | None]:
+        upstream = self.upstreams[where.upstream]
+        cached: list[str] | None = None
+        fetched: float | None = None
+        try:
+            doc = json.loads(await self.driver.get_content(taglist_path(name)))
+            cached, fetched = sorted(str(t) for t in doc["tags"]), float(doc["fetched"])
+        except (PathNotFoundError, ValueError, KeyError, TypeError):
+            pass
+        if cached is not None and fetched is not None and 0 <= time.time() - fetched < upstream.config.tagttl:
+            metrics.HITS.labels(upstream.name, "tags").inc()
+            return cached, None
+        metrics.MISSES.labels(upstream.name, "tags").inc()
+        try:
+            tags = await upstream.call(upstream.tags, where.remote)
+        except RemoteError as e:
+            metrics.ERRORS.labels(upstream.name).inc()
+            if e.status == 404:
+                return None, None
+            if not unavailable(e):
+                raise unavailable_error(upstream, f"the tags of {name}", e) from None
+            metrics.STALE.labels(upstream.name).inc()
+            log.warning("mirror: serving the tags of %s %s (%s)", name,
+                        "stale" if cached is not None else "held here", e)
+            return (cached if cached is not None else await self.layout.tags(name)), STALE_WARNING
+        tags = sorted(set(tags))
+        await self.driver.put_content(taglist_path(name), json.dumps(
+            {"fetched": time.time(), "tags": tags}).encode())
+        return tags, None
 
     async def referrers(self, name: str, digest: Digest, artifact_type: str | None,
                         where: Route) -> tuple[bytes, bool] | None:

@@ -154,6 +154,17 @@ class Upstream:
         except Exception as e:  # a digest mismatch, a refused body
             raise RemoteError(f"manifest {repo}:{reference} at {self.host}: {e}", 502) from e
 
+    def tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo`` upstream (all its pages, bounded by storage/remote)."""
+        try:
+            return self.client.tags(repo)
+        except RemoteError:
+            raise
+        except AuthError as e:
+            raise RemoteError(f"tags of {repo} at {self.host}: {e}", 401) from e
+        except Exception as e:  # a refused body
+            raise RemoteError(f"tags of {repo} at {self.host}: {e}", 502) from e
+
     def blob_size(self, repo: str, digest: Digest) -> int | None:
         """HEAD of a blob upstream: its size, None when upstream lacks it."""
         what = f"blob {digest} at {self.host}"

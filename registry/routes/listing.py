@@ -44,11 +44,16 @@ def _json(body: dict[str, Any], headers: dict[str, str]) -> Response:
 async def tags_list(request: Request, registry: Registry, name: str, _: str) -> Response:
     check_name(name)
     n, last = pagination(request)
-    tags = await registry.layout.tags(name)
+    where = registry.mirror.route(name) if registry.mirror is not None else None
+    warning = None
+    if where is not None:  # a mirrored name: upstream's list (registry/mirror/)
+        tags, warning = await registry.mirror.tags(name, where)
+    else:
+        tags = await registry.layout.tags(name)
     if tags is None:
         raise name_unknown(name)
     page, more = _page(tags, n, last)
-    headers = {}
+    headers = {"Warning": warning} if warning else {}
     if more and page:
         query = urlencode({"n": n, "last": page[-1]})
         headers["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
