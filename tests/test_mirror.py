@@ -549,3 +549,131 @@ def test_tags_list_of_a_mirrored_name_is_upstreams_cached_and_served_stale(
     held = httpx.get(f"{mirror.url}/v2/up/held/tags/list")  # never fetched: the local list
     assert held.status_code == 200 and held.json()["tags"] == ["v1"]
     assert held.headers["warning"].startswith("110 ")
+
+
+class CuttingUpstream:
+    """A tiny registry serving one image (anonymous); while ``cut`` is set it answers the
+    layer's GET with its full Content-Length, sends half the body and closes the connection."""
+
+    def __init__(self) -> None:
+        import os
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.layer = os.urandom(3 << 20)
+        self.config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        self.layer_digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
+        self.config_digest = "sha256:" + hashlib.sha256(self.config).hexdigest()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": self.config_digest, "size": len(self.config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": self.layer_digest, "size": len(self.layer)}]}).encode()
+        self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+        self.cut = True
+        self.layer_gets = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def answer(self, body: bool) -> None:
+                path = self.path.split("?")[0]
+                found: tuple[bytes, str] | None = {
+                    "/v2/": (b"{}", "application/json"),
+                    "/v2/app/manifests/v1": (outer.manifest, "application/vnd.oci.image.manifest.v1+json"),
+                    f"/v2/app/manifests/{outer.manifest_digest}":
+                        (outer.manifest, "application/vnd.oci.image.manifest.v1+json"),
+                    f"/v2/app/blobs/{outer.config_digest}": (outer.config, "application/octet-stream"),
+                    f"/v2/app/blobs/{outer.layer_digest}": (outer.layer, "application/octet-stream"),
+                }.get(path)
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data, media_type = found
+                self.send_response(200)
+                self.send_header("Content-Type", media_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(data).hexdigest())
+                self.end_headers()
+                if not body:
+                    return
+                if data is outer.layer:
+                    outer.layer_gets += 1
+                    if outer.cut:
+                        self.wfile.write(data[:len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self.answer(True)
+
+            def do_HEAD(self) -> None:
+                self.answer(False)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CuttingUpstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull_is_whole(
+        make_registry_server: Any, tmp_path: Path) -> None:
+    with CuttingUpstream() as up:
+        mirror = make_registry_server({"mirror": {"upstreams": [{"url": up.url, "namespace": "m/*"}]}})
+        got = b""
+        with pytest.raises(httpx.HTTPError), \
+                httpx.stream("GET", f"{mirror.url}/v2/m/app/blobs/{up.layer_digest}", timeout=60) as r:
+            assert r.status_code == 200
+            assert r.headers["content-length"] == str(len(up.layer))
+            for chunk in r.iter_raw():  # ends short of its Content-Length: never a whole wrong blob
+                got += chunk
+        assert len(got) < len(up.layer) and up.layer.startswith(got)
+        assert up.layer_gets == 1
+        data = tmp_path / "mirror-data/docker/registry/v2"
+        hex_ = up.layer_digest[7:]
+        assert not (data / "blobs/sha256" / hex_[:2] / hex_).exists()  # nothing visible
+        assert not (data / "repositories/m/app/_layers/sha256" / hex_).exists()
+        assert not (data / "pyreg-mirror/fills/sha256" / hex_).exists()  # no staging left
+        metrics = httpx.get(f"{mirror.url}/metrics").text
+        assert re.search(r'pyreg_mirror_upstream_errors_total\{upstream="127\.0\.0\.1:\d+"\} [1-9]', metrics)
+
+        up.cut = False  # upstream recovers: the next pull fetches the blob whole
+        assert pull_all(mirror.url, "m/app", "v1") == {up.config_digest: up.config_digest,
+                                                       up.layer_digest: up.layer_digest}
+        assert up.layer_gets == 2
+        assert (data / "blobs/sha256" / hex_[:2] / hex_ / "data").read_bytes() == up.layer
+        assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
+        assert up.layer_gets == 2  # from the cache now
+        metrics = httpx.get(f"{mirror.url}/metrics").text
+
+        def counter(name: str, labels: str) -> float:
+            found = re.search(rf'{name}\{{{labels}upstream="127\.0\.0\.1:\d+"\}} ([0-9.e+]+)', metrics)
+            assert found, (name, labels)
+            return float(found.group(1))
+
+        # per-upstream counters: a blob miss for each fetch (the cut one, the whole one, the
+        # config), hits for the second pull, every upstream byte counted
+        assert counter("pyreg_mirror_misses_total", 'kind="blob",') == 3
+        assert counter("pyreg_mirror_hits_total", 'kind="blob",') == 2
+        assert counter("pyreg_mirror_misses_total", 'kind="manifest",') == 1
+        assert counter("pyreg_mirror_hits_total", 'kind="manifest",') == 1
+        assert counter("pyreg_mirror_upstream_bytes_total", "") == (
+            len(up.layer) // 2 + len(up.layer) + len(up.config) + len(up.manifest))
+        assert counter("pyreg_mirror_upstream_errors_total", "") == 1

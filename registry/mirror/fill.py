@@ -188,12 +188,15 @@ class Fill:
             """At least STEP bytes (the network gives 64 KiB at a time): few loop round trips."""
             parts: list[bytes] = []
             got = 0
-            while got < STEP:
-                piece = next(iterator, None)
-                if piece is None:
-                    break
-                parts.append(piece)
-                got += len(piece)
+            try:
+                while got < STEP:
+                    piece = next(iterator, None)
+                    if piece is None:
+                        break
+                    parts.append(piece)
+                    got += len(piece)
+            finally:  # bytes of a download cut mid-step were fetched all the same
+                metrics.UPSTREAM_BYTES.labels(label).inc(got)
             if not parts:
                 return None
             chunk = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -219,7 +222,6 @@ class Fill:
                 if chunk is None:
                     break
                 written += len(chunk)
-                metrics.UPSTREAM_BYTES.labels(label).inc(len(chunk))
                 if length is not None and written > length:
                     break
                 await writer.write(chunk)
