@@ -549,6 +549,8 @@ def test_tags_list_of_a_mirrored_name_is_upstreams_cached_and_served_stale(
     held = httpx.get(f"{mirror.url}/v2/up/held/tags/list")  # never fetched: the local list
     assert held.status_code == 200 and held.json()["tags"] == ["v1"]
     assert held.headers["warning"].startswith("110 ")
+    metrics = httpx.get(f"{mirror.url}/metrics").text
+    assert re.search(r'pyreg_mirror_stale_total\{upstream="127\.0\.0\.1:\d+"\} 2\.0', metrics)
 
 
 class CuttingUpstream:
