@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import (
@@ -79,6 +80,13 @@ def render_all_workers() -> bytes:
 
 def route_kind(path: str) -> str:
     """The bounded label for a request path (the /v2 router's own matching, nothing else)."""
+    # a few hot paths (HEAD/GET of the same blobs and tags) take most requests; long ones are
+    # not remembered, so the cache holds at most ~1 MiB of paths whatever clients send
+    return _route_kind(path) if len(path) <= 256 else _route_kind.__wrapped__(path)
+
+
+@lru_cache(maxsize=4096)
+def _route_kind(path: str) -> str:
     if path in ("/v2", "/v2/"):
         return "base"
     if not path.startswith("/v2/"):
@@ -103,6 +111,7 @@ class RegistryMetrics:
     def __init__(self, notifications: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._by_request: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}  # one lookup each
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter("pyreg_http_requests_total", "HTTP requests answered",
@@ -151,12 +160,20 @@ class RegistryMetrics:
 
     def observe(self, method: str, kind: str, status: int, seconds: float, received: int, sent: int,
                 query: bytes) -> None:
-        self._child(self.requests, method, kind, str(status)).inc()
-        self._child(self.duration, method, kind).observe(seconds)
+        key = (method, kind, status)
+        children = self._by_request.get(key)
+        if children is None:
+            children = self._by_request[key] = (
+                self._child(self.requests, method, kind, str(status)),
+                self._child(self.duration, method, kind),
+                self._child(self.received, kind), self._child(self.sent, kind))
+        requests, duration, received_bytes, sent_bytes = children
+        requests.inc()
+        duration.observe(seconds)
         if received:
-            self._child(self.received, kind).inc(received)
+            received_bytes.inc(received)
         if sent:
-            self._child(self.sent, kind).inc(sent)
+            sent_bytes.inc(sent)
         if kind == "upload":
             self._count_upload(method, status, query)
 
