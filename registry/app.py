@@ -1,9 +1,10 @@
 """``create_app(config) -> Starlette``: the registry as one ASGI application.
 
 The app is a Starlette router with the /v2 API endpoint plus a middleware list built from the
-configuration. Cross-cutting concerns (the API-version header, auth, read-only mode, metrics)
-are plain ASGI middleware in that list, so the routes never know about them: to add one, append
-a ``Middleware(...)`` in ``build_middleware``. Handlers and middleware find the shared state in
+configuration. Cross-cutting concerns (request ids, the API-version header, metrics and the
+access log in one outermost layer; auth, read-only mode) are plain ASGI middleware in that list,
+so the routes never know about them: to add one, append a ``Middleware(...)`` in
+``build_middleware``. Handlers and middleware find the shared state in
 ``app.state.registry`` (config, driver, layout, uploads).
 """
 
@@ -15,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,13 +27,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.config import Config, load_config
 from registry.drivers import make_driver
-from registry.errors import API_VERSION, API_VERSION_HEADER, error_response
+from registry.errors import error_response
 from registry.layout import Layout
 from registry.routes import V2Endpoint
 from registry.routes.common import Registry
 from registry.shared_state import SharedState, make_shared_state
 from registry.uploads import Uploads
 from storage.errors import PathNotFoundError
+
+if TYPE_CHECKING:
+    from registry.metrics import MetricsEndpoint
 
 log = logging.getLogger("pyreg.app")
 
@@ -41,29 +45,6 @@ CONFIG_ENV = "_PYREG_SERVE_CONFIG_JSON"
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 READY_TIMEOUT = 10.0  # seconds a /readyz storage check may take before it answers 503
-
-
-class APIVersionMiddleware:
-    """Adds ``Docker-Distribution-API-Version: registry/2.0`` to every /v2 answer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._header = (API_VERSION_HEADER.lower().encode(), API_VERSION.encode())
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v2"):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(k == self._header[0] for k, _ in headers):
-                    headers.append(self._header)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 class HeadersMiddleware:
@@ -91,6 +72,24 @@ class HeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class V2Shortcut:
+    """Innermost: ``/v2`` and ``/v2/…`` go straight to the API endpoint, past Starlette's
+    exception middleware and router (which would only try two patterns to find the same endpoint;
+    the endpoint turns every error into a registry error itself). Other paths take the router."""
+
+    def __init__(self, app: ASGIApp, endpoint: ASGIApp) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v2/") or path == "/v2":
+                await self.endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class ReadOnlyMiddleware:
     """storage.maintenance.readonly: every write to /v2 gets 405 UNSUPPORTED."""
 
@@ -106,11 +105,12 @@ class ReadOnlyMiddleware:
         await self.app(scope, receive, send)
 
 
-def build_middleware(config: Config, shared: SharedState | None = None) -> list[Middleware]:
-    """The middleware stack, outermost first."""
-    middleware = [Middleware(APIVersionMiddleware)]
+def build_middleware(config: Config, shared: SharedState | None = None,
+                     metrics: MetricsEndpoint | None = None) -> list[Middleware]:
+    """The middleware stack, outermost first. ``metrics``: counted and served by the request layer."""
+    middleware = []
     if config.http.headers:
-        middleware.insert(0, Middleware(HeadersMiddleware, headers=config.http.headers))
+        middleware.append(Middleware(HeadersMiddleware, headers=config.http.headers))
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
     from registry.auth.setup import auth_middleware
 
@@ -121,13 +121,11 @@ def build_middleware(config: Config, shared: SharedState | None = None) -> list[
         from registry.notifications import notifications_middleware
 
         middleware.append(notifications_middleware(config))
-    if config.metrics.enabled:  # outermost: it times everything, and auth never sees /metrics
-        from registry.metrics import metrics_middleware
+    # outermost: request ids, the API-version header, metrics (auth never sees /metrics), one log
+    # line per request
+    from registry.accesslog import request_middleware
 
-        middleware.insert(0, metrics_middleware(config))
-    from registry.accesslog import access_log_middleware  # outermost: request ids, one log line each
-
-    middleware.insert(0, access_log_middleware(not config.log.accesslog.disabled))
+    middleware.insert(0, request_middleware(not config.log.accesslog.disabled, metrics))
     if config.proxy.trustforwarded:  # outermost: every layer sees the real client, or no X-Forwarded-*
         from registry.proxy import forwarded_middleware
 
@@ -255,12 +253,17 @@ def create_app(config: Config | None = None) -> Starlette:
         from registry.ui import ui_routes
 
         routes += ui_routes(registry, build_service(config, shared))
-    app = Starlette(routes=routes, middleware=build_middleware(config, shared),
-                    lifespan=lifespan)
+    metrics = None
+    if config.metrics.enabled:
+        from registry.metrics import metrics_endpoint
+
+        metrics = metrics_endpoint(config)
+    middleware = build_middleware(config, shared, metrics)
+    middleware.append(Middleware(V2Shortcut, endpoint=V2Endpoint(registry)))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.registry = registry
     app.state.config = config
-    app.state.metrics = next((m.kwargs["metrics"] for m in app.user_middleware
-                              if getattr(m.cls, "__name__", "") == "MetricsMiddleware"), None)
+    app.state.metrics = metrics.metrics if metrics is not None else None
     return app
 
 

@@ -33,6 +33,7 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -103,6 +104,57 @@ def _start_sweep(state: ServerState, loop: asyncio.AbstractEventLoop, timeout: f
         loop.call_later(interval, sweep)
 
     loop.call_later(interval, sweep)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_JOIN_MAX = 64 * 1024  # a first body write up to this size leaves in one send() with the head
+
+
+class _OneSendTransport:
+    """The transport as one response cycle sees it: the response head is held back until the
+    first body write, so a small answer (a manifest, an error) goes out in one ``send()`` instead
+    of two; on loopback each send costs the sender the receiver's whole TCP path as well. The
+    head is written at the latest when the response ends (a HEAD answer has no body write) or
+    the connection is closed. Everything else is the real transport's."""
+
+    __slots__ = ("_done", "_head", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, done: Callable[[], None]) -> None:
+        self._transport = transport
+        self._done = done  # the cycle's own end-of-response callback
+        self._head: bytes | None = None
+        self._started = False
+
+    def response_done(self) -> None:
+        """The cycle's ``on_response``: a head without a body write (HEAD, an empty body) goes now."""
+        self.flush()
+        self._done()
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) <= _JOIN_MAX:
+                self._transport.write(head + data)
+                return
+            self._transport.write(head)
+        elif not self._started and data != _CONTINUE:
+            self._started = True  # the first write of a response, other than 100 Continue, is its head
+            self._head = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -198,6 +250,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_since = None
         self._waiting.pop(self, None)
         super().on_headers_complete()
+        cycle = self.cycle  # this head's cycle (pipelined heads each get their own)
+        if cycle is not None:
+            writer = _OneSendTransport(self.transport, cycle.on_response)
+            cycle.transport = writer  # type: ignore[assignment]
+            cycle.on_response = writer.response_done
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

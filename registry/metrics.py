@@ -1,4 +1,5 @@
-"""Prometheus metrics: one ASGI middleware that counts every request and answers ``/metrics``.
+"""Prometheus metrics: every request counted, and the ``/metrics`` endpoint (both done by the
+request layer in registry/accesslog.py).
 
 Labels are bounded on purpose: the route *kind* (``blob``, ``manifest``, ``upload``, ``tags``,
 ``catalog``, ``referrers``, ``base``, ``other``), never the path, so a million repositories or
@@ -34,8 +35,8 @@ import hmac
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import (
@@ -46,8 +47,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from registry.config import Config
 
@@ -80,6 +80,13 @@ def render_all_workers() -> bytes:
 
 def route_kind(path: str) -> str:
     """The bounded label for a request path (the /v2 router's own matching, nothing else)."""
+    # a few hot paths (HEAD/GET of the same blobs and tags) take most requests; long ones are
+    # not remembered, so the cache holds at most ~1 MiB of paths whatever clients send
+    return _route_kind(path) if len(path) <= 256 else _route_kind.__wrapped__(path)
+
+
+@lru_cache(maxsize=4096)
+def _route_kind(path: str) -> str:
     if path in ("/v2", "/v2/"):
         return "base"
     if not path.startswith("/v2/"):
@@ -104,6 +111,7 @@ class RegistryMetrics:
     def __init__(self, notifications: bool = False, mirror: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._by_request: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}  # one lookup each
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter("pyreg_http_requests_total", "HTTP requests answered",
@@ -157,12 +165,20 @@ class RegistryMetrics:
 
     def observe(self, method: str, kind: str, status: int, seconds: float, received: int, sent: int,
                 query: bytes) -> None:
-        self._child(self.requests, method, kind, str(status)).inc()
-        self._child(self.duration, method, kind).observe(seconds)
+        key = (method, kind, status)
+        children = self._by_request.get(key)
+        if children is None:
+            children = self._by_request[key] = (
+                self._child(self.requests, method, kind, str(status)),
+                self._child(self.duration, method, kind),
+                self._child(self.received, kind), self._child(self.sent, kind))
+        requests, duration, received_bytes, sent_bytes = children
+        requests.inc()
+        duration.observe(seconds)
         if received:
-            self._child(self.received, kind).inc(received)
+            received_bytes.inc(received)
         if sent:
-            self._child(self.sent, kind).inc(sent)
+            sent_bytes.inc(sent)
         if kind == "upload":
             self._count_upload(method, status, query)
 
@@ -179,52 +195,25 @@ class RegistryMetrics:
             self.uploads_failed.inc()
 
 
-class MetricsMiddleware:
-    """Outermost middleware: measures every request and serves the scrape endpoint."""
+class MetricsEndpoint:
+    """The metrics of one app as the request layer (registry/accesslog.py) uses them: count each
+    request, and answer the scrape endpoint at ``path`` (None: not on this listener)."""
 
-    def __init__(self, app: ASGIApp, metrics: RegistryMetrics, path: str | None = "/metrics",
+    def __init__(self, metrics: RegistryMetrics, path: str | None = "/metrics",
                  token: str | None = None) -> None:
-        self.app = app
         self.metrics = metrics
         self.path = path
         self._token = f"Bearer {token}".encode() if token else None
+        self.started = metrics.in_flight.inc
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == self.path:
-            await self._scrape(scope, send)
-            return
-        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        kind = route_kind(path)
-        counts = {"status": 500, "in": 0, "out": 0}
-
-        async def counting_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                counts["in"] += len(message.get("body", b""))
-            return message
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                counts["status"] = int(message["status"])
-            elif message["type"] == "http.response.body":
-                counts["out"] += len(message.get("body", b""))
-            await send(message)
-
+    def finished(self, scope: Scope, path: str, status: int, seconds: float, received: int,
+                 sent: int) -> None:
         m = self.metrics
-        m.in_flight.inc()
-        start = time.perf_counter()
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        finally:
-            m.in_flight.dec()
-            m.observe(method, kind, counts["status"], time.perf_counter() - start, counts["in"],
-                      counts["out"], scope.get("query_string", b""))
+        m.in_flight.dec()
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        m.observe(method, route_kind(path), status, seconds, received, sent, scope.get("query_string", b""))
 
-    async def _scrape(self, scope: Scope, send: Send) -> None:
+    async def scrape(self, scope: Scope, send: Send) -> None:
         headers: list[tuple[bytes, bytes]]
         if self._token is not None and not self._authorized(scope):
             status, body = 401, b"metrics: a bearer token is required\n"
@@ -246,10 +235,10 @@ class MetricsMiddleware:
         return False
 
 
-def metrics_middleware(config: Config) -> Middleware:
-    """The ``Middleware`` entry for ``build_middleware`` (one metrics registry per app)."""
+def metrics_endpoint(config: Config) -> MetricsEndpoint:
+    """The metrics of one app (a metrics registry of its own), for ``build_middleware``."""
     section = config.metrics
     metrics = RegistryMetrics(notifications=bool(config.notifications.endpoints),
                               mirror=bool(config.mirror.upstreams))
     path = None if section.addr else section.path  # with metrics.addr: served there only
-    return Middleware(MetricsMiddleware, metrics=metrics, path=path, token=section.token)
+    return MetricsEndpoint(metrics, path=path, token=section.token)

@@ -37,9 +37,19 @@ class Route:
     arg: str = ""
 
 
-@lru_cache(maxsize=4096)  # routing, auth and metrics each ask for every request; a Route is frozen
+# Routing, auth and metrics each ask for every request's route, and a Route is frozen: short paths
+# (every real one) are cached; a long path is parsed each time, so hostile paths up to the header
+# limit can't fill the cache with kilobytes each.
+_CACHED_PATH = 512
+
+
 def match(rest: str) -> Route | None:
     """The route for the part of a path after ``/v2/``; None when no endpoint has that shape."""
+    return _match_cached(rest) if len(rest) <= _CACHED_PATH else _match(rest)
+
+
+def _match(rest: str) -> Route | None:
+    """``match`` without the cache."""
     if rest == "":
         return Route("base")
     if rest == "_catalog":
@@ -59,6 +69,9 @@ def match(rest: str) -> Route | None:
     if kind == "referrers" and arg:
         return Route("referrers", name, arg)
     return None
+
+
+_match_cached = lru_cache(maxsize=4096)(_match)
 
 
 def parse_path(path: str) -> Route | None:

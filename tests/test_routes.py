@@ -69,3 +69,16 @@ def test_mount_scope() -> None:
     route = match("t/blobs/uploads/")
     assert token_scopes(route, "POST", "s/r") == ["repository:t:pull,push", "repository:s/r:pull"]
     assert token_scopes(route, "POST", "t") == ["repository:t:pull,push"]
+
+
+def test_only_short_paths_are_cached() -> None:
+    """Every real path is short; a hostile one up to the 64 KiB header limit is parsed each time,
+    so 4096 of them can't hold hundreds of MiB in the route cache."""
+    from storage import routes
+
+    long_name = "a/" * 2000 + "b"
+    before = routes._match_cached.cache_info().currsize
+    assert routes.match(f"{long_name}/manifests/latest") == routes.Route("manifest", long_name, "latest")
+    assert routes._match_cached.cache_info().currsize == before
+    routes.match("team/app/manifests/v-cache-probe")
+    assert routes._match_cached.cache_info().currsize == before + 1
