@@ -9,7 +9,9 @@ An image with no name (an untagged ``pyreg build``, an unnamed image loaded from
 docker's dangling ``<none>:<none>``) is an entry with no ``ref.name`` annotation, as the image
 spec allows and skopeo, umoci and containerd read; in memory its record is keyed by its manifest
 digest (``name == str(digest)``). It stays until a name is given to it (the unnamed entry then
-goes) or ``pyreg prune`` drops it. Older stores named such entries ``sha256:…``: read the same.
+goes) or ``pyreg prune`` drops it. A name moved to another image (:meth:`ImageIndex.tag`: pull,
+build -t, tag, load) leaves the image it pointed at so, if no other name points at it. Older
+stores named such entries ``sha256:…``: read the same.
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def is_unnamed(name: str) -> bool:
     return True
 
 
+def _orphaned(before: list[ImageRecord], after: list[ImageRecord]) -> list[ImageRecord]:
+    """Images a re-pointed name leaves with no name at all, as unnamed entries: docker's
+    ``<none>:<none>`` when ``pull``/``build -t``/``tag``/``load`` moves a name, kept (runnable by
+    ID, its containers' image) until ``prune`` or ``rmi`` instead of silently unreachable."""
+    still = {r.digest for r in after}
+    out: list[ImageRecord] = []
+    for r in before:
+        if r.digest not in still:
+            out.append(ImageRecord(str(r.digest), r.digest, r.media_type, r.size,
+                                   dict(r.annotations), r.platform))
+            still.add(r.digest)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     """What a lookup text named: ``records`` (one for a name or manifest digest; every entry of
@@ -129,6 +145,7 @@ class ImageIndex:
                     return named[0]  # it has a name: not dangling, nothing to record
             records = [r for r in current if r.name != name and not (r.dangling and r.digest == d)]
             records.append(record)
+            records.extend(_orphaned(current, records))
             self.write(records)
         return record
 

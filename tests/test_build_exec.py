@@ -244,3 +244,50 @@ def test_interrupted_build_leaves_nothing(bb: RuntimeEnv, tmp_path: Path) -> Non
         assert proc.returncode != 0
         assert_clean(bb)
         assert "never" not in bb.run("images").stdout
+
+
+def test_build_containers_are_not_listed_nor_removed(bb: RuntimeEnv, tmp_path: Path) -> None:
+    """A RUN step's container is the builder's, as docker's: ``ps``/``ps -a`` do not list it, and
+    ``rm``/``rm -f`` by its name or id and ``container prune`` do not touch it while the build
+    runs: neither while its command runs nor once it ended and the builder still reads its diff
+    (held there by stopping the builder)."""
+    bb.run("run", "--name", "mine", "busybox", "true", check=True)  # an exited container of the user's
+    ctx = context(tmp_path, "FROM busybox\nRUN echo started && sleep 300\n")
+    proc = bb.popen("build", "-t", "never", str(ctx))
+
+    def unseen_and_untouched(step: dict[str, Any], force: bool) -> None:
+        for args in (("ps",), ("ps", "-a"), ("ps", "-a", "--no-trunc")):
+            out = bb.run(*args, check=True).stdout
+            assert "build-" not in out and step["id"][:12] not in out, out
+        assert bb.run("ps", "-q", check=True).stdout == ""
+        assert bb.run("ps", "-aq", "--filter", "name=build-", check=True).stdout == ""
+        for ref in (step["name"], step["id"], step["id"][:12]):
+            rm = bb.run("rm", *(["-f"] if force else []), ref)
+            assert rm.returncode == 1 and "no such container" in rm.stderr, rm
+        bb.run("container", "prune", "-f", check=True)
+        assert [s["id"] for s in bb.states()] == [step["id"]], "prune removed mine, not the step's"
+        assert bb.state(step["id"])["status"] == step["status"]
+        assert (bb.run_root / "containers" / step["id"]).is_dir()
+
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip() == "#2 started" or time.monotonic() > deadline:
+                break
+        name = next(s["name"] for s in bb.states() if s.get("name", "").startswith("build-"))
+        step = bb.wait_running(name)
+        assert bb.run("ps", "-a", "--format", "{{.Names}}", check=True).stdout.split() == ["mine"]
+        unseen_and_untouched(step, force=True)
+
+        os.kill(proc.pid, signal.SIGSTOP)  # the builder, not the step's supervisor (its child)
+        try:
+            os.kill(step["pid"], signal.SIGKILL)
+            unseen_and_untouched(bb.wait_exited(name), force=False)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert_clean(bb)

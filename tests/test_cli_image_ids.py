@@ -138,3 +138,60 @@ def test_push_by_id(busybox_store: RuntimeEnv, registry_server: Any, skopeo: Any
     assert skopeo.inspect(f"docker://{ref}")["Digest"].startswith("sha256:")
     raw = skopeo.run("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").stdout
     assert json.loads(raw)["config"]["digest"] == image_id
+
+
+def _dangling(env: RuntimeEnv) -> set[str]:
+    return set(env.run("images", "-q", "--filter", "dangling=true", check=True).stdout.split())
+
+
+def test_moved_name_leaves_dangling_image(busybox_store: RuntimeEnv, registry_server: Any,
+                                          tmp_path: Path) -> None:
+    """When build -t, tag, load or pull moves a name, the image it named becomes <none>:<none>
+    (if no other name is left on it), runnable by ID and kept for its containers until prune."""
+    bb = busybox_store
+
+    def built(word: str, *tags: str) -> str:
+        ctx = context(tmp_path / word, f'FROM busybox\nRUN echo {word} > /v\nCMD ["cat", "/v"]\n')
+        return _built_id(build(bb, ctx, *[a for t in tags for a in ("-t", t)]).stderr)[7:19]
+
+    a = built("one", "app:1")
+    bb.run("run", "--name", "keep-a", "app:1", check=True)  # an exited container of A
+    bb.run("save", "-o", str(tmp_path / "a.tar"), "app:1", check=True)  # an archive naming app:1 -> A
+    assert _dangling(bb) == set()
+
+    b = built("two", "app:1")  # build -t over an existing name
+    assert _dangling(bb) == {a}
+    assert bb.run("run", "--rm", a, check=True).stdout == "one\n"
+    assert bb.run("start", "-a", "keep-a", check=True).stdout == "one\n"
+
+    bb.run("tag", "app:1", "app:2", check=True)
+    bb.run("tag", "busybox", "app:1", check=True)  # B keeps app:2: not dangling
+    assert _dangling(bb) == {a}
+    bb.run("tag", "busybox", "app:2", check=True)  # B's last name moves
+    assert _dangling(bb) == {a, b}
+
+    bb.run("tag", b, "app:1", check=True)
+    assert _dangling(bb) == {a}
+    bb.run("load", "-i", str(tmp_path / "a.tar"), check=True)  # app:1 -> A again: B left unnamed
+    assert _dangling(bb) == {b}
+
+    remote = f"{registry_server.host}/team/app:1"
+    bb.run("push", b, remote, check=True)
+    bb.run("pull", remote, check=True)
+    assert _dangling(bb) == set()
+    bb.run("push", a, remote, check=True)  # the tag changes upstream
+    bb.run("pull", remote, check=True)
+    assert _dangling(bb) == {b}
+    assert bb.run("run", "--rm", b, check=True).stdout == "two\n"
+
+    for name in ("app:1", remote):
+        bb.run("tag", "busybox", name, check=True)
+    assert _dangling(bb) == {a, b}
+    bb.run("prune", check=True)  # A is kept: keep-a uses it
+    assert _dangling(bb) == {a}
+    assert bb.run("start", "-a", "keep-a", check=True).stdout == "one\n"
+    assert bb.run("run", "--rm", b).returncode == 125
+    bb.run("rm", "keep-a", check=True)
+    bb.run("prune", check=True)
+    assert _dangling(bb) == set()
+    assert bb.run("run", "--rm", a).returncode == 125

@@ -183,3 +183,27 @@ def test_prune_keeps_an_image_whose_config_is_not_an_object(tmp_path: Path) -> N
     stray = store.put_blob(b"stray")
     assert store.prune()["blobs"] == 1
     assert store.has_blob(digest) and store.has_blob(Digest.of(config)) and not store.has_blob(stray)
+
+
+def test_a_moved_name_leaves_its_image_unnamed(tmp_path: Path) -> None:
+    """The index re-points a name once for every command: the image it leaves with no name stays
+    as an unnamed entry (docker's ``<none>``) until prune, never unreachable; one with another
+    name left is not dangling; re-pointing at the same image changes nothing."""
+    store = LocalStore(tmp_path / "s")
+    one, two = mem_image({"one": b"1"}), mem_image({"two": b"2"})
+    store_image(store, one, NAME)
+    store_image(store, one, NAME)
+    assert [r.dangling for r in store.images()] == [False]
+    store_image(store, one, "localhost:5000/library/other:1")
+    store_image(store, two, NAME)  # one keeps other:1
+    assert not any(r.dangling for r in store.images())
+    store_image(store, two, "localhost:5000/library/other:1")  # one's last name moves
+    unnamed = [r for r in store.images() if r.dangling]
+    assert [str(r.digest) for r in unnamed] == [one.manifest_digest]
+    assert store.lookup(one.config_digest) == unnamed[0]  # by ID
+    index = json.loads((tmp_path / "s" / "index.json").read_text())["manifests"]
+    assert sorted("annotations" in m for m in index) == [False, True, True]
+    assert store.prune()["blobs"] == 0  # rmi's sweep keeps it
+    assert store.prune(dangling=True)["images"] == 1
+    assert not store.has_blob(one.manifest_digest)
+    assert [r.name for r in store.images()] == [NAME, "localhost:5000/library/other:1"]

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
+def is_build(rec: Container) -> bool:
+    """A ``pyreg build`` RUN step's container (runtime/build/runstep.py marks it): the builder
+    owns it, so, as docker's build containers, ps does not list it and rm / prune never touch it."""
+    return rec.config.extra.get("build") is True
+
+
 def labels(rec: Container) -> dict[str, str]:
     value = rec.config.extra.get("labels") or {}
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

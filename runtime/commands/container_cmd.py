@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     print("Deleted Containers:")
     reclaimed = 0
     for rec in state.all_containers():
-        if rec.status == "running" or not _pslist.matches(rec, filters):
+        if rec.status == "running" or _pslist.is_build(rec) or not _pslist.matches(rec, filters):
             continue
         reclaimed += _size(os.path.join(state.container_dir(rec.id), "upper"))
         container.cleanup(rec, remove=True)

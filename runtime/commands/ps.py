@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     filters = _pslist.filters_or_complain(args.filter)
     if filters is None:
         return 1
-    recs: list[Container] = [r for r in state.all_containers()
-                             if (args.all or r.status == "running" or "status" in filters)
+    recs: list[Container] = [r for r in state.all_containers() if not _pslist.is_build(r)
+                             and (args.all or r.status == "running" or "status" in filters)
                              and _pslist.matches(r, filters)]
     if args.quiet:
         for r in recs:

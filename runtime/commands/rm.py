@@ -17,9 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime import container
+    from runtime.commands import _pslist
     from runtime.commands._common import each, kill_and_wait
 
     def remove(ref: str, rec: Container) -> bool:
+        if _pslist.is_build(rec):  # a running build's step: not the user's to remove
+            print(f"pyreg: no such container: {ref}", file=sys.stderr)
+            return False
         if rec.status == "running":
             if not args.force:
                 print(f"pyreg: cannot remove running container {ref}: stop it first or use -f",
