@@ -502,7 +502,7 @@ def test_run_root_squatted_or_wide_or_poisoned(world: Path, monkeypatch: pytest.
 
     # an older pyreg under umask 0 left images.json 0666: anyone could have pointed it at /
     run_images._remember("evil", {"name": "evil", "digest": "", "config": {}, "layers": ["/"],
-                                  "fingerprints": []})
+                                  "fingerprints": [], "warning": None})
     assert run_images._cached("evil") is not None
     os.chmod(old / "images.json", 0o666)
     assert run_images._cached("evil") is None
