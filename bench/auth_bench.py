@@ -35,7 +35,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 from tests.fixtures.peers import free_port, stop_process, wait_for_http
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -54,7 +54,7 @@ def start(
         [
             sys.executable,
             "-m",
-            "client.cli",
+            "pyreg.client.cli",
             "serve",
             "--config",
             str(path),

@@ -76,7 +76,7 @@ def main() -> None:
         def pyreg(n: int) -> tuple[list[str], dict[str, str]]:
             e = {**env, "PYREG_STORE": str(root / f"pyreg-{n}" / "store"),
                  "PYREG_RUN_ROOT": str(root / f"pyreg-{n}" / "run")}
-            return [sys.executable, "-m", "client.cli", "build", "-q", "-t", "bench", str(ctx)], e
+            return [sys.executable, "-m", "pyreg", "build", "-q", "-t", "bench", str(ctx)], e
 
         def buildah(n: int) -> tuple[list[str], dict[str, str]]:
             home = root / f"bh-{n}"

@@ -91,7 +91,7 @@ class Bench:
     def pyreg(self, *args: str, store: Path | None = None) -> None:
         env = dict(self.pyreg_env)
         env["PYREG_STORE"] = str(store or self.fresh("store"))
-        run([sys.executable, "-m", "client.cli", *args], env)
+        run([sys.executable, "-m", "pyreg", *args], env)
 
     def measure(self, label: str, setup: Callable[[], Callable[[], object]]) -> dict[str, object]:
         """``setup`` prepares fresh state and returns the timed action; teardown is not timed."""
@@ -167,8 +167,8 @@ def startup(runs: int, work: Path) -> list[dict[str, object]]:
     entry = str(Path(sys.executable).parent / "pyreg") if (Path(sys.executable).parent / "pyreg").exists() \
         else shutil.which("pyreg")
     cases = [("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"]),
-             ("python -m client.cli --help", [sys.executable, "-m", "client.cli", "--help"]),
-             ("python -m client.cli images", [sys.executable, "-m", "client.cli", "images"])]
+             ("python -m pyreg --help", [sys.executable, "-m", "pyreg", "--help"]),
+             ("python -m pyreg images", [sys.executable, "-m", "pyreg", "images"])]
     if entry:
         cases += [("pyreg --help (console script)", [entry, "--help"]),
                   ("pyreg images (console script)", [entry, "images"])]
@@ -225,7 +225,7 @@ def revisions(base: str, rounds: int, json_out: str | None) -> int:
             env = {**bench.pyreg_env, "PYTHONPATH": str(tree), "PYREG_STORE": str(store),
                    "PYTHONPYCACHEPREFIX": str(work / f"pycache-{label}")}
             # cwd too: ``python -m`` puts the working directory first on sys.path
-            return timed_cpu([sys.executable, "-m", "client.cli", *argv], env, tree)
+            return timed_cpu([sys.executable, "-m", "pyreg", *argv], env, tree)
 
         def skopeo(src: str, dest: str) -> tuple[float, float]:
             return timed_cpu(["skopeo", "--policy", str(bench.policy), "copy", "-q", "--src-tls-verify=false",

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry.layout import Layout  # noqa: E402
-from storage.digest import Digest  # noqa: E402
-from storage.filesystem import FilesystemDriver  # noqa: E402
-from storage.manifest import parse_manifest  # noqa: E402
+from pyreg.registry.layout import Layout  # noqa: E402
+from pyreg.storage.digest import Digest  # noqa: E402
+from pyreg.storage.filesystem import FilesystemDriver  # noqa: E402
+from pyreg.storage.manifest import parse_manifest  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -77,7 +77,7 @@ def distribution_gc(root: Path, work: Path) -> tuple[float, str]:
 
 def pyreg_gc(root: Path) -> tuple[float, dict[str, object]]:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "client.cli", "gc", "--data-dir", str(root), "--grace", "0",
+    out = subprocess.run([sys.executable, "-m", "pyreg", "gc", "--data-dir", str(root), "--grace", "0",
                           "--settle", "0", "--json"], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     return time.perf_counter() - start, json.loads(out.stdout)

@@ -53,7 +53,7 @@ def main() -> int:
             env = {**env0, "PYTHONPATH": str(tree), "PYREG_STORE": str(store),
                    "PYREG_CONFIG": str(work / "none.json"), "HOME": str(work / "home")}
             # cwd too: ``python -m`` puts the working directory first on sys.path
-            return lambda: subprocess.run([sys.executable, "-m", "client.cli", *argv], env=env, cwd=tree,
+            return lambda: subprocess.run([sys.executable, "-m", "pyreg", *argv], env=env, cwd=tree,
                                           check=True, capture_output=True)
 
         def fresh_pull(tree: Path) -> float:

@@ -68,7 +68,7 @@ class PyregMirror:
                   "proxy": {"remoteurl": remoteurl}}
         (work / "config.yml").write_text(yaml.safe_dump(config))
         self.log = open(work / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config",
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config",
                                       str(work / "config.yml")], stdout=self.log, stderr=self.log,
                                      cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
         wait_for_http(f"http://{self.host}/v2/", self.proc)

@@ -172,7 +172,7 @@ def main() -> int:
             img, _ = build_image(tmp)
             env = pyreg_env(tmp, img)
             env.pop("PYREG_NETWORK", None)
-            pyreg = [*enter, sys.executable, "-m", "client.cli"]
+            pyreg = [*enter, sys.executable, "-m", "pyreg"]
             pyreg_of, env_of = {"this": pyreg}, {"this": env}
             if args.base:
                 base = tmp / "base"

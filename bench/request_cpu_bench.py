@@ -58,7 +58,7 @@ def digest(data: bytes) -> str:
 def start(tree: Path, work: Path, blobs: list[bytes], manifest: bytes) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree), "PYREG_LOG_ACCESSLOG_DISABLED": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--addr", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--addr", f"127.0.0.1:{port}",
                              "--data-dir", str(work), "--workers", "1"], cwd=tree, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

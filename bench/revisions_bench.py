@@ -83,7 +83,7 @@ class Serve:
         self.log = work / f"serve-{label}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "client.cli", "serve", "--addr", f"127.0.0.1:{port}",
+                [sys.executable, "-m", "pyreg", "serve", "--addr", f"127.0.0.1:{port}",
                  "--data-dir", str(work / f"data-{label}"), "--workers", str(workers)],
                 cwd=tree, env=env_for(tree, work, label), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -122,8 +122,8 @@ def registry_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace
 
 def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
                    record: Callable[[str, str, float], None]) -> None:
-    from storage.localstore import LocalStore
-    from storage.reference import parse
+    from pyreg.storage.localstore import LocalStore
+    from pyreg.storage.reference import parse
 
     img = images.build_busybox_image(work / "img-busybox")
     envs: dict[str, dict[str, str]] = {}
@@ -145,7 +145,7 @@ def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        cmd = [sys.executable, "-m", "client.cli", "run", "--rm", "busybox", "true"]
+        cmd = [sys.executable, "-m", "pyreg", "run", "--rm", "busybox", "true"]
         warm = subprocess.run(cmd, cwd=trees[label], env=env, capture_output=True, text=True)
         if warm.returncode != 0:
             raise RuntimeError(f"{label}: pyreg run failed: {warm.stderr[-800:]}")
@@ -157,7 +157,7 @@ def runtime_rounds(trees: dict[str, Path], work: Path, args: argparse.Namespace,
             for _ in range(args.runs):
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "client.cli", "run", "--rm", "busybox", "true"],
+                subprocess.run([sys.executable, "-m", "pyreg", "run", "--rm", "busybox", "true"],
                                cwd=trees[label], env=envs[label], capture_output=True, check=True)
                 times.append((time.perf_counter() - t0) * 1000)
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)

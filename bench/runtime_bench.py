@@ -58,7 +58,7 @@ def timed(cmd: list[str], runs: int,
 
 
 def build_image(tmp: Path) -> tuple[Any, Path]:
-    from runtime.extract import extract_layer
+    from pyreg.runtime.extract import extract_layer
     from tests import images
 
     img = images.build_busybox_image(tmp / "layout")
@@ -81,8 +81,8 @@ def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        from storage.localstore import LocalStore
-        from storage.reference import parse
+        from pyreg.storage.localstore import LocalStore
+        from pyreg.storage.reference import parse
 
         store = LocalStore(tmp / "store")
         for digest in [*img.blob_digests, img.manifest_digest]:
@@ -161,15 +161,15 @@ def main() -> int:
         results.append(("python -c pass (interpreter + site floor)", *timed([py, "-c", "pass"], args.runs)))
         results.append(("python -S -c pass (no site)", *timed([py, "-S", "-c", "pass"], args.runs)))
         script = shutil.which("pyreg", path=os.path.dirname(py))  # the console script, not a shim
-        entry = [script] if script else [py, "-m", "client.cli"]
+        entry = [script] if script else [py, "-m", "pyreg"]
         results.append(("pyreg --help", *timed([*entry, "--help"], args.runs, env=env)))
         subprocess.run([*entry, "run", "--rm", "busybox", "true"], env=env, capture_output=True)  # cache
         results.append(("pyreg run --rm busybox true",
                         *timed([*entry, "run", "--rm", "busybox", "true"], args.runs, env=env)))
         # the same without site's .pth imports (this machine's site adds ~30 ms to every python):
         # what pyreg itself costs; the run path needs nothing from site-packages once cached
-        results.append(("python -S -m client.cli run --rm busybox true (no site)",
-                        *timed([py, "-S", "-m", "client.cli", "run", "--rm", "busybox", "true"], args.runs,
+        results.append(("python -S -m pyreg run --rm busybox true (no site)",
+                        *timed([py, "-S", "-m", "pyreg", "run", "--rm", "busybox", "true"], args.runs,
                                env=env)))
         for other in args.pyreg:  # an installed pyreg: its own modules and .pyc, not this tree's
             installed = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}

@@ -116,7 +116,7 @@ def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, worke
     path.write_text(json.dumps(config))
     log = open(work / f"pyreg-{redirect}-{cache_ttl}.log", "ab")  # noqa: SIM115 - lives with the server
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config", str(path)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config", str(path)], cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/v2/", proc, log=work / f"pyreg-{redirect}-{cache_ttl}.log")
@@ -177,7 +177,7 @@ def xaccel_bench(work: Path, big: images.TestImage, repeats: int) -> list[str]:
             path = work / f"fs-{name}.yml"
             path.write_text(json.dumps(config))
             log = open(work / f"fs-{name}.log", "ab")  # noqa: SIM115 - lives with the server
-            cmd = [sys.executable, "-m", "client.cli", "serve", "--config", str(path)]
+            cmd = [sys.executable, "-m", "pyreg", "serve", "--config", str(path)]
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
             log.close()

@@ -47,7 +47,7 @@ def main() -> int:
         config = Path(tmp) / "config.yml"
         config.write_text(f"addr: 127.0.0.1:{port}\nstorage: {{filesystem: {{rootdirectory: {root}}}}}\n"
                           "ui: {enabled: true}\nlog: {level: warning, accesslog: {disabled: true}}\n")
-        server = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--config", str(config)],
+        server = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config", str(config)],
                                   cwd=REPO_ROOT)
         try:
             base = f"http://127.0.0.1:{port}"

@@ -16,11 +16,11 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from client.transports import LocalTarget, Spec, archive_source, normalize, open_tar, open_target
-from storage.localstore import ImageRecord, LocalStore
-from storage.manifest import Descriptor
-from storage.reference import ReferenceError, parse
-from storage.transports import ArchiveError, Image, copy_images
+from pyreg.client.transports import LocalTarget, Spec, archive_source, normalize, open_tar, open_target
+from pyreg.storage.localstore import ImageRecord, LocalStore
+from pyreg.storage.manifest import Descriptor
+from pyreg.storage.reference import ReferenceError, parse
+from pyreg.storage.transports import ArchiveError, Image, copy_images
 
 FORMATS = ("docker-archive", "oci-archive")
 

@@ -26,7 +26,7 @@ class _CAFile(argparse.Action):
         path = str(values)
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             parser.error(f"--ca-file {path}: not a readable file")
-        from client import config
+        from pyreg.client import config
 
         config.set_ca_file_flag(path)
         setattr(namespace, self.dest, path)
@@ -49,7 +49,7 @@ def registry_name(text: str | None) -> str:
     configured default when none is given."""
     import re
 
-    from storage.reference import DOMAIN_PATTERN, default_registry
+    from pyreg.storage.reference import DOMAIN_PATTERN, default_registry
 
     name = (text or default_registry()).removeprefix("https://").removeprefix("http://").rstrip("/")
     if not re.fullmatch(DOMAIN_PATTERN, name):
@@ -61,7 +61,7 @@ def remote(registry: str, args: argparse.Namespace, **kwargs: Any) -> Any:
     """A ``RegistryClient`` for ``registry`` honouring the command's ``--insecure``; httpx is
     imported here, only by commands that talk to a registry (fast start-up for the rest)."""
     lean_httpx()
-    from client.remote import connect
+    from pyreg.client.remote import connect
 
     return connect(registry, insecure=args.insecure, **kwargs)
 
@@ -75,7 +75,7 @@ def emit(args: argparse.Namespace, doc: Any, text: str | None = None) -> None:
 
 def print_format(fmt: str, items: list[Any], headers: dict[str, str] | None = None) -> int:
     """``--format TEMPLATE`` (storage/gotemplate.py)."""
-    from storage.gotemplate import print_format as render
+    from pyreg.storage.gotemplate import print_format as render
 
     return render(fmt, items, headers)
 
@@ -90,8 +90,8 @@ def warn_platform(store: Any, result: Any, requested: str | None = None) -> None
     of the pulled manifest) is not for this host — unless ``--platform`` asked for it."""
     if requested:
         return
-    from storage import mediatypes
-    from storage.graph import platform_warning
+    from pyreg.storage import mediatypes
+    from pyreg.storage.graph import platform_warning
 
     try:
         if result.media_type not in mediatypes.IMAGE_MANIFESTS:
@@ -105,7 +105,7 @@ def warn_platform(store: Any, result: Any, requested: str | None = None) -> None
 
 
 def progress(args: argparse.Namespace) -> Any:
-    from client.progress import Progress
+    from pyreg.client.progress import Progress
 
     # Bars on a terminal (stderr); otherwise plain lines on stdout, as docker pull does, so that
     # stderr carries only the one-line error. --json and -q turn them off.
@@ -119,7 +119,7 @@ def progress(args: argparse.Namespace) -> Any:
 def store(create: bool = True) -> Any:
     """The local store; None when ``create`` is off and there is none yet (listing a store that
     does not exist needs no directory made)."""
-    from storage.localstore import LocalStore
+    from pyreg.storage.localstore import LocalStore
 
     if not create:
         root = LocalStore.default_root()
@@ -135,7 +135,9 @@ def _is_cli() -> bool:
 
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return (spec is not None and spec.name == "client.cli") or os.path.basename(sys.argv[0]) == "pyreg"
+    if spec is not None and spec.name in ("pyreg.__main__", "pyreg.client.cli"):
+        return True
+    return os.path.basename(sys.argv[0]) == "pyreg"
 
 
 def lean_httpx() -> None:
@@ -172,14 +174,14 @@ def container_images() -> dict[str, list[str]]:
     are overlay lower dirs, so rmi refuses (or, forced, untags but keeps the layers) and prune keeps
     them."""
     try:
-        from runtime.api import containers_by_image
+        from pyreg.runtime.api import containers_by_image
     except ImportError:
         return {}
     return containers_by_image()
 
 
 def keep_digests(in_use: dict[str, list[str]]) -> tuple[Any, ...]:
-    from storage.digest import Digest, DigestError
+    from pyreg.storage.digest import Digest, DigestError
 
     out = []
     for text in in_use:
@@ -215,7 +217,7 @@ def guard(body: Callable[[], int | None]) -> int:
 def describe(exc: BaseException) -> str:
     name = type(exc).__name__
     if isinstance(exc, OSError) and exc.filename is not None:
-        from client.cli import os_error_line
+        from pyreg.client.cli import os_error_line
 
         return os_error_line(exc)
     if name == "DigestMismatchError":
@@ -224,7 +226,7 @@ def describe(exc: BaseException) -> str:
                 "ArchiveError", "CredentialsError", "ManifestError", "SizeMismatchError", "ExtractError",
                 "PlatformError", "ContentNotFound", "ContentSizeError", "ValueError", "FileNotFoundError",
                 "PermissionError", "ResponseRefused", "LayerTooLarge"):
-        from client.cli import setting_of
+        from pyreg.client.cli import setting_of
 
         return f"{exc}{setting_of('', str(exc))}"
     if name.endswith(("ConnectError", "Timeout", "TransportError", "ReadError", "WriteError")):

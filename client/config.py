@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.netaddr import host_of, is_loopback
-from storage.reference import client_config
-from storage.units import parse_size
+from pyreg.storage.netaddr import host_of, is_loopback
+from pyreg.storage.reference import client_config
+from pyreg.storage.units import parse_size
 
 DEFAULT_PARALLEL = 4
 

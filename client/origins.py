@@ -16,10 +16,10 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from storage.digest import Digest
-from storage.manifest import Descriptor
-from storage.mediatypes import MANIFESTS
-from storage.private import make_private_dir
+from pyreg.storage.digest import Digest
+from pyreg.storage.manifest import Descriptor
+from pyreg.storage.mediatypes import MANIFESTS
+from pyreg.storage.private import make_private_dir
 
 KEEP = 8
 DIRNAME = "origins"

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.results import BlobResult, TransferResult
-from storage import mediatypes
-from storage.digest import Digest, DigestError
-from storage.reference import DOCKER_HUB, Reference
+from pyreg.client.results import BlobResult, TransferResult
+from pyreg.storage import mediatypes
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.reference import DOCKER_HUB, Reference
 
 # any manifest or index: the tag's digest is compared whatever its kind
 _ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
@@ -42,7 +42,7 @@ class Present:
 def local_image(store: Any, ref: Reference, extract: bool) -> Present | None:
     """The image ``ref``'s name records in ``store`` when all of it is there: the manifest, its
     config and layer blobs and, when ``extract``, every layer extracted. None otherwise."""
-    from storage.layerstore import chain_ids
+    from pyreg.storage.layerstore import chain_ids
 
     name = str(ref)
     record = next((r for r in store.images() if r.name == name), None)
@@ -77,7 +77,7 @@ def remote_digest(ref: Reference) -> Digest | None:
     and a HEAD answer is a status line and headers only, read up to the blank line (bounded)."""
     import socket
 
-    from storage.netaddr import split_host_port
+    from pyreg.storage.netaddr import split_host_port
 
     host, port = split_host_port(ref.registry)
     path = f"/v2/{ref.repository}/manifests/{ref.reference}"

@@ -11,7 +11,7 @@ from typing import Any
 
 def human(n: float) -> str:
     """docker's size style everywhere (storage/units.py): ``7.55MB``."""
-    from storage.units import human_size
+    from pyreg.storage.units import human_size
 
     return human_size(n)
 

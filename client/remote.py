@@ -7,11 +7,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from client import config as client_config
-from client import credentials as creds
-from storage.remote import RegistryClient, TLSSettings
-from storage.remote import tls_context as _tls_context
-from storage.remote.transport import RETRIES
+from pyreg.client import config as client_config
+from pyreg.client import credentials as creds
+from pyreg.storage.remote import RegistryClient, TLSSettings
+from pyreg.storage.remote import tls_context as _tls_context
+from pyreg.storage.remote.transport import RETRIES
 
 
 def tls_settings(registry: str, verify: bool = True, ca_file: str | None = None) -> TLSSettings:

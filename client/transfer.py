@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from client import origins
-from client.progress import Progress
-from client.remote import connect
-from client.results import BlobResult, TransferResult
-from storage import mediatypes
-from storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
-from storage.digest import Digest
-from storage.graph import Platform, select_platform
-from storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
-from storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
-from storage.reference import Reference, parse
-from storage.remote import RegistryClient, RemoteError
-from storage.remote.store import RemoteStore
+from pyreg.client import origins
+from pyreg.client.progress import Progress
+from pyreg.client.remote import connect
+from pyreg.client.results import BlobResult, TransferResult
+from pyreg.storage import mediatypes
+from pyreg.storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
+from pyreg.storage.digest import Digest
+from pyreg.storage.graph import Platform, select_platform
+from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
+from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
+from pyreg.storage.reference import Reference, parse
+from pyreg.storage.remote import RegistryClient, RemoteError
+from pyreg.storage.remote.store import RemoteStore
 
 __all__ = ["Platform", "Source", "TransferResult", "copy", "layout_source", "local_source", "pull",
            "pull_all_tags", "push"]

@@ -21,17 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from storage import graph
-from storage import mediatypes as mt
-from storage.content import ContentStore, copy_graph
-from storage.localstore import ImageRecord, LocalStore
-from storage.reference import Reference, ReferenceError, parse
-from storage.transports import ArchiveError, Image, Target, copy_images, manifest_of, select
-from storage.transports.dirstore import DirSource, DirTarget
-from storage.transports.dockerarchive import DockerArchiveSource, DockerArchiveTarget
-from storage.transports.layout import LayoutSource, LayoutTarget, is_layout
-from storage.transports.ociarchive import ArchiveTarget, OciArchiveSource, Output
-from storage.transports.tarfiles import TarIndex
+from pyreg.storage import graph
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.content import ContentStore, copy_graph
+from pyreg.storage.localstore import ImageRecord, LocalStore
+from pyreg.storage.reference import Reference, ReferenceError, parse
+from pyreg.storage.transports import ArchiveError, Image, Target, copy_images, manifest_of, select
+from pyreg.storage.transports.dirstore import DirSource, DirTarget
+from pyreg.storage.transports.dockerarchive import DockerArchiveSource, DockerArchiveTarget
+from pyreg.storage.transports.layout import LayoutSource, LayoutTarget, is_layout
+from pyreg.storage.transports.ociarchive import ArchiveTarget, OciArchiveSource, Output
+from pyreg.storage.transports.tarfiles import TarIndex
 
 TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "dir")
 
@@ -202,8 +202,8 @@ def open_source(spec: Spec, *, insecure: bool = False, parallel: int = 4) -> Ite
     """The images ``spec`` names, in a store ``copy_graph`` reads."""
     if spec.transport == "docker":
         assert spec.ref is not None
-        from client.remote import connect
-        from storage.remote.store import RemoteStore
+        from pyreg.client.remote import connect
+        from pyreg.storage.remote.store import RemoteStore
 
         ref = spec.ref
         with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
@@ -242,7 +242,7 @@ def fetch(ref: Reference, store: LocalStore, *, insecure: bool = False, all_plat
         chosen = image if all_platforms else select(opened.store, image, graph.Platform.host())
         copied = copy_graph(opened.store, store, chosen.descriptor, parallel=4, progress=progress,
                             verb="pulled")
-    from client import origins
+    from pyreg.client import origins
 
     # where these blobs came from: a later push to that registry mounts them instead of uploading
     origins.record(store.root, [c.descriptor for c in copied if c.status != "absent"], ref.registry,
@@ -253,7 +253,7 @@ def fetch(ref: Reference, store: LocalStore, *, insecure: bool = False, all_plat
 def push_source(store: ContentStore, image: Image, mount_from: tuple[str, str] | None = None) -> Any:
     """client/transfer.py's push Source for an image in any store (the local store's blob
     origins give push its mounts)."""
-    from client.transfer import Source
+    from pyreg.client.transfer import Source
 
     local_root = store.root if isinstance(store, LocalStore) else None
     return Source(image.descriptor, store, mount_from, image.names[0] if image.names else "", local_root)
@@ -335,7 +335,7 @@ class CopyResult:
 def copy(src: Spec, dst: Spec, *, platform: graph.Platform | None = None, insecure: bool = False,
          parallel: int = 4, progress: Any = None) -> CopyResult:
     """Any transport to any transport."""
-    from client import transfer
+    from pyreg.client import transfer
 
     if src.transport == "docker" and dst.transport == "docker":
         assert src.ref is not None and dst.ref is not None

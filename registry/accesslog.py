@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.errors import API_VERSION, API_VERSION_HEADER
+from pyreg.registry.errors import API_VERSION, API_VERSION_HEADER
 
 if TYPE_CHECKING:
-    from registry.metrics import MetricsEndpoint
+    from pyreg.registry.metrics import MetricsEndpoint
 
 log = logging.getLogger("pyreg.access")
 

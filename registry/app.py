@@ -25,18 +25,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.config import Config, load_config
-from registry.drivers import make_driver
-from registry.errors import error_response
-from registry.layout import Layout
-from registry.routes import V2Endpoint
-from registry.routes.common import Registry
-from registry.shared_state import SharedState, make_shared_state
-from registry.uploads import Uploads
-from storage.errors import PathNotFoundError
+from pyreg.registry.config import Config, load_config
+from pyreg.registry.drivers import make_driver
+from pyreg.registry.errors import error_response
+from pyreg.registry.layout import Layout
+from pyreg.registry.routes import V2Endpoint
+from pyreg.registry.routes.common import Registry
+from pyreg.registry.shared_state import SharedState, make_shared_state
+from pyreg.registry.uploads import Uploads
+from pyreg.storage.errors import PathNotFoundError
 
 if TYPE_CHECKING:
-    from registry.metrics import MetricsEndpoint
+    from pyreg.registry.metrics import MetricsEndpoint
 
 log = logging.getLogger("pyreg.app")
 
@@ -112,22 +112,22 @@ def build_middleware(config: Config, shared: SharedState | None = None,
     if config.http.headers:
         middleware.append(Middleware(HeadersMiddleware, headers=config.http.headers))
     # Auth (registry/auth) belongs here, before read-only mode, so a denied write is 401/403.
-    from registry.auth.setup import auth_middleware
+    from pyreg.registry.auth.setup import auth_middleware
 
     middleware.append(auth_middleware(config, shared))
     if config.storage.maintenance.readonly.enabled:
         middleware.append(Middleware(ReadOnlyMiddleware))
     if config.notifications.endpoints:  # innermost: webhooks for what auth and read-only let through
-        from registry.notifications import notifications_middleware
+        from pyreg.registry.notifications import notifications_middleware
 
         middleware.append(notifications_middleware(config))
     # outermost: request ids, the API-version header, metrics (auth never sees /metrics), one log
     # line per request
-    from registry.accesslog import request_middleware
+    from pyreg.registry.accesslog import request_middleware
 
     middleware.insert(0, request_middleware(not config.log.accesslog.disabled, metrics))
     if config.proxy.trustforwarded:  # outermost: every layer sees the real client, or no X-Forwarded-*
-        from registry.proxy import forwarded_middleware
+        from pyreg.registry.proxy import forwarded_middleware
 
         middleware.insert(0, forwarded_middleware(config.proxy))
     return middleware
@@ -221,7 +221,7 @@ def create_app(config: Config | None = None) -> Starlette:
     layout = Layout(driver, cache.ttl, cache.maxentries, shared)
     registry = Registry(config, driver, layout, Uploads(layout))
     if config.mirror.upstreams:  # the pull-through cache, imported only when configured
-        from registry.mirror.cache import Mirror
+        from pyreg.registry.mirror.cache import Mirror
 
         registry.mirror = Mirror(config.mirror, layout)
     storagedriver = config.health.storagedriver
@@ -249,13 +249,13 @@ def create_app(config: Config | None = None) -> Starlette:
 
     routes = build_routes(registry, health)
     if config.ui.enabled:  # imported only when on: start-up without the UI is unchanged
-        from registry.auth.setup import build_service
-        from registry.ui import ui_routes
+        from pyreg.registry.auth.setup import build_service
+        from pyreg.registry.ui import ui_routes
 
         routes += ui_routes(registry, build_service(config, shared))
     metrics = None
     if config.metrics.enabled:
-        from registry.metrics import metrics_endpoint
+        from pyreg.registry.metrics import metrics_endpoint
 
         metrics = metrics_endpoint(config)
     middleware = build_middleware(config, shared, metrics)

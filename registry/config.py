@@ -20,15 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage import netaddr, units
-from storage.configfields import (
+from pyreg.storage import netaddr, units
+from pyreg.storage.configfields import (
     DURATION,
     NOT_IMPLEMENTED,
     SIZE,
     duration_field,
     not_implemented,
 )
-from storage.s3config import RedirectConfig, S3Config  # noqa: F401 - one definition, boto3-free
+from pyreg.storage.s3config import RedirectConfig, S3Config  # noqa: F401 - one definition, boto3-free
 
 ENV_PREFIX = "PYREG_"
 ENV_PREFIXES = (ENV_PREFIX, "REGISTRY_")  # pyreg's own, and Distribution's names
@@ -507,7 +507,7 @@ def split_addr(addr: str, key: str = "addr") -> tuple[str, int]:
 
 # The loader lives in registry.config_loader; its public names are re-exported here so callers
 # keep importing them from the schema module.
-from registry.config_loader import (  # noqa: E402, F401  (needs the classes above)
+from pyreg.registry.config_loader import (  # noqa: E402, F401  (needs the classes above)
     ALIASES,
     config_to_dict,
     env_overrides,

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import yaml
 
-from registry.config import (
+from pyreg.registry.config import (
     ENV_PREFIX,
     ENV_PREFIXES,
     Config,
@@ -160,7 +160,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError("auth.token: give signingkey (pyreg issues tokens) or rootcertbundle/jwks")
     if token is not None and token.kidformat not in ("libtrust", "thumbprint"):
         raise ConfigError(f"auth.token.kidformat: expected libtrust or thumbprint, got {token.kidformat!r}")
-    from registry.auth.access import parse_rules  # the one reading of access rules
+    from pyreg.registry.auth.access import parse_rules  # the one reading of access rules
 
     try:
         parse_rules([dataclasses.asdict(rule) for rule in config.access])
@@ -209,7 +209,7 @@ def _validate(config: Config) -> Config:
             ui_path.startswith("/v2/")):
         raise ConfigError(f"ui.path: must be an absolute path outside /v2 and /metrics, "
                           f"got {config.ui.path!r}")
-    from registry.mirror.config import check_mirror  # Distribution's proxy: becomes an upstream
+    from pyreg.registry.mirror.config import check_mirror  # Distribution's proxy: becomes an upstream
 
     check_mirror(config)
     return config

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from registry.config import Config, split_addr
+from pyreg.registry.config import Config, split_addr
 
 
 def start(config: Config, render: Callable[[], bytes]) -> str | None:

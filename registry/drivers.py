@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from registry.config import Config
-from storage.driver import Driver
+from pyreg.registry.config import Config
+from pyreg.storage.driver import Driver
 
 
 def make_driver(config: Config) -> Driver:
     """The configured driver: filesystem (the embedded default) or s3."""
     storage = config.storage
     if storage.s3 is not None:
-        from storage.s3 import S3Driver  # type: ignore[import-not-found,unused-ignore]
+        from pyreg.storage.s3 import S3Driver  # type: ignore[import-not-found,unused-ignore]
 
         driver: Driver = S3Driver.from_config(storage.s3)
         return driver
-    from storage.filesystem import FilesystemDriver
+    from pyreg.storage.filesystem import FilesystemDriver
 
     assert storage.filesystem is not None
     return FilesystemDriver(storage.filesystem.rootdirectory)

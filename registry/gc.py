@@ -68,16 +68,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from registry import layout as paths
-from storage import graph
-from storage import mediatypes as mt
-from storage.content import ContentNotFound
-from storage.digest import Digest, DigestError
-from storage.distlayout import digest_at
-from storage.driver import Driver, FileInfo
-from storage.errors import PathNotFoundError
-from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
-from storage.registrystore import RegistryStore
+from pyreg.registry import layout as paths
+from pyreg.storage import graph
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.content import ContentNotFound
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.distlayout import digest_at
+from pyreg.storage.driver import Driver, FileInfo
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
+from pyreg.storage.registrystore import RegistryStore
 
 log = logging.getLogger("pyreg.gc")
 

@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from registry.config import ConfigError, load_config, parse_duration
-    from registry.drivers import make_driver
-    from registry.gc import GCOptions
+    from pyreg.registry.config import ConfigError, load_config, parse_duration
+    from pyreg.registry.drivers import make_driver
+    from pyreg.registry.gc import GCOptions
 
     overrides = {"storage.filesystem.rootdirectory": args.data_dir} if args.data_dir else {}
     try:
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _collect(config: Any, driver: Any, options: Any) -> Any:
     """One run; with ``redis:`` the servers' shared lookup cache is dropped after the unlinking."""
-    from registry.gc import collect_garbage
-    from registry.mirror.expiry import expire  # cached content not pulled within its ttl
-    from registry.shared_state import make_shared_state
+    from pyreg.registry.gc import collect_garbage
+    from pyreg.registry.mirror.expiry import expire  # cached content not pulled within its ttl
+    from pyreg.registry.shared_state import make_shared_state
 
     shared = make_shared_state(config)
     try:

@@ -45,8 +45,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from storage.digest import Digest, DigestError, new_hasher
-from storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
+from pyreg.storage.digest import Digest, DigestError, new_hasher
+from pyreg.storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
     BLOBS,
     REPOSITORIES,
     ROOT,
@@ -56,13 +56,13 @@ from storage.distlayout import (  # noqa: F401 - re-exported: the registry's pat
     repo_path,
     revision_link_path,
 )
-from storage.driver import Driver
-from storage.errors import PathNotFoundError
-from storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
-from storage.registrystore import delete_path
+from pyreg.storage.driver import Driver
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.manifest import Manifest, ManifestError, parse_manifest, sniff_media_type
+from pyreg.storage.registrystore import delete_path
 
 if TYPE_CHECKING:
-    from registry.shared_state import LinkCache, SharedState
+    from pyreg.registry.shared_state import LinkCache, SharedState
 
 LOCKS: Final = f"{ROOT}/pyreg-locks"
 CORRUPT: Final = f"{ROOT}/pyreg-corrupt"
@@ -216,7 +216,7 @@ class Layout:
         self._content = ContentCache()
         self._shared: LinkCache | None = None
         if shared is not None:
-            from registry.shared_state import LinkCache
+            from pyreg.registry.shared_state import LinkCache
 
             self._shared = LinkCache(shared)
 
@@ -236,7 +236,7 @@ class Layout:
             if value is not None:
                 return value
         if self._shared is not None:
-            from registry.shared_state import Miss, Unavailable
+            from pyreg.registry.shared_state import Miss, Unavailable
 
             try:
                 hit = await self._shared.get("|".join(key))

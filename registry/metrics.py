@@ -49,7 +49,7 @@ from prometheus_client import (
 )
 from starlette.types import Scope, Send
 
-from registry.config import Config
+from pyreg.registry.config import Config
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
@@ -91,7 +91,7 @@ def _route_kind(path: str) -> str:
         return "base"
     if not path.startswith("/v2/"):
         return "other"
-    from registry import routes
+    from pyreg.registry import routes
 
     found = routes.match(path[4:])
     if found is None:
@@ -131,12 +131,12 @@ class RegistryMetrics:
         self.uploads_failed = Counter("pyreg_uploads_failed_total",
                                       "Blob upload requests refused or failed (4xx/5xx)", registry=reg)
         if notifications:  # webhook deliveries (registry/notifications.py)
-            from registry.notifications import METRICS
+            from pyreg.registry.notifications import METRICS
 
             for metric in METRICS:
                 reg.register(metric)
         if mirror:  # the pull-through cache's counters (registry/mirror/metrics.py)
-            from registry.mirror.metrics import METRICS as MIRROR_METRICS
+            from pyreg.registry.mirror.metrics import METRICS as MIRROR_METRICS
 
             for metric in MIRROR_METRICS:
                 reg.register(metric)

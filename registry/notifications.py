@@ -46,7 +46,7 @@ from prometheus_client import Counter, Gauge
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.config import Config, NotificationEndpoint
+from pyreg.registry.config import Config, NotificationEndpoint
 
 log = logging.getLogger("pyreg.notifications")
 
@@ -227,7 +227,7 @@ def _response_headers(message: Message) -> dict[str, list[str]]:
 
 async def _blob_size(scope: Scope, digest: str) -> int:
     """The stored blob's size (the lookup cache has it from the request just answered)."""
-    from storage.digest import Digest, DigestError
+    from pyreg.storage.digest import Digest, DigestError
 
     app = scope.get("app")
     registry = getattr(getattr(app, "state", None), "registry", None)
@@ -240,7 +240,7 @@ async def _blob_size(scope: Scope, digest: str) -> int:
 
 
 def _media_type(body: bytes, content_type: str | None) -> str:
-    from storage.manifest import ManifestError, base_media_type, parse_manifest
+    from pyreg.storage.manifest import ManifestError, base_media_type, parse_manifest
 
     try:
         return parse_manifest(body, content_type).media_type
@@ -271,7 +271,7 @@ class NotificationsMiddleware:
                 or (method == "GET" and not self.notifier.wants_pulls())):
             await self.app(scope, receive, send)
             return
-        from registry import routes
+        from pyreg.registry import routes
 
         found = routes.match(path[4:])
         if found is not None and (found[0], method) in ((routes.UPLOAD, "PUT"), (routes.BLOBS, "GET")):

@@ -27,9 +27,9 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from registry.config import ProxyConfig
-from storage.driver import Driver
-from storage.netaddr import host_of
+from pyreg.registry.config import ProxyConfig
+from pyreg.storage.driver import Driver
+from pyreg.storage.netaddr import host_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from registry.config import ConfigError, config_to_dict, load_config
+    from pyreg.registry.config import ConfigError, config_to_dict, load_config
 
     overrides: dict[str, Any] = {}
     if args.addr:
@@ -51,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from registry.app import CONFIG_ENV, create_app
-    from registry.http_protocol import BoundedHttpToolsProtocol, set_limits
-    from registry.logs import log_config
+    from pyreg.registry.app import CONFIG_ENV, create_app
+    from pyreg.registry.http_protocol import BoundedHttpToolsProtocol, set_limits
+    from pyreg.registry.logs import log_config
 
     level = config.log.level.lower()
     logging_config = log_config(level, config.log.format, config.log.fields)
     logging.config.dictConfig(logging_config)
-    from registry.startup import start_up
+    from pyreg.registry.startup import start_up
 
     if not start_up(config):  # the not-implemented keys, the storage check, the effective setup
         return 1
@@ -82,28 +82,28 @@ def run(args: argparse.Namespace) -> int:
         if config.tls.clientcas:
             import ssl
 
-            from registry.auth.tls import client_ca_bundle
+            from pyreg.registry.auth.tls import client_ca_bundle
 
             options["ssl_ca_certs"] = client_ca_bundle(config.tls.clientcas)
             options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     if config.workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
         if config.metrics.enabled:  # scrapes sum over every worker (registry/metrics.py)
-            from registry.metrics import prepare_workers
+            from pyreg.registry.metrics import prepare_workers
 
             prepare_workers(config.workers)
         if config.metrics.enabled and config.metrics.addr:  # the workers' sum, from this process
-            from registry import debug_server
-            from registry.metrics import render_all_workers
+            from pyreg.registry import debug_server
+            from pyreg.registry.metrics import render_all_workers
 
             if problem := debug_server.start(config, render_all_workers):
                 print(f"pyreg serve: {problem}", file=sys.stderr)
                 return 1
-        uvicorn.run("registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
+        uvicorn.run("pyreg.registry.app:create_app_from_env", factory=True, workers=config.workers, **options)
     else:
         app = create_app(config)
         if config.metrics.enabled and config.metrics.addr:
-            from registry import debug_server
+            from pyreg.registry import debug_server
 
             if problem := debug_server.start(config, app.state.metrics.render):
                 print(f"pyreg serve: {problem}", file=sys.stderr)
@@ -118,7 +118,7 @@ def _limits(config: Any) -> Any:
     requests open."""
     import resource
 
-    from registry.http_protocol import Limits
+    from pyreg.registry.http_protocol import Limits
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):

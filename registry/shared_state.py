@@ -40,7 +40,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from registry.config import RedisConfig, split_addr
+from pyreg.registry.config import RedisConfig, split_addr
 
 log = logging.getLogger("pyreg.redis")
 

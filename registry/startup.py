@@ -15,8 +15,8 @@ import contextlib
 import secrets
 from typing import Any
 
-from registry.config import Config
-from storage.errors import PathNotFoundError
+from pyreg.registry.config import Config
+from pyreg.storage.errors import PathNotFoundError
 
 CHECK_TIMEOUT = 60.0  # seconds for the whole check (the S3 client retries a refused connection)
 
@@ -80,7 +80,7 @@ async def probe(driver: Any, write: bool) -> None:
 
 def check_storage(config: Config) -> str | None:
     """None when storage works, else the one line that says why it does not."""
-    from registry.drivers import make_driver
+    from pyreg.registry.drivers import make_driver
 
     where = storage_location(config)
     write = not config.storage.maintenance.readonly.enabled
@@ -106,7 +106,7 @@ def check_storage(config: Config) -> str | None:
 
 def check_auth(config: Config) -> str | None:
     """None when the auth files load (htpasswd, keys, certificates), else one line naming the key."""
-    from registry.auth.setup import build_service
+    from pyreg.registry.auth.setup import build_service
 
     try:
         build_service(config)
@@ -129,7 +129,7 @@ def start_up(config: Config) -> bool:
     import logging
     import sys
 
-    from registry.config import not_implemented_keys
+    from pyreg.registry.config import not_implemented_keys
 
     ignored = not_implemented_keys(config)
     if ignored:

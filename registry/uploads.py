@@ -36,12 +36,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from registry import layout as paths
-from registry.layout import Layout, hash_path
-from storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
-from storage.driver import FileWriter, Lock, Snapshot
-from storage.errors import PathNotFoundError
-from storage.registrystore import INGEST
+from pyreg.registry import layout as paths
+from pyreg.registry.layout import Layout, hash_path
+from pyreg.storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
+from pyreg.storage.driver import FileWriter, Lock, Snapshot
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.registrystore import INGEST
 
 log = logging.getLogger("pyreg.uploads")
 

@@ -14,14 +14,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.extract import Extracted
+    from pyreg.runtime.extract import Extracted
 
 
 def extract_layer(blob_path: str | os.PathLike[str], dest_dir: str | os.PathLike[str],
                   media_type: str | None = None, **options: Any) -> Extracted:
     """The safe layer extractor (runtime/extract.py), for ``LocalStore(extractor=...)``;
     imported when first used: tarfile and friends cost start-up."""
-    from runtime.extract import extract_layer as extract
+    from pyreg.runtime.extract import extract_layer as extract
 
     return extract(blob_path, dest_dir, media_type, **options)
 
@@ -29,7 +29,7 @@ def extract_layer(blob_path: str | os.PathLike[str], dest_dir: str | os.PathLike
 def inspect_container(ref: str) -> dict[str, Any] | None:
     """``docker inspect``-shaped view of a container (by id, name or unique id prefix), or None
     when there is no such container."""
-    from runtime import state
+    from pyreg.runtime import state
 
     rec = state.lookup(ref)
     if rec is None:
@@ -80,7 +80,7 @@ def containers_by_image() -> dict[str, list[str]]:
     """Manifest digest -> names of the containers (any state) made from it: their layers are
     overlay lower dirs, so the client's rmi and prune must keep them. Empty when there is no run
     root to read."""
-    from runtime import state
+    from pyreg.runtime import state
 
     out: dict[str, list[str]] = {}
     try:
@@ -98,6 +98,6 @@ def prune_build_cache(store_root: str | os.PathLike[str]) -> int:
     the number of entries and cache mounts removed."""
     from pathlib import Path
 
-    from runtime.build.cache import prune
+    from pyreg.runtime.build.cache import prune
 
     return prune(Path(store_root))

@@ -12,7 +12,7 @@ import ctypes
 import os
 import struct
 
-from runtime import linux
+from pyreg.runtime import linux
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 

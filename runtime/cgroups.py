@@ -24,7 +24,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.devices import Rule
+    from pyreg.runtime.devices import Rule
 
 V1_CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuacct")  # cpuacct: pyreg stats' CPU %
 CPU_PERIOD = 100_000
@@ -139,7 +139,7 @@ class Cgroup:
                 raise CgroupError("the cgroup v1 devices controller is not mounted; cannot confine devices")
             cg = cls._create_v1(roots, parent, name, memory, cpus, pids)
         if devices is not None:
-            from runtime import devices as devmod
+            from pyreg.runtime import devices as devmod
 
             try:
                 if version == 2:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 
-from runtime import linux, seccomp  # imported before the fork: cheaper than in the child (CoW)
+from pyreg.runtime import linux, seccomp  # imported before the fork: cheaper than in the child (CoW)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import ContainerConfig
+    from pyreg.runtime.record import ContainerConfig
 
 ALL = "ALL"
 
@@ -90,7 +90,7 @@ def tweak_capabilities(adds: list[str], drops: list[str], privileged: bool) -> l
 
 
 def _cache_dir() -> str | None:
-    from runtime import state
+    from pyreg.runtime import state
 
     try:
         return os.path.join(state.run_root(), "seccomp-cache")
@@ -148,7 +148,7 @@ def apply(uid: int, gid: int, groups: list[int], rootless: bool = False, switch_
 def device_rules(cfg: ContainerConfig) -> tuple[Any, ...]:
     """The container's device allow-list: Docker's defaults plus ``--device`` ones, or all of
     them with ``--privileged``."""
-    from runtime import devices
+    from pyreg.runtime import devices
 
     if cfg.privileged:
         return devices.ALLOW_ALL

@@ -19,15 +19,15 @@ import json
 import os
 import sys
 
-from runtime import confine, process, state
-from runtime.cgroups import Cgroup
-from runtime.errors import EXIT_PYREG, ContainerError
+from pyreg.runtime import confine, process, state
+from pyreg.runtime.cgroups import Cgroup
+from pyreg.runtime.errors import EXIT_PYREG, ContainerError
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def prepare(rec: Container) -> Cgroup | None:
@@ -54,7 +54,7 @@ def prepare(rec: Container) -> Cgroup | None:
     if cfg.network == "bridge":
         hosts = _allocate_address(rec)
     elif cfg.network in ("slirp4netns", "pasta"):  # the same addresses under both
-        from runtime.network import slirp
+        from pyreg.runtime.network import slirp
 
         hosts = slirp.hosts(hostname)
     with open(os.path.join(cdir, "hosts"), "w") as f:
@@ -67,7 +67,7 @@ def prepare(rec: Container) -> Cgroup | None:
         except OSError:
             pass
     if cfg.network == "bridge":
-        from runtime.network import files
+        from pyreg.runtime.network import files
 
         resolv = files.resolv_conf(resolv)
     elif cfg.network in ("slirp4netns", "pasta"):
@@ -100,7 +100,7 @@ def prepare(rec: Container) -> Cgroup | None:
 
 def _allocate_address(rec: Container) -> str:
     """An address on the bridge, saved in the record under the network lock; the hosts file."""
-    from runtime.network import ipam, networks
+    from pyreg.runtime.network import ipam, networks
 
     net = dict(rec.net or {})
     name = str(net.get("network", "bridge"))
@@ -219,7 +219,7 @@ def cleanup(rec: Container, remove: bool) -> None:
         except Exception as e:
             print(f"pyreg: warning: {e}", file=sys.stderr)
     if _janitor:  # the supervisor: it can fork nothing any more, the janitor releases
-        from runtime.network import janitor
+        from pyreg.runtime.network import janitor
 
         janitor.finish(_janitor.pop())
     elif rec.net:
@@ -232,11 +232,11 @@ def release_network(rec: Container) -> None:
     """What the container leaves on its network (runtime/network/bridge.py ``release``)."""
     try:
         if rec.config.network in ("slirp4netns", "pasta"):
-            from runtime.network import pasta, slirp
+            from pyreg.runtime.network import pasta, slirp
 
             (pasta if rec.config.network == "pasta" else slirp).release(rec, state.container_dir(rec.id))
         else:
-            from runtime.network import bridge
+            from pyreg.runtime.network import bridge
 
             bridge.release(rec)
     except Exception as e:
@@ -286,17 +286,17 @@ def _network(rec: Container) -> int:
     """Bind the published ports (a port in use fails here), wire the namespace, and hand the
     ports to the janitor (runtime/network/janitor.py), which forwards them."""
     if rec.config.network in ("slirp4netns", "pasta"):  # they forward the ports themselves
-        from runtime.network import pasta, slirp
+        from pyreg.runtime.network import pasta, slirp
 
         usermode = pasta if rec.config.network == "pasta" else slirp
         netns, handle = usermode.start(rec, state.container_dir(rec.id), rec.config.rootless)
         _janitor.append(handle)  # closing its exit fd stops slirp4netns / pasta
         return netns
-    from runtime.network import bridge
+    from pyreg.runtime.network import bridge
 
     if not rec.config.publish:  # nothing to forward, and nothing to undo that needs a fork
         return bridge.create(rec)
-    from runtime.network import janitor, ports
+    from pyreg.runtime.network import janitor, ports
 
     proxy = ports.Proxy(rec.config.publish)
     try:
@@ -321,7 +321,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
     rec.supervisor_start = state.proc_start_time(os.getpid())
     console = None
     if rec.config.tty:
-        from runtime import tty
+        from pyreg.runtime import tty
 
         console = tty.console_pair()
     netns = None
@@ -330,7 +330,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         if rec.net:
             netns = _network(rec)
         if stdio is not None:  # detached: output goes through runtime/logfile.py (line times)
-            from runtime.logfile import Relay
+            from pyreg.runtime.logfile import Relay
 
             relay = Relay(state.container_dir(rec.id), stdio[1])
             relay.start()
@@ -352,7 +352,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
     state.save(rec)
     master = None
     if console is not None:
-        from runtime import tty
+        from pyreg.runtime import tty
 
         console[1].close()
         try:
@@ -374,7 +374,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         elif ready_w is None:  # a restart: the supervisor's copy must go for the relay to end
             os.close(relay.write_fd)
     if master is not None:
-        from runtime import tty
+        from pyreg.runtime import tty
 
         tty.relay(master, 0 if ready_w is None else None, out)  # until the container's side closes
         os.close(master)

@@ -23,11 +23,11 @@ import tarfile
 from collections.abc import Callable
 from typing import IO
 
-from runtime import rootfs, state
+from pyreg.runtime import rootfs, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -88,7 +88,7 @@ def _with_root(rec: Container, body: Callable[[int], None], stdout: IO[bytes] | 
         finally:
             os._exit(code)
     os.close(err_w)
-    from runtime.process import read_to_end
+    from pyreg.runtime.process import read_to_end
 
     data = read_to_end(err_r)
     _, status = os.waitpid(pid, 0)
@@ -102,8 +102,8 @@ def _with_root(rec: Container, body: Callable[[int], None], stdout: IO[bytes] | 
 def _mount_stopped(rec: Container, cdir: str) -> int:
     """In this (child) process: a private mount namespace with the container's overlay mounted on
     its ``rootfs`` directory; an fd for it. The working directory is kept (host paths)."""
-    from runtime import linux, mounts
-    from runtime.process import enter_user_namespace
+    from pyreg.runtime import linux, mounts
+    from pyreg.runtime.process import enter_user_namespace
 
     cfg = rec.config
     if cfg.rootless:
@@ -246,7 +246,7 @@ def _host_target(dest: str, src_base: str) -> tuple[int, str]:
 def copy_in(rec: Container, src: str, dest: str, stdin: IO[bytes] | None = None) -> None:
     def body(root: int) -> None:
         if src == "-":  # a tar stream, extracted into the directory dest with the layer extractor
-            from runtime.extract import _Extractor
+            from pyreg.runtime.extract import _Extractor
 
             d = rootfs.resolve(root, dest, os.O_RDONLY | os.O_DIRECTORY)
             try:

@@ -135,7 +135,7 @@ def program(rules: tuple[Rule, ...]) -> bytes:
     u32 minor. Registers: r2 type, r3 access, r4 major, r5 minor; each rule is a block of
     compares that jumps to the next block on mismatch, else returns 1; the end returns 0.
     """
-    from runtime.bpf import (
+    from pyreg.runtime.bpf import (
         ALU64_AND_K,
         ALU64_MOV_K,
         ALU64_MOV_X,
@@ -179,7 +179,7 @@ def apply_v2(path: str, rules: tuple[Rule, ...]) -> None:
     program alive; the fd is closed here."""
     if rules == ALLOW_ALL:
         return
-    from runtime import bpf
+    from pyreg.runtime import bpf
 
     fd = bpf.prog_load_cgroup_device(program(rules))
     try:
@@ -194,7 +194,7 @@ def apply_v2(path: str, rules: tuple[Rule, ...]) -> None:
 def bind_devices(rootfd: int, devices: list[dict[str, object]]) -> None:
     """``--device``: bind each host node onto its path resolved inside the rootfs (under the
     container's /dev, a nodev tmpfs, the node is a bind of the host's, not a mknod)."""
-    from runtime import linux, rootfs
+    from pyreg.runtime import linux, rootfs
 
     for dev in devices:
         target = rootfs.make_file(rootfd, str(dev["path"]), 0o666)

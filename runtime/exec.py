@@ -13,16 +13,16 @@ import json
 import os
 import signal
 
-from runtime import confine, linux, state
-from runtime.cgroups import Cgroup
-from runtime.errors import EXIT_PYREG, ContainerError
-from runtime.process import FORWARDED_SIGNALS, exec_command, exit_code_of, read_to_end, report
+from pyreg.runtime import confine, linux, state
+from pyreg.runtime.cgroups import Cgroup
+from pyreg.runtime.errors import EXIT_PYREG, ContainerError
+from pyreg.runtime.process import FORWARDED_SIGNALS, exec_command, exit_code_of, read_to_end, report
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def _close_fds_except(*keep: int) -> None:
@@ -75,7 +75,7 @@ def exec_in(rec: Container, argv: list[str], env: list[str] | None = None, workd
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         console = None
         if tty:
-            from runtime import tty as ttys
+            from pyreg.runtime import tty as ttys
 
             console = ttys.console_pair()
         # the helper is in the container's pid namespace from birth, a host Python until it

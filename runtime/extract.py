@@ -86,7 +86,7 @@ class _HashingReader:
 
 def _compression(media_type: str | None, head: bytes) -> str:
     if media_type is not None:
-        from storage import mediatypes
+        from pyreg.storage import mediatypes
 
         if media_type in mediatypes.GZIP_LAYERS:
             return "gzip"
@@ -455,7 +455,7 @@ def extract_layer(
             head = raw.read(4)
             raw.seek(0)
             stream = _open_decompressed(raw, _compression(media_type, head))
-            from runtime.layer_limits import LayerLimits
+            from pyreg.runtime.layer_limits import LayerLimits
 
             limits, packed = LayerLimits.configured(), os.fstat(raw.fileno()).st_size
             bound = limits.bound(packed)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import rootfs
-from runtime.errors import ContainerError
+from pyreg.runtime import rootfs
+from pyreg.runtime.errors import ContainerError
 
 PASSWD_MAX = 4 << 20  # the image's /etc/passwd and /etc/group are read up to this size
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from runtime import state
+from pyreg.runtime import state
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
@@ -101,10 +101,10 @@ def resolve(ref: str, pull: Callable[[str], None] | None = None
     hit = _cached(ref)
     if hit is not None:
         return hit["name"], hit["digest"], hit["config"], hit["layers"], hit.get("warning")
-    from runtime.extract import extract_layer
-    from storage.graph import platform_warning
-    from storage.localstore import ImageNotFoundError, LocalStore
-    from storage.reference import config_path
+    from pyreg.runtime.extract import extract_layer
+    from pyreg.storage.graph import platform_warning
+    from pyreg.storage.localstore import ImageNotFoundError, LocalStore
+    from pyreg.storage.reference import config_path
 
     store = LocalStore()
     try:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from storage.reference import client_config
-from storage.units import human, parse_size
+from pyreg.storage.reference import client_config
+from pyreg.storage.units import human, parse_size
 
 DEFAULT_MAX_SIZE = 64 << 30
 DEFAULT_RATIO = 1100.0

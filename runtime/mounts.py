@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import devices, linux, rootfs
-from runtime.errors import ContainerError
+from pyreg.runtime import devices, linux, rootfs
+from pyreg.runtime.errors import ContainerError
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
-    from runtime.record import ContainerConfig
+    from pyreg.runtime.record import ContainerConfig
 
 # runc's default masked and read-only paths (the ones docker uses)
 MASKED_PATHS = (

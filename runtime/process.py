@@ -25,14 +25,14 @@ import json
 import os
 import signal
 
-from runtime import confine, linux, mounts, rootfs, state
-from runtime.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_PYREG, ContainerError
-from runtime.identity import resolve_user
+from pyreg.runtime import confine, linux, mounts, rootfs, state
+from pyreg.runtime.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_PYREG, ContainerError
+from pyreg.runtime.identity import resolve_user
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
-    from runtime.cgroups import Cgroup
-    from runtime.record import Container, ContainerConfig
+    from pyreg.runtime.cgroups import Cgroup
+    from pyreg.runtime.record import Container, ContainerConfig
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
@@ -156,7 +156,7 @@ def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] 
         if cfg.network != "host":
             linux.set_loopback_up()
         if console is not None:  # -t: a pty of the container's devpts, the master to the supervisor
-            from runtime import tty
+            from pyreg.runtime import tty
 
             tty.setup_in_container(console)
         if os.read(sync_r, 1) != b"g":  # the supervisor could not put us in the cgroup

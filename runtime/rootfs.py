@@ -49,7 +49,7 @@ import os
 import re
 import stat
 
-from runtime import linux
+from pyreg.runtime import linux
 
 _IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _BENEATH = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV

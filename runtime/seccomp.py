@@ -27,7 +27,7 @@ import ctypes
 import json
 import os
 
-from runtime import linux
+from pyreg.runtime import linux
 
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from runtime.record import ContainerConfig
+from pyreg.runtime.record import ContainerConfig
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: st
 
 def parse_bytes(text: str) -> int:
     """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (``storage.units``: powers of 1024)."""
-    from storage.units import parse_size
+    from pyreg.storage.units import parse_size
 
     try:
         value = parse_size(text)
@@ -67,7 +67,7 @@ def parse_bytes(text: str) -> int:
 
 def run_defaults() -> dict[str, Any]:
     """``run.memory`` and ``run.pidslimit`` from the client config (the operator's defaults)."""
-    from storage.clientconfig import client_config
+    from pyreg.storage.clientconfig import client_config
 
     section = client_config().get("run") or {}
     if not isinstance(section, dict):
@@ -123,7 +123,7 @@ def confinement(cfg: ContainerConfig, *, privileged: bool, cap_add: list[str], c
                 security_opt: list[str], device: list[str]) -> None:
     """The confinement flags (``--privileged``, ``--cap-add``/``--cap-drop``, ``--security-opt``,
     ``--device``) into ``cfg`` (errors: ValueError)."""
-    from runtime import confine, devices
+    from pyreg.runtime import confine, devices
 
     sec = security_options(security_opt)
     nnp = sec["no_new_privileges"]

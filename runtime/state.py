@@ -25,7 +25,7 @@ import json
 import os
 import time
 
-from runtime.record import Container
+from pyreg.runtime.record import Container
 
 NAME_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
                    "merry", "nimble", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
@@ -56,7 +56,7 @@ def ensure_run_root() -> str:
     read, and none of it for them to replace — the ``/tmp/pyreg-$UID`` fallback is the classic
     place to try. Raises ``storage.private.UnsafeDirError`` (a PermissionError) with the reason.
     """
-    from storage.private import check_owned, make_private_dir
+    from pyreg.storage.private import check_owned, make_private_dir
 
     root = run_root()
     make_private_dir(root)
@@ -138,7 +138,7 @@ def refresh(rec: Container, sweep: bool = True) -> Container:
             rec.exit_code = rec.exit_code if rec.exit_code is not None else 255
             rec.finished_at = rec.finished_at or now()
             if sweep and rec.net:
-                from runtime.container import release_network
+                from pyreg.runtime.container import release_network
 
                 release_network(rec)
                 save(rec)

@@ -14,8 +14,8 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.cgroups import Cgroup
-    from runtime.record import Container
+    from pyreg.runtime.cgroups import Cgroup
+    from pyreg.runtime.record import Container
 
 
 def _read(path: str) -> str:
@@ -130,6 +130,6 @@ def processes(rec: Container) -> list[int]:
 
 def human(n: float, binary: bool = True) -> str:
     """docker's sizes (storage/units.py): ``1.953MiB`` for memory (binary), ``1.5MB`` otherwise."""
-    from storage.units import bytes_size, human_size
+    from pyreg.storage.units import bytes_size, human_size
 
     return bytes_size(n) if binary else human_size(n)

@@ -17,9 +17,9 @@ import io
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, TYPE_CHECKING, Protocol
 
-from storage.content import ContentNotFound, ContentSizeError, Info
-from storage.digest import Digest, DigestMismatchError
-from storage.manifest import Descriptor
+from pyreg.storage.content import ContentNotFound, ContentSizeError, Info
+from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.manifest import Descriptor
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from storage.content import BlobFiles, ContentSizeError, Info
-from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier, new_hasher
-from storage.manifest import Manifest, ManifestError, parse_manifest
-from storage.private import make_private_dir
-from storage.storefiles import StoreError, create, flock
+from pyreg.storage.content import BlobFiles, ContentSizeError, Info
+from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier, new_hasher
+from pyreg.storage.manifest import Manifest, ManifestError, parse_manifest
+from pyreg.storage.private import make_private_dir
+from pyreg.storage.storefiles import StoreError, create, flock
 
 _CHUNK = 1 << 20
 

@@ -25,10 +25,10 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Protocol, TypeVar, runtime_checkable
 
-from storage import graph
-from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
-from storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
-from storage.units import human_size
+from pyreg.storage import graph
+from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from pyreg.storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
+from pyreg.storage.units import human_size
 
 _CHUNK = 1 << 20
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from storage.digest import Digest, DigestError
+from pyreg.storage.digest import Digest, DigestError
 
 ROOT: Final = "/docker/registry/v2"
 BLOBS: Final = f"{ROOT}/blobs"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from storage.errors import InvalidPathError
+from pyreg.storage.errors import InvalidPathError
 
 # Same rule as Distribution: absolute, no empty or dot components, a conservative alphabet.
 _PATH = re.compile(r"^(/[A-Za-z0-9._:=+-]+)+$")

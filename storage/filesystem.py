@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import BinaryIO, TypeVar
 
-from storage.driver import FileInfo, Snapshot, check_path
-from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
+from pyreg.storage.driver import FileInfo, Snapshot, check_path
+from pyreg.storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from storage import mediatypes as mt
-from storage.digest import Digest
-from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.digest import Digest
+from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
          "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage import mediatypes
-from storage.blobstore import BlobStore
-from storage.digest import Digest, DigestError
-from storage.manifest import ManifestError, layout_index
-from storage.reference import Reference, ReferenceError, parse
-from storage.storefiles import StoreError, atomic_write, flock
+from pyreg.storage import mediatypes
+from pyreg.storage.blobstore import BlobStore
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.manifest import ManifestError, layout_index
+from pyreg.storage.reference import Reference, ReferenceError, parse
+from pyreg.storage.storefiles import StoreError, atomic_write, flock
 
 
 class ImageNotFoundError(StoreError):

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from storage.blobstore import BlobStore
-from storage.digest import Digest, DigestMismatchError
-from storage.manifest import Descriptor, Manifest
-from storage.private import PRIVATE_DIR, make_private_dir
-from storage.storefiles import StoreError, create, flock, rmtree
+from pyreg.storage.blobstore import BlobStore
+from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.manifest import Descriptor, Manifest
+from pyreg.storage.private import PRIVATE_DIR, make_private_dir
+from pyreg.storage.storefiles import StoreError, create, flock, rmtree
 
 # ``extract(blob_path, dest_dir, media_type)``; a result with ``.diff_id`` is verified against
 # the image config (the runtime's ``runtime.extract.extract_layer`` returns one).

@@ -86,16 +86,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from storage import graph, mediatypes
-from storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
-from storage.content import Info
-from storage.digest import Digest
-from storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
-from storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
-from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
-from storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
-from storage.reference import Reference, client_config
-from storage.storefiles import StoreError, atomic_write, flock, rmtree
+from pyreg.storage import graph, mediatypes
+from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
+from pyreg.storage.content import Info
+from pyreg.storage.digest import Digest
+from pyreg.storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
+from pyreg.storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
+from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
+from pyreg.storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
+from pyreg.storage.reference import Reference, client_config
+from pyreg.storage.storefiles import StoreError, atomic_write, flock, rmtree
 
 # The names callers import from here (client/, runtime/, tests) stay here.
 __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError", "ImageRecord",

@@ -14,8 +14,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from storage import mediatypes as mt
-from storage.digest import Digest, DigestError
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.digest import Digest, DigestError
 
 # RFC 6838 type/subtype, as the image spec requires for mediaType and artifactType.
 _MEDIA_TYPE = re.compile(

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from storage import mediatypes as mt
-from storage.manifest import Descriptor, Manifest, parse_manifest
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.manifest import Descriptor, Manifest, parse_manifest
 
 
 def platform_of(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from storage.clientconfig import client_config, config_path  # noqa: F401  (re-exported)
-from storage.digest import Digest, DigestError
-from storage.names import NAME_MAX_LENGTH, PATH_COMPONENT, TAG_PATTERN
+from pyreg.storage.clientconfig import client_config, config_path  # noqa: F401  (re-exported)
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.names import NAME_MAX_LENGTH, PATH_COMPONENT, TAG_PATTERN
 
 DEFAULT_REGISTRY: Final = "localhost:5000"
 DEFAULT_TAG: Final = "latest"

@@ -17,9 +17,9 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-from storage.content import ContentNotFound, ContentSizeError, Info
-from storage.digest import Digest, DigestMismatchError, DigestVerifier
-from storage.distlayout import (
+from pyreg.storage.content import ContentNotFound, ContentSizeError, Info
+from pyreg.storage.digest import Digest, DigestMismatchError, DigestVerifier
+from pyreg.storage.distlayout import (
     BLOBS,
     ROOT,
     blob_data_path,
@@ -29,8 +29,8 @@ from storage.distlayout import (
     repo_path,
     revision_link_path,
 )
-from storage.driver import Driver, FileWriter
-from storage.errors import PathNotFoundError
+from pyreg.storage.driver import Driver, FileWriter
+from pyreg.storage.errors import PathNotFoundError
 
 INGEST = f"{ROOT}/pyreg-ingest"
 

@@ -59,15 +59,15 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from storage.driver import FileInfo, Snapshot, check_path
-from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError, StorageError
-from storage.s3config import (  # noqa: F401 - the section is defined there; re-exported here
+from pyreg.storage.driver import FileInfo, Snapshot, check_path
+from pyreg.storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError, StorageError
+from pyreg.storage.s3config import (  # noqa: F401 - the section is defined there; re-exported here
     DEFAULT_CHUNK,
     MAX_COPY,
     S3Config,
     s3_config_from_dict,
 )
-from storage.units import parse_duration  # noqa: F401 - re-exported (tests)
+from pyreg.storage.units import parse_duration  # noqa: F401 - re-exported (tests)
 
 T = TypeVar("T")
 

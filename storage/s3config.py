@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.configfields import INTERNAL, NOT_IMPLEMENTED, SIZE, duration_field, not_implemented
-from storage.units import parse_duration, size_bytes
+from pyreg.storage.configfields import INTERNAL, NOT_IMPLEMENTED, SIZE, duration_field, not_implemented
+from pyreg.storage.units import parse_duration, size_bytes
 
 DEFAULT_CHUNK = 10 << 20
 MAX_COPY = 5 << 30  # the largest single CopyObject / UploadPartCopy

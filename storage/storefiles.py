@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from storage.private import make_private_dir
+from pyreg.storage.private import make_private_dir
 
 _OPEN_FILE = os.O_CLOEXEC | os.O_NOFOLLOW
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.driver import Driver, FileWriter
-from storage.errors import InvalidOffsetError, InvalidPathError, PathNotFoundError
+from pyreg.storage.driver import Driver, FileWriter
+from pyreg.storage.errors import InvalidOffsetError, InvalidPathError, PathNotFoundError
 
 MiB = 1 << 20
 MakeDriver = Callable[[], Any]

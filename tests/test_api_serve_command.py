@@ -17,7 +17,7 @@ def serve(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subp
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.Popen([sys.executable, "-m", "client.cli", "serve", *args], cwd=cwd, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "pyreg", "serve", *args], cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

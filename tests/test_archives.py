@@ -99,11 +99,11 @@ def test_save_to_stdout_and_load_from_stdin(client_env: ClientEnv, five_layer_im
     load_layout(client_env, five_layer_image, FIVE, tmp_path)
     archive = tmp_path / "piped.tar"
     with open(archive, "wb") as out:
-        subprocess.run([sys.executable, "-m", "client.cli", "save", FIVE], env=client_env.env, cwd=REPO_ROOT,
+        subprocess.run([sys.executable, "-m", "pyreg", "save", FIVE], env=client_env.env, cwd=REPO_ROOT,
                        stdout=out, check=True, timeout=300)
     assert "manifest.json" in members(archive)
     # through a pipe (nothing seekable), read by GNU tar
-    save = subprocess.Popen([sys.executable, "-m", "client.cli", "save", "--format", "oci-archive", FIVE],
+    save = subprocess.Popen([sys.executable, "-m", "pyreg", "save", "--format", "oci-archive", FIVE],
                             env=client_env.env, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     listing = subprocess.run(["tar", "-tf", "-"], stdin=save.stdout, capture_output=True, text=True,
                              timeout=300, check=True).stdout.split()
@@ -112,7 +112,7 @@ def test_save_to_stdout_and_load_from_stdin(client_env: ClientEnv, five_layer_im
     assert {"oci-layout", "index.json", manifest} <= set(listing)
     client_env.env["PYREG_STORE"] = str(tmp_path / "store2")
     with open(archive, "rb") as f:
-        proc = subprocess.run([sys.executable, "-m", "client.cli", "load"], env=client_env.env, cwd=REPO_ROOT,
+        proc = subprocess.run([sys.executable, "-m", "pyreg", "load"], env=client_env.env, cwd=REPO_ROOT,
                               stdin=f, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"Loaded image: {FIVE}"
@@ -261,7 +261,7 @@ def test_no_archive_to_or_from_a_terminal(client_env: ClientEnv, tmp_path: Path)
         try:
             std: dict[str, Any] = ({"stdout": terminal} if args[0] == "save"
                                    else {"stdin": terminal, "stdout": subprocess.PIPE})
-            proc = subprocess.run([sys.executable, "-m", "client.cli", *args], env=client_env.env,
+            proc = subprocess.run([sys.executable, "-m", "pyreg", *args], env=client_env.env,
                                   cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, timeout=60, **std)
         finally:
             os.close(terminal)

@@ -17,7 +17,7 @@ import jwt
 import pytest
 import yaml
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 from tests.fixtures.auth import SigningKey
 
 SERVICE = "pyreg-hardening"
@@ -80,7 +80,7 @@ def test_long_password_is_401_at_the_token_endpoint(make_registry_server: Any, s
 
 
 def pyreg(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], input=stdin, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -201,7 +201,7 @@ def test_failed_login_limiter_behind_nginx_keys_on_the_real_client(tmp_path: Pat
 
 
 def test_limiter_counts_an_ipv6_client_by_its_64() -> None:
-    from registry.auth.ratelimit import client_key
+    from pyreg.registry.auth.ratelimit import client_key
 
     same_site = client_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
     assert client_key("2001:db8:1:2::1") == same_site == "2001:db8:1:2::/64"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 from tests.fixtures.auth import ACCESS, USERS, podman_login_push_pull
 from tests.fixtures.peers import Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout

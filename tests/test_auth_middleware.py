@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from registry.auth.access import AccessPolicy, parse_rules
-from registry.auth.htpasswd import Htpasswd
-from registry.auth.middleware import AuthMiddleware, AuthService, Need, classify
-from registry.auth.ratelimit import FailedLoginLimiter
-from registry.auth.scope import parse_scopes
-from registry.auth.tokens import TokenIssuer, TokenVerifier
+from pyreg.registry.auth.access import AccessPolicy, parse_rules
+from pyreg.registry.auth.htpasswd import Htpasswd
+from pyreg.registry.auth.middleware import AuthMiddleware, AuthService, Need, classify
+from pyreg.registry.auth.ratelimit import FailedLoginLimiter
+from pyreg.registry.auth.scope import parse_scopes
+from pyreg.registry.auth.tokens import TokenIssuer, TokenVerifier
 from tests.fixtures.auth import USERS
 
 RULES = [
@@ -370,7 +370,7 @@ async def test_token_realm_behind_a_proxy(token_service: AuthService) -> None:
 
 
 def test_loud_warning_without_auth_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
-    from registry.auth.middleware import is_loopback, warn_if_open
+    from pyreg.registry.auth.middleware import is_loopback, warn_if_open
 
     assert (
         is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
@@ -388,8 +388,8 @@ def test_loud_warning_without_auth_off_loopback(capsys: pytest.CaptureFixture[st
 
 
 def test_service_from_config(tmp_path, htpasswd_users, signing_key) -> None:
-    from registry.auth.setup import AuthSetupError, build_service
-    from registry.config import ConfigError, load_config
+    from pyreg.registry.auth.setup import AuthSetupError, build_service
+    from pyreg.registry.config import ConfigError, load_config
 
     def build(data: dict) -> AuthService:
         return build_service(load_config(data=data, environ={}))
@@ -466,7 +466,7 @@ async def test_configured_rules_hold_over_an_external_issuers_grants(signing_key
 
 
 async def test_refresh_tokens_die_with_the_password(token_service: AuthService, htpasswd_users) -> None:
-    from registry.auth import htpasswd
+    from pyreg.registry.auth import htpasswd
 
     async with _client(_app(token_service)) as c:
         r = await c.get("/token", params={"offline_token": "true"}, headers=_basic("bob"))

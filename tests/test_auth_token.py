@@ -12,8 +12,8 @@ import httpx
 import jwt
 import pytest
 
-from registry.auth.scope import parse_scopes
-from registry.auth.tokens import TokenIssuer, libtrust_key_id
+from pyreg.registry.auth.scope import parse_scopes
+from pyreg.registry.auth.tokens import TokenIssuer, libtrust_key_id
 from tests.fixtures.auth import ACCESS, USERS, CertificateAuthority, SigningKey, podman_login_push_pull
 from tests.fixtures.peers import DistributionRegistry, Podman, Skopeo, tagged
 from tests.images import TestImage, read_layout

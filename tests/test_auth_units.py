@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from registry.auth import htpasswd
-from registry.auth.access import ANONYMOUS, AccessConfigError, AccessPolicy, Identity, parse_rules
-from registry.auth.scope import ScopeError, format_scopes, parse_scope, parse_scopes
-from registry.auth.tokens import (
+from pyreg.registry.auth import htpasswd
+from pyreg.registry.auth.access import ANONYMOUS, AccessConfigError, AccessPolicy, Identity, parse_rules
+from pyreg.registry.auth.scope import ScopeError, format_scopes, parse_scope, parse_scopes
+from pyreg.registry.auth.tokens import (
     InvalidToken,
     TokenIssuer,
     TokenVerifier,
@@ -298,7 +298,7 @@ def test_verifier_reads_groups_claim() -> None:
 
 
 def test_failed_login_limiter() -> None:
-    from registry.auth.ratelimit import FailedLoginLimiter
+    from pyreg.registry.auth.ratelimit import FailedLoginLimiter
 
     lim = FailedLoginLimiter(failures=3, window=60)
     for t in (0.0, 1.0):
@@ -315,7 +315,7 @@ def test_failed_login_limiter() -> None:
 
 
 def test_verifier_trusts_a_jwks_file(tmp_path) -> None:
-    from registry.auth.tokens import load_jwks, public_jwk
+    from pyreg.registry.auth.tokens import load_jwks, public_jwk
 
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public_jwk(key.public_key()), "kid": "k1",

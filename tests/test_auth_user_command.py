@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from registry.auth.htpasswd import Htpasswd
+from pyreg.registry.auth.htpasswd import Htpasswd
 
 
 def pyreg(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], input=stdin, capture_output=True,
                           text=True, timeout=60)
 
 

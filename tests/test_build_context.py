@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build.context import BuildContext, ContextError, resolve
+from pyreg.runtime.build.context import BuildContext, ContextError, resolve
 
 IGNORE = """\
 # comment

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.build.dockerfile import DockerfileError, Flag, Instruction, parse, parse_duration, parse_words
+from pyreg.runtime.build.dockerfile import (
+    DockerfileError,
+    Flag,
+    Instruction,
+    parse,
+    parse_duration,
+    parse_words,
+)
 
 
 def instructions(text: str) -> list[Instruction]:

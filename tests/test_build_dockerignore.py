@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build.dockerignore import IgnoreMatcher, clean, ignore_file_for, load, read_patterns
+from pyreg.runtime.build.dockerignore import IgnoreMatcher, clean, ignore_file_for, load, read_patterns
 
 
 def matcher(text: str) -> IgnoreMatcher:

@@ -48,8 +48,8 @@ def context(tmp_path: Path, dockerfile: str, files: dict[str, bytes | str] | Non
 
 def image(env: RuntimeEnv, ref: str) -> tuple[dict[str, Any], dict[str, Any], list[list[tarfile.TarInfo]]]:
     """(manifest, config, the members of each layer) of a local image."""
-    from storage.localstore import LocalStore
-    from storage.reference import parse
+    from pyreg.storage.localstore import LocalStore
+    from pyreg.storage.reference import parse
 
     old = os.environ.get("PYREG_REGISTRY")
     os.environ["PYREG_REGISTRY"] = env.env["PYREG_REGISTRY"]

@@ -209,13 +209,13 @@ LABEL stage=last
 
     from tests.fixtures.runtime import REPO_ROOT
 
-    r = subprocess.run([sys.executable, "-m", "client.cli", "build", "-t", "fromstdin", "-q", "-"],
+    r = subprocess.run([sys.executable, "-m", "pyreg", "build", "-t", "fromstdin", "-q", "-"],
                        input=tarred.getvalue(), env=env, cwd=REPO_ROOT, capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().startswith("sha256:")
     assert bb.run("run", "--rm", "fromstdin", check=True).stdout == "stdin\n"
     lone = b'FROM busybox\nCMD ["echo", "lone Dockerfile"]\n'  # docker build - < Dockerfile
-    r = subprocess.run([sys.executable, "-m", "client.cli", "build", "-t", "lone", "-"], input=lone, env=env,
+    r = subprocess.run([sys.executable, "-m", "pyreg", "build", "-t", "lone", "-"], input=lone, env=env,
                        cwd=REPO_ROOT, capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert bb.run("run", "--rm", "lone", check=True).stdout == "lone Dockerfile\n"

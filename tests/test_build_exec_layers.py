@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS, commit_layer
-from storage.localstore import LocalStore
+from pyreg.runtime.build.layers import OVERLAY_BUILD_OPTIONS, commit_layer
+from pyreg.storage.localstore import LocalStore
 from tests.fixtures.runtime import require_root_runtime
 
 EPOCH = 1_600_000_000
@@ -100,7 +100,7 @@ def make_changes(root: Path) -> None:
 
 
 def test_upper_dir_round_trips_through_extract(tmp_path: Path, lower: Path) -> None:
-    from runtime.extract import extract_layer
+    from pyreg.runtime.extract import extract_layer
 
     upper, work = tmp_path / "upper", tmp_path / "work"
     upper.mkdir()

@@ -77,8 +77,8 @@ def flatten(env: RuntimeEnv, store: Path, ref: str, dest: Path) -> dict[str, Any
     """Apply the image's layers in order into ``dest``; its config."""
     import json
 
-    from runtime.extract import extract_layer
-    from storage.localstore import LocalStore
+    from pyreg.runtime.extract import extract_layer
+    from pyreg.storage.localstore import LocalStore
 
     s = LocalStore(store)
     rec = next(r for r in s.images() if ref in r.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.build.expand import (
+from pyreg.runtime.build.expand import (
     ExpandError,
     expand,
     expand_heredoc,

@@ -35,10 +35,10 @@ from typing import Any
 
 import pytest
 
-from runtime.build.context import BuildContext
-from runtime.build.dockerfile import parse
-from runtime.build.expand import expand, expand_words
-from runtime.build.stages import plan
+from pyreg.runtime.build.context import BuildContext
+from pyreg.runtime.build.dockerfile import parse
+from pyreg.runtime.build.expand import expand, expand_words
+from pyreg.runtime.build.stages import plan
 from tests.test_build_context import DOCKER_SAW, make_tree
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.build.dockerfile import DockerfileError, parse
-from runtime.build.stages import check_platform, find_stage, parse_mount, plan, platform_args
-from storage.graph import Platform
+from pyreg.runtime.build.dockerfile import DockerfileError, parse
+from pyreg.runtime.build.stages import check_platform, find_stage, parse_mount, plan, platform_args
+from pyreg.storage.graph import Platform
 
 MULTI = """\
 ARG BASE=busybox

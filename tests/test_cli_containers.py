@@ -220,7 +220,7 @@ def test_logs_follow_timestamps_while_running(busybox_store: RuntimeEnv) -> None
 def test_logs_follow_until_a_time_then_stops(busybox_store: RuntimeEnv) -> None:
     """``logs -f --until T`` follows a running container's lines until T, then stops (docker): the
     follower exits while the container still runs, with what came before T and nothing after."""
-    from storage.units import parse_time
+    from pyreg.storage.units import parse_time
 
     env = busybox_store
     env.run("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
@@ -283,7 +283,7 @@ def test_cp_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
     env.run("cp", "files:/data/x/y", str(tmp_path / "single"), check=True)
     assert (tmp_path / "single").read_text() == "out\n"
     # '-': tar streams, as docker's
-    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "files:/data", "-"], env=env.env,
+    r = subprocess.run([sys.executable, "-m", "pyreg", "cp", "files:/data", "-"], env=env.env,
                        cwd=env.root, capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
         assert sorted(tar.getnames()) == ["data", "data/x", "data/x/l", "data/x/y"]
@@ -292,7 +292,7 @@ def test_cp_both_ways(busybox_store: RuntimeEnv, tmp_path: Path) -> None:
         ti = tarfile.TarInfo("streamed")
         ti.size = 3
         tar.addfile(ti, io.BytesIO(b"abc"))
-    subprocess.run([sys.executable, "-m", "client.cli", "cp", "-", "files:/tmp"], env=env.env,
+    subprocess.run([sys.executable, "-m", "pyreg", "cp", "-", "files:/tmp"], env=env.env,
                    input=buf.getvalue(), capture_output=True, check=True)
     assert env.run("exec", "files", "cat", "/tmp/streamed", check=True).stdout == "abc"
     bad = env.run("cp", str(src), str(tmp_path / "x"))
@@ -317,7 +317,7 @@ def test_cp_stopped_container_both_ways(busybox_store: RuntimeEnv, tmp_path: Pat
     assert (out / "d" / "x" / "f").read_text() == "deep\n" and os.readlink(out / "d" / "x" / "l") == "f"
     env.run("cp", "done:/bin/busybox", str(tmp_path / "bb"), check=True)  # from an image layer
     assert (tmp_path / "bb").stat().st_size > 0
-    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "done:/d", "-"], env=env.env,
+    r = subprocess.run([sys.executable, "-m", "pyreg", "cp", "done:/d", "-"], env=env.env,
                        capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
         assert sorted(tar.getnames()) == ["d", "d/x", "d/x/f", "d/x/l"]
@@ -388,7 +388,7 @@ def test_cp_never_follows_container_symlinks_to_the_host(busybox_store: RuntimeE
     assert os.readlink(out / "d" / "link") == str(canary)
     assert os.readlink(out / "d" / "file") == f"{canary}/secret"
     assert _tree(canary) == before
-    r = subprocess.run([sys.executable, "-m", "client.cli", "cp", "evil:/d", "-"], env=env.env,
+    r = subprocess.run([sys.executable, "-m", "pyreg", "cp", "evil:/d", "-"], env=env.env,
                        capture_output=True)
     assert b"host-secret" not in r.stdout
 

@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from client.cli import COMMANDS
+from pyreg.client.cli import COMMANDS
 
 
 def _parsers(parser: argparse.ArgumentParser, prog: str) -> list[tuple[str, argparse.ArgumentParser]]:
@@ -36,8 +36,8 @@ def test_every_option_has_help(name: str) -> None:
 
 
 def test_non_root_defaults_are_per_user(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
-    from runtime import state
-    from storage.localstore import LocalStore
+    from pyreg.runtime import state
+    from pyreg.storage.localstore import LocalStore
 
     monkeypatch.delenv("PYREG_RUN_ROOT", raising=False)
     monkeypatch.delenv("PYREG_STORE", raising=False)

@@ -96,7 +96,7 @@ def test_prune_removes_dangling_images(busybox_store: RuntimeEnv, tmp_path: Path
 
 def test_ambiguous_id_prefix_is_refused(busybox_store: RuntimeEnv) -> None:
     """A second image whose config digest shares the first 4 hex digits with busybox's."""
-    from storage.localstore import LocalStore
+    from pyreg.storage.localstore import LocalStore
 
     bb = busybox_store
     store = LocalStore(bb.store)

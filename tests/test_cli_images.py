@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from storage.graph import Platform
-from storage.units import bytes_size, format_time_ns, human_duration, human_size, parse_time
+from pyreg.storage.graph import Platform
+from pyreg.storage.units import bytes_size, format_time_ns, human_duration, human_size, parse_time
 from tests.fixtures.client import ClientEnv, tar_layer, write_oci_layout
 
 HOST = Platform.host()
@@ -64,7 +64,7 @@ class Image:
 
     def store_as(self, store_root: Path, name: str) -> None:
         """Into the local store under ``name``, as a pull leaves it."""
-        from storage.localstore import LocalStore
+        from pyreg.storage.localstore import LocalStore
 
         store = LocalStore(store_root)
         for digest, data in self.blobs().items():
@@ -210,7 +210,7 @@ def _pull_on_a_terminal(client_env: ClientEnv, ref: str) -> str:
 
     master, slave = pty.openpty()
     env = dict(client_env.env, COLUMNS="160", TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "pull", ref], env=env, cwd=REPO_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "pull", ref], env=env, cwd=REPO_ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     chunks = []

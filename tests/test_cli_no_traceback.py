@@ -2,7 +2,7 @@
 traceback — with docker's exit codes (1 for a failed command, 2 for bad usage, 125 for the
 runtime's own failures in run/exec, 141 when the reader of our output went away).
 
-Each case runs the real CLI (``python -m client.cli``) in a subprocess with hostile arguments or a
+Each case runs the real CLI (``python -m pyreg``) in a subprocess with hostile arguments or a
 hostile environment, under tmp_path; the only server is a small one on a free loopback port.
 """
 
@@ -26,7 +26,7 @@ from tests.fixtures.registry import free_port
 def run(client_env: ClientEnv, *args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL,
         input: str | None = None) -> subprocess.CompletedProcess[str]:
     full = dict(client_env.env, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], env=full, cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], env=full, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, input=input,
                           stdin=None if input is not None else stdin)
 
@@ -52,7 +52,7 @@ def test_reader_gone_is_quiet(client_env: ClientEnv, args: list[str]) -> None:
     (client_env.store).mkdir(parents=True)
     read, write = os.pipe()
     os.close(read)
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", *args], stdout=write,
+    proc = subprocess.Popen([sys.executable, "-m", "pyreg", *args], stdout=write,
                             stderr=subprocess.PIPE, env=client_env.env, cwd=REPO_ROOT, text=True)
     os.close(write)
     _, err = proc.communicate(timeout=60)
@@ -101,7 +101,7 @@ def test_store_not_writable_for_this_user(client_env: ClientEnv, tmp_path: Path)
         env = dict(client_env.env, PYREG_STORE=str(base / "store"), HOME=str(base),
                    PYREG_CONFIG=str(base / "none.json"), DOCKER_CONFIG=str(base))
         proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                               sys.executable, "-m", "client.cli", "tag", "a", "b"],
+                               sys.executable, "-m", "pyreg", "tag", "a", "b"],
                               env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         line = one_line(proc)
         assert "Permission denied" in line and "PYREG_STORE" in line, line

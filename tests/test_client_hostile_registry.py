@@ -224,8 +224,8 @@ def test_plain_http_realm_on_another_host_gets_no_credentials() -> None:
     any request to it is made (no traffic: the generator is driven by hand)."""
     import httpx
 
-    from client.credentials import Credentials
-    from storage.remote.auth import AuthError, RegistryAuth
+    from pyreg.client.credentials import Credentials
+    from pyreg.storage.remote.auth import AuthError, RegistryAuth
 
     def challenge(realm: str) -> Any:
         auth = RegistryAuth(Credentials(USER, PASSWORD), "registry.example:5000")
@@ -446,7 +446,7 @@ def test_other_hosts_get_their_own_verified_tls_context() -> None:
 
     import httpx
 
-    from storage.remote.transport import SchemeTransport
+    from pyreg.storage.remote.transport import SchemeTransport
 
     asked: list[str] = []
     mine = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

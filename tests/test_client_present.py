@@ -30,7 +30,7 @@ def _access(server: Any) -> list[dict[str, Any]]:
 
 def _imports(client_env: ClientEnv, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``pyreg ARGS`` with ``-X importtime``: the result and the modules it imported."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "client.cli", *args],
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pyreg", *args],
                           env=client_env.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
@@ -97,7 +97,8 @@ def test_help_imports_no_registry_client(client_env: ClientEnv) -> None:
     for args in (("--help",), ("pull", "--help")):
         _, modules = _imports(client_env, *args)
         heavy = {m for m in modules if m.split(".")[0] in ("httpx", "httpcore", "ssl", "rich", "yaml")
-                 or m.startswith(("storage.localstore", "storage.remote", "storage.content"))}
+                 or m.startswith(("pyreg.storage.localstore", "pyreg.storage.remote",
+                                  "pyreg.storage.content"))}
         assert not heavy, (args, heavy)
     _, modules = _imports(client_env, "--help")
     assert "argparse" not in modules  # the top-level help is a print, not a parser
@@ -105,7 +106,7 @@ def test_help_imports_no_registry_client(client_env: ClientEnv) -> None:
 
 def test_head_answer_parsing() -> None:
     """The present path reads a digest only from a whole ``200`` head with exactly one header."""
-    from client.present import _digest_header
+    from pyreg.client.present import _digest_header
 
     digest = "sha256:" + "a" * 64
     ok = f"HTTP/1.1 200 OK\r\nContent-Type: x\r\nDocker-Content-Digest: {digest}\r\n\r\n".encode()
@@ -121,9 +122,9 @@ def test_head_answer_parsing() -> None:
 
 def test_index_tags_are_left_to_the_full_pull(tmp_path: Path) -> None:
     """A name that records an index (or nothing) has no present image: the full pull runs."""
-    from client.present import local_image
-    from storage.localstore import LocalStore
-    from storage.reference import parse
+    from pyreg.client.present import local_image
+    from pyreg.storage.localstore import LocalStore
+    from pyreg.storage.reference import parse
 
     store = LocalStore(tmp_path / "store")
     assert local_image(store, parse("127.0.0.1:1/x:1"), extract=True) is None

@@ -174,8 +174,8 @@ def test_mutual_tls_client_certificate_from_certs_d(tls_registry: Callable[..., 
 
 def test_settings_units(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                         auth_ca: CertificateAuthority) -> None:
-    from client import config
-    from client.remote import tls_context
+    from pyreg.client import config
+    from pyreg.client.remote import tls_context
 
     monkeypatch.setenv("PYREG_CONFIG", str(tmp_path / "none.json"))
     monkeypatch.delenv("PYREG_INSECURE_REGISTRIES", raising=False)

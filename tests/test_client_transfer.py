@@ -334,7 +334,7 @@ def test_tls_registry_on_loopback(tmp_path: Path, auth_ca: Any, client_env: Clie
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
     host = f"127.0.0.1:{free_port()}"
     config_path = str(tmp_path / "config.yml")
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--config", config_path, "--addr", host]
+    cmd = [sys.executable, "-m", "pyreg", "serve", "--config", config_path, "--addr", host]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

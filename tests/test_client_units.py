@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client import credentials
-from client.config import is_loopback, parse_size, plain_http_allowed
-from client.credentials import Credentials
-from storage.remote.auth import RegistryAuth, merge_scopes, parse_challenge, request_scopes
+from pyreg.client import credentials
+from pyreg.client.config import is_loopback, parse_size, plain_http_allowed
+from pyreg.client.credentials import Credentials
+from pyreg.storage.remote.auth import RegistryAuth, merge_scopes, parse_challenge, request_scopes
 
 
 def test_parse_challenge() -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import ConfigError, config_to_dict, load_config, parse_duration, parse_size, split_addr
+from pyreg.registry.config import (
+    ConfigError,
+    config_to_dict,
+    load_config,
+    parse_duration,
+    parse_size,
+    split_addr,
+)
 
 
 def test_defaults_without_a_file() -> None:

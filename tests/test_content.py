@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from storage import mediatypes as mt
-from storage.asyncstore import BlockingStore
-from storage.content import (
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.asyncstore import BlockingStore
+from pyreg.storage.content import (
     ContentNotFound,
     ContentSizeError,
     ContentStore,
@@ -23,15 +23,15 @@ from storage.content import (
     ManifestStore,
     copy_graph,
 )
-from storage.digest import Digest, DigestMismatchError
-from storage.filesystem import FilesystemDriver
-from storage.graph import Platform
-from storage.localstore import LocalStore
-from storage.manifest import Descriptor
-from storage.registrystore import RegistryStore
-from storage.remote import RegistryClient, RemoteError
-from storage.remote.store import RemoteStore
-from storage.s3 import S3Driver, s3_config_from_dict
+from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.filesystem import FilesystemDriver
+from pyreg.storage.graph import Platform
+from pyreg.storage.localstore import LocalStore
+from pyreg.storage.manifest import Descriptor
+from pyreg.storage.registrystore import RegistryStore
+from pyreg.storage.remote import RegistryClient, RemoteError
+from pyreg.storage.remote.store import RemoteStore
+from pyreg.storage.s3 import S3Driver, s3_config_from_dict
 
 
 def _put(store: ContentStore, media_type: str, data: bytes, platform: dict[str, str] | None = None
@@ -136,8 +136,8 @@ def test_writer_verifies_digest_and_size(store: ContentStore) -> None:
 
 
 def _walked(store: ContentStore, top: Descriptor) -> set[Digest]:
-    from storage.content import fetcher
-    from storage.graph import walk
+    from pyreg.storage.content import fetcher
+    from pyreg.storage.graph import walk
 
     return {n.descriptor.digest for n in walk(top, fetcher(store))}
 
@@ -179,7 +179,7 @@ def _has(store: ContentStore, desc: Descriptor) -> bool:
 
 
 def _manifest(store: ContentStore, desc: Descriptor) -> Any:
-    from storage.content import fetcher
+    from pyreg.storage.content import fetcher
 
     return fetcher(store)(desc)
 

@@ -5,7 +5,8 @@ a literal name.
 - ``storage`` imports none of ``registry``, ``client``, ``runtime``;
 - ``registry`` imports no ``client`` or ``runtime``;
 - ``runtime`` imports no ``registry`` or ``client`` (the CLI hands it what it needs: a pull);
-- ``client`` imports no ``registry`` and, of the runtime, only its public face ``runtime.api``.
+- ``client`` imports no ``registry`` and, of the runtime, only its public face ``runtime.api``;
+- every import of our own packages names them as installed: ``pyreg.storage``, never ``storage``.
   ``client/cli.py``'s ``COMMANDS`` table names command modules of every package as strings,
   which is not an import.
 """
@@ -13,6 +14,7 @@ a literal name.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,14 +30,20 @@ FORBIDDEN = {
     "client": {"registry"},
 }
 # package -> the only modules of a package it may import (and their submodules: none here)
-ONLY_PUBLIC = {"client": {"runtime": {"runtime.api"}}}
+ONLY_PUBLIC = {"client": {"runtime": {"pyreg.runtime.api"}}}
 
 
 def module_name(path: Path) -> str:
+    """The module's installed name: ``storage/digest.py`` is ``pyreg.storage.digest``."""
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join(["pyreg", *parts])
+
+
+def source_of(module: str) -> Path:
+    """Where ``pyreg.X.y`` lives in the checkout (``X/y``), without the ``.py``."""
+    return REPO / Path(*module.removeprefix("pyreg.").split("."))
 
 
 def imports_of(path: Path, module: str | None = None) -> list[tuple[int, str]]:
@@ -58,8 +66,8 @@ def imports_of(path: Path, module: str | None = None) -> list[tuple[int, str]]:
             # ``from runtime import state`` imports runtime.state: name the submodule when it is one
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                is_module = (REPO / Path(*sub.split("."))).with_suffix(".py").is_file() or \
-                    (REPO / Path(*sub.split(".")) / "__init__.py").is_file()
+                is_module = source_of(sub).with_suffix(".py").is_file() or \
+                    (source_of(sub) / "__init__.py").is_file()
                 out.append((node.lineno, sub if is_module else target))
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
@@ -74,8 +82,13 @@ def violations(package: str) -> list[str]:
     found = []
     for path in sorted((REPO / package).rglob("*.py")):
         for line, target in imports_of(path):
-            top = target.partition(".")[0]
             where = f"{path.relative_to(REPO)}:{line} imports {target}"
+            if target.partition(".")[0] in PACKAGES:
+                found.append(f"{where} (our packages are imported as pyreg.{target})")
+                continue
+            if not target.startswith("pyreg."):
+                continue
+            top = target.removeprefix("pyreg.").partition(".")[0]
             if top in FORBIDDEN[package]:
                 found.append(where)
             allowed = ONLY_PUBLIC.get(package, {}).get(top)
@@ -96,18 +109,29 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
     sample.write_text(
         "import os\n"
         "def f():\n"
-        "    from client import cli\n"
-        "    import registry.app\n"
+        "    from pyreg.client import cli\n"
+        "    import pyreg.registry.app\n"
         "    import importlib\n"
-        "    importlib.import_module('client.common')\n"
+        "    importlib.import_module('pyreg.client.common')\n"
         "    from .commands import run\n"
     )
-    found = [t for _, t in imports_of(sample, "runtime.probe")]
-    assert sorted(found) == sorted(["os", "client.cli", "registry.app", "importlib", "client.common",
-                                   "runtime.commands.run"])
+    found = [t for _, t in imports_of(sample, "pyreg.runtime.probe")]
+    assert sorted(found) == sorted(["os", "pyreg.client.cli", "pyreg.registry.app", "importlib",
+                                   "pyreg.client.common",
+                                   "pyreg.runtime.commands.run"])
 
 
 def test_client_inspect_reads_containers_through_the_runtime_api() -> None:
     targets = [t for _, t in imports_of(REPO / "client" / "commands" / "inspect.py")]
-    assert "runtime.api" in targets
-    assert not [t for t in targets if t.startswith("runtime.") and t != "runtime.api"]
+    assert "pyreg.runtime.api" in targets
+    assert not [t for t in targets if t.startswith("pyreg.runtime.") and t != "pyreg.runtime.api"]
+
+
+def test_a_bare_package_import_is_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import storage`` works in a checkout but not once installed: the rule must catch it."""
+    fake = tmp_path / "storage"
+    fake.mkdir()
+    (fake / "probe.py").write_text("import storage.digest\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert violations("storage") == ["storage/probe.py:1 imports storage.digest "
+                                     "(our packages are imported as pyreg.storage.digest)"]

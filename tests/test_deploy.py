@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from registry.config import load_config
+from pyreg.registry.config import load_config
 from tests.fixtures.s3 import DEPLOY, nginx_config, nginx_test, render_template
 
 K8S = os.path.join(DEPLOY, "k8s")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.config import ConfigError, config_to_dict, load_config, not_implemented_keys
+from pyreg.registry.config import ConfigError, config_to_dict, load_config, not_implemented_keys
 from tests.fixtures.peers import Skopeo, tagged
 from tests.fixtures.registry import REPO_ROOT, free_port
 from tests.images import TestImage, read_layout
@@ -108,7 +108,7 @@ class Serve:
         full["REGISTRY_HTTP_ADDR"] = f"127.0.0.1:{self.port}"
         full["PYTHONPATH"] = str(REPO_ROOT)
         with open(self.log, "wb") as out:
-            cmd = [sys.executable, "-m", "client.cli", "serve", "--config", str(config)]
+            cmd = [sys.executable, "-m", "pyreg", "serve", "--config", str(config)]
             self.proc = subprocess.Popen(cmd, cwd=tmp, env=full, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         self.host = f"127.0.0.1:{self.port}"
@@ -353,7 +353,7 @@ def run_serve(tmp_path: Path, args: list[str],
               prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYREG_", "REGISTRY_"))}
     env["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "client.cli", "serve",
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "pyreg", "serve",
                            "--addr", f"127.0.0.1:{free_port()}", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -445,7 +445,7 @@ def test_log_formatter_and_fields() -> None:
     import json
     import logging
 
-    from registry.logs import JSONFormatter, log_config
+    from pyreg.registry.logs import JSONFormatter, log_config
 
     record = logging.LogRecord("pyreg.serve", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     line = json.loads(JSONFormatter({"service": "registry"}, logstash=True).format(record))

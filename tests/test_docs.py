@@ -70,7 +70,7 @@ def test_documented_commands_run(page: Path, tmp_path: Path, request: pytest.Fix
     for d in (work, bin_dir, tmp_path / "home"):
         d.mkdir()
     shim = bin_dir / "pyreg"
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m client.cli "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m pyreg "$@"\n')
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYREG_", "REGISTRY_", "DOCKER_", "AWS_"))}
@@ -89,8 +89,8 @@ def schema_keys() -> set[str]:
     import dataclasses
     import typing
 
-    from registry.config import Config
-    from registry.config_loader import _hints, _is_optional
+    from pyreg.registry.config import Config
+    from pyreg.registry.config_loader import _hints, _is_optional
 
     names: set[str] = set()
 

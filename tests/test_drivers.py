@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from storage.filesystem import FilesystemDriver
-from storage.s3 import S3Driver, s3_config_from_dict
+from pyreg.storage.filesystem import FilesystemDriver
+from pyreg.storage.s3 import S3Driver, s3_config_from_dict
 from tests.driver_suite import DriverSuite, MakeDriver
 
 

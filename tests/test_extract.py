@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime.extract import ExtractError, extract_layer
+from pyreg.runtime.extract import ExtractError, extract_layer
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (device nodes, trusted xattrs, chown)")
 
@@ -172,7 +172,7 @@ def test_hardlink_to_missing_target(arena: dict[str, Path]) -> None:
 @pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
 @pytest.mark.parametrize("declared", [True, False])
 def test_compressions_and_diff_id(arena: dict[str, Path], compress: str, declared: bool) -> None:
-    from storage import mediatypes
+    from pyreg.storage import mediatypes
 
     plain = make_tar([_entry("etc", tarfile.DIRTYPE), _entry("etc/hello", data=b"hello\n")])
     if compress == "gzip":

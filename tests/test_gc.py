@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.config import load_config
-from registry.drivers import make_driver
-from registry.gc import GCOptions, GCReport, collect_garbage
+from pyreg.registry.config import load_config
+from pyreg.registry.drivers import make_driver
+from pyreg.registry.gc import GCOptions, GCReport, collect_garbage
 from tests.fixtures.registry import REPO_ROOT, image_manifest, push_blob, push_image, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -239,9 +239,9 @@ async def test_untagged_but_recent_manifest_is_kept(client: httpx.AsyncClient,
 async def test_an_interrupted_run_is_undone(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
     """A run that died after setting data aside: the next run puts it back before it marks, so a
     blob that is in use again is served, and real garbage is collected as usual."""
-    from registry.gc import quarantine_path
-    from registry.layout import blob_data_path
-    from storage.digest import Digest
+    from pyreg.registry.gc import quarantine_path
+    from pyreg.registry.layout import blob_data_path
+    from pyreg.storage.digest import Digest
 
     digest, _ = await push_image(client, "team/app", "v1", layers=(b"in use",))
     stray = await push_blob(client, "team/app", b"garbage")
@@ -268,7 +268,7 @@ def pyreg(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
     full_env.pop("PYREG_CONFIG_FILE", None)
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], capture_output=True, text=True,
                           env=full_env, timeout=300)
 
 
@@ -457,10 +457,10 @@ async def test_marking_walks_index_children_referrers_config_and_layers(gc_confi
     children (also one whose descriptor names no manifest type, found through the revisions), their
     config and layers, a referrer chain hanging off a kept subject, and every digest named by a
     document it cannot parse (kept rather than lost); only the orphan and a stray blob go."""
-    from registry.layout import tag_current_path
-    from storage.digest import Digest
-    from storage.distlayout import revision_link_path
-    from storage.registrystore import RegistryStore
+    from pyreg.registry.layout import tag_current_path
+    from pyreg.storage.digest import Digest
+    from pyreg.storage.distlayout import revision_link_path
+    from pyreg.storage.registrystore import RegistryStore
 
     driver = make_driver(load_config(data=gc_config, environ={}))
     name = "team/app"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.gotemplate import Template, TemplateError, align, render_all
+from pyreg.storage.gotemplate import Template, TemplateError, align, render_all
 
 
 def test_fields_nested_and_case_insensitive() -> None:

@@ -6,10 +6,19 @@ import json
 
 import pytest
 
-from storage import mediatypes as mt
-from storage.digest import Digest
-from storage.graph import Node, Platform, PlatformError, children, parse_as, referrers, select_platform, walk
-from storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.digest import Digest
+from pyreg.storage.graph import (
+    Node,
+    Platform,
+    PlatformError,
+    children,
+    parse_as,
+    referrers,
+    select_platform,
+    walk,
+)
+from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 
 
 def _desc(media_type: str, data: bytes, platform: dict[str, str] | None = None) -> Descriptor:

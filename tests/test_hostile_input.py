@@ -277,8 +277,8 @@ async def test_filesystem_deletes_and_writes_race_without_errors(tmp_path: Any) 
     import asyncio
     import contextlib
 
-    from storage.errors import PathNotFoundError
-    from storage.filesystem import FilesystemDriver
+    from pyreg.storage.errors import PathNotFoundError
+    from pyreg.storage.filesystem import FilesystemDriver
 
     driver = FilesystemDriver(str(tmp_path / "root"))
     unexpected: list[BaseException] = []

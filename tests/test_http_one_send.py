@@ -3,7 +3,7 @@ send() for a small answer), and is never lost or reordered (HEAD answers, 100 Co
 
 from __future__ import annotations
 
-from registry.http_protocol import _JOIN_MAX, _OneSendTransport
+from pyreg.registry.http_protocol import _JOIN_MAX, _OneSendTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 

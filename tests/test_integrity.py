@@ -469,7 +469,7 @@ def test_gc_and_deletes_race_on_the_same_manifests(
     def gc() -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         gc_result.append(subprocess.run(
-            [sys.executable, "-m", "client.cli", "gc", "--data-dir", str(server.data_dir),
+            [sys.executable, "-m", "pyreg", "gc", "--data-dir", str(server.data_dir),
              "--delete-untagged", "--grace", "0s", "--settle", "0s"],
             capture_output=True, text=True, env=env, timeout=300))
 
@@ -498,9 +498,9 @@ def test_gc_and_deletes_race_on_the_same_manifests(
 async def test_purge_removes_locks_their_dead_holders_left(tmp_path: Path) -> None:
     """A SIGKILLed holder's flock dies with it but its lock file stays: purge removes it, and
     leaves a lock that a live request holds."""
-    from registry.layout import Layout, upload_lock_path
-    from registry.uploads import Uploads
-    from storage.filesystem import FilesystemDriver
+    from pyreg.registry.layout import Layout, upload_lock_path
+    from pyreg.registry.uploads import Uploads
+    from pyreg.storage.filesystem import FilesystemDriver
 
     driver = FilesystemDriver(tmp_path / "data")
     uploads = Uploads(Layout(driver))

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import httpx
 
-from registry import layout as L
-from registry.app import create_app
-from registry.config import load_config
-from registry.layout import Layout
-from registry.uploads import Uploads, format_startedat, parse_startedat
-from storage.digest import Digest
-from storage.filesystem import FilesystemDriver
-from storage.registrystore import INGEST
+from pyreg.registry import layout as L
+from pyreg.registry.app import create_app
+from pyreg.registry.config import load_config
+from pyreg.registry.layout import Layout
+from pyreg.registry.uploads import Uploads, format_startedat, parse_startedat
+from pyreg.storage.digest import Digest
+from pyreg.storage.filesystem import FilesystemDriver
+from pyreg.storage.registrystore import INGEST
 from tests.fixtures.registry import asgi_client, image_manifest, push_blob, sha256
 
 V2 = "docker/registry/v2"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.extract import extract_layer
-from storage.digest import Digest, DigestMismatchError
-from storage.localstore import ImageNotFoundError, LocalStore, StoreError, chain_ids
+from pyreg.runtime.extract import extract_layer
+from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.localstore import ImageNotFoundError, LocalStore, StoreError, chain_ids
 from tests.fixtures.client import MemImage, mem_image
 from tests.fixtures.peers import Skopeo
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from storage import mediatypes as mt
-from storage.manifest import Descriptor, ManifestError, parse_manifest, sniff_media_type
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.manifest import Descriptor, ManifestError, parse_manifest, sniff_media_type
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

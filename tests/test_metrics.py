@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry.config import ConfigError, load_config
+from pyreg.registry.config import ConfigError, load_config
 from tests.fixtures.registry import push_blob, push_image, sha256
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 from tests import images
 from tests.fixtures.auth import SigningKey
 from tests.fixtures.peers import DistributionRegistry, Skopeo, tagged
@@ -305,9 +305,9 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
         busybox_image: TestImage, tmp_path: Path) -> None:
     import asyncio
 
-    from registry.config import load_config
-    from registry.drivers import make_driver
-    from registry.mirror.expiry import expire
+    from pyreg.registry.config import load_config
+    from pyreg.registry.drivers import make_driver
+    from pyreg.registry.mirror.expiry import expire
 
     push_upstream(skopeo, upstream, busybox_image, "app")
     mirror = make_registry_server(mirror_config(upstream, ttl="2s"))
@@ -332,8 +332,8 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
 
 
 def test_mirror_config_forms_and_errors() -> None:
-    from registry.config import ConfigError, config_to_dict, load_config
-    from registry.mirror.config import route
+    from pyreg.registry.config import ConfigError, config_to_dict, load_config
+    from pyreg.registry.mirror.config import route
 
     hub = load_config(data={"mirror": {"upstreams": [
         {"url": "https://registry-1.docker.io", "namespace": "hub/*"},

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.config import ConfigError, load_config
+from pyreg.registry.config import ConfigError, load_config
 from tests.fixtures.registry import free_port, image_manifest, sha256
 
 pytestmark = pytest.mark.filesystem_only  # about HTTP, not storage
@@ -275,7 +275,7 @@ def test_config_is_checked() -> None:
 
 
 def test_no_endpoints_no_middleware() -> None:
-    from registry.app import build_middleware
+    from pyreg.registry.app import build_middleware
 
     plain = build_middleware(load_config(environ={}))
     hooked = build_middleware(load_config(data={"notifications": {"endpoints": [{"url": "http://x"}]}},

@@ -362,7 +362,7 @@ async def test_index_platform_list(make_registry_client: Any) -> None:
 
 
 def test_validation_config_keys() -> None:
-    from registry.config import ConfigError, load_config
+    from pyreg.registry.config import ConfigError, load_config
 
     config = load_config(environ={"PYREG_VALIDATION_MANIFESTS_INDEXES_PLATFORMS": "None",
                                   "PYREG_VALIDATION_MANIFESTS_LAYERS_ALLOWMISSING": "true"})
@@ -384,7 +384,7 @@ def test_validation_config_keys() -> None:
 
 
 async def test_tag_parameters_per_put_are_capped(registry_client: httpx.AsyncClient) -> None:
-    from registry.routes.manifests import MAX_TAGS_PER_PUT
+    from pyreg.registry.routes.manifests import MAX_TAGS_PER_PUT
 
     _, manifest = await push_image(registry_client, "caps/tags", "base")
     digest = sha256(manifest)
@@ -400,7 +400,7 @@ async def test_tag_parameters_per_put_are_capped(registry_client: httpx.AsyncCli
 
 
 async def test_distinct_references_per_manifest_are_capped(registry_client: httpx.AsyncClient) -> None:
-    from registry.routes.manifests import MAX_MANIFEST_REFERENCES
+    from pyreg.registry.routes.manifests import MAX_MANIFEST_REFERENCES
 
     await push_blob(registry_client, "caps/refs", b"{}")
     layers = [str(i).encode() for i in range(MAX_MANIFEST_REFERENCES)]  # + the config: one too many
@@ -417,7 +417,7 @@ async def test_distinct_references_per_manifest_are_capped(registry_client: http
 
 async def test_referrers_are_paginated(registry_client: httpx.AsyncClient,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry.routes import listing
+    from pyreg.registry.routes import listing
 
     monkeypatch.setattr(listing, "MAX_REFERRERS", 3)
     subject, _ = await push_image(registry_client, "caps/referrers", "subject")

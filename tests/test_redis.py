@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 from tests.fixtures.registry import image_manifest, sha256
 from tests.fixtures.s3 import free_port, stop_process
 
@@ -217,8 +217,8 @@ def test_redis_going_away_degrades_to_per_process_state(cluster: Any, redis_serv
 
 async def test_link_cache_refuses_stale_fills_and_forgets_across_an_outage(redis_server: RedisServer) -> None:
     """The two rules that keep the cache coherent without a TTL (registry/shared_state.py)."""
-    from registry.config import RedisConfig
-    from registry.shared_state import LinkCache, Miss, SharedState, Unavailable
+    from pyreg.registry.config import RedisConfig
+    from pyreg.registry.shared_state import LinkCache, Miss, SharedState, Unavailable
 
     shared = SharedState(RedisConfig(addr=redis_server.addr))
     cache = LinkCache(shared)
@@ -256,11 +256,11 @@ async def test_a_token_verified_by_one_replica_is_taken_by_another(redis_server:
     A mark made without the secret, or an expired token, is not taken."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from registry.auth.middleware import AuthService
-    from registry.auth.scope import parse_scopes
-    from registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
-    from registry.config import RedisConfig
-    from registry.shared_state import SharedState, TokenMarks
+    from pyreg.registry.auth.middleware import AuthService
+    from pyreg.registry.auth.scope import parse_scopes
+    from pyreg.registry.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+    from pyreg.registry.config import RedisConfig
+    from pyreg.registry.shared_state import SharedState, TokenMarks
 
     key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     issuer = TokenIssuer(key, issuer="pyreg", service="reg", ttl=300)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.reference import (
+from pyreg.storage.reference import (
     ERR_INVALID_FORMAT,
     ERR_NAME_TOO_LONG,
     Reference,

@@ -321,8 +321,8 @@ def test_redirect_through_nginx(moto_server: MotoServer, s3_bucket: str, tmp_pat
 @pytest.mark.parametrize("trust", [True, False])
 async def test_forwarded_headers_build_locations(tmp_path: Path, trust: bool) -> None:
     """proxy.trustforwarded: Location follows X-Forwarded-Proto/Host; otherwise it is relative."""
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
 
     config = load_config(data={"storage": {"filesystem": {"rootdirectory": str(tmp_path)}},
                                "proxy": {"trustforwarded": trust}}, environ={})

@@ -6,10 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from registry.auth.middleware import classify
-from registry.routes import match as route_match
-from storage.remote.auth import request_scopes
-from storage.routes import Route, match, parse_path, token_scopes
+from pyreg.registry.auth.middleware import classify
+from pyreg.registry.routes import match as route_match
+from pyreg.storage.remote.auth import request_scopes
+from pyreg.storage.routes import Route, match, parse_path, token_scopes
 
 PATHS = [
     "", "_catalog", "a/manifests/1", "a/b/blobs/sha256:00", "a/blobs/uploads/", "a/blobs/uploads",
@@ -74,7 +74,7 @@ def test_mount_scope() -> None:
 def test_only_short_paths_are_cached() -> None:
     """Every real path is short; a hostile one up to the 64 KiB header limit is parsed each time,
     so 4096 of them can't hold hundreds of MiB in the route cache."""
-    from storage import routes
+    from pyreg.storage import routes
 
     long_name = "a/" * 2000 + "b"
     before = routes._match_cached.cache_info().currsize

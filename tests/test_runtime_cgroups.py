@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroups
+from pyreg.runtime import cgroups
 from tests.fixtures.runtime import RuntimeEnv
 
 pytestmark = pytest.mark.root
@@ -93,7 +93,7 @@ def test_memory_limit_oom_kills_and_is_reported(busybox_store: RuntimeEnv, versi
     rec = env.state("hog")
     assert rec["exit_code"] == 137 and rec["oom_killed"] is True
     monkeypatch.setenv("PYREG_RUN_ROOT", str(env.run_root))
-    from runtime.api import inspect_container
+    from pyreg.runtime.api import inspect_container
 
     info = inspect_container("hog")
     assert info is not None

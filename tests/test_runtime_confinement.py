@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from runtime import cgroups, devices
+from pyreg.runtime import cgroups, devices
 from tests import images
 from tests.fixtures.runtime import RuntimeEnv
 
@@ -177,7 +177,7 @@ CANARY_HELPER = textwrap.dedent("""
 def run_with_canary_key(env: RuntimeEnv, *args: str) -> tuple[str, list[str]]:
     if os.uname().machine not in ("x86_64", "aarch64"):
         pytest.skip("key syscall numbers known for x86_64 and aarch64 only")
-    r = subprocess.run([sys.executable, "-c", CANARY_HELPER, sys.executable, "-m", "client.cli", *args],
+    r = subprocess.run([sys.executable, "-c", CANARY_HELPER, sys.executable, "-m", "pyreg", *args],
                        env=env.env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode < 125, r.stderr
@@ -243,7 +243,7 @@ def cap_eff(env: RuntimeEnv, *flags: str) -> tuple[int, dict[str, str]]:
 
 
 def test_capability_flags(probe_env: RuntimeEnv) -> None:
-    from runtime import linux
+    from pyreg.runtime import linux
 
     default = sum(1 << c for c in linux.DEFAULT_CAPS.values())
     assert cap_eff(probe_env)[0] == default
@@ -301,7 +301,7 @@ def v1_limits() -> Iterator[None]:
 
 
 def test_default_pids_limit_and_client_config(probe_env: RuntimeEnv, v1_limits: None) -> None:
-    from runtime.spec import DEFAULT_PIDS_LIMIT
+    from pyreg.runtime.spec import DEFAULT_PIDS_LIMIT
 
     env = probe_env
     got = _limits(env)
@@ -339,7 +339,7 @@ def test_default_pids_limit_stops_a_fork_bomb(probe_env: RuntimeEnv, v1_limits: 
 
 
 def test_tweak_capabilities_is_dockers_rule() -> None:
-    from runtime import confine, linux
+    from pyreg.runtime import confine, linux
 
     base = list(linux.DEFAULT_CAPS)
     assert confine.tweak_capabilities([], [], False) == base
@@ -353,7 +353,7 @@ def test_tweak_capabilities_is_dockers_rule() -> None:
 
 
 def test_seccomp_cache_trusts_only_root_only_files(tmp_path: Path) -> None:
-    from runtime import linux, seccomp
+    from pyreg.runtime import linux, seccomp
 
     raw = seccomp.load_profile()
     caps = set(linux.DEFAULT_CAPS)

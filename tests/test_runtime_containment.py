@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import rootfs
+from pyreg.runtime import rootfs
 from tests import images
 from tests.fixtures.runtime import REPO_ROOT, RuntimeEnv
 
@@ -170,7 +170,7 @@ def running(hostile: RuntimeEnv) -> Iterator[tuple[RuntimeEnv, str]]:
 
 
 def _pyreg(env: RuntimeEnv, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], env=env.env, cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], env=env.env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, pass_fds=pass_fds)
 
 
@@ -239,7 +239,7 @@ def test_exec_helper_cannot_be_opened_before_it_execs(running: tuple[RuntimeEnv,
     python_mode = os.stat(os.path.realpath(sys.executable)).st_mode
     proc = subprocess.Popen([strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=execve",
                              "-e", "inject=execve:delay_enter=4000000",
-                             sys.executable, "-m", "client.cli", "exec", cid, "/bin/true"],
+                             sys.executable, "-m", "pyreg", "exec", cid, "/bin/true"],
                             env=env.env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -272,7 +272,7 @@ def _held_in_container_execve(pid: int, container_pid: int) -> bool:
         status = dict(ln.split(":\t", 1) for ln in _read(f"/proc/{pid}/status").splitlines() if ":\t" in ln)
     except (OSError, IndexError):
         return False
-    from runtime import linux
+    from pyreg.runtime import linux
 
     default = sum(1 << c for c in linux.DEFAULT_CAPS.values())
     return int(status["CapEff"], 16) == default
@@ -349,7 +349,7 @@ def test_exec_user_lookup_ignores_a_fifo_passwd(running: tuple[RuntimeEnv, str])
 
 
 def test_passwd_larger_than_the_bound_is_refused(hostile: RuntimeEnv, tmp_path: Path) -> None:
-    from runtime import identity
+    from pyreg.runtime import identity
 
     big = tmp_path / "passwd"
     with open(big, "w") as f:

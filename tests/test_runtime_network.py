@@ -72,7 +72,7 @@ class NetNs:
 
     def pyreg(self, *args: str, check: bool = False,
               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*self.enter, sys.executable, "-m", "client.cli", *args],
+        proc = subprocess.run([*self.enter, sys.executable, "-m", "pyreg", *args],
                               env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n"
@@ -80,7 +80,7 @@ class NetNs:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*self.enter, sys.executable, "-m", "client.cli", *args],
+        return subprocess.Popen([*self.enter, sys.executable, "-m", "pyreg", *args],
                                 env=self.env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
@@ -321,7 +321,7 @@ class RootlessNs:
     def pyreg(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         # nsenter -S/-G: setns as root, then nobody (and no supplementary groups) for pyreg
         proc = subprocess.run([*self.enter, "-S", str(NOBODY), "-G", str(NOBODY), SYSTEM_PYTHON,
-                               "-m", "client.cli", *args], env=self.env, cwd=self.rl.base,
+                               "-m", "pyreg", *args], env=self.env, cwd=self.rl.base,
                               capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"pyreg {' '.join(args)} exited {proc.returncode}:\n"

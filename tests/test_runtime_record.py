@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.record import Container, ContainerConfig
+from pyreg.runtime.record import Container, ContainerConfig
 from tests.fixtures.runtime import REPO_ROOT
 
 CID = "0123456789abcdef" * 4
@@ -74,7 +74,7 @@ def _pyreg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYREG_RUN_ROOT": str(tmp_path / "run"),
            "PYREG_STORE": str(tmp_path / "store"), "PYREG_CONFIG": str(tmp_path / "config.json"),
            "HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], env=env, cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "pyreg", *args], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -45,7 +45,7 @@ class RootlessEnv:
         }
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([SYSTEM_PYTHON, "-m", "client.cli", *args], env=self.env, cwd=self.base,
+        return subprocess.run([SYSTEM_PYTHON, "-m", "pyreg", *args], env=self.env, cwd=self.base,
                               capture_output=True, text=True, timeout=timeout, user=NOBODY, group=NOBODY,
                               extra_groups=[])
 
@@ -69,7 +69,8 @@ def _skip_unless_possible() -> None:
     require_root_runtime()
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run pyreg as an unprivileged user")
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import client.cli, runtime.container, storage.localstore"],
+    probe = subprocess.run([SYSTEM_PYTHON, "-c",
+                            "import pyreg.client.cli, pyreg.runtime.container, pyreg.storage.localstore"],
                            user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
                            cwd="/", env={"PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"})
     if probe.returncode != 0:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.s3 import MIN_PART, PENDING, S3Config, S3Driver, parse_duration, s3_config_from_dict
+from pyreg.storage.s3 import MIN_PART, PENDING, S3Config, S3Driver, parse_duration, s3_config_from_dict
 from tests.driver_suite import blob, read_all
 from tests.fixtures.s3 import MotoServer
 
@@ -118,9 +118,9 @@ async def test_append_to_large_committed_object_copies_server_side(make: Any) ->
 
 
 async def test_append_copies_a_large_base_in_ranges(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import storage.s3
+    import pyreg.storage.s3
 
-    monkeypatch.setattr(storage.s3, "COPY_RANGE", MIN_PART)  # 11 MiB -> two ranged copies at once
+    monkeypatch.setattr(pyreg.storage.s3, "COPY_RANGE", MIN_PART)  # 11 MiB -> two ranged copies at once
     d = make()
     data = blob(11 * MiB, seed=12)
     await d.put_content("/pc/data", data)
@@ -215,8 +215,8 @@ def test_config() -> None:
 
 def test_from_registry_config(s3_section: dict[str, Any]) -> None:
     """registry/drivers.py builds the driver from the registry's own config dataclass."""
-    from registry.config import load_config
-    from registry.drivers import make_driver
+    from pyreg.registry.config import load_config
+    from pyreg.registry.drivers import make_driver
 
     section = {**s3_section, "redirect": {"enabled": True, "expiry": "20m"}}
     driver = make_driver(load_config(data={"storage": {"s3": section}}))
@@ -228,8 +228,8 @@ def test_from_registry_config(s3_section: dict[str, Any]) -> None:
 
 async def test_registry_blob_get_redirects_head_does_not(s3_section: dict[str, Any]) -> None:
     """With storage.s3.redirect on, a blob GET answers 307 to a presigned URL; HEAD answers itself."""
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
 
     config = load_config(data={"storage": {"s3": {**s3_section, "redirect": {"enabled": True}}}}, environ={})
     app = create_app(config)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
-from storage.names import is_valid_tag, name_problem
+from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from pyreg.storage.names import is_valid_tag, name_problem
 
 
 def test_digest_roundtrip_and_algorithms() -> None:

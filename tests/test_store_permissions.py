@@ -34,13 +34,13 @@ from typing import Any
 
 import pytest
 
-from client import archive
-from runtime import images as run_images
-from runtime import state
-from runtime.extract import extract_layer
-from storage.digest import Digest
-from storage.localstore import LocalStore, StoreError
-from storage.private import UnsafeDirError
+from pyreg.client import archive
+from pyreg.runtime import images as run_images
+from pyreg.runtime import state
+from pyreg.runtime.extract import extract_layer
+from pyreg.storage.digest import Digest
+from pyreg.storage.localstore import LocalStore, StoreError
+from pyreg.storage.private import UnsafeDirError
 from tests import images
 from tests.fixtures.client import mem_image
 from tests.fixtures.runtime import RuntimeEnv, mounts_mentioning, require_root_runtime

@@ -113,8 +113,8 @@ async def test_ui_off_by_default(make_registry_client: Callable[..., Any]) -> No
 
 async def test_api_lists_only_what_the_caller_may_pull(make_registry_app: Callable[..., Any],
                                                         seeded: dict[str, Any]) -> None:
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     app = create_app(load_config(data=seeded, environ={}))
@@ -144,8 +144,8 @@ async def test_api_lists_only_what_the_caller_may_pull(make_registry_app: Callab
 
 
 async def test_login_refuses_wrong_password_and_other_origins(seeded: dict[str, Any]) -> None:
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     async with asgi_client(create_app(load_config(data=seeded, environ={}))) as c:
@@ -158,8 +158,8 @@ async def test_login_refuses_wrong_password_and_other_origins(seeded: dict[str, 
 
 
 async def test_delete_needs_the_right_csrf_origin_and_rule(seeded: dict[str, Any]) -> None:
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     app = create_app(load_config(data=seeded, environ={}))
@@ -189,9 +189,9 @@ async def test_delete_needs_the_right_csrf_origin_and_rule(seeded: dict[str, Any
 async def test_delete_sends_the_webhook_event(seeded: dict[str, Any],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A delete through the UI is announced to the notification endpoints as an API DELETE is."""
-    from registry import notifications
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry import notifications
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     published: list[dict[str, Any]] = []
@@ -208,8 +208,8 @@ async def test_delete_sends_the_webhook_event(seeded: dict[str, Any],
 
 async def test_delete_refused_when_deletes_are_disabled(make_registry_config: Callable[..., dict[str, Any]],
                                                         tmp_path: Path) -> None:
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     config = make_registry_config(_ui_config(tmp_path, None, storage={"delete": {"enabled": False}}))
@@ -427,8 +427,8 @@ def test_browser_big_registry_one_request_per_page(browser: Any, make_registry_s
 
 async def test_referrers_listed_by_artifact_type(seeded: dict[str, Any]) -> None:
     """A signature and an SBOM pushed through /v2 with ``subject`` show on their image's page."""
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     root = _root(seeded)
@@ -457,8 +457,8 @@ async def test_referrers_listed_by_artifact_type(seeded: dict[str, Any]) -> None
 async def test_session_works_across_processes_sharing_storage(seeded: dict[str, Any]) -> None:
     """Without http.secret the key lives in the storage: another worker or replica (another app
     on the same storage) accepts the cookie; a forged cookie is anonymous."""
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
     from tests.fixtures.registry import asgi_client
 
     async with asgi_client(create_app(load_config(data=seeded, environ={}))) as first:

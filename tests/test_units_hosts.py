@@ -13,11 +13,11 @@ MIB10 = 10 * 1024 * 1024
 
 def test_10M_means_one_thing_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``10M`` (and ``10MB``, ``10MiB``, ``10m``) is 10,485,760 bytes in every place that reads a size."""
-    from client import config as client_config
-    from registry.config import load_config
-    from registry.config import parse_size as registry_size
-    from runtime.spec import parse_bytes
-    from storage import units
+    from pyreg.client import config as client_config
+    from pyreg.registry.config import load_config
+    from pyreg.registry.config import parse_size as registry_size
+    from pyreg.runtime.spec import parse_bytes
+    from pyreg.storage import units
 
     monkeypatch.setenv("PYREG_CONFIG", str(tmp_path / "absent.yml"))
     for text in ("10M", "10m", "10MB", "10mb", "10MiB"):
@@ -41,9 +41,9 @@ def test_10M_means_one_thing_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_durations_read_alike() -> None:
     """The registry config and the S3 driver's redirect expiry read durations with one grammar."""
-    from registry.config import parse_duration as registry_duration
-    from storage.s3 import s3_config_from_dict
-    from storage.units import parse_duration
+    from pyreg.registry.config import parse_duration as registry_duration
+    from pyreg.storage.s3 import s3_config_from_dict
+    from pyreg.storage.units import parse_duration
 
     for text, seconds in (("20m", 1200), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("15", 15)):
         assert parse_duration(text) == seconds == registry_duration(text)
@@ -66,9 +66,9 @@ NOT_LOOPBACK = ["0.0.0.0", "0.0.0.0:5000", "::", "[::]:5000", "128.0.0.1", "192.
 def test_loopback_detection_agrees(addr: str) -> None:
     """The server's "no auth on a public address" warning and the client's "plain HTTP to loopback"
     are one function, so they agree on every spelling of an address."""
-    from client.config import is_loopback as client_is_loopback
-    from registry.auth.middleware import is_loopback as server_is_loopback
-    from storage.netaddr import is_loopback
+    from pyreg.client.config import is_loopback as client_is_loopback
+    from pyreg.registry.auth.middleware import is_loopback as server_is_loopback
+    from pyreg.storage.netaddr import is_loopback
 
     expected = addr in LOOPBACK
     assert is_loopback(addr) is expected
@@ -76,8 +76,8 @@ def test_loopback_detection_agrees(addr: str) -> None:
 
 
 def test_host_port_splitting() -> None:
-    from registry.config import ConfigError, split_addr
-    from storage.netaddr import host_of, split_host_port
+    from pyreg.registry.config import ConfigError, split_addr
+    from pyreg.storage.netaddr import host_of, split_host_port
 
     assert split_host_port("[::1]:5000") == ("::1", 5000)
     assert split_host_port("::1") == ("::1", None)

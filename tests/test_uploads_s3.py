@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from storage.s3 import MIN_PART, PENDING, S3Driver, s3_config_from_dict
+from pyreg.storage.s3 import MIN_PART, PENDING, S3Driver, s3_config_from_dict
 from tests.driver_suite import blob
 from tests.fixtures.s3 import MotoServer
 
@@ -17,8 +17,8 @@ ROOT = "pyreg/docker/registry/v2/repositories"
 
 
 def make_client(s3_section: dict[str, Any]) -> httpx.AsyncClient:
-    from registry.app import create_app
-    from registry.config import load_config
+    from pyreg.registry.app import create_app
+    from pyreg.registry.config import load_config
 
     config = {"storage": {"s3": s3_section, "maintenance": {"uploadpurging": {"enabled": False}}},
               "log": {"accesslog": {"disabled": True}}}

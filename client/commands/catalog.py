@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

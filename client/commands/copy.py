@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     common.lean_httpx()
-    from client import config, transports
-    from storage.graph import Platform
+    from pyreg.client import config, transports
+    from pyreg.storage.graph import Platform
 
     src, dest = transports.parse_spec(args.src), transports.parse_spec(args.dest)
     platform = Platform.parse(args.platform) if args.platform else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +24,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage.reference import parse
+    from pyreg.storage.reference import parse
 
     ref = parse(args.ref, default_tag=False)
     if ref.tag is None and ref.digest is None:
         raise ValueError(f"{args.ref}: name a tag or a digest to delete")
     deleted = ref.reference
     common.lean_httpx()
-    from storage.remote import RemoteError
+    from pyreg.storage.remote import RemoteError
 
     with common.remote(ref.registry, args) as rc:
         try:

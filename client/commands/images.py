@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from client import common
+from pyreg.client import common
 
 _FILTER_KEYS = ("reference", "dangling", "before", "since", "label")
 
@@ -57,7 +57,7 @@ def _epoch(created: str) -> float | None:
 
 def _since(created: str) -> str:
     """docker's CREATED column: ``2 hours ago``; ``N/A`` when the config has no date."""
-    from storage.units import human_duration
+    from pyreg.storage.units import human_duration
 
     t = _epoch(created)
     return "N/A" if t is None else f"{human_duration(max(0.0, time.time() - t))} ago"
@@ -69,7 +69,7 @@ def _id(r: dict[str, Any], no_trunc: bool) -> str:
 
 def _fields(r: dict[str, Any], no_trunc: bool = False) -> dict[str, Any]:
     """What ``images --format`` sees: docker's field names."""
-    from storage.units import human_size
+    from pyreg.storage.units import human_size
 
     return {"Repository": r["repository"], "Tag": r["tag"], "ID": _id(r, no_trunc),
             "Digest": r["digest"], "CreatedAt": r["created"], "CreatedSince": _since(r["created"]),
@@ -148,8 +148,8 @@ def _select(rows: list[dict[str, Any]], filters: dict[str, list[str]]) -> list[d
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage import mediatypes
-    from storage.units import human_size
+    from pyreg.storage import mediatypes
+    from pyreg.storage.units import human_size
 
     filters = _parse_filters(args.filter)
     if args.repository:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 def container_lookup(name: str) -> dict[str, Any] | None:
     """The runtime's view of a container, or None: ``runtime.api.inspect_container(name)``."""
     try:
-        from runtime.api import inspect_container
+        from pyreg.runtime.api import inspect_container
     except ImportError:
         return None
     try:
@@ -40,8 +40,8 @@ def container_lookup(name: str) -> dict[str, Any] | None:
 
 
 def _local(text: str) -> dict[str, Any] | None:
-    from storage import mediatypes
-    from storage.localstore import ImageNotFoundError, StoreError
+    from pyreg.storage import mediatypes
+    from pyreg.storage.localstore import ImageNotFoundError, StoreError
 
     store = common.store()
     try:
@@ -64,9 +64,9 @@ def _local(text: str) -> dict[str, Any] | None:
 def _remote(args: argparse.Namespace) -> dict[str, Any]:
     import json
 
-    from storage import mediatypes
-    from storage.graph import Platform, select_platform
-    from storage.reference import parse
+    from pyreg.storage import mediatypes
+    from pyreg.storage.graph import Platform, select_platform
+    from pyreg.storage.reference import parse
 
     ref = parse(args.ref)
     with common.remote(ref.registry, args) as rc:

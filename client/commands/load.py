@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client.archive import load
-    from storage.reference import parse
+    from pyreg.client.archive import load
+    from pyreg.storage.reference import parse
 
     tag = str(parse(args.tag)) if args.tag else None
     if args.input is None or args.input == "-":

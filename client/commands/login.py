@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client import credentials
+    from pyreg.client import credentials
 
     registry = common.registry_name(args.registry)
     if args.password_stdin and args.password is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client import credentials
+    from pyreg.client import credentials
 
     registry = common.registry_name(args.registry)
     if not credentials.erase(registry, args.authfile):

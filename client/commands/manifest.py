@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from client import common
+from pyreg.client import common
 
 _PLATFORM_FLAGS = (("--os", "os"), ("--arch", "architecture"), ("--variant", "variant"),
                    ("--os-version", "os.version"))
@@ -95,9 +95,9 @@ class _List:
 
     @classmethod
     def load(cls, store: Any, text: str, create: bool = False) -> _List:
-        from storage import mediatypes as mt
-        from storage.localstore import ImageNotFoundError
-        from storage.reference import parse
+        from pyreg.storage import mediatypes as mt
+        from pyreg.storage.localstore import ImageNotFoundError
+        from pyreg.storage.reference import parse
 
         name = str(parse(text))
         try:
@@ -112,7 +112,7 @@ class _List:
         return cls(store, record.name, list(index.manifests), dict(index.annotations or {}))
 
     def save(self) -> str:
-        from storage.manifestlist import build
+        from pyreg.storage.manifestlist import build
 
         data, index = build(self.members, self.annotations)
         with self.store.writing():
@@ -133,12 +133,12 @@ def _annotations(pairs: list[str]) -> dict[str, str]:
 
 def _members_of(store: Any, text: str, args: argparse.Namespace) -> list[Any]:
     """Descriptors (with platforms) for an image argument: local, else fetched from its registry."""
-    from client.transports import fetch
-    from storage import mediatypes as mt
-    from storage.localstore import ImageNotFoundError
-    from storage.manifest import Descriptor
-    from storage.manifestlist import platform_of
-    from storage.reference import parse
+    from pyreg.client.transports import fetch
+    from pyreg.storage import mediatypes as mt
+    from pyreg.storage.localstore import ImageNotFoundError
+    from pyreg.storage.manifest import Descriptor
+    from pyreg.storage.manifestlist import platform_of
+    from pyreg.storage.reference import parse
 
     remote = text.startswith("docker://")
     desc = None
@@ -181,8 +181,8 @@ def _edited(desc: Any, args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------- actions
 
 def _create(args: argparse.Namespace) -> int:
-    from storage.localstore import ImageNotFoundError
-    from storage.manifestlist import with_member
+    from pyreg.storage.localstore import ImageNotFoundError
+    from pyreg.storage.manifestlist import with_member
 
     store = common.store()
     exists = True
@@ -203,7 +203,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from storage.manifestlist import with_member
+    from pyreg.storage.manifestlist import with_member
 
     store = common.store()
     lst = _List.load(store, args.list)
@@ -214,7 +214,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from storage.digest import Digest, DigestError
+    from pyreg.storage.digest import Digest, DigestError
 
     store = common.store()
     lst = _List.load(store, args.list)
@@ -237,7 +237,7 @@ def _annotate(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from storage.localstore import ImageNotFoundError
+    from pyreg.storage.localstore import ImageNotFoundError
 
     store = common.store(create=False)
     data = None
@@ -248,7 +248,7 @@ def _inspect(args: argparse.Namespace) -> int:
         except ImageNotFoundError:
             data = None
     if data is None:
-        from storage.reference import parse
+        from pyreg.storage.reference import parse
 
         ref = parse(args.list.removeprefix("docker://"))
         with common.remote(ref.registry, args) as rc:
@@ -259,11 +259,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     common.lean_httpx()
-    from client import config, transfer
-    from client.transports import push_source
-    from storage.manifest import Descriptor
-    from storage.reference import parse
-    from storage.transports import Image
+    from pyreg.client import config, transfer
+    from pyreg.client.transports import push_source
+    from pyreg.storage.manifest import Descriptor
+    from pyreg.storage.reference import parse
+    from pyreg.storage.transports import Image
 
     store = common.store()
     lst = _List.load(store, args.list)
@@ -277,8 +277,8 @@ def _push(args: argparse.Namespace) -> int:
             result = transfer.push(source, dest, parallel=config.parallel(args.parallel),
                                    insecure=args.insecure, progress=progress)
     else:  # the index alone: its members must be in the repository already
-        from client.remote import connect
-        from storage.remote.store import RemoteStore
+        from pyreg.client.remote import connect
+        from pyreg.storage.remote.store import RemoteStore
 
         with connect(dest.registry, insecure=args.insecure) as rc:
             RemoteStore(rc, dest.repository).push_manifest(desc, store.read_blob(desc.digest),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +16,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client import origins
-    from client.progress import human
-    from runtime.api import prune_build_cache
+    from pyreg.client import origins
+    from pyreg.client.progress import human
+    from pyreg.runtime.api import prune_build_cache
 
     store = common.store()
     removed = store.prune(common.keep_digests(common.container_images()), dangling=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client import config
-    from storage.reference import parse
+    from pyreg.client import config
+    from pyreg.storage.reference import parse
 
     ref = parse(args.ref, default_tag=not args.all_tags)
     if args.all_tags and (ref.tag is not None or ref.digest is not None):
@@ -34,11 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.all_tags and not args.platform and _present(args, ref, store):
         return 0
     common.lean_httpx()
-    from client import transfer
+    from pyreg.client import transfer
 
     extractor = None
     if not args.no_extract:
-        from runtime.api import extract_layer
+        from pyreg.runtime.api import extract_layer
 
         extractor = extract_layer
     platform = transfer.Platform.parse(args.platform) if args.platform else None
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 def _present(args: argparse.Namespace, ref: Any, store: Any) -> bool:
     """The pull of an image the store holds whole and the registry still names (client/present.py):
     reported as the full pull reports it, without the full pull's imports."""
-    from client import config, present
+    from pyreg.client import config, present
 
     result = present.check(ref, store, extract=not args.no_extract,
                            plain_http=config.plain_http_allowed(ref.registry, args.insecure))

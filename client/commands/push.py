@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +35,8 @@ def _layout_path(src: str) -> tuple[Path, str | None] | None:
 
 def _run(args: argparse.Namespace) -> int:
     common.lean_httpx()
-    from client import config, transfer
-    from storage.reference import parse
+    from pyreg.client import config, transfer
+    from pyreg.storage.reference import parse
 
     chunk_size = config.chunk_size(args.chunk_size)
     with tempfile.TemporaryDirectory(prefix="pyreg-push-") as tmp:
@@ -44,8 +44,8 @@ def _run(args: argparse.Namespace) -> int:
         if layout is not None:
             source = transfer.layout_source(*layout)
         elif Path(args.src).is_file():
-            from client.archive import load
-            from storage.localstore import LocalStore
+            from pyreg.client.archive import load
+            from pyreg.storage.localstore import LocalStore
 
             scratch = LocalStore(Path(tmp) / "store")
             records = load(Path(args.src), scratch)
@@ -54,13 +54,13 @@ def _run(args: argparse.Namespace) -> int:
             source = transfer.local_source(scratch, records[0].name)
             source.mount_from = None
         else:
-            from client.transports import looks_like_path, parse_spec
+            from pyreg.client.transports import looks_like_path, parse_spec
 
             if looks_like_path(args.src):
                 parse_spec(args.src)  # says what the path is not (no such file, not a layout)
             source = transfer.local_source(common.store(), args.src)
         if args.dest is None and layout is None and not Path(args.src).is_file():
-            from storage.imageindex import is_unnamed
+            from pyreg.storage.imageindex import is_unnamed
 
             if is_unnamed(source.name):
                 raise ValueError(f"image {args.src} has no name: push it as pyreg push {args.src} NAME[:TAG]")

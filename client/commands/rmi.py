@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from client import common
+from pyreg.client import common
 
 if TYPE_CHECKING:
-    from storage.imageindex import ImageRecord
+    from pyreg.storage.imageindex import ImageRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
                 if removed["blobs"] or removed["layers"]:
                     print(f"Deleted: {removed['blobs']} blobs, {removed['layers']} layers")
     if out:
-        from client import origins
+        from pyreg.client import origins
 
         origins.sweep(store.root, store.has_blob)
     if args.json:

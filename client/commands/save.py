@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from client.archive import save
+    from pyreg.client.archive import save
 
     if args.output is None and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")

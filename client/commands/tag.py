@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage.reference import parse
+    from pyreg.storage.reference import parse
 
     store = common.store()
     record = store.lookup(args.src)

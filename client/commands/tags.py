@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import common
+from pyreg.client import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage.reference import parse_repository
+    from pyreg.storage.reference import parse_repository
 
     ref = parse_repository(args.repo)
     with common.remote(ref.registry, args) as rc:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.auth.scope import Scope
-from storage.names import name_problem
+from pyreg.registry.auth.scope import Scope
+from pyreg.storage.names import name_problem
 
 ACTIONS: frozenset[str] = frozenset({"pull", "push", "delete"})
 CATALOG = Scope("registry", "catalog", frozenset({"*"}))

@@ -27,15 +27,15 @@ from urllib.parse import parse_qsl, urlencode
 import anyio.to_thread
 from starlette.responses import Response
 
-from registry.auth.access import ANONYMOUS, AccessPolicy, Identity
-from registry.auth.htpasswd import Htpasswd
-from registry.auth.ratelimit import FailedLoginLimiter, client_key
-from registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
-from registry.errors import error_response
-from registry.shared_state import LoginCounts, TokenMarks, Unavailable
-from storage import routes
-from storage.names import name_problem
-from storage.netaddr import is_loopback
+from pyreg.registry.auth.access import ANONYMOUS, AccessPolicy, Identity
+from pyreg.registry.auth.htpasswd import Htpasswd
+from pyreg.registry.auth.ratelimit import FailedLoginLimiter, client_key
+from pyreg.registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
+from pyreg.registry.errors import error_response
+from pyreg.registry.shared_state import LoginCounts, TokenMarks, Unavailable
+from pyreg.storage import routes
+from pyreg.storage.names import name_problem
+from pyreg.storage.netaddr import is_loopback
 
 log = logging.getLogger("pyreg.auth")
 
@@ -238,7 +238,7 @@ class AuthMiddleware:
             send = self._with_hsts(send)
         path: str = scope["path"]
         if self.s.issuer is not None and path in (self.s.token_path, self.s.token_path + "/jwks"):
-            from registry.auth.token_endpoint import jwks_endpoint, token_endpoint
+            from pyreg.registry.auth.token_endpoint import jwks_endpoint, token_endpoint
 
             handler = token_endpoint if path == self.s.token_path else jwks_endpoint
             await handler(self.s, scope, receive, send)

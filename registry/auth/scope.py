@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from storage.names import name_problem
+from pyreg.storage.names import name_problem
 
 _TYPE = re.compile(r"^([a-z0-9]+)(?:\(([a-z0-9]+)\))?$")
 _ACTION = re.compile(r"^(?:[a-z]*|\*)$")

@@ -15,11 +15,11 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from registry.auth.access import AccessPolicy, parse_rules
-from registry.auth.htpasswd import Htpasswd
-from registry.auth.middleware import AuthMiddleware, AuthService, warn_if_open
-from registry.auth.ratelimit import FailedLoginLimiter
-from registry.auth.tokens import (
+from pyreg.registry.auth.access import AccessPolicy, parse_rules
+from pyreg.registry.auth.htpasswd import Htpasswd
+from pyreg.registry.auth.middleware import AuthMiddleware, AuthService, warn_if_open
+from pyreg.registry.auth.ratelimit import FailedLoginLimiter
+from pyreg.registry.auth.tokens import (
     KeyError_,
     TokenIssuer,
     TokenVerifier,
@@ -28,8 +28,8 @@ from registry.auth.tokens import (
     load_private_key,
     load_public_keys,
 )
-from registry.shared_state import LoginCounts, SharedState, TokenMarks
-from storage.netaddr import host_of
+from pyreg.registry.shared_state import LoginCounts, SharedState, TokenMarks
+from pyreg.storage.netaddr import host_of
 
 log = logging.getLogger("pyreg.auth")
 

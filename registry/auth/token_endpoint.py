@@ -18,10 +18,10 @@ from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, Response
 
-from registry.auth.access import ANONYMOUS, Identity
-from registry.auth.middleware import AuthService, _client, _empty_basic, _header, parse_basic
-from registry.auth.scope import ScopeError, format_scopes, requested_scopes
-from registry.auth.tokens import InvalidToken, public_jwk
+from pyreg.registry.auth.access import ANONYMOUS, Identity
+from pyreg.registry.auth.middleware import AuthService, _client, _empty_basic, _header, parse_basic
+from pyreg.registry.auth.scope import ScopeError, format_scopes, requested_scopes
+from pyreg.registry.auth.tokens import InvalidToken, public_jwk
 
 Scope_ = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

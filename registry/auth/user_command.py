@@ -11,7 +11,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from registry.auth import htpasswd
+from pyreg.registry.auth import htpasswd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def _path(args: argparse.Namespace) -> str | None:
     if args.file:
         return str(args.file)
     if args.config:
-        from registry.config import load_config
+        from pyreg.registry.config import load_config
 
         config = load_config(args.config)
         if config.auth.htpasswd is not None and config.auth.htpasswd.path:

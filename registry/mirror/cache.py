@@ -24,17 +24,17 @@ from typing import Any, Final, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from registry.config import MirrorConfig
-from registry.errors import RegistryError, blob_unknown, manifest_unknown
-from registry.layout import ROOT, Layout, StoredManifest, blob_data_path
-from registry.mirror import metrics
-from registry.mirror.config import Route, route
-from registry.mirror.fill import Fill, FillError
-from registry.mirror.upstream import Upstream, unavailable
-from storage.digest import Digest
-from storage.errors import PathNotFoundError
-from storage.manifest import ManifestError, parse_manifest
-from storage.remote import RemoteError
+from pyreg.registry.config import MirrorConfig
+from pyreg.registry.errors import RegistryError, blob_unknown, manifest_unknown
+from pyreg.registry.layout import ROOT, Layout, StoredManifest, blob_data_path
+from pyreg.registry.mirror import metrics
+from pyreg.registry.mirror.config import Route, route
+from pyreg.registry.mirror.fill import Fill, FillError
+from pyreg.registry.mirror.upstream import Upstream, unavailable
+from pyreg.storage.digest import Digest
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.manifest import ManifestError, parse_manifest
+from pyreg.storage.remote import RemoteError
 
 log = logging.getLogger("pyreg.mirror")
 
@@ -270,7 +270,7 @@ class Mirror:
 
     async def blob(self, request: Request, registry: Any, name: str, digest: Digest,
                    where: Route) -> Response:
-        from registry.routes.blobs import serve_blob  # the one way a stored blob is answered
+        from pyreg.registry.routes.blobs import serve_blob  # the one way a stored blob is answered
 
         upstream = self.upstreams[where.upstream]
         size = await self.layout.repo_blob_size(name, digest)

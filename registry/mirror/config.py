@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from registry.config import Config, ConfigError, MirrorConfig, UpstreamConfig
-from storage.names import name_problem
+from pyreg.registry.config import Config, ConfigError, MirrorConfig, UpstreamConfig
+from pyreg.storage.names import name_problem
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 
-from registry.config import Config
-from registry.layout import Layout, delete_path, repo_path, revision_link_path
-from registry.mirror.cache import pulled_path
-from registry.mirror.config import route
-from storage.digest import Digest, DigestError
-from storage.driver import Driver
-from storage.errors import PathNotFoundError
+from pyreg.registry.config import Config
+from pyreg.registry.layout import Layout, delete_path, repo_path, revision_link_path
+from pyreg.registry.mirror.cache import pulled_path
+from pyreg.registry.mirror.config import route
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.driver import Driver
+from pyreg.storage.errors import PathNotFoundError
 
 log = logging.getLogger("pyreg.mirror")
 

@@ -29,13 +29,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final
 
-from registry.layout import LOCKS, ROOT, Layout, blob_data_path, delete_path
-from registry.mirror import metrics
-from registry.mirror.upstream import Upstream
-from storage.digest import Digest, new_hasher
-from storage.driver import Driver, Lock
-from storage.errors import PathNotFoundError
-from storage.remote import RemoteError
+from pyreg.registry.layout import LOCKS, ROOT, Layout, blob_data_path, delete_path
+from pyreg.registry.mirror import metrics
+from pyreg.registry.mirror.upstream import Upstream
+from pyreg.storage.digest import Digest, new_hasher
+from pyreg.storage.driver import Driver, Lock
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.remote import RemoteError
 
 log = logging.getLogger("pyreg.mirror")
 

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from registry.config import UpstreamConfig
-from registry.mirror.config import upstream_host
-from storage.digest import Digest
-from storage.manifest import ManifestBlob
-from storage.remote import (
+from pyreg.registry.config import UpstreamConfig
+from pyreg.registry.mirror.config import upstream_host
+from pyreg.storage.digest import Digest
+from pyreg.storage.manifest import ManifestBlob
+from pyreg.storage.remote import (
     AuthError,
     Login,
     RegistryClient,
@@ -126,7 +126,7 @@ class Upstream:
     def head_manifest(self, repo: str, reference: str) -> tuple[Digest | None, str | None]:
         """(digest, media type) of a tag upstream; (None, None) when upstream has no such tag.
         A HEAD that names no digest is answered by a GET (some registries omit the header)."""
-        from storage.remote.client import MANIFEST_ACCEPT
+        from pyreg.storage.remote.client import MANIFEST_ACCEPT
 
         what = f"manifest {repo}:{reference} at {self.host}"
         r = self._send("HEAD", f"{repo}/manifests/{reference}", what,

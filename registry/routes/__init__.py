@@ -14,11 +14,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from registry.errors import RegistryError, error_response
-from registry.routes import blobs, listing, manifests
-from registry.routes.common import BASE_HEADERS, Registry
-from storage import routes
-from storage.errors import InvalidPathError, PathNotFoundError
+from pyreg.registry.errors import RegistryError, error_response
+from pyreg.registry.routes import blobs, listing, manifests
+from pyreg.registry.routes.common import BASE_HEADERS, Registry
+from pyreg.storage import routes
+from pyreg.storage.errors import InvalidPathError, PathNotFoundError
 
 log = logging.getLogger("pyreg.api")
 

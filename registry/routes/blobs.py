@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from registry.errors import (
+from pyreg.registry.errors import (
     RegistryError,
     blob_unknown,
     digest_invalid,
     unsupported,
     upload_unknown,
 )
-from registry.layout import blob_data_path
-from registry.proxy import accel_redirect
-from registry.routes.common import (
+from pyreg.registry.layout import blob_data_path
+from pyreg.registry.proxy import accel_redirect
+from pyreg.registry.routes.common import (
     BASE_HEADERS,
     Registry,
     check_name,
@@ -28,16 +28,16 @@ from registry.routes.common import (
     parse_digest,
     upload_range,
 )
-from registry.uploads import (
+from pyreg.registry.uploads import (
     RangeMismatchError,
     UploadBusyError,
     UploadDigestMismatchError,
     UploadSizeMismatchError,
     UploadUnknownError,
 )
-from storage.digest import Digest, is_supported_algorithm
-from storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
-from storage.numbers import parse_uint
+from pyreg.storage.digest import Digest, is_supported_algorithm
+from pyreg.storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
+from pyreg.storage.numbers import parse_uint
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 

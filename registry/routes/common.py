@@ -11,14 +11,14 @@ from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 
-from registry.config import Config
-from registry.errors import API_VERSION, API_VERSION_HEADER, RegistryError, digest_invalid, name_invalid
-from registry.layout import Layout
-from registry.uploads import Uploads
-from storage.digest import Digest, DigestError
-from storage.driver import Driver
-from storage.names import NAME_MAX_LENGTH, TAG_PATTERN, is_valid_tag, name_problem
-from storage.numbers import parse_uint
+from pyreg.registry.config import Config
+from pyreg.registry.errors import API_VERSION, API_VERSION_HEADER, RegistryError, digest_invalid, name_invalid
+from pyreg.registry.layout import Layout
+from pyreg.registry.uploads import Uploads
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.driver import Driver
+from pyreg.storage.names import NAME_MAX_LENGTH, TAG_PATTERN, is_valid_tag, name_problem
+from pyreg.storage.numbers import parse_uint
 
 T = TypeVar("T")
 

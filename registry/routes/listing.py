@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import name_unknown
-from registry.routes.common import (
+from pyreg.registry.errors import name_unknown
+from pyreg.registry.routes.common import (
     BASE_HEADERS,
     LOOKUP_CONCURRENCY,
     MAX_MANIFEST_SIZE,
@@ -20,9 +20,9 @@ from registry.routes.common import (
     pagination,
     parse_digest,
 )
-from storage import mediatypes as mt
-from storage.digest import Digest
-from storage.manifest import ManifestError, parse_manifest
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.digest import Digest
+from pyreg.storage.manifest import ManifestError, parse_manifest
 
 MAX_REFERRERS: Final = 1000  # referrers per response page (each one a manifest read)
 

@@ -7,9 +7,9 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import RegistryError, digest_invalid, manifest_unknown, unsupported
-from registry.layout import StoredManifest
-from registry.routes.common import (
+from pyreg.registry.errors import RegistryError, digest_invalid, manifest_unknown, unsupported
+from pyreg.registry.layout import StoredManifest
+from pyreg.registry.routes.common import (
     BASE_HEADERS,
     LOOKUP_CONCURRENCY,
     MAX_MANIFEST_SIZE,
@@ -22,10 +22,10 @@ from registry.routes.common import (
     location,
     parse_digest,
 )
-from storage import mediatypes as mt
-from storage.digest import Digest
-from storage.manifest import Manifest, ManifestError, children_to_verify, parse_manifest
-from storage.names import is_valid_tag
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.digest import Digest
+from pyreg.storage.manifest import Manifest, ManifestError, children_to_verify, parse_manifest
+from pyreg.storage.names import is_valid_tag
 
 # Each of these bounds the work one request can cause.
 MAX_TAGS_PER_PUT: Final = 100  # ?tag= parameters of one manifest PUT

@@ -3,6 +3,6 @@
 Only imported when ``ui.enabled`` is true, so ``pyreg serve`` without the UI loads none of it.
 """
 
-from registry.ui.routes import ui_routes
+from pyreg.registry.ui.routes import ui_routes
 
 __all__ = ["ui_routes"]

@@ -18,13 +18,13 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.auth.access import Identity
-from registry.auth.middleware import AuthService
-from registry.routes.common import Registry
-from registry.ui import views
-from registry.ui.session import COOKIE, LIFETIME, Session, SessionSigner, stored_key
-from storage.digest import Digest
-from storage.names import name_problem
+from pyreg.registry.auth.access import Identity
+from pyreg.registry.auth.middleware import AuthService
+from pyreg.registry.routes.common import Registry
+from pyreg.registry.ui import views
+from pyreg.registry.ui.session import COOKIE, LIFETIME, Session, SessionSigner, stored_key
+from pyreg.storage.digest import Digest
+from pyreg.storage.names import name_problem
 
 STATIC = Path(__file__).parent / "static"
 _PAGE_HEADERS = {

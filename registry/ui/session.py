@@ -16,8 +16,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from storage.driver import Driver
-from storage.errors import PathNotFoundError
+from pyreg.storage.driver import Driver
+from pyreg.storage.errors import PathNotFoundError
 
 COOKIE = "pyreg_ui_session"
 LIFETIME = 8 * 3600  # seconds a session (logged in or not) stays valid

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from registry.layout import Layout, blob_data_path, tag_current_path
-from storage.digest import Digest
-from storage.errors import PathNotFoundError
-from storage.manifest import Manifest, ManifestError, parse_manifest
+from pyreg.registry.layout import Layout, blob_data_path, tag_current_path
+from pyreg.storage.digest import Digest
+from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.manifest import Manifest, ManifestError, parse_manifest
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from storage.private import make_private_dir
+from pyreg.storage.private import make_private_dir
 
 KEY_VERSION = "pyreg-build-cache-v1"
 

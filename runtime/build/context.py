@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from runtime.build.dockerignore import IgnoreMatcher, clean, load
+from pyreg.runtime.build.dockerignore import IgnoreMatcher, clean, load
 
 
 class ContextError(ValueError):

@@ -454,7 +454,7 @@ def _parse_json(rest: str) -> list[str] | None:
 
 def _heredoc_name(rest: str) -> tuple[str, bool]:
     """The delimiter word with quotes removed, and whether it was unquoted (→ expand the body)."""
-    from runtime.build.expand import ExpandError, lex_words
+    from pyreg.runtime.build.expand import ExpandError, lex_words
 
     try:
         cooked = lex_words(rest, "\\", raw_quotes=False)
@@ -469,7 +469,7 @@ def _heredoc_name(rest: str) -> tuple[str, bool]:
 
 
 def _heredoc_specs(line: str) -> list[tuple[str, bool, bool, int | None]]:
-    from runtime.build.expand import ExpandError, lex_words
+    from pyreg.runtime.build.expand import ExpandError, lex_words
 
     try:
         words = lex_words(line, "\\", raw_quotes=True, raw_escapes=True)

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.build import cache as cache_mod
-from runtime.build import fsops
-from runtime.build.context import BuildContext
-from runtime.build.layers import Layer, commit_layer
-from storage import mediatypes
-from storage.localstore import ImageNotFoundError, LocalStore, chain_ids
+from pyreg.runtime.build import cache as cache_mod
+from pyreg.runtime.build import fsops
+from pyreg.runtime.build.context import BuildContext
+from pyreg.runtime.build.layers import Layer, commit_layer
+from pyreg.storage import mediatypes
+from pyreg.storage.localstore import ImageNotFoundError, LocalStore, chain_ids
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -110,7 +110,7 @@ class State:
 
 
 def _host_platform() -> dict[str, str]:
-    from storage.graph import Platform
+    from pyreg.storage.graph import Platform
 
     p = Platform.host()
     out = {"architecture": p.architecture, "os": p.os}
@@ -154,7 +154,7 @@ class Builder:
     """One build: parse, walk, commit, tag."""
 
     def __init__(self, opts: BuildOptions) -> None:
-        from runtime.api import extract_layer
+        from pyreg.runtime.api import extract_layer
 
         self.opts = opts
         self.store = LocalStore(opts.store_root) if opts.store_root else LocalStore()
@@ -173,7 +173,7 @@ class Builder:
     # -------------------------------------------------------------------------- entry
 
     def build(self) -> BuildResult:
-        from runtime.build.dockerfile import DockerfileError, parse
+        from pyreg.runtime.build.dockerfile import DockerfileError, parse
 
         try:
             df = parse(self.opts.dockerfile_text, self.opts.dockerfile_name)
@@ -200,8 +200,8 @@ class Builder:
     def _build(self, df: Any) -> BuildResult:
         """The stages the target needs, in the order build-front's plan (runtime/build/stages.py)
         gives: bases, ``--from`` and ``--mount=…,from=`` sources first."""
-        from runtime.build import stages as plan_mod
-        from runtime.build.dockerfile import DockerfileError
+        from pyreg.runtime.build import stages as plan_mod
+        from pyreg.runtime.build.dockerfile import DockerfileError
 
         self.df = df
         self.escape = df.escape
@@ -220,7 +220,7 @@ class Builder:
     # -------------------------------------------------------------------------- stages
 
     def _expand(self, ins: Any, word: str, scope: dict[str, str]) -> str:
-        from runtime.build.expand import ExpandError, expand
+        from pyreg.runtime.build.expand import ExpandError, expand
 
         try:
             return expand(word, scope, self.escape)
@@ -288,7 +288,7 @@ class Builder:
                      cache_mod.key("image", str(img.manifest_digest)), platform)
 
     def _onbuild(self, stage: Any, triggers: list[str], state: State, prefix: str) -> None:
-        from runtime.build.dockerfile import DockerfileError, parse
+        from pyreg.runtime.build.dockerfile import DockerfileError, parse
 
         for text in triggers:
             try:
@@ -387,7 +387,7 @@ class Builder:
         return self._meta_step(state, ins, f"STOPSIGNAL {sig}", sig)
 
     def _do_expose(self, ins: Any, state: State, n: int) -> bool:
-        from runtime.build.expand import expand_words
+        from pyreg.runtime.build.expand import expand_words
 
         words = [w for a in ins.args for w in expand_words(a, state.scope(), self.escape)]
         ports = dict(state.config.get("ExposedPorts") or {})
@@ -458,8 +458,8 @@ class Builder:
         return True
 
     def _add_layer(self, state: State, layer: Layer) -> None:
-        from storage.digest import Digest
-        from storage.manifest import Descriptor
+        from pyreg.storage.digest import Digest
+        from pyreg.storage.manifest import Descriptor
 
         chain = chain_ids([*(lay.diff_id for lay in state.layers), layer.diff_id])[-1]
         desc = Descriptor(layer.media_type, Digest.parse(layer.digest), layer.size)
@@ -505,7 +505,7 @@ class Builder:
         return False
 
     def _do_run(self, ins: Any, state: State, n: int) -> bool:
-        from runtime.build.runstep import RunSpec, Step, StepError
+        from pyreg.runtime.build.runstep import RunSpec, Step, StepError
 
         argv, script = self._run_argv(ins, state)
         env = {**{k: v for k, v in state.args.items() if v is not None}, **state.env()}
@@ -564,7 +564,7 @@ class Builder:
         return [*state.shell(), run.command[0] if run.command else ""], script
 
     def _run_mounts(self, ins: Any, state: State) -> tuple[list[tuple[str, str, bool]], list[Any]]:
-        from runtime.build.stages import parse_mount
+        from pyreg.runtime.build.stages import parse_mount
 
         assert self.mounts is not None
         out: list[tuple[str, str, bool]] = []
@@ -616,8 +616,8 @@ class Builder:
 
     def _from_state(self, ins: Any, word: str) -> State:
         """``--from``: a stage (by name or index; built already, the plan saw to that) or an image."""
-        from runtime.build import stages as plan_mod
-        from runtime.build.dockerfile import DockerfileError
+        from pyreg.runtime.build import stages as plan_mod
+        from pyreg.runtime.build.dockerfile import DockerfileError
 
         try:
             idx = plan_mod.find_stage(self.df, word)
@@ -636,7 +636,7 @@ class Builder:
         return self._copy(ins, state, add=True)
 
     def _copy(self, ins: Any, state: State, add: bool) -> bool:
-        from runtime.build.expand import expand_heredoc
+        from pyreg.runtime.build.expand import expand_heredoc
 
         assert self.mounts is not None
         scope = state.scope()
@@ -782,7 +782,7 @@ class Builder:
         doc["rootfs"] = {"type": "layers", "diff_ids": [lay.diff_id for lay in state.layers]}
         doc["history"] = state.history
         config_bytes = json.dumps(doc, separators=(",", ":")).encode()
-        from storage.digest import Digest
+        from pyreg.storage.digest import Digest
 
         config_digest = Digest.of(config_bytes)
         if not self.store.has_blob(config_digest):
@@ -799,7 +799,7 @@ class Builder:
         if not self.store.has_blob(manifest_digest):
             self.store.put_blob(manifest_bytes, manifest_digest)
         names = []
-        from storage.reference import ReferenceError, parse
+        from pyreg.storage.reference import ReferenceError, parse
 
         for tag in self.opts.tags:
             try:
@@ -821,7 +821,7 @@ class Builder:
 
 def _resolve_in(root: str, path: str) -> str:
     """The host path of ``path`` resolved inside ``root`` (symlinks stop at it)."""
-    from runtime import rootfs
+    from pyreg.runtime import rootfs
 
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from runtime import linux, rootfs
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS
+from pyreg.runtime import linux, rootfs
+from pyreg.runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS
 
 _SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 
@@ -46,8 +46,8 @@ def private_mounts(trusted: tuple[str, ...] = ()) -> bool:
     the ``trusted`` dirs (the store) are checked outside: inside, root's dirs show as nobody's."""
     global _USERNS
     if os.geteuid() != 0:
-        from runtime import state
-        from storage.private import check_before_userns
+        from pyreg.runtime import state
+        from pyreg.storage.private import check_before_userns
 
         os.environ["PYREG_RUN_ROOT"] = state.run_root()
         check_before_userns(state.ensure_run_root(), "run root")

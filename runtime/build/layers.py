@@ -34,8 +34,8 @@ import threading
 from dataclasses import dataclass
 from typing import IO
 
-from storage import mediatypes
-from storage.localstore import LocalStore
+from pyreg.storage import mediatypes
+from pyreg.storage.localstore import LocalStore
 
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_PREFIX = ".wh."

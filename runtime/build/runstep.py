@@ -28,7 +28,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS, is_opaque, is_whiteout
+from pyreg.runtime.build.layers import (
+    OVERLAY_BUILD_OPTIONS,
+    OVERLAY_BUILD_OPTIONS_ROOTLESS,
+    is_opaque,
+    is_whiteout,
+)
 
 STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "dev")
 
@@ -122,9 +127,9 @@ class Step:
     def __init__(self, spec: RunSpec, scratch_root: str | None = None) -> None:
         """``scratch_root``: where the step's upper and work dirs go (the build cache beside the
         store, on disk) rather than the run root, often a tmpfs: a RUN may write gigabytes."""
-        from runtime import spec as rspec
-        from runtime import state
-        from runtime.record import Container, ContainerConfig
+        from pyreg.runtime import spec as rspec
+        from pyreg.runtime import state
+        from pyreg.runtime.record import Container, ContainerConfig
 
         self.spec = spec
         self.supervisor = 0
@@ -137,7 +142,7 @@ class Step:
             layers = [self.empty_lower]
         self.layers = layers
         defaults = rspec.run_defaults()
-        from runtime.build.fsops import in_userns
+        from pyreg.runtime.build.fsops import in_userns
 
         rootless = os.geteuid() != 0 or in_userns()
         cid = state.new_id()
@@ -169,7 +174,7 @@ class Step:
             raise StepError(f"network {choice!r}: default, none or host")
         import argparse
 
-        from runtime.commands.run import _network
+        from pyreg.runtime.commands.run import _network
 
         ns = argparse.Namespace(network=None, publish=[], publish_all=False, network_alias=[])
         try:
@@ -180,7 +185,7 @@ class Step:
 
     @property
     def upper(self) -> str:
-        from runtime import state
+        from pyreg.runtime import state
 
         if self.scratch:
             return os.path.join(self.scratch, "upper")
@@ -189,8 +194,8 @@ class Step:
     def run(self, output: Callable[[bytes], None] | None) -> int:
         """Run the command to its end; its output goes, line by line, to ``output``. Returns the
         exit code (docker's: 125 when pyreg could not start it, 126/127 exec failures)."""
-        from runtime import container
-        from runtime.errors import ContainerError
+        from pyreg.runtime import container
+        from pyreg.runtime.errors import ContainerError
 
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -200,7 +205,7 @@ class Step:
             try:
                 os.close(out_r)
                 os.close(err_r)
-                from runtime import linux
+                from pyreg.runtime import linux
 
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # the build died: so do we
                 devnull = os.open(os.devnull, os.O_RDONLY)
@@ -225,7 +230,7 @@ class Step:
         _, status = os.waitpid(pid, 0)
         self.supervisor = 0
         reader.join()
-        from runtime.process import read_to_end
+        from pyreg.runtime.process import read_to_end
 
         data = read_to_end(err_r)
         if data:
@@ -249,7 +254,7 @@ class Step:
 
     def remove(self) -> None:
         """The cgroup (if the supervisor could not remove it) and the container's directory."""
-        from runtime import container, state
+        from pyreg.runtime import container, state
 
         rec = state.load(self.rec.id)
         if rec is not None:
@@ -279,6 +284,6 @@ def _relay(fd: int, output: Callable[[bytes], None] | None) -> None:
 
 def _rmtree(path: str) -> None:
     """Remove a step's scratch dir, overlay's mode-000 ``work/work`` included."""
-    from runtime.container import remove_tree
+    from pyreg.runtime.container import remove_tree
 
     remove_tree(path)

@@ -17,9 +17,9 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runtime.build.dockerfile import Dockerfile, DockerfileError, Instruction, Location, Stage
-from runtime.build.expand import ExpandError, expand
-from storage.graph import Platform
+from pyreg.runtime.build.dockerfile import Dockerfile, DockerfileError, Instruction, Location, Stage
+from pyreg.runtime.build.expand import ExpandError, expand
+from pyreg.storage.graph import Platform
 
 # Build args that docker accepts without an ARG (proxy settings; not persisted in history).
 PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",

@@ -7,13 +7,13 @@ import os
 import sys
 import time
 
-from runtime import state
+from pyreg.runtime import state
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def find(ref: str) -> Container | None:
@@ -38,7 +38,7 @@ def kill_and_wait(rec: Container) -> None:
     """SIGKILL the container's PID 1 and wait until its supervisor recorded the end."""
     import signal
 
-    from runtime.commands.kill import send
+    from pyreg.runtime.commands.kill import send
 
     send(rec, signal.SIGKILL)
     wait_exit(rec, None)

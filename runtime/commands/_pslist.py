@@ -13,7 +13,7 @@ from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
@@ -101,6 +101,6 @@ HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Create
 
 def print_format(fmt: str, items: list[dict[str, Any]]) -> int:
     """``--format``: each container through the template, with ps's column headers."""
-    from storage.gotemplate import print_format as render
+    from pyreg.storage.gotemplate import print_format as render
 
     return render(fmt, items, HEADERS)

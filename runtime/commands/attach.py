@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def attach(ref: str, offset: int | None = None) -> int:
     """Copy the log from ``offset`` (default: its current end) until the container exits."""
-    from runtime import state
-    from runtime.commands._common import find
+    from pyreg.runtime import state
+    from pyreg.runtime.commands._common import find
 
     rec = find(ref)
     if rec is None:

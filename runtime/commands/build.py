@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from runtime.build.context import BuildContext
+    from pyreg.runtime.build.context import BuildContext
 
 
 def _key_value(text: str) -> tuple[str, str | None]:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None,
         push: Callable[[str], None] | None = None) -> int:
     import signal
 
-    from runtime.build.executor import BuildError
+    from pyreg.runtime.build.executor import BuildError
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwinds: the running step, its mounts and cgroup are removed
@@ -80,11 +80,11 @@ def _run(args: argparse.Namespace, pull: Callable[[str], None] | None,
     import shutil
     import tempfile
 
-    from runtime.build import executor
-    from runtime.build.executor import Builder, BuildError, BuildOptions
+    from pyreg.runtime.build import executor
+    from pyreg.runtime.build.executor import Builder, BuildError, BuildOptions
 
     executor.check_platform(args.platform)
-    from storage.reference import ReferenceError, parse
+    from pyreg.storage.reference import ReferenceError, parse
 
     for tag in args.tag:  # before any work, as docker
         try:
@@ -148,8 +148,8 @@ def _context(args: argparse.Namespace, scratch: str) -> tuple[BuildContext, str,
     runtime/build/context.py (build-front)."""
     from pathlib import Path
 
-    from runtime.build.context import BuildContext, ContextError
-    from runtime.build.executor import BuildError, load_dockerfile
+    from pyreg.runtime.build.context import BuildContext, ContextError
+    from pyreg.runtime.build.executor import BuildError, load_dockerfile
 
     try:
         if args.context == "-":

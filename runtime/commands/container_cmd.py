@@ -27,9 +27,9 @@ def _size(path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import container, state
-    from runtime.commands import _pslist
-    from runtime.usage import human
+    from pyreg.runtime import container, state
+    from pyreg.runtime.commands import _pslist
+    from pyreg.runtime.usage import human
 
     filters = _pslist.filters_or_complain(args.filter)
     if filters is None:

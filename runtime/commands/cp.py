@@ -24,8 +24,8 @@ def _split(arg: str) -> tuple[str | None, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import copy
-    from runtime.commands._common import find
+    from pyreg.runtime import copy
+    from pyreg.runtime.commands._common import find
 
     (src_ref, src), (dst_ref, dst) = _split(args.src), _split(args.dest)
     if (src_ref is None) == (dst_ref is None):

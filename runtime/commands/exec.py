@@ -18,9 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.commands._common import find
-    from runtime.errors import EXIT_PYREG, ContainerError
-    from runtime.exec import exec_in
+    from pyreg.runtime.commands._common import find
+    from pyreg.runtime.errors import EXIT_PYREG, ContainerError
+    from pyreg.runtime.exec import exec_in
 
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:

@@ -8,7 +8,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def parse_signal(text: str) -> int:
@@ -31,11 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def send(rec: Container, sig: int) -> bool:
     import os
 
-    from runtime import state
+    from pyreg.runtime import state
 
     if rec.status != "running" or not state.is_alive(rec):
         return False
-    from runtime.container import STOP_MARK
+    from pyreg.runtime.container import STOP_MARK
 
     with open(os.path.join(state.container_dir(rec.id), STOP_MARK), "w"):  # ends a --restart policy
         pass
@@ -47,7 +47,7 @@ def send(rec: Container, sig: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.commands._common import each
+    from pyreg.runtime.commands._common import each
 
     try:
         sig = parse_signal(args.signal)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.logfile import Times
+    from pyreg.runtime.logfile import Times
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def _tail(text: str) -> str:
 
 
 def _time(text: str) -> int:
-    from storage.units import parse_time
+    from pyreg.storage.units import parse_time
 
     try:
         return parse_time(text)
@@ -93,7 +93,7 @@ class _Writer:
             write(chunk)
             self.pos += len(chunk)
             return
-        from storage.units import format_time_ns
+        from pyreg.storage.units import format_time_ns
 
         i = 0
         while i < len(chunk):
@@ -110,9 +110,9 @@ class _Writer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state
-    from runtime.commands._common import find
-    from runtime.logfile import LOG, Times
+    from pyreg.runtime import state
+    from pyreg.runtime.commands._common import find
+    from pyreg.runtime.logfile import LOG, Times
 
     rec = find(args.container)
     if rec is None:
@@ -163,7 +163,7 @@ def _follow(fd: int, pos: int, writer: _Writer, cid: str, until: int | None = No
     """What comes after ``pos`` until the container is no longer running, or (``until``, docker's
     ``-f --until``) until that time: then the lines that came after it are cut off and it stops.
     A line's time record is written before the line, so a chunk read is cut exactly."""
-    from runtime import state
+    from pyreg.runtime import state
 
     def emit(chunk: bytes) -> bool:
         """Write ``chunk`` (read at ``pos``) up to ``until``; False once past it."""

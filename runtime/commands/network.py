@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.errors import EXIT_PYREG
-    from runtime.network import networks
+    from pyreg.runtime.errors import EXIT_PYREG
+    from pyreg.runtime.network import networks
 
     if args.action == "create":
         try:

@@ -12,8 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state
-    from runtime.errors import EXIT_PYREG
+    from pyreg.runtime import state
+    from pyreg.runtime.errors import EXIT_PYREG
 
     rec = state.lookup(args.container)
     if rec is None:

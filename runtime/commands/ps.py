@@ -11,7 +11,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def _ago(stamp: str | None) -> str:
         t = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return stamp
-    from storage.units import human_duration
+    from pyreg.storage.units import human_duration
 
     return human_duration(max(0.0, time.time() - t))  # docker's words: "About an hour", "3 weeks"
 
@@ -56,8 +56,8 @@ def _image_size(digest: str | None, cache: dict[str, int]) -> int:
     if not digest:
         return 0
     if digest not in cache:
-        from storage.localstore import LocalStore
-        from storage.manifest import parse_manifest
+        from pyreg.storage.localstore import LocalStore
+        from pyreg.storage.manifest import parse_manifest
 
         try:
             manifest = parse_manifest(LocalStore().read_blob(digest))
@@ -68,8 +68,8 @@ def _image_size(digest: str | None, cache: dict[str, int]) -> int:
 
 
 def _size(r: Container, cache: dict[str, int]) -> str:
-    from runtime import state
-    from storage.units import human_size
+    from pyreg.runtime import state
+    from pyreg.storage.units import human_size
 
     rw = _tree_size(os.path.join(state.container_dir(r.id), "upper"))
     return f"{human_size(rw)} (virtual {human_size(rw + _image_size(r.image_digest, cache))})"
@@ -79,15 +79,15 @@ def _ports(r: Container) -> str:
     """docker's PORTS column: the published ports of a running container."""
     if r.status != "running" or not r.net:
         return ""
-    from runtime.network.ports import format_port
+    from pyreg.runtime.network.ports import format_port
 
     return ", ".join(format_port(p) for p in r.net.get("ports") or [])
 
 
 def run(args: argparse.Namespace) -> int:
 
-    from runtime import state
-    from runtime.commands import _pslist
+    from pyreg.runtime import state
+    from pyreg.runtime.commands import _pslist
 
     filters = _pslist.filters_or_complain(args.filter)
     if filters is None:

@@ -12,8 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.commands import stop
-    from runtime.commands.start import start_one
+    from pyreg.runtime.commands import stop
+    from pyreg.runtime.commands.start import start_one
 
     rc = 0
     for ref in args.containers:

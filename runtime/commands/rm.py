@@ -7,7 +7,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,9 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import container
-    from runtime.commands import _pslist
-    from runtime.commands._common import each, kill_and_wait
+    from pyreg.runtime import container
+    from pyreg.runtime.commands import _pslist
+    from pyreg.runtime.commands._common import each, kill_and_wait
 
     def remove(ref: str, rec: Container) -> bool:
         if _pslist.is_build(rec):  # a running build's step: not the user's to remove

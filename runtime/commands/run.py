@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def parse_bytes(text: str) -> int:
     """``--memory``'s type: runtime/spec.py knows the units (imported when used, not for --help)."""
-    from runtime.spec import parse_bytes as parse
+    from pyreg.runtime.spec import parse_bytes as parse
 
     return parse(text)
 
@@ -102,7 +102,7 @@ def default_network(rootless: bool) -> str:
     slirp4netns (rootless docker's, podman 4's), else none."""
     if not rootless:
         return "bridge"
-    from runtime.network import pasta, slirp
+    from pyreg.runtime.network import pasta, slirp
 
     return "pasta" if pasta.available() else "slirp4netns" if slirp.available() else "none"
 
@@ -116,17 +116,17 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
                or default_network(rootless))
     if network in ("none", "host") and not args.publish and not args.publish_all:
         return network, [], {}
-    from runtime.network import DEFAULT_SUBNET, networks
+    from pyreg.runtime.network import DEFAULT_SUBNET, networks
 
     published: list[dict[str, Any]] = []
     if args.publish or args.publish_all:  # socket and threading: only then
-        from runtime.network import ports
+        from pyreg.runtime.network import ports
 
         published = [ports.parse(p) for p in args.publish]
         if args.publish_all:
             published += ports.exposed(image_config)
     if network in ("slirp4netns", "pasta"):
-        from runtime.network import pasta, slirp
+        from pyreg.runtime.network import pasta, slirp
 
         if not (pasta if network == "pasta" else slirp).available():
             raise ValueError(f"--network {network}: {network} is not installed (Debian: "
@@ -149,9 +149,9 @@ def _network(args: argparse.Namespace, image_config: dict[str, Any], rootless: b
 def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None) -> int:
     """``pull(ref)``, handed over by the CLI (client/cli.py), fetches an image that is not in the
     local store: the runtime imports no client code. Without it such an image is an error."""
-    from runtime import container, images, spec, state
-    from runtime.errors import EXIT_PYREG, ContainerError
-    from runtime.record import Container
+    from pyreg.runtime import container, images, spec, state
+    from pyreg.runtime.errors import EXIT_PYREG, ContainerError
+    from pyreg.runtime.record import Container
 
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]

@@ -15,9 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def start_one(ref: str) -> bool:
     """Start ``ref`` unless it is running; False (after saying why) when that failed."""
-    from runtime import container, state
-    from runtime.commands._common import find
-    from runtime.errors import ContainerError
+    from pyreg.runtime import container, state
+    from pyreg.runtime.commands._common import find
+    from pyreg.runtime.errors import ContainerError
 
     rec = find(ref)
     if rec is None:
@@ -35,7 +35,7 @@ def start_one(ref: str) -> bool:
 def _log_size(ref: str) -> int:
     import os
 
-    from runtime import state
+    from pyreg.runtime import state
 
     rec = state.lookup(ref)
     try:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         elif not args.attach:
             print(ref)
     if args.attach and rc == 0 and len(args.containers) == 1:
-        from runtime.commands.attach import attach
+        from pyreg.runtime.commands.attach import attach
 
         return attach(args.containers[0], offset)
     return rc

@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sample(recs: list[Any]) -> dict[str, tuple[float, int]]:
-    from runtime import usage
-    from runtime.cgroups import Cgroup
+    from pyreg.runtime import usage
+    from pyreg.runtime.cgroups import Cgroup
 
     out = {}
     for r in recs:
@@ -37,8 +37,8 @@ def _sample(recs: list[Any]) -> dict[str, tuple[float, int]]:
 
 
 def _rows(recs: list[Any], first: dict[str, tuple[float, int]], no_trunc: bool) -> list[dict[str, str]]:
-    from runtime import usage
-    from runtime.cgroups import Cgroup
+    from pyreg.runtime import usage
+    from pyreg.runtime.cgroups import Cgroup
 
     rows = []
     for r in recs:
@@ -65,9 +65,9 @@ def _rows(recs: list[Any], first: dict[str, tuple[float, int]], no_trunc: bool) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state
-    from runtime.commands._common import find
-    from storage.gotemplate import TemplateError, render_all
+    from pyreg.runtime import state
+    from pyreg.runtime.commands._common import find
+    from pyreg.storage.gotemplate import TemplateError, render_all
 
     if args.containers:
         found = [find(ref) for ref in args.containers]

@@ -7,7 +7,7 @@ import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, quiet: bool = False) -> int:
-    from runtime.commands._common import each, kill_and_wait, wait_exit
-    from runtime.commands.kill import parse_signal, send
+    from pyreg.runtime.commands._common import each, kill_and_wait, wait_exit
+    from pyreg.runtime.commands.kill import parse_signal, send
 
     def stop(ref: str, rec: Container) -> bool:
         if rec.status == "running":

@@ -37,8 +37,8 @@ def _row(pid: int, clk: int, boot: float, users: dict[int, str]) -> list[str] | 
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state, usage
-    from runtime.commands._common import find
+    from pyreg.runtime import state, usage
+    from pyreg.runtime.commands._common import find
 
     rec = find(args.container)
     if rec is None:

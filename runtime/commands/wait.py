@@ -10,9 +10,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import state
-    from runtime.commands._common import each, wait_exit
-    from runtime.record import Container
+    from pyreg.runtime import state
+    from pyreg.runtime.commands._common import each, wait_exit
+    from pyreg.runtime.record import Container
 
     def wait(ref: str, rec: Container) -> bool:
         if rec.status == "running":

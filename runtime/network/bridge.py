@@ -17,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import os
 
-from runtime import linux
-from runtime.errors import ContainerError
-from runtime.network import BRIDGE, ipam
+from pyreg.runtime import linux
+from pyreg.runtime.errors import ContainerError
+from pyreg.runtime.network import BRIDGE, ipam
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 def _veth_names(cid: str) -> tuple[str, str]:
@@ -59,7 +59,7 @@ def _exists(ifname: str) -> bool:
 
 def create(rec: Container) -> int:
     """Make the container's network namespace, wired to the bridge; returns an fd of it."""
-    from runtime.network import ifconfig, netlink
+    from pyreg.runtime.network import ifconfig, netlink
 
     net: dict[str, Any] = rec.net or {}
     host_if, _ = _veth_names(rec.id)
@@ -101,7 +101,7 @@ def _make_bridge(bridge: str, subnet: str, gateway: str) -> None:
     mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
     _ip([f"link add name {bridge} address {mac} type bridge", f"addr replace {gateway} dev {bridge}",
          f"link set {bridge} up"])
-    from runtime.network import nat
+    from pyreg.runtime.network import nat
 
     nat.ensure(subnet, bridge)
     _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
@@ -120,11 +120,11 @@ def release(rec: Container) -> None:
     rules. (Its veth
     went with its namespace; the bridge stays for the next container.) Forks nothing: the
     supervisor calls it after its pid namespace's PID 1 is gone."""
-    from runtime.network import networks
+    from pyreg.runtime.network import networks
 
     net = rec.net or {}
     if net.get("dnat"):  # -p on other addresses than loopback: its rules go with it
-        from runtime.network import dnat
+        from pyreg.runtime.network import dnat
 
         dnat.remove(rec.id)
     networks.update_hosts(str(net.get("network", "bridge")), skip=rec.id)
@@ -132,7 +132,7 @@ def release(rec: Container) -> None:
 
 def remove_bridge(bridge: str, subnet: str) -> None:
     """A user network's bridge and NAT rules (``pyreg network rm``), under the network lock."""
-    from runtime.network import nat
+    from pyreg.runtime.network import nat
 
     with ipam.locked():
         if _exists(bridge):

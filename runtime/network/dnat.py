@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from runtime.network import ipam, nat
+from pyreg.runtime.network import ipam, nat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 CHAIN = "PYREG-DNAT"
 _JUMPS = ("-A PREROUTING -m addrtype --dst-type LOCAL -j PYREG-DNAT",

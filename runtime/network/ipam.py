@@ -13,13 +13,13 @@ import fcntl
 import ipaddress
 import os
 
-from runtime import state
+from pyreg.runtime import state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 
 @contextlib.contextmanager

@@ -17,16 +17,16 @@ import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runtime.network.ports import Proxy
-    from runtime.record import Container
+    from pyreg.runtime.network.ports import Proxy
+    from pyreg.runtime.record import Container
 
 
 def spawn(rec: Container, proxy: Proxy) -> tuple[int, int]:
     """(pipe write end, janitor pid): close the one and reap the other to release now. The DNAT
     rules of ports on other addresses than loopback (runtime/network/dnat.py) are made here,
     before the fork, so that a failure is the supervisor's to report."""
-    from runtime.errors import ContainerError
-    from runtime.network import dnat
+    from pyreg.runtime.errors import ContainerError
+    from pyreg.runtime.network import dnat
 
     if rec.net and dnat.rules(rec, proxy.published):
         rec.net["dnat"] = True  # first: a half-made set is removed by release as well
@@ -54,7 +54,7 @@ def spawn(rec: Container, proxy: Proxy) -> tuple[int, int]:
             if rec.net:
                 proxy.start(rec.net["ip"])
             os.read(r, 1)  # returns at EOF: the supervisor closed it, or died
-            from runtime.container import release_network
+            from pyreg.runtime.container import release_network
 
             release_network(rec)
         except BaseException:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 
-from runtime.network import BRIDGE
+from pyreg.runtime.network import BRIDGE
 
 _CHAINS = (("nat", "POSTROUTING", "PYREG-POSTROUTING"), ("filter", "FORWARD", "PYREG-FORWARD"))
 

@@ -18,14 +18,14 @@ import json
 import os
 import re
 
-from runtime import state
-from runtime.network import BRIDGE, DEFAULT_SUBNET
+from pyreg.runtime import state
+from pyreg.runtime.network import BRIDGE, DEFAULT_SUBNET
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 BUILTIN = ("bridge", "none", "host")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
@@ -91,7 +91,7 @@ def create(name: str, subnet: str | None, default_subnet: str = DEFAULT_SUBNET) 
 
 def remove(name: str) -> None:
     """The network's bridge and NAT rules (made by its first container and left up), then it."""
-    from runtime.network import bridge
+    from pyreg.runtime.network import bridge
 
     data = load(name)
     if data is not None:
@@ -101,14 +101,14 @@ def remove(name: str) -> None:
 
 def members(name: str, skip: str = "") -> list[Container]:
     """The containers that hold an address on network ``name``."""
-    from runtime.network.ipam import in_use
+    from pyreg.runtime.network.ipam import in_use
 
     return [r for r in state.all_containers()
             if r.id != skip and r.net and r.net.get("network", "bridge") == name and in_use(r)]
 
 
 def hosts_text(rec: Container, peers: list[Container]) -> str:
-    from runtime.network import files
+    from pyreg.runtime.network import files
 
     text = files.hosts(rec.config.hostname, str((rec.net or {}).get("ip")))
     for p in peers:

@@ -32,15 +32,15 @@ import contextlib
 import os
 import signal
 
-from runtime import linux
-from runtime.errors import ContainerError
-from runtime.network.slirp import ADDRESS, DNS, GATEWAY
+from pyreg.runtime import linux
+from pyreg.runtime.errors import ContainerError
+from pyreg.runtime.network.slirp import ADDRESS, DNS, GATEWAY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 PASTA = "pasta"
 LOG, ERR, PIDFILE = "pasta.log", "pasta.err", "pasta.pid"  # in the container's directory
@@ -151,8 +151,8 @@ def _watch(cmd: list[str], cdir: str, go_r: int, ready_w: int, exit_r: int) -> N
 def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, int]]:
     """As slirp.start: (an fd of the container's network namespace, (exit fd, watcher pid)); the
     calling process is left in that namespace (and its user namespace when ``rootless``)."""
-    from runtime import process
-    from runtime.network import ports
+    from pyreg.runtime import process
+    from pyreg.runtime.network import ports
 
     published = rec.config.publish
     for p in published:
@@ -203,7 +203,7 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
         proxy.close()
         if netns >= 0:
             os.close(netns)
-        from runtime.network import janitor
+        from pyreg.runtime.network import janitor
 
         janitor.finish(handle)
         if isinstance(e, ContainerError):

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 
-from runtime.errors import ContainerError
+from pyreg.runtime.errors import ContainerError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

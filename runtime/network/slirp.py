@@ -33,14 +33,14 @@ import json
 import os
 import socket
 
-from runtime import linux
-from runtime.errors import ContainerError
+from pyreg.runtime import linux
+from pyreg.runtime.errors import ContainerError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runtime.record import Container
+    from pyreg.runtime.record import Container
 
 SLIRP = "slirp4netns"
 ADDRESS, GATEWAY, DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"  # slirp4netns's defaults, --configure
@@ -81,8 +81,8 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
     """(an fd of the container's network namespace, (exit fd, slirp4netns pid)): the calling
     process is left in that namespace (and its user namespace when ``rootless``). Closing the
     exit fd and reaping the pid (runtime/network/janitor.py ``finish``) stops slirp4netns."""
-    from runtime import process
-    from runtime.network import ports
+    from pyreg.runtime import process
+    from pyreg.runtime.network import ports
 
     published = rec.config.publish
     for p in published:
@@ -171,7 +171,7 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
         if netns >= 0:
             os.close(netns)
         if handle[1]:
-            from runtime.network import janitor
+            from pyreg.runtime.network import janitor
 
             janitor.finish(handle)
         if isinstance(e, ContainerError):

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from storage import routes
-from storage.netaddr import is_loopback
+from pyreg.storage import routes
+from pyreg.storage.netaddr import is_loopback
 
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 

@@ -15,15 +15,15 @@ from urllib.parse import urljoin
 
 import httpx
 
-from storage import mediatypes
-from storage.digest import Digest, DigestMismatchError
-from storage.manifest import ManifestBlob, ManifestError, parse_manifest
-from storage.netaddr import is_loopback
-from storage.reference import DOCKER_HUB
-from storage.remote.auth import AuthError, Credentials, RegistryAuth
-from storage.remote.errors import RemoteError, network_reason
-from storage.remote.limits import ACCEPT_ENCODING, LIST_PAGE_LIMIT, BoundedTransport
-from storage.remote.transport import (
+from pyreg.storage import mediatypes
+from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.manifest import ManifestBlob, ManifestError, parse_manifest
+from pyreg.storage.netaddr import is_loopback
+from pyreg.storage.reference import DOCKER_HUB
+from pyreg.storage.remote.auth import AuthError, Credentials, RegistryAuth
+from pyreg.storage.remote.errors import RemoteError, network_reason
+from pyreg.storage.remote.limits import ACCEPT_ENCODING, LIST_PAGE_LIMIT, BoundedTransport
+from pyreg.storage.remote.transport import (
     RETRIES,
     RetryTransport,
     SchemeTransport,
@@ -294,7 +294,7 @@ class RegistryClient:
                        size: int | None = None) -> bytes:
         """A small blob (an image config) read whole: at most ``limit`` bytes (default: the
         configured ``max_config_size``), and exactly ``size`` when the descriptor says so."""
-        from storage.units import human
+        from pyreg.storage.units import human
 
         limit = limit or (self.max_config_size() if callable(self.max_config_size)
                           else self.max_config_size)

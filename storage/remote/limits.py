@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from storage.units import human
+from pyreg.storage.units import human
 
 DEFAULT_LIMIT = 4 << 20          # a manifest's limit (Distribution's), and any small JSON answer
 ERROR_LIMIT = 1 << 20            # error, 401 and redirect bodies

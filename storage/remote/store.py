@@ -24,12 +24,12 @@ from typing import IO, Any
 
 import httpx
 
-from storage.content import ContentNotFound, ContentSizeError, Info
-from storage.digest import Digest, DigestMismatchError, DigestVerifier
-from storage.manifest import Descriptor
-from storage.remote.client import RegistryClient, error_message
-from storage.remote.errors import RemoteError, network_reason
-from storage.remote.transport import backoff
+from pyreg.storage.content import ContentNotFound, ContentSizeError, Info
+from pyreg.storage.digest import Digest, DigestMismatchError, DigestVerifier
+from pyreg.storage.manifest import Descriptor
+from pyreg.storage.remote.client import RegistryClient, error_message
+from pyreg.storage.remote.errors import RemoteError, network_reason
+from pyreg.storage.remote.transport import backoff
 
 _QUEUE_DEPTH = 8          # chunks of the streamed PUT in flight between writer and sender
 _SENDER_WAIT = 0.5        # how often a blocked write looks whether the sender gave up

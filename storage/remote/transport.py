@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from storage.remote.errors import RemoteError
+from pyreg.storage.remote.errors import RemoteError
 
 RETRIES = 5
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from storage import graph
-from storage.content import ContentNotFound, ContentStore, Progress, copy_graph, fetch_manifest
-from storage.manifest import Descriptor, Manifest, parse_manifest
+from pyreg.storage import graph
+from pyreg.storage.content import ContentNotFound, ContentStore, Progress, copy_graph, fetch_manifest
+from pyreg.storage.manifest import Descriptor, Manifest, parse_manifest
 
 
 class ArchiveError(ValueError):

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from storage.content import BlobFiles, ContentNotFound, ContentStore, Info, _FileWriter
-from storage.digest import Digest, DigestError
-from storage.manifest import Descriptor, sniff_media_type
-from storage.transports import ArchiveError, Image, manifest_of
+from pyreg.storage.content import BlobFiles, ContentNotFound, ContentStore, Info, _FileWriter
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.manifest import Descriptor, sniff_media_type
+from pyreg.storage.transports import ArchiveError, Image, manifest_of
 
 VERSION = b"Directory Transport Version: 1.1\n"
 

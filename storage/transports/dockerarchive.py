@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from storage import graph
-from storage import mediatypes as mt
-from storage.content import ContentNotFound, ContentStore, Info
-from storage.digest import Digest, DigestError
-from storage.manifest import Descriptor
-from storage.transports import Image, has_manifest, manifest_of
-from storage.transports.ociarchive import ArchiveTarget, ReadOnly, blob_member
-from storage.transports.tarfiles import (
+from pyreg.storage import graph
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.content import ContentNotFound, ContentStore, Info
+from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.manifest import Descriptor
+from pyreg.storage.transports import Image, has_manifest, manifest_of
+from pyreg.storage.transports.ociarchive import ArchiveTarget, ReadOnly, blob_member
+from pyreg.storage.transports.tarfiles import (
     DECOMPRESS_ERRORS,
     ArchiveError,
     TarIndex,

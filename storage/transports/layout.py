@@ -13,10 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from storage import mediatypes as mt
-from storage.content import ContentStore, LayoutStore
-from storage.manifest import Descriptor, ManifestError, layout_index
-from storage.transports import ArchiveError, Image
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.content import ContentStore, LayoutStore
+from pyreg.storage.manifest import Descriptor, ManifestError, layout_index
+from pyreg.storage.transports import ArchiveError, Image
 
 
 def entry_names(desc: Descriptor) -> list[str]:

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from storage import mediatypes as mt
-from storage.content import ContentNotFound, ContentStore, Info, Writer
-from storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
-from storage.manifest import Descriptor, ManifestError, layout_index
-from storage.transports import ArchiveError, Image
-from storage.transports.layout import entry_names, index_entries
-from storage.transports.tarfiles import TarIndex, TarStream
+from pyreg.storage import mediatypes as mt
+from pyreg.storage.content import ContentNotFound, ContentStore, Info, Writer
+from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from pyreg.storage.manifest import Descriptor, ManifestError, layout_index
+from pyreg.storage.transports import ArchiveError, Image
+from pyreg.storage.transports.layout import entry_names, index_entries
+from pyreg.storage.transports.tarfiles import TarIndex, TarStream
 
 
 class ReadOnly:

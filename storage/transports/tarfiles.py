@@ -26,7 +26,7 @@ import time
 import zlib
 from typing import IO, Any
 
-from storage.transports import ArchiveError
+from pyreg.storage.transports import ArchiveError
 
 BLOCK = tarfile.BLOCKSIZE
 _CHUNK = 1 << 20
