@@ -422,8 +422,8 @@ def test_filesystem_delete_races_another_delete(tmp_path: Path) -> None:
             (leaf / "link").write_bytes(b"sha256:" + b"0" * 64)
     runner = (
         "import asyncio, sys\n"
-        "from storage.filesystem import FilesystemDriver\n"
-        "from storage.errors import PathNotFoundError\n"
+        "from pyreg.storage.filesystem import FilesystemDriver\n"
+        "from pyreg.storage.errors import PathNotFoundError\n"
         "d = FilesystemDriver(sys.argv[1])\n"
         "async def main():\n"
         "    for i in range(int(sys.argv[2])):\n"
@@ -510,7 +510,7 @@ async def test_purge_removes_locks_their_dead_holders_left(tmp_path: Path) -> No
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import asyncio, sys\n"
-         "from storage.filesystem import FilesystemDriver\n"
+         "from pyreg.storage.filesystem import FilesystemDriver\n"
          "async def main():\n"
          "    lock = await FilesystemDriver(sys.argv[1]).try_lock(sys.argv[2])\n"
          "    print('held' if lock else 'busy', flush=True)\n"

@@ -212,7 +212,7 @@ def _open_as_container_root(path: str) -> int:
     """errno of opening ``path`` read-only from a process with container root's privileges
     (uid 0, docker's default capabilities: no CAP_SYS_PTRACE); 0 if it opened."""
     code = ("import os, sys\n"
-            "from runtime import linux\n"
+            "from pyreg.runtime import linux\n"
             "keep = set(linux.DEFAULT_CAPS.values())\n"
             "linux.drop_bounding_set(keep); linux.capset(keep, keep, set())\n"
             "try:\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\nexcept OSError as e:\n"

@@ -260,11 +260,11 @@ def test_one_s3_section_for_config_and_driver_without_boto3_at_load() -> None:
 
     code = (
         "import sys\n"
-        "from registry.config import load_config\n"
+        "from pyreg.registry.config import load_config\n"
         "s3 = load_config(data={'storage': {'s3': {'bucket': 'b', 'chunksize': '6M',\n"
         "    'redirect': {'enabled': True, 'expiry': '20m'}}}}, environ={}).storage.s3\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 at config load'\n"
-        "from storage.s3 import S3Config, S3Driver\n"
+        "from pyreg.storage.s3 import S3Config, S3Driver\n"
         "assert type(s3) is S3Config and S3Driver.from_config(s3).config is s3\n"
         "print(s3.chunksize, s3.redirect_expiry)\n"
     )
