@@ -34,7 +34,7 @@ import signal
 
 from pyreg.runtime import linux
 from pyreg.runtime.errors import ContainerError
-from pyreg.runtime.network.slirp import ADDRESS, DNS, GATEWAY
+from pyreg.runtime.network.slirp import ADDRESS, DNS, GATEWAY, enter_new_netns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -151,7 +151,6 @@ def _watch(cmd: list[str], cdir: str, go_r: int, ready_w: int, exit_r: int) -> N
 def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, int]]:
     """As slirp.start: (an fd of the container's network namespace, (exit fd, watcher pid)); the
     calling process is left in that namespace (and its user namespace when ``rootless``)."""
-    from pyreg.runtime import process
     from pyreg.runtime.network import ports
 
     published = rec.config.publish
@@ -178,15 +177,7 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
     handle = (exit_w, pid)
     netns = -1
     try:
-        try:
-            if rootless:
-                process.enter_user_namespace()
-            linux.unshare(linux.CLONE_NEWNET)
-            netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            proxy.close()
-            os.write(go_w, b"g")
-        finally:
-            os.close(go_w)
+        netns = enter_new_netns(rootless, go_w, before_go=proxy.close)
         ready = b""
         while chunk := os.read(ready_r, 64):
             ready += chunk

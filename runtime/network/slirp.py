@@ -32,6 +32,7 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Callable
 
 from pyreg.runtime import linux
 from pyreg.runtime.errors import ContainerError
@@ -77,11 +78,35 @@ def _api(cdir_fd: int, request: dict[str, Any]) -> dict[str, Any]:
     return reply if isinstance(reply, dict) else {}
 
 
+def enter_new_netns(rootless: bool, go_w: int, before_go: Callable[[], None] | None = None) -> int:
+    """Move this process into a new network namespace (inside its user namespace first when
+    ``rootless``) and tell the user-mode stack's process, waiting on ``go_w``'s pipe, that the
+    namespace is there to attach to; returns an fd of it. ``go_w`` is closed whatever happens,
+    so the waiting process never hangs; ``before_go`` runs just before the word (pasta: let go of
+    the ports it is about to bind)."""
+    from pyreg.runtime import process
+
+    try:
+        if rootless:
+            process.enter_user_namespace()
+        linux.unshare(linux.CLONE_NEWNET)
+        netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if before_go is not None:
+                before_go()
+            os.write(go_w, b"g")
+        except BaseException:
+            os.close(netns)
+            raise
+        return netns
+    finally:
+        os.close(go_w)
+
+
 def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, int]]:
     """(an fd of the container's network namespace, (exit fd, slirp4netns pid)): the calling
     process is left in that namespace (and its user namespace when ``rootless``). Closing the
     exit fd and reaping the pid (runtime/network/janitor.py ``finish``) stops slirp4netns."""
-    from pyreg.runtime import process
     from pyreg.runtime.network import ports
 
     published = rec.config.publish
@@ -134,14 +159,7 @@ def start(rec: Container, cdir: str, rootless: bool) -> tuple[int, tuple[int, in
     handle = (exit_w, pid)
     netns = -1
     try:
-        try:
-            if rootless:
-                process.enter_user_namespace()
-            linux.unshare(linux.CLONE_NEWNET)
-            netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            os.write(go_w, b"g")
-        finally:
-            os.close(go_w)
+        netns = enter_new_netns(rootless, go_w)
         ready = os.read(ready_r, 1)
         if ready != b"1":
             os.close(exit_w)
