@@ -162,23 +162,37 @@ def _retry_missing_dir(fn: Callable[[], T], directory: str) -> T:
     return fn()
 
 
+class _ReplacedDuringRemoval(Exception):
+    """A directory was swapped for another (removed and made again) while rmtree walked it."""
+
+
 def _rmtree(local: str) -> None:
     """Remove a tree that other processes may be removing, or writing into, at the same time."""
 
-    def gone(_fn: object, _path: str, exc: object) -> None:
+    def gone(fn: object, _path: str, exc: object) -> None:
         err = exc[1] if isinstance(exc, tuple) else exc
         if isinstance(err, FileNotFoundError):
             return  # removed by someone else first: what we wanted
+        if fn is os.path.islink:
+            # rmtree's "Cannot call rmtree on a symbolic link": the directory it stat'ed is not
+            # the one it opened. The driver makes no links, so another request removed the
+            # directory and a writer made it again in between: walk the new one.
+            raise _ReplacedDuringRemoval(_path)
         raise err  # type: ignore[misc]
 
     for _ in range(RETRIES):
         try:
             shutil.rmtree(local, onerror=gone)  # onexc needs Python 3.12
             return
+        except _ReplacedDuringRemoval:
+            continue
         except OSError as e:  # a file appeared in a directory being removed: go round again
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-    shutil.rmtree(local, onerror=gone)
+    try:
+        shutil.rmtree(local, onerror=gone)
+    except _ReplacedDuringRemoval:
+        raise OSError(errno.EBUSY, "directory kept being replaced while removing it", local) from None
 
 
 def _no_writers(fd: int) -> bool | None:
