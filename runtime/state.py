@@ -159,15 +159,23 @@ def all_containers() -> list[Container]:
     return out
 
 
-def lookup(ref: str) -> Container | None:
-    """A container by full id, name, or unique id prefix (as docker resolves them)."""
+def is_build(rec: Container) -> bool:
+    """A ``pyreg build`` RUN step's container (runtime/build/runstep.py marks it): the builder's own,
+    as BuildKit's are, so the user's container commands neither list nor find it."""
+    return rec.config.extra.get("build") is True
+
+
+def lookup(ref: str, builds: bool = False) -> Container | None:
+    """A container by full id, name, or unique id prefix (as docker resolves them). A build step's
+    container is found only with ``builds``: ``kill``, ``stop``, ``top``, ``exec``, ``inspect``…
+    answer "no such container" for it, as docker does for BuildKit's."""
     if not ref:
         return None
     if len(ref) == 64:
         rec = load(ref)
-        if rec is not None:
+        if rec is not None and (builds or not is_build(rec)):
             return rec
-    recs = all_containers()
+    recs = [r for r in all_containers() if builds or not is_build(r)]
     for rec in recs:
         if rec.name == ref or rec.name == ref.lstrip("/"):
             return rec

@@ -291,3 +291,40 @@ def test_build_containers_are_not_listed_nor_removed(bb: RuntimeEnv, tmp_path: P
         proc.wait(timeout=60)
     assert proc.returncode != 0
     assert_clean(bb)
+
+
+def test_build_containers_are_not_found_by_container_commands(bb: RuntimeEnv, tmp_path: Path) -> None:
+    """BuildKit's rule (podman's too, short of ``--external``): a RUN step's container is not the
+    user's. ``kill``, ``stop``, ``top``, ``exec``, ``logs``, ``inspect``, ``port``, ``start``,
+    ``restart``, ``wait``, ``attach``, ``cp`` and ``stats`` by its name, id or id prefix answer "no
+    such container" (``inspect`` then looks for an image of that name) and leave it running;
+    ``stats`` with no name does not show it."""
+    ctx = context(tmp_path, "FROM busybox\nRUN echo started && sleep 300\n")
+    proc = bb.popen("build", "-t", "never", str(ctx))
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip() == "#2 started" or time.monotonic() > deadline:
+                break
+        name = next(s["name"] for s in bb.states() if s.get("name", "").startswith("build-"))
+        step = bb.wait_running(name)
+        for ref in (step["name"], step["id"], step["id"][:12]):
+            for argv in (("kill", ref), ("kill", "-s", "TERM", ref), ("stop", "-t", "0", ref), ("top", ref),
+                         ("exec", ref, "true"), ("logs", ref), ("inspect", ref), ("port", ref),
+                         ("start", ref), ("restart", "-t", "0", ref), ("wait", ref), ("attach", ref),
+                         ("cp", f"{ref}:/etc/passwd", str(tmp_path / "out")),
+                         ("stats", "--no-stream", ref)):
+                r = bb.run(*argv, timeout=60)
+                assert r.returncode != 0 and step["id"] not in r.stdout, (argv, r)
+                if argv[0] != "inspect":  # it goes on to look for an image of that name
+                    assert "no such container" in r.stderr, (argv, r)
+        assert bb.state(step["id"])["status"] == "running" and bb.state(step["id"])["pid"] == step["pid"]
+        assert os.path.exists(f"/proc/{step['pid']}")
+        out = bb.run("stats", "--no-stream", "-a", "--format", "{{.Name}} {{.ID}}", check=True).stdout
+        assert "build-" not in out and step["id"][:12] not in out, out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert_clean(bb)

@@ -21,7 +21,9 @@ STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", 
 def is_build(rec: Container) -> bool:
     """A ``pyreg build`` RUN step's container (runtime/build/runstep.py marks it): the builder
     owns it, so, as docker's build containers, ps does not list it and rm / prune never touch it."""
-    return rec.config.extra.get("build") is True
+    from pyreg.runtime.state import is_build as marked
+
+    return marked(rec)
 
 
 def labels(rec: Container) -> dict[str, str]:

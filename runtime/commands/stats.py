@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         recs = [r for r in found if r is not None]
     else:
-        recs = [r for r in state.all_containers() if args.all or r.status == "running"]
+        recs = [r for r in state.all_containers()
+                if (args.all or r.status == "running") and not state.is_build(r)]
     try:
         render_all(args.format or DEFAULT, [], HEADERS)
     except TemplateError as e:
