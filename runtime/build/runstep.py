@@ -25,7 +25,7 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pyreg.runtime.build.layers import (
@@ -244,16 +244,21 @@ class Step:
 
     def abort(self) -> None:
         """The build was interrupted: kill the step, leave nothing behind."""
-        if self.supervisor:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.supervisor, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.supervisor, 0)
-            self.supervisor = 0
-        self.remove()
+        with _signals_held():
+            if self.supervisor:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.supervisor, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.supervisor, 0)
+                self.supervisor = 0
+            self.remove()
 
     def remove(self) -> None:
         """The cgroup (if the supervisor could not remove it) and the container's directory."""
+        with _signals_held():
+            self._remove()
+
+    def _remove(self) -> None:
         from pyreg.runtime import container, state
 
         rec = state.load(self.rec.id)
@@ -267,6 +272,20 @@ class Step:
         if self.empty_lower:
             with contextlib.suppress(OSError):
                 os.rmdir(self.empty_lower)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C or SIGTERM in the middle of a step's cleanup would leave half of it (a container
+    record, a cgroup): they are held until it is done, then delivered."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _relay(fd: int, output: Callable[[bytes], None] | None) -> None:
