@@ -9,7 +9,8 @@ stage's first step is the base image's manifest digest (``scratch`` for none).
 An entry is a small JSON file under ``<store>/buildcache/keys/`` naming the layer the step made
 (its blobs stay in the local store). An entry whose blob has since been removed (``pyreg rmi``
 or ``prune`` sweep unreferenced blobs) counts as a miss. ``pyreg prune`` removes the whole cache,
-``RUN --mount=type=cache`` directories included (:func:`prune`).
+``RUN --mount=type=cache`` directories and the remembered context file digests included
+(:func:`prune`).
 """
 
 from __future__ import annotations
@@ -116,4 +117,5 @@ def prune(store_root: Path) -> int:
             if d.is_dir():
                 count += sum(len(f) for _, _, f in os.walk(d)) if sub == "keys" else len(os.listdir(d))
                 shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(root / "filehashes", ignore_errors=True)  # context file digests (hashcache.py)
     return count

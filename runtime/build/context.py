@@ -11,6 +11,7 @@ owners, symlink targets and file contents — not mtimes, so touching a file doe
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pyreg.runtime.build.dockerignore import IgnoreMatcher, clean, load
+from pyreg.runtime.build.hashcache import FileHashes
 
 
 class ContextError(ValueError):
@@ -68,6 +70,10 @@ class BuildContext:
         # The Dockerfile the ignore rules were chosen for (``<Dockerfile>.dockerignore``), if known; for
         # a plain Dockerfile on stdin, the file written for it.
         self.dockerfile = dockerfile
+        # Digests of the files ``checksum`` reads; the builder swaps in one remembered across builds
+        # (runtime/build/hashcache.py) for a directory context (``persistent``), not a tar's.
+        self.hashes = FileHashes()
+        self.persistent = False
 
     @classmethod
     def from_dir(cls, root: Path, dockerfile: Path | None = None) -> BuildContext:
@@ -76,9 +82,11 @@ class BuildContext:
         if not root.is_dir():
             raise ContextError(f"unable to prepare context: path {str(root)!r} not found")
         try:
-            return cls(root, load(root, dockerfile), dockerfile)
+            ctx = cls(root, load(root, dockerfile), dockerfile)
         except ValueError as e:
             raise ContextError(str(e)) from None
+        ctx.persistent = True
+        return ctx
 
     @classmethod
     def from_tar(cls, stream: IO[bytes], dest: Path, dockerfile: str = "Dockerfile") -> BuildContext:
@@ -96,7 +104,9 @@ class BuildContext:
             return cls(dest, IgnoreMatcher([]), path)
         extract_tar(reader, dest)
         df = resolve(dest, dockerfile, follow=True)
-        return cls.from_dir(dest, df)
+        ctx = cls.from_dir(dest, df)
+        ctx.persistent = False  # unpacked anew each time: nothing to remember
+        return ctx
 
     # --- paths ---------------------------------------------------------------------------------------
 
@@ -190,7 +200,8 @@ class BuildContext:
 
     def checksum(self, paths: list[str]) -> str:
         """sha256 over the selected entries (each path with everything under it that is not ignored):
-        relative path, type and mode, uid/gid, size, symlink target, file content. Not mtimes."""
+        relative path, type and mode, uid/gid, size, symlink target, the file content's digest
+        (``self.hashes``: remembered by stat when unchanged since the last build). Not mtimes."""
         h = hashlib.sha256()
         for src in paths:
             h.update(b"src\0" + src.encode("utf-8", "surrogateescape") + b"\0")
@@ -198,10 +209,11 @@ class BuildContext:
                 h.update(f"{e.path}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.size}\0{e.link or ''}\0".encode(
                     "utf-8", "surrogateescape"))
                 if stat.S_ISREG(e.mode):
-                    fd = os.open(self.root / e.path, os.O_RDONLY | os.O_NOFOLLOW)
-                    with os.fdopen(fd, "rb") as f:
-                        while chunk := f.read(1 << 20):
-                            h.update(chunk)
+                    fd = os.open(self.root / e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        h.update(self.hashes.digest(fd))
+                    finally:
+                        os.close(fd)
         return "sha256:" + h.hexdigest()
 
 
@@ -304,7 +316,10 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+@functools.cache
 def _decompress_errors() -> tuple[type[BaseException], ...]:
+    """What a bad compressed stream raises; asked for only on a tar context (importing zstandard
+    costs a cached rebuild ~5 ms otherwise)."""
     errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
                                          gzip.BadGzipFile]
     try:
@@ -315,8 +330,6 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
         pass
     return tuple(errors)
 
-
-_CORRUPT = _decompress_errors()
 
 
 def _is_tar_header(block: bytes) -> bool:
@@ -356,14 +369,14 @@ def extract_tar(stream: IO[bytes], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed by the with below
-    except _CORRUPT as e:
+    except _decompress_errors() as e:
         raise ContextError(f"the context on stdin is not a tar archive: {e}") from None
     dirs: list[tuple[Path, int]] = []
     with tar:
         try:
             for member in tar:
                 _extract_member(tar, member, dest, dirs)
-        except _CORRUPT as e:
+        except _decompress_errors() as e:
             raise ContextError(f"the context tar is corrupt: {e or type(e).__name__}") from None
     for path, mode in reversed(dirs):
         os.chmod(path, mode)

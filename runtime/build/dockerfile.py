@@ -22,7 +22,6 @@ leaves flags and the per-keyword argument shapes to the caller and reports no fi
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -571,6 +570,8 @@ def _make_instruction(line: str, escape: str, location: Location) -> Instruction
     keyword = parts[0].upper()
     after = parts[1] if len(parts) > 1 else ""
     if keyword not in INSTRUCTION_FLAGS:
+        import difflib  # only for the error: start-up pays nothing for it
+
         near = difflib.get_close_matches(keyword, list(INSTRUCTION_FLAGS), n=1)
         hint = f" (did you mean {near[0].lower() if parts[0].islower() else near[0]}?)" if near else ""
         raise DockerfileError(f"unknown instruction: {parts[0]}{hint}", location)

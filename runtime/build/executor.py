@@ -192,7 +192,16 @@ class Builder:
         self.mounts = fsops.Mounts(self.work)
         try:
             with self.store.writing(), cache_mod.in_use(self.store.root):
-                return self._build(df)
+                ctx = self.opts.context
+                if ctx.persistent:  # a directory: remember its files' digests for the next build
+                    from pyreg.runtime.build import hashcache
+
+                    ctx.hashes = hashcache.for_context(self.cache.root, ctx.root,
+                                                       trust=not self.opts.no_cache)
+                try:
+                    return self._build(df)
+                finally:
+                    ctx.hashes.save()
         finally:
             self.mounts.close()
             shutil.rmtree(self.work, ignore_errors=True)
