@@ -514,8 +514,6 @@ class Builder:
         return False
 
     def _do_run(self, ins: Any, state: State, n: int) -> bool:
-        from pyreg.runtime.build.runstep import RunSpec, Step, StepError
-
         argv, script = self._run_argv(ins, state)
         env = {**{k: v for k, v in state.args.items() if v is not None}, **state.env()}
         if "PATH" not in env:
@@ -540,6 +538,8 @@ class Builder:
         created_by = "RUN " + shown_args + " ".join(argv) + " # buildkit"
         if self._cached_layer(state, key, created_by):
             return True
+        from pyreg.runtime.build.runstep import RunSpec, Step, StepError  # a cached rebuild needs none
+
         spec = RunSpec(argv=argv, env=[f"{k}={v}" for k, v in env.items()], layers=list(state.dirs),
                        user=state.config.get("User") or "", workdir=state.config.get("WorkingDir") or "/",
                        network=network, mounts=mounts)
