@@ -3,6 +3,14 @@ cold (empty cache) and fully cached, wall time of the command, median of the rou
 
     python bench/build_bench.py               # 5 rounds
     python bench/build_bench.py --rounds 1    # a quick check of the setup
+    python bench/build_bench.py --hello       # examples/hello, warm cache, pyreg vs docker classic
+    python bench/build_bench.py --hello --baseline /tmp/old   # and an older pyreg checkout beside
+
+``--hello`` builds the repository's ``examples/hello`` (``FROM busybox``: the test suite's busybox
+image, put in pyreg's store and ``docker load``-ed from ``pyreg save``) once with each builder to
+warm its cache, then times the fully cached rebuild, the two builders interleaved (the order
+rotated every round, so the machine's load falls on both alike): median and best wall time, and
+pyreg's CPU time (user + system of the command).
 
 Needs root, Debian's buildah and docker.io (``tests/run`` installs them). Everything lives under
 one temporary directory: pyreg's store and run root, buildah's vfs root (chroot isolation, with
@@ -53,12 +61,115 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return took
 
 
+def timed_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and the command's CPU time (user + system, its children included)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    took = timed(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def start_dockerd(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """A dockerd of its own under ``root`` (vfs, no iptables, no bridge) and the CLI's environment."""
+    short = Path(tempfile.mkdtemp(prefix="pyreg-bb-"))
+    sock = short / "d.sock"
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(root / "docker"), "--exec-root", str(short / "exec"),
+         "-H", f"unix://{sock}", "--pidfile", str(short / "pid"), "--iptables=false", "--bridge=none",
+         "--storage-driver", "vfs"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    denv = {**env, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0",
+            "DOCKER_CONFIG": str(root / "docker-config")}
+    deadline = time.monotonic() + 60
+    while subprocess.run([DOCKER, "version"], env=denv, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.terminate()
+            raise SystemExit("dockerd did not start")
+        time.sleep(0.2)
+    return proc, denv
+
+
+def hello(rounds: int, baseline: Path | None) -> None:
+    """examples/hello rebuilt with a warm cache: pyreg vs docker's classic builder, interleaved;
+    with ``baseline`` (another pyreg checkout, e.g. ``git worktree``/``git archive`` of an older
+    commit) that one too, on a store of its own."""
+    import json
+
+    from tests.images import build_busybox_image
+
+    root = Path(tempfile.mkdtemp(prefix="pyreg-bench-hello-"))
+    ctx = REPO / "examples" / "hello"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYREG_CGROUP_PARENT": "pyreg-build-bench",
+           "PYREG_NETWORK": "none", "PYREG_STORE": str(root / "store"), "PYREG_RUN_ROOT": str(root / "run"),
+           "PYREG_REGISTRY": "localhost:5000"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed pyreg has its .pyc files
+    dockerd = None
+    pyregs = {"pyreg": env}
+    if baseline is not None:
+        pyregs["pyreg baseline"] = {**env, "PYTHONPATH": str(baseline), "PYREG_STORE": str(root / "store-b"),
+                                    "PYREG_RUN_ROOT": str(root / "run-b")}
+    walls: dict[str, list[float]] = {name: [] for name in [*pyregs, "docker"]}
+    cpu: dict[str, list[float]] = {name: [] for name in pyregs}
+    try:
+        image = build_busybox_image(root / "layout")
+        from pyreg.storage import mediatypes
+        from pyreg.storage.localstore import LocalStore
+        from pyreg.storage.reference import parse
+
+        media_type = json.loads(image.manifest).get("mediaType") or mediatypes.OCI_MANIFEST
+        for e in pyregs.values():
+            os.environ.update({k: e[k] for k in ("PYREG_STORE", "PYREG_REGISTRY")})
+            store = LocalStore(Path(e["PYREG_STORE"]))
+            for digest in [*image.blob_digests, image.manifest_digest]:
+                store.put_blob_file(image.blob_path(digest), digest)
+            store.tag(str(parse("busybox")), image.manifest_digest, media_type, len(image.manifest))
+        pyreg = [sys.executable, "-m", "pyreg", "build", "-q", "-t", "hello", str(ctx)]
+        subprocess.run([sys.executable, "-m", "pyreg", "save", "-o", str(root / "busybox.tar"), "busybox"],
+                       env=env, check=True, capture_output=True)
+        dockerd, denv = start_dockerd(root, env)
+        loaded = subprocess.run([DOCKER, "load", "-i", str(root / "busybox.tar")], env=denv, check=True,
+                                capture_output=True, text=True).stdout
+        name = loaded.strip().splitlines()[-1].split(": ", 1)[1]
+        subprocess.run([DOCKER, "tag", name, "busybox:latest"], env=denv, check=True, capture_output=True)
+        docker = [DOCKER, "build", "-q", "--network", "none", "-t", "hello", str(ctx)]
+        for e in pyregs.values():  # warm every cache
+            timed(pyreg, e)
+        timed(docker, denv)
+        names = list(walls)
+        for rnd in range(rounds):
+            for who in names[rnd % len(names):] + names[:rnd % len(names)]:  # each goes first in turn
+                if who in pyregs:
+                    took, used = timed_cpu(pyreg, pyregs[who])
+                    cpu[who].append(used)
+                else:
+                    took = timed(docker, denv)
+                walls[who].append(took)
+    finally:
+        if dockerd is not None:
+            dockerd.terminate()
+            dockerd.wait(timeout=60)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+        with_cg = Path("/sys/fs/cgroup/pyreg-build-bench")
+        if with_cg.is_dir():
+            with_cg.rmdir()
+    print(f"examples/hello, cached rebuild, {rounds} interleaved rounds")
+    print(f"{'builder':15} {'median s':>9} {'best s':>8} {'CPU median s':>13}")
+    for who, w in walls.items():
+        used = f"{statistics.median(cpu[who]):13.3f}" if who in cpu else f"{'(daemon)':>13}"
+        print(f"{who:15} {statistics.median(w):9.3f} {min(w):8.3f} {used}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--hello", action="store_true", help="examples/hello's cached rebuild vs docker classic")
+    ap.add_argument("--baseline", type=Path, help="with --hello: another pyreg checkout to time beside")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
+    if args.hello:
+        return hello(args.rounds, args.baseline)
     from tests.images import BUSYBOX
 
     root = Path(tempfile.mkdtemp(prefix="pyreg-build-bench-"))
