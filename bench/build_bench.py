@@ -5,12 +5,13 @@ cold (empty cache) and fully cached, wall time of the command, median of the rou
     python bench/build_bench.py --rounds 1    # a quick check of the setup
     python bench/build_bench.py --hello       # examples/hello, warm cache, pyreg vs docker classic
     python bench/build_bench.py --hello --baseline /tmp/old   # and an older pyreg checkout beside
+    python bench/build_bench.py --hello --copy-mib 256        # plus a COPY of a 256 MiB file
 
 ``--hello`` builds the repository's ``examples/hello`` (``FROM busybox``: the test suite's busybox
 image, put in pyreg's store and ``docker load``-ed from ``pyreg save``) once with each builder to
 warm its cache, then times the fully cached rebuild, the two builders interleaved (the order
 rotated every round, so the machine's load falls on both alike): median and best wall time, and
-pyreg's CPU time (user + system of the command).
+CPU time (user + system of the command; for docker, the CLI's and dockerd's, which does the work).
 
 Needs root, Debian's buildah and docker.io (``tests/run`` installs them). Everything lives under
 one temporary directory: pyreg's store and run root, buildah's vfs root (chroot isolation, with
@@ -71,6 +72,13 @@ def timed_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds a running process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_dockerd(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """A dockerd of its own under ``root`` (vfs, no iptables, no bridge) and the CLI's environment."""
     short = Path(tempfile.mkdtemp(prefix="pyreg-bb-"))
@@ -90,7 +98,7 @@ def start_dockerd(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byt
     return proc, denv
 
 
-def hello(rounds: int, baseline: Path | None) -> None:
+def hello(rounds: int, baseline: Path | None, copy_mib: int = 0) -> None:
     """examples/hello rebuilt with a warm cache: pyreg vs docker's classic builder, interleaved;
     with ``baseline`` (another pyreg checkout, e.g. ``git worktree``/``git archive`` of an older
     commit) that one too, on a store of its own."""
@@ -100,6 +108,14 @@ def hello(rounds: int, baseline: Path | None) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="pyreg-bench-hello-"))
     ctx = REPO / "examples" / "hello"
+    if copy_mib:  # examples/hello plus a COPY of a big file: what re-reading the context costs
+        ctx = Path(shutil.copytree(ctx, root / "ctx"))
+        with open(ctx / "big.bin", "wb") as f:
+            for _ in range(copy_mib):
+                f.write(os.urandom(1 << 20))
+        with open(ctx / "Dockerfile", "a") as f:
+            f.write("COPY big.bin /big.bin\n")
+        time.sleep(2.1)  # older than pyreg's racy window (runtime/build/hashcache.py), as a checkout is
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYREG_CGROUP_PARENT": "pyreg-build-bench",
            "PYREG_NETWORK": "none", "PYREG_STORE": str(root / "store"), "PYREG_RUN_ROOT": str(root / "run"),
            "PYREG_REGISTRY": "localhost:5000"}
@@ -109,8 +125,11 @@ def hello(rounds: int, baseline: Path | None) -> None:
     if baseline is not None:
         pyregs["pyreg baseline"] = {**env, "PYTHONPATH": str(baseline), "PYREG_STORE": str(root / "store-b"),
                                     "PYREG_RUN_ROOT": str(root / "run-b")}
+    # ``python -m`` looks in the working directory first: run each pyreg from one that has none
+    here = os.getcwd()
+    os.chdir(root)
     walls: dict[str, list[float]] = {name: [] for name in [*pyregs, "docker"]}
-    cpu: dict[str, list[float]] = {name: [] for name in pyregs}
+    cpu: dict[str, list[float]] = {name: [] for name in walls}
     try:
         image = build_busybox_image(root / "layout")
         from pyreg.storage import mediatypes
@@ -141,11 +160,15 @@ def hello(rounds: int, baseline: Path | None) -> None:
             for who in names[rnd % len(names):] + names[:rnd % len(names)]:  # each goes first in turn
                 if who in pyregs:
                     took, used = timed_cpu(pyreg, pyregs[who])
-                    cpu[who].append(used)
                 else:
-                    took = timed(docker, denv)
+                    assert dockerd is not None
+                    daemon = _proc_cpu(dockerd.pid)
+                    took, used = timed_cpu(docker, denv)  # the CLI's
+                    used += _proc_cpu(dockerd.pid) - daemon  # and the daemon's, which does the build
+                cpu[who].append(used)
                 walls[who].append(took)
     finally:
+        os.chdir(here)
         if dockerd is not None:
             dockerd.terminate()
             dockerd.wait(timeout=60)
@@ -153,11 +176,12 @@ def hello(rounds: int, baseline: Path | None) -> None:
         with_cg = Path("/sys/fs/cgroup/pyreg-build-bench")
         if with_cg.is_dir():
             with_cg.rmdir()
-    print(f"examples/hello, cached rebuild, {rounds} interleaved rounds")
+    extra = f" + COPY of a {copy_mib} MiB file" if copy_mib else ""
+    print(f"examples/hello{extra}, cached rebuild, {rounds} interleaved rounds")
     print(f"{'builder':15} {'median s':>9} {'best s':>8} {'CPU median s':>13}")
     for who, w in walls.items():
-        used = f"{statistics.median(cpu[who]):13.3f}" if who in cpu else f"{'(daemon)':>13}"
-        print(f"{who:15} {statistics.median(w):9.3f} {min(w):8.3f} {used}")
+        print(f"{who:15} {statistics.median(w):9.3f} {min(w):8.3f} {statistics.median(cpu[who]):13.3f}")
+    print("CPU: user + system of the command; docker's includes dockerd's (its threads, not containerd's)")
 
 
 def main() -> None:
@@ -165,11 +189,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--hello", action="store_true", help="examples/hello's cached rebuild vs docker classic")
     ap.add_argument("--baseline", type=Path, help="with --hello: another pyreg checkout to time beside")
+    ap.add_argument("--copy-mib", type=int, default=0, help="with --hello: add a COPY of a file this big")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     if args.hello:
-        return hello(args.rounds, args.baseline)
+        return hello(args.rounds, args.baseline, args.copy_mib)
     from tests.images import BUSYBOX
 
     root = Path(tempfile.mkdtemp(prefix="pyreg-build-bench-"))
