@@ -22,6 +22,7 @@ Back (making the image):
 - ``executor``    — walks the stages: ARG/ENV scoping, ``RUN`` in a runtime container on an
   overlay of the layers so far, ``COPY``/``ADD``, config fields and history, the cache.
 - ``cache``       — content-keyed build cache that survives invocations and is pruned by ``prune``.
+- ``hashcache``   — digests of context files remembered by stat, so a rebuild re-reads only what changed.
 - ``runstep``     — one ``RUN``: a runtime container on the layers so far, its upper dir the diff.
 - ``fsops``       — COPY/ADD/WORKDIR through an overlay of the layers in a private mount namespace.
 """
