@@ -293,3 +293,37 @@ COPY --from=build /out /
                    "script-mode": "755\n", "dest": "hello world\n"}
     assert tree["deep"][:3] == ("0o755", 0, 0) and tree["deep/added"][:3] == ("0o644", 0, 0)
     assert "pipes" not in tree["dev-list"][3].decode().split()
+
+
+def test_heredoc_history_lines(bb: RuntimeEnv, tmp_path: Path) -> None:
+    """BuildKit's history for these: RUN records the argv it ran (``runCommandString``: the build
+    args as ``|N k=v``, then the shell and the body, or ``/dev/pipes/NAME`` for a shebang script,
+    or the line with each heredoc appended for the shell to read); COPY lists ``<<NAME`` sources."""
+    ctx = context(tmp_path, """\
+FROM busybox
+ARG name=world
+RUN <<EOF
+echo "i am" >> /basic
+whoami >> /basic
+EOF
+RUN <<EOF
+#!/bin/sh
+echo hi > /x
+EOF
+RUN <<EOF sh > /y
+echo "$name"
+EOF
+COPY <<A <<B /d/
+a
+A
+b
+B
+""")
+    build(bb, ctx, "-t", "hd-hist")
+    _tree, config = flatten(bb, "hd-hist", tmp_path / "rootfs")
+    assert [h["created_by"] for h in config["history"][-4:]] == [
+        'RUN |1 name=world /bin/sh -c echo "i am" >> /basic\nwhoami >> /basic\n # buildkit',
+        "RUN |1 name=world /dev/pipes/EOF # buildkit",
+        'RUN |1 name=world /bin/sh -c <<EOF sh > /y\necho "$name"\nEOF # buildkit',
+        "COPY <<A <<B /d/ # buildkit",
+    ]
