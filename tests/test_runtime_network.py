@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -527,7 +528,7 @@ def _dnat_counts(ns: NetNs) -> dict[str, int]:
     return out
 
 
-def _other_address(ns: NetNs) -> str:
+def _other_address(ns: NetNs | RootlessNs) -> str:
     """A non-loopback address of the test's namespace: a veth pair with both ends in it (its
     packets never leave the namespace; TEST-NET-1, which routes nowhere)."""
     for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxb"],
@@ -638,23 +639,119 @@ def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
     netns.pyreg("network", "rm", "dnsnet", check=True)
 
 
+class Resolver:
+    """tests/fixtures/dnsstub.py on a namespace's loopback (127.0.0.1:53), answering one made-up
+    name, and a resolv.conf naming it that a command sees as /etc/resolv.conf in a mount
+    namespace of its own (``wrap``): the host's file is never touched, and no query can leave
+    the test's namespace (the stub forwards nothing)."""
+
+    def __init__(self, enter: list[str], tmp: Path) -> None:
+        self.name = f"svc-{os.urandom(3).hex()}.pyreg.test"
+        self.web = "192.0.2.10"  # the address the name resolves to: a veth of the test's namespace
+        self.conf = tmp / "resolv.conf"
+        self.conf.write_text("nameserver 127.0.0.1\n")
+        self.conf.chmod(0o644)
+        self.proc = subprocess.Popen([*enter, sys.executable, "-m", "tests.fixtures.dnsstub", "127.0.0.1",
+                                      f"{self.name}={self.web}"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
+
+    def wrap(self, enter: list[str], argv: list[str]) -> list[str]:
+        """``argv`` in the namespace, in a private mount namespace where /etc/resolv.conf is ours."""
+        return [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.conf), *argv]
+
+    def queries(self) -> list[list[str]]:
+        """(name, type, source) of every query the stub answered, once it is stopped."""
+        self.stop()
+        assert self.proc.stdout is not None
+        return [ln.split() for ln in self.proc.stdout.read().splitlines()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _web_server(ns: NetNs | RootlessNs, tmp: Path, host: str) -> tuple[subprocess.Popen[str], int]:
+    """busybox httpd on ``host`` in the namespace, serving one page; (its process, its port)."""
+    (tmp / "www").mkdir()
+    (tmp / "www" / "index.html").write_text("hello by name\n")
+    (tmp / "www").chmod(0o755)
+    for port in range(18090, 18190):
+        proc = subprocess.Popen([*ns.enter, "busybox", "httpd", "-f", "-p", f"{host}:{port}",
+                                 "-h", str(tmp / "www")], stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=0.5)  # busybox httpd exits at once when it cannot bind
+        except subprocess.TimeoutExpired:
+            return proc, port
+    raise AssertionError("no free port for the test's web server")
+
+
+_LOOKUPS = ("nslookup {name} 2>&1; echo ==; nslookup nosuch-{name} 2>&1; echo \"rc=$?\"; echo ==; "
+            "for i in $(seq 50); do wget -q -O - http://{name}:{port}/ && break; sleep 0.1; done")
+
+
+def _check_lookups(out: str, res: Resolver) -> None:
+    found, missing, page = out.split("==\n")
+    assert f"Address: {res.web}" in found or f"Address 1: {res.web}" in found, out
+    assert "rc=0" not in missing, out  # NXDOMAIN from the stub: the answers are its
+    assert page == "hello by name\n", out
+    asked = res.queries()
+    assert [res.name, "1"] in [q[:2] for q in asked], asked
+    # every query reached the stub from the namespace's loopback: relayed by the tool's forwarder
+    assert asked and all(q[2] == "127.0.0.1" for q in asked), asked
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_usermode_dns_forwarder_resolves_for_root(netns: NetNs, tmp_path: Path, mode: str) -> None:
+    """A container of root's under slirp4netns / pasta asks their DNS forwarder (10.0.2.3), which
+    relays to the resolver in the host's /etc/resolv.conf: here a stub on the test namespace's
+    loopback, named by a resolv.conf bound over /etc/resolv.conf in a mount namespace of the
+    test's. ``nslookup`` and ``wget`` by name both go through it."""
+    _need(mode)
+    web = _other_address(netns)
+    res = Resolver(netns.enter, tmp_path)
+    server, port = _web_server(netns, tmp_path, web)
+    try:
+        script = "cat /etc/resolv.conf; echo ==; " + _LOOKUPS.format(name=res.name, port=port)
+        r = subprocess.run(res.wrap(netns.enter, [sys.executable, "-m", "pyreg", "run", "--rm",
+                                                  "--network", mode, "busybox", "sh", "-c", script]),
+                           env=netns.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        resolv, out = r.stdout.split("==\n", 1)
+        assert resolv == "nameserver 10.0.2.3\n"
+        _check_lookups(out, res)
+    finally:
+        res.stop()
+        server.kill()
+        server.wait()
+
+
 @pytest.mark.parametrize("mode", USERMODE)
 def test_rootless_dns_is_the_builtin_forwarder(rootless_ns: RootlessNs, mode: str) -> None:
-    """Under slirp4netns and pasta the container asks their DNS forwarder (10.0.2.3), which
-    relays to the host's resolvers. What the test can see: resolv.conf, /etc/hosts, and that the
-    tool was told to forward that address; a query itself is not sent (the namespace has no
-    resolver to reach, and the host's is outside it)."""
+    """The same as nobody: the container's names go through slirp4netns's / pasta's forwarder at
+    10.0.2.3 to the (stub) resolver of the test's namespace; its own hostname is in /etc/hosts."""
     _need(mode)
-    assert _rootless_httpd(rootless_ns, "--network", mode, "--hostname", "box").returncode == 0
-    r = rootless_ns.pyreg("exec", "web", "sh", "-c", "cat /etc/resolv.conf; echo ==; cat /etc/hosts; "
-                          "echo ==; wget -q -O - http://box:80/", check=True)
-    resolv, hosts, page = r.stdout.split("==\n")
-    assert resolv == "nameserver 10.0.2.3\n"
-    assert "10.0.2.100\tbox" in hosts.splitlines() and page.startswith("hello from box")
-    rec = rootless_ns.state("web")
-    if mode == "pasta":
-        args = Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes().split(b"\0")
-        assert args[args.index(b"--dns-forward") + 1] == b"10.0.2.3"
-    else:  # slirp4netns --configure: its built-in DNS at the network's .3
-        assert b"--configure" in Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes()
-    rootless_ns.pyreg("rm", "-f", "web", check=True)
+    tmp = Path(tempfile.mkdtemp(dir=rootless_ns.rl.base))
+    tmp.chmod(0o755)
+    web = _other_address(rootless_ns)
+    res = Resolver(rootless_ns.enter, tmp)
+    server, port = _web_server(rootless_ns, tmp, web)
+    try:
+        script = ("cat /etc/resolv.conf; echo ==; cat /etc/hosts; echo ==; "
+                  + _LOOKUPS.format(name=res.name, port=port))
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON,
+                "-m", "pyreg", "run", "--rm", "--network", mode, "--hostname", "box", "five-layer",
+                "sh", "-c", script]
+        r = subprocess.run(res.wrap(rootless_ns.enter, argv), env=rootless_ns.env, cwd=rootless_ns.rl.base,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        resolv, hosts, out = r.stdout.split("==\n", 2)
+        assert resolv == "nameserver 10.0.2.3\n"
+        assert "10.0.2.100\tbox" in hosts.splitlines()
+        _check_lookups(out, res)
+    finally:
+        res.stop()
+        server.kill()
+        server.wait()
