@@ -48,7 +48,8 @@ def _net_view(ns: str | None) -> dict[str, str]:
                     for ln in _out(*pre, "ip", "-o", "link").splitlines())
     return {"links": links, "addrs": addrs,
             "routes": _out(*pre, "ip", "route").replace(" linkdown", ""),
-            "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln))}
+            "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln)),
+            "rules6": "\n".join(ln for ln in _out(*pre, "ip6tables-save").splitlines() if _is_rule(ln))}
 
 
 def _is_rule(line: str) -> bool:
@@ -259,9 +260,11 @@ def test_publish_port_on_loopback(netns: NetNs) -> None:
 def test_publish_random_host_port(netns: NetNs) -> None:
     assert _httpd(netns, "-p", "80").returncode == 0
     out = netns.pyreg("port", "web", "80", check=True).stdout.strip()
-    host_ip, _, port = out.rpartition(":")
-    assert host_ip == "0.0.0.0" and int(port) > 0
+    v4, v6 = out.splitlines()  # as docker: 0.0.0.0 and [::], one port number
+    host_ip, _, port = v4.rpartition(":")
+    assert host_ip == "0.0.0.0" and int(port) > 0 and v6 == f"[::]:{port}"
     assert _curl(netns, f"http://127.0.0.1:{port}/").startswith("hello from")
+    assert _curl(netns, f"http://[::1]:{port}/").startswith("hello from")
     netns.pyreg("rm", "-f", "web", check=True)
 
 
@@ -528,11 +531,15 @@ def _dnat_counts(ns: NetNs) -> dict[str, int]:
     return out
 
 
+OTHER6 = "2001:db8::10"  # the documentation prefix, which routes nowhere
+
+
 def _other_address(ns: NetNs | RootlessNs) -> str:
     """A non-loopback address of the test's namespace: a veth pair with both ends in it (its
-    packets never leave the namespace; TEST-NET-1, which routes nowhere)."""
+    packets never leave the namespace; TEST-NET-1, which routes nowhere), and ``OTHER6`` on it."""
     for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxb"],
                 ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"],
+                ["ip", "addr", "add", f"{OTHER6}/64", "dev", "pxa", "nodad"],
                 ["ip", "link", "set", "pxa", "up"], ["ip", "link", "set", "pxb", "up"]):
         r = ns.sh(*cmd)
         assert r.returncode == 0, r.stderr
@@ -597,14 +604,61 @@ def test_dnat_from_another_namespace_through_prerouting(netns: NetNs) -> None:
         subprocess.run(["ip", "netns", "del", client], check=False)
 
 
+def _peers(ns: NetNs, name: str) -> list[str]:
+    """The client addresses ``httpd -vv`` logged, in order."""
+    r = ns.pyreg("logs", name, check=True)
+    return [ln.split("]:")[0].removeprefix("[::ffff:") for ln in (r.stdout + r.stderr).splitlines()
+            if ln.endswith(" url:/")]  # [::ffff:192.0.2.10]:43912: url:/
+
+
+def test_publish_on_ipv6_is_the_proxy_as_docker_without_ipv6(netns: NetNs) -> None:
+    """pyreg's bridge is IPv4-only, as docker's with ipv6 off: ``-p`` on an IPv6 host address, and
+    the ``[::]`` side of a port without one (docker binds both), go through the userland proxy to
+    the container's IPv4 address — netfilter cannot DNAT IPv6 to IPv4, so no ip6tables rule is
+    made. The IPv4 side of the same port stays DNAT-ed (its counter), the IPv6 side never touches
+    it, the container sees the proxy (the bridge's gateway) as the peer of IPv6 clients, and the
+    ports and (absent) ip6tables rules are as before after ``rm -f``."""
+    host = _other_address(netns)
+    before = _settle(netns)
+    host_rules = _pyreg_rules(_out("iptables-save")) + _pyreg_rules(_out("ip6tables-save"))
+    r = netns.pyreg("run", "-d", "--name", "web", "-p", "[::1]:18088:80", "-p", f"[{OTHER6}]:18089:80",
+                    "-p", "18084:80", "busybox", "sh", "-c",
+                    "echo hello from $(hostname) > /index.html && exec httpd -f -vv -p 80 -h /")
+    assert r.returncode == 0, r.stderr
+    assert netns.pyreg("port", "web", check=True).stdout.splitlines() == [
+        "80/tcp -> [::1]:18088", f"80/tcp -> [{OTHER6}]:18089", "80/tcp -> 0.0.0.0:18084",
+        "80/tcp -> [::]:18084"]
+    listed = netns.pyreg("port", "web", "80", check=True).stdout.splitlines()
+    assert listed[2:] == ["0.0.0.0:18084", "[::]:18084"]
+    assert "[::]:18084->80/tcp" in netns.pyreg("ps", check=True).stdout
+    assert _curl(netns, f"http://{host}:18084/").startswith("hello from")
+    v4 = _dnat_counts(netns)
+    assert v4["18084"] > 0 and set(v4) == {"18084"}  # only the IPv4 side has a DNAT rule
+    for url in ("http://[::1]:18088/", f"http://[{OTHER6}]:18089/", f"http://[{OTHER6}]:18084/",
+                "http://[::1]:18084/"):
+        assert _curl(netns, url).startswith("hello from"), url
+    assert _dnat_counts(netns) == v4  # the IPv6 connections were not rewritten by netfilter
+    peers = _peers(netns, "web")
+    assert peers[0] == host and set(peers[1:]) == {"10.88.0.1"}, peers  # DNAT keeps the client; proxy
+    view = _net_view(netns.name)
+    assert view["rules6"] == before["rules6"] and "PYREG" not in view["rules6"]
+    assert _pyreg_rules(_out("iptables-save")) + _pyreg_rules(_out("ip6tables-save")) == host_rules
+    netns.pyreg("rm", "-f", "web", check=True)
+    _back_to(netns, before)
+    for url in ("http://[::1]:18088/", f"http://[{OTHER6}]:18089/", "http://[::1]:18084/"):
+        assert netns.sh("curl", "-s", "--max-time", "5", url).returncode != 0, url
+
+
 @pytest.mark.parametrize("janitor_too", [False, True])
 def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, janitor_too: bool) -> None:
     """kill -9 of pyreg run: the janitor removes the rules; of both: the next pyreg command."""
     host = _other_address(netns)
     before = _settle(netns)
-    assert _httpd(netns, "-p", f"{host}:18085:80", name="doomed").returncode == 0
+    r = _httpd(netns, "-p", f"{host}:18085:80", "-p", f"[{OTHER6}]:18086:80", name="doomed")
+    assert r.returncode == 0, r.stderr
     rec = busybox_store.wait_running("doomed")
     assert "18085" in _net_view(netns.name)["rules"]
+    assert _curl(netns, f"http://[{OTHER6}]:18086/").startswith("hello from")  # the proxy's
     if janitor_too:
         os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
@@ -615,7 +669,8 @@ def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, jan
     if janitor_too:  # nobody left to remove them until a pyreg command sweeps
         assert "18085" in _net_view(netns.name)["rules"]
     assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
-    _back_to(netns, before)
+    _back_to(netns, before)  # ip6tables' rules too: none were made
+    assert netns.sh("curl", "-s", "--max-time", "5", f"http://[{OTHER6}]:18086/").returncode != 0
 
 
 def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
