@@ -673,6 +673,51 @@ def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, jan
     assert netns.sh("curl", "-s", "--max-time", "5", f"http://[{OTHER6}]:18086/").returncode != 0
 
 
+def test_nat_rules_flushed_by_a_firewall_reload_come_back_on_the_next_start(netns: NetNs,
+                                                                            tmp_path: Path) -> None:
+    """A firewall reload (here ``iptables -F/-X`` of the test namespace's nat and filter tables,
+    its FORWARD policy DROP kept, as firewalld leaves it) takes pyreg's masquerade and forward
+    rules while pyreg0 stays up; the next container start finds them missing and makes them again,
+    so it reaches a server in a second namespace of the test's that has no route back to the
+    bridge's subnet (only the masquerade makes its replies come back)."""
+    peer = f"{netns.name}p"
+    subprocess.run(["ip", "netns", "add", peer], check=True)
+    server = None
+    try:
+        enter_peer = ["nsenter", f"--net=/run/netns/{peer}"]
+        for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxc", "netns", peer],
+                    ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"], ["ip", "link", "set", "pxa", "up"],
+                    ["iptables", "-P", "FORWARD", "DROP"]):
+            r = netns.sh(*cmd)
+            assert r.returncode == 0, r.stderr
+        for cmd in (["ip", "addr", "add", "192.0.2.20/24", "dev", "pxc"], ["ip", "link", "set", "pxc", "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            subprocess.run([*enter_peer, *cmd], check=True)
+        (tmp_path / "index.html").write_text("reached\n")
+        server = subprocess.Popen([*enter_peer, "busybox", "httpd", "-f", "-p", "192.0.2.20:18092", "-h",
+                                   str(tmp_path)], stderr=subprocess.PIPE, text=True)
+        fetch = ["busybox", "sh", "-c", "for i in $(seq 30); do wget -q -O - http://192.0.2.20:18092/ "
+                 "&& exit 0; sleep 0.1; done; exit 1"]
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        made = _net_view(netns.name)["rules"]
+        assert "-A PYREG-POSTROUTING -s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in made
+        for table in ("nat", "filter"):  # the reload
+            for flag in ("-F", "-X"):
+                r = netns.sh("iptables", "-t", table, flag)
+                assert r.returncode == 0, r.stderr
+        assert "PYREG" not in _net_view(netns.name)["rules"]
+        assert "pyreg0" in _net_view(netns.name)["links"]
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _net_view(netns.name)["rules"] == made  # made again, each once
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _net_view(netns.name)["rules"] == made  # and not twice by the next start
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "netns", "del", peer], check=False)
+
+
 def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
     """DNS by name on a user network is /etc/hosts (runtime/network/networks.py): the client's
     libc finds the server by its name and its --network-alias there, with no resolver running.
