@@ -679,7 +679,8 @@ def test_nat_rules_flushed_by_a_firewall_reload_come_back_on_the_next_start(netn
     its FORWARD policy DROP kept, as firewalld leaves it) takes pyreg's masquerade and forward
     rules while pyreg0 stays up; the next container start finds them missing and makes them again,
     so it reaches a server in a second namespace of the test's that has no route back to the
-    bridge's subnet (only the masquerade makes its replies come back)."""
+    bridge's subnet (only the masquerade makes its replies come back), and the DNAT rules of a
+    container running across the reload are back as well."""
     peer = f"{netns.name}p"
     subprocess.run(["ip", "netns", "add", peer], check=True)
     server = None
@@ -699,8 +700,11 @@ def test_nat_rules_flushed_by_a_firewall_reload_come_back_on_the_next_start(netn
         fetch = ["busybox", "sh", "-c", "for i in $(seq 30); do wget -q -O - http://192.0.2.20:18092/ "
                  "&& exit 0; sleep 0.1; done; exit 1"]
         assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _httpd(netns, "-p", "192.0.2.10:18093:80").returncode == 0  # running across the reload
+        assert _curl(netns, "http://192.0.2.10:18093/").startswith("hello from")
         made = _net_view(netns.name)["rules"]
         assert "-A PYREG-POSTROUTING -s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in made
+        assert "--dport 18093" in made
         for table in ("nat", "filter"):  # the reload
             for flag in ("-F", "-X"):
                 r = netns.sh("iptables", "-t", table, flag)
@@ -708,7 +712,10 @@ def test_nat_rules_flushed_by_a_firewall_reload_come_back_on_the_next_start(netn
         assert "PYREG" not in _net_view(netns.name)["rules"]
         assert "pyreg0" in _net_view(netns.name)["links"]
         assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
-        assert _net_view(netns.name)["rules"] == made  # made again, each once
+        assert _net_view(netns.name)["rules"] == made  # made again, each once, the DNAT ones too
+        counted = _dnat_counts(netns)["18093"]
+        assert _curl(netns, "http://192.0.2.10:18093/").startswith("hello from")
+        assert _dnat_counts(netns)["18093"] > counted  # DNAT-ed again, not the proxy
         assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
         assert _net_view(netns.name)["rules"] == made  # and not twice by the next start
     finally:

@@ -10,7 +10,8 @@ A firewall reload (``firewall-cmd --reload``, ``iptables -F``, ``nft flush rules
 these rules while ``pyreg0`` stays: docker re-adds its rules when firewalld says it reloaded;
 pyreg has no daemon to hear that, so every container start on an existing bridge checks them
 (``Check``: one ``iptables-save`` spawned before the veth is made and read after, so it runs beside
-that work) and re-adds what is missing, under the network lock.
+that work) and re-adds what is missing, under the network lock, with the DNAT rules of the
+running containers (runtime/network/dnat.py ``restore``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class Check:
 
         with ipam.locked():  # two starts after one reload: the second finds them made
             ensure(subnet, bridge)
+        from pyreg.runtime.network import dnat
+
+        dnat.restore()  # the reload took the running containers' DNAT rules too
         return True
 
     def close(self) -> None:
