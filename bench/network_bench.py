@@ -120,8 +120,9 @@ def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: in
             try:
                 # nc listening before the first byte: a proxy accepts at once and would reset the
                 # connection it cannot pass on (9000 = 0x2328 in /proc/net/tcp, tcp6)
-                subprocess.run([*pyreg, "exec", cid, "sh", "-c", "until cat /proc/net/tcp* | grep -q ':2328 '; "
-                                "do sleep 0.05; done"], env=env, capture_output=True, check=True, timeout=60)
+                subprocess.run([*pyreg, "exec", cid, "sh", "-c",
+                                "until cat /proc/net/tcp* | grep -q ':2328 '; do sleep 0.05; done"],
+                               env=env, capture_output=True, check=True, timeout=60)
                 if host is None:
                     addr = subprocess.run([*pyreg, "exec", cid, "ip", "-o", "-4", "addr", "show", "eth0"],
                                           env=env, capture_output=True, text=True, check=True).stdout
