@@ -98,6 +98,7 @@ def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: in
     setups: dict[str, tuple[str, list[str], str | None, int]] = {
         "pyreg -p (proxy)": ("bridge", ["-p", "127.0.0.1:19090:9000"], "127.0.0.1", 19090),
         "pyreg -p (DNAT)": ("bridge", ["-p", f"{OTHER_ADDRESS}:19093:9000"], OTHER_ADDRESS, 19093),
+        "pyreg -p [::1] (proxy)": ("bridge", ["-p", "[::1]:19095:9000"], "::1", 19095),
         "docker-proxy": ("bridge", [], None, 9000),
         "container address": ("bridge", [], None, 9000),
         "slirp4netns -p": ("slirp4netns", ["-p", "127.0.0.1:19092:9000"], "127.0.0.1", 19092),
@@ -117,6 +118,11 @@ def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: in
                                  check=True).stdout.strip()
             helper = None
             try:
+                # nc listening before the first byte: a proxy accepts at once and would reset the
+                # connection it cannot pass on (9000 = 0x2328 in /proc/net/tcp, tcp6)
+                subprocess.run([*pyreg, "exec", cid, "sh", "-c",
+                                "until cat /proc/net/tcp* | grep -q ':2328 '; do sleep 0.05; done"],
+                               env=env, capture_output=True, check=True, timeout=60)
                 if host is None:
                     addr = subprocess.run([*pyreg, "exec", cid, "ip", "-o", "-4", "addr", "show", "eth0"],
                                           env=env, capture_output=True, text=True, check=True).stdout
@@ -143,7 +149,7 @@ def _throughput(pyreg: list[str], enter: list[str], env: dict[str, str], mib: in
     for label in paths:
         v = sorted(got[label])
         if v:
-            print(f"throughput {label:18}: median {statistics.median(v):.0f} MiB/s "
+            print(f"throughput {label:22}: median {statistics.median(v):.0f} MiB/s "
                   f"(min {v[0]:.0f}, max {v[-1]:.0f}, {len(v)} runs of {mib} MiB)")
 
 

@@ -298,7 +298,7 @@ def _network(rec: Container) -> int:
         return bridge.create(rec)
     from pyreg.runtime.network import janitor, ports
 
-    proxy = ports.Proxy(rec.config.publish)
+    proxy = ports.Proxy(rec.config.publish, dual_stack=True)  # IPv4 bridge, [::] too: as docker
     try:
         netns = bridge.create(rec)
     except BaseException:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,8 @@ def _net_view(ns: str | None) -> dict[str, str]:
                     for ln in _out(*pre, "ip", "-o", "link").splitlines())
     return {"links": links, "addrs": addrs,
             "routes": _out(*pre, "ip", "route").replace(" linkdown", ""),
-            "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln))}
+            "rules": "\n".join(ln for ln in _out(*pre, "iptables-save").splitlines() if _is_rule(ln)),
+            "rules6": "\n".join(ln for ln in _out(*pre, "ip6tables-save").splitlines() if _is_rule(ln))}
 
 
 def _is_rule(line: str) -> bool:
@@ -258,9 +260,15 @@ def test_publish_port_on_loopback(netns: NetNs) -> None:
 def test_publish_random_host_port(netns: NetNs) -> None:
     assert _httpd(netns, "-p", "80").returncode == 0
     out = netns.pyreg("port", "web", "80", check=True).stdout.strip()
-    host_ip, _, port = out.rpartition(":")
+    v4, *v6 = out.splitlines()  # as docker: 0.0.0.0 and [::] (where there is IPv6), one port number
+    host_ip, _, port = v4.rpartition(":")
     assert host_ip == "0.0.0.0" and int(port) > 0
     assert _curl(netns, f"http://127.0.0.1:{port}/").startswith("hello from")
+    if _has_ipv6(netns):
+        assert v6 == [f"[::]:{port}"]
+        assert _curl(netns, f"http://[::1]:{port}/").startswith("hello from")
+    else:
+        assert v6 == []
     netns.pyreg("rm", "-f", "web", check=True)
 
 
@@ -527,11 +535,20 @@ def _dnat_counts(ns: NetNs) -> dict[str, int]:
     return out
 
 
-def _other_address(ns: NetNs) -> str:
+OTHER6 = "2001:db8::10"  # the documentation prefix, which routes nowhere
+
+
+def _has_ipv6(ns: NetNs | RootlessNs) -> bool:
+    """IPv6 in the namespace (``::1`` on its lo): what pyreg looks at to bind ``[::]`` as well."""
+    return bool(ns.sh("cat", "/proc/net/if_inet6").stdout.strip())
+
+
+def _other_address(ns: NetNs | RootlessNs) -> str:
     """A non-loopback address of the test's namespace: a veth pair with both ends in it (its
-    packets never leave the namespace; TEST-NET-1, which routes nowhere)."""
+    packets never leave the namespace; TEST-NET-1, which routes nowhere), and ``OTHER6`` on it."""
+    v6 = [["ip", "addr", "add", f"{OTHER6}/64", "dev", "pxa", "nodad"]] if _has_ipv6(ns) else []
     for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxb"],
-                ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"],
+                ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"], *v6,
                 ["ip", "link", "set", "pxa", "up"], ["ip", "link", "set", "pxb", "up"]):
         r = ns.sh(*cmd)
         assert r.returncode == 0, r.stderr
@@ -596,14 +613,66 @@ def test_dnat_from_another_namespace_through_prerouting(netns: NetNs) -> None:
         subprocess.run(["ip", "netns", "del", client], check=False)
 
 
+def _peers(ns: NetNs, name: str) -> list[str]:
+    """The client addresses ``httpd -vv`` logged, in order."""
+    r = ns.pyreg("logs", name, check=True)
+    return [ln.split("]:")[0].removeprefix("[::ffff:") for ln in (r.stdout + r.stderr).splitlines()
+            if ln.endswith(" url:/")]  # [::ffff:192.0.2.10]:43912: url:/
+
+
+def test_publish_on_ipv6_is_the_proxy_as_docker_without_ipv6(netns: NetNs) -> None:
+    """pyreg's bridge is IPv4-only, as docker's with ipv6 off: ``-p`` on an IPv6 host address, and
+    the ``[::]`` side of a port without one (docker binds both), go through the userland proxy to
+    the container's IPv4 address — netfilter cannot DNAT IPv6 to IPv4, so no ip6tables rule is
+    made. The IPv4 side of the same port stays DNAT-ed (its counter), the IPv6 side never touches
+    it, the container sees the proxy (the bridge's gateway) as the peer of IPv6 clients, and the
+    ports and (absent) ip6tables rules are as before after ``rm -f``."""
+    if not _has_ipv6(netns):
+        pytest.skip("no IPv6 in this kernel's network namespaces")
+    host = _other_address(netns)
+    before = _settle(netns)
+    host_rules = _pyreg_rules(_out("iptables-save")) + _pyreg_rules(_out("ip6tables-save"))
+    r = netns.pyreg("run", "-d", "--name", "web", "-p", "[::1]:18088:80", "-p", f"[{OTHER6}]:18089:80",
+                    "-p", "18084:80", "busybox", "sh", "-c",
+                    "echo hello from $(hostname) > /index.html && exec httpd -f -vv -p 80 -h /")
+    assert r.returncode == 0, r.stderr
+    assert netns.pyreg("port", "web", check=True).stdout.splitlines() == [
+        "80/tcp -> [::1]:18088", f"80/tcp -> [{OTHER6}]:18089", "80/tcp -> 0.0.0.0:18084",
+        "80/tcp -> [::]:18084"]
+    listed = netns.pyreg("port", "web", "80", check=True).stdout.splitlines()
+    assert listed[2:] == ["0.0.0.0:18084", "[::]:18084"]
+    assert "[::]:18084->80/tcp" in netns.pyreg("ps", check=True).stdout
+    assert _curl(netns, f"http://{host}:18084/").startswith("hello from")
+    v4 = _dnat_counts(netns)
+    assert v4["18084"] > 0 and set(v4) == {"18084"}  # only the IPv4 side has a DNAT rule
+    for url in ("http://[::1]:18088/", f"http://[{OTHER6}]:18089/", f"http://[{OTHER6}]:18084/",
+                "http://[::1]:18084/"):
+        assert _curl(netns, url).startswith("hello from"), url
+    assert _dnat_counts(netns) == v4  # the IPv6 connections were not rewritten by netfilter
+    peers = _peers(netns, "web")
+    assert peers[0] == host and set(peers[1:]) == {"10.88.0.1"}, peers  # DNAT keeps the client; proxy
+    view = _net_view(netns.name)
+    assert view["rules6"] == before["rules6"] and "PYREG" not in view["rules6"]
+    assert _pyreg_rules(_out("iptables-save")) + _pyreg_rules(_out("ip6tables-save")) == host_rules
+    netns.pyreg("rm", "-f", "web", check=True)
+    _back_to(netns, before)
+    for url in ("http://[::1]:18088/", f"http://[{OTHER6}]:18089/", "http://[::1]:18084/"):
+        assert netns.sh("curl", "-s", "--max-time", "5", url).returncode != 0, url
+
+
 @pytest.mark.parametrize("janitor_too", [False, True])
 def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, janitor_too: bool) -> None:
     """kill -9 of pyreg run: the janitor removes the rules; of both: the next pyreg command."""
     host = _other_address(netns)
     before = _settle(netns)
-    assert _httpd(netns, "-p", f"{host}:18085:80", name="doomed").returncode == 0
+    v6 = _has_ipv6(netns)
+    r = _httpd(netns, "-p", f"{host}:18085:80", *(["-p", f"[{OTHER6}]:18086:80"] if v6 else []),
+               name="doomed")
+    assert r.returncode == 0, r.stderr
     rec = busybox_store.wait_running("doomed")
     assert "18085" in _net_view(netns.name)["rules"]
+    if v6:
+        assert _curl(netns, f"http://[{OTHER6}]:18086/").startswith("hello from")  # the proxy's
     if janitor_too:
         os.kill(int(rec["net"]["janitor"]), signal.SIGKILL)
     os.kill(int(rec["supervisor"]), signal.SIGKILL)
@@ -614,7 +683,61 @@ def test_dnat_rules_go_after_kill_9(netns: NetNs, busybox_store: RuntimeEnv, jan
     if janitor_too:  # nobody left to remove them until a pyreg command sweeps
         assert "18085" in _net_view(netns.name)["rules"]
     assert "Exited" in netns.pyreg("ps", "-a", check=True).stdout
-    _back_to(netns, before)
+    _back_to(netns, before)  # ip6tables' rules too: none were made
+    if v6:
+        assert netns.sh("curl", "-s", "--max-time", "5", f"http://[{OTHER6}]:18086/").returncode != 0
+
+
+def test_nat_rules_flushed_by_a_firewall_reload_come_back_on_the_next_start(netns: NetNs,
+                                                                            tmp_path: Path) -> None:
+    """A firewall reload (here ``iptables -F/-X`` of the test namespace's nat and filter tables,
+    its FORWARD policy DROP kept, as firewalld leaves it) takes pyreg's masquerade and forward
+    rules while pyreg0 stays up; the next container start finds them missing and makes them again,
+    so it reaches a server in a second namespace of the test's that has no route back to the
+    bridge's subnet (only the masquerade makes its replies come back), and the DNAT rules of a
+    container running across the reload are back as well."""
+    peer = f"{netns.name}p"
+    subprocess.run(["ip", "netns", "add", peer], check=True)
+    server = None
+    try:
+        enter_peer = ["nsenter", f"--net=/run/netns/{peer}"]
+        for cmd in (["ip", "link", "add", "pxa", "type", "veth", "peer", "name", "pxc", "netns", peer],
+                    ["ip", "addr", "add", "192.0.2.10/24", "dev", "pxa"], ["ip", "link", "set", "pxa", "up"],
+                    ["iptables", "-P", "FORWARD", "DROP"]):
+            r = netns.sh(*cmd)
+            assert r.returncode == 0, r.stderr
+        for cmd in (["ip", "addr", "add", "192.0.2.20/24", "dev", "pxc"], ["ip", "link", "set", "pxc", "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            subprocess.run([*enter_peer, *cmd], check=True)
+        (tmp_path / "index.html").write_text("reached\n")
+        server = subprocess.Popen([*enter_peer, "busybox", "httpd", "-f", "-p", "192.0.2.20:18092", "-h",
+                                   str(tmp_path)], stderr=subprocess.PIPE, text=True)
+        fetch = ["busybox", "sh", "-c", "for i in $(seq 30); do wget -q -O - http://192.0.2.20:18092/ "
+                 "&& exit 0; sleep 0.1; done; exit 1"]
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _httpd(netns, "-p", "192.0.2.10:18093:80").returncode == 0  # running across the reload
+        assert _curl(netns, "http://192.0.2.10:18093/").startswith("hello from")
+        made = _net_view(netns.name)["rules"]
+        assert "-A PYREG-POSTROUTING -s 10.88.0.0/16 ! -o pyreg0 -j MASQUERADE" in made
+        assert "--dport 18093" in made
+        for table in ("nat", "filter"):  # the reload
+            for flag in ("-F", "-X"):
+                r = netns.sh("iptables", "-t", table, flag)
+                assert r.returncode == 0, r.stderr
+        assert "PYREG" not in _net_view(netns.name)["rules"]
+        assert "pyreg0" in _net_view(netns.name)["links"]
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _net_view(netns.name)["rules"] == made  # made again, each once, the DNAT ones too
+        counted = _dnat_counts(netns)["18093"]
+        assert _curl(netns, "http://192.0.2.10:18093/").startswith("hello from")
+        assert _dnat_counts(netns)["18093"] > counted  # DNAT-ed again, not the proxy
+        assert netns.pyreg("run", "--rm", *fetch, check=True).stdout == "reached\n"
+        assert _net_view(netns.name)["rules"] == made  # and not twice by the next start
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "netns", "del", peer], check=False)
 
 
 def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
@@ -638,23 +761,119 @@ def test_names_resolve_on_a_user_network(netns: NetNs) -> None:
     netns.pyreg("network", "rm", "dnsnet", check=True)
 
 
+class Resolver:
+    """tests/fixtures/dnsstub.py on a namespace's loopback (127.0.0.1:53), answering one made-up
+    name, and a resolv.conf naming it that a command sees as /etc/resolv.conf in a mount
+    namespace of its own (``wrap``): the host's file is never touched, and no query can leave
+    the test's namespace (the stub forwards nothing)."""
+
+    def __init__(self, enter: list[str], tmp: Path) -> None:
+        self.name = f"svc-{os.urandom(3).hex()}.pyreg.test"
+        self.web = "192.0.2.10"  # the address the name resolves to: a veth of the test's namespace
+        self.conf = tmp / "resolv.conf"
+        self.conf.write_text("nameserver 127.0.0.1\n")
+        self.conf.chmod(0o644)
+        self.proc = subprocess.Popen([*enter, sys.executable, "-m", "tests.fixtures.dnsstub", "127.0.0.1",
+                                      f"{self.name}={self.web}"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
+
+    def wrap(self, enter: list[str], argv: list[str]) -> list[str]:
+        """``argv`` in the namespace, in a private mount namespace where /etc/resolv.conf is ours."""
+        return [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.conf), *argv]
+
+    def queries(self) -> list[list[str]]:
+        """(name, type, source) of every query the stub answered, once it is stopped."""
+        self.stop()
+        assert self.proc.stdout is not None
+        return [ln.split() for ln in self.proc.stdout.read().splitlines()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _web_server(ns: NetNs | RootlessNs, tmp: Path, host: str) -> tuple[subprocess.Popen[str], int]:
+    """busybox httpd on ``host`` in the namespace, serving one page; (its process, its port)."""
+    (tmp / "www").mkdir()
+    (tmp / "www" / "index.html").write_text("hello by name\n")
+    (tmp / "www").chmod(0o755)
+    for port in range(18090, 18190):
+        proc = subprocess.Popen([*ns.enter, "busybox", "httpd", "-f", "-p", f"{host}:{port}",
+                                 "-h", str(tmp / "www")], stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=0.5)  # busybox httpd exits at once when it cannot bind
+        except subprocess.TimeoutExpired:
+            return proc, port
+    raise AssertionError("no free port for the test's web server")
+
+
+_LOOKUPS = ("nslookup {name} 2>&1; echo ==; nslookup nosuch-{name} 2>&1; echo \"rc=$?\"; echo ==; "
+            "for i in $(seq 50); do wget -q -O - http://{name}:{port}/ && break; sleep 0.1; done")
+
+
+def _check_lookups(out: str, res: Resolver) -> None:
+    found, missing, page = out.split("==\n")
+    assert f"Address: {res.web}" in found or f"Address 1: {res.web}" in found, out
+    assert "rc=0" not in missing, out  # NXDOMAIN from the stub: the answers are its
+    assert page == "hello by name\n", out
+    asked = res.queries()
+    assert [res.name, "1"] in [q[:2] for q in asked], asked
+    # every query reached the stub from the namespace's loopback: relayed by the tool's forwarder
+    assert asked and all(q[2] == "127.0.0.1" for q in asked), asked
+
+
+@pytest.mark.parametrize("mode", USERMODE)
+def test_usermode_dns_forwarder_resolves_for_root(netns: NetNs, tmp_path: Path, mode: str) -> None:
+    """A container of root's under slirp4netns / pasta asks their DNS forwarder (10.0.2.3), which
+    relays to the resolver in the host's /etc/resolv.conf: here a stub on the test namespace's
+    loopback, named by a resolv.conf bound over /etc/resolv.conf in a mount namespace of the
+    test's. ``nslookup`` and ``wget`` by name both go through it."""
+    _need(mode)
+    web = _other_address(netns)
+    res = Resolver(netns.enter, tmp_path)
+    server, port = _web_server(netns, tmp_path, web)
+    try:
+        script = "cat /etc/resolv.conf; echo ==; " + _LOOKUPS.format(name=res.name, port=port)
+        r = subprocess.run(res.wrap(netns.enter, [sys.executable, "-m", "pyreg", "run", "--rm",
+                                                  "--network", mode, "busybox", "sh", "-c", script]),
+                           env=netns.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        resolv, out = r.stdout.split("==\n", 1)
+        assert resolv == "nameserver 10.0.2.3\n"
+        _check_lookups(out, res)
+    finally:
+        res.stop()
+        server.kill()
+        server.wait()
+
+
 @pytest.mark.parametrize("mode", USERMODE)
 def test_rootless_dns_is_the_builtin_forwarder(rootless_ns: RootlessNs, mode: str) -> None:
-    """Under slirp4netns and pasta the container asks their DNS forwarder (10.0.2.3), which
-    relays to the host's resolvers. What the test can see: resolv.conf, /etc/hosts, and that the
-    tool was told to forward that address; a query itself is not sent (the namespace has no
-    resolver to reach, and the host's is outside it)."""
+    """The same as nobody: the container's names go through slirp4netns's / pasta's forwarder at
+    10.0.2.3 to the (stub) resolver of the test's namespace; its own hostname is in /etc/hosts."""
     _need(mode)
-    assert _rootless_httpd(rootless_ns, "--network", mode, "--hostname", "box").returncode == 0
-    r = rootless_ns.pyreg("exec", "web", "sh", "-c", "cat /etc/resolv.conf; echo ==; cat /etc/hosts; "
-                          "echo ==; wget -q -O - http://box:80/", check=True)
-    resolv, hosts, page = r.stdout.split("==\n")
-    assert resolv == "nameserver 10.0.2.3\n"
-    assert "10.0.2.100\tbox" in hosts.splitlines() and page.startswith("hello from box")
-    rec = rootless_ns.state("web")
-    if mode == "pasta":
-        args = Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes().split(b"\0")
-        assert args[args.index(b"--dns-forward") + 1] == b"10.0.2.3"
-    else:  # slirp4netns --configure: its built-in DNS at the network's .3
-        assert b"--configure" in Path(f"/proc/{_tool_pid(rec, mode)}/cmdline").read_bytes()
-    rootless_ns.pyreg("rm", "-f", "web", check=True)
+    tmp = Path(tempfile.mkdtemp(dir=rootless_ns.rl.base))
+    tmp.chmod(0o755)
+    web = _other_address(rootless_ns)
+    res = Resolver(rootless_ns.enter, tmp)
+    server, port = _web_server(rootless_ns, tmp, web)
+    try:
+        script = ("cat /etc/resolv.conf; echo ==; cat /etc/hosts; echo ==; "
+                  + _LOOKUPS.format(name=res.name, port=port))
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON,
+                "-m", "pyreg", "run", "--rm", "--network", mode, "--hostname", "box", "five-layer",
+                "sh", "-c", script]
+        r = subprocess.run(res.wrap(rootless_ns.enter, argv), env=rootless_ns.env, cwd=rootless_ns.rl.base,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        resolv, hosts, out = r.stdout.split("==\n", 2)
+        assert resolv == "nameserver 10.0.2.3\n"
+        assert "10.0.2.100\tbox" in hosts.splitlines()
+        _check_lookups(out, res)
+    finally:
+        res.stop()
+        server.kill()
+        server.wait()

@@ -24,9 +24,11 @@ def run(args: argparse.Namespace) -> int:
     if args.port:
         num, _, proto = args.port.partition("/")
         want = (int(num), proto or "tcp")
+    from pyreg.runtime.network.ports import host_port
+
     found = False
     for p in published:
-        host = f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}"
+        host = host_port(p)
         if want is None:
             print(f"{p['port']}/{p['proto']} -> {host}")
         elif (int(p["port"]), p["proto"]) == want:

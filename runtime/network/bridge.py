@@ -3,7 +3,9 @@
 The bridge (``pyreg0``, or a user network's) and its NAT rules are made by the first container
 that needs them and then left up, as docker leaves ``docker0``: per container there is one
 rtnetlink request (runtime/network/netlink.py: the veth pair, its container end made straight in
-the container's namespace as ``eth0``) and four ioctls in that namespace (ifconfig.py): no process.
+the container's namespace as ``eth0``) and four ioctls in that namespace (ifconfig.py), and one
+``iptables-save`` running beside them that tells whether a firewall reload took the NAT rules
+(runtime/network/nat.py ``Check``: they are made again then).
 
 The supervisor makes the container's network namespace itself before forking PID 1 (unshare,
 keep an fd, setns back), so the whole set-up is done and checked before anything of the image
@@ -66,13 +68,18 @@ def create(rec: Container) -> int:
     bridge = str(net.get("bridge", BRIDGE))
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ctr_ns = -1
+    check = None
     try:
+        if _exists(bridge):  # its NAT rules may have gone with a firewall reload: see nat.Check
+            from pyreg.runtime.network import nat
+
+            check = nat.Check()
         linux.unshare(linux.CLONE_NEWNET)
         try:
             ctr_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             linux.setns(host_ns, linux.CLONE_NEWNET)
-        if not _exists(bridge):
+        if check is None:
             with ipam.locked():
                 if not _exists(bridge):
                     _make_bridge(bridge, str(net["subnet"]), f"{net['gateway']}/{net['prefixlen']}")
@@ -82,7 +89,11 @@ def create(rec: Container) -> int:
             ifconfig.configure("eth0", str(net["ip"]), int(net["prefixlen"]), str(net["gateway"]))
         finally:
             linux.setns(host_ns, linux.CLONE_NEWNET)
+        if check is not None:
+            check.finish(str(net["subnet"]), bridge)
     except Exception as e:
+        if check is not None:
+            check.close()
         if ctr_ns >= 0:
             os.close(ctr_ns)  # the namespace, and the veth's end in it, die with this fd
         if _exists(host_if):

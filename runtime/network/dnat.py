@@ -73,18 +73,36 @@ def add(rec: Container, published: list[dict[str, Any]]) -> bool:
     if not todo:
         return False
     with ipam.locked():  # the chain declared by two at once would be flushed by the second
-        saved = nat._save()
-        script: dict[str, list[str]] = {"nat": [], "filter": []}
-        have = saved.get("nat", [])
-        if not any(line.startswith(f":{CHAIN} ") for line in have):
-            script["nat"].append(f":{CHAIN} - [0:0]")
-        for jump in _JUMPS:
-            if jump not in have:
-                script["nat"].append("-I" + jump[2:])
-        for table, rule in todo:
-            script[table].append(rule)
-        nat._restore(script)
+        _add(nat._save(), todo, every=True)
     return True
+
+
+def restore() -> None:
+    """After a firewall reload (runtime/network/nat.py ``Check``): the rules of every running
+    container that has DNAT-ed ports, where they are missing, as docker re-adds its rules."""
+    from pyreg.runtime import state
+
+    running = [r for r in state.all_containers()
+               if r.net and r.net.get("dnat") and r.status == "running" and ipam.in_use(r)]
+    if running:
+        with ipam.locked():
+            _add(nat._save(), [rule for r in running for rule in rules(r, (r.net or {}).get("ports") or [])],
+                 every=False)
+
+
+def _add(saved: dict[str, list[str]], todo: list[tuple[str, str]], every: bool) -> None:
+    """The chain and its jumps where absent, and ``todo`` (only the absent ones unless ``every``)."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    have = saved.get("nat", [])
+    if not any(line.startswith(f":{CHAIN} ") for line in have):
+        script["nat"].append(f":{CHAIN} - [0:0]")
+    for jump in _JUMPS:
+        if jump not in have:
+            script["nat"].append("-I" + jump[2:])
+    for table, rule in todo:
+        if every or rule not in saved.get(table, []):
+            script[table].append(rule)
+    nat._restore(script)
 
 
 def remove(cid: str) -> None:

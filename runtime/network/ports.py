@@ -8,6 +8,14 @@ iptables (runtime/network/dnat.py), as docker does: what reaches a non-loopback 
 proxy's hop. The proxy's bytes are ``splice``d through a pipe, never copied into Python
 (bench/README.md). Under slirp4netns and pasta, they forward the ports themselves
 (runtime/network/slirp.py, pasta.py); this module binds them first there too, for the same errors.
+
+IPv6: pyreg's bridges are IPv4-only (runtime/network/networks.py refuses IPv6 subnets), as docker's
+``bridge`` with ``ipv6`` off. docker then still publishes ``-p 8080:80`` on ``[::]:8080`` as well as
+``0.0.0.0:8080``, the IPv6 side through docker-proxy to the container's IPv4 address, and any
+``-p [v6addr]:…`` the same way: netfilter cannot DNAT an IPv6 connection to an IPv4 address, so
+there is no ip6tables rule to make. pyreg does the same (``Proxy(dual_stack=True)`` on a bridge):
+every IPv6 host address is the proxy's, bound ``IPV6_V6ONLY`` so that ``[::]`` never takes the
+IPv4 side (0.0.0.0's, which DNAT serves); without IPv6 on the host only 0.0.0.0 is bound.
 """
 
 from __future__ import annotations
@@ -55,32 +63,31 @@ def exposed(image_config: dict[str, Any]) -> list[dict[str, Any]]:
     return [parse(key) for key in sorted(cfg.get("ExposedPorts") or {})]
 
 
+def host_port(p: dict[str, Any]) -> str:
+    """``0.0.0.0:32768``, ``[::]:32768``: an IPv6 address in brackets, as docker prints it."""
+    host = p.get("host_ip") or "0.0.0.0"
+    return f"[{host}]:{p['host_port']}" if ":" in host else f"{host}:{p['host_port']}"
+
+
 def format_port(p: dict[str, Any]) -> str:
     """docker's ``0.0.0.0:32768->80/tcp``."""
-    return f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->{p['port']}/{p['proto']}"
+    return f"{host_port(p)}->{p['port']}/{p['proto']}"
+
+
+_RANDOM_TRIES = 20  # a random port free on 0.0.0.0 but taken on [::]: pick another, as docker
 
 
 class Proxy:
-    """The listening sockets of a container's published ports, bound before it starts."""
+    """The listening sockets of a container's published ports, bound before it starts.
 
-    def __init__(self, ports: list[dict[str, Any]]) -> None:
+    ``dual_stack`` (a bridge): a port without a host address is bound on ``[::]`` too, on the
+    same port number, as docker does (the module's docstring)."""
+
+    def __init__(self, ports: list[dict[str, Any]], dual_stack: bool = False) -> None:
         self.socks: list[tuple[socket.socket, dict[str, Any]]] = []
         try:
             for p in ports:
-                host = p.get("host_ip") or "0.0.0.0"
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                kind = socket.SOCK_STREAM if p["proto"] == "tcp" else socket.SOCK_DGRAM
-                s = socket.socket(family, kind)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((host, int(p["host_port"])))
-                except OSError as e:
-                    s.close()
-                    raise ContainerError(f"-p {host}:{p['host_port']}:{p['port']}/{p['proto']}: cannot "
-                                         f"bind {host}:{p['host_port']}: {e.strerror}") from None
-                if kind == socket.SOCK_STREAM:
-                    s.listen(128)
-                self.socks.append((s, {**p, "host_port": s.getsockname()[1]}))
+                self.socks += _bind_port(p, dual_stack and not p.get("host_ip") and _has_ipv6())
         except BaseException:
             self.close()
             raise
@@ -134,6 +141,57 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 _SPLICE_F_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+
+
+def _bind_port(p: dict[str, Any], both: bool) -> list[tuple[socket.socket, dict[str, Any]]]:
+    """``p``'s socket, and with ``both`` its ``[::]`` twin on the same port number (a random
+    port taken on one side only is tried again, up to ``_RANDOM_TRIES`` times)."""
+    for attempt in range(_RANDOM_TRIES if both and not p["host_port"] else 1):
+        s, q = _bind(p, p.get("host_ip") or "0.0.0.0")
+        if not both:
+            return [(s, q)]
+        try:
+            return [(s, q), _bind({**p, "host_port": q["host_port"]}, "::")]
+        except ContainerError:
+            s.close()
+            if p["host_port"] or attempt == _RANDOM_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _bind(p: dict[str, Any], host: str) -> tuple[socket.socket, dict[str, Any]]:
+    """One listening socket for ``p`` on ``host`` (IPv6 ones ``IPV6_V6ONLY``); the error is the
+    kernel's, with the port named."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_STREAM if p["proto"] == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(family, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, int(p["host_port"])))
+        if kind == socket.SOCK_STREAM:
+            s.listen(128)
+    except OSError as e:
+        s.close()
+        given = host_port({"host_ip": p.get("host_ip") or "0.0.0.0", "host_port": p["host_port"]})
+        where = host_port({"host_ip": host, "host_port": p["host_port"]})
+        raise ContainerError(f"-p {given}:{p['port']}/{p['proto']}: cannot bind {where}: "
+                             f"{e.strerror}") from None
+    q = {**p, "host_port": s.getsockname()[1]}
+    if family == socket.AF_INET6 and not p.get("host_ip"):
+        q["host_ip"] = "::"
+    return s, q
+
+
+def _has_ipv6() -> bool:
+    """IPv6 in this network namespace: its ``/proc/net/if_inet6`` lists an address (``::1``
+    once ``lo`` is up); without it docker binds only 0.0.0.0."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return bool(f.read(1))
+    except OSError:
+        return False
 
 
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:
