@@ -635,6 +635,14 @@ class CuttingUpstream:
         self.thread.join(10)
 
 
+def wait_for_file(path: Path, timeout: float = 30.0) -> None:
+    """A fill publishes after its clients have the last byte: wait for that (not timed)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull_is_whole(
         make_registry_server: Any, tmp_path: Path) -> None:
     with CuttingUpstream() as up:
@@ -660,7 +668,9 @@ def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull
         assert pull_all(mirror.url, "m/app", "v1") == {up.config_digest: up.config_digest,
                                                        up.layer_digest: up.layer_digest}
         assert up.layer_gets == 2
-        assert (data / "blobs/sha256" / hex_[:2] / hex_ / "data").read_bytes() == up.layer
+        cached = data / "blobs/sha256" / hex_[:2] / hex_ / "data"
+        wait_for_file(cached)  # published after the client's last byte: the fsync follows it
+        assert cached.read_bytes() == up.layer
         assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
         assert up.layer_gets == 2  # from the cache now
         metrics = httpx.get(f"{mirror.url}/metrics").text
