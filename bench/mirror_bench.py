@@ -5,6 +5,7 @@ and the same through Distribution's proxy mode, in one run on one loopback.
     python bench/mirror_bench.py                  # 256 MiB layer, 3 rounds
     python bench/mirror_bench.py --quick          # 32 MiB, 1 round: checks the setup
     python bench/mirror_bench.py --mib 512 --rounds 5 --json bench/results/mirror.json
+    python bench/mirror_bench.py --rounds 5 --base /tmp/pyreg-main   # + another checkout's mirror
 
 Upstream is Debian's docker-registry (Distribution 2.8) holding one image (busybox plus one
 random layer). Each round: ``skopeo copy`` of the image to an OCI layout directly from upstream;
@@ -12,7 +13,9 @@ then through a fresh pyreg mirror (empty storage: the first pull fetches from up
 streams to skopeo), then again through that mirror (served from its storage); then the same two
 through a fresh Distribution with ``proxy: {remoteurl: …}``. Reported: median seconds and the
 ratio to the direct pull (the target for pyreg's first pull is <= 1.2x). Every pull's manifest
-digest is checked against upstream's.
+digest is checked against upstream's. With ``--base DIR`` each round also pulls twice through a
+mirror run from that checkout (e.g. ``git archive main | tar -x -C DIR``), interleaved with this
+one's, so a change is measured against its base under the same load.
 
 Needs skopeo and docker-registry (``tests/run`` installs them).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -55,10 +59,14 @@ class ProxyDistribution(DistributionRegistry):
         self.config_path.write_text(json.dumps(config))
 
 
-class PyregMirror:
-    """``pyreg serve`` with Distribution's ``proxy.remoteurl`` (names at the root)."""
+CHECKOUT = Path(__file__).resolve().parent.parent
 
-    def __init__(self, work: Path, remoteurl: str, workers: int) -> None:
+
+class PyregMirror:
+    """``pyreg serve`` with Distribution's ``proxy.remoteurl`` (names at the root), run from
+    ``checkout`` (this one by default), never from an installed pyreg."""
+
+    def __init__(self, work: Path, remoteurl: str, workers: int, checkout: Path = CHECKOUT) -> None:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         work.mkdir(parents=True)
@@ -70,7 +78,8 @@ class PyregMirror:
         self.log = open(work / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config",
                                       str(work / "config.yml")], stdout=self.log, stderr=self.log,
-                                     cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+                                     cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)},
+                                     start_new_session=True)
         wait_for_http(f"http://{self.host}/v2/", self.proc)
 
     def stop(self) -> None:
@@ -98,6 +107,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="pyreg serve workers (default 1)")
     parser.add_argument("--quick", action="store_true", help="32 MiB, 1 round")
     parser.add_argument("--json", metavar="FILE", help="write the results here too")
+    parser.add_argument("--base", metavar="DIR", type=Path,
+                        help="also pull through a mirror run from this checkout, interleaved")
     args = parser.parse_args()
     if args.quick:
         args.mib, args.rounds = 32, 1
@@ -111,19 +122,24 @@ def main() -> int:
         skopeo = Skopeo(work / "skopeo")
         upstream = DistributionRegistry(work / "upstream-root", work / "upstream")
         upstream.start()
+        keys = ["direct", "pyreg first", "pyreg second"]
+        if args.base:
+            keys += ["base first", "base second"]
         times: dict[str, list[float]] = {k: [] for k in (
-            "direct", "pyreg first", "pyreg second", "distribution first", "distribution second")}
+            *keys, "distribution first", "distribution second")}
+        mirrors = [("pyreg", CHECKOUT)] + ([("base", args.base.resolve())] if args.base else [])
         try:
             skopeo.copy(image.oci_ref, f"docker://{upstream.host}/{REPO}:v1")
             out = work / "out"
             for r in range(args.rounds):
                 times["direct"].append(pull(skopeo, upstream.host, out, image.manifest_digest))
-                mirror = PyregMirror(work / f"pyreg-{r}", upstream.url, args.workers)
-                try:
-                    times["pyreg first"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
-                    times["pyreg second"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
-                finally:
-                    mirror.stop()
+                for label, checkout in (mirrors if r % 2 == 0 else mirrors[::-1]):
+                    mirror = PyregMirror(work / f"{label}-{r}", upstream.url, args.workers, checkout)
+                    try:
+                        times[f"{label} first"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
+                        times[f"{label} second"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
+                    finally:
+                        mirror.stop()
                 proxy = ProxyDistribution(work / f"dist-root-{r}", work / f"dist-{r}", upstream.url)
                 try:
                     proxy.start()
@@ -138,10 +154,16 @@ def main() -> int:
                                "seconds": {k: round(statistics.median(v), 3) for k, v in times.items()}}
     print(f"image: busybox + {args.mib} MiB random layer; {args.rounds} round(s); median seconds of "
           "skopeo copy to an OCI layout")
-    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>9}")
+    # Each round's pull over that round's direct pull: load moves between rounds, less within one.
+    ratios = {k: sorted(v / d for v, d in zip(values, times["direct"], strict=True))
+              for k, values in times.items()}
+    results["round_ratios"] = {k: [round(x, 3) for x in v] for k, v in ratios.items()}
+    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>9}   per-round x direct: median (min-max)")
     for key, values in times.items():
         median = statistics.median(values)
-        print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>9.0f}")
+        spread = ratios[key]
+        print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>9.0f}"
+              f"   {statistics.median(spread):.2f} ({spread[0]:.2f}-{spread[-1]:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
