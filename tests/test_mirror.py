@@ -310,8 +310,14 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
     from pyreg.registry.mirror.expiry import expire
 
     push_upstream(skopeo, upstream, busybox_image, "app")
+    push_upstream(skopeo, upstream, busybox_image, "listed")
     mirror = make_registry_server(mirror_config(upstream, ttl="2s"))
     pull_all(mirror.url, "up/app", "v1")
+    state = tmp_path / "mirror-data/docker/registry/v2/pyreg-mirror/repositories"
+    for name in ("up/app", "up/listed"):  # upstream's tag lists, kept by the mirror
+        assert httpx.get(f"{mirror.url}/v2/{name}/tags/list").json()["tags"] == ["v1"]
+        assert (state / name / "_taglist").exists()
+    assert (state / "up/app/_tags/v1").exists()
     config = load_config(mirror.config_path, environ={})
     driver = make_driver(config)
     # within the ttl nothing goes; a pull moves the clock of its manifest
@@ -327,6 +333,9 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
     blob_dir = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256"
     for digest in busybox_image.blob_digests:
         assert not (blob_dir / digest[7:9] / digest[7:] / "data").exists(), digest
+    # the mirror's state of the expired name goes with it, and a tag list older than the ttl
+    # of a name only ever listed
+    assert [p.relative_to(state) for p in state.rglob("*") if p.is_file()] == []
     assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
     assert upstream.blob_gets(busybox_image.layer_digests[0]) == 2  # fetched again after expiry
 
