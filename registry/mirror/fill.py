@@ -23,7 +23,8 @@ Content-Length, so no client takes a complete, wrong blob for a good one. Once v
 chunk comes from memory at once, and the fsync and publish happen after the client has it. In
 other workers, the staging file as it grows, and the last byte only from the published blob. On
 a driver whose staging file cannot be read before it is complete (S3 multipart), readers that
-are not served from the leader's memory wait for the publish and then stream.
+are not served from the leader's memory wait for the publish and then stream (docs/mirror.md,
+"Workers and replicas", says why no cheaper way round that was taken).
 """
 
 from __future__ import annotations
