@@ -91,6 +91,7 @@ class Upstream:
 
         self.client = RegistryClient(url.rstrip("/"), plain_http=url.startswith("http://"),
                                      retries=RETRIES, credentials=credentials, tls=tls, pool=16)
+        self.executor.submit(warm_imports)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -200,6 +201,12 @@ class Upstream:
                 r.close()
         length = r.headers.get("content-length", "")
         return (int(length) if length.isdigit() else None), r.iter_raw(), r
+
+
+def warm_imports() -> None:
+    """Import now, in the background, what httpx imports on its first request (httpcore, h11
+    and what they pull in: 0.1-0.5 s), so the first pull through the mirror does not wait for it."""
+    import httpcore  # noqa: F401
 
 
 def unavailable(e: RemoteError) -> bool:
