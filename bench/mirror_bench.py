@@ -87,11 +87,36 @@ class PyregMirror:
         self.log.close()
 
 
-def pull(skopeo: Skopeo, host: str, dest: Path, expected: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (pyreg's workers), from /proc: the
+    server's cost of a pull, which other work on the machine moves much less than wall time."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def pull(skopeo: Skopeo, host: str, dest: Path, expected: str,
+         server: int | None = None, cpu: list[float] | None = None) -> float:
     shutil.rmtree(dest, ignore_errors=True)
+    before = cpu_seconds(server) if server else 0.0
     start = time.perf_counter()
     skopeo.copy(f"docker://{host}/{REPO}:v1", f"oci:{dest}:v1")
     seconds = time.perf_counter() - start
+    if server and cpu is not None:
+        cpu.append(cpu_seconds(server) - before)
     index = json.loads((dest / "index.json").read_text())
     digest = index["manifests"][0]["digest"]
     if digest != expected:
@@ -127,24 +152,32 @@ def main() -> int:
             keys += ["base first", "base second"]
         times: dict[str, list[float]] = {k: [] for k in (
             *keys, "distribution first", "distribution second")}
+        cpu: dict[str, list[float]] = {k: [] for k in times}
         mirrors = [("pyreg", CHECKOUT)] + ([("base", args.base.resolve())] if args.base else [])
         try:
             skopeo.copy(image.oci_ref, f"docker://{upstream.host}/{REPO}:v1")
             out = work / "out"
             for r in range(args.rounds):
-                times["direct"].append(pull(skopeo, upstream.host, out, image.manifest_digest))
+                assert upstream.proc is not None
+                times["direct"].append(pull(skopeo, upstream.host, out, image.manifest_digest,
+                                            upstream.proc.pid, cpu["direct"]))
                 for label, checkout in (mirrors if r % 2 == 0 else mirrors[::-1]):
                     mirror = PyregMirror(work / f"{label}-{r}", upstream.url, args.workers, checkout)
                     try:
-                        times[f"{label} first"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
-                        times[f"{label} second"].append(pull(skopeo, mirror.host, out, image.manifest_digest))
+                        for which in ("first", "second"):
+                            key = f"{label} {which}"
+                            times[key].append(pull(skopeo, mirror.host, out, image.manifest_digest,
+                                                   mirror.proc.pid, cpu[key]))
                     finally:
                         mirror.stop()
                 proxy = ProxyDistribution(work / f"dist-root-{r}", work / f"dist-{r}", upstream.url)
                 try:
                     proxy.start()
-                    times["distribution first"].append(pull(skopeo, proxy.host, out, image.manifest_digest))
-                    times["distribution second"].append(pull(skopeo, proxy.host, out, image.manifest_digest))
+                    assert proxy.proc is not None
+                    for which in ("first", "second"):
+                        key = f"distribution {which}"
+                        times[key].append(pull(skopeo, proxy.host, out, image.manifest_digest,
+                                               proxy.proc.pid, cpu[key]))
                 finally:
                     proxy.stop()
         finally:
@@ -153,17 +186,21 @@ def main() -> int:
     results: dict[str, Any] = {"mib": args.mib, "rounds": args.rounds, "workers": args.workers,
                                "seconds": {k: round(statistics.median(v), 3) for k, v in times.items()}}
     print(f"image: busybox + {args.mib} MiB random layer; {args.rounds} round(s); median seconds of "
-          "skopeo copy to an OCI layout")
+          "skopeo copy to an OCI layout;\nper round: its ratio to that round's direct pull; server CPU: "
+          "median, of the upstream for direct")
     # Each round's pull over that round's direct pull: load moves between rounds, less within one.
     ratios = {k: sorted(v / d for v, d in zip(values, times["direct"], strict=True))
               for k, values in times.items()}
     results["round_ratios"] = {k: [round(x, 3) for x in v] for k, v in ratios.items()}
-    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>9}   per-round x direct: median (min-max)")
+    results["server_cpu_seconds"] = {k: round(statistics.median(v), 3) for k, v in cpu.items()}
+    print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>7}   {'per-round x direct':<20}"
+          f"server CPU s")
     for key, values in times.items():
         median = statistics.median(values)
         spread = ratios[key]
-        print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>9.0f}"
-              f"   {statistics.median(spread):.2f} ({spread[0]:.2f}-{spread[-1]:.2f})")
+        print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>7.0f}"
+              f"   {statistics.median(spread):.2f} ({spread[0]:.2f}-{spread[-1]:.2f})   "
+              f"{statistics.median(cpu[key]):>12.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
