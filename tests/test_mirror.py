@@ -582,6 +582,7 @@ class CuttingUpstream:
                         "digest": self.layer_digest, "size": len(self.layer)}]}).encode()
         self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
         self.cut = True
+        self.wrong = False  # serve the layer whole, its last byte changed
         self.layer_gets = 0
         outer = self
 
@@ -621,6 +622,8 @@ class CuttingUpstream:
                         self.wfile.flush()
                         self.close_connection = True
                         return
+                    if outer.wrong:
+                        data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
@@ -650,6 +653,71 @@ def wait_for_file(path: Path, timeout: float = 30.0) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
+
+
+def test_a_fill_streams_the_whole_blob_before_its_fsync_but_a_wrong_one_never_whole(
+        tmp_path: Path) -> None:
+    """In the leader's worker a client gets the last chunk once the digest is verified, without
+    waiting for the staging file's fsync and the publish; bytes that hash wrong never end whole."""
+    import asyncio
+    import contextlib
+
+    from pyreg.registry.config import UpstreamConfig
+    from pyreg.registry.layout import Layout
+    from pyreg.registry.mirror.fill import Fill, FillError
+    from pyreg.registry.mirror.upstream import Upstream
+    from pyreg.storage.digest import Digest
+    from pyreg.storage.filesystem import FilesystemDriver, FilesystemWriter
+
+    class HeldFsync(FilesystemDriver):
+        """The filesystem driver, whose writers' commit (the fsync) waits until ``release``."""
+
+        release: asyncio.Event
+
+        async def writer(self, path: str, append: bool = False) -> FilesystemWriter:
+            writer = await super().writer(path, append)
+            commit = writer.commit
+
+            async def held() -> None:
+                await self.release.wait()
+                await commit()
+
+            writer.commit = held  # type: ignore[method-assign]
+            return writer
+
+    async def fetch(up: CuttingUpstream, root: Path) -> tuple[bytes, Fill]:
+        driver = HeldFsync(root)
+        driver.release = asyncio.Event()
+        upstream = Upstream(UpstreamConfig(url=up.url, namespace="m/*"))
+        try:
+            fill = Fill(Layout(driver, 0), upstream, "app", "m/app", Digest.parse(up.layer_digest))
+            fill.start(lambda: None)
+            await fill.ready.wait()
+            got = b""
+
+            async def collect() -> None:
+                nonlocal got
+                with contextlib.suppress(FillError):
+                    async for chunk in fill.stream():
+                        got += chunk
+
+            await asyncio.wait_for(collect(), 60)  # ends while the fsync is still held (no hang)
+            assert not fill.published
+            driver.release.set()
+            assert fill.task is not None
+            await fill.task
+            return got, fill
+        finally:
+            upstream.close()
+
+    with CuttingUpstream() as up:
+        up.cut = False
+        got, fill = asyncio.run(fetch(up, tmp_path / "good"))
+        assert got == up.layer and fill.published
+        up.wrong = True
+        got, fill = asyncio.run(fetch(up, tmp_path / "wrong"))
+        assert got == up.layer[:-1] and not fill.published  # all but the (wrong) last byte
+        assert fill.error is not None and "wrong content" in fill.error
 
 
 def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull_is_whole(

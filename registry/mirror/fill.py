@@ -53,7 +53,7 @@ POLL: Final = 0.05  # seconds between looks at another process's fill
 LOCK_CHECK: Final = 5.0  # seconds between renewals of the leader's lock (a lease on S3)
 FOLLOW_TIMEOUT: Final = 120.0  # a leader elsewhere that shows no progress this long is given up on
 STEP: Final = 1 << 20  # bytes read from upstream per hand-over to the loop
-AHEAD: Final = 16  # chunks the pump may read ahead of the staging file's writer (memory bound)
+AHEAD: Final = 8  # chunks the pump may read ahead of the staging file's writer (memory bound)
 KEEP: Final = 4  # written chunks kept in memory for readers a little behind (the last one always)
 
 
