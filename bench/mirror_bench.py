@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -108,15 +109,23 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def pull(skopeo: Skopeo, host: str, dest: Path, expected: str,
-         server: int | None = None, cpu: list[float] | None = None) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pull(skopeo: Skopeo, host: str, dest: Path, expected: str, server: int | None = None,
+         cpu: list[float] | None = None, client_cpu: list[float] | None = None) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     before = cpu_seconds(server) if server else 0.0
+    client_before = children_cpu()  # skopeo is the only child that ends during the pull
     start = time.perf_counter()
     skopeo.copy(f"docker://{host}/{REPO}:v1", f"oci:{dest}:v1")
     seconds = time.perf_counter() - start
     if server and cpu is not None:
         cpu.append(cpu_seconds(server) - before)
+    if client_cpu is not None:
+        client_cpu.append(children_cpu() - client_before)
     index = json.loads((dest / "index.json").read_text())
     digest = index["manifests"][0]["digest"]
     if digest != expected:
@@ -153,6 +162,7 @@ def main() -> int:
         times: dict[str, list[float]] = {k: [] for k in (
             *keys, "distribution first", "distribution second")}
         cpu: dict[str, list[float]] = {k: [] for k in times}
+        client_cpu: dict[str, list[float]] = {k: [] for k in times}
         mirrors = [("pyreg", CHECKOUT)] + ([("base", args.base.resolve())] if args.base else [])
         try:
             skopeo.copy(image.oci_ref, f"docker://{upstream.host}/{REPO}:v1")
@@ -160,14 +170,14 @@ def main() -> int:
             for r in range(args.rounds):
                 assert upstream.proc is not None
                 times["direct"].append(pull(skopeo, upstream.host, out, image.manifest_digest,
-                                            upstream.proc.pid, cpu["direct"]))
+                                            upstream.proc.pid, cpu["direct"], client_cpu["direct"]))
                 for label, checkout in (mirrors if r % 2 == 0 else mirrors[::-1]):
                     mirror = PyregMirror(work / f"{label}-{r}", upstream.url, args.workers, checkout)
                     try:
                         for which in ("first", "second"):
                             key = f"{label} {which}"
                             times[key].append(pull(skopeo, mirror.host, out, image.manifest_digest,
-                                                   mirror.proc.pid, cpu[key]))
+                                                   mirror.proc.pid, cpu[key], client_cpu[key]))
                     finally:
                         mirror.stop()
                 proxy = ProxyDistribution(work / f"dist-root-{r}", work / f"dist-{r}", upstream.url)
@@ -177,7 +187,7 @@ def main() -> int:
                     for which in ("first", "second"):
                         key = f"distribution {which}"
                         times[key].append(pull(skopeo, proxy.host, out, image.manifest_digest,
-                                               proxy.proc.pid, cpu[key]))
+                                               proxy.proc.pid, cpu[key], client_cpu[key]))
                 finally:
                     proxy.stop()
         finally:
@@ -193,14 +203,15 @@ def main() -> int:
               for k, values in times.items()}
     results["round_ratios"] = {k: [round(x, 3) for x in v] for k, v in ratios.items()}
     results["server_cpu_seconds"] = {k: round(statistics.median(v), 3) for k, v in cpu.items()}
+    results["skopeo_cpu_seconds"] = {k: round(statistics.median(v), 3) for k, v in client_cpu.items()}
     print(f"{'pull':<22}{'seconds':>9}{'x direct':>10}{'MiB/s':>7}   {'per-round x direct':<20}"
-          f"server CPU s")
+          f"server CPU s  skopeo CPU s")
     for key, values in times.items():
         median = statistics.median(values)
         spread = ratios[key]
         print(f"{key:<22}{median:>9.2f}{median / direct:>10.2f}{args.mib / median:>7.0f}"
               f"   {statistics.median(spread):.2f} ({spread[0]:.2f}-{spread[-1]:.2f})   "
-              f"{statistics.median(cpu[key]):>12.2f}")
+              f"{statistics.median(cpu[key]):>12.2f}{statistics.median(client_cpu[key]):>14.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
