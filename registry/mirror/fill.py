@@ -87,7 +87,6 @@ class Fill:
         self.verified = False  # every byte received and hashing to the digest (leader only)
         self._window: deque[tuple[int, bytes]] = deque()  # (offset, chunk): the leader's recent chunks
         self._received = 0  # bytes handed to the loop by the leader's pump
-        self._written = 0  # of them, bytes given to the staging file's writer
         self.ready = asyncio.Event()  # size known, published, or failed
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -252,7 +251,6 @@ class Fill:
                 await writer.write(chunk)
                 written += len(chunk)
                 room.release()
-                self._written = written
                 while len(self._window) > KEEP and self._window[0][0] + len(self._window[0][1]) <= written:
                     self._window.popleft()
                 if time.monotonic() - checked > LOCK_CHECK:
@@ -295,8 +293,7 @@ class Fill:
                 with contextlib.suppress(Exception):
                     await writer.cancel()
             await delete_path(self.driver, fill_dir(self.digest))
-            if not self.published:
-                self._window.clear()
+            self._window.clear()  # published: readers go to the blob; failed: they stop
 
     def _hand_over(self, parts: list[bytes], got: int, room: threading.Semaphore,
                    stop: threading.Event, hasher: Any, loop: asyncio.AbstractEventLoop,
