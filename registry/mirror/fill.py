@@ -185,7 +185,7 @@ class Fill:
             await asyncio.sleep(POLL)
 
     async def _lead(self, lock: Lock) -> None:
-        """Fetch the blob: a thread reads upstream without pause (``_pump``), each chunk is
+        """Fetch the blob: an upstream thread reads it without pause (``pump``), each chunk is
         handed to the loop as it arrives (clients get it from ``_window`` at once) and hashed in
         that thread; the loop writes the staging file in order. Once every byte is in and the
         digest is right, clients may have the last chunk; the fsync and the publish follow."""
@@ -234,7 +234,8 @@ class Fill:
             finally:
                 if parts:  # bytes of a download cut mid-chunk were fetched all the same
                     metrics.UPSTREAM_BYTES.labels(label).inc(got)
-                loop.call_soon_threadsafe(arrive, None)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(arrive, None)
 
         written = 0
         writer: Any = None
