@@ -347,14 +347,19 @@ class Fill:
                 except PathNotFoundError:
                     available = 0
             if available > offset:
+                reader = self.driver.reader(self.data_path, offset, available - offset)
                 try:
-                    async for chunk in self.driver.reader(self.data_path, offset, available - offset):
+                    async for chunk in reader:
                         offset += len(chunk)
                         yield chunk
                         if self._from_window(offset, limit):
                             break  # caught up with the chunks in memory: take them from there
                 except PathNotFoundError:
                     pass  # published (moved) or failed meanwhile: look again
+                finally:
+                    close = getattr(reader, "aclose", None)
+                    if close is not None:
+                        await close()  # its file now, not when the generator is collected
                 continue
             await self._wait(changed, 0.5)
 
