@@ -310,8 +310,14 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
     from pyreg.registry.mirror.expiry import expire
 
     push_upstream(skopeo, upstream, busybox_image, "app")
+    push_upstream(skopeo, upstream, busybox_image, "listed")
     mirror = make_registry_server(mirror_config(upstream, ttl="2s"))
     pull_all(mirror.url, "up/app", "v1")
+    state = tmp_path / "mirror-data/docker/registry/v2/pyreg-mirror/repositories"
+    for name in ("up/app", "up/listed"):  # upstream's tag lists, kept by the mirror
+        assert httpx.get(f"{mirror.url}/v2/{name}/tags/list").json()["tags"] == ["v1"]
+        assert (state / name / "_taglist").exists()
+    assert (state / "up/app/_tags/v1").exists()
     config = load_config(mirror.config_path, environ={})
     driver = make_driver(config)
     # within the ttl nothing goes; a pull moves the clock of its manifest
@@ -327,6 +333,9 @@ def test_expiry_removes_content_not_pulled_within_the_ttl(
     blob_dir = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256"
     for digest in busybox_image.blob_digests:
         assert not (blob_dir / digest[7:9] / digest[7:] / "data").exists(), digest
+    # the mirror's state of the expired name goes with it, and a tag list older than the ttl
+    # of a name only ever listed
+    assert [p.relative_to(state) for p in state.rglob("*") if p.is_file()] == []
     assert pull_all(mirror.url, "up/app", "v1") == {d: d for d in busybox_image.blob_digests}
     assert upstream.blob_gets(busybox_image.layer_digests[0]) == 2  # fetched again after expiry
 
@@ -573,6 +582,7 @@ class CuttingUpstream:
                         "digest": self.layer_digest, "size": len(self.layer)}]}).encode()
         self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
         self.cut = True
+        self.wrong = False  # serve the layer whole, its last byte changed
         self.layer_gets = 0
         outer = self
 
@@ -612,6 +622,8 @@ class CuttingUpstream:
                         self.wfile.flush()
                         self.close_connection = True
                         return
+                    if outer.wrong:
+                        data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
@@ -633,6 +645,79 @@ class CuttingUpstream:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(10)
+
+
+def wait_for_file(path: Path, timeout: float = 30.0) -> None:
+    """A fill publishes after its clients have the last byte: wait for that (not timed)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_fill_streams_the_whole_blob_before_its_fsync_but_a_wrong_one_never_whole(
+        tmp_path: Path) -> None:
+    """In the leader's worker a client gets the last chunk once the digest is verified, without
+    waiting for the staging file's fsync and the publish; bytes that hash wrong never end whole."""
+    import asyncio
+    import contextlib
+
+    from pyreg.registry.config import UpstreamConfig
+    from pyreg.registry.layout import Layout
+    from pyreg.registry.mirror.fill import Fill, FillError
+    from pyreg.registry.mirror.upstream import Upstream
+    from pyreg.storage.digest import Digest
+    from pyreg.storage.filesystem import FilesystemDriver, FilesystemWriter
+
+    class HeldFsync(FilesystemDriver):
+        """The filesystem driver, whose writers' commit (the fsync) waits until ``release``."""
+
+        release: asyncio.Event
+
+        async def writer(self, path: str, append: bool = False) -> FilesystemWriter:
+            writer = await super().writer(path, append)
+            commit = writer.commit
+
+            async def held() -> None:
+                await self.release.wait()
+                await commit()
+
+            writer.commit = held  # type: ignore[method-assign]
+            return writer
+
+    async def fetch(up: CuttingUpstream, root: Path) -> tuple[bytes, Fill]:
+        driver = HeldFsync(root)
+        driver.release = asyncio.Event()
+        upstream = Upstream(UpstreamConfig(url=up.url, namespace="m/*"))
+        try:
+            fill = Fill(Layout(driver, 0), upstream, "app", "m/app", Digest.parse(up.layer_digest))
+            fill.start(lambda: None)
+            await fill.ready.wait()
+            got = b""
+
+            async def collect() -> None:
+                nonlocal got
+                with contextlib.suppress(FillError):
+                    async for chunk in fill.stream():
+                        got += chunk
+
+            await asyncio.wait_for(collect(), 60)  # ends while the fsync is still held (no hang)
+            assert not fill.published
+            driver.release.set()
+            assert fill.task is not None
+            await fill.task
+            return got, fill
+        finally:
+            upstream.close()
+
+    with CuttingUpstream() as up:
+        up.cut = False
+        got, fill = asyncio.run(fetch(up, tmp_path / "good"))
+        assert got == up.layer and fill.published
+        up.wrong = True
+        got, fill = asyncio.run(fetch(up, tmp_path / "wrong"))
+        assert got == up.layer[:-1] and not fill.published  # all but the (wrong) last byte
+        assert fill.error is not None and "wrong content" in fill.error
 
 
 def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull_is_whole(
@@ -660,7 +745,9 @@ def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull
         assert pull_all(mirror.url, "m/app", "v1") == {up.config_digest: up.config_digest,
                                                        up.layer_digest: up.layer_digest}
         assert up.layer_gets == 2
-        assert (data / "blobs/sha256" / hex_[:2] / hex_ / "data").read_bytes() == up.layer
+        cached = data / "blobs/sha256" / hex_[:2] / hex_ / "data"
+        wait_for_file(cached)  # published after the client's last byte: the fsync follows it
+        assert cached.read_bytes() == up.layer
         assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
         assert up.layer_gets == 2  # from the cache now
         metrics = httpx.get(f"{mirror.url}/metrics").text

@@ -10,14 +10,21 @@ dies without publishing.
 
 Where the bytes go: ``pyreg-mirror/fills/<alg>/<hex>/data`` (the staging file, written through
 the driver) beside ``size`` (upstream's Content-Length, for followers in other processes). The
-leader hashes as it writes; at the end the staging file is published with the upload path's
-``Layout.publish_blob`` only if its digest and size are right, else it is deleted.
+leader's upstream thread reads without waiting for the loop and hands each 1 MiB chunk over as it
+arrives, then hashes it (hashlib lets go of the GIL, so the loop sends it meanwhile); the loop
+writes the chunks to the staging file in order, at most ``AHEAD`` chunks behind. At the end the
+staging file is fsynced and published with the upload path's ``Layout.publish_blob`` only if its
+digest and size are right, else it is deleted.
 
-What clients get (``Fill.stream``): the staging file as it grows, except its last byte, which is
-only ever read from the published blob: a fill that fails (upstream cut, wrong bytes) ends every
-answer short of its Content-Length, so no client takes a complete, wrong blob for a good one.
-On a driver whose staging file cannot be read before it is complete (S3 multipart), readers wait
-for the publish and then stream.
+What clients get (``Fill.stream``): in the leader's worker, the chunks still in memory as they
+arrive, older bytes from the staging file as it grows; never the blob's last byte before its
+digest is verified: a fill that fails (upstream cut, wrong bytes) ends every answer short of its
+Content-Length, so no client takes a complete, wrong blob for a good one. Once verified, the last
+chunk comes from memory at once, and the fsync and publish happen after the client has it. In
+other workers, the staging file as it grows, and the last byte only from the published blob. On
+a driver whose staging file cannot be read before it is complete (S3 multipart), readers that
+are not served from the leader's memory wait for the publish and then stream (docs/mirror.md,
+"Workers and replicas", says why no cheaper way round that was taken).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 from pyreg.registry.layout import LOCKS, ROOT, Layout, blob_data_path, delete_path
@@ -43,7 +52,9 @@ FILLS: Final = f"{ROOT}/pyreg-mirror/fills"
 POLL: Final = 0.05  # seconds between looks at another process's fill
 LOCK_CHECK: Final = 5.0  # seconds between renewals of the leader's lock (a lease on S3)
 FOLLOW_TIMEOUT: Final = 120.0  # a leader elsewhere that shows no progress this long is given up on
-STEP: Final = 1 << 20  # bytes read from upstream per hop to a thread
+STEP: Final = 1 << 20  # bytes read from upstream per hand-over to the loop
+AHEAD: Final = 8  # chunks the pump may read ahead of the staging file's writer (memory bound)
+KEEP: Final = 4  # written chunks kept in memory for readers a little behind (the last one always)
 
 
 def fill_dir(digest: Digest) -> str:
@@ -73,7 +84,9 @@ class Fill:
         self.error: str | None = None
         self.upstream_missing = False
         self.published = False
-        self._recent: tuple[int, bytes] | None = None  # the leader's last chunk and its offset
+        self.verified = False  # every byte received and hashing to the digest (leader only)
+        self._window: deque[tuple[int, bytes]] = deque()  # (offset, chunk): the leader's recent chunks
+        self._received = 0  # bytes handed to the loop by the leader's pump
         self.ready = asyncio.Event()  # size known, published, or failed
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -172,6 +185,10 @@ class Fill:
             await asyncio.sleep(POLL)
 
     async def _lead(self, lock: Lock) -> None:
+        """Fetch the blob: an upstream thread reads it without pause (``pump``), each chunk is
+        handed to the loop as it arrives (clients get it from ``_window`` at once) and hashed in
+        that thread; the loop writes the staging file in order. Once every byte is in and the
+        digest is right, clients may have the last chunk; the fsync and the publish follow."""
         label = self.upstream.name
         await delete_path(self.driver, fill_dir(self.digest))  # what a dead leader left
         try:
@@ -181,83 +198,125 @@ class Fill:
             metrics.ERRORS.labels(label).inc()
             self.upstream_missing = e.status == 404
             raise FillError(str(e)) from None
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue[bytes | None] = asyncio.Queue()
+        room = threading.Semaphore(AHEAD)  # chunks received but not yet written: bounded memory
+        stop = threading.Event()
         hasher = new_hasher(self.digest.algorithm)
-        iterator: Iterator[bytes] = chunks
 
-        def step() -> bytes | None:
-            """At least STEP bytes (the network gives 64 KiB at a time): few loop round trips."""
+        def arrive(chunk: bytes | None) -> None:
+            if chunk is not None:
+                self._window.append((self._received, chunk))
+                self._received += len(chunk)
+                self._notify()
+            arrived.put_nowait(chunk)
+
+        def pump() -> int:
+            """The whole download, in an upstream thread: at least STEP bytes per hand-over
+            (the network gives 64 KiB at a time), hashed after the loop has them."""
+            received = 0
             parts: list[bytes] = []
             got = 0
             try:
-                while got < STEP:
-                    piece = next(iterator, None)
-                    if piece is None:
-                        break
+                for piece in chunks:
                     parts.append(piece)
                     got += len(piece)
-            finally:  # bytes of a download cut mid-step were fetched all the same
-                metrics.UPSTREAM_BYTES.labels(label).inc(got)
-            if not parts:
-                return None
-            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
-            hasher.update(chunk)
-            return chunk
+                    if got < STEP:
+                        continue
+                    received += self._hand_over(parts, got, room, stop, hasher, loop, arrive)
+                    parts, got = [], 0
+                    if stop.is_set() or (length is not None and received > length):
+                        return received
+                if parts:
+                    parts, last = [], parts
+                    received += self._hand_over(last, got, room, stop, hasher, loop, arrive)
+                return received
+            finally:
+                if parts:  # bytes of a download cut mid-chunk were fetched all the same
+                    metrics.UPSTREAM_BYTES.labels(label).inc(got)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(arrive, None)
 
         written = 0
         writer: Any = None
+        pumping: asyncio.Future[int] | None = None
         try:
             if length is not None:
                 await self.driver.put_content(self.size_path, str(length).encode())
                 self.size = length
                 self.ready.set()
             writer = await self.driver.writer(self.data_path)
+            pumping = asyncio.ensure_future(self.upstream.call(pump))
             checked = time.monotonic()
-            while True:
-                try:
-                    chunk = await self.upstream.call(step)
-                except Exception as e:
-                    metrics.ERRORS.labels(label).inc()
-                    raise FillError(f"blob {self.digest} from {self.upstream.host}: "
-                                    f"{type(e).__name__}: the download was cut") from None
-                if chunk is None:
-                    break
-                written += len(chunk)
-                if length is not None and written > length:
-                    break
+            while (chunk := await arrived.get()) is not None:
                 await writer.write(chunk)
-                self._recent = (written - len(chunk), chunk)
-                self._notify()
+                written += len(chunk)
+                room.release()
+                while len(self._window) > KEEP and self._window[0][0] + len(self._window[0][1]) <= written:
+                    self._window.popleft()
                 if time.monotonic() - checked > LOCK_CHECK:
                     await lock.check()
                     checked = time.monotonic()
+            try:
+                received = await pumping
+            except Exception as e:
+                metrics.ERRORS.labels(label).inc()
+                raise FillError(f"blob {self.digest} from {self.upstream.host}: "
+                                f"{type(e).__name__}: the download was cut") from None
             actual = Digest(self.digest.algorithm, hasher.hexdigest())
-            if actual != self.digest or (length is not None and written != length):
+            if actual != self.digest or (length is not None and received != length):
                 metrics.ERRORS.labels(label).inc()
                 log.error("mirror: %s sent %d bytes hashing to %s for blob %s: not cached",
-                          self.upstream.host, written, actual, self.digest)
+                          self.upstream.host, received, actual, self.digest)
                 raise FillError(f"upstream {self.upstream.host} sent wrong content for blob "
                                 f"{self.digest}: not cached")
+            # Verified: clients may take the last chunk from memory now, before the fsync and
+            # the publish, which other workers and later requests wait for.
+            self.size = received
+            self.verified = True
+            self.ready.set()
+            self._notify()
             await writer.commit()
             await writer.close()
             writer = None
-            await self.layout.publish_blob(self.data_path, self.digest, written)
-            self.size = written
+            await self.layout.publish_blob(self.data_path, self.digest, received)
             await self.layout.link_blob(self.name, self.digest)
             self.published = True
-            log.info("mirror: cached blob %s (%d bytes) from %s", self.digest, written, self.upstream.host)
+            log.info("mirror: cached blob %s (%d bytes) from %s", self.digest, received, self.upstream.host)
         finally:
-            self._recent = None
+            stop.set()
+            room.release(AHEAD)  # a pump waiting for room sees ``stop`` at once
+            if pumping is not None:
+                with contextlib.suppress(Exception):
+                    await pumping
             await self.upstream.call(response.close)
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer.cancel()
             await delete_path(self.driver, fill_dir(self.digest))
+            self._window.clear()  # published: readers go to the blob; failed: they stop
+
+    def _hand_over(self, parts: list[bytes], got: int, room: threading.Semaphore,
+                   stop: threading.Event, hasher: Any, loop: asyncio.AbstractEventLoop,
+                   arrive: Callable[[bytes | None], None]) -> int:
+        """In the pump thread: wait for room, give one chunk to the loop, then hash it."""
+        metrics.UPSTREAM_BYTES.labels(self.upstream.name).inc(got)
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        while not room.acquire(timeout=1.0):
+            if stop.is_set():
+                return 0
+        if stop.is_set():
+            return 0
+        loop.call_soon_threadsafe(arrive, chunk)
+        hasher.update(chunk)  # releases the GIL: the loop sends the chunk meanwhile
+        return len(chunk)
 
     # -- what a client gets --------------------------------------------------------------------
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """The blob's bytes for one client: the growing staging file, all but its last byte,
-        then the rest from the published blob. Raises FillError when the fill failed (the
+        """The blob's bytes for one client: the leader's recent chunks from memory, older bytes
+        from the growing staging file, all but the last byte until the digest is verified, and
+        from the published blob once there is one. Raises FillError when the fill failed (the
         answer is then cut short of its Content-Length)."""
         offset = 0
         while True:
@@ -265,6 +324,8 @@ class Fill:
             if self.error is not None:
                 raise FillError(self.error)
             size = self.size
+            if size is not None and offset >= size and self.verified:
+                return
             if self.published and size is not None:
                 if offset < size:
                     async for chunk in self.driver.reader(blob_data_path(self.digest), offset,
@@ -272,27 +333,44 @@ class Fill:
                         offset += len(chunk)
                         yield chunk
                 return
-            recent = self._recent
-            if recent is not None and size is not None and recent[0] <= offset < recent[0] + len(recent[1]):
-                # caught up with this worker's leader: its last chunk, from memory (still never
-                # the blob's last byte before it is published)
-                piece = recent[1][offset - recent[0]:size - 1 - recent[0]]
+            if size is not None:
+                piece = self._from_window(offset, size if self.verified else size - 1)
                 if piece:
                     offset += len(piece)
                     yield piece
                     continue
             available = 0
+            limit = -1 if size is None else size - 1
             if size is not None:
                 try:
-                    available = min((await self.driver.stat(self.data_path)).size, size - 1)
+                    available = min((await self.driver.stat(self.data_path)).size, limit)
                 except PathNotFoundError:
                     available = 0
             if available > offset:
+                reader = self.driver.reader(self.data_path, offset, available - offset)
                 try:
-                    async for chunk in self.driver.reader(self.data_path, offset, available - offset):
+                    async for chunk in reader:
                         offset += len(chunk)
                         yield chunk
+                        if self._from_window(offset, limit):
+                            break  # caught up with the chunks in memory: take them from there
                 except PathNotFoundError:
                     pass  # published (moved) or failed meanwhile: look again
+                finally:
+                    close = getattr(reader, "aclose", None)
+                    if close is not None:
+                        await close()  # its file now, not when the generator is collected
                 continue
             await self._wait(changed, 0.5)
+
+    def _from_window(self, offset: int, limit: int) -> bytes:
+        """The bytes from ``offset`` (up to ``limit``) of the chunk in memory holding it."""
+        for start, chunk in reversed(self._window):
+            if start <= offset < start + len(chunk):
+                end = min(len(chunk), limit - start)
+                if offset == start and end == len(chunk):
+                    return chunk  # the whole chunk: no copy
+                return chunk[offset - start:end] if end > offset - start else b""
+            if start + len(chunk) <= offset:
+                break
+        return b""

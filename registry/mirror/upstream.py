@@ -9,6 +9,8 @@ get`` asked with the upstream's host, the first time the upstream asks for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import logging
 import subprocess
@@ -91,6 +93,7 @@ class Upstream:
 
         self.client = RegistryClient(url.rstrip("/"), plain_http=url.startswith("http://"),
                                      retries=RETRIES, credentials=credentials, tls=tls, pool=16)
+        self.executor.submit(warm_imports)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -200,6 +203,16 @@ class Upstream:
                 r.close()
         length = r.headers.get("content-length", "")
         return (int(length) if length.isdigit() else None), r.iter_raw(), r
+
+
+def warm_imports() -> None:
+    """Import now, in the background, what the first pull through the mirror would otherwise
+    wait for: what httpx imports on its first request (httpcore, h11 and what they pull in:
+    0.1-0.5 s) and anyio's asyncio backend, which Starlette's first StreamingResponse loads."""
+    import httpcore  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # the module anyio's get_async_backend() imports
+        importlib.import_module("anyio._backends._asyncio")
 
 
 def unavailable(e: RemoteError) -> bool:
