@@ -24,6 +24,8 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -37,6 +39,29 @@ T = TypeVar("T")
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
 RETRIES = 8  # a directory removed (or filled) under us this many times in a row is a real error
+
+
+# A file's ctime is the kernel's coarse clock (one tick, at most 10 ms) on the usual Linux file
+# systems, and whole seconds on some (ext3's small inodes, FAT, some NFS servers): a write within
+# the same tick as a stat leaves every time unchanged. A version is given only for files whose
+# last change is older than this, so any later write changes the token.
+RACY_NS = 50_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+
+def version_token(st: os.stat_result, now_ns: int | None = None) -> str | None:
+    """The FileInfo.version of a regular file from its stat; None while it is "racy" (changed so
+    recently that a write in the same clock tick would leave the same times; see RACY_NS).
+
+    ctime cannot be set by anyone (utime sets only atime and mtime), and any write, truncation,
+    chmod or rename of the inode moves it; a replacement is another inode (or, when an inode
+    number is reused, another ctime).
+    """
+    now = time.time_ns() if now_ns is None else now_ns
+    coarse = st.st_ctime_ns % 1_000_000_000 == 0
+    if now - st.st_ctime_ns < (RACY_COARSE_NS if coarse else RACY_NS):
+        return None
+    return f"{st.st_dev:x}.{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}.{st.st_ctime_ns:x}"
 
 
 class FilesystemWriter:
@@ -295,8 +320,9 @@ class FilesystemDriver:
             st = await asyncio.to_thread(os.stat, local)
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
-        is_dir = os.path.isdir(local)
-        return FileInfo(path, 0 if is_dir else st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), is_dir)
+        if stat.S_ISDIR(st.st_mode):
+            return FileInfo(path, 0, datetime.fromtimestamp(st.st_mtime, UTC), True)
+        return FileInfo(path, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), False, version_token(st))
 
     async def list(self, path: str) -> list[str]:
         local = self.local_path(path)
