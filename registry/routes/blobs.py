@@ -16,7 +16,7 @@ from pyreg.registry.errors import (
     unsupported,
     upload_unknown,
 )
-from pyreg.registry.layout import blob_data_path
+from pyreg.registry.layout import TRUST_MIN_BYTES, blob_data_path
 from pyreg.registry.proxy import accel_redirect
 from pyreg.registry.routes.common import (
     BASE_HEADERS,
@@ -114,6 +114,12 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     accel = accel_redirect(registry.config.proxy, registry.driver, path, headers)
     if accel is not None:
         return accel
+    # The version token of a whole blob, before it is opened: one verified at this version is
+    # served without hashing it (registry/layout.py: VerifiedBlobs). Small blobs are just hashed.
+    whole = status == 200
+    version = None
+    if whole and length >= TRUST_MIN_BYTES:
+        version = await registry.layout.blob_version(parse_digest(digest))
     chunks = registry.driver.reader(path, start, length)
     try:
         first = await anext(chunks) if length else b""
@@ -136,7 +142,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
                 await aclose()
 
     # Exactly ``length`` bytes, and for a whole blob its digest, or the answer is cut short.
-    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, status == 200)
+    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, whole, version)
     return StreamingResponse(body, status_code=status, headers=headers)
 
 
