@@ -98,6 +98,11 @@ _HASHED_GET, _TRUSTED_GET, _READ_CHECK, _TRUSTED_CHECK, _STORE_CHECKSUM = (
     ("hashed_get", "trusted_get", "read_check", "trusted_check", "store_checksum"))
 
 
+def trusted_get_served() -> None:
+    """Count a whole GET served unhashed by a sender other than ``checked_stream``."""
+    _TRUSTED_GET.inc()
+
+
 class VerifiedBlobs:
     """Digest -> version token of the stored blob this process saw hash to its digest; bounded,
     least recently used out (a miss only costs a hash). See the module docstring for the policy."""
@@ -516,13 +521,10 @@ class Layout:
         if trusted and not wrong:
             wrong = await self.blob_version(digest) != version  # changed while it was read
         if wrong:
-            self.verified.forget(digest)
-            log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read%s); "
-                      "answer cut short", digest, sent, length,
-                      ", changed while served unhashed" if trusted else "")
-            await self.forget_blob(digest)
-            if whole or sent < length:
-                await self.quarantine_corrupt(digest)
+            if trusted:
+                await self.changed_while_served(digest, sent, length)
+            else:
+                await self._found_wrong(digest, sent, length, whole)
             raise CorruptBlobError(str(digest))
         if whole:
             (_TRUSTED_GET if trusted else _HASHED_GET).inc()
@@ -530,6 +532,20 @@ class Layout:
                 self.verified.remember(digest, version)
         if held is not None:
             yield held
+
+    async def _found_wrong(self, digest: Digest, sent: int, length: int, whole: bool,
+                           why: str = "") -> None:
+        self.verified.forget(digest)
+        log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read%s); "
+                  "answer cut short", digest, sent, length, why)
+        await self.forget_blob(digest)
+        if whole or sent < length:
+            await self.quarantine_corrupt(digest)
+
+    async def changed_while_served(self, digest: Digest, sent: int, length: int) -> None:
+        """A blob served unhashed as trusted changed before its last byte went out: the caller
+        cuts the answer short; the blob is checked (read and hashed) and quarantined if wrong."""
+        await self._found_wrong(digest, sent, length, True, ", changed while served unhashed")
 
     async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
         """Store small verified content (manifests) in the blob store; a copy already there is

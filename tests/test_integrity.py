@@ -494,6 +494,33 @@ def test_a_trusted_blob_changed_in_place_is_caught(registry_server: RegistryServ
     assert_blob(base, "trust/changed", digest, data)
 
 
+@pytest.mark.filesystem_only
+def test_a_trusted_blob_changed_while_sent_by_the_kernel_is_cut_short(registry_server: RegistryServer,
+                                                                       storage: Storage) -> None:
+    """A trusted blob goes out with sendfile, unhashed (registry/zerocopy.py); the client reads
+    the first piece, then the file is changed in place: the rest sent is the new bytes, so the
+    version is checked again before the last MiB and the answer never completes."""
+    base = registry_server.url
+    data = payload(24 * MiB, seed=23)  # more than the loopback socket buffers hold
+    digest = sha256(data)
+    push(base, "trust/sent", data)
+    until_trusted(base, "trust/sent", digest, data)
+    assert storage.root is not None
+    local = storage.root / Storage.blob(digest)
+    got = bytearray()
+    with pytest.raises(httpx.HTTPError), httpx.stream("GET", f"{base}/v2/trust/sent/blobs/{digest}",
+                                                      timeout=60) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            if not got:
+                with open(local, "r+b") as f:
+                    f.seek(len(data) - 4 * MiB)
+                    f.write(b"X" * 100)
+            got += chunk
+    assert len(got) < len(data)
+    assert wait_for(lambda: httpx.head(f"{base}/v2/trust/sent/blobs/{digest}").status_code == 404)
+
+
 # -- racing deletes -----------------------------------------------------------------------------
 
 
