@@ -309,11 +309,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             while self.transport.get_write_buffer_size() and not self.transport.is_closing():
                 await asyncio.sleep(0.001)  # what the transport holds goes first (rare: a head is small)
             if self.transport.is_closing():
-                raise OSError("connection closed")
+                cycle.disconnected = True
+                return
             cycle.expected_content_length -= count
             assert self._sock_fd is not None
-            await zerocopy.send_file(self._sock_fd, int(message["fd"]), int(message["offset"]), count,
-                                     self._lost)
+            try:
+                await zerocopy.send_file(self._sock_fd, int(message["fd"]), int(message["offset"]), count,
+                                         self._lost)
+            except OSError:  # the client went away: from now on sends do nothing, as uvicorn's do
+                cycle.disconnected = True
+                self.transport.close()
 
         return hooked
 

@@ -521,6 +521,26 @@ def test_a_trusted_blob_changed_while_sent_by_the_kernel_is_cut_short(registry_s
     assert wait_for(lambda: httpx.head(f"{base}/v2/trust/sent/blobs/{digest}").status_code == 404)
 
 
+@pytest.mark.filesystem_only
+def test_a_client_leaving_a_sendfile_download_is_no_error(registry_server: RegistryServer,
+                                                          storage: Storage) -> None:
+    """A client that drops a trusted download the kernel is sending ends it quietly: no
+    traceback in the log, the blob stays trusted and whole, the worker keeps serving."""
+    base = registry_server.url
+    data = payload(24 * MiB, seed=24)
+    digest = sha256(data)
+    push(base, "trust/left", data)
+    until_trusted(base, "trust/left", digest, data)
+    for _ in range(3):
+        with httpx.stream("GET", f"{base}/v2/trust/left/blobs/{digest}", timeout=60) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())
+    before = verifications(base)
+    assert_blob(base, "trust/left", digest, data)
+    assert delta(before, verifications(base)) == {"trusted_get": 1}
+    assert "Traceback" not in registry_server.log()
+
+
 # -- racing deletes -----------------------------------------------------------------------------
 
 

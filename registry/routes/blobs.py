@@ -167,7 +167,10 @@ def _sendfile_answer(request: Request, registry: Registry, digest: Digest, path:
 
     async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
         """The file opened is not the trusted version: streamed and hashed instead."""
-        answer = await _streamed(registry, str(digest), path, 0, length, 200, None, headers)
+        try:
+            answer = await _streamed(registry, str(digest), path, 0, length, 200, None, headers)
+        except RegistryError as e:  # gone since the stat: this is past the route's error handling
+            answer = e.response()
         await answer(scope, receive, send)
 
     return zerocopy.TrustedBlobResponse(registry.layout, digest, local, version, length, headers,
