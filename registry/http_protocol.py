@@ -287,8 +287,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             writer = _OneSendTransport(self.transport, cycle.on_response)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.response_done
-            if self._sock_fd is not None:  # the app may have the kernel send file bytes
-                cycle.scope.setdefault("extensions", {})[zerocopy.EXTENSION] = {}
+            scope = cycle.scope
+            if self._sock_fd is not None and scope["method"] == "GET" and "/blobs/" in scope["path"]:
+                # a blob GET may have the kernel send file bytes; other requests pay nothing for it
+                scope.setdefault("extensions", {})[zerocopy.EXTENSION] = {}
                 cycle.send = self._send_hook(cycle, writer)  # type: ignore[method-assign,assignment]
 
     # -- zero-copy bodies (registry/zerocopy.py) ------------------------------------------------
