@@ -33,8 +33,8 @@ blob is served (and a re-upload of it kept) without hashing it again. Any write 
 object or replacement of it changes the token (the filesystem's ctime cannot be set back), so a
 blob changed in place or swapped is hashed on its next GET, cut short and quarantined if wrong.
 Not detected: bytes that rot on the medium under an unchanged inode (or object) after they were
-verified; clients verify every blob's digest themselves, and ``pyreg gc`` or a restart (the map
-is in memory only) brings a full check back.
+verified; clients verify every blob's digest themselves, and a restarted worker hashes each blob
+once more (the map is in memory only, per worker).
 
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
