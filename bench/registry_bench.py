@@ -4,6 +4,7 @@
     python bench/registry_bench.py                 # the full run (512 MiB layer, 10 s per hey run)
     python bench/registry_bench.py --quick         # 64 MiB and 3 s: checks the script works
     python bench/registry_bench.py --workers 4 --json bench/results/run.json
+    python bench/registry_bench.py --base main     # also that revision of pyreg, in the same rounds
 
 Both servers run at the same time on free loopback ports with their own data directories, and
 every measurement runs against one server at a time, Distribution first, then pyreg, so they never
@@ -16,7 +17,12 @@ requests per second with ``hey -c 16``; 8 parallel skopeo pulls of the five-laye
 peak server RSS (the sum over pyreg's processes, sampled every 20 ms from /proc, plus the sum of
 each process's own VmHWM).
 
-Needs skopeo, curl, hey and docker-registry (``tests/run`` installs them) and pyreg installed.
+pyreg runs from the checkout this script lives in (``python -m pyreg`` with ``PYTHONPATH`` set to
+it), whatever ``pyreg`` is installed. ``--base REV`` adds a third server, that git revision of
+pyreg (exported with ``git archive``), measured in the same alternating rounds, and a
+pyreg/base column: a change's before and after from one run.
+
+Needs skopeo, curl, hey and docker-registry (``tests/run`` installs them).
 """
 
 from __future__ import annotations
@@ -38,10 +44,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from tests import images
-from tests.fixtures.peers import DistributionRegistry, Skopeo, free_port, stop_process, wait_for_http
+from tests import images  # noqa: E402
+from tests.fixtures.peers import (  # noqa: E402
+    DistributionRegistry,
+    Skopeo,
+    free_port,
+    stop_process,
+    wait_for_http,
+)
 
 MiB = 1024 * 1024
 OCI_MANIFEST = images.OCI_MANIFEST
@@ -150,23 +163,35 @@ def start_distribution(work: Path) -> Server:
     return Server("distribution", reg.url, reg.host, reg.proc.pid, reg.stop)
 
 
-def start_pyreg(work: Path, workers: int, extra: list[str]) -> Server:
+def export_tree(rev: str, dest: Path) -> Path:
+    """The tree of git revision ``rev`` of this checkout, extracted under ``dest``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def start_pyreg(work: Path, workers: int, extra: list[str], tree: Path = REPO, name: str = "pyreg") -> Server:
     port = free_port()
-    data = work / "pyreg-data"
-    log = open(work / "pyreg.log", "ab")  # noqa: SIM115 - lives as long as the server
-    cmd = [shutil.which("pyreg") or "pyreg", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data),
+    data = work / f"{name}-data"
+    logfile = work / f"{name}.log"
+    log = open(logfile, "ab")  # noqa: SIM115 - lives as long as the server
+    cmd = [sys.executable, "-m", "pyreg", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data),
            "--workers", str(workers), *extra]
-    env = dict(os.environ, PYREG_LOG_ACCESSLOG_DISABLED="true", PYREG_STORAGE_DELETE_ENABLED="true")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    env = dict(os.environ, PYREG_LOG_ACCESSLOG_DISABLED="true", PYREG_STORAGE_DELETE_ENABLED="true",
+               PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(work / f"pycache-{name}"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed pyreg is
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                            cwd=str(work))
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v2/", proc, log=work / "pyreg.log")
+    wait_for_http(f"{url}/v2/", proc, log=logfile)
     time.sleep(1.0)  # let every worker come up
 
     def stop() -> None:
         stop_process(proc)
         log.close()
 
-    return Server("pyreg", url, f"127.0.0.1:{port}", proc.pid, stop)
+    return Server(name, url, f"127.0.0.1:{port}", proc.pid, stop)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -236,6 +261,13 @@ def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.
     curl_pull(server, f"bench/curl-{round_}", curl_digest)
     record("curl pull MB/s", server, curl_mb / (time.perf_counter() - t0))
     record("curl pull, server CPU s", server, cpu_seconds(server.pid) - cpu0)
+    # A registry serves each layer many times: the same blob once more (pyreg hashes a blob until
+    # it has verified it at a settled version, then trusts it: registry/layout.py VerifiedBlobs).
+    time.sleep(0.1)
+    t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
+    curl_pull(server, f"bench/curl-{round_}", curl_digest)
+    record("curl pull again MB/s", server, curl_mb / (time.perf_counter() - t0))
+    record("curl pull again, server CPU s", server, cpu_seconds(server.pid) - cpu0)
 
     skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five:v1")
     record("GET manifest req/s (c=16)", server,
@@ -263,12 +295,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="defaults of 64 MiB, 3 s, 1 round")
     parser.add_argument("--workdir", type=Path, help="keep data here instead of a temp dir")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--base", help="also measure this git revision of pyreg (column pyreg-base)")
     args = parser.parse_args()
     defaults = (64, 3, 1) if args.quick else (512, 10, 3)
     for name, default in zip(("size_mib", "seconds", "rounds"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    for tool in ("skopeo", "curl", "hey", "docker-registry", "pyreg"):
+    for tool in ("skopeo", "curl", "hey", "docker-registry"):
         if not shutil.which(tool):
             print(f"{tool} not found (tests/run installs the Debian peers)", file=sys.stderr)
             return 2
@@ -295,6 +328,9 @@ def main() -> int:
 
     try:
         servers.append(start_distribution(work))
+        if args.base:
+            base_tree = export_tree(args.base, work / "base-tree")
+            servers.append(start_pyreg(work, args.workers, args.pyreg_arg, base_tree, "pyreg-base"))
         servers.append(start_pyreg(work, args.workers, args.pyreg_arg))
         # Rounds alternate the servers, so a burst of load from elsewhere hits both alike.
         for round_ in range(args.rounds):
@@ -319,12 +355,30 @@ def main() -> int:
     print()
     print(f"pyreg ({args.workers} workers) vs Distribution 2.8, {args.size_mib} MiB layer, hey -c 16 -z "
           f"{args.seconds}s, median of {args.rounds} rounds, {os.cpu_count()} CPUs")
-    print(f"| {'measurement':34s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |")
-    print(f"|{'-' * 36}|{'-' * 14}|{'-' * 12}|{'-' * 8}|")
+    base = "pyreg-base" if args.base else None
+    head = f"| {'measurement':34s} | {'Distribution':>12s} |"
+    rule = f"|{'-' * 36}|{'-' * 14}|"
+    if base:
+        head += f" {'base ' + args.base[:12]:>18s} |"
+        rule += f"{'-' * 20}|"
+    head += f" {'pyreg':>10s} | {'ratio':>6s} |"
+    rule += f"{'-' * 12}|{'-' * 8}|"
+    if base:
+        head += f" {'/base':>6s} |"
+        rule += f"{'-' * 8}|"
+    print(head)
+    print(rule)
     for metric, values in results.items():
         dist, mine = statistics.median(values.get("distribution", [0.0])), statistics.median(values["pyreg"])
         ratio = mine / dist if dist else float("nan")
-        print(f"| {metric:34s} | {dist:12.2f} | {mine:10.2f} | {ratio:6.2f} |")
+        line = f"| {metric:34s} | {dist:12.2f} |"
+        if base:
+            before = statistics.median(values.get(base, [0.0]))
+            line += f" {before:18.2f} |"
+        line += f" {mine:10.2f} | {ratio:6.2f} |"
+        if base:
+            line += f" {mine / before if before else float('nan'):6.2f} |"
+        print(line)
     print("(seconds and MiB: lower is better; MB/s and req/s: higher is better)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,8 @@ class RequestMiddleware:
         async def tagging_send(message: Message) -> None:
             if message["type"] == "http.response.body":
                 counts[2] += len(message.get("body", b""))
+            elif message["type"] == "pyreg.sendfile":  # file bytes the kernel sends (registry/zerocopy.py)
+                counts[2] += int(message["count"])
             elif message["type"] == "http.response.start":
                 counts[0] = int(message["status"])
                 headers = list(message.get("headers", ()))

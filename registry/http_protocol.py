@@ -20,6 +20,11 @@ descriptor for ever. ``BoundedHttpToolsProtocol`` adds, per worker process:
   so a flood of half-open connections cannot lock real clients out; when every connection is busy
   with a request, the new one gets ``503`` instead.
 
+Two savings on bodies: a request body piece is handed to the app as the bytes object the parser
+made (uvicorn copies each piece twice: into a bytearray, then out of it), and on plain HTTP the
+``pyreg.sendfile`` ASGI extension lets a route have the kernel send an open file's bytes
+(registry/zerocopy.py: trusted blobs).
+
 Errors are written with a lingering close (write side shut, input read and dropped for a moment),
 so a client still sending its oversized head reads the ``431`` instead of a connection reset.
 The limits reach the worker processes through ``LIMITS_ENV`` (uvicorn builds the protocol itself).
@@ -28,17 +33,22 @@ The limits reach the worker processes through ``LIMITS_ENV`` (uvicorn builds the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from pyreg.registry import zerocopy
 
 log = logging.getLogger("pyreg.http")
 
@@ -167,11 +177,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_done = 0
         self._head_since: float | None = None  # loop time the pending head started; None: none pending
         self._lingering = False
+        self._lost = threading.Event()  # set when the connection goes: a sendfile thread stops
+        self._sock_fd: int | None = None
 
     # -- connection life ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        tls = transport.get_extra_info("sslcontext") or transport.get_extra_info("ssl_object")
+        if sock is not None and tls is None:  # under TLS the socket carries ciphertext: no sendfile
+            with contextlib.suppress(OSError, AttributeError):
+                self._sock_fd = sock.fileno()
         self._wait_for_head()
         self._head_since = self.loop.time()
         _start_sweep(self.server_state, self.loop, self._limits.head_timeout)
@@ -179,6 +196,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost.set()
         self._waiting.pop(self, None)
         self._head_since = None
         super().connection_lost(exc)
@@ -244,6 +262,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().data_received(data[room:])
 
+    def on_body(self, body: bytes) -> None:
+        """A body piece that arrives while the app has taken everything before it is handed on
+        as the very bytes object the parser made; uvicorn would append it to a bytearray and
+        copy that again into the ``http.request`` message (two copies of every uploaded byte)."""
+        cycle = self.cycle
+        if (cycle is None or cycle.body or cycle.response_complete
+                or (self.parser.should_upgrade() and self._should_upgrade())):
+            super().on_body(body)  # pieces pile up (uvicorn joins them), or uvicorn drops it
+            return
+        cycle.body = body  # type: ignore[assignment]  # bytes(body) in receive() is body itself
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
     def on_headers_complete(self) -> None:
         self._head_open = False
         self._heads_done += 1
@@ -255,6 +287,42 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             writer = _OneSendTransport(self.transport, cycle.on_response)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.response_done
+            scope = cycle.scope
+            if self._sock_fd is not None and scope["method"] == "GET" and "/blobs/" in scope["path"]:
+                # a blob GET may have the kernel send file bytes; other requests pay nothing for it
+                scope.setdefault("extensions", {})[zerocopy.EXTENSION] = {}
+                cycle.send = self._send_hook(cycle, writer)  # type: ignore[method-assign,assignment]
+
+    # -- zero-copy bodies (registry/zerocopy.py) ------------------------------------------------
+
+    def _send_hook(self, cycle: Any, writer: _OneSendTransport) -> Callable[[Any], Any]:
+        send = cycle.send
+
+        async def hooked(message: Any) -> None:
+            if message["type"] != zerocopy.EXTENSION:
+                await send(message)
+                return
+            count = int(message["count"])
+            if not cycle.response_started or cycle.response_complete or count > cycle.expected_content_length:
+                raise RuntimeError("pyreg.sendfile outside a response body or past its Content-Length")
+            if cycle.disconnected:
+                return
+            writer.flush()  # the response head, if still held back
+            while self.transport.get_write_buffer_size() and not self.transport.is_closing():
+                await asyncio.sleep(0.001)  # what the transport holds goes first (rare: a head is small)
+            if self.transport.is_closing():
+                cycle.disconnected = True
+                return
+            cycle.expected_content_length -= count
+            assert self._sock_fd is not None
+            try:
+                await zerocopy.send_file(self._sock_fd, int(message["fd"]), int(message["offset"]), count,
+                                         self._lost)
+            except OSError:  # the client went away: from now on sends do nothing, as uvicorn's do
+                cycle.disconnected = True
+                self.transport.close()
+
+        return hooked
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

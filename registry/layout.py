@@ -26,6 +26,16 @@ Blob integrity: a blob is published only from a snapshot whose digest was verifi
 ``publish_blob``); a publish never replaces a valid blob, but does replace one whose bytes do
 not hash to its name, so an honest upload repairs a corrupt or poisoned blob.
 
+Stored blobs are checked against their digest when read whole, but only until this process has
+seen them hash right: ``VerifiedBlobs`` keeps, per digest, the driver's version token
+(FileInfo.version) of the stored object it verified, and while a stat gives that same token the
+blob is served (and a re-upload of it kept) without hashing it again. Any write to the stored
+object or replacement of it changes the token (the filesystem's ctime cannot be set back), so a
+blob changed in place or swapped is hashed on its next GET, cut short and quarantined if wrong.
+Not detected: bytes that rot on the medium under an unchanged inode (or object) after they were
+verified; clients verify every blob's digest themselves, and a restarted worker hashes each blob
+once more (the map is in memory only, per worker).
+
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
 them) and dropped at once by this process's own writes and deletes. With ``redis:`` configured,
@@ -44,6 +54,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import Counter
 
 from pyreg.storage.digest import Digest, DigestError, new_hasher
 from pyreg.storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
@@ -68,6 +80,56 @@ LOCKS: Final = f"{ROOT}/pyreg-locks"
 CORRUPT: Final = f"{ROOT}/pyreg-corrupt"
 
 log = logging.getLogger("pyreg.layout")
+
+# Whole blobs served unhashed must be at least this big: a smaller one costs less to hash (about
+# half a millisecond per MiB) than the stats that trusting it needs (an S3 HEAD each).
+TRUST_MIN_BYTES = 1 << 20
+
+VERIFICATIONS = Counter(
+    "pyreg_blob_verifications_total",
+    "Stored blobs checked against their digest, by how: hashed_get (a whole GET hashed as it "
+    "streamed), trusted_get (served unhashed: verified before, version unchanged), read_check "
+    "(read back and hashed: a re-upload of a stored digest, a suspected corrupt blob), "
+    "trusted_check (a check answered by that trust), store_checksum (the store's own checksum)",
+    ["how"], registry=None)
+METRICS = (VERIFICATIONS,)
+_HASHED_GET, _TRUSTED_GET, _READ_CHECK, _TRUSTED_CHECK, _STORE_CHECKSUM = (
+    VERIFICATIONS.labels(how) for how in
+    ("hashed_get", "trusted_get", "read_check", "trusted_check", "store_checksum"))
+
+
+def trusted_get_served() -> None:
+    """Count a whole GET served unhashed by a sender other than ``checked_stream``."""
+    _TRUSTED_GET.inc()
+
+
+class VerifiedBlobs:
+    """Digest -> version token of the stored blob this process saw hash to its digest; bounded,
+    least recently used out (a miss only costs a hash). See the module docstring for the policy."""
+
+    def __init__(self, maxentries: int = 4096) -> None:
+        self.maxentries = maxentries
+        self._data: OrderedDict[Digest, str] = OrderedDict()
+
+    def trusted(self, digest: Digest, version: str | None) -> bool:
+        if version is None or self._data.get(digest) != version:
+            return False
+        self._data.move_to_end(digest)
+        return True
+
+    def remember(self, digest: Digest, version: str | None) -> None:
+        """``version`` is the token stat gave *before* the bytes were read: a change made while
+        or after they were read then no longer matches it."""
+        if version is None:
+            self._data.pop(digest, None)
+            return
+        self._data[digest] = version
+        self._data.move_to_end(digest)
+        if len(self._data) > self.maxentries:
+            self._data.popitem(last=False)
+
+    def forget(self, digest: Digest) -> None:
+        self._data.pop(digest, None)
 
 
 class TTLCache:
@@ -214,6 +276,7 @@ class Layout:
         self._links = TTLCache(cache_ttl, maxentries)  # (kind, name, key) -> Digest
         self._sizes = TTLCache(cache_ttl, maxentries)  # Digest -> blob size
         self._content = ContentCache()
+        self.verified = VerifiedBlobs()
         self._shared: LinkCache | None = None
         if shared is not None:
             from pyreg.registry.shared_state import LinkCache
@@ -332,24 +395,45 @@ class Layout:
         await self._changed(self._links, ("layer", name, str(digest)), None)
         return deleted
 
+    async def blob_version(self, digest: Digest) -> str | None:
+        """The driver's version token of the stored blob (None: none, or not there)."""
+        try:
+            info = await self.driver.stat(blob_data_path(digest))
+        except PathNotFoundError:
+            return None
+        return None if info.is_dir else info.version
+
     async def blob_is_valid(self, digest: Digest, size: int | None = None) -> bool:
         """Whether the stored blob exists, has ``size`` (when given) and hashes to its name.
 
-        Reads the whole blob: for the rare paths that must know (a second upload of a digest
-        already stored, a blob a GET found corrupt), never for serving.
+        Answered without reading when this process verified the blob and its version token is
+        unchanged (VerifiedBlobs), or from the store's own checksum (S3); else the whole blob is
+        read and hashed: for the rare paths that must know (a second upload of a digest already
+        stored, a blob a GET found corrupt), never for serving.
         """
         path = blob_data_path(digest)
         try:
             info = await self.driver.stat(path)
             if info.is_dir or (size is not None and info.size != size):
                 return False
+            if self.verified.trusted(digest, info.version):
+                _TRUSTED_CHECK.inc()
+                return True
             kept = await self.driver.stored_digest(path, digest.algorithm)
             if kept is not None:  # the store hashed it when it was written (S3): no read
-                return kept == digest.hex
-            actual, read = await hash_path(self.driver, path, digest.algorithm)
+                _STORE_CHECKSUM.inc()
+                valid = kept == digest.hex
+            else:
+                _READ_CHECK.inc()
+                actual, read = await hash_path(self.driver, path, digest.algorithm)
+                valid = actual == digest and read == info.size
         except PathNotFoundError:
             return False
-        return actual == digest and read == info.size
+        if valid:
+            self.verified.remember(digest, info.version)
+        else:
+            self.verified.forget(digest)
+        return valid
 
     async def publish_blob(self, staged: str, digest: Digest, size: int) -> None:
         """Move verified, frozen bytes (a ``snapshot``) to the blob path.
@@ -366,10 +450,14 @@ class Layout:
                 log.warning("blob %s in storage is corrupt: replaced by a verified upload", digest)
             # A snapshot, not a plain move: on S3 the blob then keeps its SHA-256 checksum, so a
             # later check of it needs no read, and the copy is verified once more on the way.
+            self.verified.forget(digest)
             published = await self.driver.snapshot(staged, blob_data_path(digest), digest.algorithm)
             if published.hexdigest not in (None, digest.hex) or published.size != size:
                 await self.quarantine_corrupt(digest)
                 raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
+            # Verified bytes, frozen, now at the blob path: trusted from the token they have there
+            # (on a filesystem none yet: the rename just changed the file; its first GET hashes it).
+            self.verified.remember(digest, await self.blob_version(digest))
         await self.forget_blob(digest)
 
     async def quarantine_corrupt(self, digest: Digest) -> bool:
@@ -389,14 +477,21 @@ class Layout:
         return True
 
     async def checked_stream(self, digest: Digest, chunks: AsyncIterator[bytes], length: int,
-                             whole: bool) -> AsyncIterator[bytes]:
+                             whole: bool, version: str | None = None) -> AsyncIterator[bytes]:
         """Pass ``chunks`` through, checking there are exactly ``length`` bytes and, for the
         ``whole`` blob, that they hash to ``digest``; the last chunk is held back until both
         hold. Otherwise CorruptBlobError is raised before it, so the client never gets a
         complete, valid-looking answer (the connection is cut short of its Content-Length),
         and a blob whose bytes are wrong is moved out of the store.
+
+        ``version`` is the blob's version token from a stat made before ``chunks`` opened it.
+        When this process verified the blob at that version (VerifiedBlobs), the bytes are not
+        hashed; instead the version must still be the same after the last byte was read, or the
+        answer is cut short and the blob checked (and quarantined if wrong). A whole blob that
+        hashes right is trusted at ``version`` from then on.
         """
-        hasher = new_hasher(digest.algorithm) if whole else None
+        trusted = whole and self.verified.trusted(digest, version)
+        hasher = new_hasher(digest.algorithm) if whole and not trusted else None
         hashing: asyncio.Future[None] | None = None  # a chunk hashed in a thread while one is sent
         sent = 0
         held: bytes | None = None
@@ -423,15 +518,34 @@ class Layout:
         wrong = sent != length
         if hasher is not None and not wrong:
             wrong = Digest(digest.algorithm, hasher.hexdigest()) != digest
+        if trusted and not wrong:
+            wrong = await self.blob_version(digest) != version  # changed while it was read
         if wrong:
-            log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read); "
-                      "answer cut short", digest, sent, length)
-            await self.forget_blob(digest)
-            if whole or sent < length:
-                await self.quarantine_corrupt(digest)
+            if trusted:
+                await self.changed_while_served(digest, sent, length)
+            else:
+                await self._found_wrong(digest, sent, length, whole)
             raise CorruptBlobError(str(digest))
+        if whole:
+            (_TRUSTED_GET if trusted else _HASHED_GET).inc()
+            if not trusted:
+                self.verified.remember(digest, version)
         if held is not None:
             yield held
+
+    async def _found_wrong(self, digest: Digest, sent: int, length: int, whole: bool,
+                           why: str = "") -> None:
+        self.verified.forget(digest)
+        log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read%s); "
+                  "answer cut short", digest, sent, length, why)
+        await self.forget_blob(digest)
+        if whole or sent < length:
+            await self.quarantine_corrupt(digest)
+
+    async def changed_while_served(self, digest: Digest, sent: int, length: int) -> None:
+        """A blob served unhashed as trusted changed before its last byte went out: the caller
+        cuts the answer short; the blob is checked (read and hashed) and quarantined if wrong."""
+        await self._found_wrong(digest, sent, length, True, ", changed while served unhashed")
 
     async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
         """Store small verified content (manifests) in the blob store; a copy already there is

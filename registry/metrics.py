@@ -12,6 +12,9 @@ digests make no new series; methods outside the HTTP set become ``OTHER``.
 * ``pyreg_uploads_started_total``, ``pyreg_uploads_completed_total``, ``pyreg_uploads_failed_total``
   (a monolithic POST counts as started and completed; a mount is not an upload; failed = a
   PATCH/PUT/monolithic POST answered 4xx/5xx)
+* ``pyreg_blob_verifications_total{how}``: stored blobs checked against their digest, and how
+  (hashed while served, served unhashed as verified before, read back, trusted, store checksum:
+  registry/layout.py)
 * with webhooks configured: ``pyreg_notifications_events_total{endpoint,outcome}`` (delivered,
   dropped), ``pyreg_notifications_failures_total{endpoint}``, ``pyreg_notifications_pending{endpoint}``
 
@@ -130,6 +133,10 @@ class RegistryMetrics:
                                          "Blob uploads finished and stored", registry=reg)
         self.uploads_failed = Counter("pyreg_uploads_failed_total",
                                       "Blob upload requests refused or failed (4xx/5xx)", registry=reg)
+        from pyreg.registry.layout import METRICS as LAYOUT_METRICS  # blob verifications
+
+        for counter in LAYOUT_METRICS:
+            reg.register(counter)
         if notifications:  # webhook deliveries (registry/notifications.py)
             from pyreg.registry.notifications import METRICS
 

@@ -33,14 +33,12 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyreg.registry.config import RedisConfig, split_addr
+
+if TYPE_CHECKING:  # redis-py is imported only when ``redis:`` is configured (~15 MiB per worker)
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("pyreg.redis")
 
@@ -55,6 +53,10 @@ class Unavailable(Exception):
 
 
 def _client(config: RedisConfig) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     host, port = split_addr(config.addr or config.addrs[0], "redis.addr")
     kwargs: dict[str, Any] = {
         "host": host, "port": port, "db": config.db, "username": config.username or None,
@@ -84,6 +86,9 @@ class SharedState:
         self.config = config
         self.where = config.addr or config.addrs[0]
         self.redis = _client(config)
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self._retry_at = 0.0
         self._backoff = 0.0  # 0: closed (Redis in use)
 
@@ -99,7 +104,7 @@ class SharedState:
             result = await op(self.redis)
             if self._backoff:
                 await self.redis.incr(PREFIX + "epoch")  # abandon what writes missed while down
-        except (RedisError, OSError) as e:
+        except self._errors as e:
             self._trip(e)
             raise Unavailable from e
         if self._backoff:
@@ -124,7 +129,7 @@ class SharedState:
             await self.run(lambda r: r.incr(PREFIX + "epoch"))
 
     async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*self._errors):
             await self.redis.aclose()
 
 

@@ -84,7 +84,7 @@ class UploadSizeMismatchError(Exception):
 
 
 # Bytes gathered before a hash-and-write step leaves the event loop (see _write_body).
-PIPELINE_BATCH = 4 << 20
+PIPELINE_BATCH = 2 << 20
 
 
 @dataclass(slots=True)
@@ -93,24 +93,34 @@ class _HashState:
     hasher: Hasher
 
 
+def _hash_all(hasher: Hasher, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
 async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Hasher | None) -> None:
     """Append a request body to ``writer``, feeding ``hasher`` (if any) the same bytes.
 
     A pipeline, so the event loop never hashes: arriving chunks are gathered into batches of
     ``PIPELINE_BATCH``; while one batch is hashed (hashlib releases the GIL on large buffers) and
-    written in worker threads, the loop receives the next. One batch is in flight at a time, so
-    order is kept and memory stays at two batches per upload. A body cut short still stores
-    (and hashes) every byte that arrived, as the client may resume after it.
+    written in worker threads, the loop receives the next. The chunks are handed on as they
+    came, never joined into one copy (the filesystem writer ``writev``s them). One batch is in
+    flight at a time, so order is kept and memory stays at two batches per upload. A body cut
+    short still stores (and hashes) every byte that arrived, as the client may resume after it.
     """
     batch: list[bytes] = []
     batched = 0
     inflight: asyncio.Future[None] | None = None
 
-    async def store(data: bytes) -> None:
+    async def write(chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            await writer.write(chunk)
+
+    async def store(chunks: list[bytes]) -> None:
         if hasher is None:
-            await writer.write(data)
+            await write(chunks)
         else:
-            await asyncio.gather(asyncio.to_thread(hasher.update, data), writer.write(data))
+            await asyncio.gather(asyncio.to_thread(_hash_all, hasher, chunks), write(chunks))
 
     try:
         async for chunk in body:
@@ -119,17 +129,15 @@ async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Ha
             batch.append(chunk)
             batched += len(chunk)
             if batched >= PIPELINE_BATCH:
-                data = b"".join(batch)
-                batch.clear()
-                batched = 0
+                chunks, batch, batched = batch, [], 0
                 if inflight is not None:
                     await inflight
-                inflight = asyncio.ensure_future(store(data))
+                inflight = asyncio.ensure_future(store(chunks))
     finally:
         if inflight is not None:
             await inflight
         if batch:
-            await store(b"".join(batch))
+            await store(batch)
 
 
 def format_startedat(now: datetime | None = None) -> bytes:

@@ -30,10 +30,21 @@ def check_path(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
+    """What ``stat`` (and ``walk``) know of a path.
+
+    ``version`` is a cheap token of the stored object as it is now, from the stat alone: any
+    write to it or replacement of it gives another token (filesystem: device, inode, size,
+    mtime and ctime in nanoseconds; S3: ETag, VersionId, size, LastModified). None for
+    directories, from ``walk``, and whenever the driver cannot yet tell this version from a
+    later one (a file changed within the filesystem's timestamp granularity). The registry
+    trusts a blob it verified while its token is unchanged (registry/layout.py).
+    """
+
     path: str
     size: int
     modtime: datetime
     is_dir: bool
+    version: str | None = None
 
 
 @runtime_checkable
@@ -97,7 +108,7 @@ class Driver(Protocol):
         """A writer positioned at the end of ``path`` (append) or truncating it."""
 
     async def stat(self, path: str) -> FileInfo:
-        """Size and kind of a path; raises PathNotFoundError."""
+        """Size, kind and version token (see FileInfo) of a path; raises PathNotFoundError."""
 
     async def list(self, path: str) -> list[str]:
         """Full paths of the direct children of a directory; raises PathNotFoundError."""

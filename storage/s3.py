@@ -78,6 +78,14 @@ READ_CHUNK = 2 << 20
 PENDING = "#pending"  # '#' is outside the driver-path alphabet, so this never names a path
 
 
+def _version(head: dict[str, Any], size: int) -> str:
+    """FileInfo.version of an object: every PUT, copy or completed multipart upload gives a new
+    ETag or LastModified (and, in a versioned bucket, a new VersionId)."""
+    modified = head.get("LastModified")
+    stamp = modified.isoformat() if isinstance(modified, datetime) else str(modified)
+    return f"{head.get('ETag', '')}|{head.get('VersionId', '')}|{size}|{stamp}"
+
+
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
@@ -561,7 +569,8 @@ class S3Driver:
         if path != "/":
             head = await self._head(self.key(path))
             if head is not None:
-                return FileInfo(path, int(head["ContentLength"]), head["LastModified"], False)
+                size = int(head["ContentLength"])
+                return FileInfo(path, size, head["LastModified"], False, _version(head, size))
         resp = await self._call(self.client.list_objects_v2, Bucket=self.bucket,
                                 Prefix=self._dir_prefix(path), MaxKeys=1)
         contents = resp.get("Contents", [])

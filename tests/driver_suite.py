@@ -39,6 +39,18 @@ def blob(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
+async def settled_version(driver: Any, path: str) -> str:
+    """The version token of ``path`` once the driver gives one: a filesystem withholds it for a
+    few milliseconds after a change (see storage/filesystem.py: RACY_NS)."""
+    for _ in range(1000):
+        version = (await driver.stat(path)).version
+        if version is not None:
+            assert isinstance(version, str) and version
+            return version
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path}: no version token after 10 s")
+
+
 class DriverSuite:
     """Conformance tests; subclasses provide the ``make_driver`` fixture."""
 
@@ -136,6 +148,46 @@ class DriverSuite:
         assert {"/w", "/outside", "/w/x/y/c"} <= everything
         with pytest.raises(PathNotFoundError):
             _ = [i async for i in driver.walk("/missing")]
+
+    # -- version tokens (FileInfo.version) -----------------------------------------------------
+
+    async def test_version_is_stable_while_untouched(self, driver: Any, make_driver: MakeDriver) -> None:
+        await driver.put_content("/v/a", b"one")
+        version = await settled_version(driver, "/v/a")
+        assert (await driver.stat("/v/a")).version == version
+        assert (await make_driver().stat("/v/a")).version == version  # another process sees the same
+        assert await read_all(driver, "/v/a") == b"one"  # reading changes nothing
+        assert (await driver.stat("/v/a")).version == version
+        assert (await driver.stat("/v")).version is None  # a directory has none
+
+    async def test_version_changes_on_every_write(self, driver: Any) -> None:
+        """Every way a driver can change a stored object gives it another token (or none yet),
+        even when the size stays the same."""
+        await driver.put_content("/v/b", b"one")
+        seen = [await settled_version(driver, "/v/b")]
+
+        async def changed() -> None:
+            assert (await driver.stat("/v/b")).version not in seen
+            seen.append(await settled_version(driver, "/v/b"))
+
+        await driver.put_content("/v/b", b"two")  # replaced, same size
+        await changed()
+        w = await driver.writer("/v/b")  # truncated and rewritten
+        await w.write(b"six")
+        await w.commit()
+        await w.close()
+        await changed()
+        w = await driver.writer("/v/b", append=True)  # appended to
+        await w.write(b"!")
+        await w.commit()
+        await w.close()
+        await changed()
+        await driver.put_content("/v/other", b"ten!")  # another object moved over it
+        await settled_version(driver, "/v/other")
+        await driver.move("/v/other", "/v/b")
+        await changed()
+        assert await driver.get_content("/v/b") == b"ten!"
+        assert len(set(seen)) == len(seen)
 
     # -- move, delete --------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@ with a throw-away CA the tests create, and skopeo verifying it (``--cert-dir``).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,29 @@ def test_pyreg_client_over_tls(
     assert r.content == busybox_image.manifest
     client_env.run("logout", server.host)
     assert client_env.run("pull", "-q", "--no-extract", ref, check=False).returncode != 0
+
+
+def test_a_trusted_blob_over_tls_is_encrypted_not_sent_by_the_kernel(tls_server: Any) -> None:
+    """Whole GETs of a blob the server trusts go out with sendfile on plain HTTP
+    (registry/zerocopy.py); under TLS the socket carries ciphertext, so they must not."""
+    server = tls_server()
+    auth = ("alice", USERS["alice"])
+    data = hashlib.sha256(b"tls").digest() * (3 * 32768 + 5)  # > 3 MiB: served unhashed once trusted
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(verify=server.context(), auth=auth, timeout=60) as client:
+        r = client.post(f"{server.url}/v2/tls/blob/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201, r.text
+        served = set()
+        for _ in range(50):  # the first GET hashes it (a just-published file has no token yet)
+            r = client.get(f"{server.url}/v2/tls/blob/blobs/{digest}")
+            assert r.status_code == 200 and r.content == data
+            metrics = client.get(f"{server.url}/metrics").text
+            served = {line for line in metrics.splitlines()
+                      if line.startswith('pyreg_blob_verifications_total{how="trusted_get"}')}
+            if served and not served.pop().endswith(" 0.0"):
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("never served as trusted")
+        r = client.get(f"{server.url}/v2/tls/blob/blobs/{digest}")
+        assert r.status_code == 200 and r.content == data

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pyreg.storage.filesystem import RACY_NS
 from tests.fixtures.registry import REPO_ROOT, RegistryServer, image_manifest, sha256
 
 V2 = "docker/registry/v2"
@@ -404,6 +405,140 @@ def test_truncated_blob_is_never_served_as_valid(registry_server: RegistryServer
         r = httpx.get(f"{base}/v2/t/app/blobs/{digest}", timeout=60)
         r.raise_for_status()
     assert r is None or sha256(r.content) != digest
+
+
+# -- trusting verified blobs (registry/layout.py: VerifiedBlobs) -------------------------------------
+
+
+def verifications(base: str) -> dict[str, float]:
+    """pyreg_blob_verifications_total by ``how``, from the server's /metrics."""
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith("pyreg_blob_verifications_total{"):
+            how = line.split('how="', 1)[1].split('"', 1)[0]
+            found[how] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def until_trusted(base: str, name: str, digest: str, data: bytes) -> None:
+    """GET the blob until a GET is served as trusted: the first one hashes it, and on a
+    filesystem a blob changed (published) a few ms ago has no version token yet."""
+    for _ in range(200):
+        before = verifications(base)
+        assert_blob(base, name, digest, data)
+        if delta(before, verifications(base)).get("trusted_get"):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the blob was never served as trusted")
+
+
+def test_a_verified_blob_is_served_and_kept_without_rehashing(registry_server: RegistryServer,
+                                                                storage: Storage) -> None:
+    """Once a whole GET (or the publish) verified a blob, GETs stream it unhashed and a re-upload
+    of its digest keeps it without reading it back, while its stored version is unchanged."""
+    base = registry_server.url
+    data = payload(3 * MiB + 5, seed=21)
+    digest = sha256(data)
+    push(base, "trust/one", data)
+    until_trusted(base, "trust/one", digest, data)
+    before = verifications(base)
+    assert_blob(base, "trust/one", digest, data)
+    assert delta(before, verifications(base)) == {"trusted_get": 1}
+    before = verifications(base)
+    push(base, "trust/two", data)  # the digest is stored: the upload is verified, the blob kept
+    assert delta(before, verifications(base)) == {"trusted_check": 1}
+    assert_blob(base, "trust/two", digest, data)
+
+
+@pytest.mark.parametrize("how", ["rewrite", "in_place_mtime_restored"])
+def test_a_trusted_blob_changed_in_place_is_caught(registry_server: RegistryServer, storage: Storage,
+                                                   how: str) -> None:
+    """A blob served unhashed before, then changed under the same name and size (on disk also
+    in place, same inode, its mtime set back): its next GET hashes it, is cut short, and the
+    blob is quarantined."""
+    if how == "in_place_mtime_restored" and storage.root is None:
+        pytest.skip("an S3 object cannot be changed in place")
+    base = registry_server.url
+    data = payload(2 * MiB + 9, seed=22)
+    digest = sha256(data)
+    push(base, "trust/changed", data)
+    until_trusted(base, "trust/changed", digest, data)
+    damaged = bytearray(data)
+    damaged[MiB + 3] ^= 0x01
+    if how == "rewrite":
+        storage.write(Storage.blob(digest), bytes(damaged))
+    else:
+        assert storage.root is not None
+        local = storage.root / Storage.blob(digest)
+        st = os.stat(local)
+        with open(local, "r+b") as f:
+            f.seek(MiB + 3)
+            f.write(bytes([damaged[MiB + 3]]))
+        os.utime(local, ns=(st.st_atime_ns, st.st_mtime_ns))
+        after = os.stat(local)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    if storage.root is not None:  # past the window where a just-changed file has no token at all:
+        time.sleep(4 * RACY_NS / 1e9)  # the token itself (its ctime) must tell the change
+    before = verifications(base)
+    with pytest.raises(httpx.HTTPError):
+        r = httpx.get(f"{base}/v2/trust/changed/blobs/{digest}", timeout=60)
+        assert sha256(r.content) == digest, "a changed blob was served whole"
+    assert "trusted_get" not in delta(before, verifications(base))
+    assert wait_for(lambda: httpx.head(f"{base}/v2/trust/changed/blobs/{digest}").status_code == 404)
+    push(base, "trust/changed", data)
+    assert_blob(base, "trust/changed", digest, data)
+
+
+@pytest.mark.filesystem_only
+def test_a_trusted_blob_changed_while_sent_by_the_kernel_is_cut_short(registry_server: RegistryServer,
+                                                                       storage: Storage) -> None:
+    """A trusted blob goes out with sendfile, unhashed (registry/zerocopy.py); the client reads
+    the first piece, then the file is changed in place: the rest sent is the new bytes, so the
+    version is checked again before the last MiB and the answer never completes."""
+    base = registry_server.url
+    data = payload(24 * MiB, seed=23)  # more than the loopback socket buffers hold
+    digest = sha256(data)
+    push(base, "trust/sent", data)
+    until_trusted(base, "trust/sent", digest, data)
+    assert storage.root is not None
+    local = storage.root / Storage.blob(digest)
+    got = bytearray()
+    with pytest.raises(httpx.HTTPError), httpx.stream("GET", f"{base}/v2/trust/sent/blobs/{digest}",
+                                                      timeout=60) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            if not got:
+                with open(local, "r+b") as f:
+                    f.seek(len(data) - 4 * MiB)
+                    f.write(b"X" * 100)
+            got += chunk
+    assert len(got) < len(data)
+    assert wait_for(lambda: httpx.head(f"{base}/v2/trust/sent/blobs/{digest}").status_code == 404)
+
+
+@pytest.mark.filesystem_only
+def test_a_client_leaving_a_sendfile_download_is_no_error(registry_server: RegistryServer,
+                                                          storage: Storage) -> None:
+    """A client that drops a trusted download the kernel is sending ends it quietly: no
+    traceback in the log, the blob stays trusted and whole, the worker keeps serving."""
+    base = registry_server.url
+    data = payload(24 * MiB, seed=24)
+    digest = sha256(data)
+    push(base, "trust/left", data)
+    until_trusted(base, "trust/left", digest, data)
+    for _ in range(3):
+        with httpx.stream("GET", f"{base}/v2/trust/left/blobs/{digest}", timeout=60) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())
+    before = verifications(base)
+    assert_blob(base, "trust/left", digest, data)
+    assert delta(before, verifications(base)) == {"trusted_get": 1}
+    assert "Traceback" not in registry_server.log()
 
 
 # -- racing deletes -----------------------------------------------------------------------------

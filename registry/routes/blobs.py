@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from pyreg.registry import zerocopy
 from pyreg.registry.errors import (
     RegistryError,
     blob_unknown,
@@ -16,7 +18,7 @@ from pyreg.registry.errors import (
     unsupported,
     upload_unknown,
 )
-from pyreg.registry.layout import blob_data_path
+from pyreg.registry.layout import TRUST_MIN_BYTES, blob_data_path
 from pyreg.registry.proxy import accel_redirect
 from pyreg.registry.routes.common import (
     BASE_HEADERS,
@@ -114,6 +116,21 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     accel = accel_redirect(registry.config.proxy, registry.driver, path, headers)
     if accel is not None:
         return accel
+    # The version token of a whole blob, before it is opened: one verified at this version is
+    # served without hashing it (registry/layout.py: VerifiedBlobs). Small blobs are just hashed.
+    whole = status == 200
+    version = None
+    if whole and length >= TRUST_MIN_BYTES:
+        version = await registry.layout.blob_version(parse_digest(digest))
+        answer = _sendfile_answer(request, registry, parse_digest(digest), path, length, version, headers)
+        if answer is not None:
+            return answer
+    return await _streamed(registry, digest, path, start, length, status, version, headers)
+
+
+async def _streamed(registry: Registry, digest: str, path: str, start: int, length: int, status: int,
+                    version: str | None, headers: dict[str, str]) -> Response:
+    """The body read from the driver and passed through ``Layout.checked_stream``."""
     chunks = registry.driver.reader(path, start, length)
     try:
         first = await anext(chunks) if length else b""
@@ -136,8 +153,28 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
                 await aclose()
 
     # Exactly ``length`` bytes, and for a whole blob its digest, or the answer is cut short.
-    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, status == 200)
+    body = registry.layout.checked_stream(parse_digest(digest), stored(), length, status == 200, version)
     return StreamingResponse(body, status_code=status, headers=headers)
+
+
+def _sendfile_answer(request: Request, registry: Registry, digest: Digest, path: str, length: int,
+                     version: str | None, headers: dict[str, str]) -> Response | None:
+    """A trusted whole blob on local disk, sent by the kernel (registry/zerocopy.py), or None."""
+    if (version is None or registry.driver.name != "filesystem" or not zerocopy.supported(request.scope)
+            or not registry.layout.verified.trusted(digest, version)):
+        return None
+    local: str = registry.driver.local_path(path)  # type: ignore[attr-defined]
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        """The file opened is not the trusted version: streamed and hashed instead."""
+        try:
+            answer = await _streamed(registry, str(digest), path, 0, length, 200, None, headers)
+        except RegistryError as e:  # gone since the stat: this is past the route's error handling
+            answer = e.response()
+        await answer(scope, receive, send)
+
+    return zerocopy.TrustedBlobResponse(registry.layout, digest, local, version, length, headers,
+                                        fallback)  # type: ignore[return-value]
 
 
 async def blob_delete(request: Request, registry: Registry, name: str, reference: str) -> Response:
