@@ -33,8 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     store = common.store()
     if not args.all_tags and not args.platform and _present(args, ref, store):
         return 0
-    common.lean_httpx()
-    from pyreg.client import transfer
+    from pyreg.client import transfer  # httpx is imported only if the plain way won't do
 
     extractor = None
     if not args.no_extract:
