@@ -104,3 +104,12 @@ class DigestVerifier:
         actual = self.actual()
         if actual != self.expected:
             raise DigestMismatchError(self.expected, actual)
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        Digest.parse(diff_id)
+        out.append(diff_id if not out else str(Digest.of(f"{out[-1]} {diff_id}".encode())))
+    return out

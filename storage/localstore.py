@@ -88,13 +88,14 @@ from typing import IO, Any
 
 from pyreg.storage import graph, mediatypes
 from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
+from pyreg.storage.clientconfig import store_root
 from pyreg.storage.content import Info
 from pyreg.storage.digest import Digest
 from pyreg.storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
 from pyreg.storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
 from pyreg.storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
-from pyreg.storage.reference import Reference, client_config
+from pyreg.storage.reference import Reference
 from pyreg.storage.storefiles import StoreError, atomic_write, flock, rmtree
 
 # The names callers import from here (client/, runtime/, tests) stay here.
@@ -133,13 +134,7 @@ class LocalStore:
     def default_root() -> Path:
         """``$PYREG_STORE``, else ``store`` in the client config, else /var/lib/pyreg for root,
         else ``$XDG_DATA_HOME/pyreg`` (``~/.local/share/pyreg``)."""
-        explicit = os.environ.get("PYREG_STORE") or client_config().get("store")
-        if explicit:
-            return Path(str(explicit)).expanduser()
-        if os.geteuid() == 0:
-            return Path("/var/lib/pyreg")
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        return Path(base) / "pyreg"
+        return Path(store_root())
 
     _DIRS = ("blobs", "blobs/sha256", "layers", "layers/sha256", "layers/.ingest", "ingest", "locks")
 
