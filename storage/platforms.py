@@ -4,8 +4,9 @@ not for it. Apart from storage/graph.py (which names them too) so that a pull of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from pyreg.storage.frozen import Frozen
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
          "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
@@ -16,13 +17,18 @@ class PlatformError(ValueError):
     """No child of an index is for the wanted platform."""
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(Frozen):
     """``os/architecture[/variant]`` with Go's architecture names (``aarch64`` is ``arm64``)."""
 
+    __slots__ = ("os", "architecture", "variant")  # noqa: RUF023 - __init__'s order (repr, pickling)
     os: str
     architecture: str
-    variant: str | None = None
+    variant: str | None
+
+    def __init__(self, os: str, architecture: str, variant: str | None = None) -> None:
+        self._set("os", os)
+        self._set("architecture", architecture)
+        self._set("variant", variant)
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
