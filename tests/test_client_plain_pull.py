@@ -19,7 +19,8 @@ from tests.images import TestImage
 from tests.test_client_present import _access, _imports
 
 # (not certifi: this machine's site hook imports it into every interpreter)
-HEAVY = ("httpx", "httpcore", "h11", "ssl", "_ssl", "http", "email")
+# (concurrent.futures and logging: storage/content.py's run_parallel uses plain threads)
+HEAVY = ("httpx", "httpcore", "h11", "ssl", "_ssl", "http", "email", "concurrent", "logging")
 
 
 def test_fresh_pull_from_loopback_imports_no_http_client_nor_ssl(
@@ -159,3 +160,34 @@ def test_nobody_listening_is_left_to_the_full_path() -> None:
     sock.close()
     with PlainHTTP(host) as http, pytest.raises(Unsupported):
         http.request("GET", "/v2/")
+
+
+def test_run_parallel_keeps_order_and_raises_the_first_failure() -> None:
+    import threading
+    import time
+
+    from pyreg.storage.content import run_parallel
+
+    def job(i: int, fail: bool = False) -> int:
+        time.sleep(0.01 * (5 - i))  # later jobs finish first
+        if fail:
+            raise ValueError(f"job {i}")
+        return i * 10
+
+    assert run_parallel([lambda i=i: job(i) for i in range(5)], 3) == [0, 10, 20, 30, 40]
+    with pytest.raises(ValueError, match="job 1"):
+        run_parallel([lambda i=i: job(i, fail=i in (1, 3)) for i in range(5)], 4)
+    started: list[int] = []
+    gate = threading.Event()
+
+    def slow(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise ValueError("first")
+        gate.wait(0.5)
+        return i
+
+    with pytest.raises(ValueError, match="first"):
+        run_parallel([lambda i=i: slow(i) for i in range(50)], 2)
+    gate.set()
+    assert len(started) < 50  # jobs not started when one failed are dropped
