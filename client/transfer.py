@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -234,16 +233,18 @@ def pull_all_tags(ref: Reference, store: LocalStore, *, extractor: Extractor | N
 
 # ------------------------------------------------------------------------------------ sources for push
 
-@dataclass
 class Source:
     """Something to push: a store and the root of the graph in it. ``mount_from`` is the
-    (registry, repository) the whole image came from when no per-blob record says better."""
+    (registry, repository) the whole image came from when no per-blob record says better;
+    ``local_root`` a local store's directory, where blob origins are recorded."""
 
-    root: Descriptor
-    store: ContentStore
-    mount_from: tuple[str, str] | None = None
-    name: str = ""
-    local_root: Path | None = None  # a local store's directory: where blob origins are recorded
+    def __init__(self, root: Descriptor, store: ContentStore, mount_from: tuple[str, str] | None = None,
+                 name: str = "", local_root: Path | None = None) -> None:
+        self.root = root
+        self.store = store
+        self.mount_from = mount_from
+        self.name = name
+        self.local_root = local_root
 
 
 def local_source(store: LocalStore, text: str) -> Source:

@@ -20,13 +20,13 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from pyreg.storage import graph
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
 from pyreg.storage.units import human_size
 
@@ -46,10 +46,16 @@ class ContentSizeError(ValueError):
     """Written content is not the size its descriptor says."""
 
 
-@dataclass(frozen=True)
-class Info:
+class Info(Frozen):
+    """A blob a store holds: its digest and size."""
+
+    __slots__ = ("digest", "size")
     digest: Digest
     size: int
+
+    def __init__(self, digest: Digest, size: int) -> None:
+        self._set("digest", digest)
+        self._set("size", size)
 
 
 class Writer(Protocol):
@@ -145,15 +151,20 @@ class _Silent:
         pass
 
 
-@dataclass(frozen=True)
-class Copied:
+class Copied(Frozen):
     """One node of a graph copy and what became of it: ``exists`` (the target had it),
     ``mounted`` (from ``source``), ``absent`` (a manifest the source lacks: an unpulled platform),
     or the copy's verb (``copied``, ``pulled``, ``pushed``)."""
 
+    __slots__ = ("descriptor", "status", "source")  # noqa: RUF023 - __init__'s order (repr, pickling)
     descriptor: Descriptor
     status: str
-    source: str | None = None
+    source: str | None
+
+    def __init__(self, descriptor: Descriptor, status: str, source: str | None = None) -> None:
+        self._set("descriptor", descriptor)
+        self._set("status", status)
+        self._set("source", source)
 
     @property
     def moved(self) -> bool:

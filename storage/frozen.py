@@ -18,12 +18,24 @@ class Frozen:
     and only with instances of the same class (as dataclasses do)."""
 
     __slots__: tuple[str, ...] = ()
+    # the fields compared, hashed and shown, when not all of them (a dataclass's compare=False)
+    _compared: tuple[str, ...] = ()
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
 
+    def _names(self) -> tuple[str, ...]:
+        return self._compared or self.__slots__
+
     def _fields(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(getattr(self, name) for name in self._names())
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` (``dataclasses.replace``); ``__init__`` takes every field by
+        its name."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return type(self)(**values)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"cannot assign to field {name!r} of a {type(self).__name__}")
@@ -60,11 +72,11 @@ class Frozen:
         return self._fields() >= other._fields()
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names())
         return f"{type(self).__name__}({fields})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, self._fields())
+        return (self.__class__, tuple(getattr(self, name) for name in self.__slots__))
 
     def __copy__(self) -> Frozen:
         return self

@@ -10,10 +10,10 @@ walker knows nothing of where bytes live: the caller hands it ``fetch(descriptor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from pyreg.storage import mediatypes as mt
 from pyreg.storage.digest import Digest
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 
 # Platforms and the host's (what a pull of a present image needs, without this module's model):
@@ -43,12 +43,16 @@ def children(manifest: Manifest) -> tuple[Descriptor, ...]:
     return manifest.manifests + manifest.blobs
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Frozen):
     """One visited descriptor; ``manifest`` is set for indexes and manifests that were fetched."""
 
+    __slots__ = ("descriptor", "manifest")
     descriptor: Descriptor
-    manifest: Manifest | None = None
+    manifest: Manifest | None
+
+    def __init__(self, descriptor: Descriptor, manifest: Manifest | None = None) -> None:
+        self._set("descriptor", descriptor)
+        self._set("manifest", manifest)
 
 
 Fetch = Callable[[Descriptor], "Manifest | None"]

@@ -82,7 +82,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,6 +90,7 @@ from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
 from pyreg.storage.clientconfig import store_root
 from pyreg.storage.content import Info
 from pyreg.storage.digest import Digest
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
 from pyreg.storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
@@ -105,17 +105,36 @@ __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError"
 OCI_LAYOUT_VERSION = "1.0.0"
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
+class ResolvedImage(Frozen):
     """What the runtime needs to build a rootfs from a local image."""
 
+    # __init__'s order (repr, pickling)
+    __slots__ = (
+        "config",
+        "config_digest",
+        "layer_dirs",
+        "layers",
+        "manifest",
+        "manifest_digest",
+        "name",
+    )
     name: str
     manifest_digest: Digest
     manifest: dict[str, Any]
     config_digest: Digest
     config: dict[str, Any]
-    layer_dirs: list[Path]          # extracted layers, base first
-    layers: tuple[Descriptor, ...] = ()  # the manifest's layer descriptors, base first
+    layer_dirs: list[Path]
+    layers: tuple[Descriptor, ...]
+
+    def __init__(self, name: str, manifest_digest: Digest, manifest: dict[str, Any], config_digest: Digest,
+                 config: dict[str, Any], layer_dirs: list[Path], layers: tuple[Descriptor, ...] = ()) -> None:
+        self._set("name", name)
+        self._set("manifest_digest", manifest_digest)
+        self._set("manifest", manifest)
+        self._set("config_digest", config_digest)
+        self._set("config", config)
+        self._set("layer_dirs", layer_dirs)
+        self._set("layers", layers)
 
 
 class LocalStore:
