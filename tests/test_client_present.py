@@ -59,6 +59,7 @@ def test_pull_of_a_present_image_is_one_head_and_no_httpx(pyreg_factory: Any, cl
     model = {"pyreg.storage.localstore", "pyreg.storage.manifest", "pyreg.storage.graph",
              "pyreg.storage.content", "pyreg.storage.imageindex"}
     assert not model & modules, model & modules
+    assert "dataclasses" not in modules  # it imports inspect, ast, dis: ~10 ms (storage/frozen.py)
     # the fixture's own readiness probe (httpx's agent) is not ours
     requests = [e for e in _access(server)[before:] if e.get("user_agent", "").startswith("pyreg/")]
     assert [(e["method"], e["path"]) for e in requests] == [("HEAD", "/v2/team/bb/manifests/1")]
