@@ -5,11 +5,14 @@ against the same registry (Debian's Distribution, a neutral peer), plus ``pyreg 
     python bench/client_bench.py                  # five-layer + 512 MiB image, 3 runs each
     python bench/client_bench.py --big-mib 64 --runs 1 --json out.json
     python bench/client_bench.py --base main --rounds 9   # small commands: main vs this tree
+    python bench/client_bench.py --base main --rounds 9 --bare   # the same, started as a wheel is
 
 ``--base REV`` measures the small, start-up-bound commands of two trees side by side in one run,
 round by round alternating (``git archive REV`` vs the work tree; skopeo's copy as the yardstick):
 ``--help``, the pull of a present image, a fresh busybox pull, a five-layer pull and push. Wall
 and CPU (user + system of the child, ``getrusage``) medians, with the min-max spread of the wall.
+``--bare`` starts pyreg with ``python -S`` and site-packages on ``PYTHONPATH``: what a wheel
+install costs without this machine's site-wide ``.pth`` hooks (~29 ms of every interpreter here).
 
 Every measurement starts from a fresh registry (push) or a fresh local store / layout (pull), so
 no tool gets a HEAD-skip or mount the other did not. ``pyreg pull`` is timed with and without
@@ -190,7 +193,7 @@ def startup(runs: int, work: Path) -> list[dict[str, object]]:
     return out
 
 
-def revisions(base: str, rounds: int, json_out: str | None) -> int:
+def revisions(base: str, rounds: int, json_out: str | None, bare: bool = False) -> int:
     """``--base``: the small commands of ``base`` and of this tree, alternating round by round."""
     work = Path(tempfile.mkdtemp(prefix="pyreg-client-rev-"))
     trees = {"base": work / "tree-base", "head": REPO}
@@ -224,8 +227,12 @@ def revisions(base: str, rounds: int, json_out: str | None) -> int:
             tree = trees[label]
             env = {**bench.pyreg_env, "PYTHONPATH": str(tree), "PYREG_STORE": str(store),
                    "PYTHONPYCACHEPREFIX": str(work / f"pycache-{label}")}
+            if bare:  # no site: site-packages by hand, as a wheel's console script would find them
+                import site
+
+                env["PYTHONPATH"] = os.pathsep.join([str(tree), *site.getsitepackages()])
             # cwd too: ``python -m`` puts the working directory first on sys.path
-            return timed_cpu([sys.executable, "-m", "pyreg", *argv], env, tree)
+            return timed_cpu([sys.executable, *(["-S"] if bare else []), "-m", "pyreg", *argv], env, tree)
 
         def skopeo(src: str, dest: str) -> tuple[float, float]:
             return timed_cpu(["skopeo", "--policy", str(bench.policy), "copy", "-q", "--src-tls-verify=false",
@@ -247,6 +254,8 @@ def revisions(base: str, rounds: int, json_out: str | None) -> int:
                 skopeo(f"docker://{reg.host}/bench/five:1", f"oci:{work / f'oci5-{n}'}:1"))
             add("skopeo: five-layer push (new repository)", "skopeo",
                 skopeo(f"oci:{five.layout}:{five.tag}", f"docker://{reg.host}/bench/sk{n}:1"))
+            floor = [sys.executable, *(["-S"] if bare else []), "-c", "pass"]
+            add("python -c pass (interpreter floor)", "python", timed_cpu(floor, bench.pyreg_env))
             for label in order:
                 store = work / f"store-{label}-{n}"
                 add("pyreg --help", label, pyreg(label, present[label], "--help"))
@@ -270,7 +279,7 @@ def revisions(base: str, rounds: int, json_out: str | None) -> int:
         out = []
         for row, by in rows.items():
             cells = []
-            for who in ("base", "head") if "base" in by else ("skopeo",):
+            for who in ("base", "head") if "base" in by else list(by):
                 walls = [w for w, _ in by[who]]
                 cpus = [c for _, c in by[who]]
                 cells.append((statistics.median(walls) * 1000, statistics.median(cpus) * 1000,
@@ -292,6 +301,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", help="compare the small commands of this git revision with the work tree")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of --base (default 9)")
+    parser.add_argument("--bare", action="store_true", help="--base with python -S (a wheel's start-up)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=512)
     parser.add_argument("--startup-runs", type=int, default=20)
@@ -299,7 +309,7 @@ def main() -> int:
     parser.add_argument("--skip-big", action="store_true")
     args = parser.parse_args()
     if args.base:
-        return revisions(args.base, args.rounds, args.json)
+        return revisions(args.base, args.rounds, args.json, args.bare)
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="pyreg-client-bench-") as tmp:
         work = Path(tmp)

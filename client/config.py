@@ -13,12 +13,15 @@ file plus the registry's certs.d directory, where Docker and podman users alread
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.netaddr import host_of, is_loopback
 from pyreg.storage.reference import client_config
 from pyreg.storage.units import parse_size
+
+TYPE_CHECKING = False  # pathlib is imported only where certs.d is looked at (TLS), not at start-up
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_PARALLEL = 4
 
@@ -66,6 +69,8 @@ def ca_file(flag: str | None = None) -> str | None:
 def certs_d_roots() -> list[Path]:
     """Where per-registry certificate directories live: ``PYREG_CERTS_D`` (a ``:`` list; empty for
     none), else podman's and Docker's places, in containers/image's order."""
+    from pathlib import Path
+
     env = os.environ.get("PYREG_CERTS_D")
     if env is not None:
         return [Path(p) for p in env.split(os.pathsep) if p]
@@ -73,14 +78,20 @@ def certs_d_roots() -> list[Path]:
     return [user, Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d")]
 
 
-@dataclass(frozen=True)
-class CertsDir:
+class CertsDir(Frozen):
     """What a ``certs.d/<host:port>/`` directory holds: ``*.crt`` CAs, ``*.cert`` + ``*.key`` the
     client certificate for mutual TLS (Docker's and containers/image's convention)."""
 
-    path: Path | None = None
-    cas: tuple[Path, ...] = ()
-    client: tuple[Path, Path] | None = None
+    __slots__ = ("path", "cas", "client")  # noqa: RUF023 - __init__'s order (repr, pickling)
+    path: Path | None
+    cas: tuple[Path, ...]
+    client: tuple[Path, Path] | None
+
+    def __init__(self, path: Path | None = None, cas: tuple[Path, ...] = (),
+                 client: tuple[Path, Path] | None = None) -> None:
+        self._set("path", path)
+        self._set("cas", cas)
+        self._set("client", client)
 
 
 def certs_dir(registry: str) -> CertsDir:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pyreg.client import origins
 from pyreg.client.progress import Progress
-from pyreg.client.remote import connect
 from pyreg.client.results import BlobResult, TransferResult
 from pyreg.storage import mediatypes
 from pyreg.storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
@@ -28,8 +26,12 @@ from pyreg.storage.graph import Platform, select_platform
 from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from pyreg.storage.reference import Reference, parse
-from pyreg.storage.remote import RegistryClient, RemoteError
-from pyreg.storage.remote.store import RemoteStore
+from pyreg.storage.remote.errors import RemoteError
+
+if TYPE_CHECKING:
+    from pyreg.storage.remote import RegistryClient
+    from pyreg.storage.remote.plainstore import PlainStore
+    from pyreg.storage.remote.store import RemoteStore
 
 __all__ = ["Platform", "Source", "TransferResult", "copy", "layout_source", "local_source", "pull",
            "pull_all_tags", "push"]
@@ -55,7 +57,7 @@ def _image(desc: Descriptor, data: bytes) -> Manifest:
     return parsed
 
 
-def _platform_child(store: RemoteStore, root: Descriptor, wanted: Platform) -> Descriptor:
+def _platform_child(store: RemoteStore | PlainStore, root: Descriptor, wanted: Platform) -> Descriptor:
     """The child of the index ``root`` for ``wanted`` (PlatformError names what there is)."""
     data = store.fetch_manifest(root)
     assert data is not None
@@ -63,6 +65,17 @@ def _platform_child(store: RemoteStore, root: Descriptor, wanted: Platform) -> D
 
 
 # ------------------------------------------------------------------------------------ pull
+
+def connect(registry: str, *, insecure: bool, pool: int) -> RegistryClient:
+    """client/remote.py's ``connect``, imported when a command first needs httpx (a pull from a
+    loopback registry may never need it)."""
+    from pyreg.client.common import lean_httpx
+
+    lean_httpx()
+    from pyreg.client.remote import connect as _connect
+
+    return _connect(registry, insecure=insecure, pool=pool)
+
 
 class _Resuming:
     """The local store as a pull's target: its writer keeps what an interrupted pull downloaded
@@ -107,13 +120,59 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
          parallel: int = 4, insecure: bool = False, progress: Progress | None = None,
          client: RegistryClient | None = None) -> TransferResult:
     """Pull one image into ``store`` (through ``client`` when given, e.g. for every tag of a
-    repository)."""
+    repository). From a loopback registry the plain way is tried first (``_pull_plain``)."""
     if client is None:
+        result = _pull_plain(ref, store, extractor=extractor, platform=platform, parallel=parallel,
+                             progress=progress)
+        if result is not None:
+            return result
         with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
             return pull(ref, store, extractor=extractor, platform=platform, parallel=parallel,
                         progress=progress, client=rc)
-    progress = progress or Progress(enabled=False)
+    from pyreg.storage.remote.store import RemoteStore
+
     remote = RemoteStore(client, ref.repository)
+
+    def config_bytes(desc: Descriptor) -> bytes:
+        return client.get_blob_bytes(ref.repository, desc.digest, size=desc.size)
+
+    return _pull_from(remote, config_bytes, ref, store, extractor=extractor, platform=platform,
+                      parallel=parallel, progress=progress)
+
+
+def _pull_plain(ref: Reference, store: LocalStore, *, extractor: Extractor | None, platform: Platform | None,
+                parallel: int, progress: Progress | None) -> TransferResult | None:
+    """The pull over storage/remote/plainstore.py (no httpx, no TLS set-up): only from a loopback
+    registry, which the full pull also asks over plain HTTP first, and only while every answer
+    is a plain anonymous ``200``. None when something was not (a token to get, a redirect, an
+    error, a TLS server): the full pull then runs, and finds the verified blobs this one stored."""
+    from pyreg.client import config
+    from pyreg.storage.netaddr import is_loopback
+
+    if not is_loopback(ref.registry):
+        return None
+    from pyreg.storage.remote.plain import PlainHTTP, Unsupported
+    from pyreg.storage.remote.plainstore import PlainStore
+
+    with PlainHTTP(ref.registry) as http:
+        remote = PlainStore(http, ref.repository)
+
+        def config_bytes(desc: Descriptor) -> bytes:
+            return remote.blob_bytes(desc.digest, desc.size, config.max_config_size())
+
+        try:
+            return _pull_from(remote, config_bytes, ref, store, extractor=extractor, platform=platform,
+                              parallel=parallel, progress=progress)
+        except Unsupported:
+            return None
+
+
+def _pull_from(remote: RemoteStore | PlainStore, config_bytes: Callable[[Descriptor], bytes], ref: Reference,
+               store: LocalStore, *, extractor: Extractor | None, platform: Platform | None, parallel: int,
+               progress: Progress | None) -> TransferResult:
+    """The pull itself, from either kind of remote store: pick the platform, fetch the config
+    first so that each layer is extracted as soon as it lands, copy the graph, tag the name last."""
+    progress = progress or Progress(enabled=False)
     chosen = remote.resolve(ref.reference, verify=ref.digest)
     plat = None
     if chosen.media_type in mediatypes.INDEXES:
@@ -126,8 +185,7 @@ def pull(ref: Reference, store: LocalStore, *, extractor: Extractor | None, plat
     assert config_desc is not None
     with store.writing():
         if not store.has_blob(config_desc.digest):
-            store.put_blob(client.get_blob_bytes(ref.repository, config_desc.digest, size=config_desc.size),
-                           config_desc.digest)
+            store.put_blob(config_bytes(config_desc), config_desc.digest)
         config = store.read_json(config_desc.digest)
         layers = manifest.layers
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -157,6 +215,8 @@ def pull_all_tags(ref: Reference, store: LocalStore, *, extractor: Extractor | N
                   platform: Platform | None = None, parallel: int = 4, insecure: bool = False,
                   progress: Progress | None = None) -> list[TransferResult]:
     """Every tag of ``ref``'s repository, over one connection; blobs the tags share move once."""
+    from pyreg.storage.remote.store import RemoteStore
+
     progress = progress or Progress(enabled=False)
     with connect(ref.registry, insecure=insecure, pool=parallel) as rc:
         tags = sorted(RemoteStore(rc, ref.repository).tags())
@@ -173,16 +233,18 @@ def pull_all_tags(ref: Reference, store: LocalStore, *, extractor: Extractor | N
 
 # ------------------------------------------------------------------------------------ sources for push
 
-@dataclass
 class Source:
     """Something to push: a store and the root of the graph in it. ``mount_from`` is the
-    (registry, repository) the whole image came from when no per-blob record says better."""
+    (registry, repository) the whole image came from when no per-blob record says better;
+    ``local_root`` a local store's directory, where blob origins are recorded."""
 
-    root: Descriptor
-    store: ContentStore
-    mount_from: tuple[str, str] | None = None
-    name: str = ""
-    local_root: Path | None = None  # a local store's directory: where blob origins are recorded
+    def __init__(self, root: Descriptor, store: ContentStore, mount_from: tuple[str, str] | None = None,
+                 name: str = "", local_root: Path | None = None) -> None:
+        self.root = root
+        self.store = store
+        self.mount_from = mount_from
+        self.name = name
+        self.local_root = local_root
 
 
 def local_source(store: LocalStore, text: str) -> Source:
@@ -227,6 +289,8 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
     """Walk the source's graph and send what the repository lacks: a blob it has is skipped
     (HEAD); one another repository of that registry has — as recorded when it was pulled, or
     the repository the image came from — is mounted; the rest is uploaded."""
+    from pyreg.storage.remote.store import RemoteStore
+
     progress = progress or Progress(enabled=False)
     fallback = []
     if source.mount_from and source.mount_from[0] == dest.registry:
@@ -255,6 +319,8 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
 def copy(src: Reference, dest: Reference, *, all_platforms: bool = True, platform: Platform | None = None,
          parallel: int = 4, insecure: bool = False, progress: Progress | None = None) -> TransferResult:
     """Registry to registry. An index is copied whole unless a platform is asked for."""
+    from pyreg.storage.remote.store import RemoteStore
+
     progress = progress or Progress(enabled=False)
     same_registry = src.registry == dest.registry
     mount = [src.repository] if same_registry and src.repository != dest.repository else []

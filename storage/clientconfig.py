@@ -29,6 +29,19 @@ def config_path() -> Path:
     return Path(_path())
 
 
+def store_root() -> str:
+    """The local store's directory: ``$PYREG_STORE``, else ``store`` in the client config, else
+    /var/lib/pyreg for root, else ``$XDG_DATA_HOME/pyreg`` (``~/.local/share/pyreg``). Here, not
+    in storage/localstore.py, so that a pull of a present image finds it without the store's model."""
+    explicit = os.environ.get("PYREG_STORE") or client_config().get("store")
+    if explicit:
+        return os.path.expanduser(str(explicit))
+    if os.geteuid() == 0:
+        return "/var/lib/pyreg"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "pyreg")
+
+
 def client_config() -> dict[str, Any]:
     """The client config file as a dict ({} when absent); a broken file is an error, not silence."""
     return read_json_object(_path(), "client config")

@@ -20,13 +20,13 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Protocol, TypeVar, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from pyreg.storage import graph
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
 from pyreg.storage.units import human_size
 
@@ -46,10 +46,16 @@ class ContentSizeError(ValueError):
     """Written content is not the size its descriptor says."""
 
 
-@dataclass(frozen=True)
-class Info:
+class Info(Frozen):
+    """A blob a store holds: its digest and size."""
+
+    __slots__ = ("digest", "size")
     digest: Digest
     size: int
+
+    def __init__(self, digest: Digest, size: int) -> None:
+        self._set("digest", digest)
+        self._set("size", size)
 
 
 class Writer(Protocol):
@@ -145,15 +151,20 @@ class _Silent:
         pass
 
 
-@dataclass(frozen=True)
-class Copied:
+class Copied(Frozen):
     """One node of a graph copy and what became of it: ``exists`` (the target had it),
     ``mounted`` (from ``source``), ``absent`` (a manifest the source lacks: an unpulled platform),
     or the copy's verb (``copied``, ``pulled``, ``pushed``)."""
 
+    __slots__ = ("descriptor", "status", "source")  # noqa: RUF023 - __init__'s order (repr, pickling)
     descriptor: Descriptor
     status: str
-    source: str | None = None
+    source: str | None
+
+    def __init__(self, descriptor: Descriptor, status: str, source: str | None = None) -> None:
+        self._set("descriptor", descriptor)
+        self._set("status", status)
+        self._set("source", source)
 
     @property
     def moved(self) -> bool:
@@ -318,32 +329,45 @@ def _put_manifest(dst: ContentStore, desc: Descriptor, data: bytes, tag: str | N
 
 
 def run_parallel(jobs: list[Callable[[], T]], parallel: int) -> list[T]:
-    """Run ``jobs`` on ``parallel`` threads, results in order. The first failure cancels what has
-    not started, lets what runs finish, then is raised; Ctrl-C drops the queue at once."""
+    """Run ``jobs`` on ``parallel`` threads, results in order. The first failure (in job order)
+    stops jobs from starting, lets what runs finish, then is raised; Ctrl-C drops the queue at
+    once. Plain threads pulling from one queue, not ``concurrent.futures``: its import (and
+    ``logging``'s) costs a small pull more than the pool saves."""
     if parallel <= 1 or len(jobs) <= 1:
         return [job() for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor  # lazy: a pull of a present image needs no pool
+    import threading
 
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pyreg-blob")
-    try:
-        futures = [pool.submit(job) for job in jobs]
-        results = []
-        error: BaseException | None = None
-        for future in futures:
+    results: list[Any] = [None] * len(jobs)
+    errors: dict[int, BaseException] = {}
+    pending = iter(range(len(jobs)))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                i = next(pending, None)
+            if i is None:
+                return
             try:
-                results.append(future.result())
-            except Exception as exc:
-                if error is None:
-                    error = exc
-                    for other in futures:
-                        other.cancel()  # not started yet: no point once one blob failed
+                results[i] = jobs[i]()
+            except BaseException as exc:
+                errors[i] = exc
+                stop.set()  # jobs not started yet are not worth starting once one failed
+
+    threads = [threading.Thread(target=work, name=f"pyreg-blob-{n}", daemon=True)
+               for n in range(min(parallel, len(jobs)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
     except KeyboardInterrupt:
-        # running transfers end with the process; partial files stay invisible for the next try
-        pool.shutdown(wait=False, cancel_futures=True)
+        # running transfers end with the process (daemon threads); partial files stay invisible
+        stop.set()
         raise
-    pool.shutdown(wait=True)
-    if error is not None:
-        raise error
+    if errors:
+        raise errors[min(errors)]
     return results
 
 

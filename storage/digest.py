@@ -7,8 +7,9 @@ Only sha256 and sha512 are registered algorithms; the grammar is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final, Protocol
+
+from pyreg.storage.frozen import Frozen
 
 ALGORITHM_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 DEFAULT_ALGORITHM: Final = "sha256"
@@ -32,12 +33,17 @@ class Hasher(Protocol):
     def copy(self) -> Hasher: ...
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Digest:
-    """A validated ``algorithm:hex`` digest."""
+class Digest(Frozen):
+    """A validated ``algorithm:hex`` digest (immutable; compared, hashed and ordered as
+    ``(algorithm, hex)``)."""
 
+    __slots__ = ("algorithm", "hex")
     algorithm: str
     hex: str
+
+    def __init__(self, algorithm: str, hex: str) -> None:
+        self._set("algorithm", algorithm)
+        self._set("hex", hex)
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
@@ -104,3 +110,12 @@ class DigestVerifier:
         actual = self.actual()
         if actual != self.expected:
             raise DigestMismatchError(self.expected, actual)
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        Digest.parse(diff_id)
+        out.append(diff_id if not out else str(Digest.of(f"{out[-1]} {diff_id}".encode())))
+    return out

@@ -10,73 +10,17 @@ walker knows nothing of where bytes live: the caller hands it ``fetch(descriptor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from pyreg.storage import mediatypes as mt
 from pyreg.storage.digest import Digest
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
-         "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64"}
-
-
-class PlatformError(ValueError):
-    """No child of an index is for the wanted platform."""
-
-
-@dataclass(frozen=True)
-class Platform:
-    """``os/architecture[/variant]`` with Go's architecture names (``aarch64`` is ``arm64``)."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        return cls(parts[0], _ARCH.get(parts[1], parts[1]), parts[2] if len(parts) == 3 else None)
-
-    @classmethod
-    def of(cls, p: dict[str, Any]) -> Platform:
-        """A descriptor's ``platform`` object (validated to hold os and architecture)."""
-        return cls(str(p.get("os", "?")), str(p.get("architecture", "?")), p.get("variant"))
-
-    @classmethod
-    def host(cls) -> Platform:
-        import os  # uname, not the platform module: what platform.machine() reads, without its import
-
-        machine = os.uname().machine.lower()
-        variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
-        return cls("linux", _ARCH.get(machine, machine), variant)
-
-    def matches(self, p: dict[str, Any] | None) -> bool:
-        if not p:
-            return False
-        if p.get("os") != self.os or p.get("architecture") != self.architecture:
-            return False
-        if self.variant is None:
-            return True
-        other = p.get("variant") or ("v8" if self.architecture == "arm64" else None)
-        return other == self.variant
-
-
-def platform_warning(config: dict[str, Any], host: Platform | None = None) -> str | None:
-    """docker's warning for an image config whose platform is not this host's (it may still run,
-    through binfmt emulation, or fail with 'exec format error': the user should know which)."""
-    host = host or Platform.host()
-    p = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
-    if not p.get("os") or not p.get("architecture") or host.matches(p):
-        return None
-    return (f"WARNING: The requested image's platform ({Platform.of(p)}) does not match the "
-            f"detected host platform ({host})")
+# Platforms and the host's (what a pull of a present image needs, without this module's model):
+# storage/platforms.py; named here too, where callers have always found them.
+from pyreg.storage.platforms import Platform as Platform
+from pyreg.storage.platforms import PlatformError as PlatformError
+from pyreg.storage.platforms import platform_warning as platform_warning
 
 
 def select_platform(index: Manifest, wanted: Platform) -> Descriptor:
@@ -99,12 +43,16 @@ def children(manifest: Manifest) -> tuple[Descriptor, ...]:
     return manifest.manifests + manifest.blobs
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Frozen):
     """One visited descriptor; ``manifest`` is set for indexes and manifests that were fetched."""
 
+    __slots__ = ("descriptor", "manifest")
     descriptor: Descriptor
-    manifest: Manifest | None = None
+    manifest: Manifest | None
+
+    def __init__(self, descriptor: Descriptor, manifest: Manifest | None = None) -> None:
+        self._set("descriptor", descriptor)
+        self._set("manifest", manifest)
 
 
 Fetch = Callable[[Descriptor], "Manifest | None"]

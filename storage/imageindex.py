@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyreg.storage import mediatypes
 from pyreg.storage.blobstore import BlobStore
 from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import ManifestError, layout_index
 from pyreg.storage.reference import Reference, ReferenceError, parse
 from pyreg.storage.storefiles import StoreError, atomic_write, flock
@@ -36,16 +36,25 @@ class ImageNotFoundError(StoreError):
         self.ref = ref
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
+class ImageRecord(Frozen):
     """One entry of index.json: a local image name and the manifest it points at."""
 
-    name: str                       # the ref.name annotation: "registry/repo:tag" or "registry/repo@digest"
-    digest: Digest                  # manifest (or index) digest
+    __slots__ = ("name", "digest", "media_type", "size", "annotations", "platform")  # noqa: RUF023
+    name: str
+    digest: Digest
     media_type: str
     size: int
-    annotations: dict[str, str] = field(default_factory=dict)
-    platform: dict[str, Any] | None = None
+    annotations: dict[str, str]
+    platform: dict[str, Any] | None
+
+    def __init__(self, name: str, digest: Digest, media_type: str, size: int,
+                 annotations: dict[str, str] | None = None, platform: dict[str, Any] | None = None) -> None:
+        self._set("name", name)
+        self._set("digest", digest)
+        self._set("media_type", media_type)
+        self._set("size", size)
+        self._set("annotations", annotations if annotations is not None else {})
+        self._set("platform", platform)
 
     @property
     def dangling(self) -> bool:
@@ -87,14 +96,18 @@ def _orphaned(before: list[ImageRecord], after: list[ImageRecord]) -> list[Image
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(Frozen):
     """What a lookup text named: ``records`` (one for a name or manifest digest; every entry of
     the image for an image ID) and whether it was an image ID (docker's rmi/save treat those
     differently)."""
 
+    __slots__ = ("records", "by_id")  # noqa: RUF023 - __init__'s order (repr, pickling)
     records: list[ImageRecord]
     by_id: bool
+
+    def __init__(self, records: list[ImageRecord], by_id: bool) -> None:
+        self._set("records", records)
+        self._set("by_id", by_id)
 
 
 class ImageIndex:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pyreg.storage.blobstore import BlobStore
 from pyreg.storage.digest import Digest, DigestMismatchError
+from pyreg.storage.digest import chain_ids as chain_ids  # its home; named here too
 from pyreg.storage.manifest import Descriptor, Manifest
 from pyreg.storage.private import PRIVATE_DIR, make_private_dir
 from pyreg.storage.storefiles import StoreError, create, flock, rmtree
@@ -29,15 +30,6 @@ from pyreg.storage.storefiles import StoreError, create, flock, rmtree
 # ``extract(blob_path, dest_dir, media_type)``; a result with ``.diff_id`` is verified against
 # the image config (the runtime's ``runtime.extract.extract_layer`` returns one).
 Extractor = Callable[[Path, Path, str], object]
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        Digest.parse(diff_id)
-        out.append(diff_id if not out else str(Digest.of(f"{out[-1]} {diff_id}".encode())))
-    return out
 
 
 def config_diff_ids(config: dict[str, Any]) -> list[str]:

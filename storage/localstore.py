@@ -82,19 +82,20 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pyreg.storage import graph, mediatypes
 from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
+from pyreg.storage.clientconfig import store_root
 from pyreg.storage.content import Info
 from pyreg.storage.digest import Digest
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.imageindex import ImageIndex, ImageNotFoundError, ImageRecord, Match
 from pyreg.storage.layerstore import Extractor, LayerStore, chain_ids, config_diff_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
 from pyreg.storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
-from pyreg.storage.reference import Reference, client_config
+from pyreg.storage.reference import Reference
 from pyreg.storage.storefiles import StoreError, atomic_write, flock, rmtree
 
 # The names callers import from here (client/, runtime/, tests) stay here.
@@ -104,17 +105,36 @@ __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError"
 OCI_LAYOUT_VERSION = "1.0.0"
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
+class ResolvedImage(Frozen):
     """What the runtime needs to build a rootfs from a local image."""
 
+    # __init__'s order (repr, pickling)
+    __slots__ = (
+        "config",
+        "config_digest",
+        "layer_dirs",
+        "layers",
+        "manifest",
+        "manifest_digest",
+        "name",
+    )
     name: str
     manifest_digest: Digest
     manifest: dict[str, Any]
     config_digest: Digest
     config: dict[str, Any]
-    layer_dirs: list[Path]          # extracted layers, base first
-    layers: tuple[Descriptor, ...] = ()  # the manifest's layer descriptors, base first
+    layer_dirs: list[Path]
+    layers: tuple[Descriptor, ...]
+
+    def __init__(self, name: str, manifest_digest: Digest, manifest: dict[str, Any], config_digest: Digest,
+                 config: dict[str, Any], layer_dirs: list[Path], layers: tuple[Descriptor, ...] = ()) -> None:
+        self._set("name", name)
+        self._set("manifest_digest", manifest_digest)
+        self._set("manifest", manifest)
+        self._set("config_digest", config_digest)
+        self._set("config", config)
+        self._set("layer_dirs", layer_dirs)
+        self._set("layers", layers)
 
 
 class LocalStore:
@@ -133,13 +153,7 @@ class LocalStore:
     def default_root() -> Path:
         """``$PYREG_STORE``, else ``store`` in the client config, else /var/lib/pyreg for root,
         else ``$XDG_DATA_HOME/pyreg`` (``~/.local/share/pyreg``)."""
-        explicit = os.environ.get("PYREG_STORE") or client_config().get("store")
-        if explicit:
-            return Path(str(explicit)).expanduser()
-        if os.geteuid() == 0:
-            return Path("/var/lib/pyreg")
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        return Path(base) / "pyreg"
+        return Path(store_root())
 
     _DIRS = ("blobs", "blobs/sha256", "layers", "layers/sha256", "layers/.ingest", "ingest", "locks")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pyreg.storage import mediatypes as mt
 from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.frozen import Frozen
 
 # RFC 6838 type/subtype, as the image spec requires for mediaType and artifactType.
 _MEDIA_TYPE = re.compile(
@@ -50,18 +50,31 @@ def is_media_type(value: object) -> bool:
     return isinstance(value, str) and bool(_MEDIA_TYPE.match(value))
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(Frozen):
     """An OCI content descriptor (also Docker's, which is a subset)."""
 
+    __slots__ = ("media_type", "digest", "size",  # noqa: RUF023 - __init__'s order (repr, pickling)
+                 "artifact_type", "annotations", "platform", "urls", "data")
     media_type: str
     digest: Digest
     size: int
-    artifact_type: str | None = None
-    annotations: dict[str, str] | None = None
-    platform: dict[str, Any] | None = None
-    urls: tuple[str, ...] = ()
-    data: str | None = None
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+    platform: dict[str, Any] | None
+    urls: tuple[str, ...]
+    data: str | None
+
+    def __init__(self, media_type: str, digest: Digest, size: int, artifact_type: str | None = None,
+                 annotations: dict[str, str] | None = None, platform: dict[str, Any] | None = None,
+                 urls: tuple[str, ...] = (), data: str | None = None) -> None:
+        self._set("media_type", media_type)
+        self._set("digest", digest)
+        self._set("size", size)
+        self._set("artifact_type", artifact_type)
+        self._set("annotations", annotations)
+        self._set("platform", platform)
+        self._set("urls", urls)
+        self._set("data", data)
 
     @classmethod
     def from_json(cls, obj: object, where: str = "descriptor") -> Descriptor:
@@ -123,18 +136,34 @@ def _annotations(value: object, where: str) -> dict[str, str] | None:
     return dict(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """A validated manifest or index and what it references."""
+class Manifest(Frozen):
+    """A validated manifest or index and what it references (``raw``, the document, is neither
+    compared nor shown)."""
 
+    __slots__ = ("media_type", "config", "layers",  # noqa: RUF023 - __init__'s order (repr, pickling)
+                 "manifests", "subject", "artifact_type", "annotations", "raw")
+    _compared = ("media_type", "config", "layers", "manifests", "subject", "artifact_type", "annotations")
     media_type: str
-    config: Descriptor | None = None
-    layers: tuple[Descriptor, ...] = ()
-    manifests: tuple[Descriptor, ...] = ()
-    subject: Descriptor | None = None
-    artifact_type: str | None = None  # the manifest's own field, not the fallback
-    annotations: dict[str, str] | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    manifests: tuple[Descriptor, ...]
+    subject: Descriptor | None
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+    raw: dict[str, Any]
+
+    def __init__(self, media_type: str, config: Descriptor | None = None,
+                 layers: tuple[Descriptor, ...] = (), manifests: tuple[Descriptor, ...] = (),
+                 subject: Descriptor | None = None, artifact_type: str | None = None,
+                 annotations: dict[str, str] | None = None, raw: dict[str, Any] | None = None) -> None:
+        self._set("media_type", media_type)
+        self._set("config", config)
+        self._set("layers", layers)
+        self._set("manifests", manifests)
+        self._set("subject", subject)
+        self._set("artifact_type", artifact_type)
+        self._set("annotations", annotations)
+        self._set("raw", raw if raw is not None else {})
 
     @property
     def is_index(self) -> bool:
@@ -266,16 +295,24 @@ def children_to_verify(manifest: Manifest,
                  if c.platform is None or (c.platform.get("os"), c.platform.get("architecture")) in platforms)
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestBlob:
+class ManifestBlob(Frozen):
     """Manifest bytes as stored or fetched, with their media type and digest: what is copied
     byte for byte (re-serialising would change the digest). ``parsed`` is the validated model,
     parsed once (``parse_manifest``; ManifestError when invalid)."""
 
+    __slots__ = ("data", "media_type", "digest", "_parsed")  # noqa: RUF023 - __init__'s order
+    _compared = ("data", "media_type", "digest")
     data: bytes
     media_type: str
     digest: Digest
-    _parsed: list[Manifest] = field(default_factory=list, repr=False, compare=False)
+    _parsed: list[Manifest]
+
+    def __init__(self, data: bytes, media_type: str, digest: Digest,
+                 _parsed: list[Manifest] | None = None) -> None:
+        self._set("data", data)
+        self._set("media_type", media_type)
+        self._set("digest", digest)
+        self._set("_parsed", _parsed if _parsed is not None else [])
 
     @classmethod
     def of(cls, data: bytes, media_type: str, digest: Digest, parsed: Manifest | None = None) -> ManifestBlob:

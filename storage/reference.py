@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Final
 
 from pyreg.storage.clientconfig import client_config, config_path  # noqa: F401  (re-exported)
 from pyreg.storage.digest import Digest, DigestError
+from pyreg.storage.frozen import Frozen
 from pyreg.storage.names import NAME_MAX_LENGTH, PATH_COMPONENT, TAG_PATTERN
 
 DEFAULT_REGISTRY: Final = "localhost:5000"
@@ -73,14 +73,22 @@ def default_registry() -> str:
 # ---------------------------------------------------------------------------------------------
 # references
 
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """A fully qualified reference: registry host, repository path, and a tag and/or digest."""
+class Reference(Frozen):
+    """A fully qualified reference: registry host, repository path, and a tag and/or digest
+    (immutable; compared and hashed as those four)."""
 
+    __slots__ = ("registry", "repository", "tag", "digest")  # noqa: RUF023 - __init__'s order (repr, pickling)
     registry: str
     repository: str
-    tag: str | None = None
-    digest: Digest | None = None
+    tag: str | None
+    digest: Digest | None
+
+    def __init__(self, registry: str, repository: str, tag: str | None = None,
+                 digest: Digest | None = None) -> None:
+        self._set("registry", registry)
+        self._set("repository", repository)
+        self._set("tag", tag)
+        self._set("digest", digest)
 
     @property
     def name(self) -> str:

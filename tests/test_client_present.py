@@ -55,6 +55,11 @@ def test_pull_of_a_present_image_is_one_head_and_no_httpx(pyreg_factory: Any, cl
     assert [b["digest"] for b in again["blobs"]] == busybox_image.layer_digests
     assert {b["status"] for b in again["blobs"]} == {"exists"}
     assert not {m for m in modules if m.split(".")[0] in ("httpx", "httpcore", "ssl")}, modules
+    # nor the store's model: the name, blobs and layers are looked up in the files themselves
+    model = {"pyreg.storage.localstore", "pyreg.storage.manifest", "pyreg.storage.graph",
+             "pyreg.storage.content", "pyreg.storage.imageindex"}
+    assert not model & modules, model & modules
+    assert "dataclasses" not in modules  # it imports inspect, ast, dis: ~10 ms (storage/frozen.py)
     # the fixture's own readiness probe (httpx's agent) is not ours
     requests = [e for e in _access(server)[before:] if e.get("user_agent", "").startswith("pyreg/")]
     assert [(e["method"], e["path"]) for e in requests] == [("HEAD", "/v2/team/bb/manifests/1")]
@@ -105,26 +110,71 @@ def test_help_imports_no_registry_client(client_env: ClientEnv) -> None:
 
 
 def test_head_answer_parsing() -> None:
-    """The present path reads a digest only from a whole ``200`` head with exactly one header."""
-    from pyreg.client.present import _digest_header
+    """The present path reads a digest only from a whole ``200`` head with exactly one header
+    (storage/remote/plain.py, shared with the plain-HTTP pull)."""
+    import pytest
+
+    from pyreg.storage.remote.plain import Unsupported, parse_head
 
     digest = "sha256:" + "a" * 64
     ok = f"HTTP/1.1 200 OK\r\nContent-Type: x\r\nDocker-Content-Digest: {digest}\r\n\r\n".encode()
-    assert str(_digest_header(ok)) == digest
-    assert _digest_header(ok.replace(b" 200 OK", b" 404 Not Found")) is None
-    assert _digest_header(ok[:-2]) is None  # head not complete
+    assert parse_head(ok) == ("HTTP/1.1", 200, {"content-type": ["x"], "docker-content-digest": [digest]})
+    assert parse_head(ok.replace(b" 200 OK", b" 404 Not Found"))[1] == 404
     twice = ok.replace(b"\r\n\r\n", f"\r\nDocker-Content-Digest: {digest}\r\n\r\n".encode())
-    assert _digest_header(twice) is None
-    assert _digest_header(ok.replace(digest.encode(), b"sha256:zz")) is None
-    assert _digest_header(b"HTTP/1.0 400 Bad Request\r\n\r\n") is None
-    assert _digest_header(b"\x16\x03\x01garbage\r\n\r\n") is None
+    assert parse_head(twice)[2]["docker-content-digest"] == [digest, digest]  # header() refuses it
+    assert parse_head(b"HTTP/1.0 400 Bad Request\r\n\r\n")[1] == 400
+    for bad in (ok[:-2], b"\x16\x03\x01garbage\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n"):
+        with pytest.raises(Unsupported):
+            parse_head(bad)
 
 
 def test_index_tags_are_left_to_the_full_pull(tmp_path: Path) -> None:
     """A name that records an index (or nothing) has no present image: the full pull runs."""
-    from pyreg.client.present import local_image
     from pyreg.storage.localstore import LocalStore
-    from pyreg.storage.reference import parse
+    from pyreg.storage.storepeek import stored_image
 
     store = LocalStore(tmp_path / "store")
-    assert local_image(store, parse("127.0.0.1:1/x:1"), extract=True) is None
+    assert stored_image(str(store.root), "127.0.0.1:1/x:1", extract=True) is None
+
+
+def test_store_peek_answers_only_for_a_whole_image_in_a_store_it_would_open(tmp_path: Path) -> None:
+    """storage/storepeek.py finds what the name records only when every blob (and, extracting,
+    every layer) is there and the store is one LocalStore would open as it is: not too wide (the
+    full path tightens it), not another user's (the full path refuses it)."""
+    import os
+
+    from pyreg.storage import mediatypes
+    from pyreg.storage.digest import Digest
+    from pyreg.storage.localstore import LocalStore
+    from pyreg.storage.storepeek import stored_image
+
+    store = LocalStore(tmp_path / "store")
+    layer = b"layer bytes"
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [str(Digest.of(b"diff"))]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
+                           "config": {"mediaType": mediatypes.OCI_CONFIG, "digest": str(Digest.of(config)),
+                                      "size": len(config)},
+                           "layers": [{"mediaType": mediatypes.OCI_LAYER, "digest": str(Digest.of(layer)),
+                                       "size": len(layer)}]}).encode()
+    for blob in (layer, config, manifest):
+        store.put_blob(blob)
+    store.tag("127.0.0.1:1/x:1", Digest.of(manifest), mediatypes.OCI_MANIFEST, len(manifest))
+    root = str(store.root)
+    found = stored_image(root, "127.0.0.1:1/x:1", extract=False)
+    assert found is not None and found.digest == Digest.of(manifest)
+    assert found.layers == [(str(Digest.of(layer)), len(layer))]
+    assert stored_image(root, "127.0.0.1:1/x:2", extract=False) is None
+    assert stored_image(root, "127.0.0.1:1/x:1", extract=True) is None  # the layer is not extracted
+    os.chmod(root, 0o755)
+    assert stored_image(root, "127.0.0.1:1/x:1", extract=False) is None
+    os.chmod(root, 0o700)
+    if os.geteuid() == 0:
+        os.chown(root, 65534, 65534)
+        try:
+            assert stored_image(root, "127.0.0.1:1/x:1", extract=False) is None
+        finally:
+            os.chown(root, 0, 0)
+    store.blob_path(Digest.of(layer)).unlink()
+    assert stored_image(root, "127.0.0.1:1/x:1", extract=False) is None

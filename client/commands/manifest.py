@@ -165,7 +165,6 @@ def _members_of(store: Any, text: str, args: argparse.Namespace) -> list[Any]:
 
 def _edited(desc: Any, args: argparse.Namespace) -> Any:
     """``desc`` with the platform flags and annotations of ``args`` applied."""
-    from dataclasses import replace
 
     platform = dict(desc.platform or {})
     for flag, key in _PLATFORM_FLAGS:
@@ -175,7 +174,7 @@ def _edited(desc: Any, args: argparse.Namespace) -> Any:
     if args.os_features:
         platform["os.features"] = [f for f in args.os_features.split(",") if f]
     annotations = {**(desc.annotations or {}), **_annotations(args.annotation)}
-    return replace(desc, platform=platform or None, annotations=annotations or None)
+    return desc.replace(platform=platform or None, annotations=annotations or None)
 
 
 # --------------------------------------------------------------------------- actions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from pyreg.client import common
@@ -30,11 +31,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.all_tags and (ref.tag is not None or ref.digest is not None):
         raise ValueError("tag can't be used with --all-tags/-a")
     parallel = config.parallel(args.parallel)
-    store = common.store()
-    if not args.all_tags and not args.platform and _present(args, ref, store):
+    if not args.all_tags and not args.platform and _present(args, ref):
         return 0
-    common.lean_httpx()
-    from pyreg.client import transfer
+    store = common.store()
+    from pyreg.client import transfer  # httpx is imported only if the plain way won't do
 
     extractor = None
     if not args.no_extract:
@@ -62,19 +62,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _present(args: argparse.Namespace, ref: Any, store: Any) -> bool:
+def _present(args: argparse.Namespace, ref: Any) -> bool:
     """The pull of an image the store holds whole and the registry still names (client/present.py):
-    reported as the full pull reports it, without the full pull's imports."""
+    reported as the full pull reports it, without the full pull's imports (nor the store's)."""
     from pyreg.client import config, present
+    from pyreg.storage.clientconfig import store_root
 
-    result = present.check(ref, store, extract=not args.no_extract,
-                           plain_http=config.plain_http_allowed(ref.registry, args.insecure))
-    if result is None:
+    found = present.check(ref, store_root(), extract=not args.no_extract,
+                          plain_http=config.plain_http_allowed(ref.registry, args.insecure))
+    if found is None:
         return False
+    result, image = found
     with common.progress(args) as progress:
         progress.line(f"pulling {ref}")
         for blob in result.blobs:
             progress.finish(blob.digest.split(":", 1)[-1][:12], "already exists")
-    common.warn_platform(store, result, args.platform)
+    from pyreg.storage.platforms import platform_warning
+
+    if (warning := platform_warning(image.config)) is not None:
+        print(warning, file=sys.stderr)
     common.emit_transfer(args, result)
     return True

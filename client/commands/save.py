@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from pyreg.client import common
@@ -37,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     for text in args.images:  # docker: an image saved by ID carries no name
         match = store.find(text)
         record = match.records[0]
-        records.append(replace(record, name=str(record.digest)) if match.by_id else record)
+        records.append(record.replace(name=str(record.digest)) if match.by_id else record)
     if args.output is None:
         sys.stdout.flush()
         save(records, store, None, args.format, stream=sys.stdout.buffer)

@@ -17,12 +17,13 @@ import httpx
 
 from pyreg.storage import mediatypes
 from pyreg.storage.digest import Digest, DigestMismatchError
-from pyreg.storage.manifest import ManifestBlob, ManifestError, parse_manifest
+from pyreg.storage.manifest import ManifestBlob
 from pyreg.storage.netaddr import is_loopback
 from pyreg.storage.reference import DOCKER_HUB
 from pyreg.storage.remote.auth import AuthError, Credentials, RegistryAuth
 from pyreg.storage.remote.errors import RemoteError, network_reason
 from pyreg.storage.remote.limits import ACCEPT_ENCODING, LIST_PAGE_LIMIT, BoundedTransport
+from pyreg.storage.remote.received import received_manifest
 from pyreg.storage.remote.transport import (
     RETRIES,
     RetryTransport,
@@ -244,23 +245,9 @@ class RegistryClient:
     def get_manifest(self, repo: str, reference: str, verify: Digest | None = None) -> ManifestBlob:
         response = self._send("GET", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
                               headers={"Accept": MANIFEST_ACCEPT}, extensions={"pyreg_limit": MANIFEST_MAX})
-        data = response.content
-        actual = Digest.of(data, verify.algorithm if verify else "sha256")
-        if verify is not None and actual != verify:
-            raise DigestMismatchError(verify, actual)
-        header = response.headers.get("docker-content-digest")
-        if verify is None and header:
-            try:
-                announced = Digest.parse(header)
-            except ValueError:
-                announced = None
-            if announced is not None and Digest.of(data, announced.algorithm) != announced:
-                raise DigestMismatchError(announced, Digest.of(data, announced.algorithm))
-        try:
-            parsed = parse_manifest(data, response.headers.get("content-type"))
-        except ManifestError as exc:
-            raise RemoteError(f"manifest {repo}:{reference} is invalid: {exc}") from None
-        return ManifestBlob.of(data, parsed.media_type, actual, parsed)
+        return received_manifest(response.content, response.headers.get("content-type"), verify,
+                                 response.headers.get("docker-content-digest"),
+                                 f"manifest {repo}:{reference}")
 
     def head_manifest(self, repo: str, reference: str) -> Digest | None:
         response = self._send("HEAD", f"{repo}/manifests/{reference}", f"manifest {repo}:{reference}",
