@@ -157,11 +157,15 @@ def _main(args: list[str]) -> int:
         return EXIT_USAGE
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
-    import argparse  # not for the top-level help: argparse, re and gettext cost more than printing it
+    # a command on the start-up path (run) parses plain arguments itself; None: argparse does
+    simple = getattr(module, "parse_simple", None)
+    parsed = simple(rest) if simple is not None else None
+    if parsed is None:
+        import argparse  # not for the top-level help: argparse, re and gettext cost more than printing it
 
-    parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
-    module.add_arguments(parser)
-    parsed = parser.parse_args(rest)
+        parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
+        module.add_arguments(parser)
+        parsed = parser.parse_args(rest)
     return int(module.run(parsed, **WIRING.get(name, {})) or 0)
 
 
