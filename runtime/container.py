@@ -195,6 +195,8 @@ def remove_files(cid: str) -> None:
 def remove_tree(path: str) -> None:
     """``rmtree`` that also removes what overlay leaves unreadable (a mode-000 ``work/work``):
     a container's directory, a build step's scratch dir."""
+    if _remove_shallow(path):
+        return
     import shutil
 
     def retry(func: Any, p: str, exc: Any) -> None:
@@ -207,6 +209,42 @@ def remove_tree(path: str) -> None:
                 func(p)
 
     shutil.rmtree(path, onerror=retry)
+
+
+def _remove_shallow(path: str) -> bool:
+    """The usual container directory (a few files, ``upper``, ``rootfs``, ``work/work``, all
+    empty after ``run --rm true``) removed without shutil, whose import (bz2, lzma, zlib) costs
+    ~2 ms of ``run``'s start-up; False as soon as it finds more (shutil.rmtree does the rest).
+    Only names relative to directory fds opened with O_NOFOLLOW, only unlink and rmdir: nothing
+    a container put in its upper dir (a symlink, say) is followed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        with os.scandir(top) as entries:
+            for entry in list(entries):
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=top)
+                    continue
+                sub = os.open(entry.name, flags, dir_fd=top)
+                try:
+                    with os.scandir(sub) as inner:
+                        for child in list(inner):  # overlay's work/work; anything else: rmtree
+                            os.rmdir(child.name, dir_fd=sub)
+                finally:
+                    os.close(sub)
+                os.rmdir(entry.name, dir_fd=top)
+    except OSError:
+        return False
+    finally:
+        os.close(top)
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
 
 
 def cleanup(rec: Container, remove: bool) -> None:
