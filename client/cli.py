@@ -7,10 +7,12 @@ is the one being run. A command module provides ``add_arguments(parser)`` and ``
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # typing and collections.abc: start-up time for annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -156,7 +158,8 @@ def _main(args: list[str]) -> int:
         print(f"pyreg: unknown command {name!r} (see 'pyreg --help')", file=sys.stderr)
         return EXIT_USAGE
     module_name, summary = COMMANDS[name]
-    module = importlib.import_module(module_name)
+    __import__(module_name)  # importlib.import_module's package would add importlib and warnings
+    module = sys.modules[module_name]
     # a command on the start-up path (run) parses plain arguments itself; None: argparse does
     simple = getattr(module, "parse_simple", None)
     parsed = simple(rest) if simple is not None else None
