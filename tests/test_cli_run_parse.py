@@ -15,6 +15,7 @@ from typing import NoReturn
 import pytest
 
 from pyreg.runtime.commands import run
+from tests.fixtures.runtime import RuntimeEnv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,3 +129,24 @@ def test_run_path_imports_no_argparse() -> None:
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+# what pip's console script runs: no runpy, so none of the modules ``python -m`` imports first
+# (importlib, warnings) are there before the container's child has pivoted into the image, where
+# a module imported late is not found
+CONSOLE_SCRIPT = "import sys\nfrom pyreg.client.cli import main\nsys.exit(main())\n"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("argv", [
+    ["--rm", "busybox", "true"],
+    ["--rm", "-u", "nobody", "-w", "/tmp", "-e", "A=1", "--read-only", "busybox", "sh", "-c", "echo $A"],
+    ["--rm", "--init", "busybox", "true"],
+])
+def test_run_started_as_the_console_script(busybox_store: RuntimeEnv, argv: list[str]) -> None:
+    env = busybox_store
+    env.run("run", "--rm", "busybox", "true", check=True)  # resolved once: the next start is the fast one
+    p = subprocess.run([sys.executable, "-S", "-c", CONSOLE_SCRIPT, "run", *argv], env=env.env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == ("1" if "echo $A" in argv else "")
