@@ -176,6 +176,17 @@ def _in_child(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int], re
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_PYREG
 
 
+def _collect_again() -> None:
+    """The garbage collector back on for the supervision, however long, if ``pyreg run``'s
+    start-up turned it off (client/cli.py); what start-up made is frozen first, so the first
+    collection does not go through all of it."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def start(rec: Container) -> None:
     """``pyreg start``: run an exited container again, detached, with its filesystem as it left
     it (docker keeps the upper layer); the log goes on."""
@@ -385,6 +396,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         raise
     if netns is not None:
         os.close(netns)
+    _collect_again()
     rec.status, rec.pid, rec.pid_start = "running", pid, state.proc_start_time(pid)
     rec.started_at = state.now()
     state.save(rec)

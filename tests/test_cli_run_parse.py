@@ -150,3 +150,31 @@ def test_run_started_as_the_console_script(busybox_store: RuntimeEnv, argv: list
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("1" if "echo $A" in argv else "")
+
+
+def test_the_collector_runs_again_for_the_supervision() -> None:
+    """``pyreg run`` starts with the garbage collector off (client/cli.py); a supervisor that
+    may live for days must not keep it so."""
+    import gc
+
+    from pyreg.runtime import container
+
+    gc.disable()
+    try:
+        container._collect_again()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_run_started_as_a_program_turns_the_collector_off() -> None:
+    code = ("import gc, sys\nfrom pyreg.client import cli\nfrom pyreg.runtime.commands import run\n"
+            "seen = []\nrun.run = lambda args, **kw: seen.append(gc.isenabled()) or 0\n"
+            "import atexit\natexit.register(lambda: print(seen))\n"
+            "sys.argv = ['pyreg', 'run', 'busybox']\ncli.main()\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    p = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[False]"
