@@ -61,6 +61,9 @@ EXIT_USAGE = 2
 def pull_for_run(ref: str) -> None:
     """``pyreg pull REF`` in-process for ``run``, its output on stderr: stdout is the container's."""
     import contextlib
+    import gc
+
+    gc.enable()  # off for run's start-up (main): a pull is no fast start, and allocates plenty
 
     print(f"Unable to find image '{ref}' locally", file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):

@@ -178,3 +178,18 @@ def test_run_started_as_a_program_turns_the_collector_off() -> None:
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[False]"
+
+
+def test_a_pull_for_run_collects_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image that is not local is pulled in the run process: no start-up to save there."""
+    import gc
+
+    from pyreg.client import cli
+
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+    gc.disable()
+    try:
+        cli.pull_for_run("busybox")
+        assert gc.isenabled()
+    finally:
+        gc.enable()
