@@ -162,9 +162,12 @@ def podman_result(tmp: Path, runs: int) -> Result:
 
 
 def remove_bench_cgroups() -> None:
-    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
-                 "/sys/fs/cgroup/devices",
-                 "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+    """This run's parents in every hierarchy (v1 ones, cpuacct too where it is mounted apart
+    from cpu, and v2's root)."""
+    base = "/sys/fs/cgroup"
+    roots = [base] + [os.path.join(base, d) for d in sorted(os.listdir(base))
+                      if os.path.isdir(os.path.join(base, d)) and not os.path.islink(os.path.join(base, d))]
+    for root in roots:
         for name in (CGROUP_PARENT, f"{CGROUP_PARENT}-runc"):
             p = os.path.join(root, name)
             if os.path.isdir(p):
