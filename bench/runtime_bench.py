@@ -7,6 +7,11 @@ after a warm-up; the minimum and median wall times are printed as a Markdown tab
 interpreter's own start-up (``python -c pass`` and ``python -S -c pass``) as a floor reference.
 
     sudo python3 bench/runtime_bench.py [--runs 30]
+    sudo python3 bench/runtime_bench.py --runs 30 --interleave --pyreg V-base/bin/pyreg --pyreg V/bin/pyreg
+
+With ``--interleave`` the installed pyregs (``--pyreg``, each a regular install's console script),
+the bare interpreter of the first one's venv and runc run in turn, one run of each per round, so
+load from elsewhere on a shared machine hits them alike; only that table is printed.
 
 Everything (the pyreg store and run root, runc's bundle and state, podman's storage) lives in a
 temporary directory that is removed at the end. Needs root. A tool that fails is reported with
@@ -57,6 +62,30 @@ def timed(cmd: list[str], runs: int,
     return times, cpu, None
 
 
+def timed_interleaved(cmds: list[tuple[str, list[str], dict[str, str] | None]], runs: int) -> list[Result]:
+    """``timed`` for several commands at once: round by round, one run of each (after one
+    warm-up round), so that the machine's load moves them alike."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cmds}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in cmds}
+    errors: dict[str, str] = {}
+    for i in range(runs + 1):
+        for name, cmd, env in cmds:
+            if name in errors:
+                continue
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if p.returncode != 0:
+                errors[name] = f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
+            elif i:
+                times[name].append(dt)
+                cpu[name].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return [(name, [], [], errors[name]) if name in errors else (name, times[name], cpu[name], None)
+            for name, _, _ in cmds]
+
+
 def build_image(tmp: Path) -> tuple[Any, Path]:
     from pyreg.runtime.extract import extract_layer
     from tests import images
@@ -96,6 +125,12 @@ def pyreg_env(tmp: Path, img: Any) -> dict[str, str]:
 
 
 def runc_result(tmp: Path, rootfs: Path, runs: int) -> Result:
+    return ("runc run (same rootfs)", *timed(runc_command(tmp, rootfs), runs))
+
+
+def runc_command(tmp: Path, rootfs: Path) -> list[str]:
+    """``runc run`` of an OCI bundle made from ``rootfs`` (copied), as pyreg runs it: no terminal,
+    a writable root, ``true``, in a cgroup of this benchmark."""
     bundle = tmp / "bundle"
     bundle.mkdir()
     shutil.copytree(rootfs, bundle / "rootfs", symlinks=True)
@@ -106,8 +141,7 @@ def runc_result(tmp: Path, rootfs: Path, runs: int) -> Result:
     spec["root"]["readonly"] = False
     spec["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}-runc"
     (bundle / "config.json").write_text(json.dumps(spec))
-    cmd = ["runc", "--root", str(tmp / "runc-state"), "run", "--bundle", str(bundle), "bench"]
-    return ("runc run (same rootfs)", *timed(cmd, runs))
+    return ["runc", "--root", str(tmp / "runc-state"), "run", "--bundle", str(bundle), "bench"]
 
 
 def podman_result(tmp: Path, runs: int) -> Result:
@@ -128,9 +162,12 @@ def podman_result(tmp: Path, runs: int) -> Result:
 
 
 def remove_bench_cgroups() -> None:
-    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids",
-                 "/sys/fs/cgroup/devices",
-                 "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+    """This run's parents in every hierarchy (v1 ones, cpuacct too where it is mounted apart
+    from cpu, and v2's root)."""
+    base = "/sys/fs/cgroup"
+    roots = [base] + [os.path.join(base, d) for d in sorted(os.listdir(base))
+                      if os.path.isdir(os.path.join(base, d)) and not os.path.islink(os.path.join(base, d))]
+    for root in roots:
         for name in (CGROUP_PARENT, f"{CGROUP_PARENT}-runc"):
             p = os.path.join(root, name)
             if os.path.isdir(p):
@@ -146,7 +183,11 @@ def main() -> int:
     ap.add_argument("--pyreg", action="append", default=[], metavar="PATH",
                     help="also time this pyreg console script, e.g. a regular install's "
                          "(python -m venv V && V/bin/pip install .); repeatable")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time only the --pyreg installs, their venv's bare python and runc, in turn")
     args = ap.parse_args()
+    if args.interleave and not args.pyreg:
+        ap.error("--interleave needs at least one --pyreg")
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 1
@@ -157,6 +198,9 @@ def main() -> int:
     try:
         img, rootfs = build_image(tmp)
         env = pyreg_env(tmp, img)
+        if args.interleave:
+            results = interleaved(tmp, rootfs, env, args.pyreg, args.runs)
+            return report(results, args.runs)
         py = sys.executable
         results.append(("python -c pass (interpreter + site floor)", *timed([py, "-c", "pass"], args.runs)))
         results.append(("python -S -c pass (no site)", *timed([py, "-S", "-c", "pass"], args.runs)))
@@ -186,18 +230,37 @@ def main() -> int:
     finally:
         remove_bench_cgroups()
         shutil.rmtree(tmp, ignore_errors=True)
+    return report(results, args.runs)
+
+
+def interleaved(tmp: Path, rootfs: Path, env: dict[str, str], installs: list[str], runs: int) -> list[Result]:
+    """The installs as a user runs them (their own modules and byte code, not this tree's)."""
+    installed = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}
+    venv_python = os.path.join(os.path.dirname(installs[0]), "python")
+    cmds: list[tuple[str, list[str], dict[str, str] | None]] = [
+        (f"{venv_python} -c pass (the venv's interpreter)", [venv_python, "-c", "pass"], installed)]
+    for other in installs:
+        cmds.append((f"{other} run --rm busybox true", [other, "run", "--rm", "busybox", "true"], installed))
+    if shutil.which("runc"):
+        cmds.append(("runc run (same rootfs)", runc_command(tmp, rootfs), None))
+    return timed_interleaved(cmds, runs)
+
+
+def report(results: list[Result], runs: int) -> int:
     load = os.getloadavg()[0]
-    print(f"\n{args.runs} runs each, load average {load:.1f} on {os.cpu_count()} CPUs, "
+    print(f"\n{runs} runs each, load average {load:.1f} on {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| command | min ms | median ms | quartiles ms | CPU median ms |")
-    print("|---|---:|---:|---:|---:|")
+    print("| command | min ms | median ms | quartiles ms | CPU median ms | CPU quartiles ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, times, cpu, err in results:
         if err:
-            print(f"| {name} | failed | {err.replace('|', '/').replace(chr(10), ' ')} | | |")
+            print(f"| {name} | failed | {err.replace('|', '/').replace(chr(10), ' ')} | | | |")
         else:
             q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+            c = statistics.quantiles(cpu, n=4) if len(cpu) > 1 else [cpu[0]] * 3
             print(f"| {name} | {min(times) * 1000:.1f} | {statistics.median(times) * 1000:.1f} "
-                  f"| {q[0] * 1000:.0f}-{q[2] * 1000:.0f} | {statistics.median(cpu) * 1000:.1f} |")
+                  f"| {q[0] * 1000:.0f}-{q[2] * 1000:.0f} | {statistics.median(cpu) * 1000:.1f} "
+                  f"| {c[0] * 1000:.1f}-{c[2] * 1000:.1f} |")
     return 0
 
 

@@ -7,10 +7,12 @@ is the one being run. A command module provides ``add_arguments(parser)`` and ``
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # typing and collections.abc: start-up time for annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,6 +61,9 @@ EXIT_USAGE = 2
 def pull_for_run(ref: str) -> None:
     """``pyreg pull REF`` in-process for ``run``, its output on stderr: stdout is the container's."""
     import contextlib
+    import gc
+
+    gc.enable()  # off for run's start-up (main): a pull is no fast start, and allocates plenty
 
     print(f"Unable to find image '{ref}' locally", file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):
@@ -101,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; whatever goes wrong ends as one line on stderr, never a traceback
     (``PYREG_DEBUG=1`` shows it)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and args[:1] == ["run"]:
+        # ~10 collections during start-up, of objects (modules, functions) that live until exit:
+        # ~1 ms of 40; the runtime turns it on again once the container runs (container.py)
+        import gc
+
+        gc.disable()
     try:
         code = _main(args)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
@@ -156,12 +167,17 @@ def _main(args: list[str]) -> int:
         print(f"pyreg: unknown command {name!r} (see 'pyreg --help')", file=sys.stderr)
         return EXIT_USAGE
     module_name, summary = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    import argparse  # not for the top-level help: argparse, re and gettext cost more than printing it
+    __import__(module_name)  # importlib.import_module's package would add importlib and warnings
+    module = sys.modules[module_name]
+    # a command on the start-up path (run) parses plain arguments itself; None: argparse does
+    simple = getattr(module, "parse_simple", None)
+    parsed = simple(rest) if simple is not None else None
+    if parsed is None:
+        import argparse  # not for the top-level help: argparse, re and gettext cost more than printing it
 
-    parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
-    module.add_arguments(parser)
-    parsed = parser.parse_args(rest)
+        parser = argparse.ArgumentParser(prog=f"pyreg {name}", description=summary)
+        module.add_arguments(parser)
+        parsed = parser.parse_args(rest)
     return int(module.run(parsed, **WIRING.get(name, {})) or 0)
 
 

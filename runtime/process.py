@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import signal
+import warnings  # noqa: F401  # os.execvpe imports it (get_exec_path) after pivot_root: too late
 
 from pyreg.runtime import confine, linux, mounts, rootfs, state
 from pyreg.runtime.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_PYREG, ContainerError

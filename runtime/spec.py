@@ -4,7 +4,6 @@ operator's defaults from the client config -> a ``ContainerConfig``."""
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from pyreg.runtime.record import ContainerConfig
@@ -54,15 +53,22 @@ def build_config(image_config: dict[str, Any], *, cmd: list[str], entrypoint: st
 
 def parse_bytes(text: str) -> int:
     """``256m``, ``1g``, ``1048576``, ``512MiB`` -> bytes (``storage.units``: powers of 1024)."""
+    value = _size(text)
+    if value is None:
+        import argparse  # only for the error: ``run``'s start-up imports no argparse
+
+        raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
+    return value
+
+
+def _size(text: str) -> int | None:
+    """``parse_bytes`` without the error: None for anything that is not a positive size."""
     from pyreg.storage.units import parse_size
 
     try:
-        value = parse_size(text)
+        return parse_size(text) or None
     except ValueError:
-        value = None
-    if not value:
-        raise argparse.ArgumentTypeError(f"invalid size: {text!r}")
-    return value
+        return None
 
 
 def run_defaults() -> dict[str, Any]:
@@ -74,10 +80,9 @@ def run_defaults() -> dict[str, Any]:
         raise ValueError("client config: 'run' must be an object")
     out: dict[str, Any] = {"memory": None, "pidslimit": DEFAULT_PIDS_LIMIT}
     if section.get("memory") is not None:
-        try:
-            out["memory"] = parse_bytes(str(section["memory"]))
-        except argparse.ArgumentTypeError as e:
-            raise ValueError(f"client config run.memory: {e}") from None
+        out["memory"] = _size(str(section["memory"]))
+        if out["memory"] is None:
+            raise ValueError(f"client config run.memory: invalid size: {str(section['memory'])!r}")
     if section.get("pidslimit") is not None:
         value = section["pidslimit"]
         if isinstance(value, bool) or not isinstance(value, int):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any
 
@@ -19,17 +19,26 @@ def parse_bytes(text: str) -> int:
     return parse(text)
 
 
+def _usage_error(message: str) -> Exception:
+    """argparse's error for a bad value, imported only then (the run path parses without it)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def parse_volume(text: str) -> tuple[str, str, bool]:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
-        raise argparse.ArgumentTypeError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro|rw]")
+        raise _usage_error(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro|rw]")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
-        raise argparse.ArgumentTypeError(f"invalid volume mode {mode!r} in {text!r}")
+        raise _usage_error(f"invalid volume mode {mode!r} in {text!r}")
     return os.path.abspath(parts[0]), parts[1], mode == "ro"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--name", help="container name")
@@ -77,14 +86,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
 
+# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_run_parse.py
+# checks that it names every option of the argparse parser and parses as argparse does.
+_FLAGS = {"--rm": "rm", "-d": "detach", "--detach": "detach", "-i": "interactive",
+          "--interactive": "interactive", "-t": "tty", "--tty": "tty", "--read-only": "read_only",
+          "--init": "init", "--privileged": "privileged", "-P": "publish_all", "--publish-all": "publish_all"}
+_VALUES = {"--name": "name", "--restart": "restart", "-w": "workdir", "--workdir": "workdir",
+           "-u": "user", "--user": "user", "--entrypoint": "entrypoint", "--hostname": "hostname",
+           "-m": "memory", "--memory": "memory", "--cpus": "cpus", "--pids-limit": "pids_limit",
+           "--network": "network", "--net": "network"}
+_LISTS = {"-l": "label", "--label": "label", "-e": "env", "--env": "env", "--env-file": "env_file",
+          "-v": "volume", "--volume": "volume", "--cap-add": "cap_add", "--cap-drop": "cap_drop",
+          "--security-opt": "security_opt", "--device": "device", "--network-alias": "network_alias",
+          "-p": "publish", "--publish": "publish"}
+
+
+def parse_simple(argv: list[str]) -> Any:
+    """``run``'s arguments without argparse, whose import and parser cost ~4 ms of a 40 ms start:
+    a namespace as argparse's, or None when ``argv`` is anything but plain — exactly spelled
+    options (``--opt VALUE`` / ``--opt=VALUE``, one short option per word), values that don't
+    start with ``-``, values their type accepts, then the image — so argparse, parsing it again,
+    gives the help, the errors and every corner of its grammar as before."""
+    from types import SimpleNamespace
+
+    types: dict[str, Callable[[str], Any]] = {
+        "restart": _restart_policy, "memory": parse_bytes, "cpus": float, "pids_limit": int,
+        "volume": parse_volume}
+    out: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
+    out.update(dict.fromkeys(_VALUES.values()), restart="no")
+    out.update({dest: [] for dest in _LISTS.values()})
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-") or word == "-":
+            break
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in _FLAGS and not eq:
+            out[_FLAGS[name]] = True
+            i += 1
+            continue
+        dest = _VALUES.get(name) or _LISTS.get(name)
+        if dest is None:
+            return None  # -h, --help, -it, -eK=V, an abbreviation, --: argparse knows
+        if not eq:
+            if i + 1 >= len(argv):
+                return None
+            value = argv[i + 1]
+            i += 1
+            if value.startswith("-"):
+                return None
+        i += 1
+        try:
+            parsed = types[dest](value) if dest in types else value
+        except Exception:  # argparse reports it in its words
+            return None
+        if name in _LISTS:
+            out[dest].append(parsed)
+        else:
+            out[dest] = parsed
+    if i >= len(argv) or argv[i] == "-":
+        return None
+    out["image"], out["command"] = argv[i], argv[i + 1:]
+    if out["command"][:1] == ["--"]:
+        return None
+    return SimpleNamespace(**out)
+
+
 def _restart_policy(text: str) -> str:
     name, sep, count = text.partition(":")
     if name in ("no", "always", "unless-stopped") and not sep:
         return text
     if name == "on-failure" and (not sep or (count.isdigit() and int(count) > 0)):
         return text
-    raise argparse.ArgumentTypeError(f"invalid restart policy {text!r}: no, always, unless-stopped "
-                                     "or on-failure[:N]")
+    raise _usage_error(f"invalid restart policy {text!r}: no, always, unless-stopped or on-failure[:N]")
 
 
 def _read_env_file(path: str) -> list[str]:
