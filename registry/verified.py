@@ -56,6 +56,7 @@ class VerificationRecords:
 
     def __init__(self, driver: Driver, maxmisses: int = 4096) -> None:
         self.driver = driver
+        self.writable = True  # False in read-only mode: records are read, not written
         self.maxmisses = maxmisses
         self._misses: OrderedDict[tuple[Digest, str], float] = OrderedDict()  # -> expiry
 
@@ -89,6 +90,8 @@ class VerificationRecords:
     async def write(self, digest: Digest, version: str) -> None:
         """Record that ``version`` of the blob hashed right (a failed write only costs a hash)."""
         self._misses.pop((digest, version), None)
+        if not self.writable:
+            return
         try:
             await self.driver.put_content(verified_path(digest), version.encode("utf-8"))
         except Exception as e:
