@@ -219,6 +219,7 @@ def create_app(config: Config | None = None) -> Starlette:
     cache = config.storage.cache
     shared = make_shared_state(config)  # redis: state every worker and replica shares
     layout = Layout(driver, cache.ttl, cache.maxentries, shared)
+    layout.records.writable = not config.storage.maintenance.readonly.enabled  # read, never written
     registry = Registry(config, driver, layout, Uploads(layout))
     if config.mirror.upstreams:  # the pull-through cache, imported only when configured
         from pyreg.registry.mirror.cache import Mirror

@@ -11,7 +11,8 @@ What it does (Distribution's ``registry garbage-collect``, over the same layout)
   with their subject), or digest-marked from another repository; its revision link, its
   tag-history entries and its referrer links go too.
 * **sweep**: every blob in ``blobs/`` that is not marked is deleted, with the repository
-  ``_layers`` links that point at it (and links that point at nothing).
+  ``_layers`` links that point at it (and links that point at nothing) and its verification record
+  (``pyreg-verified/``, registry/verified.py; old records of blobs no longer stored go too).
 
 Why it is safe beside live pushes, where Distribution's must run read-only: a push writes blobs
 (and their ``_layers`` links) first and the manifest last, so between the two the blobs look like
@@ -548,10 +549,12 @@ class GarbageCollector:
             log.info("deleted blob %s (%d bytes)", blob.digest, blob.size)
             report.blobs_deleted.append(str(blob.digest))
             report.bytes_freed += blob.size
+            await self._delete(paths.verified_path(blob.digest))  # its verification record
             # The emptied blob directory stays (filesystem): removing it could race an upload of
             # the same bytes renaming its data into it. Nothing reads an empty one.
 
         await self._each(sweep, [b for d, b in aside.items() if d not in rescued])
+        await self._drop_stale_records(blobs, cutoff)
         if opts.delete_untagged:
             report.repositories_deleted = await self._drop_empty_repositories(sorted(repos), cutoff)
         report.seconds = time.monotonic() - started
@@ -574,6 +577,17 @@ class GarbageCollector:
                 log.info("deleted empty repository %s", name)
                 dropped.append(name)
         return dropped
+
+    async def _drop_stale_records(self, blobs: Container[Digest], cutoff: datetime) -> None:
+        """Verification records (registry/verified.py) of blobs that were not there at the mark and
+        are older than the cutoff: left by a blob deleted some other way (Distribution's own
+        garbage-collect knows nothing of them). A younger one may be a blob published since."""
+        stale = [info.path async for parts, info in _files(self.driver, paths.VERIFIED)
+                 if len(parts) == 2 and info.modtime <= cutoff
+                 and (d := digest_at(parts[0], parts[1])) is not None and d not in blobs]
+        await self._each(self._delete, stale)
+        if stale:
+            log.info("deleted %d verification records of blobs no longer stored", len(stale))
 
     async def _files_under(self, path: str) -> list[FileInfo]:
         try:

@@ -20,21 +20,24 @@ Distribution ignores the extra directory (its tags and revisions walks never ent
 
 Outside Distribution's two trees, pyreg keeps upload-session locks under
 ``/docker/registry/v2/pyreg-locks/uploads/<name>/<id>`` (held only while a request works on the
-session) and moves blobs found corrupt to ``/docker/registry/v2/pyreg-corrupt/<alg>/<hex>``.
+session), moves blobs found corrupt to ``/docker/registry/v2/pyreg-corrupt/<alg>/<hex>`` and
+records verified blobs in ``/docker/registry/v2/pyreg-verified/<alg>/<hex>`` (registry/verified.py).
 
 Blob integrity: a blob is published only from a snapshot whose digest was verified (see
 ``publish_blob``); a publish never replaces a valid blob, but does replace one whose bytes do
 not hash to its name, so an honest upload repairs a corrupt or poisoned blob.
 
-Stored blobs are checked against their digest when read whole, but only until this process has
-seen them hash right: ``VerifiedBlobs`` keeps, per digest, the driver's version token
-(FileInfo.version) of the stored object it verified, and while a stat gives that same token the
-blob is served (and a re-upload of it kept) without hashing it again. Any write to the stored
-object or replacement of it changes the token (the filesystem's ctime cannot be set back), so a
-blob changed in place or swapped is hashed on its next GET, cut short and quarantined if wrong.
-Not detected: bytes that rot on the medium under an unchanged inode (or object) after they were
-verified; clients verify every blob's digest themselves, and a restarted worker hashes each blob
-once more (the map is in memory only, per worker).
+Stored blobs are checked against their digest when read whole, but only until they were seen
+to hash right: ``VerifiedBlobs`` keeps, per digest, the driver's version token (FileInfo.version)
+of the stored object this process verified, and while a stat gives that same token the blob is
+served (and a re-upload of it kept) without hashing it again. A verification of a blob of at least
+``TRUST_MIN_BYTES`` is also recorded in storage (registry/verified.py), so the other workers and
+replicas, and this one after a restart, trust it from that record: read once on a miss of the
+in-process map, and meaning nothing unless it holds the token of the blob as it is now. Any write
+to the stored object or replacement of it changes the token (the filesystem's ctime cannot be set
+back), so a blob changed in place or swapped is hashed on its next GET, cut short and quarantined
+if wrong. Not detected: bytes that rot on the medium under an unchanged inode (or object) after
+they were verified; clients verify every blob's digest themselves.
 
 A repository serves only blobs it links. Lookups go through a small in-process cache: content
 addressed bytes are immutable, links are cached for ``ttl`` seconds (other replicas may change
@@ -57,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Counter
 
+from pyreg.registry.verified import LOOKUPS, VERIFIED, VerificationRecords, verified_path  # noqa: F401
 from pyreg.storage.digest import Digest, DigestError, new_hasher
 from pyreg.storage.distlayout import (  # noqa: F401 - re-exported: the registry's paths live here too
     BLOBS,
@@ -92,7 +96,7 @@ VERIFICATIONS = Counter(
     "(read back and hashed: a re-upload of a stored digest, a suspected corrupt blob), "
     "trusted_check (a check answered by that trust), store_checksum (the store's own checksum)",
     ["how"], registry=None)
-METRICS = (VERIFICATIONS,)
+METRICS = (VERIFICATIONS, LOOKUPS)
 _HASHED_GET, _TRUSTED_GET, _READ_CHECK, _TRUSTED_CHECK, _STORE_CHECKSUM = (
     VERIFICATIONS.labels(how) for how in
     ("hashed_get", "trusted_get", "read_check", "trusted_check", "store_checksum"))
@@ -277,6 +281,7 @@ class Layout:
         self._sizes = TTLCache(cache_ttl, maxentries)  # Digest -> blob size
         self._content = ContentCache()
         self.verified = VerifiedBlobs()
+        self.records = VerificationRecords(driver)
         self._shared: LinkCache | None = None
         if shared is not None:
             from pyreg.registry.shared_state import LinkCache
@@ -403,11 +408,35 @@ class Layout:
             return None
         return None if info.is_dir else info.version
 
+    async def trusts(self, digest: Digest, version: str | None) -> bool:
+        """Whether the blob was verified at ``version``: by this process (VerifiedBlobs), or by any
+        worker or replica on this storage (its record, read once and then remembered here)."""
+        if version is None:
+            return False
+        if self.verified.trusted(digest, version):
+            return True
+        if await self.records.says(digest, version):
+            self.verified.remember(digest, version)
+            return True
+        return False
+
+    async def verified_at(self, digest: Digest, version: str | None, size: int) -> None:
+        """The blob hashed right at ``version`` (its token from a stat before it was read):
+        trusted here, and recorded for every other process when big enough to be worth it."""
+        self.verified.remember(digest, version)
+        if version is not None and size >= TRUST_MIN_BYTES:
+            await self.records.write(digest, version)
+
+    async def untrust(self, digest: Digest) -> None:
+        """The blob is wrong, changed or gone: no process trusts it from now on."""
+        self.verified.forget(digest)
+        await self.records.remove(digest)
+
     async def blob_is_valid(self, digest: Digest, size: int | None = None) -> bool:
         """Whether the stored blob exists, has ``size`` (when given) and hashes to its name.
 
-        Answered without reading when this process verified the blob and its version token is
-        unchanged (VerifiedBlobs), or from the store's own checksum (S3); else the whole blob is
+        Answered without reading when a process verified the blob and its version token is
+        unchanged (``trusts``), or from the store's own checksum (S3); else the whole blob is
         read and hashed: for the rare paths that must know (a second upload of a digest already
         stored, a blob a GET found corrupt), never for serving.
         """
@@ -423,6 +452,9 @@ class Layout:
             if kept is not None:  # the store hashed it when it was written (S3): no read
                 _STORE_CHECKSUM.inc()
                 valid = kept == digest.hex
+            elif info.size >= TRUST_MIN_BYTES and await self.trusts(digest, info.version):
+                _TRUSTED_CHECK.inc()  # another process verified this version (its record)
+                return True
             else:
                 _READ_CHECK.inc()
                 actual, read = await hash_path(self.driver, path, digest.algorithm)
@@ -430,9 +462,9 @@ class Layout:
         except PathNotFoundError:
             return False
         if valid:
-            self.verified.remember(digest, info.version)
+            await self.verified_at(digest, info.version, info.size)
         else:
-            self.verified.forget(digest)
+            await self.untrust(digest)
         return valid
 
     async def publish_blob(self, staged: str, digest: Digest, size: int) -> None:
@@ -457,7 +489,7 @@ class Layout:
                 raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
             # Verified bytes, frozen, now at the blob path: trusted from the token they have there
             # (on a filesystem none yet: the rename just changed the file; its first GET hashes it).
-            self.verified.remember(digest, await self.blob_version(digest))
+            await self.verified_at(digest, await self.blob_version(digest), size)
         await self.forget_blob(digest)
 
     async def quarantine_corrupt(self, digest: Digest) -> bool:
@@ -473,6 +505,7 @@ class Layout:
             await self.driver.move(blob_data_path(digest), corrupt_path(digest))
         except PathNotFoundError:
             return False
+        await self.untrust(digest)
         log.error("blob %s does not hash to its digest: moved to %s", digest, corrupt_path(digest))
         return True
 
@@ -485,12 +518,12 @@ class Layout:
         and a blob whose bytes are wrong is moved out of the store.
 
         ``version`` is the blob's version token from a stat made before ``chunks`` opened it.
-        When this process verified the blob at that version (VerifiedBlobs), the bytes are not
+        When a process verified the blob at that version (``trusts``), the bytes are not
         hashed; instead the version must still be the same after the last byte was read, or the
         answer is cut short and the blob checked (and quarantined if wrong). A whole blob that
         hashes right is trusted at ``version`` from then on.
         """
-        trusted = whole and self.verified.trusted(digest, version)
+        trusted = whole and await self.trusts(digest, version)
         hasher = new_hasher(digest.algorithm) if whole and not trusted else None
         hashing: asyncio.Future[None] | None = None  # a chunk hashed in a thread while one is sent
         sent = 0
@@ -529,13 +562,13 @@ class Layout:
         if whole:
             (_TRUSTED_GET if trusted else _HASHED_GET).inc()
             if not trusted:
-                self.verified.remember(digest, version)
+                await self.verified_at(digest, version, length)
         if held is not None:
             yield held
 
     async def _found_wrong(self, digest: Digest, sent: int, length: int, whole: bool,
                            why: str = "") -> None:
-        self.verified.forget(digest)
+        await self.untrust(digest)
         log.error("blob %s: stored bytes are not what its digest says (%d of %d bytes read%s); "
                   "answer cut short", digest, sent, length, why)
         await self.forget_blob(digest)

@@ -1,13 +1,13 @@
 """Blob bodies sent from the file to the socket by the kernel (``sendfile``), never through Python.
 
-A whole blob that this process verified and whose file is unchanged (registry/layout.py:
-VerifiedBlobs) needs no hashing, so nothing in Python has to see its bytes. ``pyreg serve``'s
-protocol (registry/http_protocol.py) offers the ASGI extension ``pyreg.sendfile``: the app
-sends ``{"type": "pyreg.sendfile", "fd": …, "offset": …, "count": …}`` after its response start
-and the protocol has the kernel copy those bytes of the open file to the connection, in a thread
-of its own pool (the loop never blocks; a slow client holds a thread waiting in ``poll``, not a
-buffer). When every thread is busy, or under another server (tests' ASGI transport), the body
-streams through Python as before.
+A whole blob that was verified (by this process, or another on the same storage: its record) and
+whose file is unchanged (registry/layout.py: Layout.trusts) needs no hashing, so nothing in Python
+has to see its bytes. ``pyreg serve``'s protocol (registry/http_protocol.py) offers the ASGI
+extension ``pyreg.sendfile``: the app sends ``{"type": "pyreg.sendfile", "fd": …, "offset": …,
+"count": …}`` after its response start and the protocol has the kernel copy those bytes of the
+open file to the connection, in a thread of its own pool (the loop never blocks; a slow client
+holds a thread waiting in ``poll``, not a buffer). When every thread is busy, or under another
+server (tests' ASGI transport), the body streams through Python as before.
 
 The file is opened once, and what is sent is what that descriptor reads: it must carry the
 trusted version token when opened, and still carry it before the last MiB goes out, or the

@@ -96,6 +96,35 @@ async def test_sweeps_unreferenced_and_keeps_referenced(client: httpx.AsyncClien
     await pull_all(client, "team/app", "v1")
 
 
+async def test_verification_records_go_with_their_blobs(client: httpx.AsyncClient,
+                                                       gc_config: dict[str, Any]) -> None:
+    """A swept blob's record (registry/verified.py) goes with it, and so does an old record of a blob
+    no longer stored (deleted by another GC); a young one and a kept blob's stay."""
+    from pyreg.registry.verified import verified_path
+    from pyreg.storage.digest import Digest
+    from pyreg.storage.errors import PathNotFoundError
+
+    stray = Digest.parse(await push_blob(client, "other/repo", b"uploaded, never referenced"))
+    await push_image(client, "team/app", "v1", config=b'{"k":1}', layers=(b"kept layer",))
+    kept, orphan = Digest.of(b"kept layer"), Digest.of(b"not stored anywhere")
+    driver = make_driver(load_config(data=gc_config, environ={}))
+    for d in (stray, kept, orphan):
+        await driver.put_content(verified_path(d), b"some version token")
+
+    async def present(d: Digest) -> bool:
+        try:
+            await driver.stat(verified_path(d))
+        except PathNotFoundError:
+            return False
+        return True
+
+    await run_gc(gc_config, GCOptions(settle=0))  # the default grace: everything is young
+    assert [await present(d) for d in (stray, kept, orphan)] == [True, True, True]
+    report = await run_gc(gc_config)
+    assert str(stray) in report.blobs_deleted
+    assert [await present(d) for d in (stray, kept, orphan)] == [False, True, False]
+
+
 async def test_grace_period_keeps_recent_blobs(client: httpx.AsyncClient, gc_config: dict[str, Any]) -> None:
     """A blob just uploaded (its manifest not pushed yet) survives the default grace period."""
     pending = await push_blob(client, "team/app", b"pushed a moment ago")

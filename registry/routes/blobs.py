@@ -116,15 +116,18 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     accel = accel_redirect(registry.config.proxy, registry.driver, path, headers)
     if accel is not None:
         return accel
-    # The version token of a whole blob, before it is opened: one verified at this version is
-    # served without hashing it (registry/layout.py: VerifiedBlobs). Small blobs are just hashed.
+    # The version token of a whole blob, before it is opened: one verified at this version, by
+    # this process or another (registry/layout.py: Layout.trusts), is served without hashing it.
+    # Small blobs are just hashed.
     whole = status == 200
     version = None
     if whole and length >= TRUST_MIN_BYTES:
         version = await registry.layout.blob_version(parse_digest(digest))
-        answer = _sendfile_answer(request, registry, parse_digest(digest), path, length, version, headers)
-        if answer is not None:
-            return answer
+        if await registry.layout.trusts(parse_digest(digest), version):
+            answer = _sendfile_answer(request, registry, parse_digest(digest), path, length, version,
+                                      headers)
+            if answer is not None:
+                return answer
     return await _streamed(registry, digest, path, start, length, status, version, headers)
 
 
@@ -159,9 +162,9 @@ async def _streamed(registry: Registry, digest: str, path: str, start: int, leng
 
 def _sendfile_answer(request: Request, registry: Registry, digest: Digest, path: str, length: int,
                      version: str | None, headers: dict[str, str]) -> Response | None:
-    """A trusted whole blob on local disk, sent by the kernel (registry/zerocopy.py), or None."""
-    if (version is None or registry.driver.name != "filesystem" or not zerocopy.supported(request.scope)
-            or not registry.layout.verified.trusted(digest, version)):
+    """A whole blob on local disk trusted at ``version`` (the caller asked Layout.trusts), sent by
+    the kernel (registry/zerocopy.py); None where sendfile is not offered."""
+    if version is None or registry.driver.name != "filesystem" or not zerocopy.supported(request.scope):
         return None
     local: str = registry.driver.local_path(path)  # type: ignore[attr-defined]
 
