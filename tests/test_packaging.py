@@ -7,6 +7,7 @@ names like ``client`` or ``storage`` would collide with other projects in site-p
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -59,8 +60,11 @@ def test_the_installed_command_runs_outside_the_checkout(wheel: Path, tmp_path: 
     site_packages = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
                                    capture_output=True, text=True, check=True).stdout.strip()
     before = {p.name for p in Path(site_packages).iterdir()}
+    # without PYTHONPATH: a checkout on it (with the egg-info the wheel build leaves there) would
+    # make pip think pyreg is installed already and install nothing
+    no_path = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=no_path)
     clean = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([env_dir / "bin" / "pyreg", "--version"], env=clean, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
