@@ -139,7 +139,8 @@ class PlainPushStore:
         the blob's writer's."""
         if source == self.repository:
             return False
-        path = f"{self._path('blobs/uploads')}?mount={desc.digest}&from={source}"
+        # (a repository name is [a-z0-9._/-]: only its slashes are encoded, as the full path does)
+        path = f"{self._path('blobs/uploads')}?mount={desc.digest}&from={source.replace('/', '%2F')}"
         response = self.http.request("POST", path, body=b"")
         if response.status in (403, 404):
             _done(response, response.status)
