@@ -289,8 +289,6 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
     """Walk the source's graph and send what the repository lacks: a blob it has is skipped
     (HEAD); one another repository of that registry has — as recorded when it was pulled, or
     the repository the image came from — is mounted; the rest is uploaded."""
-    from pyreg.storage.remote.store import RemoteStore
-
     progress = progress or Progress(enabled=False)
     fallback = []
     if source.mount_from and source.mount_from[0] == dest.registry:
@@ -300,11 +298,17 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
         known = origins.lookup(source.local_root, desc.digest, dest.registry) if source.local_root else []
         return [r for r in dict.fromkeys(known + fallback) if r != dest.repository]
 
-    with connect(dest.registry, insecure=insecure, pool=parallel) as rc:
-        rc.ping()
-        remote = RemoteStore(rc, dest.repository, chunk_size=chunk_size)
-        copied = copy_graph(source.store, remote, source.root, tag=dest.tag, parallel=parallel,
-                            progress=progress, verb="pushed", mount_from=mount_from)
+    copied = None
+    if chunk_size is None:
+        copied = _push_plain(source, dest, parallel=parallel, progress=progress, mount_from=mount_from)
+    if copied is None:
+        from pyreg.storage.remote.store import RemoteStore
+
+        with connect(dest.registry, insecure=insecure, pool=parallel) as rc:
+            rc.ping()
+            remote = RemoteStore(rc, dest.repository, chunk_size=chunk_size)
+            copied = copy_graph(source.store, remote, source.root, tag=dest.tag, parallel=parallel,
+                                progress=progress, verb="pushed", mount_from=mount_from)
     if source.local_root is not None:
         origins.record(source.local_root, [c.descriptor for c in copied if c.status != "absent"],
                        dest.registry, dest.repository)
@@ -312,6 +316,28 @@ def push(source: Source, dest: Reference, *, parallel: int = 4, chunk_size: int 
         raise RemoteError(f"pushed manifest is {source.root.digest}, not {dest.digest}")
     return TransferResult(str(dest), str(source.root.digest), source.root.media_type, None,
                           _blob_results(copied))
+
+
+def _push_plain(source: Source, dest: Reference, *, parallel: int, progress: Progress,
+                mount_from: Callable[[Descriptor], list[str]]) -> list[Copied] | None:
+    """The push over storage/remote/plainpush.py (no httpx, no TLS set-up): only to a loopback
+    registry, and only while every answer is a plain anonymous one. None when something was not
+    (credentials asked for, a redirect, an error, a TLS server): the full push then runs from
+    where this one stopped (its HEADs skip the blobs sent here)."""
+    from pyreg.storage.netaddr import is_loopback
+
+    if not is_loopback(dest.registry):
+        return None
+    from pyreg.storage.remote.plain import PlainHTTP, Unsupported
+    from pyreg.storage.remote.plainpush import PlainPushStore
+
+    with PlainHTTP(dest.registry) as http:
+        try:
+            return copy_graph(source.store, PlainPushStore(http, dest.repository), source.root,
+                              tag=dest.tag, parallel=parallel, progress=progress, verb="pushed",
+                              mount_from=mount_from)
+        except Unsupported:
+            return None
 
 
 # ------------------------------------------------------------------------------------ copy

@@ -195,11 +195,12 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def copy_blob(src: ContentStore, dst: ContentStore, desc: Descriptor,
-              advance: Callable[[int], None] | None = None, retries: int = 3) -> bool:
-    """Copy one blob unless ``dst`` has it; True when bytes were copied. A writer that keeps what
+              advance: Callable[[int], None] | None = None, retries: int = 3, absent: bool = False) -> bool:
+    """Copy one blob unless ``dst`` has it (``absent``: the caller just asked; a registry's HEAD
+    is a round trip); True when bytes were copied. A writer that keeps what
     an earlier, interrupted copy wrote (``offset``) is fed from there on; a retryable failure
     starts the blob again (a remote writer resumes from what the registry holds)."""
-    if dst.info(desc.digest) is not None:
+    if not absent and dst.info(desc.digest) is not None:
         return False
     attempt = 0
     with dst.writer(desc.digest, desc.size) as w:
@@ -275,7 +276,7 @@ def copy_graph(src: ContentStore, dst: ContentStore, root: Descriptor, *,
         result = _skip_or_mount(dst, desc, mount_from)
         if result is None:
             advance = progress.task(label, desc.size)
-            copied = copy_blob(src, dst, desc, advance)
+            copied = copy_blob(src, dst, desc, advance, absent=True)
             result = Copied(desc, verb if copied else "exists")
         if on_blob is not None:
             on_blob(desc)

@@ -34,8 +34,7 @@ def _layout_path(src: str) -> tuple[Path, str | None] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    common.lean_httpx()
-    from pyreg.client import config, transfer
+    from pyreg.client import config, transfer  # (transfer imports httpx, leanly, if it must)
     from pyreg.storage.reference import parse
 
     chunk_size = config.chunk_size(args.chunk_size)

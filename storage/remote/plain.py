@@ -149,6 +149,44 @@ class _Conn:
         self.sock.close()
 
 
+class Streamed:
+    """A request being sent: ``send`` the body's bytes, then ``answer`` reads the response (any
+    failure drops the connection and raises Unsupported)."""
+
+    def __init__(self, client: PlainHTTP, conn: _Conn, method: str, length: int) -> None:
+        self.client, self.method, self.left = client, method, length
+        self.conn: _Conn | None = conn
+
+    def send(self, data: bytes) -> None:
+        if self.conn is None or len(data) > self.left:
+            self.abandon()
+            raise Unsupported("more body than announced")
+        try:
+            self.conn.sock.sendall(data)
+        except OSError as exc:
+            self.abandon()
+            raise Unsupported(f"connection failed: {exc}") from exc
+        self.left -= len(data)
+
+    def answer(self) -> Response:
+        conn, self.conn = self.conn, None
+        if conn is None or self.left:
+            if conn is not None:
+                conn.close()
+            raise Unsupported("the body was not sent whole")
+        try:
+            head = self.client._read_head(conn)
+        except (OSError, Unsupported) as exc:
+            conn.close()
+            raise Unsupported(f"no answer: {exc}") from exc
+        return self.client._answer(conn, self.method, head)
+
+    def abandon(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 class PlainHTTP:
     """Requests to one registry (``host[:port]``) over plain HTTP; idle connections are kept
     for the next request (one per thread at a time). Thread-safe."""
@@ -180,13 +218,23 @@ class PlainHTTP:
         with self._lock:
             return self._idle.pop() if self._idle else None
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
-        """Send ``method path`` and read the answer's head. A kept-alive connection the server
-        closed meanwhile is replaced once (GET and HEAD can be sent again)."""
+    def _head(self, method: str, path: str, headers: dict[str, str] | None) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.registry}", f"User-Agent: {USER_AGENT}",
                  "Accept-Encoding: identity"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        try:
+            return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        except UnicodeError as exc:
+            raise Unsupported(f"a request line that is not ASCII: {exc}") from None
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                body: bytes | None = None) -> Response:
+        """Send ``method path`` (with ``body`` and its ``Content-Length`` when given) and read
+        the answer's head. A kept-alive connection the server closed before answering is
+        replaced once: no answer began, so the request can be sent again."""
+        if body is not None:
+            headers = {**(headers or {}), "Content-Length": str(len(body))}
+        data = self._head(method, path, headers) + (body or b"")
         while True:
             conn = self._idle_get()
             reused = conn is not None
@@ -202,12 +250,27 @@ class PlainHTTP:
                     raise
                 raise Unsupported(f"connection failed: {exc}") from exc
             break
+        return self._answer(conn, method, head)
+
+    def _answer(self, conn: _Conn, method: str, head: bytes) -> Response:
         try:
             version, status, fields = parse_head(head)
         except Unsupported:
             conn.close()
             raise
         return Response(self, conn, version, status, fields, method != "HEAD" and status not in (204, 304))
+
+    def stream(self, method: str, path: str, headers: dict[str, str], length: int) -> Streamed:
+        """A request whose ``length``-byte body the caller sends piece by piece (an upload), on
+        a new connection: a kept-alive one the server has closed could not be told from a
+        failure once body bytes are gone."""
+        conn = self._connect()
+        try:
+            conn.sock.sendall(self._head(method, path, {**headers, "Content-Length": str(length)}))
+        except OSError as exc:
+            conn.close()
+            raise Unsupported(f"connection failed: {exc}") from exc
+        return Streamed(self, conn, method, length)
 
     @staticmethod
     def _read_head(conn: _Conn) -> bytes:
