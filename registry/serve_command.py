@@ -76,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         "timeout_keep_alive": config.http.idletimeout,
     }
     set_limits(_limits(config))  # the workers build their protocols from it
-    _limit_malloc_arenas()
     if config.tls is not None and config.tls.certificate:
         options["ssl_certfile"] = config.tls.certificate
         options["ssl_keyfile"] = config.tls.key
@@ -111,25 +110,6 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         uvicorn.run(app, **options)
     return 0
-
-
-def _limit_malloc_arenas() -> None:
-    """At most 2 glibc malloc arenas per worker, unless the operator set MALLOC_ARENA_MAX.
-
-    Blob transfers allocate their buffers in worker threads, and glibc gives each thread its
-    own arena (up to 8 per CPU), each keeping freed memory: measured with 2 workers and 256 MiB
-    blobs pushed and pulled in parallel, 2 arenas kept a worker's peak 3-4 MiB lower at the same
-    speed (bench/README.md). Spawned workers read the variable when they start; this process (the
-    one worker of ``--workers 1``) is told by ``mallopt``.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    os.environ["MALLOC_ARENA_MAX"] = "2"
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: no such arenas
-        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX, glibc's malloc.h
 
 
 def _limits(config: Any) -> Any:
