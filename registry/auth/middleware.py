@@ -21,21 +21,23 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 import anyio.to_thread
 from starlette.responses import Response
 
 from pyreg.registry.auth.access import ANONYMOUS, AccessPolicy, Identity
-from pyreg.registry.auth.htpasswd import Htpasswd
 from pyreg.registry.auth.ratelimit import FailedLoginLimiter, client_key
-from pyreg.registry.auth.tokens import LEEWAY, InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from pyreg.registry.errors import error_response
 from pyreg.registry.shared_state import LoginCounts, TokenMarks, Unavailable
 from pyreg.storage import routes
 from pyreg.storage.names import name_problem
 from pyreg.storage.netaddr import is_loopback
+
+if TYPE_CHECKING:  # imported where the mode needs them: jwt + cryptography cost a worker ~17 MiB
+    from pyreg.registry.auth.htpasswd import Htpasswd
+    from pyreg.registry.auth.tokens import TokenIssuer, TokenVerifier, VerifiedToken
 
 log = logging.getLogger("pyreg.auth")
 
@@ -159,6 +161,8 @@ class AuthService:
                 return token
         token = self.verifier.verify(raw)
         if self.shared_tokens is not None:
+            from pyreg.registry.auth.tokens import LEEWAY
+
             await self.shared_tokens.mark(raw, token.expires, LEEWAY)
         return token
 
@@ -320,6 +324,8 @@ class AuthMiddleware:
 
         if authz is None:
             return challenge(None, "authentication required")
+        from pyreg.registry.auth.tokens import InvalidToken  # token mode: loaded by build_service
+
         try:
             token = await s.verify_token(authz.split(None, 1)[1].strip() if " " in authz else "")
         except InvalidToken as e:

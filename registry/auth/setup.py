@@ -16,18 +16,8 @@ from typing import Any
 from starlette.middleware import Middleware
 
 from pyreg.registry.auth.access import AccessPolicy, parse_rules
-from pyreg.registry.auth.htpasswd import Htpasswd
 from pyreg.registry.auth.middleware import AuthMiddleware, AuthService, warn_if_open
 from pyreg.registry.auth.ratelimit import FailedLoginLimiter
-from pyreg.registry.auth.tokens import (
-    KeyError_,
-    TokenIssuer,
-    TokenVerifier,
-    load_certificates,
-    load_jwks,
-    load_private_key,
-    load_public_keys,
-)
 from pyreg.registry.shared_state import LoginCounts, SharedState, TokenMarks
 from pyreg.storage.netaddr import host_of
 
@@ -65,9 +55,21 @@ def build_service(config: Any, shared: SharedState | None = None) -> AuthService
         svc.shared_logins = LoginCounts(shared, limiter.failures, limiter.window)
     svc.trust_forwarded = bool(getattr(getattr(config, "proxy", None), "trustforwarded", False))
     if htcfg is not None:
+        from pyreg.registry.auth.htpasswd import Htpasswd  # bcrypt: only with Basic auth configured
+
         svc.htpasswd = Htpasswd(htcfg.path)
         svc.realm = htcfg.realm
     if tokcfg is not None:
+        from pyreg.registry.auth.tokens import (  # jwt + cryptography (~17 MiB): only in token mode
+            KeyError_,
+            TokenIssuer,
+            TokenVerifier,
+            load_certificates,
+            load_jwks,
+            load_private_key,
+            load_public_keys,
+        )
+
         # autoredirect (as in Distribution): the realm is this server's /token as the client reached it
         redirect = bool(getattr(tokcfg, "autoredirect", False) and tokcfg.signingkey)
         svc.realm = "" if redirect else tokcfg.realm or ""
