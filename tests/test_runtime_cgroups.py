@@ -112,9 +112,10 @@ def test_memory_limit_oom_kills_and_is_reported(busybox_store: RuntimeEnv, versi
 def test_pids_limit_stops_a_fork_bomb(busybox_store: RuntimeEnv, version: int) -> None:
     env = busybox_store
     force = require(version, "pids")
-    # a fork bomb: every level forks two more and waits. Counting uses only shell builtins (a
-    # glob and echo), which need no fork, and the sleep is allowed to fail: the table is full.
-    script = ("bomb() { bomb & bomb & wait; }; bomb & sleep 2; "
+    # a fork bomb: every level forks two more and waits. The outer shell forks its timer before
+    # the bomb (busybox sh gives up with exit 2 when one of its own forks fails) and then uses
+    # only builtins (wait, a glob, echo, kill), which need no fork while the table is full.
+    script = ("bomb() { bomb & bomb & wait; }; sleep 2 & timer=$!; bomb & wait $timer; "
               "set -- /proc/[0-9]*; echo count=$#; kill -9 -1; true")
     r = env.run("run", "--rm", "--pids-limit", "20", "busybox", "sh", "-c", script, env=force, timeout=120)
     assert r.returncode == 0, r.stderr
