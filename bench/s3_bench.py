@@ -4,6 +4,7 @@
     python bench/s3_bench.py                # 512 MiB layer, hey 10 s, redirect off and on
     python bench/s3_bench.py --quick        # 64 MiB, 3 s: checks the script works
     python bench/s3_bench.py --append-readme
+    python bench/s3_bench.py --base main    # also that git revision of pyreg, in the same rounds
 
 One moto_server process is the S3 endpoint for both registries (a bucket each). For each
 redirect setting, both registries run on free loopback ports, one at a time is measured:
@@ -11,6 +12,8 @@ push and pull of one random layer with skopeo (OCI layout <-> registry), and GET
 requests per second with ``hey -c 16``. With redirect on, blob GETs answer 307 to a presigned
 S3 URL that skopeo follows; the pull then measures the S3 endpoint more than the registry.
 moto keeps objects in memory and is single-process Python: it bounds both registries alike.
+``--base REV`` adds a third server, that git revision of pyreg (extracted with ``git archive``),
+measured in the same rounds: a change's before and after on S3 from one run.
 """
 
 from __future__ import annotations
@@ -95,8 +98,16 @@ def start_distribution(work: Path, moto: MotoServer, bucket: str, redirect: bool
     return Server("distribution", url, f"127.0.0.1:{port}", proc.pid, stop)
 
 
+def export_tree(rev: str, dest: Path) -> Path:
+    """The tree of git revision ``rev`` of this checkout, extracted under ``dest``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, workers: int,
-                cache_ttl: float | None = None) -> Server:
+                cache_ttl: float | None = None, tree: Path = ROOT, name: str = "pyreg") -> Server:
     port = free_port()
     config = {
         "addr": f"127.0.0.1:{port}",
@@ -112,21 +123,23 @@ def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, worke
             **({"cache": {"ttl": cache_ttl}} if cache_ttl is not None else {}),
         },
     }
-    path = work / f"pyreg-{redirect}-{cache_ttl}.yml"
+    path = work / f"{name}-{redirect}-{cache_ttl}.yml"
     path.write_text(json.dumps(config))
-    log = open(work / f"pyreg-{redirect}-{cache_ttl}.log", "ab")  # noqa: SIM115 - lives with the server
+    log = open(work / f"{name}-{redirect}-{cache_ttl}.log", "ab")  # noqa: SIM115 - lives with the server
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
-    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config", str(path)], cwd=ROOT,
+    env.update(PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(work / f"pycache-{name}"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed pyreg is
+    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config", str(path)], cwd=tree,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v2/", proc, log=work / f"pyreg-{redirect}-{cache_ttl}.log")
+    wait_for_http(f"{url}/v2/", proc, log=work / f"{name}-{redirect}-{cache_ttl}.log")
     time.sleep(1.0)  # every worker up
 
     def stop() -> None:
         halt(proc)
         log.close()
 
-    return Server("pyreg", url, f"127.0.0.1:{port}", proc.pid, stop)
+    return Server(name, url, f"127.0.0.1:{port}", proc.pid, stop)
 
 
 def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.TestImage, seconds: int,
@@ -226,6 +239,7 @@ def main() -> int:
     parser.add_argument("--only-xaccel", action="store_true", help="just that comparison")
     parser.add_argument("--append-readme", action="store_true", help="append the table to bench/README.md")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--base", help="also measure this git revision of pyreg (column pyreg-base)")
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.seconds = 64, 3
@@ -245,6 +259,7 @@ def main() -> int:
             append_readme(lines)
         shutil.rmtree(work, ignore_errors=True)
         return 0
+    base_tree = export_tree(args.base, work / "base-tree") if args.base else None
     moto = start_moto(str(work / "moto.log"))
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.redirect]
     try:
@@ -259,6 +274,9 @@ def main() -> int:
             try:
                 servers.append(start_distribution(work, moto, moto.new_bucket(), redirect))
                 servers.append(start_pyreg(work, moto, moto.new_bucket(), redirect, args.workers))
+                if base_tree is not None:
+                    servers.append(start_pyreg(work, moto, moto.new_bucket(), redirect, args.workers,
+                                               tree=base_tree, name="pyreg-base"))
                 for round_ in range(args.rounds):
                     for server in servers:
                         print(f"{label}, round {round_ + 1}: {server.name} at {server.url}", flush=True)
@@ -270,7 +288,7 @@ def main() -> int:
                     # replicas): every manifest GET reads the tag link from S3, as Distribution does.
                     nocache = start_pyreg(work, moto, moto.new_bucket(), False, args.workers, cache_ttl=0)
                     try:
-                        for server in (servers[0], nocache):
+                        for server in (servers[0], nocache):  # the base: no such row (same code path)
                             skopeo = Skopeo(work / f"skopeo-nocache-{server.name}")
                             skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five-nocache:v1")
                             record("GET manifest req/s (c=16), pyreg cache off", server,
@@ -286,18 +304,24 @@ def main() -> int:
     finally:
         halt(moto.proc)
 
+    base = f"base {args.base[:12]}" if args.base else None
     lines = [
         f"pyreg ({args.workers} workers, S3 driver) vs Distribution 2.8 (s3-aws driver), both on one "
         f"moto_server, {args.size_mib} MiB layer, hey -c 16 -z {args.seconds}s, median of {args.rounds} "
         f"round(s) ({args.pulls} pulls each), {os.cpu_count()} CPUs",
         "",
-        f"| {'measurement':58s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |",
-        f"|{'-' * 60}|{'-' * 14}|{'-' * 12}|{'-' * 8}|",
+        f"| {'measurement':58s} | {'Distribution':>12s} | {'pyreg':>10s} | {'ratio':>6s} |"
+        + (f" {base:>18s} | {'/base':>6s} |" if base else ""),
+        f"|{'-' * 60}|{'-' * 14}|{'-' * 12}|{'-' * 8}|" + (f"{'-' * 20}|{'-' * 8}|" if base else ""),
     ]
     for metric, values in results.items():
         dist, mine = statistics.median(values["distribution"]), statistics.median(values["pyreg"])
         ratio = mine / dist if dist else float("nan")
-        lines.append(f"| {metric:58s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |")
+        row = f"| {metric:58s} | {dist:12.1f} | {mine:10.1f} | {ratio:6.2f} |"
+        if base:
+            before = statistics.median(values.get("pyreg-base", [float("nan")]))
+            row += f" {before:18.1f} | {mine / before if before else float('nan'):6.2f} |"
+        lines.append(row)
     if args.xaccel:
         lines += ["", *xaccel_bench(work, big, args.pulls)]
     print()
