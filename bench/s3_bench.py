@@ -129,7 +129,10 @@ def start_pyreg(work: Path, moto: MotoServer, bucket: str, redirect: bool, worke
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYREG_")}
     env.update(PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(work / f"pycache-{name}"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed pyreg is
-    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--config", str(path)], cwd=tree,
+    # revisions before the pyreg.* package (2026-12-05 03:43) start as client.cli
+    entry = ["-m", "pyreg"] if (tree / "pyreg").exists() else [
+        "-c", "import sys; from client.cli import main; sys.exit(main())"]
+    proc = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(path)], cwd=tree,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/v2/", proc, log=work / f"{name}-{redirect}-{cache_ttl}.log")
