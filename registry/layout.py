@@ -33,7 +33,10 @@ of the stored object this process verified, and while a stat gives that same tok
 served (and a re-upload of it kept) without hashing it again. A verification of a blob of at least
 ``TRUST_MIN_BYTES`` is also recorded in storage (registry/verified.py), so the other workers and
 replicas, and this one after a restart, trust it from that record: read once on a miss of the
-in-process map, and meaning nothing unless it holds the token of the blob as it is now. Any write
+in-process map, and meaning nothing unless it holds the token of the blob as it is now. A publish
+(an upload's or a mirror fill's, ``publish_blob``) records the token the driver's snapshot settled,
+so a pull right after a push is not hashed even while a stat calls the file too new for a version
+of its own (FileInfo.unsettled is then compared with the record, never recorded). Any write
 to the stored object or replacement of it changes the token (the filesystem's ctime cannot be set
 back), so a blob changed in place or swapped is hashed on its next GET, cut short and quarantined
 if wrong. Not detected: bytes that rot on the medium under an unchanged inode (or object) after
