@@ -29,6 +29,7 @@ from pyreg.storage.distlayout import blob_data_path
 from pyreg.storage.filesystem import FilesystemDriver, file_token
 from tests.fixtures.registry import REPO_ROOT, RegistryServer, sha256
 from tests.test_integrity import MiB, Storage, delta, payload, push, verifications, wait_for
+from tests.test_mirror import medium_image, mirror_config, push_upstream, upstream  # noqa: F401
 from tests.test_shared_trust import record_path, records
 
 
@@ -113,6 +114,28 @@ def test_a_blob_changed_right_after_its_push_is_caught(
     assert not store.exists(record_path(digest))
     push(server.url, "fresh/changed", data)
     get_whole(a.url, "fresh/changed", digest, data)
+
+
+def test_a_mirrored_blob_is_trusted_from_its_fill(
+        upstream: Any, make_registry_server: Callable[..., RegistryServer], skopeo: Any,  # noqa: F811
+        medium_image: Any, store: Storage) -> None:  # noqa: F811 - the fixtures imported above
+    """The pull-through cache publishes a fetched blob through the same publish: its record is
+    written by the fill itself, and the next GET of the blob is sent unhashed."""
+    push_upstream(skopeo, upstream, medium_image, "big")
+    mirror = make_registry_server(mirror_config(upstream))
+    r = httpx.get(f"{mirror.url}/v2/up/big/manifests/v1", timeout=60,
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    r.raise_for_status()
+    layer = max(r.json()["layers"], key=lambda d: d["size"])
+    assert layer["size"] >= 2 * MiB
+    digest = layer["digest"]
+    first = httpx.get(f"{mirror.url}/v2/up/big/blobs/{digest}", timeout=120)  # fetched and filled
+    assert first.status_code == 200 and sha256(first.content) == digest
+    assert wait_for(lambda: store.exists(record_path(digest))), "the fill recorded no verification"
+    before = verifications(mirror.url)
+    r = httpx.get(f"{mirror.url}/v2/up/big/blobs/{digest}", timeout=60)
+    assert r.status_code == 200 and sha256(r.content) == digest
+    assert delta(before, verifications(mirror.url)) == {"trusted_get": 1}
 
 
 # -- the rule itself, in process, with every file kept "racy" ---------------------------------------
