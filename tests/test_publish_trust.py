@@ -204,8 +204,14 @@ from pyreg.storage.filesystem import _hold_writers, _let_writers
 path = sys.argv[1]
 fd = os.open(path, os.O_RDONLY)
 assert _hold_writers(fd) is True
+ino = os.fstat(fd).st_ino
 child = subprocess.Popen([sys.executable, "-c", "open(%r, 'r+b').close()" % path])
-time.sleep(0.3)  # the child's open for writing breaks the lease: it waits, and signals us
+deadline = time.monotonic() + 30
+while not any("BREAKING" in line and line.split()[5].endswith(":%d" % ino)
+              for line in open("/proc/locks")):  # the child's open for writing breaks the lease:
+    assert time.monotonic() < deadline, "the writer never broke the lease"  # it waits, and the
+    time.sleep(0.01)  # kernel signals the lease's holder
+time.sleep(0.1)
 assert child.poll() is None, "a writer opened the file while writers were held off"
 _let_writers(fd)
 assert child.wait(30) == 0
