@@ -236,6 +236,17 @@ def hey(url: str, seconds: int, method: str = "GET", accept: str | None = None) 
     return float(match.group(1))
 
 
+def random_blob(path: Path, size: int, seed: int) -> tuple[Path, str]:
+    """Write ``size`` random bytes (from ``seed``) to ``path``; the path and their digest."""
+    hasher = hashlib.sha256()
+    with open(path, "wb") as f:
+        reader = images._RandomReader(size, seed=seed)
+        while chunk := reader.read(4 * MiB):
+            f.write(chunk)
+            hasher.update(chunk)
+    return path, "sha256:" + hasher.hexdigest()
+
+
 def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.TestImage, curl_blob: Path,
             curl_digest: str, seconds: int, work: Path, record: Callable[[str, Server, float], None],
             round_: int) -> None:
@@ -311,14 +322,6 @@ def main() -> int:
     print(f"work dir {work}; building images ({args.size_mib} MiB random layer) ...", flush=True)
     big = images.build_random_image(work / "img-big", args.size_mib * MiB, with_busybox=False, seed=512)
     five = images.build_five_layer_image(work / "img-five")
-    curl_blob = work / "curl.bin"
-    hasher = hashlib.sha256()
-    with open(curl_blob, "wb") as f:
-        reader = images._RandomReader(args.size_mib * MiB, seed=1024)
-        while chunk := reader.read(4 * MiB):
-            f.write(chunk)
-            hasher.update(chunk)
-    curl_digest = "sha256:" + hasher.hexdigest()
     servers: list[Server] = []
     results: dict[str, dict[str, list[float]]] = {}
 
@@ -334,6 +337,10 @@ def main() -> int:
         servers.append(start_pyreg(work, args.workers, args.pyreg_arg))
         # Rounds alternate the servers, so a burst of load from elsewhere hits both alike.
         for round_ in range(args.rounds):
+            # A new blob each round, so every round's curl push stores a new digest and its curl
+            # pull is the first read of a blob just published (one blob for all rounds made the
+            # later rounds measure a digest each server had stored and verified already).
+            curl_blob, curl_digest = random_blob(work / "curl.bin", args.size_mib * MiB, 1024 + round_)
             for server in servers:
                 print(f"round {round_ + 1}/{args.rounds}: {server.name} at {server.url}", flush=True)
                 skopeo = Skopeo(work / f"skopeo-{server.name}-{round_}")

@@ -33,7 +33,10 @@ of the stored object this process verified, and while a stat gives that same tok
 served (and a re-upload of it kept) without hashing it again. A verification of a blob of at least
 ``TRUST_MIN_BYTES`` is also recorded in storage (registry/verified.py), so the other workers and
 replicas, and this one after a restart, trust it from that record: read once on a miss of the
-in-process map, and meaning nothing unless it holds the token of the blob as it is now. Any write
+in-process map, and meaning nothing unless it holds the token of the blob as it is now. A publish
+(an upload's or a mirror fill's, ``publish_blob``) records the token the driver's snapshot settled,
+so a pull right after a push is not hashed even while a stat calls the file too new for a version
+of its own (FileInfo.unsettled is then compared with the record, never recorded). Any write
 to the stored object or replacement of it changes the token (the filesystem's ctime cannot be set
 back), so a blob changed in place or swapped is hashed on its next GET, cut short and quarantined
 if wrong. Not detected: bytes that rot on the medium under an unchanged inode (or object) after
@@ -122,8 +125,9 @@ class VerifiedBlobs:
         return True
 
     def remember(self, digest: Digest, version: str | None) -> None:
-        """``version`` is the token stat gave *before* the bytes were read: a change made while
-        or after they were read then no longer matches it."""
+        """``version`` is the token stat gave *before* the bytes were read (a change made while
+        or after they were read then no longer matches it), or the one a settled snapshot gave
+        the bytes it froze (``publish_blob``)."""
         if version is None:
             self._data.pop(digest, None)
             return
@@ -408,6 +412,29 @@ class Layout:
             return None
         return None if info.is_dir else info.version
 
+    async def blob_token(self, digest: Digest) -> str | None:
+        """The stored blob's token as it is now, settled or not (FileInfo.unsettled): only to
+        compare with a token already trusted, never to remember after a read."""
+        try:
+            info = await self.driver.stat(blob_data_path(digest))
+        except PathNotFoundError:
+            return None
+        return None if info.is_dir else info.version or info.unsettled
+
+    async def served_version(self, digest: Digest) -> str | None:
+        """The version token a whole GET goes by: the settled one (trusted or not), or, for a
+        blob changed too recently to have one, its current token if exactly that is trusted
+        (its publish recorded it: ``publish_blob``); else None (hashed, and not recorded)."""
+        try:
+            info = await self.driver.stat(blob_data_path(digest))
+        except PathNotFoundError:
+            return None
+        if info.is_dir or info.version is not None:
+            return info.version
+        if info.unsettled is not None and await self.trusts(digest, info.unsettled):
+            return info.unsettled
+        return None
+
     async def trusts(self, digest: Digest, version: str | None) -> bool:
         """Whether the blob was verified at ``version``: by this process (VerifiedBlobs), or by any
         worker or replica on this storage (its record, read once and then remembered here)."""
@@ -445,14 +472,15 @@ class Layout:
             info = await self.driver.stat(path)
             if info.is_dir or (size is not None and info.size != size):
                 return False
-            if self.verified.trusted(digest, info.version):
+            current = info.version or info.unsettled  # compared with trusted tokens only
+            if self.verified.trusted(digest, current):
                 _TRUSTED_CHECK.inc()
                 return True
             kept = await self.driver.stored_digest(path, digest.algorithm)
             if kept is not None:  # the store hashed it when it was written (S3): no read
                 _STORE_CHECKSUM.inc()
                 valid = kept == digest.hex
-            elif info.size >= TRUST_MIN_BYTES and await self.trusts(digest, info.version):
+            elif info.size >= TRUST_MIN_BYTES and await self.trusts(digest, current):
                 _TRUSTED_CHECK.inc()  # another process verified this version (its record)
                 return True
             else:
@@ -483,13 +511,18 @@ class Layout:
             # A snapshot, not a plain move: on S3 the blob then keeps its SHA-256 checksum, so a
             # later check of it needs no read, and the copy is verified once more on the way.
             self.verified.forget(digest)
-            published = await self.driver.snapshot(staged, blob_data_path(digest), digest.algorithm)
+            published = await self.driver.snapshot(staged, blob_data_path(digest), digest.algorithm,
+                                                   settle=size >= TRUST_MIN_BYTES)
             if published.hexdigest not in (None, digest.hex) or published.size != size:
                 await self.quarantine_corrupt(digest)
                 raise CorruptBlobError(f"{digest}: the published copy differs from the verified one")
-            # Verified bytes, frozen, now at the blob path: trusted from the token they have there
-            # (on a filesystem none yet: the rename just changed the file; its first GET hashes it).
-            await self.verified_at(digest, await self.blob_version(digest), size)
+            # Verified bytes, frozen, now at the blob path: trusted, here and by every process on
+            # this storage, from the token they have there. On a filesystem that is the token the
+            # snapshot settled (no writer could open the file from before the rename until a
+            # change would move its ctime), so the first GET after a push is not hashed even
+            # though a stat calls the file too new for a version; see "Blob integrity" in
+            # docs/storage.md for the window this accepts.
+            await self.verified_at(digest, published.version or await self.blob_version(digest), size)
         await self.forget_blob(digest)
 
     async def quarantine_corrupt(self, digest: Digest) -> bool:
@@ -552,7 +585,7 @@ class Layout:
         if hasher is not None and not wrong:
             wrong = Digest(digest.algorithm, hasher.hexdigest()) != digest
         if trusted and not wrong:
-            wrong = await self.blob_version(digest) != version  # changed while it was read
+            wrong = await self.blob_token(digest) != version  # changed while it was read
         if wrong:
             if trusted:
                 await self.changed_while_served(digest, sent, length)

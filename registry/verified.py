@@ -8,8 +8,9 @@ Every worker of every replica on the same storage reads it, so a blob is hashed 
 (and version), not once per worker lifetime, and a restart does not forget it. The record means
 something only while it equals the version token a stat of the blob gives now: any write to the
 blob, or a replacement of it, gives another token, and the blob is hashed again (the record then
-rewritten). It adds no trust that was not there: whoever can write a record can write the blob
-itself, on the same storage.
+rewritten). Written after a whole GET hashed the blob, and by the publish of a push or a mirror fill
+(registry/layout.py: publish_blob, with the token its snapshot settled). It adds no trust that
+was not there: whoever can write a record can write the blob itself, on the same storage.
 
 Costs: a worker reads a record once per blob (then its in-process map, registry/layout.py's
 VerifiedBlobs, answers), and a miss is remembered for ``MISS_TTL`` seconds so a blob nobody has

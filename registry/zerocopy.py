@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Receive, Scope, Send
 
 from pyreg.storage.digest import Digest
-from pyreg.storage.filesystem import version_token
+from pyreg.storage.filesystem import file_token
 
 if TYPE_CHECKING:
     from pyreg.registry.layout import Layout
@@ -108,7 +108,7 @@ class TrustedBlobResponse:
             fd = await asyncio.to_thread(os.open, self.local, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             fd = -1
-        if fd < 0 or version_token(await asyncio.to_thread(os.fstat, fd)) != self.version:
+        if fd < 0 or file_token(await asyncio.to_thread(os.fstat, fd)) != self.version:
             if fd >= 0:
                 os.close(fd)
             await self.fallback(scope, receive, send)  # type: ignore[operator]
@@ -121,7 +121,7 @@ class TrustedBlobResponse:
             head = max(self.length - TAIL, 0)
             if head:
                 await send({"type": EXTENSION, "fd": fd, "offset": 0, "count": head})
-            if version_token(await asyncio.to_thread(os.fstat, fd)) != self.version:
+            if file_token(await asyncio.to_thread(os.fstat, fd)) != self.version:
                 await self.layout.changed_while_served(self.digest, head, self.length)
                 raise CorruptBlobError(str(self.digest))
             if self.length > head:

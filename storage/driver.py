@@ -38,6 +38,11 @@ class FileInfo:
     directories, from ``walk``, and whenever the driver cannot yet tell this version from a
     later one (a file changed within the filesystem's timestamp granularity). The registry
     trusts a blob it verified while its token is unchanged (registry/layout.py).
+
+    ``unsettled`` is, while ``version`` is withheld for that reason, the token the file has now:
+    good for comparing with a token that was established with no writer possible until any
+    later change would give another one (``Snapshot.version``), never to be remembered as the
+    version whose bytes a read saw (a write in the same tick would leave it unchanged).
     """
 
     path: str
@@ -45,6 +50,7 @@ class FileInfo:
     modtime: datetime
     is_dir: bool
     version: str | None = None
+    unsettled: str | None = None
 
 
 @runtime_checkable
@@ -74,10 +80,17 @@ class FileWriter(Protocol):
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What ``Driver.snapshot`` froze: its size and, when the driver computed it while moving
-    the bytes (S3's server-side checksum of the copy), their hex digest; else None."""
+    the bytes (S3's server-side checksum of the copy), their hex digest; else None.
+
+    ``version`` (asked for with ``settle=True``) is ``dest``'s FileInfo.version token as frozen,
+    taken while no writer could change it and held so until any later change gives another
+    token, so it names exactly the bytes frozen even when a stat now would call it unsettled;
+    None when the driver cannot say (the caller then stats ``dest``).
+    """
 
     size: int
     hexdigest: str | None = None
+    version: str | None = None
 
 
 @runtime_checkable
@@ -133,10 +146,11 @@ class Driver(Protocol):
         walked as a file by callers, and ``release`` removes it.
         """
 
-    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
+    async def snapshot(self, source: str, dest: str, algorithm: str, settle: bool = False) -> Snapshot:
         """Move the committed content of ``source`` to the new private path ``dest`` so that no
         writer of ``source`` (one racing this call, or one still open) can change ``dest``
-        afterwards, and return its size (and digest when the move computed it).
+        afterwards, and return its size (and digest when the move computed it; and with
+        ``settle`` its version token, see Snapshot).
 
         Upload commits verify exactly the bytes at ``dest``, then publish ``dest``: what was
         verified is what is published. Raises PathNotFoundError when ``source`` is missing.

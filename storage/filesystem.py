@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import time
 import uuid
@@ -62,7 +63,39 @@ def version_token(st: os.stat_result, now_ns: int | None = None) -> str | None:
     coarse = st.st_ctime_ns % 1_000_000_000 == 0
     if now - st.st_ctime_ns < (RACY_COARSE_NS if coarse else RACY_NS):
         return None
+    return file_token(st)
+
+
+def file_token(st: os.stat_result) -> str:
+    """The token of the file as this stat saw it, settled or not (``version_token`` says when
+    it may stand for the bytes a read saw; FileInfo.unsettled when it may only be compared)."""
     return f"{st.st_dev:x}.{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}.{st.st_ctime_ns:x}"
+
+
+# The kernel stamps inode times from its coarse realtime clock (one tick: 1-10 ms); with
+# multigrain timestamps (Linux 6.13+) a stamp is finer but never earlier than that clock.
+_CLOCK_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)
+_F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
+
+
+def _settled_token(fd: int) -> str | None:
+    """The token of the file open at ``fd`` once every later change must give another one.
+
+    The caller holds writers off (``_hold_writers``); this waits, still holding them off, until
+    the kernel's clock has ticked past the file's ctime, so a change made after the hold ends
+    gets a later ctime. None where that cannot be told: times in whole seconds or milliseconds
+    (a granularity coarser than the tick), or a ctime ahead of the clock (a clock stepped back).
+    """
+    st = os.fstat(fd)
+    if st.st_ctime_ns % 1_000_000 == 0:
+        return None
+    deadline = time.monotonic_ns() + RACY_NS
+    while time.clock_gettime_ns(_CLOCK_COARSE) <= st.st_ctime_ns:
+        if time.monotonic_ns() > deadline:
+            return None
+        time.sleep(0.0005)
+    token = file_token(st)
+    return token if file_token(os.fstat(fd)) == token else None
 
 
 def _write_all(file: BinaryIO, buffers: list[bytes]) -> None:
@@ -270,18 +303,39 @@ def _rmtree(local: str) -> None:
         raise OSError(errno.EBUSY, "directory kept being replaced while removing it", local) from None
 
 
-def _no_writers(fd: int) -> bool | None:
-    """True when no file description anywhere has this file open for writing (the kernel's
-    word: a read lease is refused while one exists), False when one does, None when this
-    filesystem or process cannot take leases (NFS, another owner without CAP_LEASE)."""
+def _hold_writers(fd: int) -> bool | None:
+    """Take a read lease on the file open at ``fd``: True when taken, so no file description
+    anywhere has it open for writing and, until ``_let_writers`` (or the close of ``fd``), an
+    open for writing or a truncation waits; False when a writer has it open; None when this
+    filesystem or process cannot take leases (NFS, another owner without CAP_LEASE).
+
+    A lease breaker signals the holder (SIGIO by default, which ends a process): the notice is
+    made SIGURG, which is ignored unless handled, and then sent to nobody; the hold is short.
+    """
     try:
+        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EBUSY):
             return False
         return None
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
     return True
+
+
+def _let_writers(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+
+
+def _no_writers(fd: int) -> bool | None:
+    """True when no file description anywhere has this file open for writing (the kernel's
+    word: a read lease is refused while one exists), False when one does, None when this
+    filesystem or process cannot take leases."""
+    held = _hold_writers(fd)
+    if held:
+        _let_writers(fd)
+    return held
 
 
 class FilesystemDriver:
@@ -372,7 +426,9 @@ class FilesystemDriver:
             raise PathNotFoundError(path) from None
         if stat.S_ISDIR(st.st_mode):
             return FileInfo(path, 0, datetime.fromtimestamp(st.st_mtime, UTC), True)
-        return FileInfo(path, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), False, version_token(st))
+        version = version_token(st)
+        return FileInfo(path, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), False, version,
+                        file_token(st) if version is None else None)
 
     async def list(self, path: str) -> list[str]:
         local = self.local_path(path)
@@ -450,26 +506,51 @@ class FilesystemDriver:
     async def stored_digest(self, path: str, algorithm: str) -> str | None:
         return None  # a file keeps no checksum
 
-    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
-        """Rename, then prove with a read lease that no writer still has the file open.
+    async def snapshot(self, source: str, dest: str, algorithm: str, settle: bool = False) -> Snapshot:
+        """Rename, proving with a read lease that no writer still has the file open.
 
         The name ``dest`` is private, so once no open writer remains nothing can change the
         file. Were a writer still open (a lock was broken), the bytes are copied into a new
         file while they are hashed, and the copy is what ``dest`` holds: its digest is returned.
         Where leases are unavailable the callers' lock is the proof (every writer of an upload
         holds it while its file is open).
+
+        The lease is taken before the rename and, with ``settle``, held after it until the
+        clock has ticked past the file's ctime (``_settled_token``, about one tick): from the
+        lease on, no write can happen before a write would change the returned version token.
         """
         src_local, dest_local = self.local_path(source), self.local_path(dest)
 
-        def freeze() -> Snapshot:
+        def rename() -> None:
             try:
                 _retry_missing_dir(lambda: os.rename(src_local, dest_local), os.path.dirname(dest_local))
             except FileNotFoundError:
                 raise PathNotFoundError(source) from None
-            fd = os.open(dest_local, os.O_RDONLY | os.O_CLOEXEC)
+
+        def freeze() -> Snapshot:
             try:
-                if _no_writers(fd) is not False:
-                    return Snapshot(os.fstat(fd).st_size)
+                fd = os.open(src_local, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise PathNotFoundError(source) from None
+            try:
+                held = _hold_writers(fd)
+                try:
+                    rename()
+                    mine = os.fstat(fd)
+                    there = os.stat(dest_local)
+                    same = (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+                    if held is not False and same:
+                        version = _settled_token(fd) if settle and held else None
+                        return Snapshot(mine.st_size, None, version)
+                finally:
+                    if held:
+                        _let_writers(fd)
+                if not same:  # ``source`` was replaced between the open and the rename
+                    os.close(fd)
+                    fd = -1
+                    fd = os.open(dest_local, os.O_RDONLY | os.O_CLOEXEC)
+                    if _no_writers(fd) is not False:
+                        return Snapshot(os.fstat(fd).st_size)
                 hasher = hashlib.new(algorithm)
                 aside = f"{dest_local}.{uuid.uuid4().hex}.tmp"
                 size = 0
@@ -481,7 +562,8 @@ class FilesystemDriver:
                 os.replace(aside, dest_local)
                 return Snapshot(size, hasher.hexdigest())
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
 
         return await asyncio.to_thread(freeze)
 

@@ -689,7 +689,7 @@ class S3Driver:
                 raise
         return None
 
-    async def snapshot(self, source: str, dest: str, algorithm: str) -> Snapshot:
+    async def snapshot(self, source: str, dest: str, algorithm: str, settle: bool = False) -> Snapshot:
         src, dst = self.key(source), self.key(dest)
         head = await self._head(src)
         if head is None:

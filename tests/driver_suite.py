@@ -470,6 +470,20 @@ class DriverSuite:
         if snap.hexdigest is not None:
             assert snap.hexdigest == hashlib.sha256(frozen).hexdigest()
 
+    async def test_settled_snapshot_version_is_the_frozen_files(self, driver: Any) -> None:
+        """``snapshot(settle=True)``'s version, when given, is the token ``dest`` has (a stat may
+        call it unsettled at first) and keeps once settled; on a filesystem it is always given."""
+        data = blob(MiB + 5, seed=13)
+        await driver.put_content("/snap3/src", data)
+        snap = await driver.snapshot("/snap3/src", "/snap3/frozen", "sha256", settle=True)
+        assert snap.size == len(data)
+        if snap.version is None:
+            assert driver.name != "filesystem"
+            return
+        info = await driver.stat("/snap3/frozen")
+        assert snap.version in (info.version, info.unsettled)
+        assert await settled_version(driver, "/snap3/frozen") == snap.version
+
     # -- redirect ------------------------------------------------------------------------------
 
     async def test_redirect_url(self, driver: Any) -> None:

@@ -122,7 +122,7 @@ async def serve_blob(request: Request, registry: Registry, digest: str, path: st
     whole = status == 200
     version = None
     if whole and length >= TRUST_MIN_BYTES:
-        version = await registry.layout.blob_version(parse_digest(digest))
+        version = await registry.layout.served_version(parse_digest(digest))
         if await registry.layout.trusts(parse_digest(digest), version):
             answer = _sendfile_answer(request, registry, parse_digest(digest), path, length, version,
                                       headers)
