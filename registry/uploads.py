@@ -328,7 +328,7 @@ class Uploads:
                     version = await self.layout.blob_version(digest)
                     if await self.layout.trusts(digest, version):
                         return await self._finish_stored(name, upload_id, digest, expected_size, body,
-                                                         writer, hasher, version)
+                                                         writer, hasher)
                 if body is not None:
                     await _receive(writer, body, hasher)
                 counted = writer.size  # the bytes the running hash saw, if it covers them all
@@ -353,9 +353,9 @@ class Uploads:
             return snap.size
 
     async def _finish_stored(self, name: str, upload_id: str, digest: Digest, expected_size: int | None,
-                             body: Body, writer: FileWriter, hasher: Hasher, version: str | None) -> int:
-        """A whole blob pushed again whose digest is stored and trusted at ``version``: its body
-        is received and hashed, never written; it must still hash to ``digest``."""
+                             body: Body, writer: FileWriter, hasher: Hasher) -> int:
+        """A whole blob pushed again whose digest is stored and trusted: its body is received and
+        hashed, never written; it must still hash to ``digest``."""
         received = await _receive(writer, body, hasher, store=False)
         actual = Digest(digest.algorithm, hasher.hexdigest())
         if actual != digest:
@@ -364,10 +364,10 @@ class Uploads:
         if expected_size is not None and expected_size != received:
             await self._drop(name, upload_id)
             raise UploadSizeMismatchError(expected_size, received)
-        if await self.layout.blob_version(digest) != version:  # removed or changed meanwhile: the
-            await self._drop(name, upload_id)  # bytes were not kept, so the client starts again
+        if not await self.layout.blob_is_valid(digest, received):  # trusted unless it changed since
+            await self._drop(name, upload_id)  # removed or damaged meanwhile, and the bytes were not
             log.info("blob %s changed while an upload of it was received: upload dropped", digest)
-            raise UploadUnknownError(upload_id)
+            raise UploadUnknownError(upload_id)  # kept: the client starts again
         await self.layout.link_blob(name, digest)
         await self._drop(name, upload_id)
         return received
