@@ -105,7 +105,7 @@ class RequestMiddleware:
             await self.app(scope, counting_receive, tagging_send)
         finally:
             seconds = time.perf_counter() - start
-            direct = scope.get("extensions", {}).get("pyreg.directbody")
+            direct = (scope.get("extensions") or {}).get("pyreg.directbody")
             if direct:  # body bytes a thread received (registry/directbody.py)
                 counts[1] += direct.get("received", 0)
             if metrics is not None:

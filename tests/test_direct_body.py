@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.auth import CertificateAuthority
 from tests.fixtures.registry import RegistryServer, ServerPool
@@ -118,6 +119,11 @@ def test_monolithic_put_then_a_pipelined_request_on_the_same_connection(make_reg
         status, _, _ = reader.answer()
         assert status == 201
     assert blob_file(tmp_path / "registry-data", digest).read_bytes() == data
+    # The bytes a thread received count in the metrics as the stream's did.
+    received = sum(sample.value for family in text_string_to_metric_families(
+        httpx.get(f"{server.url}/metrics").text) for sample in family.samples
+        if sample.name == "pyreg_http_received_bytes_total" and sample.labels.get("route") == "upload")
+    assert received == len(data) + len(more)
 
 
 def test_chunks_then_put_with_expect_continue(make_registry_server: Any) -> None:
