@@ -297,3 +297,15 @@ def test_tls_upload_keeps_the_stream_path(make_registry_config: Any, auth_ca: Ce
             assert client.get(f"{server.url}/v2/direct/tls/blobs/{digest_of(data)}").content == data
     finally:
         pool.stop_all()
+
+
+def test_only_a_body_with_one_plain_content_length_is_offered() -> None:
+    from pyreg.registry.http_protocol import _plain_length
+
+    assert _plain_length([(b"host", b"x"), (b"content-length", b"1048576")]) == 1 << 20
+    assert _plain_length([(b"content-length", b"10"), (b"transfer-encoding", b"chunked")]) == 0
+    assert _plain_length([(b"content-length", b"10"), (b"content-length", b"10")]) == 0
+    assert _plain_length([(b"content-length", b"0"), (b"content-length", b"10")]) == 0
+    assert _plain_length([(b"content-length", b"+10")]) == 0
+    assert _plain_length([(b"content-length", b"0")]) == 0
+    assert _plain_length([]) == 0
