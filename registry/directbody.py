@@ -37,10 +37,10 @@ from starlette.types import Scope
 from pyreg.storage.digest import Hasher
 
 EXTENSION = "pyreg.directbody"
-BUFFER = 2 << 20  # one step of the pipeline: received, then written while hashed
-BUFFERS = 3  # per upload: one being received, up to two being hashed
+BUFFER = 1 << 20  # one step of the pipeline: received, then written while hashed
+BUFFERS = 4  # per upload: one being received, up to three being hashed
 _POLL_MS = 200  # how often a waiting read looks whether the connection was lost
-_SPARE_SETS = 2  # buffer sets kept for the next uploads (memory touched once: no new page faults)
+_SPARE_SETS = 1  # buffer sets kept for the next uploads (memory touched once: no new page faults)
 
 
 class BodyStalled(ClientDisconnect):
