@@ -13,8 +13,8 @@ descriptor for ever. ``BoundedHttpToolsProtocol`` adds, per worker process:
   for the whole request line and headers; it is not reset by each byte, so trickling clients are
   closed (``408`` when they had sent something). A head records when it started (one clock read)
   and one sweep per worker, about every second, closes the heads past their deadline: a timer per
-  request cost a measurable share of a small request's time. It is also the longest silence allowed inside an
-  upload body received directly (``pyreg.directbody``, below).
+  request cost a measurable share of a small request's time. It is also the longest silence
+  allowed inside an upload body received directly (``pyreg.directbody``, below).
 - ``http.idletimeout``: uvicorn's keep-alive timeout between requests.
 - ``http.maxconnections``: open connections of this worker. At the cap a new connection closes
   the one that has waited longest for a request head (an idle keep-alive or a half-sent head),
