@@ -105,6 +105,9 @@ class RequestMiddleware:
             await self.app(scope, counting_receive, tagging_send)
         finally:
             seconds = time.perf_counter() - start
+            direct = (scope.get("extensions") or {}).get("pyreg.directbody")
+            if direct:  # body bytes a thread received (registry/directbody.py)
+                counts[1] += direct.get("received", 0)
             if metrics is not None:
                 metrics.finished(scope, path, counts[0], seconds, counts[1], counts[2])
             if self.enabled and log.isEnabledFor(logging.INFO):

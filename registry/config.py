@@ -264,6 +264,7 @@ class HTTPConfig:
     secret: str | None = None
     host: str | None = None  # external base URL (https://registry.example.com) for absolute Locations
     maxheaderbytes: int = field(default=64 * 1024, metadata=SIZE)  # request line + headers; more: 431
+    # headertimeout also bounds a silence inside an upload body a thread receives (registry/directbody.py)
     headertimeout: float = duration_field(20.0)  # deadline for a request's line and headers
     idletimeout: float = duration_field(30.0)  # a keep-alive connection waiting for its next request
     maxconnections: int = 1024  # open connections per worker; at the cap the longest-waiting closes

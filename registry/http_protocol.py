@@ -13,17 +13,20 @@ descriptor for ever. ``BoundedHttpToolsProtocol`` adds, per worker process:
   for the whole request line and headers; it is not reset by each byte, so trickling clients are
   closed (``408`` when they had sent something). A head records when it started (one clock read)
   and one sweep per worker, about every second, closes the heads past their deadline: a timer per
-  request cost a measurable share of a small request's time.
+  request cost a measurable share of a small request's time. It is also the longest silence
+  allowed inside an upload body received directly (``pyreg.directbody``, below).
 - ``http.idletimeout``: uvicorn's keep-alive timeout between requests.
 - ``http.maxconnections``: open connections of this worker. At the cap a new connection closes
   the one that has waited longest for a request head (an idle keep-alive or a half-sent head),
   so a flood of half-open connections cannot lock real clients out; when every connection is busy
   with a request, the new one gets ``503`` instead.
 
-Two savings on bodies: a request body piece is handed to the app as the bytes object the parser
-made (uvicorn copies each piece twice: into a bytearray, then out of it), and on plain HTTP the
+Savings on bodies: a request body piece is handed to the app as the bytes object the parser
+made (uvicorn copies each piece twice: into a bytearray, then out of it); on plain HTTP the
 ``pyreg.sendfile`` ASGI extension lets a route have the kernel send an open file's bytes
-(registry/zerocopy.py: trusted blobs).
+(registry/zerocopy.py: trusted blobs), and ``pyreg.directbody`` lets a blob upload with a
+Content-Length receive the rest of its body from the socket in a thread (registry/directbody.py),
+after which a fresh parser takes the next request of the connection.
 
 Errors are written with a lingering close (write side shut, input read and dropped for a moment),
 so a client still sending its oversized head reads the ``431`` instead of a connection reset.
@@ -34,21 +37,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from pyreg.registry import zerocopy
+from pyreg.registry import directbody, zerocopy
 
 log = logging.getLogger("pyreg.http")
 
@@ -117,6 +122,26 @@ def _start_sweep(state: ServerState, loop: asyncio.AbstractEventLoop, timeout: f
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _plain_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The one Content-Length of a body without Transfer-Encoding; 0 for anything else."""
+    length = -1
+    for name, value in headers:
+        if name == b"content-length":
+            if length >= 0 or not value.isdigit() or len(value) > 18:
+                return 0
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return 0
+    return max(length, 0)
+
+
+def _resume_later() -> None:
+    """Stands in for FlowControl.resume_reading while a thread reads the socket directly."""
+
+
 _JOIN_MAX = 64 * 1024  # a first body write up to this size leaves in one send() with the head
 
 
@@ -179,6 +204,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._lost = threading.Event()  # set when the connection goes: a sendfile thread stops
         self._sock_fd: int | None = None
+        self._body_seen = 0  # body bytes of the current message the parser has handed on
 
     # -- connection life ---------------------------------------------------------------------
 
@@ -266,6 +292,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """A body piece that arrives while the app has taken everything before it is handed on
         as the very bytes object the parser made; uvicorn would append it to a bytearray and
         copy that again into the ``http.request`` message (two copies of every uploaded byte)."""
+        self._body_seen += len(body)
         cycle = self.cycle
         if (cycle is None or cycle.body or cycle.response_complete
                 or (self.parser.should_upgrade() and self._should_upgrade())):
@@ -281,6 +308,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_done += 1
         self._head_since = None
         self._waiting.pop(self, None)
+        self._body_seen = 0
         super().on_headers_complete()
         cycle = self.cycle  # this head's cycle (pipelined heads each get their own)
         if cycle is not None:
@@ -292,6 +320,56 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 # a blob GET may have the kernel send file bytes; other requests pay nothing for it
                 scope.setdefault("extensions", {})[zerocopy.EXTENSION] = {}
                 cycle.send = self._send_hook(cycle, writer)  # type: ignore[method-assign,assignment]
+            elif (self._sock_fd is not None and scope["method"] in _UPLOAD_METHODS
+                  and "/blobs/uploads" in scope["path"]):
+                length = _plain_length(scope["headers"])
+                if length:  # a blob upload's body may be received by a thread (registry/directbody.py)
+                    scope.setdefault("extensions", {})[directbody.EXTENSION] = {
+                        "open": functools.partial(self._open_direct, cycle, length)}
+
+    # -- bodies received by a thread (registry/directbody.py) ------------------------------------
+
+    def _open_direct(self, cycle: Any, length: int) -> directbody.SocketBody | None:
+        """The rest of ``cycle``'s body as a SocketBody: what the parser has, then the socket."""
+        if cycle.disconnected or cycle.response_complete or self.transport.is_closing():
+            return None  # the ASGI stream reports it
+        if cycle.waiting_for_100_continue:
+            cycle.transport.write(_CONTINUE)
+            cycle.waiting_for_100_continue = False
+        first = bytes(cycle.body)
+        cycle.body = b""
+        stall = self._limits.head_timeout
+        if not cycle.more_body or cycle is not self.cycle or length <= self._body_seen:
+            return directbody.SocketBody(None, first, 0, self._lost, stall,
+                                         functools.partial(self._direct_done, cycle))
+        assert self._sock_fd is not None
+        self.flow.pause_reading()
+        self.flow.resume_reading = _resume_later  # type: ignore[method-assign]
+        fd = os.dup(self._sock_fd)  # a closed connection's descriptor number may be reused: not ours
+        return directbody.SocketBody(fd, first, length - self._body_seen, self._lost, stall,
+                                     functools.partial(self._direct_done, cycle))
+
+    def _direct_done(self, cycle: Any, body: directbody.SocketBody) -> None:
+        """A thread has done with the socket: the next request is parsed afresh, or the
+        connection closes (after the answer, or at once when the client went away)."""
+        cycle.scope["extensions"][directbody.EXTENSION]["received"] = body.received  # the access log's
+        if not body.from_socket:
+            return
+        with contextlib.suppress(AttributeError):
+            del self.flow.resume_reading
+        if self.transport.is_closing() or self.parser is None:
+            return
+        if body.remaining == 0 and cycle is self.cycle:
+            self.parser = httptools.HttpRequestParser(self)
+            with contextlib.suppress(AttributeError):
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+            self.on_message_complete()
+            self.flow.resume_reading()
+            return
+        cycle.keep_alive = False  # the parser is mid-body: no next request on this connection
+        if body.failed:
+            cycle.disconnected = True
+            self.transport.close()
 
     # -- zero-copy bodies (registry/zerocopy.py) ------------------------------------------------
 

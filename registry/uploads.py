@@ -36,7 +36,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pyreg.registry import directbody
 from pyreg.registry import layout as paths
+from pyreg.registry.directbody import DirectBody
 from pyreg.registry.layout import Layout, hash_path
 from pyreg.storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 from pyreg.storage.driver import FileWriter, Lock, Snapshot
@@ -98,8 +100,40 @@ def _hash_all(hasher: Hasher, chunks: list[bytes]) -> None:
         hasher.update(chunk)
 
 
-async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Hasher | None) -> None:
-    """Append a request body to ``writer``, feeding ``hasher`` (if any) the same bytes.
+Body = AsyncIterator[bytes] | DirectBody
+
+
+async def _receive(writer: FileWriter, body: Body, hasher: Hasher | None, store: bool = True) -> int:
+    """Append a request body to ``writer`` (unless not ``store``), feeding ``hasher`` (if any) the
+    same bytes; returns the bytes received.
+
+    A DirectBody the server hands over is received by a thread (registry/directbody.py) when the
+    writer can take blocking writes (the filesystem's) or nothing is stored; else the stream is
+    read on the event loop.
+    """
+    if isinstance(body, DirectBody):
+        direct = getattr(writer, "direct", None)
+        sock = body.open() if direct is not None or not store else None
+        if sock is None:
+            return await _write_body(writer if store else None, body.stream, hasher)
+        try:
+            write = await direct() if store and direct is not None else None
+            work = asyncio.ensure_future(asyncio.to_thread(directbody.pump, sock, write, hasher))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                sock.cancel()  # the thread stops at its next wait; the descriptor outlives it
+                with contextlib.suppress(BaseException):
+                    await work
+                raise
+        finally:
+            sock.finish()
+    return await _write_body(writer if store else None, body, hasher)
+
+
+async def _write_body(writer: FileWriter | None, body: AsyncIterator[bytes], hasher: Hasher | None) -> int:
+    """Append a request body to ``writer`` (None: keep nothing), feeding ``hasher`` (if any) the
+    same bytes; returns the bytes received.
 
     A pipeline, so the event loop never hashes: arriving chunks are gathered into batches of
     ``PIPELINE_BATCH``; while one batch is hashed (hashlib releases the GIL on large buffers) and
@@ -110,11 +144,13 @@ async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Ha
     """
     batch: list[bytes] = []
     batched = 0
+    total = 0
     inflight: asyncio.Future[None] | None = None
 
     async def write(chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            await writer.write(chunk)
+        if writer is not None:
+            for chunk in chunks:
+                await writer.write(chunk)
 
     async def store(chunks: list[bytes]) -> None:
         if hasher is None:
@@ -128,6 +164,7 @@ async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Ha
                 continue
             batch.append(chunk)
             batched += len(chunk)
+            total += len(chunk)
             if batched >= PIPELINE_BATCH:
                 chunks, batch, batched = batch, [], 0
                 if inflight is not None:
@@ -138,6 +175,7 @@ async def _write_body(writer: FileWriter, body: AsyncIterator[bytes], hasher: Ha
             await inflight
         if batch:
             await store(batch)
+    return total
 
 
 def format_startedat(now: datetime | None = None) -> bytes:
@@ -242,8 +280,7 @@ class Uploads:
             hasher = new_hasher(algorithm)
         return algorithm, hasher
 
-    async def append(self, name: str, upload_id: str, body: AsyncIterator[bytes],
-                     start: int | None = None) -> int:
+    async def append(self, name: str, upload_id: str, body: Body, start: int | None = None) -> int:
         """Append a request body to the session; ``start`` (from Content-Range) must be its end.
 
         Returns the new size. The data is closed, not committed: it stays appendable by any
@@ -258,7 +295,7 @@ class Uploads:
                 if start is not None and start != size:
                     raise RangeMismatchError(size)
                 algorithm, hasher = self._running_hasher(upload_id, size)
-                await _write_body(writer, body, hasher)
+                await _receive(writer, body, hasher)
                 ok = True
             finally:
                 await writer.close()
@@ -268,12 +305,14 @@ class Uploads:
             return new_size
 
     async def finish(self, name: str, upload_id: str, digest: Digest,
-                     expected_size: int | None = None, body: AsyncIterator[bytes] | None = None,
+                     expected_size: int | None = None, body: Body | None = None,
                      start: int | None = None) -> int:
         """Append a last ``body`` (if any), commit and snapshot the data, verify the snapshot
         against ``digest`` (and size), and only then publish it in the blob store and link it.
 
-        On a mismatch the session is dropped and nothing is stored.
+        On a mismatch the session is dropped and nothing is stored. A whole blob in one body
+        whose digest is stored and trusted (Layout.trusts) is received and hashed but not
+        written (``_finish_stored``).
         """
         async with self._locked(name, upload_id) as lock:
             writer = await self._open(name, upload_id)
@@ -285,8 +324,13 @@ class Uploads:
                 if hasher is None and size == 0:
                     hasher = new_hasher(digest.algorithm)
                 self._forget(upload_id)
+                if body is not None and size == 0 and hasher is not None:
+                    version = await self.layout.blob_version(digest)
+                    if await self.layout.trusts(digest, version):
+                        return await self._finish_stored(name, upload_id, digest, expected_size, body,
+                                                         writer, hasher)
                 if body is not None:
-                    await _write_body(writer, body, hasher)
+                    await _receive(writer, body, hasher)
                 counted = writer.size  # the bytes the running hash saw, if it covers them all
                 await writer.commit()
             finally:
@@ -307,6 +351,26 @@ class Uploads:
             await self.layout.link_blob(name, digest)
             await self._drop(name, upload_id)
             return snap.size
+
+    async def _finish_stored(self, name: str, upload_id: str, digest: Digest, expected_size: int | None,
+                             body: Body, writer: FileWriter, hasher: Hasher) -> int:
+        """A whole blob pushed again whose digest is stored and trusted: its body is received and
+        hashed, never written; it must still hash to ``digest``."""
+        received = await _receive(writer, body, hasher, store=False)
+        actual = Digest(digest.algorithm, hasher.hexdigest())
+        if actual != digest:
+            await self._drop(name, upload_id)
+            raise UploadDigestMismatchError(digest, actual)
+        if expected_size is not None and expected_size != received:
+            await self._drop(name, upload_id)
+            raise UploadSizeMismatchError(expected_size, received)
+        if not await self.layout.blob_is_valid(digest, received):  # trusted unless it changed since
+            await self._drop(name, upload_id)  # removed or damaged meanwhile, and the bytes were not
+            log.info("blob %s changed while an upload of it was received: upload dropped", digest)
+            raise UploadUnknownError(upload_id)  # kept: the client starts again
+        await self.layout.link_blob(name, digest)
+        await self._drop(name, upload_id)
+        return received
 
     async def _snapshot_digest(self, snap: Snapshot, staged: str, algorithm: str,
                                hasher: Hasher | None) -> Digest:

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from pyreg.registry import zerocopy
+from pyreg.registry.directbody import DirectBody
 from pyreg.registry.errors import (
     RegistryError,
     blob_unknown,
@@ -242,7 +243,7 @@ async def upload_start(request: Request, registry: Registry, name: str, _: str) 
         upload_id = await registry.uploads.start(name, digest.algorithm)
         try:
             await _finish(request, registry, name, upload_id, digest, _content_length(request),
-                          body=request.stream())
+                          body=_body(request, registry))
         except BaseException:
             with contextlib.suppress(UploadBusyError):
                 await registry.uploads.cancel(name, upload_id)
@@ -254,6 +255,14 @@ async def upload_start(request: Request, registry: Registry, name: str, _: str) 
 
 def _content_length(request: Request) -> int | None:
     return content_length(request)
+
+
+def _body(request: Request, registry: Registry) -> AsyncIterator[bytes] | DirectBody:
+    """The request body as uploads read it: on local disk one the server may hand to a thread
+    (registry/directbody.py); on other drivers the ASGI stream."""
+    if registry.driver.name == "filesystem":
+        return DirectBody(request.scope, request.stream())
+    return request.stream()
 
 
 def _busy(request: Request, registry: Registry, name: str, upload_id: str) -> RegistryError:
@@ -300,7 +309,7 @@ async def upload_patch(request: Request, registry: Registry, name: str, upload_i
     check_name(name)
     start = await _range_start(request, registry, name, upload_id)
     try:
-        size = await registry.uploads.append(name, upload_id, request.stream(), start)
+        size = await registry.uploads.append(name, upload_id, _body(request, registry), start)
     except RangeMismatchError as e:
         raise _range_mismatch(request, registry, name, upload_id, e) from None
     except UploadUnknownError:
@@ -320,12 +329,12 @@ async def upload_put(request: Request, registry: Registry, name: str, upload_id:
     has_body = (start is not None or bool(request.headers.get("content-length"))
                 or bool(request.headers.get("transfer-encoding")))
     await _finish(request, registry, name, upload_id, digest,
-                  body=request.stream() if has_body else None, start=start)
+                  body=_body(request, registry) if has_body else None, start=start)
     return _created(request, registry, name, str(digest))
 
 
 async def _finish(request: Request, registry: Registry, name: str, upload_id: str, digest: Digest,
-                  expected_size: int | None = None, body: AsyncIterator[bytes] | None = None,
+                  expected_size: int | None = None, body: AsyncIterator[bytes] | DirectBody | None = None,
                   start: int | None = None) -> None:
     """Append the last body (if any), then verify and store the blob."""
     try:
