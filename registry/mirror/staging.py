@@ -1,18 +1,17 @@
-"""A fill's staging file on a local filesystem, written by the upstream thread itself, its page
-cache let go of behind the write-back.
+"""A fill's staging file on a local filesystem, written by the upstream thread itself, and its
+page cache let go of once every client in the leader's worker has been sent its bytes.
 
 Why in the upstream thread: each chunk is then in the file before the loop hears of it, with no
-hop to a thread and back per MiB; the loop only sends.
+hop to a thread and back per MiB; the loop only sends (with sendfile: registry/mirror/answer.py).
 
-Why let pages go: a fill writes a whole blob once, sequentially, and reads it back at most for a
-client that lags far behind. Kept in the page cache, every MiB takes fresh pages; on the VMs this
-was measured on, pages the kernel has not used for a while cost ~20x a recycled one to fill (1.2-
-1.5 s of system CPU per 256 MiB once the recycled ones run out, against 0.08 s), more than the
-whole rest of the fill. So write-back of each 8 MiB is started as soon as it is written, and one
-window later a thread of the staging file's own waits for that write-back and drops the pages
-(``POSIX_FADV_DONTNEED``): the next windows reuse them. The writer never waits for the disk; when
-the disk lags, pages are simply dropped later (or left to the kernel), as without this.
-The last windows stay cached for the publish and the next pull.
+Why let pages go: a fill writes a whole blob once, sequentially, and its clients are sent it from
+the file, usually well behind the fill. Kept in the page cache, every MiB of it holds pages the
+client's own writes then cannot reuse; on the VMs this was measured on, a page the kernel has not
+used for a while costs ~20x a recycled one to fill (1.2-1.5 s of system CPU per 256 MiB written
+once the recycled ones run out, against 0.06-0.08 s), more than the rest of the fill together.
+So write-back of each 8 MiB is started as soon as it is written (the pages are clean by the time
+the clients are past them, and the fsync finds little left to do), and ``Fill.stream`` drops the
+pages every client has been sent (``drop``). Pages still dirty are left to the kernel, as before.
 """
 
 from __future__ import annotations
@@ -20,13 +19,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import queue
-import threading
 from collections.abc import Callable
 from typing import Final
 
-WINDOW: Final = 8 << 20  # bytes per write-back started, and per drop
-_WRITE, _WAIT_BEFORE, _WAIT_AFTER = 2, 1, 4  # sync_file_range's flags (linux/fs.h)
+WINDOW: Final = 8 << 20  # bytes per write-back started, and the least dropped at once
+_WRITE: Final = 2  # sync_file_range's SYNC_FILE_RANGE_WRITE (linux/fs.h): start, don't wait
 
 
 class StagingError(Exception):
@@ -47,6 +44,13 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
 _sync_range = _sync_file_range()
 
 
+def drop(fd: int, offset: int, length: int) -> None:
+    """Let the page cache go of ``length`` bytes of ``fd`` from ``offset`` (clean pages only)."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 class LocalStaging:
     """Appends to a staging file the driver has created (``path`` on the local disk). Used by one
     thread; ``close`` once. The fsync stays the driver writer's (same file): this only writes."""
@@ -58,12 +62,6 @@ class LocalStaging:
             raise StagingError(f"cannot open the staging file: {e.strerror}") from None
         self.written = 0
         self._started = 0  # write-back started for bytes before this
-        self._previous: int | None = None  # where the window before ``_started`` began
-        self._drops: queue.SimpleQueue[tuple[int, int] | None] | None = None
-        if _sync_range is not None and hasattr(os, "posix_fadvise"):
-            self._drops = queue.SimpleQueue()
-            threading.Thread(target=self._dropper, args=(os.dup(self._fd), self._drops),
-                             name="pyreg-mirror-drop", daemon=True).start()
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -73,28 +71,9 @@ class LocalStaging:
         except OSError as e:
             raise StagingError(f"writing the staging file: {e.strerror}") from None
         self.written += len(data)
-        if self._drops is not None and self.written - self._started >= WINDOW:
-            assert _sync_range is not None
+        if _sync_range is not None and self.written - self._started >= WINDOW:
             _sync_range(self._fd, self._started, self.written - self._started, _WRITE)
-            if self._previous is not None:  # the window before: its write-back began earlier
-                self._drops.put((self._previous, self._started - self._previous))
-            self._previous, self._started = self._started, self.written
+            self._started = self.written
 
     def close(self) -> None:
-        """Close the file; the drop thread finishes the drops asked for on its own copy of it
-        (never waited for: the client's last byte does not wait for the disk)."""
-        if self._drops is not None:
-            self._drops.put(None)
         os.close(self._fd)
-
-    @staticmethod
-    def _dropper(fd: int, drops: queue.SimpleQueue[tuple[int, int] | None]) -> None:
-        assert _sync_range is not None
-        try:
-            while (item := drops.get()) is not None:
-                offset, length = item
-                if _sync_range(fd, offset, length, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) == 0:
-                    with contextlib.suppress(OSError):
-                        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
