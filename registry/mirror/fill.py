@@ -8,23 +8,26 @@ storage, the fill's leader holds the storage lock ``pyreg-locks/mirror/<alg>/<he
 published, reading the leader's staging file as it grows, and takes over (once) if the leader
 dies without publishing.
 
-Where the bytes go: ``pyreg-mirror/fills/<alg>/<hex>/data`` (the staging file, written through
-the driver) beside ``size`` (upstream's Content-Length, for followers in other processes). The
-leader's upstream thread reads without waiting for the loop and hands each 1 MiB chunk over as it
-arrives, then hashes it (hashlib lets go of the GIL, so the loop sends it meanwhile); the loop
-writes the chunks to the staging file in order, at most ``AHEAD`` chunks behind. At the end the
-staging file is fsynced and published with the upload path's ``Layout.publish_blob`` only if its
-digest and size are right, else it is deleted.
+Where the bytes go: ``pyreg-mirror/fills/<alg>/<hex>/data`` (the staging file) beside ``size``
+(upstream's Content-Length, for followers in other processes). The leader's upstream thread reads
+without waiting for the loop (over a bare socket from an anonymous http:// upstream:
+registry/mirror/upstream.py), 1 MiB at a time; on a local filesystem it writes each chunk to the
+staging file itself (registry/mirror/staging.py), then hands it over to the loop and hashes it
+(hashlib lets go of the GIL, so the loop sends it meanwhile); on other drivers the loop writes
+the chunks through the driver in order, at most ``AHEAD`` chunks behind. At the end the staging
+file is fsynced and published with the upload path's ``Layout.publish_blob`` only if its digest
+and size are right, else it is deleted.
 
-What clients get (``Fill.stream``): in the leader's worker, the chunks still in memory as they
-arrive, older bytes from the staging file as it grows; never the blob's last byte before its
-digest is verified: a fill that fails (upstream cut, wrong bytes) ends every answer short of its
-Content-Length, so no client takes a complete, wrong blob for a good one. Once verified, the last
-chunk comes from memory at once, and the fsync and publish happen after the client has it. In
-other workers, the staging file as it grows, and the last byte only from the published blob. On
-a driver whose staging file cannot be read before it is complete (S3 multipart), readers that
-are not served from the leader's memory wait for the publish and then stream (docs/mirror.md,
-"Workers and replicas", says why no cheaper way round that was taken).
+What clients get (``Fill.stream``): in the leader's worker, the staging file's bytes as they are
+written, sent by the kernel (``Span``s for sendfile: registry/mirror/answer.py), or where that
+cannot be, the chunks still in memory and older bytes read from the staging file; never the
+blob's last byte before its digest is verified: a fill that fails (upstream cut, wrong bytes)
+ends every answer short of its Content-Length, so no client takes a complete, wrong blob for a
+good one. Once verified, the last bytes go at once, and the fsync and publish happen after the
+client has them. In other workers, the staging file as it grows, and the last byte only from the
+published blob. On a driver whose staging file cannot be read before it is complete (S3
+multipart), readers that are not served from the leader's memory wait for the publish and then
+stream (docs/mirror.md, "Workers and replicas", says why no cheaper way round that was taken).
 """
 
 from __future__ import annotations
