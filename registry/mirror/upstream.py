@@ -6,9 +6,10 @@ A blob's GET from a plain-HTTP upstream given no credentials goes over a bare so
 (storage/remote/plain.py): its body is read straight into 1 MiB buffers, without httpx, httpcore
 and h11 handling every 64 KiB piece (about a third of the fill's CPU). Any answer but a plain 200
 with a Content-Length (401, a redirect, an error, a chunked body) is taken by the httpx path,
-which sends the GET again; an answer that needs it every time (auth, redirects) turns the bare
-socket off for that upstream. Once body bytes arrived, nothing is retried: a cut body is a cut
-fill, as on the httpx path.
+which sends the GET again; one that would need it every time (auth, redirects, an answer the bare
+socket can't read, or no connection) turns the bare socket off for that upstream for
+``PLAIN_PAUSE`` seconds. Once body bytes arrived, nothing is retried: a cut body is a cut fill,
+as on the httpx path.
 
 Credentials come from the config (``username``/``password``) or a ``docker-credential-<helper>
 get`` asked with the upstream's host, the first time the upstream asks for them.
@@ -22,6 +23,7 @@ import importlib
 import json
 import logging
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -50,6 +52,7 @@ T = TypeVar("T")
 THREADS = 32  # blocking upstream calls in flight per upstream (each fill holds one while reading)
 MANIFEST_MAX = 4 << 20
 RETRIES = 1  # a mirror answers its own clients: a dead upstream is said (or served stale) quickly
+PLAIN_PAUSE = 600.0  # seconds blob GETs take the httpx path after the bare socket could not be used
 
 
 def helper_login(helper: str, host: str) -> Login | None:
@@ -105,6 +108,7 @@ class Upstream:
                                      retries=RETRIES, credentials=credentials, tls=tls, pool=16)
         anonymous = config.username is None and not config.credentialhelper
         self.plain: PlainHTTP | None = None  # blob GETs over a bare socket (module docstring)
+        self.plain_paused_until = 0.0  # time.monotonic() before which blob GETs take httpx
         if url.startswith("http://") and anonymous and urlsplit(url).netloc:
             self.plain = PlainHTTP(urlsplit(url).netloc)
         self.executor.submit(warm_imports)
@@ -199,7 +203,7 @@ class Upstream:
         """Start the one GET of a blob: its body, to read and close. Redirects (a CDN) are
         followed without our Authorization (storage/remote/auth.py)."""
         url = self.client.url(f"{repo}/blobs/{digest}")
-        if self.plain is not None:
+        if self.plain is not None and time.monotonic() >= self.plain_paused_until:
             body = self._open_plain(url)
             if body is not None:
                 return body
@@ -230,13 +234,14 @@ class Upstream:
         parts = urlsplit(url)
         try:
             response = self.plain.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-        except Unsupported:  # no connection, a head it can't read: httpx says what is wrong
+        except Unsupported:  # no connection, an answer it can't read: httpx says what is wrong
+            self.plain_paused_until = time.monotonic() + PLAIN_PAUSE
             return None
         if response.status == 200:
             return PlainBody(response)
         response.abandon()
-        if response.status == 401 or 300 <= response.status < 400:
-            self.plain = None  # auth or a CDN every time: straight to httpx from now on
+        if response.status == 401 or 300 <= response.status < 400:  # auth or a CDN every time
+            self.plain_paused_until = time.monotonic() + PLAIN_PAUSE
         return None
 
 
