@@ -576,11 +576,11 @@ class CuttingUpstream:
     """A tiny registry serving one image (anonymous); while ``cut`` is set it answers the
     layer's GET with its full Content-Length, sends half the body and closes the connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, layer_size: int = 3 << 20) -> None:
         import os
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.layer = os.urandom(3 << 20)
+        self.layer = os.urandom(layer_size)
         self.config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
         self.layer_digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
         self.config_digest = "sha256:" + hashlib.sha256(self.config).hexdigest()
@@ -593,7 +593,9 @@ class CuttingUpstream:
         self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
         self.cut = True
         self.wrong = False  # serve the layer whole, its last byte changed
+        self.redirect = False  # answer the layer's GET with a redirect to /cdn/<digest>
         self.layer_gets = 0
+        self.gets: list[tuple[str, bool]] = []  # (path, whether it came with httpx's Accept: */*)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -604,7 +606,16 @@ class CuttingUpstream:
 
             def answer(self, body: bool) -> None:
                 path = self.path.split("?")[0]
+                if body:
+                    outer.gets.append((path, self.headers.get("Accept") is not None))
+                if outer.redirect and path == f"/v2/app/blobs/{outer.layer_digest}":
+                    self.send_response(307)
+                    self.send_header("Location", f"/cdn/{outer.layer_digest}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 found: tuple[bytes, str] | None = {
+                    f"/cdn/{outer.layer_digest}": (outer.layer, "application/octet-stream"),
                     "/v2/": (b"{}", "application/json"),
                     "/v2/app/manifests/v1": (outer.manifest, "application/vnd.oci.image.manifest.v1+json"),
                     f"/v2/app/manifests/{outer.manifest_digest}":
@@ -776,3 +787,62 @@ def test_upstream_that_cuts_a_blob_short_leaves_nothing_cached_and_the_next_pull
         assert counter("pyreg_mirror_upstream_bytes_total", "") == (
             len(up.layer) // 2 + len(up.layer) + len(up.config) + len(up.manifest))
         assert counter("pyreg_mirror_upstream_errors_total", "") == 1
+
+
+def test_anonymous_plain_http_upstream_blobs_over_a_bare_socket_and_a_redirect_falls_back(
+        make_registry_server: Any, tmp_path: Path) -> None:
+    """An http:// upstream without credentials: blob GETs go over the bare socket (no httpx, so
+    none of its default headers); a blob answered with a redirect is fetched by the httpx path,
+    which follows it, and later blob GETs go straight to httpx. Bytes are verified either way."""
+    with CuttingUpstream() as up:
+        up.cut, up.redirect = False, True
+        mirror = make_registry_server({"mirror": {"upstreams": [{"url": up.url, "namespace": "m/*"}]}})
+        assert pull_all(mirror.url, "m/app", "v1") == {up.config_digest: up.config_digest,
+                                                       up.layer_digest: up.layer_digest}
+        blob_gets = [(path, httpx_headers) for path, httpx_headers in up.gets if "/blobs/" in path]
+        layer = f"/v2/app/blobs/{up.layer_digest}"
+        assert blob_gets == [(f"/v2/app/blobs/{up.config_digest}", False),  # the bare socket
+                             (layer, False), (layer, True)]  # redirected: httpx, again
+        assert up.gets[-1] == (f"/cdn/{up.layer_digest}", True) and up.layer_gets == 1
+        hex_ = up.layer_digest[7:]
+        wait_for_file(tmp_path / "mirror-data/docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data")
+
+
+def test_wrong_bytes_from_a_plain_upstream_never_reach_a_client_whole(
+        make_registry_server: Any, tmp_path: Path) -> None:
+    """The bare-socket GET, the staging file written by the upstream thread and the answer sent
+    from it with sendfile: a blob hashing wrong still ends short of its Content-Length."""
+    with CuttingUpstream() as up:
+        up.cut, up.wrong = False, True
+        mirror = make_registry_server({"mirror": {"upstreams": [{"url": up.url, "namespace": "m/*"}]}})
+        got = b""
+        with pytest.raises(httpx.HTTPError), \
+                httpx.stream("GET", f"{mirror.url}/v2/m/app/blobs/{up.layer_digest}", timeout=60) as r:
+            assert r.headers["content-length"] == str(len(up.layer))
+            for chunk in r.iter_raw():
+                got += chunk
+        assert got == up.layer[:-1]  # everything but the (wrong) last byte
+        assert not list((tmp_path / "mirror-data/docker/registry/v2").glob("pyreg-mirror/fills/*/*"))
+        assert not list((tmp_path / "mirror-data/docker/registry/v2").glob("blobs/sha256/*/*"))
+        up.wrong = False
+        assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
+
+
+def test_a_fills_page_cache_is_let_go_once_its_client_was_sent_it(
+        make_registry_server: Any, tmp_path: Path) -> None:
+    """The staging file's pages that every client of the leader's worker has been sent are
+    dropped from the page cache (fincore, from util-linux, counts what is resident): a 48 MiB
+    blob just fetched keeps at most its last windows cached, the bytes are whole on disk."""
+    import subprocess
+
+    with CuttingUpstream(48 << 20) as up:
+        up.cut = False
+        mirror = make_registry_server({"mirror": {"upstreams": [{"url": up.url, "namespace": "m/*"}]}})
+        assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
+        hex_ = up.layer_digest[7:]
+        cached = tmp_path / "mirror-data/docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+        wait_for_file(cached)
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(cached)],
+                             capture_output=True, text=True, check=True).stdout
+        assert int(out.strip()) <= len(up.layer) // 2
+        assert cached.read_bytes() == up.layer

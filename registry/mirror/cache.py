@@ -22,14 +22,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from pyreg.registry.config import MirrorConfig
 from pyreg.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from pyreg.registry.layout import ROOT, Layout, StoredManifest, blob_data_path
 from pyreg.registry.mirror import metrics
+from pyreg.registry.mirror.answer import fill_response
 from pyreg.registry.mirror.config import Route, route
-from pyreg.registry.mirror.fill import Fill, FillError
+from pyreg.registry.mirror.fill import Fill
 from pyreg.registry.mirror.upstream import Upstream, unavailable
 from pyreg.storage.digest import Digest
 from pyreg.storage.errors import PathNotFoundError
@@ -315,11 +316,4 @@ class Mirror:
         headers = {"Docker-Content-Digest": str(digest), "Content-Type": "application/octet-stream",
                    "Content-Length": str(fill.size), "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
 
-        async def body() -> Any:
-            try:
-                async for chunk in fill.stream():
-                    yield chunk
-            except FillError as e:
-                log.error("mirror: answer for blob %s cut short: %s", digest, e)
-                raise
-        return StreamingResponse(body(), headers=headers)
+        return fill_response(fill, request.scope, headers)

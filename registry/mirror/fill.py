@@ -8,23 +8,26 @@ storage, the fill's leader holds the storage lock ``pyreg-locks/mirror/<alg>/<he
 published, reading the leader's staging file as it grows, and takes over (once) if the leader
 dies without publishing.
 
-Where the bytes go: ``pyreg-mirror/fills/<alg>/<hex>/data`` (the staging file, written through
-the driver) beside ``size`` (upstream's Content-Length, for followers in other processes). The
-leader's upstream thread reads without waiting for the loop and hands each 1 MiB chunk over as it
-arrives, then hashes it (hashlib lets go of the GIL, so the loop sends it meanwhile); the loop
-writes the chunks to the staging file in order, at most ``AHEAD`` chunks behind. At the end the
-staging file is fsynced and published with the upload path's ``Layout.publish_blob`` only if its
-digest and size are right, else it is deleted.
+Where the bytes go: ``pyreg-mirror/fills/<alg>/<hex>/data`` (the staging file) beside ``size``
+(upstream's Content-Length, for followers in other processes). The leader's upstream thread reads
+without waiting for the loop (over a bare socket from an anonymous http:// upstream:
+registry/mirror/upstream.py), 1 MiB at a time; on a local filesystem it writes each chunk to the
+staging file itself (registry/mirror/staging.py), then hands it over to the loop and hashes it
+(hashlib lets go of the GIL, so the loop sends it meanwhile); on other drivers the loop writes
+the chunks through the driver in order, at most ``AHEAD`` chunks behind. At the end the staging
+file is fsynced and published with the upload path's ``Layout.publish_blob`` only if its digest
+and size are right, else it is deleted.
 
-What clients get (``Fill.stream``): in the leader's worker, the chunks still in memory as they
-arrive, older bytes from the staging file as it grows; never the blob's last byte before its
-digest is verified: a fill that fails (upstream cut, wrong bytes) ends every answer short of its
-Content-Length, so no client takes a complete, wrong blob for a good one. Once verified, the last
-chunk comes from memory at once, and the fsync and publish happen after the client has it. In
-other workers, the staging file as it grows, and the last byte only from the published blob. On
-a driver whose staging file cannot be read before it is complete (S3 multipart), readers that
-are not served from the leader's memory wait for the publish and then stream (docs/mirror.md,
-"Workers and replicas", says why no cheaper way round that was taken).
+What clients get (``Fill.stream``): in the leader's worker, the staging file's bytes as they are
+written, sent by the kernel (``Span``s for sendfile: registry/mirror/answer.py), or where that
+cannot be, the chunks still in memory and older bytes read from the staging file; never the
+blob's last byte before its digest is verified: a fill that fails (upstream cut, wrong bytes)
+ends every answer short of its Content-Length, so no client takes a complete, wrong blob for a
+good one. Once verified, the last bytes go at once, and the fsync and publish happen after the
+client has them. In other workers, the staging file as it grows, and the last byte only from the
+published blob. On a driver whose staging file cannot be read before it is complete (S3
+multipart), readers that are not served from the leader's memory wait for the publish and then
+stream (docs/mirror.md, "Workers and replicas", says why no cheaper way round that was taken).
 """
 
 from __future__ import annotations
@@ -32,18 +35,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final, overload
 
 from pyreg.registry.layout import LOCKS, ROOT, Layout, blob_data_path, delete_path
 from pyreg.registry.mirror import metrics
+from pyreg.registry.mirror.staging import WINDOW, LocalStaging, StagingError, drop
 from pyreg.registry.mirror.upstream import Upstream
 from pyreg.storage.digest import Digest, new_hasher
 from pyreg.storage.driver import Driver, Lock
 from pyreg.storage.errors import PathNotFoundError
+from pyreg.storage.filesystem import FilesystemDriver
 from pyreg.storage.remote import RemoteError
 
 log = logging.getLogger("pyreg.mirror")
@@ -63,6 +69,16 @@ def fill_dir(digest: Digest) -> str:
 
 def fill_lock_path(digest: Digest) -> str:
     return f"{LOCKS}/mirror/{digest.algorithm}/{digest.hex}"
+
+
+class Span:
+    """``count`` bytes from ``offset`` of the open staging file ``fd``: a part of an answer that
+    the kernel sends (registry/mirror/answer.py)."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd, self.offset, self.count = fd, offset, count
 
 
 class FillError(Exception):
@@ -85,11 +101,14 @@ class Fill:
         self.upstream_missing = False
         self.published = False
         self.verified = False  # every byte received and hashing to the digest (leader only)
-        self._window: deque[tuple[int, bytes]] = deque()  # (offset, chunk): the leader's recent chunks
+        self._window: deque[tuple[int, bytes | memoryview]] = deque()  # (offset, chunk): recent ones
         self._received = 0  # bytes handed to the loop by the leader's pump
         self.ready = asyncio.Event()  # size known, published, or failed
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self._staging_fd: int | None = None  # the leader's local staging file, open for reading
+        self._sent: dict[object, int] = {}  # span readers -> bytes sent so far
+        self._dropped = 0  # the staging file's page cache let go of below this
 
     # -- waking readers ------------------------------------------------------------------------
 
@@ -192,48 +211,43 @@ class Fill:
         label = self.upstream.name
         await delete_path(self.driver, fill_dir(self.digest))  # what a dead leader left
         try:
-            length, chunks, response = await self.upstream.call(
-                self.upstream.open_blob, self.remote, self.digest)
+            body = await self.upstream.call(self.upstream.open_blob, self.remote, self.digest)
         except RemoteError as e:
             metrics.ERRORS.labels(label).inc()
             self.upstream_missing = e.status == 404
             raise FillError(str(e)) from None
+        length = body.length
         loop = asyncio.get_running_loop()
-        arrived: asyncio.Queue[bytes | None] = asyncio.Queue()
-        room = threading.Semaphore(AHEAD)  # chunks received but not yet written: bounded memory
+        arrived: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
+        room = threading.Semaphore(AHEAD)  # chunks the loop has not taken yet: bounded memory
         stop = threading.Event()
         hasher = new_hasher(self.digest.algorithm)
 
-        def arrive(chunk: bytes | None) -> None:
+        def arrive(chunk: bytes | memoryview | None) -> None:
             if chunk is not None:
                 self._window.append((self._received, chunk))
                 self._received += len(chunk)
                 self._notify()
             arrived.put_nowait(chunk)
 
+        staging: LocalStaging | None = None
+
         def pump() -> int:
-            """The whole download, in an upstream thread: at least STEP bytes per hand-over
-            (the network gives 64 KiB at a time), hashed after the loop has them."""
+            """The whole download, in an upstream thread: STEP bytes per hand-over (fewer only
+            at the end), written to a local staging file first, hashed after the loop has them."""
             received = 0
-            parts: list[bytes] = []
-            got = 0
             try:
-                for piece in chunks:
-                    parts.append(piece)
-                    got += len(piece)
-                    if got < STEP:
-                        continue
-                    received += self._hand_over(parts, got, room, stop, hasher, loop, arrive)
-                    parts, got = [], 0
+                while chunk := body.read(STEP):
+                    metrics.UPSTREAM_BYTES.labels(label).inc(len(chunk))
+                    if staging is not None:
+                        staging.write(chunk)
+                    received += self._hand_over(chunk, room, stop, hasher, loop, arrive)
                     if stop.is_set() or (length is not None and received > length):
                         return received
-                if parts:
-                    parts, last = [], parts
-                    received += self._hand_over(last, got, room, stop, hasher, loop, arrive)
                 return received
             finally:
-                if parts:  # bytes of a download cut mid-chunk were fetched all the same
-                    metrics.UPSTREAM_BYTES.labels(label).inc(got)
+                if staging is not None:
+                    staging.close()
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                     loop.call_soon_threadsafe(arrive, None)
 
@@ -246,10 +260,15 @@ class Fill:
                 self.size = length
                 self.ready.set()
             writer = await self.driver.writer(self.data_path)
+            if isinstance(self.driver, FilesystemDriver):  # the pump writes it (registry/mirror/staging.py)
+                local = self.driver.local_path(self.data_path)
+                staging = await asyncio.to_thread(LocalStaging, local)
+                self._staging_fd = await asyncio.to_thread(os.open, local, os.O_RDONLY | os.O_CLOEXEC)
             pumping = asyncio.ensure_future(self.upstream.call(pump))
             checked = time.monotonic()
             while (chunk := await arrived.get()) is not None:
-                await writer.write(chunk)
+                if staging is None:
+                    await writer.write(chunk)
                 written += len(chunk)
                 room.release()
                 while len(self._window) > KEEP and self._window[0][0] + len(self._window[0][1]) <= written:
@@ -259,6 +278,8 @@ class Fill:
                     checked = time.monotonic()
             try:
                 received = await pumping
+            except StagingError as e:
+                raise FillError(f"blob {self.digest}: {e}") from None
             except Exception as e:
                 metrics.ERRORS.labels(label).inc()
                 raise FillError(f"blob {self.digest} from {self.upstream.host}: "
@@ -289,19 +310,20 @@ class Fill:
             if pumping is not None:
                 with contextlib.suppress(Exception):
                     await pumping
-            await self.upstream.call(response.close)
+            await self.upstream.call(body.close)
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer.cancel()
+            if self._staging_fd is not None:  # streams that took a copy keep theirs
+                os.close(self._staging_fd)
+                self._staging_fd = None
             await delete_path(self.driver, fill_dir(self.digest))
             self._window.clear()  # published: readers go to the blob; failed: they stop
 
-    def _hand_over(self, parts: list[bytes], got: int, room: threading.Semaphore,
-                   stop: threading.Event, hasher: Any, loop: asyncio.AbstractEventLoop,
-                   arrive: Callable[[bytes | None], None]) -> int:
+    def _hand_over(self, chunk: bytes | memoryview, room: threading.Semaphore, stop: threading.Event,
+                   hasher: Any, loop: asyncio.AbstractEventLoop,
+                   arrive: Callable[[bytes | memoryview | None], None]) -> int:
         """In the pump thread: wait for room, give one chunk to the loop, then hash it."""
-        metrics.UPSTREAM_BYTES.labels(self.upstream.name).inc(got)
-        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
         while not room.acquire(timeout=1.0):
             if stop.is_set():
                 return 0
@@ -313,57 +335,99 @@ class Fill:
 
     # -- what a client gets --------------------------------------------------------------------
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    def spans_possible(self) -> bool:
+        """``stream(spans=True)`` may give spans: a local staging file (if this worker leads)."""
+        return isinstance(self.driver, FilesystemDriver)
+
+    @overload
+    def stream(self) -> AsyncGenerator[bytes | memoryview]: ...
+
+    @overload
+    def stream(self, spans: bool) -> AsyncGenerator[bytes | memoryview | Span]: ...
+
+    async def stream(self, spans: bool = False) -> AsyncGenerator[bytes | memoryview | Span]:
         """The blob's bytes for one client: the leader's recent chunks from memory, older bytes
         from the growing staging file, all but the last byte until the digest is verified, and
         from the published blob once there is one. Raises FillError when the fill failed (the
-        answer is then cut short of its Content-Length)."""
-        offset = 0
-        while True:
-            changed = self._changed
-            if self.error is not None:
-                raise FillError(self.error)
-            size = self.size
-            if size is not None and offset >= size and self.verified:
-                return
-            if self.published and size is not None:
-                if offset < size:
-                    async for chunk in self.driver.reader(blob_data_path(self.digest), offset,
-                                                          size - offset):
-                        offset += len(chunk)
-                        yield chunk
-                return
-            if size is not None:
-                piece = self._from_window(offset, size if self.verified else size - 1)
-                if piece:
-                    offset += len(piece)
-                    yield piece
-                    continue
-            available = 0
-            limit = -1 if size is None else size - 1
-            if size is not None:
-                try:
-                    available = min((await self.driver.stat(self.data_path)).size, limit)
-                except PathNotFoundError:
-                    available = 0
-            if available > offset:
-                reader = self.driver.reader(self.data_path, offset, available - offset)
-                try:
-                    async for chunk in reader:
-                        offset += len(chunk)
-                        yield chunk
-                        if self._from_window(offset, limit):
-                            break  # caught up with the chunks in memory: take them from there
-                except PathNotFoundError:
-                    pass  # published (moved) or failed meanwhile: look again
-                finally:
-                    close = getattr(reader, "aclose", None)
-                    if close is not None:
-                        await close()  # its file now, not when the generator is collected
-                continue
-            await self._wait(changed, 0.5)
+        answer is then cut short of its Content-Length).
 
-    def _from_window(self, offset: int, limit: int) -> bytes:
+        With ``spans``, in the leader's worker with a local staging file, every part is a
+        ``Span`` of that file instead (for sendfile: no byte passes through Python), on a
+        descriptor of its own that stays valid to the end whatever happens to the path."""
+        offset = 0
+        fd: int | None = None
+        me = object()
+        try:
+            while True:
+                changed = self._changed
+                if self.error is not None:
+                    raise FillError(self.error)
+                size = self.size
+                if size is not None and offset >= size and self.verified:
+                    return
+                if spans and fd is None and self._staging_fd is not None:
+                    fd = os.dup(self._staging_fd)
+                    self._sent[me] = offset
+                if fd is not None and size is not None:
+                    # what the pump handed over is in the file; the last byte once it is verified
+                    end = min(self._received, size if self.verified else size - 1)
+                    if end > offset:
+                        yield Span(fd, offset, end - offset)
+                        offset = self._sent[me] = end
+                        await self._drop_sent(fd, size)
+                    else:
+                        await self._wait(changed, 0.5)
+                    continue
+                if self.published and size is not None:
+                    if offset < size:
+                        async for chunk in self.driver.reader(blob_data_path(self.digest), offset,
+                                                              size - offset):
+                            offset += len(chunk)
+                            yield chunk
+                    return
+                if size is not None:
+                    piece = self._from_window(offset, size if self.verified else size - 1)
+                    if piece:
+                        offset += len(piece)
+                        yield piece
+                        continue
+                available = 0
+                limit = -1 if size is None else size - 1
+                if size is not None:
+                    try:
+                        available = min((await self.driver.stat(self.data_path)).size, limit)
+                    except PathNotFoundError:
+                        available = 0
+                if available > offset:
+                    reader = self.driver.reader(self.data_path, offset, available - offset)
+                    try:
+                        async for chunk in reader:
+                            offset += len(chunk)
+                            yield chunk
+                            if self._from_window(offset, limit):
+                                break  # caught up with the chunks in memory: take them from there
+                    except PathNotFoundError:
+                        pass  # published (moved) or failed meanwhile: look again
+                    finally:
+                        close = getattr(reader, "aclose", None)
+                        if close is not None:
+                            await close()  # its file now, not when the generator is collected
+                    continue
+                await self._wait(changed, 0.5)
+        finally:
+            self._sent.pop(me, None)
+            if fd is not None:
+                os.close(fd)
+
+    async def _drop_sent(self, fd: int, size: int) -> None:
+        """Let go of the staging file's pages that every span reader has been sent, a WINDOW
+        or more at a time, and the rest at the end (registry/mirror/staging.py says why)."""
+        low = min(self._sent.values())
+        if low - self._dropped >= WINDOW or (low == size and low > self._dropped):
+            start, self._dropped = self._dropped, low
+            await asyncio.to_thread(drop, fd, start, low - start)
+
+    def _from_window(self, offset: int, limit: int) -> bytes | memoryview:
         """The bytes from ``offset`` (up to ``limit``) of the chunk in memory holding it."""
         for start, chunk in reversed(self._window):
             if start <= offset < start + len(chunk):

@@ -110,6 +110,21 @@ class Response:
         self.remaining -= len(data)
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` from the body (straight from the socket when it is larger than the
+        read buffer); fewer bytes only when the body ends; raises OSError when the connection
+        fails or closes before the end of the body, having counted what came."""
+        if self.conn is None:
+            raise OSError("connection closed before the end of the body")
+        buffer = buffer[:self.remaining]
+        got = self.conn.rfile.readinto(buffer)
+        self.remaining -= got
+        if got < len(buffer) and self.remaining:
+            self.abandon()
+            if not got:
+                raise OSError("connection closed before the end of the body")
+        return got
+
     def read(self, limit: int) -> bytes:
         """The whole body, refused (Unsupported) when it is longer than ``limit``."""
         if self.length > limit:
