@@ -100,7 +100,7 @@ def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> Non
                              "and /etc/docker|containers/certs.d/HOST:PORT/*.crt")
     if transfers:
         parser.add_argument("--parallel", type=int, default=None, metavar="N",
-                            help="blobs transferred at once (default 4)")
+                            help="blobs transferred at once (default 6)")
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
