@@ -23,12 +23,13 @@ from pyreg.storage import mediatypes
 from pyreg.storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
 from pyreg.storage.digest import Digest
 from pyreg.storage.graph import Platform, select_platform
-from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from pyreg.storage.reference import Reference, parse
 from pyreg.storage.remote.errors import RemoteError
 
 if TYPE_CHECKING:
+    # (a push from a layout never opens the local store: its modules are not imported for it)
+    from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore
     from pyreg.storage.remote import RegistryClient
     from pyreg.storage.remote.plainstore import PlainStore
     from pyreg.storage.remote.store import RemoteStore
@@ -102,6 +103,8 @@ class _ConfigFirst:
 
     def run(self) -> Info:
         """The config job: store and check the config (and store the manifest)."""
+        from pyreg.storage.localstore import chain_ids
+
         try:
             if not self.store.has_blob(self.desc.digest):
                 self.store.put_blob(self.fetch(), self.desc.digest)
