@@ -1,11 +1,10 @@
 """The HTTP transport under every registry conversation: TLS per host, retries with backoff.
 
 ``RetryTransport`` retries connection failures (a TLS handshake the server cut off included),
-429 and 5xx with exponential backoff (honouring
-``Retry-After``) for requests whose body can be sent again; streamed bodies are resumed by the
-callers instead (uploads from the registry's upload status, downloads with ``Range``). A wait
-for a 429 is announced through ``notify`` before it starts, so a rate-limited user is told at
-once instead of watching a silent pause.
+429 and 5xx with exponential backoff (honouring ``Retry-After``) for requests whose body can be
+sent again; streamed bodies are resumed by the callers instead (uploads from the registry's
+upload status, downloads with ``Range``). A wait for a 429 is announced through ``notify``
+before it starts, so a rate-limited user is told at once instead of watching a silent pause.
 
 TLS: one ``ssl.SSLContext`` per set of ``TLSSettings`` (``tls_context``, cached), built only when
 a TLS connection is first made, so plain-HTTP loopback work never pays for loading the trust
