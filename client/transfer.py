@@ -245,6 +245,10 @@ def _pull_from(remote: RemoteStore | PlainStore, config_bytes: Callable[[Descrip
     config_desc = manifest.config
     assert config_desc is not None
     layers = manifest.layers
+    from pyreg.client.config import max_config_size
+
+    if config_desc.size > max_config_size():
+        config_bytes(config_desc)  # refused by the path's own bound, before any layer is asked for
     config = _ConfigFirst(store, config_desc, chosen, data, lambda: config_bytes(config_desc), layers)
     with store.writing():
 
