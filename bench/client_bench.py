@@ -288,6 +288,18 @@ def revisions(base: str, rounds: int, json_out: str | None, bare: bool = False) 
             spread = f"{cells[-1][2]:.0f}-{cells[-1][3]:.0f}"
             print(f"{row:<44} {text}  {spread}", flush=True)
             out.append({"row": row, **{who: by[who] for who in by}})
+        # each round's pyreg wall over the same round's skopeo wall: a busy moment of the shared
+        # machine hits both sides of a ratio, so these move less than a ratio of two medians
+        yardsticks = {"fresh busybox pull --no-extract": "skopeo: fresh busybox pull (oci: layout)",
+                      "five-layer pull --no-extract": "skopeo: five-layer pull (oci: layout)",
+                      "five-layer push (new repository)": "skopeo: five-layer push (new repository)"}
+        for row, stick in yardsticks.items():
+            sk = [w for w, _ in rows[stick]["skopeo"]]
+            texts: list[str] = []
+            for who in ("base", "head"):
+                ratios = [w / s for (w, _), s in zip(rows[row][who], sk, strict=True)]
+                texts.append(f"{who} {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+            print(f"{'per-round x skopeo: ' + row:<44} {'  '.join(texts)}", flush=True)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         if json_out:
             Path(json_out).write_text(json.dumps(out, indent=2))

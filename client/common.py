@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_ERROR = 1
 
@@ -15,32 +17,90 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
-class _CAFile(argparse.Action):
+def _ca_file_action() -> type[argparse.Action]:
     """``--ca-file``: checked while parsing, and recorded in ``client.config`` so that every
-    registry connection the command makes trusts it (no command has to pass it down)."""
+    registry connection the command makes trusts it (no command has to pass it down). Made
+    when a parser is (argparse is not imported by a command that parses plainly)."""
+    import argparse
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        import os
+    class CAFile(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: Any, option_string: str | None = None) -> None:
+            import os
 
-        path = str(values)
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            parser.error(f"--ca-file {path}: not a readable file")
-        from pyreg.client import config
+            path = str(values)
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                parser.error(f"--ca-file {path}: not a readable file")
+            from pyreg.client import config
 
-        config.set_ca_file_flag(path)
-        setattr(namespace, self.dest, path)
+            config.set_ca_file_flag(path)
+            setattr(namespace, self.dest, path)
+
+    return CAFile
+
+
+# parse_plain's view of add_network(transfers=True) and add_json: option -> dest
+# (tests/test_client_parse.py checks these against the argparse parsers)
+TRANSFER_FLAGS = {"--insecure": "insecure", "-q": "quiet", "--quiet": "quiet", "--json": "json"}
+TRANSFER_VALUES = {"--parallel": "parallel"}
+_TRANSFER_DESTS = {"insecure": False, "ca_file": None, "parallel": None, "quiet": False, "json": False}
+
+
+def parse_plain(argv: list[str], flags: dict[str, str], values: dict[str, str],
+                positionals: tuple[str, ...], optional: int = 0) -> Any:
+    """A transfer command's arguments without argparse (its import, gettext's and the parser
+    cost a pull ~5-8 ms of CPU): a namespace as argparse would make, or None when ``argv`` is
+    anything but plain — options spelled exactly (``--opt VALUE`` / ``--opt=VALUE``, one short
+    option per word), values not starting with ``-``, ``--parallel`` a plain positive number,
+    then the positionals (the last ``optional`` of them may be left out). ``--ca-file``, help,
+    ``--`` and every error are argparse's: it parses the whole line again."""
+    from types import SimpleNamespace
+
+    flags = {**TRANSFER_FLAGS, **flags}
+    values = {**TRANSFER_VALUES, **values}
+    out: dict[str, Any] = {**_TRANSFER_DESTS, **dict.fromkeys(flags.values(), False),
+                           **dict.fromkeys(values.values())}
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if not word.startswith("-") or word == "-":
+            words.append(word)
+            continue
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in flags and not eq:
+            out[flags[name]] = True
+            continue
+        if name not in values:
+            return None  # -h, --ca-file, --, an abbreviation, a typo: argparse says what it is
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            value = argv[i]
+            i += 1
+        if values[name] == "parallel":
+            if not (value.isascii() and value.isdigit() and len(value) < 7):
+                return None
+            out["parallel"] = int(value)
+        else:
+            out[values[name]] = value
+    if not len(positionals) - optional <= len(words) <= len(positionals):
+        return None
+    out.update(dict.fromkeys(positionals))
+    out.update(zip(positionals, words, strict=False))
+    return SimpleNamespace(**out)
 
 
 def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="allow plain HTTP and unverified TLS for this registry")
-    parser.add_argument("--ca-file", action=_CAFile, metavar="FILE",
+    parser.add_argument("--ca-file", action=_ca_file_action(), metavar="FILE",
                         help="also trust the CA certificates (PEM) in FILE, beside the system store "
                              "and /etc/docker|containers/certs.d/HOST:PORT/*.crt")
     if transfers:
         parser.add_argument("--parallel", type=int, default=None, metavar="N",
-                            help="blobs transferred at once (default 4)")
+                            help="blobs transferred at once (default 6)")
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 

@@ -23,7 +23,9 @@ TYPE_CHECKING = False  # pathlib is imported only where certs.d is looked at (TL
 if TYPE_CHECKING:
     from pathlib import Path
 
-DEFAULT_PARALLEL = 4
+# blobs at once: containers/image's (skopeo, podman) default, so that a typical image (a config
+# and up to five layers) moves in one wave of requests rather than two
+DEFAULT_PARALLEL = 6
 
 
 def insecure_registries() -> set[str]:
@@ -124,7 +126,7 @@ def parallel(flag: int | None = None) -> int:
         return max(1, int(value))
     except (TypeError, ValueError):
         raise ValueError(f"invalid parallel {value!r} (PYREG_PARALLEL or parallel in the client "
-                         "config: how many blobs at once, e.g. 4)") from None
+                         "config: how many blobs at once, e.g. 6)") from None
 
 
 def chunk_size(flag: str | None = None) -> int | None:

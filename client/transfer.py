@@ -23,12 +23,13 @@ from pyreg.storage import mediatypes
 from pyreg.storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
 from pyreg.storage.digest import Digest
 from pyreg.storage.graph import Platform, select_platform
-from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore, chain_ids
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from pyreg.storage.reference import Reference, parse
 from pyreg.storage.remote.errors import RemoteError
 
 if TYPE_CHECKING:
+    # (a push from a layout never opens the local store: its modules are not imported for it)
+    from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore
     from pyreg.storage.remote import RegistryClient
     from pyreg.storage.remote.plainstore import PlainStore
     from pyreg.storage.remote.store import RemoteStore
@@ -77,14 +78,74 @@ def connect(registry: str, *, insecure: bool, pool: int) -> RegistryClient:
     return _connect(registry, insecure=insecure, pool=pool)
 
 
+class _ConfigFirst:
+    """A pull's image config, fetched by the first job of the graph copy (the walk puts the
+    config before the layers), beside the layer downloads rather than before them: one round
+    trip and two fsyncs (config, manifest) less on a pull's critical path.
+
+    The job fetches the config whole (``fetch``: size-bounded and digest-checked), stores it,
+    checks its diff IDs against the layers, then stores the manifest blob too: in the local
+    store a blob is reachable only once index.json names it (``tag``, after every blob is
+    stored and synced), so the manifest's fsync can overlap the layers'. A layer that lands
+    before the config waits for it (``extract``) only when it is to be extracted."""
+
+    def __init__(self, store: LocalStore, desc: Descriptor, manifest: Descriptor, manifest_data: bytes,
+                 fetch: Callable[[], bytes], layers: tuple[Descriptor, ...]) -> None:
+        import threading
+
+        self.store, self.desc, self.fetch, self.layers = store, desc, fetch, layers
+        self.manifest, self.manifest_data = manifest, manifest_data
+        self.layer_digests = {d.digest for d in layers}
+        self.done = threading.Event()
+        self._claim = threading.Lock()
+        self.error: BaseException | None = None
+        self._extract: dict[Digest, list[tuple[Descriptor, str, str]]] = {}
+
+    def run(self) -> Info:
+        """The config job: store and check the config (and store the manifest)."""
+        from pyreg.storage.localstore import chain_ids
+
+        try:
+            if not self.store.has_blob(self.desc.digest):
+                self.store.put_blob(self.fetch(), self.desc.digest)
+            config = self.store.read_json(self.desc.digest)
+            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+            if len(diff_ids) != len(self.layers):
+                raise RemoteError(f"image config lists {len(diff_ids)} diff IDs for "
+                                  f"{len(self.layers)} layers")
+            # one blob may stand for several layers (the same tar twice): extract each of them
+            for desc, diff_id, chain_id in zip(self.layers, diff_ids, chain_ids(diff_ids), strict=True):
+                self._extract.setdefault(desc.digest, []).append((desc, diff_id, chain_id))
+            self.store.put_blob(self.manifest_data, self.manifest.digest)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.done.set()
+        return Info(self.desc.digest, self.desc.size)
+
+    def extract(self) -> dict[Digest, list[tuple[Descriptor, str, str]]]:
+        """Layer digest -> (descriptor, diff ID, chain ID) of each layer it is, once the config
+        job has finished; what that job raised otherwise."""
+        self.done.wait()
+        if self.error is not None:
+            raise RemoteError(f"image config {self.desc.digest} was not stored") from self.error
+        return self._extract
+
+
 class _Resuming:
     """The local store as a pull's target: its writer keeps what an interrupted pull downloaded
-    (``ingest/``, invisible until verified) and the copy goes on from there with ``Range``."""
+    (``ingest/``, invisible until verified) and the copy goes on from there with ``Range``. The
+    image config's ``info`` runs its job (``_ConfigFirst``)."""
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalStore, config: _ConfigFirst | None = None) -> None:
         self.store = store
+        self.config = config
 
     def info(self, digest: Digest) -> Info | None:
+        if self.config is not None and digest == self.config.desc.digest \
+                and self.config._claim.acquire(blocking=False):
+            return self.config.run()  # the first ask runs the job (the lock is never released)
         return self.store.info(digest)
 
     def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
@@ -183,27 +244,23 @@ def _pull_from(remote: RemoteStore | PlainStore, config_bytes: Callable[[Descrip
     manifest = _image(chosen, data)
     config_desc = manifest.config
     assert config_desc is not None
+    layers = manifest.layers
+    from pyreg.client.config import max_config_size
+
+    if config_desc.size > max_config_size():
+        config_bytes(config_desc)  # refused by the path's own bound, before any layer is asked for
+    config = _ConfigFirst(store, config_desc, chosen, data, lambda: config_bytes(config_desc), layers)
     with store.writing():
-        if not store.has_blob(config_desc.digest):
-            store.put_blob(config_bytes(config_desc), config_desc.digest)
-        config = store.read_json(config_desc.digest)
-        layers = manifest.layers
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        if len(diff_ids) != len(layers):
-            raise RemoteError(f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
-        # one blob may stand for several layers (the same tar twice): extract each of them
-        extract: dict[Digest, list[tuple[Descriptor, str, str]]] = {}
-        for desc, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
-            extract.setdefault(desc.digest, []).append((desc, diff_id, chain_id))
 
         def on_blob(desc: Descriptor) -> None:
-            if extractor is not None:
-                for layer, diff_id, chain_id in extract.get(desc.digest, []):
+            if extractor is not None and desc.digest in config.layer_digests:
+                for layer, diff_id, chain_id in config.extract().get(desc.digest, []):
                     store.ensure_layer(layer, diff_id, chain_id, extractor)
 
-        copied = copy_graph(remote, _Resuming(store), chosen, parallel=parallel,
+        copied = copy_graph(remote, _Resuming(store, config), chosen, parallel=parallel,
                             progress=_LayersOnly(progress, {d.digest for d in layers}), verb="pulled",
                             on_blob=on_blob)
+        config.extract()  # raises what the config's job raised (run_parallel raised it first)
         store.tag(str(ref), chosen.digest, chosen.media_type, chosen.size, platform=plat)
     origins.record(store.root, [c.descriptor for c in copied], ref.registry, ref.repository)
     return TransferResult(str(ref), str(chosen.digest), chosen.media_type,

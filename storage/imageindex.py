@@ -119,11 +119,12 @@ class ImageIndex:
         self.path = root / "index.json"
         self.lock = root / "locks" / "index.lock"
 
-    def write(self, records: list[ImageRecord]) -> None:
-        """Replace ``index.json`` (the caller holds ``self.lock``)."""
+    def write(self, records: list[ImageRecord], sync: bool = True) -> None:
+        """Replace ``index.json`` (the caller holds ``self.lock``); ``sync=False`` only for a new
+        store's empty one (storage/localstore.py)."""
         doc = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
                "manifests": [r.descriptor() for r in records]}
-        atomic_write(self.path, json.dumps(doc, indent=2).encode())
+        atomic_write(self.path, json.dumps(doc, indent=2).encode(), sync=sync)
 
     def images(self) -> list[ImageRecord]:
         try:

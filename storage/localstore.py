@@ -96,7 +96,7 @@ from pyreg.storage.layerstore import Extractor, LayerStore, chain_ids, config_di
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_manifest, sniff_media_type
 from pyreg.storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
 from pyreg.storage.reference import Reference
-from pyreg.storage.storefiles import StoreError, atomic_write, flock, rmtree
+from pyreg.storage.storefiles import StoreError, atomic_write, filled, flock, rmtree
 
 # The names callers import from here (client/, runtime/, tests) stay here.
 __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError", "ImageRecord",
@@ -158,17 +158,23 @@ class LocalStore:
     _DIRS = ("blobs", "blobs/sha256", "layers", "layers/sha256", "layers/.ingest", "ingest", "locks")
 
     def _init_layout(self) -> None:
+        """Make a new store's directories, ``oci-layout`` and empty ``index.json`` (what makes it
+        an OCI layout for other tools). Those two are written unsynced: they hold nothing to
+        lose, a crash can leave them empty at worst (one small write), and an empty one is
+        written again here. Two fsyncs less before a fresh store's first pull; ``index.json``
+        is synced whenever it names something (``ImageIndex.write``)."""
         self._secure_root()
         layout = self.root / "oci-layout"
-        if layout.exists() and self.image_index.path.exists():
+        if filled(layout) and filled(self.image_index.path):
             return
         for sub in self._DIRS:
             make_private_dir(self.root / sub)
         with flock(self.image_index.lock):
-            if not layout.exists():
-                atomic_write(layout, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
-            if not self.image_index.path.exists():
-                self.image_index.write([])
+            if not filled(layout):
+                version = json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode()
+                atomic_write(layout, version, sync=False)
+            if not filled(self.image_index.path):
+                self.image_index.write([], sync=False)
 
     def _secure_root(self) -> None:
         """Create the root 0700, refuse one that another user owns, tighten an old wide one.

@@ -6,7 +6,6 @@ speak plain HTTP?) and the config (which address to bind) agree on what ``[::1]:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 _HOST_PORT = re.compile(r"\[([0-9A-Za-z:.%]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?")
@@ -19,6 +18,8 @@ def split_host_port(addr: str) -> tuple[str, int | None]:
     Raises ValueError for what is neither, or a port outside 0-65535."""
     text = addr.strip()
     if text.count(":") > 1 and not text.startswith("["):
+        import ipaddress
+
         try:
             ipaddress.IPv6Address(text.split("%", 1)[0])
         except ValueError:
@@ -49,6 +50,12 @@ def is_loopback(addr: str) -> bool:
     host = host_of(addr).lower().rstrip(".")
     if host in ("localhost", "ip6-localhost", "ip6-loopback") or host.endswith(".localhost"):
         return True
+    quad = host.split(".")
+    if len(quad) == 4 and all(q.isascii() and q.isdigit() and len(q) <= 3 and str(int(q)) == q
+                              and int(q) <= 255 for q in quad):
+        return quad[0] == "127"  # a dotted quad as ipaddress spells it (no leading zeros)
+    import ipaddress  # ~1 ms: only for IPv6 and the odd spelling
+
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -31,14 +31,26 @@ def create(path: Path, mode: int, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
     return os.open(path, flags | os.O_CREAT | _OPEN_FILE, mode)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that readers see the old or the new bytes, never a mix."""
+def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` so that readers see the old or the new bytes, never a mix; with
+    ``sync`` the bytes are on disk before the name points at them (a crash cannot leave the
+    name on an empty file). ``sync=False`` is for files whose loss costs nothing and whose
+    reader rewrites them when it finds them empty (a new store's ``oci-layout``)."""
     tmp = path.with_name(f".{path.name}.{os.urandom(16).hex()}")
     with os.fdopen(create(tmp, 0o644, os.O_WRONLY | os.O_EXCL), "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
+
+
+def filled(path: Path) -> bool:
+    """``path`` is there and not empty (what a crash may leave of a file written unsynced)."""
+    try:
+        return os.stat(path).st_size > 0
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 @contextlib.contextmanager

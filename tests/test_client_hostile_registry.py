@@ -314,7 +314,8 @@ def test_config_larger_than_the_limit_is_refused_before_reading(
         servers: Any, client_env: ClientEnv) -> None:
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
         "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "b" * 64,
-        "size": 10 << 30}, "layers": []}).encode()
+        "size": 10 << 30}, "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": "sha256:" + "c" * 64, "size": 10}]}).encode()
 
     async def registry(request: Request) -> Response:
         if request.url.path == "/v2/":
@@ -328,7 +329,28 @@ def test_config_larger_than_the_limit_is_refused_before_reading(
     client_env.env = env
     line = one_line(client_env.run("pull", f"{reg.host}/team/app:1", "--no-extract", check=False))
     assert "max_config_size" in line and "64 KiB" in line, line
-    assert not [s for s in reg.seen if "/blobs/" in s.path]  # not even asked for
+    # not even asked for, nor the layer (the config is otherwise fetched beside the layers)
+    assert not [s for s in reg.seen if "/blobs/" in s.path]
+
+
+@pytest.mark.parametrize("extract", [False, True])
+def test_config_naming_too_many_layers_tags_nothing(servers: Any, client_env: ClientEnv,
+                                                    extract: bool) -> None:
+    """The config's diff IDs must match the manifest's layers: it is checked by the copy's first
+    job (the config is fetched beside the layers), and the pull fails in one line, untagged."""
+    manifest, config, layer, diff_id = _bomb_image(tarfile.TarInfo("empty"), b"")
+    doc = json.loads(config)
+    doc["rootfs"]["diff_ids"] = [diff_id, diff_id]
+    config = json.dumps(doc).encode()
+    manifest_doc = json.loads(manifest)
+    manifest_doc["config"].update(digest=digest(config), size=len(config))
+    reg = _serve_image(servers, json.dumps(manifest_doc).encode(), config, layer)
+    flags = [] if extract else ["--no-extract"]
+    line = one_line(client_env.run("pull", *flags, f"{reg.host}/team/app:1", check=False))
+    assert "image config lists 2 diff IDs for 1 layers" in line, line
+    assert client_env.run("images", "--format", "{{.Repository}}").stdout.strip() == ""
+    layers = client_env.store / "layers" / "sha256"
+    assert not layers.exists() or not [p for p in layers.iterdir() if not p.name.startswith(".")]
 
 
 def test_compressed_answer_cannot_unfold_past_the_limit(servers: Any, client_env: ClientEnv) -> None:

@@ -6,11 +6,14 @@ Against a real ``pyreg serve`` with TLS from a throw-away CA (tests/fixtures/aut
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,141 @@ def test_certs_d_directory(tls_registry: Callable[..., TLSRegistry], tls_client:
     assert tls_client.run("tags", f"{server.host}/certsd/app").stdout.split() == ["1"]
     certs_d(tmp_path / "podman", server.host, CertificateAuthority(tmp_path / "other-ca", "other CA"))
     assert_untrusted(tls_client.run("tags", f"{server.host}/certsd/app", check=False), server.host)
+
+
+class HandshakeCutter:
+    """A TCP relay on a free loopback port to a registry: the first ``drops`` connections that
+    open with a TLS record (a ClientHello) are cut off mid-handshake (the relay reads the hello,
+    then closes its side: the client reads EOF where the ServerHello should be), the rest are
+    relayed both ways. ``drops=None`` cuts every TLS connection. It also keeps the first bytes
+    the registry sent back on each connection that did not open with TLS (plain HTTP)."""
+
+    def __init__(self, target: str, drops: int | None) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.drops = drops
+        self.dropped = 0
+        self.tls_relayed = 0
+        self.plain_answers: list[bytes] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, fn: Callable[..., None], *args: Any) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._sockets.append(conn)
+            self._spawn(self._handle, conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            first = conn.recv(65536)
+            if not first:
+                return
+            tls = first[0] == 0x16  # a TLS handshake record
+            with self._lock:
+                cut = tls and (self.drops is None or self.dropped < self.drops)
+                self.dropped += cut
+                self.tls_relayed += tls and not cut
+            if cut:
+                conn.shutdown(socket.SHUT_WR)  # EOF for the client, mid-handshake
+                while conn.recv(65536):
+                    pass
+                return
+            with socket.create_connection(self.target, timeout=30) as upstream:
+                with self._lock:
+                    self._sockets.append(upstream)
+                upstream.sendall(first)
+                answer = bytearray()
+                self._spawn(self._pipe, conn, upstream, None)
+                self._pipe(upstream, conn, None if tls else answer)
+                if not tls:
+                    with self._lock:
+                        self.plain_answers.append(bytes(answer[:64]))
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, keep: bytearray | None) -> None:
+        try:
+            while data := src.recv(65536):
+                if keep is not None and len(keep) < 64:
+                    keep += data
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        for t in list(self._threads):
+            t.join(timeout=30)
+
+
+@pytest.fixture
+def cutter() -> Iterator[Callable[[str, int | None], HandshakeCutter]]:
+    made: list[HandshakeCutter] = []
+
+    def make(target: str, drops: int | None) -> HandshakeCutter:
+        made.append(HandshakeCutter(target, drops))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_tls_handshake_cut_off_is_retried(tls_registry: Callable[..., TLSRegistry], tls_client: ClientEnv,
+                                          auth_ca: CertificateAuthority, layout: str, tmp_path: Path,
+                                          cutter: Callable[[str, int | None], HandshakeCutter]) -> None:
+    """A server that ends a TLS handshake without answering (busy, restarting) is tried again,
+    as a refused connection is: a flaky push once failed here with UNEXPECTED_EOF_WHILE_READING,
+    taken for a plain-HTTP server. The bare-socket plain path never carries the transfer."""
+    server = tls_registry()
+    relay = cutter(server.host, 2)  # more than a first contact's one retry of a refused connection
+    certs_d(tmp_path / "certs.d", relay.host, auth_ca)
+    push_pull(tls_client, layout, f"{relay.host}/cut/app:1")
+    assert relay.dropped == 2 and relay.tls_relayed >= 1
+    # plain HTTP reached the TLS server (the loopback probe, the plain paths' first request) and
+    # was never answered with a success: everything moved over TLS
+    assert not [a for a in relay.plain_answers if a.startswith(b"HTTP/1.1 2")], relay.plain_answers
+
+
+Cutter = Callable[[str, int | None], HandshakeCutter]
+
+
+def test_tls_handshake_always_cut_off_is_one_line(tls_registry: Callable[..., TLSRegistry],
+                                                  tls_client: ClientEnv, auth_ca: CertificateAuthority,
+                                                  layout: str, tmp_path: Path, cutter: Cutter) -> None:
+    """A server that never finishes a handshake: a bounded number of tries, then one line."""
+    from pyreg.storage.remote.transport import RETRIES
+
+    server = tls_registry()
+    relay = cutter(server.host, None)
+    certs_d(tmp_path / "certs.d", relay.host, auth_ca)
+    proc = tls_client.run("push", layout, f"{relay.host}/cut/app:1", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert relay.host in lines[0] and "TLS connection short" in lines[0], lines[0]
+    assert relay.dropped == 1 + RETRIES
 
 
 def test_insecure_flag_and_list_skip_verification(tls_registry: Callable[..., TLSRegistry],

@@ -43,6 +43,20 @@ def test_layout_and_lookup(tmp_path: Path) -> None:
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == NAME
 
 
+def test_empty_layout_files_left_by_a_crash_are_written_again(tmp_path: Path) -> None:
+    """A new store's oci-layout and empty index.json are written unsynced (they hold nothing);
+    what a crash can leave of them is an empty file, which the next open writes again."""
+    LocalStore(tmp_path / "s")
+    for name in ("oci-layout", "index.json"):
+        (tmp_path / "s" / name).write_bytes(b"")
+    store = LocalStore(tmp_path / "s")
+    assert store.images() == []
+    assert json.loads((tmp_path / "s" / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    assert json.loads((tmp_path / "s" / "index.json").read_text())["manifests"] == []
+    store_image(store, mem_image({"a.txt": b"a"}))
+    assert [r.name for r in LocalStore(tmp_path / "s").images()] == [NAME]
+
+
 @pytest.mark.peers
 def test_skopeo_reads_the_store(tmp_path: Path, skopeo: Skopeo) -> None:
     store = LocalStore(tmp_path / "s")

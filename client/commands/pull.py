@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyreg.client import common
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-extract", action="store_true", help="store blobs only; extract on first run")
     common.add_network(parser, transfers=True)
     common.add_json(parser)
+
+
+def parse_simple(argv: list[str]) -> Any:
+    """Plain arguments without argparse (client/common.py's ``parse_plain``); None: argparse's."""
+    flags = {"-a": "all_tags", "--all-tags": "all_tags", "--no-extract": "no_extract"}
+    return common.parse_plain(argv, flags, {"--platform": "platform"}, ("ref",))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-import tempfile
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyreg.client import common
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="upload in PATCH chunks of this size (e.g. 8M); default: one PUT")
     common.add_network(parser, transfers=True)
     common.add_json(parser)
+
+
+def parse_simple(argv: list[str]) -> Any:
+    """Plain arguments without argparse (client/common.py's ``parse_plain``); None: argparse's."""
+    return common.parse_plain(argv, {}, {"--chunk-size": "chunk_size"}, ("src", "dest"), optional=1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,14 +46,17 @@ def _run(args: argparse.Namespace) -> int:
     from pyreg.storage.reference import parse
 
     chunk_size = config.chunk_size(args.chunk_size)
-    with tempfile.TemporaryDirectory(prefix="pyreg-push-") as tmp:
+    with contextlib.ExitStack() as stack:
         layout = _layout_path(args.src)
         if layout is not None:
             source = transfer.layout_source(*layout)
         elif Path(args.src).is_file():
+            import tempfile  # (only here: tempfile imports shutil, random and more)
+
             from pyreg.client.archive import load
             from pyreg.storage.localstore import LocalStore
 
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pyreg-push-"))
             scratch = LocalStore(Path(tmp) / "store")
             records = load(Path(args.src), scratch)
             if not records:

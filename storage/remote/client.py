@@ -33,6 +33,7 @@ from pyreg.storage.remote.transport import (
     cert_failure,
     is_tls_mismatch,
     tls_context,
+    tls_dropped,
     untrusted_message,
 )
 
@@ -189,8 +190,8 @@ class RegistryClient:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
                     httpx.ReadError) as exc:
                 last = exc
-                tls_hung_up = scheme == "https" and isinstance(exc, (httpx.RemoteProtocolError,
-                                                                     httpx.ReadError))
+                tls_hung_up = scheme == "https" and (isinstance(exc, (httpx.RemoteProtocolError,
+                                                                      httpx.ReadError)) or tls_dropped(exc))
                 if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not is_tls_mismatch(exc):
                     break  # refused or unreachable: the other scheme would be too
                 continue
@@ -207,7 +208,8 @@ class RegistryClient:
         reason = cert_failure(last) if last is not None else None
         if reason is not None:
             raise RemoteError(untrusted_message(self.registry, reason))
-        if not self.plain_allowed and isinstance(last, httpx.ConnectError) and "SSL" in str(last):
+        if not self.plain_allowed and isinstance(last, httpx.ConnectError) and "SSL" in str(last) \
+                and not tls_dropped(last):
             raise RemoteError(f"cannot reach {self.registry} over https ({last}); "
                                 "use --insecure or list it in insecure_registries for plain http")
         hint = ""

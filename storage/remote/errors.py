@@ -37,8 +37,12 @@ _ERRNO_WORDS = {
 def network_reason(exc: BaseException) -> str:
     """Words for a failed connection, without Python's raw ``[Errno N]``: the cause chain is
     searched for the OS error underneath httpx's."""
+    import ssl
+
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return "the server cut the TLS connection short (no TLS answer)"
         if isinstance(seen, socket.gaierror):
             return "unknown host (name does not resolve)"
         if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):

@@ -1,10 +1,10 @@
 """The HTTP transport under every registry conversation: TLS per host, retries with backoff.
 
-``RetryTransport`` retries connection failures, 429 and 5xx with exponential backoff (honouring
-``Retry-After``) for requests whose body can be sent again; streamed bodies are resumed by the
-callers instead (uploads from the registry's upload status, downloads with ``Range``). A wait
-for a 429 is announced through ``notify`` before it starts, so a rate-limited user is told at
-once instead of watching a silent pause.
+``RetryTransport`` retries connection failures (a TLS handshake the server cut off included),
+429 and 5xx with exponential backoff (honouring ``Retry-After``) for requests whose body can be
+sent again; streamed bodies are resumed by the callers instead (uploads from the registry's
+upload status, downloads with ``Range``). A wait for a 429 is announced through ``notify``
+before it starts, so a rate-limited user is told at once instead of watching a silent pause.
 
 TLS: one ``ssl.SSLContext`` per set of ``TLSSettings`` (``tls_context``, cached), built only when
 a TLS connection is first made, so plain-HTTP loopback work never pays for loading the trust
@@ -48,6 +48,27 @@ def is_tls_mismatch(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "SSL" in str(exc)
+
+
+def tls_dropped(exc: BaseException) -> bool:
+    """A TLS handshake the other side ended without answering it: an EOF or a reset before the
+    handshake finished. A server that is busy, restarting or shedding connections does this, and
+    the next connection may well be served; so it is retried like a refused connection, unless
+    the request is a scheme probe (there a hang-up is the answer). A plain-HTTP server answers
+    the ClientHello with bytes that are not TLS ("wrong version number"), which is no drop but a
+    scheme mismatch (``is_tls_mismatch``)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+                             ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            return True
+        if isinstance(seen, ssl.SSLError):
+            return False  # an alert or bytes that are not TLS: the other side did answer
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "UNEXPECTED_EOF_WHILE_READING" in text or "EOF occurred in violation of protocol" in text
 
 
 def cert_failure(exc: BaseException) -> str | None:
@@ -192,7 +213,13 @@ class RetryTransport(httpx.BaseTransport):
             try:
                 response = self.inner.handle_request(request)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if attempt >= min(retries, connect_retries) or is_tls_mismatch(exc):
+                # a handshake cut off is no scheme mismatch (the server listens and speaks TLS,
+                # or it would have answered), and no refusal: as many tries as the request has
+                if request.url.scheme == "https" and not request.extensions.get("pyreg_probe") \
+                        and tls_dropped(exc):
+                    if attempt >= retries:
+                        raise
+                elif attempt >= min(retries, connect_retries) or is_tls_mismatch(exc):
                     raise
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout):
                 # a scheme probe that the server hangs up on is answered: wrong protocol
