@@ -363,6 +363,95 @@ def _network(rec: Container) -> int:
 
 _janitor: list[tuple[int, int]] = []  # the supervisor's (runtime/network/janitor.py)
 
+# Set by the CLI when ``pyreg run`` is the whole process (runtime/api.py ``run_as_program``): a
+# foreground ``--rm`` may then finish its removal in a detached process (``_remove_after_exit``).
+background_removal = False
+REMOVING = "removing"  # <run root>/removing/<id>: containers on their way out, seen by no command
+STALE_REMOVAL = 60.0  # seconds: an entry of REMOVING this old lost its cleaner (killed): swept
+
+
+def _remove_after_exit(rec: Container, cg: Cgroup | None, hold: list[int]) -> bool:
+    """A foreground ``--rm`` container, once its PID 1 is reaped, removed as docker's daemon
+    does it, after its exit status is known: False if it cannot be (the caller removes it).
+
+    What any command can see goes first, here: its directory is renamed out of
+    ``containers/`` in one step (``ps -a``, ``rm``, ``inspect``, ``--name`` see it whole or not
+    at all, never half-removed), and its cgroup is removed. What no command sees, the renamed
+    directory's files and the unmounting of its mount namespace (``hold``), is left to a child
+    in a session of its own, whose stdio is /dev/null (a caller reading our output sees its end
+    when we exit); a killed child leaves an entry in ``removing/`` that the next one sweeps."""
+    trash = os.path.join(state.run_root(), REMOVING)
+    gone = os.path.join(trash, rec.id)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(trash, 0o700)  # in the run root, which is ours and private (ensure_run_root)
+        os.rename(state.container_dir(rec.id), gone)
+    except OSError:
+        return False
+    if cg is not None:
+        try:
+            cg.remove()  # empty: its processes went with the pid namespace's PID 1
+        except Exception as e:
+            print(f"pyreg: warning: {e}", file=sys.stderr)
+    try:
+        child = os.fork()
+    except OSError:  # no process to spare: here and now, as without --rm's shortcut
+        _finish_removal(gone, hold)
+        return True
+    if child == 0:
+        try:
+            _detach()
+            _finish_removal(gone, hold)
+            _sweep(trash)
+        finally:
+            os._exit(0)
+    process.release(hold)  # the child's copy keeps the namespace until it is done
+    return True
+
+
+def _detach() -> None:
+    """The removal's child: its own session, no signal handler of the supervisor's (they name
+    the reaped PID 1), and none of the caller's files."""
+    import signal
+
+    os.setsid()
+    for sig in process.FORWARDED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for i in range(3):
+        os.dup2(devnull, i)
+    os.close(devnull)
+
+
+def _finish_removal(gone: str, hold: list[int]) -> None:
+    process.release(hold)  # the namespace's unmounts happen here
+    remove_tree(gone)
+
+
+def _sweep(trash: str) -> None:
+    """Entries of ``removing/`` whose cleaner died (their cgroup too, from their state)."""
+    import time
+
+    try:
+        names = os.listdir(trash)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(trash, name)
+        try:
+            if time.time() - os.lstat(path).st_ctime < STALE_REMOVAL:
+                continue
+            claimed = f"{path}.{os.getpid()}.sweep"
+            os.rename(path, claimed)  # one sweeper per entry
+        except OSError:
+            continue
+        with contextlib.suppress(Exception):
+            with open(os.path.join(claimed, "state.json")) as f:
+                old = Cgroup.from_dict(json.load(f).get("cgroup"))
+            if old is not None:
+                old.remove()
+        remove_tree(claimed)
+
 
 def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None,
                ready_w: int | None) -> int:
@@ -375,6 +464,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         console = tty.console_pair()
     netns = None
     relay = None
+    hold: list[int] = []  # the container's mount namespace, torn down after the exit is known
     try:
         if rec.net:
             netns = _network(rec)
@@ -384,9 +474,13 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             relay = Relay(state.container_dir(rec.id), stdio[1])
             relay.start()
             stdio = (stdio[0], relay.write_fd, relay.write_fd)
+        # a foreground --rm of the CLI: removed after its exit is told (_remove_after_exit)
+        quick = bool(rec.config.rm and background_removal and ready_w is None and stdio is None
+                     and not rec.net and not _janitor)
         pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
-                            netns=netns)
+                            netns=netns, hold=hold if quick else None)
     except ContainerError as e:
+        process.release(hold)
         rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
         cleanup(rec, rec.config.rm)
@@ -432,6 +526,9 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             os.close(out)
     if relay is not None:
         relay.join()  # every line is logged before the container is recorded as exited
-    code = process.wait(rec, pid, cg)
+    code = process.wait(rec, pid, cg, record=not quick)
+    if quick and _remove_after_exit(rec, cg, hold):
+        return code
     cleanup(rec, rec.config.rm)
+    process.release(hold)
     return code
