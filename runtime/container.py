@@ -370,16 +370,61 @@ REMOVING = "removing"  # <run root>/removing/<id>: containers on their way out, 
 STALE_REMOVAL = 60.0  # seconds: an entry of REMOVING this old lost its cleaner (killed): swept
 
 
-def _remove_after_exit(rec: Container, cg: Cgroup | None, hold: list[int]) -> bool:
+def _start_keeper() -> int | None:
+    """The process that finishes a foreground ``--rm`` after the exit status is told (``_keeper``);
+    the write end of its pipe, or None. Forked before the supervisor's pid namespace is made: a
+    fork after its PID 1 exits fails (ENOMEM), one while it runs would join the container."""
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:
+        try:
+            os.close(w)
+            _keeper(r)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w
+
+
+def _keeper(r: int) -> None:
+    """Told by the supervisor (``process.start``) PID 1's pid, it holds the container's mount
+    namespace, so PID 1's exit does not wait for its unmounting; told ``rm PATH`` once the
+    container is reaped, renamed to PATH and its cgroup removed, and its exit status about to be
+    told, it lets go of the namespace (the unmounting happens here), removes PATH and sweeps
+    ``removing/``. EOF alone (the supervisor died or took the slow way): it lets go and ends."""
+    _detach()
+    held = None
+    data = b""
+    while b"\n" not in data and (chunk := os.read(r, 4096)):
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    if line.isdigit():
+        with contextlib.suppress(OSError):
+            held = os.open(f"/proc/{int(line)}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        rest = data
+    rest += process.read_to_end(r)
+    if held is not None:
+        os.close(held)
+    if rest.startswith(b"rm ") and rest.endswith(b"\n"):
+        gone = os.fsdecode(rest[3:-1])
+        remove_tree(gone)
+        _sweep(os.path.dirname(gone))
+
+
+def _remove_after_exit(rec: Container, cg: Cgroup | None, keeper: int) -> bool:
     """A foreground ``--rm`` container, once its PID 1 is reaped, removed as docker's daemon
     does it, after its exit status is known: False if it cannot be (the caller removes it).
 
     What any command can see goes first, here: its directory is renamed out of
     ``containers/`` in one step (``ps -a``, ``rm``, ``inspect``, ``--name`` see it whole or not
     at all, never half-removed), and its cgroup is removed. What no command sees, the renamed
-    directory's files and the unmounting of its mount namespace (``hold``), is left to a child
-    in a session of its own, whose stdio is /dev/null (a caller reading our output sees its end
-    when we exit); a killed child leaves an entry in ``removing/`` that the next one sweeps."""
+    directory's files and the unmounting of its mount namespace, is left to the keeper, in a
+    session of its own with /dev/null for stdio (a caller reading our output sees its end when
+    we exit); one that was killed leaves an entry in ``removing/`` that the next one sweeps."""
     trash = os.path.join(state.run_root(), REMOVING)
     gone = os.path.join(trash, rec.id)
     try:
@@ -394,24 +439,14 @@ def _remove_after_exit(rec: Container, cg: Cgroup | None, hold: list[int]) -> bo
         except Exception as e:
             print(f"pyreg: warning: {e}", file=sys.stderr)
     try:
-        child = os.fork()
-    except OSError:  # no process to spare: here and now, as without --rm's shortcut
-        _finish_removal(gone, hold)
-        return True
-    if child == 0:
-        try:
-            _detach()
-            _finish_removal(gone, hold)
-            _sweep(trash)
-        finally:
-            os._exit(0)
-    process.release(hold)  # the child's copy keeps the namespace until it is done
+        os.write(keeper, b"rm " + os.fsencode(gone) + b"\n")
+    except OSError:  # the keeper is gone: here and now
+        remove_tree(gone)
     return True
 
 
 def _detach() -> None:
-    """The removal's child: its own session, no signal handler of the supervisor's (they name
-    the reaped PID 1), and none of the caller's files."""
+    """The keeper: its own session, no signal of the terminal's, none of the caller's files."""
     import signal
 
     os.setsid()
@@ -421,11 +456,6 @@ def _detach() -> None:
     for i in range(3):
         os.dup2(devnull, i)
     os.close(devnull)
-
-
-def _finish_removal(gone: str, hold: list[int]) -> None:
-    process.release(hold)  # the namespace's unmounts happen here
-    remove_tree(gone)
 
 
 def _sweep(trash: str) -> None:
@@ -464,7 +494,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         console = tty.console_pair()
     netns = None
     relay = None
-    hold: list[int] = []  # the container's mount namespace, torn down after the exit is known
+    keeper = None  # a foreground --rm of the CLI: removed after its exit is told (_keeper)
     try:
         if rec.net:
             netns = _network(rec)
@@ -474,13 +504,14 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             relay = Relay(state.container_dir(rec.id), stdio[1])
             relay.start()
             stdio = (stdio[0], relay.write_fd, relay.write_fd)
-        # a foreground --rm of the CLI: removed after its exit is told (_remove_after_exit)
-        quick = bool(rec.config.rm and background_removal and ready_w is None and stdio is None
-                     and not rec.net and not _janitor)
+        if (rec.config.rm and background_removal and ready_w is None and stdio is None
+                and not rec.net and not _janitor):
+            keeper = _start_keeper()
         pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
-                            netns=netns, hold=hold if quick else None)
+                            netns=netns, keeper=keeper)
     except ContainerError as e:
-        process.release(hold)
+        if keeper is not None:
+            os.close(keeper)
         rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
         cleanup(rec, rec.config.rm)
@@ -526,9 +557,11 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             os.close(out)
     if relay is not None:
         relay.join()  # every line is logged before the container is recorded as exited
-    code = process.wait(rec, pid, cg, record=not quick)
-    if quick and _remove_after_exit(rec, cg, hold):
-        return code
+    code = process.wait(rec, pid, cg, record=keeper is None)
+    if keeper is not None:
+        done = _remove_after_exit(rec, cg, keeper)
+        os.close(keeper)
+        if done:
+            return code
     cleanup(rec, rec.config.rm)
-    process.release(hold)
     return code

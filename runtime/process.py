@@ -147,7 +147,7 @@ def _child(rec: Container, err_w: int, sync_r: int, stdio: tuple[int, int, int] 
     On cgroup v1 it joins its cgroup itself (``join``: ``Cgroup.join_self``, first, before it
     touches anything); on v2 the supervisor moves it meanwhile (a migration by pid waits for an
     RCU grace period, spent in parallel with the mounts); ``sync_r`` says when. A byte on
-    ``ns_w`` tells the supervisor that its mount namespace exists (``start``'s ``hold``).
+    ``ns_w`` tells the supervisor that its mount namespace exists (``start``'s ``keeper``).
     """
     cfg = rec.config
     cdir = state.container_dir(rec.id)
@@ -268,14 +268,14 @@ def enter_user_namespace() -> None:
 
 def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None = None,
           forward_signals: bool = True, console: int | None = None, netns: int | None = None,
-          hold: list[int] | None = None) -> int:
+          keeper: int | None = None) -> int:
     """Fork PID 1 and wait for its exec; returns its host pid. Raises ContainerError on failure.
 
-    With ``hold``, an fd of the container's mount namespace is appended to it (when it can be
-    had): while it is open, PID 1's exit does not tear the namespace down (unmounting overlay,
-    /proc, /dev, /sys waits for RCU grace periods: 1-4 ms, at times 40 ms and more, between the
-    command's exit and its exit status), so the caller can reap and report first and close it
-    after (``release``)."""
+    With ``keeper`` (the write end of a pipe to a process outside the container's pid namespace:
+    runtime/container.py ``_keeper``), PID 1's host pid is written to it as soon as PID 1 has its
+    own mount namespace, for the keeper to open and hold: while it does, PID 1's exit does not
+    tear the namespace down (unmounting overlay, /proc, /dev, /sys waits for RCU grace periods:
+    1-4 ms, at times 40 ms and more, between the command's exit and its exit status)."""
     pending: list[int] = []
     child = 0
 
@@ -294,7 +294,7 @@ def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None 
     linux.unshare(linux.CLONE_NEWPID)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    ns_r, ns_w = os.pipe2(os.O_CLOEXEC) if hold is not None else (None, None)
+    ns_r, ns_w = os.pipe2(os.O_CLOEXEC) if keeper is not None else (None, None)
     child = os.fork()
     if child == 0:
         os.close(err_r)
@@ -319,8 +319,8 @@ def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None 
         failure = e
     finally:
         os.close(sync_w)
-    if ns_r is not None and hold is not None:
-        _hold_mount_namespace(child, ns_r, hold)
+    if ns_r is not None and keeper is not None:
+        _tell_keeper(child, ns_r, keeper)
     data = read_to_end(err_r)  # when the set-up failed first (EPIPE above), it says why
     if failure is not None and not data:
         raise ContainerError(f"cannot move the container into its cgroup: {failure}") from None
@@ -337,24 +337,16 @@ def start(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None 
     return child
 
 
-def _hold_mount_namespace(child: int, ns_r: int, hold: list[int]) -> None:
-    """Once the child says it unshared (EOF: it failed before), an fd of its mount namespace
-    into ``hold``; best effort: without it the namespace goes down with PID 1, as before."""
+def _tell_keeper(child: int, ns_r: int, keeper: int) -> None:
+    """Once the child says it unshared (EOF: it failed before), its pid to the keeper; best
+    effort: a keeper that is gone, or too late, leaves the namespace to go down with PID 1."""
     try:
         if os.read(ns_r, 1) == b"n":
-            hold.append(os.open(f"/proc/{child}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC))
+            os.write(keeper, f"{child}\n".encode())
     except OSError:
         pass
     finally:
         os.close(ns_r)
-
-
-def release(hold: list[int]) -> None:
-    """Close what ``start`` held: the last reference to a mount namespace whose processes are
-    gone unmounts everything in it, here."""
-    while hold:
-        with contextlib.suppress(OSError):
-            os.close(hold.pop())
 
 
 def wait(rec: Container, pid: int, cg: Cgroup | None, record: bool = True) -> int:
