@@ -395,7 +395,7 @@ def _keeper(r: int) -> None:
     container is reaped, renamed to PATH and its cgroup removed, and its exit status about to be
     told, it lets go of the namespace (the unmounting happens here), removes PATH and sweeps
     ``removing/``. EOF alone (the supervisor died or took the slow way): it lets go and ends."""
-    _detach()
+    _detach(r)
     held = None
     data = b""
     while b"\n" not in data and (chunk := os.read(r, 4096)):
@@ -445,17 +445,18 @@ def _remove_after_exit(rec: Container, cg: Cgroup | None, keeper: int) -> bool:
     return True
 
 
-def _detach() -> None:
-    """The keeper: its own session, no signal of the terminal's, none of the caller's files."""
-    import signal
-
+def _detach(keep: int) -> None:
+    """The keeper: its own session (no signal of the caller's terminal or process group), and
+    none of the supervisor's files but ``keep`` (a copy of the caller's stdout or of a ``-t``
+    console socket would keep its reader waiting for an end)."""
     os.setsid()
-    for sig in process.FORWARDED_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
     devnull = os.open("/dev/null", os.O_RDWR)
     for i in range(3):
         os.dup2(devnull, i)
-    os.close(devnull)
+    if devnull > 2:
+        os.close(devnull)
 
 
 def _sweep(trash: str) -> None:
