@@ -37,10 +37,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # (name, wall times, CPU times, error): CPU is user+sys of the command and everything it waited
-# for (children's rusage), steadier than wall time on this shared machine
+# for (children's rusage, and what it left running: reap_orphans), steadier than wall time on
+# this shared machine
 Result = tuple[str, list[float], list[float], "str | None"]
 # cgroup parents of this run only: other benchmarks (network_bench.py's containers) may be running
 CGROUP_PARENT = f"pyreg-bench-{os.getpid()}"
+
+
+def reap_orphans() -> None:
+    """Wait for what a command left running (``run --rm``'s keeper finishes the removal after the
+    exit status is told): this process is their subreaper (``main``), so their CPU time joins
+    the command's in RUSAGE_CHILDREN, and none of it runs into the next command's time."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def become_subreaper() -> None:
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def timed(cmd: list[str], runs: int,
@@ -53,6 +72,7 @@ def timed(cmd: list[str], runs: int,
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
+        reap_orphans()
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if p.returncode != 0:
             return [], [], f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
@@ -76,6 +96,7 @@ def timed_interleaved(cmds: list[tuple[str, list[str], dict[str, str] | None]], 
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True)
             dt = time.perf_counter() - t0
+            reap_orphans()
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if p.returncode != 0:
                 errors[name] = f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
@@ -191,6 +212,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 1
+    become_subreaper()
     # a name podman accepts as an image name (no "__" from mkdtemp's random suffix)
     tmp = Path(tempfile.gettempdir()) / f"pyreg-rtbench-{os.getpid()}"
     tmp.mkdir(mode=0o700)
