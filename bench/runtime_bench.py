@@ -8,6 +8,7 @@ interpreter's own start-up (``python -c pass`` and ``python -S -c pass``) as a f
 
     sudo python3 bench/runtime_bench.py [--runs 30]
     sudo python3 bench/runtime_bench.py --runs 30 --interleave --pyreg V-base/bin/pyreg --pyreg V/bin/pyreg
+    sudo python3 bench/runtime_bench.py --quiet-start 80 --runs 30 --interleave --pyreg …  # in a quiet moment
 
 With ``--interleave`` the installed pyregs (``--pyreg``, each a regular install's console script),
 the bare interpreter of the first one's venv and runc run in turn, one run of each per round, so
@@ -60,6 +61,30 @@ def become_subreaper() -> None:
 
     PR_SET_CHILD_SUBREAPER = 36
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def cpu_idle(seconds: float = 3.0) -> float:
+    """Percent of the CPUs' time spent idle (or waiting for I/O) over ``seconds``, from /proc/stat."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 100.0 * (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(percent: float, timeout: float) -> str:
+    """Wait until the CPUs were at least ``percent`` idle over 3 s (on a machine shared with other
+    work, a run started in a busy moment measures mostly the others); what was found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idle = cpu_idle()
+        if idle >= percent or time.monotonic() > deadline:
+            late = "" if idle >= percent else " (gave up waiting)"
+            return f"{idle:.0f}% idle over 3 s before the start{late}"
 
 
 def timed(cmd: list[str], runs: int,
@@ -206,6 +231,9 @@ def main() -> int:
                          "(python -m venv V && V/bin/pip install .); repeatable")
     ap.add_argument("--interleave", action="store_true",
                     help="time only the --pyreg installs, their venv's bare python and runc, in turn")
+    ap.add_argument("--quiet-start", type=float, default=0, metavar="PERCENT",
+                    help="first wait (up to --quiet-wait seconds) for the CPUs to be this idle over 3 s")
+    ap.add_argument("--quiet-wait", type=float, default=900, metavar="SECONDS")
     args = ap.parse_args()
     if args.interleave and not args.pyreg:
         ap.error("--interleave needs at least one --pyreg")
@@ -220,6 +248,8 @@ def main() -> int:
     try:
         img, rootfs = build_image(tmp)
         env = pyreg_env(tmp, img)
+        if args.quiet_start:
+            print(wait_quiet(args.quiet_start, args.quiet_wait))
         if args.interleave:
             results = interleaved(tmp, rootfs, env, args.pyreg, args.runs)
             return report(results, args.runs)
