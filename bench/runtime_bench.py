@@ -8,6 +8,7 @@ interpreter's own start-up (``python -c pass`` and ``python -S -c pass``) as a f
 
     sudo python3 bench/runtime_bench.py [--runs 30]
     sudo python3 bench/runtime_bench.py --runs 30 --interleave --pyreg V-base/bin/pyreg --pyreg V/bin/pyreg
+    sudo python3 bench/runtime_bench.py --quiet-start 80 --runs 30 --interleave --pyreg …  # in a quiet moment
 
 With ``--interleave`` the installed pyregs (``--pyreg``, each a regular install's console script),
 the bare interpreter of the first one's venv and runc run in turn, one run of each per round, so
@@ -37,10 +38,53 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # (name, wall times, CPU times, error): CPU is user+sys of the command and everything it waited
-# for (children's rusage), steadier than wall time on this shared machine
+# for (children's rusage, and what it left running: reap_orphans), steadier than wall time on
+# this shared machine
 Result = tuple[str, list[float], list[float], "str | None"]
 # cgroup parents of this run only: other benchmarks (network_bench.py's containers) may be running
 CGROUP_PARENT = f"pyreg-bench-{os.getpid()}"
+
+
+def reap_orphans() -> None:
+    """Wait for what a command left running (``run --rm``'s keeper finishes the removal after the
+    exit status is told): this process is their subreaper (``main``), so their CPU time joins
+    the command's in RUSAGE_CHILDREN, and none of it runs into the next command's time."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def become_subreaper() -> None:
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def cpu_idle(seconds: float = 3.0) -> float:
+    """Percent of the CPUs' time spent idle (or waiting for I/O) over ``seconds``, from /proc/stat."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 100.0 * (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(percent: float, timeout: float) -> str:
+    """Wait until the CPUs were at least ``percent`` idle over 3 s (on a machine shared with other
+    work, a run started in a busy moment measures mostly the others); what was found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idle = cpu_idle()
+        if idle >= percent or time.monotonic() > deadline:
+            late = "" if idle >= percent else " (gave up waiting)"
+            return f"{idle:.0f}% idle over 3 s before the start{late}"
 
 
 def timed(cmd: list[str], runs: int,
@@ -53,6 +97,7 @@ def timed(cmd: list[str], runs: int,
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
+        reap_orphans()
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if p.returncode != 0:
             return [], [], f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
@@ -76,6 +121,7 @@ def timed_interleaved(cmds: list[tuple[str, list[str], dict[str, str] | None]], 
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True)
             dt = time.perf_counter() - t0
+            reap_orphans()
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if p.returncode != 0:
                 errors[name] = f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
@@ -185,12 +231,16 @@ def main() -> int:
                          "(python -m venv V && V/bin/pip install .); repeatable")
     ap.add_argument("--interleave", action="store_true",
                     help="time only the --pyreg installs, their venv's bare python and runc, in turn")
+    ap.add_argument("--quiet-start", type=float, default=0, metavar="PERCENT",
+                    help="first wait (up to --quiet-wait seconds) for the CPUs to be this idle over 3 s")
+    ap.add_argument("--quiet-wait", type=float, default=900, metavar="SECONDS")
     args = ap.parse_args()
     if args.interleave and not args.pyreg:
         ap.error("--interleave needs at least one --pyreg")
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 1
+    become_subreaper()
     # a name podman accepts as an image name (no "__" from mkdtemp's random suffix)
     tmp = Path(tempfile.gettempdir()) / f"pyreg-rtbench-{os.getpid()}"
     tmp.mkdir(mode=0o700)
@@ -198,6 +248,8 @@ def main() -> int:
     try:
         img, rootfs = build_image(tmp)
         env = pyreg_env(tmp, img)
+        if args.quiet_start:
+            print(wait_quiet(args.quiet_start, args.quiet_wait))
         if args.interleave:
             results = interleaved(tmp, rootfs, env, args.pyreg, args.runs)
             return report(results, args.runs)

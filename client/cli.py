@@ -111,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ~1 ms of 40; the runtime turns it on again once the container runs (container.py)
         import gc
 
+        from pyreg.runtime.api import run_as_program
+
         gc.disable()
+        run_as_program()
     try:
         code = _main(args)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit

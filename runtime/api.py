@@ -76,6 +76,16 @@ def inspect_container(ref: str) -> dict[str, Any] | None:
     }
 
 
+def run_as_program() -> None:
+    """Said by the CLI when ``pyreg run`` is the whole process (it ends with ``os._exit`` once the
+    command returns): a foreground ``--rm`` may then report the exit status first and leave the
+    unseen part of the removal to a detached child (runtime/container.py ``_remove_after_exit``).
+    In-process callers (tests, ``build``) keep removal done before ``run`` returns."""
+    from pyreg.runtime import container
+
+    container.background_removal = True
+
+
 def containers_by_image() -> dict[str, list[str]]:
     """Manifest digest -> names of the containers (any state) made from it: their layers are
     overlay lower dirs, so the client's rmi and prune must keep them. Empty when there is no run

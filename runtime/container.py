@@ -363,6 +363,126 @@ def _network(rec: Container) -> int:
 
 _janitor: list[tuple[int, int]] = []  # the supervisor's (runtime/network/janitor.py)
 
+# Set by the CLI when ``pyreg run`` is the whole process (runtime/api.py ``run_as_program``): a
+# foreground ``--rm`` may then finish its removal in a detached process (``_remove_after_exit``).
+background_removal = False
+REMOVING = "removing"  # <run root>/removing/<id>: containers on their way out, seen by no command
+STALE_REMOVAL = 60.0  # seconds: an entry of REMOVING this old lost its cleaner (killed): swept
+
+
+def _start_keeper() -> int | None:
+    """The process that finishes a foreground ``--rm`` after the exit status is told (``_keeper``);
+    the write end of its pipe, or None. Forked before the supervisor's pid namespace is made: a
+    fork after its PID 1 exits fails (ENOMEM), one while it runs would join the container."""
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:
+        try:
+            os.close(w)
+            _keeper(r)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w
+
+
+def _keeper(r: int) -> None:
+    """Told by the supervisor (``process.start``) PID 1's pid, it holds the container's mount
+    namespace, so PID 1's exit does not wait for its unmounting; told ``rm PATH`` once the
+    container is reaped, renamed to PATH and its cgroup removed, and its exit status about to be
+    told, it lets go of the namespace (the unmounting happens here), removes PATH and sweeps
+    ``removing/``. EOF alone (the supervisor died or took the slow way): it lets go and ends."""
+    _detach(r)
+    held = None
+    data = b""
+    while b"\n" not in data and (chunk := os.read(r, 4096)):
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    if line.isdigit():
+        with contextlib.suppress(OSError):
+            held = os.open(f"/proc/{int(line)}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        rest = data
+    rest += process.read_to_end(r)
+    if held is not None:
+        os.close(held)
+    if rest.startswith(b"rm ") and rest.endswith(b"\n"):
+        gone = os.fsdecode(rest[3:-1])
+        remove_tree(gone)
+        _sweep(os.path.dirname(gone))
+
+
+def _remove_after_exit(rec: Container, cg: Cgroup | None, keeper: int) -> bool:
+    """A foreground ``--rm`` container, once its PID 1 is reaped, removed as docker's daemon
+    does it, after its exit status is known: False if it cannot be (the caller removes it).
+
+    What any command can see goes first, here: its directory is renamed out of
+    ``containers/`` in one step (``ps -a``, ``rm``, ``inspect``, ``--name`` see it whole or not
+    at all, never half-removed), and its cgroup is removed. What no command sees, the renamed
+    directory's files and the unmounting of its mount namespace, is left to the keeper, in a
+    session of its own with /dev/null for stdio (a caller reading our output sees its end when
+    we exit); one that was killed leaves an entry in ``removing/`` that the next one sweeps."""
+    trash = os.path.join(state.run_root(), REMOVING)
+    gone = os.path.join(trash, rec.id)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(trash, 0o700)  # in the run root, which is ours and private (ensure_run_root)
+        os.rename(state.container_dir(rec.id), gone)
+    except OSError:
+        return False
+    if cg is not None:
+        try:
+            cg.remove()  # empty: its processes went with the pid namespace's PID 1
+        except Exception as e:
+            print(f"pyreg: warning: {e}", file=sys.stderr)
+    try:
+        os.write(keeper, b"rm " + os.fsencode(gone) + b"\n")
+    except OSError:  # the keeper is gone: here and now
+        remove_tree(gone)
+    return True
+
+
+def _detach(keep: int) -> None:
+    """The keeper: its own session (no signal of the caller's terminal or process group), and
+    none of the supervisor's files but ``keep`` (a copy of the caller's stdout or of a ``-t``
+    console socket would keep its reader waiting for an end)."""
+    os.setsid()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for i in range(3):
+        os.dup2(devnull, i)
+    if devnull > 2:
+        os.close(devnull)
+
+
+def _sweep(trash: str) -> None:
+    """Entries of ``removing/`` whose cleaner died (their cgroup too, from their state)."""
+    import time
+
+    try:
+        names = os.listdir(trash)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(trash, name)
+        try:
+            if time.time() - os.lstat(path).st_ctime < STALE_REMOVAL:
+                continue
+            claimed = f"{path}.{os.getpid()}.sweep"
+            os.rename(path, claimed)  # one sweeper per entry
+        except OSError:
+            continue
+        with contextlib.suppress(Exception):
+            with open(os.path.join(claimed, "state.json")) as f:
+                old = Cgroup.from_dict(json.load(f).get("cgroup"))
+            if old is not None:
+                old.remove()
+        remove_tree(claimed)
+
 
 def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | None,
                ready_w: int | None) -> int:
@@ -375,6 +495,7 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
         console = tty.console_pair()
     netns = None
     relay = None
+    keeper = None  # a foreground --rm of the CLI: removed after its exit is told (_keeper)
     try:
         if rec.net:
             netns = _network(rec)
@@ -384,9 +505,14 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             relay = Relay(state.container_dir(rec.id), stdio[1])
             relay.start()
             stdio = (stdio[0], relay.write_fd, relay.write_fd)
+        if (rec.config.rm and background_removal and ready_w is None and stdio is None
+                and not rec.net and not _janitor):
+            keeper = _start_keeper()
         pid = process.start(rec, cg, stdio, console=console[1].fileno() if console else None,
-                            netns=netns)
+                            netns=netns, keeper=keeper)
     except ContainerError as e:
+        if keeper is not None:
+            os.close(keeper)
         rec.status, rec.exit_code, rec.error, rec.finished_at = "exited", e.code, str(e), state.now()
         state.save(rec)
         cleanup(rec, rec.config.rm)
@@ -432,6 +558,11 @@ def _supervise(rec: Container, cg: Cgroup | None, stdio: tuple[int, int, int] | 
             os.close(out)
     if relay is not None:
         relay.join()  # every line is logged before the container is recorded as exited
-    code = process.wait(rec, pid, cg)
+    code = process.wait(rec, pid, cg, record=keeper is None)
+    if keeper is not None:
+        done = _remove_after_exit(rec, cg, keeper)
+        os.close(keeper)
+        if done:
+            return code
     cleanup(rec, rec.config.rm)
     return code

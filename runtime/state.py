@@ -97,7 +97,7 @@ def save(record: Container) -> None:
     try:  # 0600 whatever the umask: the record holds the container's environment (secrets, often)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(record.to_json(), f)
+            f.write(json.dumps(record.to_json()))  # dumps: C-accelerated; dump: pure Python (~0.3 ms)
         os.rename(tmp, os.path.join(d, "state.json"))
     except FileNotFoundError:
         pass

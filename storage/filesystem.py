@@ -35,41 +35,18 @@ from typing import BinaryIO, TypeVar
 
 from pyreg.storage.driver import FileInfo, Snapshot, check_path
 from pyreg.storage.errors import InvalidOffsetError, LockLostError, PathNotFoundError
+from pyreg.storage.fileversion import (  # noqa: F401  (re-exported: moved there)
+    RACY_COARSE_NS,
+    RACY_NS,
+    file_token,
+    version_token,
+)
 
 T = TypeVar("T")
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
 RETRIES = 8  # a directory removed (or filled) under us this many times in a row is a real error
-
-
-# A file's ctime is the kernel's coarse clock (one tick, at most 10 ms) on the usual Linux file
-# systems, and whole seconds on some (ext3's small inodes, FAT, some NFS servers): a write within
-# the same tick as a stat leaves every time unchanged. A version is given only for files whose
-# last change is older than this, so any later write changes the token.
-RACY_NS = 50_000_000
-RACY_COARSE_NS = 2_000_000_000
-
-
-def version_token(st: os.stat_result, now_ns: int | None = None) -> str | None:
-    """The FileInfo.version of a regular file from its stat; None while it is "racy" (changed so
-    recently that a write in the same clock tick would leave the same times; see RACY_NS).
-
-    ctime cannot be set by anyone (utime sets only atime and mtime), and any write, truncation,
-    chmod or rename of the inode moves it; a replacement is another inode (or, when an inode
-    number is reused, another ctime).
-    """
-    now = time.time_ns() if now_ns is None else now_ns
-    coarse = st.st_ctime_ns % 1_000_000_000 == 0
-    if now - st.st_ctime_ns < (RACY_COARSE_NS if coarse else RACY_NS):
-        return None
-    return file_token(st)
-
-
-def file_token(st: os.stat_result) -> str:
-    """The token of the file as this stat saw it, settled or not (``version_token`` says when
-    it may stand for the bytes a read saw; FileInfo.unsettled when it may only be compared)."""
-    return f"{st.st_dev:x}.{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}.{st.st_ctime_ns:x}"
 
 
 # The kernel stamps inode times from its coarse realtime clock (one tick: 1-10 ms); with

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyreg.runtime.build.hashcache import FileHashes
+from pyreg.storage.fileversion import RACY_NS, version_token
 from tests.fixtures.runtime import RuntimeEnv
 from tests.test_build_exec import build, context
 
@@ -53,10 +54,24 @@ def test_a_file_written_just_now_is_not_remembered(tmp_path: Path) -> None:
     """git's racy case: a write in the same clock tick as the hashing could keep every stat value."""
     f = tmp_path / "f"
     f.write_bytes(b"fresh")
-    hashes = FileHashes(tmp_path / "hashes.json")  # the default window
+    hashes = FileHashes(tmp_path / "hashes.json", racy_ns=3600 * 10**9)  # "just now": the last hour
     assert digest_of(hashes, f) == hashlib.sha256(b"fresh").digest()
     hashes.save()
     assert not (tmp_path / "hashes.json").exists()
+
+
+def test_the_window_is_the_file_version_rule(tmp_path: Path) -> None:
+    """The key and the racy window are storage/fileversion.py's (the registry's verified blobs use
+    the same): a file last changed more than RACY_NS ago is remembered, under its version token."""
+    f = tmp_path / "f"
+    f.write_bytes(b"settled")
+    while time.time_ns() - os.stat(f).st_ctime_ns <= 2 * RACY_NS:  # older than the window, however busy
+        time.sleep(RACY_NS / 1e9)
+    hashes = FileHashes(tmp_path / "hashes.json")  # the default windows
+    assert digest_of(hashes, f) == hashlib.sha256(b"settled").digest()
+    hashes.save()
+    saved = json.loads((tmp_path / "hashes.json").read_text())
+    assert saved == {version_token(os.stat(f)): hashlib.sha256(b"settled").hexdigest()}
 
 
 @pytest.mark.root

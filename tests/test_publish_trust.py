@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from pyreg.registry.layout import Layout
-from pyreg.storage import filesystem
+from pyreg.storage import filesystem, fileversion
 from pyreg.storage.digest import Digest
 from pyreg.storage.distlayout import blob_data_path
 from pyreg.storage.filesystem import FilesystemDriver, file_token
@@ -154,7 +154,8 @@ def test_a_racy_blob_is_trusted_only_at_its_published_token(tmp_path: Path,
     """With the racy window made a minute long, no stat gives a settled version: the publisher
     and another worker (a fresh Layout on the same storage) trust the blob from the token its
     publish settled, and neither trusts it once it changed in place with its mtime set back."""
-    monkeypatch.setattr(filesystem, "RACY_NS", 60_000_000_000)
+    monkeypatch.setattr(fileversion, "RACY_NS", 60_000_000_000)  # what version_token reads
+    monkeypatch.setattr(filesystem, "RACY_NS", 60_000_000_000)  # the settle's own deadline
     driver = FilesystemDriver(tmp_path)
     publisher, other = Layout(driver), Layout(driver)
     data = payload(MiB + 3, seed=63)

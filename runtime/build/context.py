@@ -12,30 +12,30 @@ owners, symlink targets and file contents — not mtimes, so touching a file doe
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import io
-import lzma
 import os
 import re
 import shutil
 import stat
-import tarfile
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 from pyreg.runtime.build.dockerignore import IgnoreMatcher, clean, load
 from pyreg.runtime.build.hashcache import FileHashes
+from pyreg.runtime.build.records import record
+
+TYPE_CHECKING = False  # typing, and tarfile with its compressors: only for a context on stdin
+if TYPE_CHECKING:
+    import tarfile
+    from typing import IO, Any
 
 
 class ContextError(ValueError):
     """A context that cannot be used (unsafe tar, missing source, bad glob)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Entry:
     """One context entry as the cache and the copier see it (``path`` relative, ``/``-separated)."""
 
@@ -47,7 +47,7 @@ class Entry:
     link: str | None  # symlink target
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Source:
     """A COPY/ADD source as matched (``rel``, what the destination is named after) and the path its
     bytes come from (``path``, symlinks followed inside the context)."""
@@ -320,6 +320,11 @@ class _Prefixed(io.RawIOBase):
 def _decompress_errors() -> tuple[type[BaseException], ...]:
     """What a bad compressed stream raises; asked for only on a tar context (importing zstandard
     costs a cached rebuild ~5 ms otherwise)."""
+    import gzip
+    import lzma
+    import tarfile
+    import zlib
+
     errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
                                          gzip.BadGzipFile]
     try:
@@ -333,6 +338,8 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
 
 
 def _is_tar_header(block: bytes) -> bool:
+    import tarfile
+
     if len(block) < tarfile.BLOCKSIZE:
         return False
     try:
@@ -345,6 +352,8 @@ def _is_tar_header(block: bytes) -> bool:
 def sniff_stdin(stream: IO[bytes]) -> tuple[str, IO[bytes]]:
     """("tar", a reader of the uncompressed tar) or ("dockerfile", a reader of the text) — docker's
     rule: compressed data or a valid tar header is an archive, anything else a Dockerfile."""
+    import tarfile
+
     head = b""
     while len(head) < tarfile.BLOCKSIZE:
         chunk = stream.read(tarfile.BLOCKSIZE - len(head))
@@ -366,6 +375,8 @@ def extract_tar(stream: IO[bytes], dest: Path) -> None:
     """Unpack a context tar into ``dest``: regular files, directories, symlinks (as they are) and
     hardlinks to earlier members; modes and owners kept. Members may not leave ``dest`` by name or
     through a symlink; devices and fifos are refused."""
+    import tarfile
+
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed by the with below

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+
+from pyreg.runtime.build.records import field, record
 
 # Instructions and the flags each accepts (name → repeatable). BuildKit's stable syntax.
 INSTRUCTION_FLAGS: dict[str, dict[str, bool]] = {
@@ -61,7 +62,7 @@ _HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Location:
     """Where an instruction is: file name as the user gave it, first and last line (1-based)."""
 
@@ -87,7 +88,7 @@ class DockerfileError(ValueError):
         super().__init__(": ".join(parts))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Flag:
     """One ``--name=value`` (value None for a bare ``--name``), in the order written."""
 
@@ -95,7 +96,7 @@ class Flag:
     value: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Heredoc:
     """A here-document attached to an instruction.
 
@@ -112,7 +113,7 @@ class Heredoc:
     raw: str = ""  # the body exactly as written (tabs kept), for handing a whole script to a shell
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ArgDecl:
     """``ARG name[=default]``; ``default`` unexpanded (None when there is none)."""
 
@@ -120,7 +121,7 @@ class ArgDecl:
     default: str | None
 
 
-@dataclass
+@record
 class Instruction:
     """One instruction, unexpanded.
 
@@ -242,7 +243,7 @@ class Instruction:
         return RunScript([full], None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunScript:
     """``command``: the shell-form text (or exec list) to run; ``script``: a heredoc to mount as an
     executable file at ``/dev/pipes/<name>`` first (shebang scripts)."""
@@ -278,7 +279,7 @@ def parse_duration(text: str) -> int:
     return sign * round(total)
 
 
-@dataclass
+@record
 class Stage:
     """One ``FROM`` and the instructions after it."""
 
@@ -294,7 +295,7 @@ class Stage:
         return self.source.location
 
 
-@dataclass
+@record
 class Dockerfile:
     directives: dict[str, str]
     escape: str

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from pyreg.runtime.build.records import record
 
 
 def clean(path: str) -> str:
@@ -107,7 +108,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(rx), re.S)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Pattern:
     text: str
     exclusion: bool

@@ -27,7 +27,6 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from pyreg.runtime.build import cache as cache_mod
 from pyreg.runtime.build import fsops
 from pyreg.runtime.build.context import BuildContext
 from pyreg.runtime.build.layers import Layer, commit_layer
+from pyreg.runtime.build.records import field, record
 from pyreg.storage import mediatypes
 from pyreg.storage.localstore import ImageNotFoundError, LocalStore, chain_ids
 
@@ -48,7 +48,7 @@ class BuildError(Exception):
     """A build that cannot go on: one line, naming the file, line and instruction where known."""
 
 
-@dataclass
+@record
 class BuildOptions:
     context: BuildContext                             # build-front's: the dir and its ignore rules
     dockerfile_text: str
@@ -67,7 +67,7 @@ class BuildOptions:
     store_root: str | None = None
 
 
-@dataclass
+@record
 class BuildResult:
     image_id: str
     manifest_digest: str
@@ -76,7 +76,7 @@ class BuildResult:
     names: list[str]
 
 
-@dataclass
+@record
 class State:
     """A stage as built so far."""
 

@@ -20,10 +20,10 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from pyreg.runtime import linux, rootfs
 from pyreg.runtime.build.layers import OVERLAY_BUILD_OPTIONS, OVERLAY_BUILD_OPTIONS_ROOTLESS
+from pyreg.runtime.build.records import record
 
 _SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 
@@ -215,7 +215,7 @@ def exists_in(root: str, path: str) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-@dataclass
+@record
 class Owner:
     """What copied entries get: ``uid``/``gid`` None keep the source's, ``mode`` None too."""
 

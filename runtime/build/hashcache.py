@@ -1,14 +1,16 @@
 """Content digests of context files, remembered by their stat, so a rebuild does not re-read files
 that did not change (BuildKit keeps such a cache of its context too; git's index does the same).
 
-A digest is found again only by the file's device, inode, size, mtime and ctime, all in
-nanoseconds. Any write to a file changes its ctime, and nobody can set a ctime back (``touch -d``
-and ``utime`` set mtime and atime only), so a file with the same five values has not been written
-since — except for git's "racy" case: a write within the same clock tick as the hashing can keep
-every value. So a digest is remembered only when the file had been left alone for
-``RACY_NS`` before it was hashed, and only when the stat after reading equals the stat before
-(nothing wrote while it was read). The file lives in the store's build cache (root-only), one per
-context directory; ``pyreg prune`` removes it with the rest of the cache.
+A digest is found again only by the file's version (storage/fileversion.py, the rule the
+registry's verified blobs use too): device, inode, size, mtime and ctime, all in nanoseconds. Any
+write to a file changes its ctime, and nobody can set a ctime back (``touch -d`` and ``utime`` set
+mtime and atime only), so a file with the same five values has not been written since — except for
+git's "racy" case: a write within the same clock tick as the hashing can keep every value. So a
+file changed within that window (``RACY_NS``, or ``RACY_COARSE_NS`` on a file system with whole-
+second times) has no version and its digest is not remembered, and a digest is remembered only
+when the version after reading equals the one before (nothing wrote while it was read). The file
+lives in the store's build cache (root-only), one per context directory; ``pyreg prune`` removes it
+with the rest of the cache.
 """
 
 from __future__ import annotations
@@ -17,21 +19,18 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
-RACY_NS = 2_000_000_000  # coarser than any local filesystem's timestamp tick
+from pyreg.storage.fileversion import version_token
+
 LIMIT = 100_000          # entries kept; past it only this build's are
 
 
-def _key(st: os.stat_result) -> str:
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-
-
 class FileHashes:
-    """sha256 digests of open regular files; with a ``path``, remembered across builds."""
+    """sha256 digests of open regular files; with a ``path``, remembered across builds.
+    ``racy_ns`` replaces the racy windows of ``version_token`` (tests: 0)."""
 
-    def __init__(self, path: Path | None = None, trust: bool = True, racy_ns: int = RACY_NS) -> None:
+    def __init__(self, path: Path | None = None, trust: bool = True, racy_ns: int | None = None) -> None:
         self.path = path
         self.racy_ns = racy_ns
         self.known: dict[str, str] = {}
@@ -44,9 +43,8 @@ class FileHashes:
 
     def digest(self, fd: int) -> bytes:
         """The sha256 digest of the regular file open on ``fd`` (read from its start)."""
-        before = os.fstat(fd)
-        key = _key(before)
-        hit = self.known.get(key) or self.seen.get(key)
+        key = version_token(os.fstat(fd), racy_ns=self.racy_ns)
+        hit = None if key is None else self.known.get(key) or self.seen.get(key)
         if hit is not None:
             return bytes.fromhex(hit)
         h = hashlib.sha256()
@@ -56,9 +54,8 @@ class FileHashes:
         while n := os.preadv(fd, [view], offset):
             h.update(view[:n])
             offset += n
-        after = os.fstat(fd)
-        if (self.path is not None and _key(after) == key
-                and time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > self.racy_ns):
+        if (self.path is not None and key is not None
+                and version_token(os.fstat(fd), racy_ns=self.racy_ns) == key):
             self.seen[key] = h.hexdigest()
         return h.digest()
 

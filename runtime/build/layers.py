@@ -29,13 +29,16 @@ import errno
 import hashlib
 import os
 import stat
-import tarfile
 import threading
-from dataclasses import dataclass
-from typing import IO
 
+from pyreg.runtime.build.records import record
 from pyreg.storage import mediatypes
 from pyreg.storage.localstore import LocalStore
+
+TYPE_CHECKING = False  # typing and tarfile: start-up of every build, cached or not; tarfile once it commits
+if TYPE_CHECKING:
+    import tarfile
+    from typing import IO
 
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_PREFIX = ".wh."
@@ -51,7 +54,7 @@ OVERLAY_BUILD_OPTIONS = "redirect_dir=off,metacopy=off,index=off"
 OVERLAY_BUILD_OPTIONS_ROOTLESS = "redirect_dir=nofollow,metacopy=off,index=off"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Layer:
     """A layer in the local store: what the config (diff_id) and the manifest (the rest) say."""
 
@@ -106,6 +109,8 @@ class _Walker:
         return min(t, self.epoch) if self.epoch is not None else t
 
     def _info(self, name: str, st: os.stat_result, xattrs: dict[str, bytes]) -> tarfile.TarInfo:
+        import tarfile
+
         ti = tarfile.TarInfo(name)
         ti.mode = stat.S_IMODE(st.st_mode)
         ti.uid, ti.gid = st.st_uid, st.st_gid
@@ -118,6 +123,8 @@ class _Walker:
         return ti
 
     def _marker(self, name: str, st: os.stat_result) -> None:
+        import tarfile
+
         ti = tarfile.TarInfo(name)
         ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = 0, 0, 0, "", ""
         ti.mtime = self._mtime(st)
@@ -142,6 +149,8 @@ class _Walker:
             self._entry(_join(rel, name), full, st, xattrs)
 
     def _entry(self, name: str, full: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
+        import tarfile
+
         mode = st.st_mode
         ti = self._info(name, st, xattrs)
         if stat.S_ISDIR(mode):
@@ -200,6 +209,8 @@ class _Hashing:
 def write_tar(upper: str, out: IO[bytes], *, source_date_epoch: int | None = None,
               compression: str = "gzip") -> str:
     """Write the layer of ``upper`` (compressed) to ``out``; returns the diff ID."""
+    import tarfile
+
     if compression == "gzip":
         import gzip
 

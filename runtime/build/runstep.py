@@ -26,7 +26,6 @@ import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from pyreg.runtime.build.layers import (
     OVERLAY_BUILD_OPTIONS,
@@ -34,11 +33,12 @@ from pyreg.runtime.build.layers import (
     is_opaque,
     is_whiteout,
 )
+from pyreg.runtime.build.records import field, record
 
 STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "dev")
 
 
-@dataclass
+@record
 class RunSpec:
     """What to run and on what: argv as the instruction says it (already shell-wrapped)."""
 

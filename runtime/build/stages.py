@@ -13,13 +13,14 @@ BuildKit's rules (dockerfile2llb):
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
 from pyreg.runtime.build.dockerfile import Dockerfile, DockerfileError, Instruction, Location, Stage
 from pyreg.runtime.build.expand import ExpandError, expand
+from pyreg.runtime.build.records import field, record
 from pyreg.storage.graph import Platform
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Build args that docker accepts without an ARG (proxy settings; not persisted in history).
 PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
@@ -53,7 +54,7 @@ def check_platform(text: str) -> Platform:
     return host
 
 
-@dataclass
+@record
 class ResolvedStage:
     """A stage with its base resolved: another stage (``base_stage``) or an image reference."""
 
@@ -68,7 +69,7 @@ class ResolvedStage:
         return self.base_stage is None and self.base.lower() == "scratch"
 
 
-@dataclass
+@record
 class BuildPlan:
     """What to build, in order, and the global scope the executor starts each stage's ARG lookup from."""
 
@@ -117,6 +118,8 @@ def find_stage(df: Dockerfile, ref: str) -> int | None:
 
 def parse_mount(value: str) -> dict[str, str]:
     """A ``RUN --mount`` value: CSV of ``key=value`` (a bare key means ``key=true``), keys lower-cased."""
+    import csv  # one RUN --mount's options: not every build's start-up
+
     try:
         fields = next(csv.reader([value]), [])
     except csv.Error as e:

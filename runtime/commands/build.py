@@ -8,28 +8,40 @@ images that are not local are pulled through its pull function: the runtime impo
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
+    from typing import Any
 
     from pyreg.runtime.build.context import BuildContext
+
+
+def _usage_error(message: str) -> Exception:
+    """argparse's error for a bad value, imported only then (plain arguments parse without it)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 def _key_value(text: str) -> tuple[str, str | None]:
     key, sep, value = text.partition("=")
     if not key:
-        raise argparse.ArgumentTypeError(f"invalid {text!r}: expected KEY=VALUE")
+        raise _usage_error(f"invalid {text!r}: expected KEY=VALUE")
     return key, value if sep else None
 
 
 def _epoch(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"invalid --source-date-epoch {text!r}: seconds since 1970")
+        raise _usage_error(f"invalid --source-date-epoch {text!r}: seconds since 1970")
     return int(text)
+
+
+NETWORKS = ("default", "none", "host")
+COMPRESSIONS = ("gzip", "zstd")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,16 +57,83 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", metavar="linux/ARCH", help="the host's platform (the only one)")
     p.add_argument("--label", action="append", default=[], type=_key_value, metavar="K=V",
                    help="set a label on the image")
-    p.add_argument("--network", default="default", choices=("default", "none", "host"),
+    p.add_argument("--network", default="default", choices=NETWORKS,
                    help="network of RUN steps (default: what 'pyreg run' defaults to)")
     p.add_argument("--push", action="store_true", help="push every -t name once built")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--source-date-epoch", type=_epoch, metavar="N",
                    help="timestamps (created, history, file mtimes: clamped) from this time")
-    p.add_argument("--compression", default="gzip", choices=("gzip", "zstd"), help="layer compression")
+    p.add_argument("--compression", default="gzip", choices=COMPRESSIONS, help="layer compression")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("context", metavar="CONTEXT",
                    help="the build context: a directory, or - for a tar on stdin")
+
+
+# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_build_parse.py
+# checks that it names every option of the argparse parser and parses as argparse does.
+_FLAGS = {"--no-cache": "no_cache", "--pull": "pull", "--push": "push", "-q": "quiet", "--quiet": "quiet"}
+_VALUES = {"-f": "file", "--file": "file", "--target": "target", "--platform": "platform",
+           "--network": "network", "--iidfile": "iidfile", "--source-date-epoch": "source_date_epoch",
+           "--compression": "compression"}
+_LISTS = {"-t": "tag", "--tag": "tag", "--build-arg": "build_arg", "--label": "label"}
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(text)
+        return text
+    return check
+
+
+def parse_simple(argv: list[str]) -> Any:
+    """``build``'s arguments without argparse (its import, gettext's and locale's, and the parser:
+    ~2 ms of a cached rebuild): a namespace as argparse's, or None for anything but a plain
+    command line — exactly spelled options (``--opt VALUE`` / ``--opt=VALUE``, one short option
+    per word), values that don't start with ``-`` and that their type accepts, one context —
+    which argparse then parses, so help, errors and its grammar's corners stay argparse's."""
+    from types import SimpleNamespace
+
+    types: dict[str, Callable[[str], Any]] = {
+        "build_arg": _key_value, "label": _key_value, "source_date_epoch": _epoch,
+        "network": _choice(NETWORKS), "compression": _choice(COMPRESSIONS)}
+    out: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
+    out.update(dict.fromkeys(_VALUES.values()), network="default", compression="gzip")
+    out.update({dest: [] for dest in _LISTS.values()})
+    context = None
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if not word.startswith("-"):
+            if context is not None:
+                return None  # argparse's error
+            context = word
+            continue
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in _FLAGS and not eq:
+            out[_FLAGS[name]] = True
+            continue
+        dest = _VALUES.get(name) or _LISTS.get(name)
+        if dest is None:
+            return None  # -, -h, --help, -qt, -tX, an abbreviation, --: argparse knows
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            value = argv[i]
+            i += 1
+        try:
+            parsed = types[dest](value) if dest in types else value
+        except Exception:  # argparse reports it in its words
+            return None
+        if name in _LISTS:
+            out[dest].append(parsed)
+        else:
+            out[dest] = parsed
+    if context is None:
+        return None
+    out["context"] = context
+    return SimpleNamespace(**out)
 
 
 def run(args: argparse.Namespace, pull: Callable[[str], None] | None = None,
