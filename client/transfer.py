@@ -14,20 +14,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
 
 from pyreg.client import origins
 from pyreg.client.progress import Progress
 from pyreg.client.results import BlobResult, TransferResult
 from pyreg.storage import mediatypes
-from pyreg.storage.content import ContentStore, Copied, Info, LayoutStore, copy_graph, fetch_manifest
+from pyreg.storage.content import Copied, Info, LayoutStore, copy_graph, fetch_manifest
 from pyreg.storage.digest import Digest
 from pyreg.storage.graph import Platform, select_platform
 from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, layout_index, parse_manifest, ref_name
 from pyreg.storage.reference import Reference, parse
 from pyreg.storage.remote.errors import RemoteError
 
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
+    from typing import IO
+
+    from pyreg.storage.content import ContentStore
+
     # (a push from a layout never opens the local store: its modules are not imported for it)
     from pyreg.storage.localstore import BlobWriter, Extractor, LocalStore
     from pyreg.storage.remote import RegistryClient

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from pyreg.storage import graph
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
@@ -30,8 +29,29 @@ from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
 from pyreg.storage.units import human_size
 
+TYPE_CHECKING = False  # typing (Protocol, TypeVar): milliseconds of every pull's start-up
+if TYPE_CHECKING:
+    from typing import IO, Any, TypeGuard, TypeVar
+
+    from pyreg.storage.contentproto import ContentStore as ContentStore
+    from pyreg.storage.contentproto import ManifestStore as ManifestStore
+    from pyreg.storage.contentproto import Mounter as Mounter
+    from pyreg.storage.contentproto import Progress as Progress
+    from pyreg.storage.contentproto import Writer as Writer
+
+    T = TypeVar("T")
+else:
+    _PROTOCOLS = frozenset({"ContentStore", "ManifestStore", "Mounter", "Progress", "Writer"})
+
+    def __getattr__(name: str) -> object:
+        """The protocols, imported on first use (typing's Protocol: milliseconds of every pull)."""
+        if name in _PROTOCOLS:
+            from pyreg.storage import contentproto
+
+            return getattr(contentproto, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 _CHUNK = 1 << 20
-T = TypeVar("T")
 
 
 class ContentNotFound(LookupError):
@@ -58,42 +78,6 @@ class Info(Frozen):
         self._set("size", size)
 
 
-class Writer(Protocol):
-    """An open write of one blob; nothing is visible under the digest until ``commit``."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def commit(self) -> object:
-        """Verify the expected size and digest, then make the blob visible (raise and keep
-        nothing on a mismatch)."""
-        ...
-
-    def abort(self) -> None: ...
-
-
-class ContentStore(Protocol):
-    def info(self, digest: Digest) -> Info | None:
-        """The blob's size, or None when the store lacks it."""
-        ...
-
-    def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
-        """The blob's bytes from ``offset`` (a range read); ContentNotFound when absent."""
-        ...
-
-    def writer(self, digest: Digest, size: int) -> contextlib.AbstractContextManager[Writer]:
-        """A writer expecting exactly ``size`` bytes hashing to ``digest``; leaving the context
-        without ``commit`` aborts."""
-        ...
-
-    def walk(self) -> Iterator[Info]:
-        """Every blob the store holds."""
-        ...
-
-    def delete(self, digest: Digest) -> bool:
-        """Remove a blob; False when it was not there."""
-        ...
-
-
 def read_all(store: ContentStore, desc: Descriptor, limit: int = 4 << 20) -> bytes:
     """A small blob (a manifest, a config), read whole and verified against ``desc``."""
     if desc.size > limit:
@@ -107,40 +91,19 @@ def read_all(store: ContentStore, desc: Descriptor, limit: int = 4 << 20) -> byt
     return data
 
 
-@runtime_checkable
-class ManifestStore(Protocol):
-    """A store that keeps manifests apart from blobs and names them by tag (a registry: its
-    manifests are not blobs, and ``GET /blobs/<manifest digest>`` need not work). Stores without
-    these calls keep manifests as blobs, and tags (an image index) elsewhere."""
-
-    def fetch_manifest(self, desc: Descriptor) -> bytes | None:
-        """The manifest's bytes, verified against ``desc``; None when the store lacks it."""
-        ...
-
-    def has_manifest(self, desc: Descriptor) -> bool: ...
-
-    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
-        """Store a manifest under its digest, or under ``tag`` (which names it too)."""
-        ...
+def _offers(store: object, *calls: str) -> bool:
+    """``isinstance`` against a runtime-checkable protocol, without importing ``typing``: every
+    call is there and not None."""
+    return all(getattr(store, call, None) is not None for call in calls)
 
 
-@runtime_checkable
-class Mounter(Protocol):
-    """A store that can take a blob it already holds elsewhere without its bytes (a registry's
-    cross-repository mount)."""
-
-    def mount(self, desc: Descriptor, source: str) -> bool:
-        """Link the blob from ``source`` (a repository); False when the store would not."""
-        ...
+def _has_manifests(store: ContentStore) -> TypeGuard[ManifestStore]:
+    """The store is a ``ManifestStore`` (keeps manifests apart from blobs)."""
+    return _offers(store, "fetch_manifest", "has_manifest", "push_manifest")
 
 
-class Progress(Protocol):
-    """What a copy reports: ``task(label, total)`` starts a bar and returns its advance callback,
-    ``finish(label, status)`` ends it with a word (client/progress.py implements it)."""
-
-    def task(self, label: str, total: int | None) -> Callable[[int], None]: ...
-
-    def finish(self, label: str, status: str) -> None: ...
+def _mounts(store: ContentStore) -> TypeGuard[Mounter]:
+    return _offers(store, "mount")
 
 
 class _Silent:
@@ -173,7 +136,7 @@ class Copied(Frozen):
 
 def fetch_manifest(store: ContentStore, desc: Descriptor) -> bytes | None:
     """A manifest's verified bytes from any store, None when absent."""
-    if isinstance(store, ManifestStore):
+    if _has_manifests(store):
         return store.fetch_manifest(desc)
     if store.info(desc.digest) is None:
         return None
@@ -307,7 +270,7 @@ def _skip_or_mount(dst: ContentStore, desc: Descriptor,
                    mount_from: Callable[[Descriptor], list[str]] | None) -> Copied | None:
     if dst.info(desc.digest) is not None:
         return Copied(desc, "exists")
-    if mount_from is not None and isinstance(dst, Mounter):
+    if mount_from is not None and _mounts(dst):
         for source in mount_from(desc):
             if dst.mount(desc, source):
                 return Copied(desc, "mounted", source)
@@ -316,7 +279,7 @@ def _skip_or_mount(dst: ContentStore, desc: Descriptor,
 
 def _put_manifest(dst: ContentStore, desc: Descriptor, data: bytes, tag: str | None) -> bool:
     """Store a manifest in ``dst`` unless it is there (and no tag is to be written)."""
-    if isinstance(dst, ManifestStore):
+    if _has_manifests(dst):
         if tag is None and dst.has_manifest(desc):
             return False
         dst.push_manifest(desc, data, tag)

@@ -7,9 +7,23 @@ Only sha256 and sha512 are registered algorithms; the grammar is
 from __future__ import annotations
 
 import re
-from typing import Final, Protocol
 
 from pyreg.storage.frozen import Frozen
+
+TYPE_CHECKING = False  # typing (Final, Protocol): milliseconds of every pull's start-up
+if TYPE_CHECKING:
+    from typing import Final
+
+    from pyreg.storage.contentproto import Hasher as Hasher
+else:
+
+    def __getattr__(name: str) -> object:
+        """``Hasher``, a Protocol, imported on first use."""
+        if name == "Hasher":
+            from pyreg.storage.contentproto import Hasher
+
+            return Hasher
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ALGORITHM_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 DEFAULT_ALGORITHM: Final = "sha256"
@@ -25,12 +39,6 @@ class DigestError(ValueError):
         super().__init__(f"{reason}: {value!r}")
         self.value = value
         self.unsupported = unsupported
-
-
-class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-    def hexdigest(self) -> str: ...
-    def copy(self) -> Hasher: ...
 
 
 class Digest(Frozen):

@@ -18,7 +18,6 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pyreg.storage.blobstore import BlobStore
 from pyreg.storage.digest import Digest, DigestMismatchError
@@ -26,6 +25,10 @@ from pyreg.storage.digest import chain_ids as chain_ids  # its home; named here 
 from pyreg.storage.manifest import Descriptor, Manifest
 from pyreg.storage.private import PRIVATE_DIR, make_private_dir
 from pyreg.storage.storefiles import StoreError, create, flock, rmtree
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 # ``extract(blob_path, dest_dir, media_type)``; a result with ``.diff_id`` is verified against
 # the image config (the runtime's ``runtime.extract.extract_layer`` returns one).

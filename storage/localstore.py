@@ -83,7 +83,6 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 from pyreg.storage import graph, mediatypes
 from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
@@ -97,6 +96,10 @@ from pyreg.storage.manifest import Descriptor, Manifest, ManifestError, parse_ma
 from pyreg.storage.private import UnsafeDirError, check_owned, make_private_dir, tighten
 from pyreg.storage.reference import Reference
 from pyreg.storage.storefiles import StoreError, atomic_write, filled, flock, rmtree
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 # The names callers import from here (client/, runtime/, tests) stay here.
 __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError", "ImageRecord",

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from typing import Any, Final
 
 from pyreg.storage import mediatypes as mt
 from pyreg.storage.digest import Digest, DigestError
 from pyreg.storage.frozen import Frozen
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 # RFC 6838 type/subtype, as the image spec requires for mediaType and artifactType.
 _MEDIA_TYPE = re.compile(

@@ -7,7 +7,10 @@ The client's full reference parser (registry host, defaults) builds on these sam
 from __future__ import annotations
 
 import re
-from typing import Final
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Final
 
 PATH_COMPONENT: Final = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_PATTERN: Final = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"

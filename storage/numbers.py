@@ -9,7 +9,10 @@ through here instead: ASCII ``0-9`` only, at most ``max_digits`` of them.
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Final
+
 
 # 18 digits stay below 2**63: what Go's int64 (Distribution, S3 object sizes) can hold.
 MAX_DIGITS: Final = 18

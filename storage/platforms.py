@@ -4,9 +4,11 @@ not for it. Apart from storage/graph.py (which names them too) so that a pull of
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyreg.storage.frozen import Frozen
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
          "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Final
 
 from pyreg.storage.clientconfig import client_config, config_path  # noqa: F401  (re-exported)
 from pyreg.storage.digest import Digest, DigestError
 from pyreg.storage.frozen import Frozen
 from pyreg.storage.names import NAME_MAX_LENGTH, PATH_COMPONENT, TAG_PATTERN
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import Final
 
 DEFAULT_REGISTRY: Final = "localhost:5000"
 DEFAULT_TAG: Final = "latest"

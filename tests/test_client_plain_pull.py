@@ -196,3 +196,33 @@ def test_run_parallel_keeps_order_and_raises_the_first_failure() -> None:
         run_parallel([lambda i=i: slow(i) for i in range(50)], 2)
     gate.set()
     assert len(started) < 50  # jobs not started when one failed are dropped
+
+
+def test_plain_pull_and_push_start_without_typing_and_protocols(
+        pyreg_factory: Any, client_env: ClientEnv, five_layer_image: TestImage) -> None:
+    """Started as a wheel's console script starts (``python -S``: no site hook, which imports
+    typing itself here), a plain push and a fresh plain pull import no ``typing``: the storage
+    protocols (storage/contentproto.py) and every annotation-only name stay unimported."""
+    import os
+    import site
+    import subprocess
+    import sys
+
+    from tests.fixtures.client import REPO_ROOT
+
+    server = pyreg_factory({})
+    img = five_layer_image
+    env = {**client_env.env, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *site.getsitepackages()])}
+
+    def imports(*args: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-S", "-X", "importtime", "-m", "pyreg", *args], env=env,
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+
+    pushed = imports("push", "-q", f"{img.layout}:{img.tag}", f"{server.host}/team/five:1")
+    pulled = imports("pull", "-q", "--no-extract", f"{server.host}/team/five:1")
+    assert "pyreg.storage.remote.plainpush" in pushed and "pyreg.storage.remote.plainstore" in pulled
+    for modules in (pushed, pulled):
+        assert not {"typing", "pyreg.storage.contentproto"} & modules, sorted(modules)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
 
 from pyreg.storage import mediatypes
 from pyreg.storage.content import ContentSizeError, Info
@@ -26,6 +25,10 @@ from pyreg.storage.digest import Digest, DigestMismatchError, DigestVerifier
 from pyreg.storage.manifest import Descriptor
 from pyreg.storage.numbers import parse_uint
 from pyreg.storage.remote.plain import PlainHTTP, Response, Streamed, Unsupported
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import IO
 
 MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST,
                              mediatypes.DOCKER_MANIFEST])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
 
 from pyreg.storage import mediatypes
 from pyreg.storage.content import ContentSizeError, Info
@@ -23,6 +22,10 @@ from pyreg.storage.digest import Digest, DigestMismatchError
 from pyreg.storage.manifest import Descriptor
 from pyreg.storage.remote.plain import PlainHTTP, Response, Unsupported
 from pyreg.storage.remote.received import received_manifest
+
+TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 MANIFEST_ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST,
                              mediatypes.DOCKER_MANIFEST])
