@@ -75,7 +75,8 @@ def test_documented_commands_run(page: Path, tmp_path: Path, request: pytest.Fix
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYREG_", "REGISTRY_", "DOCKER_", "AWS_"))}
     env.update(PATH=f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", HOME=str(tmp_path / "home"),
-               PYTHONPATH=str(REPO_ROOT), PYREG_STORE=str(tmp_path / "store"))
+               PYTHONPATH=str(REPO_ROOT), PYREG_STORE=str(tmp_path / "store"),
+               PYREG_NETWORK="none")  # a page's containers make no pyreg0 on the host
     script = tmp_path / f"{page.stem}.sh"
     script.write_text(script_for(page, {}, s3))
     result = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True,
