@@ -828,11 +828,11 @@ def test_wrong_bytes_from_a_plain_upstream_never_reach_a_client_whole(
         assert pull_all(mirror.url, "m/app", "v1")[up.layer_digest] == up.layer_digest
 
 
-def test_a_fills_page_cache_is_let_go_once_its_client_was_sent_it(
+def test_a_fills_page_cache_is_kept_for_the_next_pull(
         make_registry_server: Any, tmp_path: Path) -> None:
-    """The staging file's pages that every client of the leader's worker has been sent are
-    dropped from the page cache (fincore, from util-linux, counts what is resident): a 48 MiB
-    blob just fetched keeps at most its last windows cached, the bytes are whole on disk."""
+    """The staging file's pages stay in the page cache once sent (fincore, from util-linux,
+    counts what is resident): a 48 MiB blob just fetched is mostly cached for its next pull
+    (dropping them made every later pull read the disk), and whole on disk."""
     import subprocess
 
     with CuttingUpstream(48 << 20) as up:
@@ -844,5 +844,5 @@ def test_a_fills_page_cache_is_let_go_once_its_client_was_sent_it(
         wait_for_file(cached)
         out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(cached)],
                              capture_output=True, text=True, check=True).stdout
-        assert int(out.strip()) <= len(up.layer) // 2
+        assert int(out.strip()) >= len(up.layer) // 2
         assert cached.read_bytes() == up.layer

@@ -44,7 +44,7 @@ from typing import Any, Final, overload
 
 from pyreg.registry.layout import LOCKS, ROOT, Layout, blob_data_path, delete_path
 from pyreg.registry.mirror import metrics
-from pyreg.registry.mirror.staging import WINDOW, LocalStaging, StagingError, drop
+from pyreg.registry.mirror.staging import LocalStaging, StagingError
 from pyreg.registry.mirror.upstream import Upstream
 from pyreg.storage.digest import Digest, new_hasher
 from pyreg.storage.driver import Driver, Lock
@@ -107,8 +107,6 @@ class Fill:
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._staging_fd: int | None = None  # the leader's local staging file, open for reading
-        self._sent: dict[object, int] = {}  # span readers -> bytes sent so far
-        self._dropped = 0  # the staging file's page cache let go of below this
 
     # -- waking readers ------------------------------------------------------------------------
 
@@ -356,7 +354,6 @@ class Fill:
         descriptor of its own that stays valid to the end whatever happens to the path."""
         offset = 0
         fd: int | None = None
-        me = object()
         try:
             while True:
                 changed = self._changed
@@ -367,14 +364,12 @@ class Fill:
                     return
                 if spans and fd is None and self._staging_fd is not None:
                     fd = os.dup(self._staging_fd)
-                    self._sent[me] = offset
                 if fd is not None and size is not None:
                     # what the pump handed over is in the file; the last byte once it is verified
                     end = min(self._received, size if self.verified else size - 1)
                     if end > offset:
                         yield Span(fd, offset, end - offset)
-                        offset = self._sent[me] = end
-                        await self._drop_sent(fd, size)
+                        offset = end
                     else:
                         await self._wait(changed, 0.5)
                     continue
@@ -415,17 +410,8 @@ class Fill:
                     continue
                 await self._wait(changed, 0.5)
         finally:
-            self._sent.pop(me, None)
             if fd is not None:
                 os.close(fd)
-
-    async def _drop_sent(self, fd: int, size: int) -> None:
-        """Let go of the staging file's pages that every span reader has been sent, a WINDOW
-        or more at a time, and the rest at the end (registry/mirror/staging.py says why)."""
-        low = min(self._sent.values())
-        if low - self._dropped >= WINDOW or (low == size and low > self._dropped):
-            start, self._dropped = self._dropped, low
-            await asyncio.to_thread(drop, fd, start, low - start)
 
     def _from_window(self, offset: int, limit: int) -> bytes | memoryview:
         """The bytes from ``offset`` (up to ``limit``) of the chunk in memory holding it."""
