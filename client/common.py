@@ -57,40 +57,26 @@ def parse_plain(argv: list[str], flags: dict[str, str], values: dict[str, str],
     ``--`` and every error are argparse's: it parses the whole line again."""
     from types import SimpleNamespace
 
-    flags = {**TRANSFER_FLAGS, **flags}
-    values = {**TRANSFER_VALUES, **values}
-    out: dict[str, Any] = {**_TRANSFER_DESTS, **dict.fromkeys(flags.values(), False),
-                           **dict.fromkeys(values.values())}
-    words: list[str] = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        i += 1
-        if not word.startswith("-") or word == "-":
-            words.append(word)
-            continue
-        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        if name in flags and not eq:
-            out[flags[name]] = True
-            continue
-        if name not in values:
-            return None  # -h, --ca-file, --, an abbreviation, a typo: argparse says what it is
-        if not eq:
-            if i >= len(argv) or argv[i].startswith("-"):
-                return None
-            value = argv[i]
-            i += 1
-        if values[name] == "parallel":
-            if not (value.isascii() and value.isdigit() and len(value) < 7):
-                return None
-            out["parallel"] = int(value)
-        else:
-            out[values[name]] = value
+    from pyreg.storage.plainargs import plain_options
+
+    parsed = plain_options(argv, {**TRANSFER_FLAGS, **flags}, {**TRANSFER_VALUES, **values},
+                           types={"parallel": _plain_parallel})
+    if parsed is None:
+        return None  # -h, --ca-file, --, an abbreviation, a typo: argparse says what it is
+    options, words = parsed
     if not len(positionals) - optional <= len(words) <= len(positionals):
         return None
+    out: dict[str, Any] = {**_TRANSFER_DESTS, **options}
     out.update(dict.fromkeys(positionals))
     out.update(zip(positionals, words, strict=False))
     return SimpleNamespace(**out)
+
+
+def _plain_parallel(text: str) -> int:
+    """--parallel as parse_plain takes it: a plain number (argparse judges anything else)."""
+    if not (text.isascii() and text.isdigit() and len(text) < 7):
+        raise ValueError(text)
+    return int(text)
 
 
 def add_network(parser: argparse.ArgumentParser, transfers: bool = False) -> None:

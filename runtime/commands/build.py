@@ -94,45 +94,21 @@ def parse_simple(argv: list[str]) -> Any:
     which argparse then parses, so help, errors and its grammar's corners stay argparse's."""
     from types import SimpleNamespace
 
+    from pyreg.storage.plainargs import plain_options
+
     types: dict[str, Callable[[str], Any]] = {
         "build_arg": _key_value, "label": _key_value, "source_date_epoch": _epoch,
         "network": _choice(NETWORKS), "compression": _choice(COMPRESSIONS)}
-    out: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
-    out.update(dict.fromkeys(_VALUES.values()), network="default", compression="gzip")
-    out.update({dest: [] for dest in _LISTS.values()})
-    context = None
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        i += 1
-        if not word.startswith("-"):
-            if context is not None:
-                return None  # argparse's error
-            context = word
-            continue
-        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        if name in _FLAGS and not eq:
-            out[_FLAGS[name]] = True
-            continue
-        dest = _VALUES.get(name) or _LISTS.get(name)
-        if dest is None:
-            return None  # -, -h, --help, -qt, -tX, an abbreviation, --: argparse knows
-        if not eq:
-            if i >= len(argv) or argv[i].startswith("-"):
-                return None
-            value = argv[i]
-            i += 1
-        try:
-            parsed = types[dest](value) if dest in types else value
-        except Exception:  # argparse reports it in its words
-            return None
-        if name in _LISTS:
-            out[dest].append(parsed)
-        else:
-            out[dest] = parsed
-    if context is None:
-        return None
-    out["context"] = context
+    parsed = plain_options(argv, _FLAGS, _VALUES, _LISTS, types)
+    if parsed is None:
+        return None  # -h, --help, -qt, -tX, an abbreviation, --: argparse knows
+    out, words = parsed
+    if len(words) != 1 or words[0] == "-":
+        return None  # no context, several (argparse's errors), or stdin
+    for dest, default in (("network", "default"), ("compression", "gzip")):
+        if out[dest] is None:
+            out[dest] = default
+    out["context"] = words[0]
     return SimpleNamespace(**out)
 
 

@@ -109,46 +109,20 @@ def parse_simple(argv: list[str]) -> Any:
     gives the help, the errors and every corner of its grammar as before."""
     from types import SimpleNamespace
 
+    from pyreg.storage.plainargs import plain_options
+
     types: dict[str, Callable[[str], Any]] = {
         "restart": _restart_policy, "memory": parse_bytes, "cpus": float, "pids_limit": int,
         "volume": parse_volume}
-    out: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
-    out.update(dict.fromkeys(_VALUES.values()), restart="no")
-    out.update({dest: [] for dest in _LISTS.values()})
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if not word.startswith("-") or word == "-":
-            break
-        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        if name in _FLAGS and not eq:
-            out[_FLAGS[name]] = True
-            i += 1
-            continue
-        dest = _VALUES.get(name) or _LISTS.get(name)
-        if dest is None:
-            return None  # -h, --help, -it, -eK=V, an abbreviation, --: argparse knows
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            value = argv[i + 1]
-            i += 1
-            if value.startswith("-"):
-                return None
-        i += 1
-        try:
-            parsed = types[dest](value) if dest in types else value
-        except Exception:  # argparse reports it in its words
-            return None
-        if name in _LISTS:
-            out[dest].append(parsed)
-        else:
-            out[dest] = parsed
-    if i >= len(argv) or argv[i] == "-":
+    parsed = plain_options(argv, _FLAGS, _VALUES, _LISTS, types, stop_at_word=True)
+    if parsed is None:
+        return None  # -h, --help, -it, -eK=V, an abbreviation, --: argparse knows
+    out, words = parsed
+    if not words or words[0] == "-" or words[1:2] == ["--"]:
         return None
-    out["image"], out["command"] = argv[i], argv[i + 1:]
-    if out["command"][:1] == ["--"]:
-        return None
+    if out["restart"] is None:
+        out["restart"] = "no"
+    out["image"], out["command"] = words[0], words[1:]
     return SimpleNamespace(**out)
 
 
