@@ -4,15 +4,10 @@ the filesystem driver (asyncio) for the file version rule."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from pyreg.runtime.build.records import FrozenRecordError, field, record
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fixtures import cliparse
 
 
 @record(frozen=True)
@@ -68,7 +63,6 @@ def test_a_cached_rebuild_imports_no_dataclasses_and_no_driver() -> None:
             "import pyreg.runtime.build.context, pyreg.runtime.build.hashcache\n"
             "print(sorted(m for m in ('dataclasses', 'inspect', 'asyncio', 'pyreg.storage.filesystem')"
             " if m in sys.modules))\n")
-    p = subprocess.run([sys.executable, "-S", "-c", code], env={**os.environ, "PYTHONPATH": REPO},
-                       capture_output=True, text=True, timeout=60)
+    p = cliparse.bare_python(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"

@@ -4,39 +4,19 @@ it gives exactly argparse's namespace or declines (None), and argparse parses th
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-from typing import NoReturn
 
 import pytest
 
 from pyreg.runtime.commands import build
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fixtures import cliparse
 
 
 def argparse_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyreg build", exit_on_error=False)
-    build.add_arguments(parser)
-    return parser
-
-
-class _Refused(Exception):
-    pass
-
-
-def _raise(message: str) -> NoReturn:
-    raise _Refused(message)
+    return cliparse.argparse_parser(build.add_arguments, "pyreg build")
 
 
 def with_argparse(argv: list[str]) -> dict[str, object] | None:
-    parser = argparse_parser()
-    parser.error = _raise  # type: ignore[method-assign]  # exit_on_error does not cover every error
-    try:
-        return vars(parser.parse_args(argv))
-    except (argparse.ArgumentError, _Refused):
-        return None
+    return cliparse.with_argparse(build.add_arguments, "pyreg build", argv)
 
 
 PLAIN = [
@@ -83,9 +63,7 @@ def test_every_option_of_argparse_is_known() -> None:
 
 @pytest.mark.parametrize("argv", [["--network", "bridge", "."], ["--build-arg", "=1", "."], []])
 def test_errors_stay_argparses(argv: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-m", "pyreg", "build", *argv], env=env, capture_output=True,
-                       text=True, timeout=60)
+    p = cliparse.pyreg_cli("build", *argv)
     assert p.returncode == 2
     assert p.stderr.startswith("usage: pyreg build ")
     assert "pyreg build: error: " in p.stderr
@@ -99,7 +77,6 @@ def test_build_path_imports_no_argparse() -> None:
             "assert cli.main(['build', '-q', '-t', 'x', '.']) == 0\n"
             "late = sorted(m for m in ('argparse', 'gettext', 'locale') if m in sys.modules)\n"
             "print(seen[0]['tag'], late)\n")
-    p = subprocess.run([sys.executable, "-S", "-c", code], env={**os.environ, "PYTHONPATH": REPO},
-                       capture_output=True, text=True, timeout=60)
+    p = cliparse.bare_python(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "['x'] []"

@@ -7,41 +7,22 @@ argparse parses the words again and help, errors and its grammar's corners stay 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-from typing import NoReturn
 
 import pytest
 
 from pyreg.runtime.commands import run
+from tests.fixtures import cliparse
 from tests.fixtures.runtime import RuntimeEnv
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def argparse_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyreg run", exit_on_error=False)
-    run.add_arguments(parser)
-    return parser
+    return cliparse.argparse_parser(run.add_arguments, "pyreg run")
 
 
 def with_argparse(argv: list[str]) -> dict[str, object] | None:
-    """argparse's namespace as a dict, None when it refuses the words."""
-    parser = argparse_parser()
-    parser.error = _raise  # type: ignore[method-assign]  # exit_on_error does not cover every error
-    try:
-        return vars(parser.parse_args(argv))
-    except (argparse.ArgumentError, _Refused):
-        return None
-
-
-class _Refused(Exception):
-    pass
-
-
-def _raise(message: str) -> NoReturn:
-    raise _Refused(message)
+    return cliparse.with_argparse(run.add_arguments, "pyreg run", argv)
 
 
 # plain command lines: parse_simple must take them (the fast path is used) and agree
@@ -107,9 +88,7 @@ def test_every_option_of_argparse_is_known() -> None:
                                   ["--restart", "sometimes", "img"], ["-m", "0", "img"]])
 def test_errors_stay_argparses(argv: list[str]) -> None:
     """A bad value: the usage line and argparse's message, exit 2, as before the fast path."""
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-m", "pyreg", "run", *argv], env=env, capture_output=True,
-                       text=True, timeout=60)
+    p = cliparse.pyreg_cli("run", *argv)
     assert p.returncode == 2
     assert p.stderr.startswith("usage: pyreg run ")
     assert "pyreg run: error: " in p.stderr
@@ -124,9 +103,7 @@ def test_run_path_imports_no_argparse() -> None:
             "run.run = lambda args, **kw: 0\n"
             "assert cli.main(['run', '--rm', '-e', 'A=1', 'busybox', 'true']) == 0\n"
             "print(sorted(m for m in ('argparse', 'gettext', 'locale') if m in sys.modules))\n")
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=60)
+    p = cliparse.bare_python(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
 
@@ -173,9 +150,7 @@ def test_run_started_as_a_program_turns_the_collector_off() -> None:
             "seen = []\nrun.run = lambda args, **kw: seen.append(gc.isenabled()) or 0\n"
             "import atexit\natexit.register(lambda: print(seen))\n"
             "sys.argv = ['pyreg', 'run', 'busybox']\ncli.main()\n")
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=60)
+    p = cliparse.bare_python(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[False]"
 

@@ -8,41 +8,21 @@ argparse parses the words again and help, errors and ``--ca-file``'s check stay 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from types import ModuleType
-from typing import NoReturn
 
 import pytest
 
 from pyreg.client import common
 from pyreg.client.commands import pull, push
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class _Refused(Exception):
-    pass
-
-
-def _raise(message: str) -> NoReturn:
-    raise _Refused(message)
+from tests.fixtures import cliparse
 
 
 def parser_of(module: ModuleType) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"pyreg {module.__name__}", exit_on_error=False)
-    module.add_arguments(parser)
-    return parser
+    return cliparse.argparse_parser(module.add_arguments, f"pyreg {module.__name__}")
 
 
 def with_argparse(module: ModuleType, argv: list[str]) -> dict[str, object] | None:
-    parser = parser_of(module)
-    parser.error = _raise  # type: ignore[method-assign]
-    try:
-        return vars(parser.parse_args(argv))
-    except (argparse.ArgumentError, _Refused):
-        return None
+    return cliparse.with_argparse(module.add_arguments, f"pyreg {module.__name__}", argv)
 
 
 PLAIN = [
@@ -117,9 +97,7 @@ def test_every_option_of_argparse_is_known(module: ModuleType) -> None:
 
 def test_errors_stay_argparses() -> None:
     """A bad value: argparse's usage line and message, exit 2, as before the plain parser."""
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-m", "pyreg", "pull", "--parallel", "x", "busybox"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    p = cliparse.pyreg_cli("pull", "--parallel", "x", "busybox")
     assert p.returncode == 2 and p.stderr.startswith("usage: pyreg pull ")
     assert "Traceback" not in p.stderr
 
@@ -133,8 +111,6 @@ def test_pull_and_push_import_no_argparse() -> None:
             "assert cli.main(['pull', '-q', '--no-extract', '127.0.0.1:1/a:1']) == 0\n"
             "assert cli.main(['push', '-q', '/nowhere:1', '127.0.0.1:1/a:1']) == 0\n"
             "print(sorted(m for m in ('argparse', 'gettext', 'locale', 'tempfile') if m in sys.modules))\n")
-    env = {**os.environ, "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=60)
+    p = cliparse.bare_python(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
