@@ -325,7 +325,7 @@ class Uploads:
                     hasher = new_hasher(digest.algorithm)
                 self._forget(upload_id)
                 if body is not None and size == 0 and hasher is not None:
-                    version = await self.layout.blob_version(digest)
+                    version = await self.layout.served_version(digest)  # recorded at its publish too
                     if await self.layout.trusts(digest, version):
                         return await self._finish_stored(name, upload_id, digest, expected_size, body,
                                                          writer, hasher)
