@@ -41,7 +41,7 @@ def _ca_file_action() -> type[argparse.Action]:
 
 
 # parse_plain's view of add_network(transfers=True) and add_json: option -> dest
-# (tests/test_client_parse.py checks these against the argparse parsers)
+# (tests/test_cli_fast_parse.py checks these against the argparse parsers)
 TRANSFER_FLAGS = {"--insecure": "insecure", "-q": "quiet", "--quiet": "quiet", "--json": "json"}
 TRANSFER_VALUES = {"--parallel": "parallel"}
 _TRANSFER_DESTS = {"insecure": False, "ca_file": None, "parallel": None, "quiet": False, "json": False}

@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the build context: a directory, or - for a tar on stdin")
 
 
-# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_build_parse.py
+# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_fast_parse.py
 # checks that it names every option of the argparse parser and parses as argparse does.
 _FLAGS = {"--no-cache": "no_cache", "--pull": "pull", "--push": "push", "-q": "quiet", "--quiet": "quiet"}
 _VALUES = {"-f": "file", "--file": "file", "--target": "target", "--platform": "platform",

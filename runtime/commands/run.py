@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
 
-# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_run_parse.py
+# parse_simple's view of add_arguments: option -> dest, by kind. tests/test_cli_fast_parse.py
 # checks that it names every option of the argparse parser and parses as argparse does.
 _FLAGS = {"--rm": "rm", "-d": "detach", "--detach": "detach", "-i": "interactive",
           "--interactive": "interactive", "-t": "tty", "--tty": "tty", "--read-only": "read_only",
