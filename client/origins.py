@@ -14,22 +14,25 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from pyreg.storage.digest import Digest
 from pyreg.storage.manifest import Descriptor
 from pyreg.storage.mediatypes import MANIFESTS
 from pyreg.storage.private import make_private_dir
 
+TYPE_CHECKING = False  # (a pull's start-up imports neither typing nor pathlib)
+if TYPE_CHECKING:
+    from pyreg.storage.storefiles import StrPath
+
 KEEP = 8
 DIRNAME = "origins"
 
 
-def _path(root: Path, digest: Digest) -> Path:
-    return root / DIRNAME / digest.algorithm / digest.hex
+def _path(root: StrPath, digest: Digest) -> str:
+    return os.path.join(root, DIRNAME, digest.algorithm, digest.hex)
 
 
-def _read(path: Path) -> list[str]:
+def _read(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(64 << 10)
@@ -38,13 +41,13 @@ def _read(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line and "/" in line]
 
 
-def lookup(root: Path, digest: Digest, registry: str) -> list[str]:
+def lookup(root: StrPath, digest: Digest, registry: str) -> list[str]:
     """The repositories of ``registry`` that ``digest`` was seen in, newest first."""
     prefix = f"{registry}/"
     return [line[len(prefix):] for line in _read(_path(root, digest)) if line.startswith(prefix)]
 
 
-def record(root: Path, descriptors: Iterable[Descriptor], registry: str, repository: str) -> None:
+def record(root: StrPath, descriptors: Iterable[Descriptor], registry: str, repository: str) -> None:
     """Note that ``registry/repository`` holds these blobs. Best effort: a store that cannot be
     written here (read-only, full) only loses the mount hint."""
     entry = f"{registry}/{repository}"
@@ -57,19 +60,23 @@ def record(root: Path, descriptors: Iterable[Descriptor], registry: str, reposit
             continue
         lines = [entry, *(line for line in lines if line != entry)][:KEEP]
         with contextlib.suppress(OSError):
-            if not path.parent.is_dir():
-                make_private_dir(path.parent)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-            tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+            head, name = os.path.split(path)
+            if not os.path.isdir(head):
+                make_private_dir(head)
+            tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(f"{line}\n" for line in lines))
             os.replace(tmp, path)
 
 
-def sweep(root: Path, has_blob: Callable[[Digest], bool]) -> int:
+def sweep(root: StrPath, has_blob: Callable[[Digest], bool]) -> int:
     """Forget the origins of blobs the store no longer holds (after ``rmi`` / ``prune``); returns
     how many records went. A record left behind would only cost a refused mount, but the
     directory would grow with every image ever pulled."""
+    from pathlib import Path
+
     removed = 0
-    base = root / DIRNAME
+    base = Path(root, DIRNAME)
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for algorithm_dir in base.iterdir():
             for path in algorithm_dir.iterdir():

@@ -12,8 +12,8 @@ source repository when both are on one registry.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from pyreg.client import origins
 from pyreg.client.progress import Progress
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pyreg.storage.remote import RegistryClient
     from pyreg.storage.remote.plainstore import PlainStore
     from pyreg.storage.remote.store import RemoteStore
+    from pyreg.storage.storefiles import StrPath
 
 __all__ = ["Platform", "Source", "TransferResult", "copy", "layout_source", "local_source", "pull",
            "pull_all_tags", "push"]
@@ -266,7 +267,7 @@ def _pull_from(remote: RemoteStore | PlainStore, config_bytes: Callable[[Descrip
                             on_blob=on_blob)
         config.extract()  # raises what the config's job raised (run_parallel raised it first)
         store.tag(str(ref), chosen.digest, chosen.media_type, chosen.size, platform=plat)
-    origins.record(store.root, [c.descriptor for c in copied], ref.registry, ref.repository)
+    origins.record(store.rootdir, [c.descriptor for c in copied], ref.registry, ref.repository)
     return TransferResult(str(ref), str(chosen.digest), chosen.media_type,
                           str(Platform.of(plat)) if plat else None,
                           _blob_results(copied, {d.digest for d in layers}))
@@ -300,7 +301,7 @@ class Source:
     ``local_root`` a local store's directory, where blob origins are recorded."""
 
     def __init__(self, root: Descriptor, store: ContentStore, mount_from: tuple[str, str] | None = None,
-                 name: str = "", local_root: Path | None = None) -> None:
+                 name: str = "", local_root: StrPath | None = None) -> None:
         self.root = root
         self.store = store
         self.mount_from = mount_from
@@ -319,12 +320,13 @@ def local_source(store: LocalStore, text: str) -> Source:
         mount = (origin.registry, origin.repository)
     except ValueError:
         pass
-    return Source(root, store, mount, record.name, store.root)
+    return Source(root, store, mount, record.name, store.rootdir)
 
 
-def layout_source(path: Path, tag: str | None) -> Source:
+def layout_source(path: StrPath, tag: str | None) -> Source:
     """An OCI image layout directory; ``tag`` picks an index.json entry by its ref.name annotation."""
-    entries = layout_index((path / "index.json").read_bytes())
+    with open(os.path.join(path, "index.json"), "rb") as f:
+        entries = layout_index(f.read())
     if tag is None:
         if len(entries) != 1:
             names = [ref_name(e) or "?" for e in entries]

@@ -15,7 +15,6 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 from pyreg.storage.content import BlobFiles, ContentSizeError, Info
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier, new_hasher
@@ -26,7 +25,10 @@ from pyreg.storage.storefiles import StoreError, create, flock
 TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
     import queue
+    from pathlib import Path  # (annotations only: not imported on a pull's start-up)
     from typing import IO, Any
+
+    from pyreg.storage.storefiles import StrPath
 
 _CHUNK = 1 << 20
 
@@ -95,15 +97,15 @@ class BlobWriter:
         self.store = store
         self.digest = digest
         self.size = size
-        self.final = store.blob_path(digest)
-        self.exists = self.final.exists()
-        self.partial = store.root / "ingest" / f"{digest.algorithm}-{digest.hex}"
+        self.final = store._blob_name(digest)
+        self.exists = os.path.exists(self.final)
+        self.partial = os.path.join(store.rootdir, "ingest", f"{digest.algorithm}-{digest.hex}")
         self._verifier = _PipelinedVerifier(digest)
         self._file: IO[bytes] | None = None
         self.committed = False
         if not self.exists:
-            if not self.partial.parent.is_dir():
-                make_private_dir(self.partial.parent)
+            if not os.path.isdir(os.path.dirname(self.partial)):
+                make_private_dir(os.path.dirname(self.partial))
             fd = create(self.partial, 0o600, os.O_RDWR | os.O_APPEND)
             self._file = os.fdopen(fd, "ab+")
             self._file.seek(0)
@@ -133,8 +135,9 @@ class BlobWriter:
             self.discard()
             raise SizeMismatchError(f"blob {self.digest} is larger than its descriptor's {self.size} bytes")
 
-    def commit(self) -> Path:
-        """Verify size and digest; on a mismatch delete what was written and raise."""
+    def commit(self) -> str:
+        """Verify size and digest; on a mismatch delete what was written and raise. Returns
+        the blob's file name."""
         if self.exists:
             return self.final
         assert self._file is not None
@@ -151,8 +154,8 @@ class BlobWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        if not self.final.parent.is_dir():
-            make_private_dir(self.final.parent)
+        if not os.path.isdir(os.path.dirname(self.final)):
+            make_private_dir(os.path.dirname(self.final))
         os.chmod(self.partial, 0o444)
         os.rename(self.partial, self.final)
         self.committed = True
@@ -167,7 +170,8 @@ class BlobWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self.partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.partial)
 
     def close(self) -> None:
         """Keep a partial download for a later resume (it is invisible until committed)."""
@@ -181,22 +185,34 @@ class BlobStore(BlobFiles):
     """Blobs by digest in the local store's ``blobs/``; ``info``, ``reader`` and ``delete`` come
     from BlobFiles. Safe for concurrent processes and threads."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: StrPath) -> None:
+        self.rootdir = os.fspath(root)
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.rootdir)
+
+    def _blob_name(self, digest: Digest | str) -> str:
+        d = Digest.parse(digest) if isinstance(digest, str) else digest
+        return os.path.join(self.rootdir, "blobs", d.algorithm, d.hex)
 
     def blob_path(self, digest: Digest | str) -> Path:
-        d = Digest.parse(digest) if isinstance(digest, str) else digest
-        return self.root / "blobs" / d.algorithm / d.hex
+        from pathlib import Path
+
+        return Path(self._blob_name(digest))
 
     def blob_file(self, digest: Digest) -> Path:
         return self.blob_path(digest)
 
     def has_blob(self, digest: Digest | str) -> bool:
-        return self.blob_path(digest).exists()
+        return os.path.exists(self._blob_name(digest))
 
     def read_blob(self, digest: Digest | str) -> bytes:
         try:
-            return self.blob_path(digest).read_bytes()
+            with open(self._blob_name(digest), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             raise StoreError(f"blob {digest} is missing from the local store") from None
 
@@ -217,7 +233,7 @@ class BlobStore(BlobFiles):
     def blob_writer(self, digest: Digest | str, size: int | None = None) -> Iterator[BlobWriter]:
         """One writer per digest across processes; a second one waits, then sees ``exists``."""
         d = Digest.parse(digest) if isinstance(digest, str) else digest
-        with flock(self.root / "locks" / f"blob-{d.algorithm}-{d.hex}"):
+        with flock(os.path.join(self.rootdir, "locks", f"blob-{d.algorithm}-{d.hex}")):
             writer = BlobWriter(self, d, size)
             try:
                 yield writer
@@ -247,7 +263,7 @@ class BlobStore(BlobFiles):
                 w.commit()
         return d
 
-    def put_blob_file(self, path: Path, digest: Digest | str | None = None) -> tuple[Digest, int]:
+    def put_blob_file(self, path: StrPath, digest: Digest | str | None = None) -> tuple[Digest, int]:
         """Copy a file into the store, hashing it; verified against ``digest`` if given."""
         if digest is None:
             h = new_hasher()
@@ -256,7 +272,7 @@ class BlobStore(BlobFiles):
                     h.update(chunk)
             digest = Digest("sha256", h.hexdigest())
         d = Digest.parse(digest) if isinstance(digest, str) else digest
-        size = path.stat().st_size
+        size = os.stat(path).st_size
         with self.blob_writer(d, size) as w:
             if not w.exists:
                 w.restart()
@@ -270,7 +286,7 @@ class BlobStore(BlobFiles):
         """Store a stream whose digest is not known in advance (docker-save layers)."""
         hasher = new_hasher()
         size = 0
-        tmp = self.root / "ingest" / f"stream-{os.urandom(16).hex()}"
+        tmp = os.path.join(self.rootdir, "ingest", f"stream-{os.urandom(16).hex()}")
         try:
             with os.fdopen(create(tmp, 0o600, os.O_WRONLY | os.O_EXCL), "wb") as f:
                 while chunk := reader.read(_CHUNK):
@@ -279,9 +295,10 @@ class BlobStore(BlobFiles):
                     size += len(chunk)
             digest = Digest("sha256", hasher.hexdigest())
             os.chmod(tmp, 0o444)
-            os.rename(tmp, self.blob_path(digest))
+            os.rename(tmp, self._blob_name(digest))
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return digest, size
 
     def sweep(self, keep: set[str]) -> tuple[int, int]:

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from pathlib import Path
 
 from pyreg.storage import graph
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
@@ -31,6 +30,7 @@ from pyreg.storage.units import human_size
 
 TYPE_CHECKING = False  # typing (Protocol, TypeVar): milliseconds of every pull's start-up
 if TYPE_CHECKING:
+    from pathlib import Path  # (annotations only: pathlib is not imported on a pull's start-up)
     from typing import IO, Any, TypeGuard, TypeVar
 
     from pyreg.storage.contentproto import ContentStore as ContentStore
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyreg.storage.contentproto import Mounter as Mounter
     from pyreg.storage.contentproto import Progress as Progress
     from pyreg.storage.contentproto import Writer as Writer
+    from pyreg.storage.storefiles import StrPath
 
     T = TypeVar("T")
 else:
@@ -340,10 +341,11 @@ def run_parallel(jobs: list[Callable[[], T]], parallel: int) -> list[T]:
 class _FileWriter:
     """Writes aside (``blobs/<alg>/.<hex>.<random>``), verifies, then renames into place."""
 
-    def __init__(self, final: Path, digest: Digest, size: int) -> None:
+    def __init__(self, final: StrPath, digest: Digest, size: int) -> None:
         self.final, self.size = final, size
-        self.tmp = final.with_name(f".{final.name}.{os.urandom(8).hex()}")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        head, self.name = os.path.split(os.fspath(final))
+        self.tmp = os.path.join(head, f".{self.name}.{os.urandom(8).hex()}")
+        os.makedirs(head or ".", exist_ok=True)
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         self.file: IO[bytes] | None = os.fdopen(fd, "wb")
         self.verifier = DigestVerifier(digest)
@@ -354,15 +356,15 @@ class _FileWriter:
         self.written += len(data)
         if self.written > self.size:
             self.abort()
-            raise ContentSizeError(f"{self.final.name}: more than the expected {self.size} bytes")
+            raise ContentSizeError(f"{self.name}: more than the expected {self.size} bytes")
         self.verifier.update(data)
         self.file.write(data)
 
-    def commit(self) -> Path:
+    def commit(self) -> StrPath:
         assert self.file is not None, "writer closed"
         if self.written != self.size:
             self.abort()
-            raise ContentSizeError(f"{self.final.name}: expected {self.size} bytes, got {self.written}")
+            raise ContentSizeError(f"{self.name}: expected {self.size} bytes, got {self.written}")
         try:
             self.verifier.verify()
         except DigestMismatchError:
@@ -377,7 +379,8 @@ class _FileWriter:
         if self.file is not None:
             self.file.close()
             self.file = None
-        self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
 
 
 class BlobFiles:
@@ -386,15 +389,19 @@ class BlobFiles:
     def blob_file(self, digest: Digest) -> Path:
         raise NotImplementedError
 
+    def _blob_name(self, digest: Digest) -> StrPath:
+        """``blob_file`` as the store's parts use it: a store may answer a str (no pathlib)."""
+        return self.blob_file(digest)
+
     def info(self, digest: Digest) -> Info | None:
         try:
-            return Info(digest, self.blob_file(digest).stat().st_size)
+            return Info(digest, os.stat(self._blob_name(digest)).st_size)
         except FileNotFoundError:
             return None
 
     def reader(self, digest: Digest, offset: int = 0) -> IO[bytes]:
         try:
-            f = open(self.blob_file(digest), "rb")  # noqa: SIM115 - the caller closes it
+            f = open(self._blob_name(digest), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             raise ContentNotFound(digest) from None
         if offset:
@@ -403,7 +410,7 @@ class BlobFiles:
 
     def delete(self, digest: Digest) -> bool:
         try:
-            self.blob_file(digest).unlink()
+            os.unlink(self._blob_name(digest))
         except FileNotFoundError:
             return False
         return True
@@ -413,22 +420,30 @@ class LayoutStore(BlobFiles):
     """A ContentStore over an OCI image layout directory (``oci-layout``, ``index.json``,
     ``blobs/<alg>/<hex>``), as skopeo, podman and ORAS write them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: StrPath) -> None:
         self.root = root
+        self._dir = os.fspath(root)
 
     def blob_file(self, digest: Digest) -> Path:
-        return self.root / "blobs" / digest.algorithm / digest.hex
+        from pathlib import Path
+
+        return Path(self._blob_name(digest))
+
+    def _blob_name(self, digest: Digest) -> str:
+        return os.path.join(self._dir, "blobs", digest.algorithm, digest.hex)
 
     @contextlib.contextmanager
     def writer(self, digest: Digest, size: int) -> Iterator[Writer]:
-        w = _FileWriter(self.blob_file(digest), digest, size)
+        w = _FileWriter(self._blob_name(digest), digest, size)
         try:
             yield w
         finally:
             w.abort()  # after a commit: nothing left to remove
 
     def walk(self) -> Iterator[Info]:
-        blobs = self.root / "blobs"
+        from pathlib import Path
+
+        blobs = Path(self._dir, "blobs")
         if not blobs.is_dir():
             return
         for alg in sorted(blobs.iterdir()):
@@ -441,6 +456,7 @@ class LayoutStore(BlobFiles):
     def index(self) -> list[Descriptor]:
         """The layout's ``index.json`` entries (the image index: names -> descriptors)."""
         try:
-            return layout_index((self.root / "index.json").read_bytes())
+            with open(os.path.join(self._dir, "index.json"), "rb") as f:
+                return layout_index(f.read())
         except FileNotFoundError:
             return []

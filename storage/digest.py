@@ -85,9 +85,17 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
     """A fresh streaming hasher for a supported algorithm."""
     if algorithm not in ALGORITHM_LENGTHS:
         raise DigestError(algorithm, f"unsupported digest algorithm {algorithm!r}", unsupported=True)
-    import hashlib  # lazy: loading OpenSSL costs milliseconds a command that hashes nothing skips
+    # lazy: loading OpenSSL costs milliseconds a command that hashes nothing skips; and OpenSSL's
+    # constructor straight from _hashlib, as hashlib.new calls it, without hashlib.py's own import
+    # (its table of constructors, _blake2): hashlib only where OpenSSL lacks the algorithm
+    try:
+        import _hashlib
 
-    return hashlib.new(algorithm)
+        return _hashlib.new(algorithm)
+    except (ImportError, ValueError):
+        import hashlib
+
+        return hashlib.new(algorithm)
 
 
 class DigestMismatchError(ValueError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
+import os
 
 from pyreg.storage import mediatypes
 from pyreg.storage.blobstore import BlobStore
@@ -31,6 +31,8 @@ from pyreg.storage.storefiles import StoreError, atomic_write, flock
 TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
     from typing import Any
+
+    from pyreg.storage.storefiles import StrPath
 
 
 class ImageNotFoundError(StoreError):
@@ -116,11 +118,12 @@ class Match(Frozen):
 class ImageIndex:
     """Local image names over ``index.json``; reads the blob store to check and to find IDs."""
 
-    def __init__(self, root: Path, blobs: BlobStore) -> None:
+    def __init__(self, root: StrPath, blobs: BlobStore) -> None:
         self.root = root
         self.blobs = blobs
-        self.path = root / "index.json"
-        self.lock = root / "locks" / "index.lock"
+        # file names as str: os functions take them, and a pull's start-up imports no pathlib
+        self.path = os.path.join(root, "index.json")
+        self.lock = os.path.join(root, "locks", "index.lock")
 
     def write(self, records: list[ImageRecord], sync: bool = True) -> None:
         """Replace ``index.json`` (the caller holds ``self.lock``); ``sync=False`` only for a new
@@ -131,7 +134,8 @@ class ImageIndex:
 
     def images(self) -> list[ImageRecord]:
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return []
         try:

@@ -17,7 +17,6 @@ import errno
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from pyreg.storage.blobstore import BlobStore
 from pyreg.storage.digest import Digest, DigestMismatchError
@@ -28,11 +27,14 @@ from pyreg.storage.storefiles import StoreError, create, flock, rmtree
 
 TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
+    from pathlib import Path  # (annotations: pathlib is imported once layers are extracted)
     from typing import Any
+
+    from pyreg.storage.storefiles import StrPath
 
 # ``extract(blob_path, dest_dir, media_type)``; a result with ``.diff_id`` is verified against
 # the image config (the runtime's ``runtime.extract.extract_layer`` returns one).
-Extractor = Callable[[Path, Path, str], object]
+Extractor = Callable[["Path", "Path", str], object]
 
 
 def config_diff_ids(config: dict[str, Any]) -> list[str]:
@@ -45,9 +47,15 @@ def config_diff_ids(config: dict[str, Any]) -> list[str]:
 class LayerStore:
     """Extracted layers by chain ID; reads layer blobs from the blob store."""
 
-    def __init__(self, root: Path, blobs: BlobStore) -> None:
-        self.root = root
+    def __init__(self, root: StrPath, blobs: BlobStore) -> None:
+        self.rootdir = os.fspath(root)
         self.blobs = blobs
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.rootdir)
 
     def layer_dir(self, chain_id: str) -> Path:
         d = Digest.parse(chain_id)

@@ -82,7 +82,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from pyreg.storage import graph, mediatypes
 from pyreg.storage.blobstore import BlobStore, BlobWriter, SizeMismatchError
@@ -99,7 +98,10 @@ from pyreg.storage.storefiles import StoreError, atomic_write, filled, flock, rm
 
 TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
+    from pathlib import Path  # (annotations, and the Path API: not imported on a pull's start-up)
     from typing import IO, Any
+
+    from pyreg.storage.storefiles import StrPath
 
 # The names callers import from here (client/, runtime/, tests) stay here.
 __all__ = ["OCI_LAYOUT_VERSION", "BlobWriter", "Extractor", "ImageNotFoundError", "ImageRecord",
@@ -146,17 +148,31 @@ class LocalStore:
     Implements storage/content.py's ContentStore through its blob store (``self.blobs``)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else self.default_root()
-        self.blobs = BlobStore(self.root)
-        self.image_index = ImageIndex(self.root, self.blobs)
-        self.layer_store = LayerStore(self.root, self.blobs)
+        # the root as a str for the store's own file work (os functions): pathlib, with
+        # urllib.parse and ipaddress under it, is ~4 ms of CPU a pull's start-up does not need
+        self.rootdir = (os.fspath(root) or ".") if root is not None else store_root()
+        self.blobs = BlobStore(self.rootdir)
+        self.image_index = ImageIndex(self.rootdir, self.blobs)
+        self.layer_store = LayerStore(self.rootdir, self.blobs)
         self._init_layout()
+
+    @property
+    def root(self) -> Path:
+        """The store's directory (``rootdir`` as a Path)."""
+        from pathlib import Path
+
+        return Path(self.rootdir)
 
     @staticmethod
     def default_root() -> Path:
         """``$PYREG_STORE``, else ``store`` in the client config, else /var/lib/pyreg for root,
         else ``$XDG_DATA_HOME/pyreg`` (``~/.local/share/pyreg``)."""
+        from pathlib import Path
+
         return Path(store_root())
+
+    def _file(self, *parts: str) -> str:
+        return os.path.join(self.rootdir, *parts)
 
     _DIRS = ("blobs", "blobs/sha256", "layers", "layers/sha256", "layers/.ingest", "ingest", "locks")
 
@@ -167,11 +183,11 @@ class LocalStore:
         written again here. Two fsyncs less before a fresh store's first pull; ``index.json``
         is synced whenever it names something (``ImageIndex.write``)."""
         self._secure_root()
-        layout = self.root / "oci-layout"
+        layout = self._file("oci-layout")
         if filled(layout) and filled(self.image_index.path):
             return
         for sub in self._DIRS:
-            make_private_dir(self.root / sub)
+            make_private_dir(self._file(sub))
         with flock(self.image_index.lock):
             if not filled(layout):
                 version = json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode()
@@ -185,10 +201,10 @@ class LocalStore:
         A store owned by someone else is refused rather than used: its owner could swap a layer
         directory for a symlink to ``/`` between two runs, or plant a setuid file in it.
         """
-        if not self.root.exists():
-            make_private_dir(self.root)
+        if not os.path.exists(self.rootdir):
+            make_private_dir(self.rootdir)
         try:
-            st = check_owned(self.root, "local store")
+            st = check_owned(self.rootdir, "local store")
         except UnsafeDirError as e:
             raise StoreError(str(e)) from None
         if st.st_mode & 0o077:
@@ -198,6 +214,8 @@ class LocalStore:
         """Make the root and every directory of the store's own 0700 (a store made by an older
         pyreg had 0755 ones); the insides of extracted layers keep the image's modes. Returns how
         many directories changed."""
+        from pathlib import Path
+
         changed = 0
         candidates = [Path(os.path.realpath(self.root)), *(self.root / sub for sub in self._DIRS)]
         for parent in ("layers/sha256", "layers/.ingest", "ingest"):
@@ -211,7 +229,7 @@ class LocalStore:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold for the length of a pull / load / push-from-layout: keeps prune from sweeping."""
-        with flock(self.root / "locks" / "gc.lock", exclusive=False):
+        with flock(self._file("locks", "gc.lock"), exclusive=False):
             yield
 
     # -- blobs (storage/blobstore.py), and through them the ContentStore protocol --------------
@@ -240,7 +258,7 @@ class LocalStore:
     def put_blob(self, data: bytes, digest: Digest | str | None = None) -> Digest:
         return self.blobs.put_blob(data, digest)
 
-    def put_blob_file(self, path: Path, digest: Digest | str | None = None) -> tuple[Digest, int]:
+    def put_blob_file(self, path: StrPath, digest: Digest | str | None = None) -> tuple[Digest, int]:
         return self.blobs.put_blob_file(path, digest)
 
     def ingest_stream(self, reader: IO[bytes]) -> tuple[Digest, int]:

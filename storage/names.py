@@ -17,8 +17,9 @@ NAME_PATTERN: Final = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
 TAG_PATTERN: Final = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
 NAME_MAX_LENGTH: Final = 255
 
-_NAME = re.compile(rf"^{NAME_PATTERN}$")
-_TAG = re.compile(rf"^{TAG_PATTERN}$")
+# compiled on first use (re's cache): a command that checks no name pays nothing at import
+_NAME = rf"^{NAME_PATTERN}$"
+_TAG = rf"^{TAG_PATTERN}$"
 
 
 def name_problem(name: str) -> str | None:
@@ -29,10 +30,10 @@ def name_problem(name: str) -> str | None:
         return f"repository name must not be more than {NAME_MAX_LENGTH} characters"
     if name != name.lower():
         return "repository name must be lowercase"
-    if not _NAME.match(name):
+    if not re.match(_NAME, name):
         return f"repository name {name!r} does not match {NAME_PATTERN}"
     return None
 
 
 def is_valid_tag(tag: str) -> bool:
-    return bool(_TAG.match(tag))
+    return bool(re.match(_TAG, tag))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+# patterns compiled on first use (re's cache), not when a command that reads no size imports this
+_SIZE = r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)"
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
                    "h": 3600.0, "d": 86400.0}
 
@@ -30,7 +31,7 @@ def size_bytes(value: object) -> int:
             raise ValueError(f"invalid size {value!r}")
         return value
     if isinstance(value, str):
-        m = _SIZE.fullmatch(value.strip())
+        m = re.fullmatch(_SIZE, value.strip(), re.IGNORECASE)
         if m:
             return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     raise ValueError(f"invalid size {value!r} (bytes, or with a unit: 512k, 10M, 1G)")
@@ -59,7 +60,7 @@ def parse_duration(value: object) -> float:
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return float(text)
         pos, total = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
+        for m in re.finditer(_DURATION_PART, text):
             if m.start() != pos:
                 break
             total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
@@ -134,8 +135,8 @@ def human_duration(seconds: float) -> str:
     return f"{int(seconds / 3600) // 24 // 365} years"
 
 
-_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)(?:T(\d\d)(?::(\d\d)(?::(\d\d)(\.\d{1,9})?)?)?)?"
-                   r"(Z|[+-]\d\d:\d\d)?")
+_DATE = (r"(\d{4})-(\d\d)-(\d\d)(?:T(\d\d)(?::(\d\d)(?::(\d\d)(\.\d{1,9})?)?)?)?"
+         r"(Z|[+-]\d\d:\d\d)?")
 
 
 def parse_time(value: str, now: float | None = None) -> int:
@@ -152,7 +153,7 @@ def parse_time(value: str, now: float | None = None) -> int:
     if re.fullmatch(r"\d+(\.\d{1,9})?", text):
         whole, _, frac = text.partition(".")
         return int(whole) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
-    m = _DATE.fullmatch(text)
+    m = re.fullmatch(_DATE, text)
     if m:
         y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups()[:6])
         try:

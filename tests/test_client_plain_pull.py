@@ -198,11 +198,21 @@ def test_run_parallel_keeps_order_and_raises_the_first_failure() -> None:
     assert len(started) < 50  # jobs not started when one failed are dropped
 
 
+# modules a plain pull / push does without (start-up CPU): typing and the storage protocols
+# (annotations only); pathlib, with urllib.parse and ipaddress under it (the stores work on str
+# file names, their Path API builds Paths when asked); socket.py, with selectors and its enum
+# conversions (storage/remote/plain.py uses _socket); hashlib.py (digest.py takes OpenSSL's
+# constructor from _hashlib)
+NOT_ON_THE_PLAIN_PATH = {"typing", "pyreg.storage.contentproto", "pathlib", "urllib.parse", "ipaddress",
+                         "fnmatch", "socket", "selectors", "hashlib"}
+
+
 def test_plain_pull_and_push_start_without_typing_and_protocols(
         pyreg_factory: Any, client_env: ClientEnv, five_layer_image: TestImage) -> None:
     """Started as a wheel's console script starts (``python -S``: no site hook, which imports
     typing itself here), a plain push and a fresh plain pull import no ``typing``: the storage
-    protocols (storage/contentproto.py) and every annotation-only name stay unimported."""
+    protocols (storage/contentproto.py) and every annotation-only name stay unimported; nor
+    ``pathlib`` nor ``socket`` (NOT_ON_THE_PLAIN_PATH says why)."""
     import os
     import site
     import subprocess
@@ -225,4 +235,9 @@ def test_plain_pull_and_push_start_without_typing_and_protocols(
     pulled = imports("pull", "-q", "--no-extract", f"{server.host}/team/five:1")
     assert "pyreg.storage.remote.plainpush" in pushed and "pyreg.storage.remote.plainstore" in pulled
     for modules in (pushed, pulled):
-        assert not {"typing", "pyreg.storage.contentproto"} & modules, sorted(modules)
+        assert not NOT_ON_THE_PLAIN_PATH & modules, sorted(NOT_ON_THE_PLAIN_PATH & modules)
+    # and the store the pull wrote is whole: index.json names the image, every blob is there
+    index = json.loads((client_env.store / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [img.manifest_digest]
+    for digest in {img.manifest_digest, *img.layer_digests}:
+        assert (client_env.store / "blobs" / "sha256" / digest.split(":")[1]).is_file()

@@ -57,6 +57,35 @@ def test_empty_layout_files_left_by_a_crash_are_written_again(tmp_path: Path) ->
     assert [r.name for r in LocalStore(tmp_path / "s").images()] == [NAME]
 
 
+def test_store_works_on_str_names_and_answers_paths(tmp_path: Path) -> None:
+    """The store's file work is done on str names (``rootdir``: a pull imports no pathlib), and
+    its API still answers Paths, the same whether the root was given as a str or a Path."""
+    from pyreg.client import origins
+    from pyreg.storage.content import LayoutStore
+
+    as_str, as_path = LocalStore(str(tmp_path / "s")), LocalStore(tmp_path / "s")
+    image = mem_image({"a.txt": b"a"})
+    store_image(as_str, image)
+    digest = Digest.parse(image.manifest_digest)
+    for store in (as_str, as_path):
+        assert store.rootdir == str(tmp_path / "s")
+        assert isinstance(store.root, Path) and store.root == tmp_path / "s"
+        assert store.blob_path(digest) == tmp_path / "s" / "blobs" / "sha256" / digest.hex
+        assert isinstance(store.blob_file(digest), Path) and isinstance(store.layer_dir(str(digest)), Path)
+        assert store.lookup("demo").digest == digest and store.read_blob(digest) == image.manifest
+        assert store.info(digest) is not None and store.has_blob(digest)
+    with as_str.blob_writer(Digest.of(b"x"), 1) as w:
+        w.write(b"x")
+        assert w.commit() == str(tmp_path / "s" / "blobs" / "sha256" / Digest.of(b"x").hex)
+    desc = as_path.lookup("demo")
+    first = as_str.read_manifest(desc.digest, desc.media_type).layers[0]
+    origins.record(as_str.rootdir, [first], "r.example", "team/a")
+    layer = first.digest
+    assert origins.lookup(as_path.root, layer, "r.example") == ["team/a"]
+    layout = LayoutStore(str(tmp_path / "s"))
+    assert layout.blob_file(digest) == as_path.blob_path(digest) and layout.info(digest) is not None
+
+
 @pytest.mark.peers
 def test_skopeo_reads_the_store(tmp_path: Path, skopeo: Skopeo) -> None:
     store = LocalStore(tmp_path / "s")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+import os
 
 from pyreg.client import common
 
@@ -32,13 +32,14 @@ def run(args: argparse.Namespace) -> int:
     return common.guard(lambda: _run(args))
 
 
-def _layout_path(src: str) -> tuple[Path, str | None] | None:
-    path = Path(src)
-    if (path / "oci-layout").exists():
-        return path, None
+def _layout_path(src: str) -> tuple[str, str | None] | None:
+    """``(directory, tag)`` of an OCI layout named ``DIR`` or ``DIR:TAG`` (str paths: a push
+    imports no pathlib)."""
+    if os.path.exists(os.path.join(src, "oci-layout")):
+        return src, None
     head, sep, tag = src.rpartition(":")
-    if sep and head and (Path(head) / "oci-layout").exists():
-        return Path(head), tag
+    if sep and head and os.path.exists(os.path.join(head, "oci-layout")):
+        return head, tag
     return None
 
 
@@ -51,8 +52,9 @@ def _run(args: argparse.Namespace) -> int:
         layout = _layout_path(args.src)
         if layout is not None:
             source = transfer.layout_source(*layout)
-        elif Path(args.src).is_file():
+        elif os.path.isfile(args.src):
             import tempfile  # (only here: tempfile imports shutil, random and more)
+            from pathlib import Path
 
             from pyreg.client.archive import load
             from pyreg.storage.localstore import LocalStore
@@ -70,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             if looks_like_path(args.src):
                 parse_spec(args.src)  # says what the path is not (no such file, not a layout)
             source = transfer.local_source(common.store(), args.src)
-        if args.dest is None and layout is None and not Path(args.src).is_file():
+        if args.dest is None and layout is None and not os.path.isfile(args.src):
             from pyreg.storage.imageindex import is_unnamed
 
             if is_unnamed(source.name):

@@ -7,7 +7,7 @@ the server's own ``registry/errors.py`` error is a different thing (a spec error
 from __future__ import annotations
 
 import errno
-import socket
+from _socket import gaierror  # socket's own class, without socket.py's enums
 
 
 class RemoteError(Exception):
@@ -43,7 +43,7 @@ def network_reason(exc: BaseException) -> str:
     while seen is not None:
         if isinstance(seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
             return "the server cut the TLS connection short (no TLS answer)"
-        if isinstance(seen, socket.gaierror):
+        if isinstance(seen, gaierror):
             return "unknown host (name does not resolve)"
         if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):
             return "timed out"

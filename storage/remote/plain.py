@@ -3,9 +3,10 @@
 A pull from a loopback registry is mostly start-up: httpx, httpcore, h11 and ssl cost more CPU to
 import than busybox takes to download. For the narrow case where nothing is unusual — plain HTTP,
 no credentials asked for, ``Content-Length`` bodies, no redirects — this module speaks the few
-lines of HTTP/1.1 that a pull needs with the standard library's ``socket`` alone (no
-``http.client``: its email-parser imports cost more than the request), keeping connections
-alive for the next request.
+lines of HTTP/1.1 that a pull needs with the interpreter's ``_socket`` alone (no
+``http.client``: its email-parser imports cost more than the request; not even ``socket``, whose
+enum conversions and ``selectors`` cost ~2.5 ms of a pull's start-up for ``create_connection``
+and ``makefile``, the two helpers below), keeping connections alive for the next request.
 
 Anything else raises :class:`Unsupported`, and the caller takes the full path
 (storage/remote/client.py over httpx), which handles auth, redirects, TLS, retries and error
@@ -15,11 +16,11 @@ answers quickly when the answer is plain. Callers verify every byte they are han
 
 from __future__ import annotations
 
-import socket
+import _socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from io import BufferedReader
+from io import BufferedReader, RawIOBase
 
 from pyreg.storage.netaddr import split_host_port
 
@@ -154,10 +155,41 @@ class Response:
         self.close()
 
 
-class _Conn:
-    def __init__(self, sock: socket.socket) -> None:
+def _connect(host: bytes, port: int, timeout: float) -> _socket.socket:
+    """``socket.create_connection``: each address ``host`` resolves to in turn, the last
+    failure raised."""
+    failure: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        return sock
+    raise failure or OSError(f"no address for {host!r}")
+
+
+class _SocketReader(RawIOBase):
+    """``socket.makefile("rb")``'s raw layer: ``recv_into`` (a timeout raises, as there)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        super().__init__()
         self.sock = sock
-        self.rfile: BufferedReader = sock.makefile("rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        return self.sock.recv_into(buffer)
+
+
+class _Conn:
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.rfile = BufferedReader(_SocketReader(sock))
 
     def close(self) -> None:
         self.rfile.close()
@@ -217,12 +249,11 @@ class PlainHTTP:
         host, port = self.address
         try:
             # an ASCII host as bytes: a str would load the idna codec for an address like 127.0.0.1
-            sock = socket.create_connection((host.encode("ascii"), port),  # type: ignore[arg-type]
-                                            timeout=CONNECT_TIMEOUT)
+            sock = _connect(host.encode("ascii"), port, CONNECT_TIMEOUT)
         except (OSError, UnicodeError, ValueError) as exc:
             raise Unsupported(f"cannot connect: {exc}") from exc
         sock.settimeout(READ_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         return _Conn(sock)
 
     def _idle_put(self, conn: _Conn) -> None:
