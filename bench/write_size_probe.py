@@ -8,7 +8,8 @@ Why storage/filesystem.py writes at most WRITE_PIECE (32 KiB) per call: on this 
 (Linux 6.18, ext4) the size of a write call picks the size of the page-cache folios it allocates,
 and a folio of order k needs a free block of order >= k; once the machine has none of those
 left but the big ones it gave back to its host, each first touch costs a host fault per page
-(bench/push_cold_bench.py makes that state on purpose; this probe only sees the machine as it is). The files are new each time and the runs are 3 s apart, so the
+(bench/push_cold_bench.py makes that state on purpose; this probe only sees the machine as it
+is). The files are new each time and the runs are 3 s apart, so the
 kernel gets time to report freed memory again.
 """
 
