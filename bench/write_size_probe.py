@@ -4,10 +4,12 @@
     python bench/write_size_probe.py                      # 4 MiB, 256 KiB, 1 MiB, 2 MiB, 4 MiB, 256 KiB
     python bench/write_size_probe.py --dir /srv/registry 262144 4194304
 
-Why storage/filesystem.py writes at most WRITE_PIECE (256 KiB) per call: on this project's VM
+Why storage/filesystem.py writes at most WRITE_PIECE (32 KiB) per call: on this project's VM
 (Linux 6.18, ext4) the size of a write call picks the size of the page-cache folios it allocates,
-and the large ones come from free memory the guest had given back to its host, whose first touch
-costs a host fault per page. The files are new each time and the runs are 3 s apart, so the
+and a folio of order k needs a free block of order >= k; once the machine has none of those
+left but the big ones it gave back to its host, each first touch costs a host fault per page
+(bench/push_cold_bench.py makes that state on purpose; this probe only sees the machine as it
+is). The files are new each time and the runs are 3 s apart, so the
 kernel gets time to report freed memory again.
 """
 

@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from typing import Final
 
+from pyreg.storage.filesystem import WRITE_PIECE
+
 WINDOW: Final = 8 << 20  # bytes per write-back started
 _WRITE: Final = 2  # sync_file_range's SYNC_FILE_RANGE_WRITE (linux/fs.h): start, don't wait
 
@@ -54,7 +56,7 @@ class LocalStaging:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view[:WRITE_PIECE]):]  # small folios: see WRITE_PIECE
         except OSError as e:
             raise StagingError(f"writing the staging file: {e.strerror}") from None
         self.written += len(data)
