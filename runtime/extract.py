@@ -30,6 +30,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
+from pyreg.storage.storefiles import write_all
+
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -257,9 +259,7 @@ class _Extractor:
         try:
             if src is not None:
                 while chunk := src.read(_CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, chunk)  # in small pieces: see storefiles.WRITE_PIECE
             self._fd_meta(ti.name, ti, fd)
         finally:
             os.close(fd)

@@ -20,7 +20,7 @@ from pyreg.storage.content import BlobFiles, ContentSizeError, Info
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier, new_hasher
 from pyreg.storage.manifest import Manifest, ManifestError, parse_manifest
 from pyreg.storage.private import make_private_dir
-from pyreg.storage.storefiles import StoreError, create, flock
+from pyreg.storage.storefiles import StoreError, create, flock, pieces
 
 TYPE_CHECKING = False  # typing: milliseconds of every pull's start-up, for annotations only
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class BlobWriter:
         if self.exists:
             return  # stored meanwhile by another writer: the bytes are known to be the same
         assert self._file is not None, "writer closed"
-        self._file.write(data)
+        for piece in pieces(data):  # small page-cache folios: see storefiles.WRITE_PIECE
+            self._file.write(piece)
         self._verifier.update(data)
         if self.size is not None and self._verifier.size > self.size:
             self.discard()
@@ -291,7 +292,8 @@ class BlobStore(BlobFiles):
             with os.fdopen(create(tmp, 0o600, os.O_WRONLY | os.O_EXCL), "wb") as f:
                 while chunk := reader.read(_CHUNK):
                     hasher.update(chunk)
-                    f.write(chunk)
+                    for piece in pieces(chunk):
+                        f.write(piece)
                     size += len(chunk)
             digest = Digest("sha256", hasher.hexdigest())
             os.chmod(tmp, 0o444)

@@ -26,6 +26,7 @@ from pyreg.storage import graph
 from pyreg.storage.digest import Digest, DigestError, DigestMismatchError, DigestVerifier
 from pyreg.storage.frozen import Frozen
 from pyreg.storage.manifest import Descriptor, Manifest, layout_index, parse_manifest
+from pyreg.storage.storefiles import pieces
 from pyreg.storage.units import human_size
 
 TYPE_CHECKING = False  # typing (Protocol, TypeVar): milliseconds of every pull's start-up
@@ -358,7 +359,8 @@ class _FileWriter:
             self.abort()
             raise ContentSizeError(f"{self.name}: more than the expected {self.size} bytes")
         self.verifier.update(data)
-        self.file.write(data)
+        for piece in pieces(data):  # small page-cache folios: see storefiles.WRITE_PIECE
+            self.file.write(piece)
 
     def commit(self) -> StrPath:
         assert self.file is not None, "writer closed"

@@ -41,6 +41,7 @@ from pyreg.storage.fileversion import (  # noqa: F401  (re-exported: moved there
     file_token,
     version_token,
 )
+from pyreg.storage.storefiles import WRITE_PIECE, write_all  # the write size rule (local store too)
 
 T = TypeVar("T")
 
@@ -96,18 +97,6 @@ def _write_all(file: BinaryIO, buffers: list[bytes]) -> None:
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-
-# The most one write() call hands the kernel: 32 KiB, as Distribution writes. Linux (6.x, ext4
-# and other filesystems with large folios) sizes the page-cache folios a write allocates by the
-# length of the call, and a folio of order k can only come from a free block of order >= k. In a
-# virtual machine with free page reporting (virtio_balloon, Firecracker), free blocks of order >= 9
-# (2 MiB) are handed back to the host, and the first touch of each of their 4 KiB pages costs a
-# host fault (~15-20 us here); the smaller free blocks are never reported. Small folios draw on
-# that pool of small blocks, which every workload keeps refilling; 256 KiB folios (order 6) draw
-# only on blocks of order 6-8, which a few big writes use up, and then split reported ones: a
-# 256 MiB push then cost 1.1-1.5 s of CPU instead of 0.09 s (bench/push_cold_bench.py; see
-# bench/README.md "Blob push in the cold condition"). Below 32 KiB the syscalls start to cost.
-WRITE_PIECE = 32 << 10
 
 # Written bytes whose write-back to the disk is started (not waited for) as a big file grows,
 # so that the fsync of ``commit`` finds little left to write: the upload's last byte waits less.
@@ -180,9 +169,7 @@ class FilesystemWriter:
         if self._closed:
             raise ValueError("writer is closed")
         fd = self._file.fileno()
-        view = data
-        while view:
-            view = view[os.write(fd, view[:WRITE_PIECE]):]
+        write_all(fd, data)  # in small pieces: see storefiles.WRITE_PIECE
         self._size += len(data)
         self._written += len(data)
         if _writeback is not None and self._written - self._synced >= WRITEBACK_STEP:

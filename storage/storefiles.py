@@ -27,6 +27,36 @@ if TYPE_CHECKING:
 
 _OPEN_FILE = os.O_CLOEXEC | os.O_NOFOLLOW
 
+# The most one write() call hands the kernel, for a blob's bytes (the registry's filesystem
+# driver, its mirror staging and the local store): 32 KiB, as Distribution writes. Linux (6.x, ext4
+# and other filesystems with large folios) sizes the page-cache folios a write allocates by the
+# length of the call, and a folio of order k can only come from a free block of order >= k. In a
+# virtual machine with free page reporting (virtio_balloon, Firecracker), free blocks of order >= 9
+# (2 MiB) are handed back to the host, and the first touch of each of their 4 KiB pages costs a
+# host fault (~15-20 us here); the smaller free blocks are never reported. Small folios draw on
+# that pool of small blocks, which every workload keeps refilling; 256 KiB folios (order 6) draw
+# only on blocks of order 6-8, which a few big writes use up, and then split reported ones: a
+# 256 MiB push then cost 1.1-1.5 s of CPU instead of 0.09 s (bench/push_cold_bench.py; see
+# bench/README.md "Blob push in the cold condition"). Below 32 KiB the syscalls start to cost.
+WRITE_PIECE = 32 << 10
+
+
+def pieces(data: bytes | memoryview) -> Iterator[bytes | memoryview]:
+    """``data`` in slices of at most WRITE_PIECE bytes, for a file object's ``write``."""
+    if len(data) <= WRITE_PIECE:
+        yield data
+        return
+    view = memoryview(data)
+    for off in range(0, len(view), WRITE_PIECE):
+        yield view[off:off + WRITE_PIECE]
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd``, at most WRITE_PIECE bytes per call."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:WRITE_PIECE]):]
+
 
 class StoreError(Exception):
     """A local-store failure with a message fit for one line on stderr."""

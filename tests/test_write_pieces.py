@@ -1,4 +1,4 @@
-"""Blob bytes reach the page cache in write calls of at most 32 KiB (storage/filesystem.py
+"""Blob bytes reach the page cache in write calls of at most 32 KiB (storage/storefiles.py
 WRITE_PIECE), on every path that writes a pushed or fetched blob, and a commit still fsyncs.
 
 Why it matters: Linux sizes a write's page-cache folios by the call's length, and large folios can
@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import hashlib
+import io
 import mmap
 import os
 import struct
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,10 @@ import httpx
 import pytest
 
 from pyreg.registry.mirror.staging import LocalStaging
+from pyreg.runtime.extract import extract_layer
+from pyreg.storage.blobstore import BlobStore
+from pyreg.storage.content import LayoutStore
+from pyreg.storage.digest import Digest
 from pyreg.storage.filesystem import FilesystemDriver
 from tests.fixtures.registry import RegistryServer
 
@@ -169,3 +175,44 @@ def _push_and_pull(server: RegistryServer, data: bytes, digest: str) -> None:
                          headers={"Content-Type": "application/octet-stream"})
         assert put.status_code == 201, put.text
         assert client.get(f"/v2/small/folios/blobs/{digest}").content == data
+
+
+def test_an_extracted_file_is_written_in_small_pieces(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer's files, as ``pyreg pull`` / ``run`` extract them, reach the page cache in small
+    write calls too (the extractor reads the tar 1 MiB at a time)."""
+    data = os.urandom(3 * MiB + 5)
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        info = tarfile.TarInfo("big.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    sizes: list[int] = []
+    real_write = os.write
+
+    def write(fd: int, chunk: Any) -> int:
+        sizes.append(len(chunk))
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(os, "write", write)
+    extract_layer(layer, tmp_path / "rootfs", "application/vnd.oci.image.layer.v1.tar")
+    monkeypatch.undo()
+    assert (tmp_path / "rootfs/big.bin").read_bytes() == data
+    assert sum(sizes) >= len(data) and max(sizes) <= LIMIT
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/proc/kpageflags", os.R_OK),
+                    reason="page frame numbers and their flags are root's to read")
+@pytest.mark.parametrize("store", ["local", "layout"])
+def test_a_pulled_blob_sits_in_small_folios(tmp_path: Path, store: str) -> None:
+    """The client's stores (``pyreg pull``'s local store, an OCI layout as a copy's destination)
+    are handed 1 MiB pieces by the transfer; their files still get small folios."""
+    data = os.urandom(16 * MiB)
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    target = BlobStore(tmp_path / "store") if store == "local" else LayoutStore(tmp_path / "layout")
+    with target.writer(digest, len(data)) as w:
+        for off in range(0, len(data), MiB):
+            w.write(data[off:off + MiB])
+        final = Path(w.commit())
+    assert final.read_bytes() == data
+    assert _largest_folio_pages(final) * 4096 <= LIMIT

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from pyreg.storage.filesystem import WRITE_PIECE
+from pyreg.storage.storefiles import write_all
 
 WINDOW: Final = 8 << 20  # bytes per write-back started
 _WRITE: Final = 2  # sync_file_range's SYNC_FILE_RANGE_WRITE (linux/fs.h): start, don't wait
@@ -53,10 +53,8 @@ class LocalStaging:
         self._started = 0  # write-back started for bytes before this
 
     def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view[:WRITE_PIECE]):]  # small folios: see WRITE_PIECE
+            write_all(self._fd, data)  # small folios: see storefiles.WRITE_PIECE
         except OSError as e:
             raise StagingError(f"writing the staging file: {e.strerror}") from None
         self.written += len(data)
