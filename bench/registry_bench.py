@@ -13,10 +13,12 @@ compete for the CPU. Reported per measurement: Distribution, pyreg, and the pyre
 ratio (higher is better for throughput and req/s; for RSS and server CPU seconds lower is better).
 
 Measured: push and pull of one random layer with skopeo (an OCI layout to and from the registry)
-and with plain curl (monolithic POST + PUT, then GET); GET manifest (by tag) and HEAD blob
-requests per second with ``hey -c 16``; 8 parallel skopeo pulls of the five-layer test image; and
-peak server RSS (the sum over pyreg's processes, sampled every 20 ms from /proc, plus the sum of
-each process's own VmHWM).
+and with plain curl (monolithic POST + PUT, then GET twice: the wall time of the curl process,
+and curl's own ``-w`` timings beside it; a new blob per round, or ``--pull-repeats N`` of them
+with the round's median, each pushed and pulled on one server after the other); GET manifest
+(by tag) and HEAD blob requests per second with ``hey -c 16``; 8 parallel skopeo pulls of the
+five-layer test image; and peak server RSS (the sum over pyreg's processes, sampled every 20 ms
+from /proc while that server is measured, plus the sum of each process's own VmHWM).
 
 pyreg runs from the checkout this script lives in (``python -m pyreg`` with ``PYTHONPATH`` set to
 it), whatever ``pyreg`` is installed. ``--base REV`` adds a third server, that git revision of
@@ -29,6 +31,7 @@ Needs skopeo, curl, hey and docker-registry (``tests/run`` installs them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -40,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,13 +304,10 @@ def random_blob(path: Path, size: int, seed: int) -> tuple[Path, str]:
     return path, "sha256:" + hasher.hexdigest()
 
 
-def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.TestImage,
-            curl_blobs: list[tuple[Path, str]], seconds: int, work: Path,
-            record: Callable[[str, Server, float], None], round_: int) -> None:
-    """One round of every measurement on one server; new repositories each round, so nothing is
-    skipped as already there (skopeo gets a fresh home, hence no blob-info cache, from the caller).
-    Each of ``curl_blobs`` (new digests) is pushed with curl and pulled twice; the curl rows of
-    the round are medians over them (``--pull-repeats``)."""
+def measure_skopeo(server: Server, skopeo: Skopeo, big: images.TestImage, work: Path,
+                   record: Callable[[str, Server, float], None], round_: int) -> None:
+    """skopeo push and pull of the big image; new repositories each round, so nothing is skipped
+    as already there (skopeo gets a fresh home, hence no blob-info cache, from the caller)."""
     size_mb = big.layers[-1].size / 1e6
     pushed = f"docker://{server.host}/bench/big-{round_}:1"
     t0 = time.perf_counter()
@@ -319,31 +319,48 @@ def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.
     record("skopeo pull MB/s", server, size_mb / (time.perf_counter() - t0))
     shutil.rmtree(out)
 
-    push_mbs: list[float] = []
-    push_cpu: list[float] = []
-    pulls: dict[str, tuple[list[Pull], list[float]]] = {"curl pull": ([], []), "curl pull again": ([], [])}
+
+def measure_curl(servers: list[Server], curl_blobs: list[tuple[Path, str]],
+                 record: Callable[[str, Server, float], None], round_: int) -> None:
+    """Each of ``curl_blobs`` (new digests) pushed with curl to one server and pulled twice, then
+    the same on the next server: the servers' pulls of one blob lie seconds apart, so a burst of
+    load from elsewhere hits them alike. The curl rows of the round are medians over the blobs
+    (``--pull-repeats``)."""
+    size = curl_blobs[0][0].stat().st_size
+    push_mb: dict[str, list[float]] = {s.name: [] for s in servers}
+    push_cpu: dict[str, list[float]] = {s.name: [] for s in servers}
+    pulls: dict[str, dict[str, tuple[list[Pull], list[float]]]] = {
+        s.name: {"curl pull": ([], []), "curl pull again": ([], [])} for s in servers}
     for i, (curl_blob, curl_digest) in enumerate(curl_blobs):
         repo = f"bench/curl-{round_}" + (f"-{i}" if i else "")
-        curl_mb = curl_blob.stat().st_size / 1e6
-        t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
-        curl_push(server, repo, curl_blob, curl_digest)
-        push_mbs.append(curl_mb / (time.perf_counter() - t0))
-        push_cpu.append(cpu_seconds(server.pid) - cpu0)
-        for name, done in pulls.items():
-            # "again": a registry serves each layer many times, so the same blob once more (pyreg
-            # hashes a blob until it has verified it at a settled version, then trusts it:
-            # registry/layout.py VerifiedBlobs).
-            if name == "curl pull again":
-                time.sleep(0.1)
-            cpu0 = cpu_seconds(server.pid)
-            pull = curl_pull(server, repo, curl_digest)
-            done[1].append(cpu_seconds(server.pid) - cpu0)
-            done[0].append(pull)
-    record("curl push MB/s", server, statistics.median(push_mbs))
-    record("curl push, server CPU s", server, statistics.median(push_cpu))
-    for name, (done_pulls, cpu) in pulls.items():
-        record_pull(record, server, name, curl_blobs[0][0].stat().st_size, done_pulls, cpu)
+        for server in servers:
+            server.sampler.active.set()
+            try:
+                t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
+                curl_push(server, repo, curl_blob, curl_digest)
+                push_mb[server.name].append(size / 1e6 / (time.perf_counter() - t0))
+                push_cpu[server.name].append(cpu_seconds(server.pid) - cpu0)
+                for name, (done, cpu) in pulls[server.name].items():
+                    # "again": a registry serves each layer many times, so the same blob once more
+                    # (pyreg hashes a blob until it has verified it at a settled version, then
+                    # trusts it: registry/layout.py VerifiedBlobs).
+                    if name == "curl pull again":
+                        time.sleep(0.1)
+                    cpu0 = cpu_seconds(server.pid)
+                    done.append(curl_pull(server, repo, curl_digest))
+                    cpu.append(cpu_seconds(server.pid) - cpu0)
+            finally:
+                server.sampler.active.clear()
+    for server in servers:
+        record("curl push MB/s", server, statistics.median(push_mb[server.name]))
+        record("curl push, server CPU s", server, statistics.median(push_cpu[server.name]))
+        for name, (done, cpu) in pulls[server.name].items():
+            record_pull(record, server, name, size, done, cpu)
 
+
+def measure_requests(server: Server, skopeo: Skopeo, five: images.TestImage, seconds: int, work: Path,
+                     record: Callable[[str, Server, float], None]) -> None:
+    """Requests per second (hey) and eight parallel skopeo pulls of the five-layer image."""
     skopeo.copy(five.oci_ref, f"docker://{server.host}/bench/five:v1")
     record("GET manifest req/s (c=16)", server,
            hey(f"{server.url}/v2/bench/five/manifests/v1", seconds, accept=OCI_MANIFEST))
@@ -358,6 +375,16 @@ def measure(server: Server, skopeo: Skopeo, big: images.TestImage, five: images.
     record("8 parallel pulls, 5 layers (s)", server, time.perf_counter() - t0)
     for o in outs:
         shutil.rmtree(o)
+
+
+@contextlib.contextmanager
+def active(server: Server) -> Iterator[None]:
+    """The server's RSS is sampled while it is measured."""
+    server.sampler.active.set()
+    try:
+        yield
+    finally:
+        server.sampler.active.clear()
 
 
 def main() -> int:
@@ -394,7 +421,7 @@ def main() -> int:
 
     def record(metric: str, server: Server, value: float) -> None:
         results.setdefault(metric, {}).setdefault(server.name, []).append(value)
-        print(f"  {metric:34s} {server.name:13s} {value:10.1f}", flush=True)
+        print(f"  {metric:34s} {server.name:13s} {value:10.4g}", flush=True)
 
     try:
         servers.append(start_distribution(work))
@@ -409,14 +436,17 @@ def main() -> int:
             # later rounds measure a digest each server had stored and verified already).
             curl_blobs = [random_blob(work / f"curl-{i}.bin", args.size_mib * MiB, 1024 + round_ + 7919 * i)
                           for i in range(args.pull_repeats)]
+            skopeos = {s.name: Skopeo(work / f"skopeo-{s.name}-{round_}") for s in servers}
             for server in servers:
-                print(f"round {round_ + 1}/{args.rounds}: {server.name} at {server.url}", flush=True)
-                skopeo = Skopeo(work / f"skopeo-{server.name}-{round_}")
-                server.sampler.active.set()
-                try:
-                    measure(server, skopeo, big, five, curl_blobs, args.seconds, work, record, round_)
-                finally:
-                    server.sampler.active.clear()
+                print(f"round {round_ + 1}/{args.rounds}: {server.name} at {server.url}, skopeo", flush=True)
+                with active(server):
+                    measure_skopeo(server, skopeos[server.name], big, work, record, round_)
+            print(f"round {round_ + 1}/{args.rounds}: curl, servers in turn for each blob", flush=True)
+            measure_curl(servers, curl_blobs, record, round_)
+            for server in servers:
+                print(f"round {round_ + 1}/{args.rounds}: {server.name}, requests", flush=True)
+                with active(server):
+                    measure_requests(server, skopeos[server.name], five, args.seconds, work, record)
     finally:
         for server in servers:
             try:
