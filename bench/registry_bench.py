@@ -323,9 +323,9 @@ def measure_skopeo(server: Server, skopeo: Skopeo, big: images.TestImage, work: 
 def measure_curl(servers: list[Server], curl_blobs: list[tuple[Path, str]],
                  record: Callable[[str, Server, float], None], round_: int) -> None:
     """Each of ``curl_blobs`` (new digests) pushed with curl to one server and pulled twice, then
-    the same on the next server: the servers' pulls of one blob lie seconds apart, so a burst of
-    load from elsewhere hits them alike. The curl rows of the round are medians over the blobs
-    (``--pull-repeats``)."""
+    the same on the next server (who goes first rotates): the servers' pulls of one blob lie
+    seconds apart, so a burst of load from elsewhere hits them alike. The curl rows of the round
+    are medians over the blobs (``--pull-repeats``)."""
     size = curl_blobs[0][0].stat().st_size
     push_mb: dict[str, list[float]] = {s.name: [] for s in servers}
     push_cpu: dict[str, list[float]] = {s.name: [] for s in servers}
@@ -333,7 +333,8 @@ def measure_curl(servers: list[Server], curl_blobs: list[tuple[Path, str]],
         s.name: {"curl pull": ([], []), "curl pull again": ([], [])} for s in servers}
     for i, (curl_blob, curl_digest) in enumerate(curl_blobs):
         repo = f"bench/curl-{round_}" + (f"-{i}" if i else "")
-        for server in servers:
+        turn = (round_ + i) % len(servers)  # each server in each place in turn: no place is favoured
+        for server in servers[turn:] + servers[:turn]:
             server.sampler.active.set()
             try:
                 t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
