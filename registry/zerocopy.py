@@ -83,6 +83,22 @@ def supported(scope: Scope) -> bool:
     return EXTENSION in (scope.get("extensions") or {}) and _busy < THREADS
 
 
+def _open_at(path: str, version: str) -> int:
+    """``path`` opened for reading if what it opens is at ``version``, else -1: one trip to a
+    thread before the first byte, not one for the open and one for the fstat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        if file_token(os.fstat(fd)) == version:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return -1
+
+
 class TrustedBlobResponse:
     """The 200 answer of a whole blob served from its file with sendfile (see module docstring).
 
@@ -104,13 +120,8 @@ class TrustedBlobResponse:
         global _busy
         from pyreg.registry.layout import CorruptBlobError, trusted_get_served
 
-        try:
-            fd = await asyncio.to_thread(os.open, self.local, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            fd = -1
-        if fd < 0 or file_token(await asyncio.to_thread(os.fstat, fd)) != self.version:
-            if fd >= 0:
-                os.close(fd)
+        fd = await asyncio.to_thread(_open_at, self.local, self.version)
+        if fd < 0:
             await self.fallback(scope, receive, send)  # type: ignore[operator]
             return
         _busy += 1
