@@ -11,7 +11,11 @@ Two ways a client pushes a blob in pieces, each with curl against each server:
   Content-Length, then ``PUT ?digest=`` with an empty body (the OCI spec's chunked upload);
 - ``te-chunked``: POST, one PATCH with ``Transfer-Encoding: chunked`` (curl -T sends 65524-byte
   chunks after ``Expect: 100-continue``), then ``PUT ?digest=`` with an empty body: docker's and
-  containerd's way of pushing a layer.
+  containerd's way of pushing a layer;
+- ``docker`` (with ``--docker-host unix:///…/docker.sock``, a running dockerd of your own):
+  ``docker push`` of a new one-layer image (``docker import`` of a tar holding one random file of
+  the blob's size; docker gzips the layer as it pushes, so its MB/s are the client's, the server
+  CPU seconds are the number to read).
 
 Every round writes a new random blob per way (the same file for every server in that round, each
 server stores it for the first time), and the servers take turns, which one goes first alternating
@@ -114,6 +118,25 @@ def push_te_chunked(url: str, repo: str, blob: Path, digest: str) -> None:
     curl("-X", "PUT", "-H", "Content-Length: 0", _with_digest(loc, digest))
 
 
+def new_docker_image(work: Path, size: int, tag: str, env: dict[str, str]) -> None:
+    layer = work / "layer"
+    layer.mkdir(exist_ok=True)
+    with open(layer / "big", "wb") as f:
+        for _ in range(0, size, 16 * MiB):
+            f.write(os.urandom(min(16 * MiB, size - f.tell())))
+    subprocess.run(["tar", "-C", str(layer), "-cf", str(work / "layer.tar"), "big"], check=True)
+    subprocess.run(["docker", "import", str(work / "layer.tar"), tag], check=True, env=env,
+                   capture_output=True)
+    (layer / "big").unlink()
+    (work / "layer.tar").unlink()
+
+
+def push_docker(url: str, image: str, repo: str, env: dict[str, str]) -> None:
+    target = url.removeprefix("http://") + "/" + repo + ":1"
+    subprocess.run(["docker", "tag", image, target], check=True, env=env)
+    subprocess.run(["docker", "push", "-q", target], check=True, env=env, capture_output=True)
+
+
 def new_blob(work: Path, size: int, parts: int) -> tuple[Path, list[Path], str]:
     blob = work / "blob"
     hasher = hashlib.sha256()
@@ -141,8 +164,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parts", type=int, default=4, help="PATCHes of the oci-chunked push")
     ap.add_argument("--base", help="also this git revision of pyreg")
-    ap.add_argument("--ways", default="oci-chunked,te-chunked")
+    ap.add_argument("--ways", default="oci-chunked,te-chunked", help="also: docker")
+    ap.add_argument("--docker-host", help="a dockerd of your own for the docker way (DOCKER_HOST)")
     args = ap.parse_args()
+    denv = dict(os.environ, DOCKER_HOST=args.docker_host or "")
     size = args.size_mib * MiB
     ways = args.ways.split(",")
     results: dict[tuple[str, str, str], list[float]] = {}
@@ -156,11 +181,17 @@ def main() -> int:
             for rnd in range(args.rounds):
                 order = targets if rnd % 2 == 0 else targets[::-1]
                 for way in ways:
-                    blob, parts, digest = new_blob(work, size, args.parts)
+                    image = f"bench/chunked-push-{os.getpid()}:{rnd}"
+                    if way == "docker":
+                        new_docker_image(work, size, image, denv)
+                    else:
+                        blob, parts, digest = new_blob(work, size, args.parts)
                     for t in order:
                         repo = f"bench/{way}-{rnd}"
                         cpu0, t0 = cpu_seconds(t.pid), time.perf_counter()
-                        if way == "oci-chunked":
+                        if way == "docker":
+                            push_docker(t.url, image, repo, denv)
+                        elif way == "oci-chunked":
                             push_oci_chunked(t.url, repo, parts, digest)
                         else:
                             push_te_chunked(t.url, repo, blob, digest)
@@ -170,6 +201,8 @@ def main() -> int:
                         results.setdefault((way, "mbs", t.name), []).append(size / wall / 1e6)
                         print(f"round {rnd + 1} {way:12} {t.name:12} server CPU {cpu:5.2f} s  "
                               f"{size / wall / 1e6:7.1f} MB/s", flush=True)
+                    if way == "docker":
+                        subprocess.run(["docker", "rmi", "-f", image], env=denv, capture_output=True)
         finally:
             for t in targets:
                 t.stop()

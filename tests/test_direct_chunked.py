@@ -317,3 +317,91 @@ def test_an_early_answer_leaves_the_held_body_to_the_parser(make_registry_server
         reader = Reader(s)
         assert reader.answer()[0] == 404
         assert reader.answer()[0] == 200
+
+
+# -- docker itself -----------------------------------------------------------------------------
+
+def duplicated_sockets(pid: int) -> set[str]:
+    """Socket inodes the process holds under more than one descriptor."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:"):
+            (twice if link in seen else seen).add(link)
+    return twice
+
+
+@pytest.fixture
+def dockerd(tmp_path: Path) -> Any:
+    """A dockerd of the test's own (no bridge, no iptables), as tests/test_build_reference.py."""
+    binary = shutil.which("dockerd")
+    cli = shutil.which("docker")
+    if not binary or not cli or os.geteuid() != 0:
+        pytest.skip("needs root, dockerd and the docker CLI")
+    base = tmp_path / "dk"
+    base.mkdir()
+    sock = base / "docker.sock"
+    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(base / "cli"))
+    with open(base / "dockerd.log", "wb") as log:
+        proc = subprocess.Popen([binary, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
+                                 "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}",
+                                 "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: sock.exists() and subprocess.run([cli, "version"], env=env,
+                                                          capture_output=True).returncode == 0, 120)
+        yield cli, env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for mount in ("data", "exec"):
+            subprocess.run(["umount", "-R", "-l", str(base / mount)], capture_output=True)
+
+
+def test_docker_push_of_a_layer_is_received_by_the_thread(make_registry_server: Any, dockerd: Any,
+                                                          tmp_path: Path) -> None:
+    cli, env = dockerd
+    server = make_registry_server()
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "big").write_bytes(os.urandom(24 * MiB))
+    subprocess.run(["tar", "-C", str(layer), "-cf", str(tmp_path / "layer.tar"), "big"], check=True)
+    ref = f"{server.host}/chunked/docker:1"
+    subprocess.run([cli, "import", str(tmp_path / "layer.tar"), ref], env=env, check=True,
+                   capture_output=True)
+    pid = server.pid
+    assert pid is not None
+    before = duplicated_sockets(pid)
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # docker sends the layer as one chunked PATCH: a thread must be reading it
+        while not done.is_set():
+            seen.update(duplicated_sockets(pid) - before)
+            done.wait(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = subprocess.run([cli, "push", ref], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        done.set()
+        watcher.join()
+    assert out.returncode == 0, out.stderr
+    assert seen, "the layer's body was not received by a thread"
+    # What docker pushed is what the registry serves: pull it back into a fresh name.
+    subprocess.run([cli, "rmi", ref], env=env, check=True, capture_output=True)
+    pulled = subprocess.run([cli, "pull", ref], env=env, capture_output=True, text=True, timeout=600)
+    assert pulled.returncode == 0, pulled.stderr
+    made = subprocess.run([cli, "create", ref, "x"], env=env, capture_output=True, text=True, check=True)
+    cid = made.stdout.strip()
+    copied = subprocess.run([cli, "cp", f"{cid}:/big", "-"], env=env, capture_output=True, check=True).stdout
+    assert (layer / "big").read_bytes() in copied  # docker cp writes a tar of the file
