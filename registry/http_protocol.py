@@ -316,35 +316,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _feed_head(self, data: bytes) -> None:
         """Feed a piece that holds (part of) a request head. On plain HTTP the parser is fed
         exactly up to the head's end when the piece holds it, so a chunked upload's body can be
-        kept from the parser (``_held``) for a thread to decode (registry/chunkedbody.py)."""
+        kept from the parser (``_held``) for a thread to decode (registry/chunkedbody.py). Should
+        the parser read past a head's end after all (a head not ended by CRLF CRLF), it calls
+        ``on_chunk_header`` or ``on_body`` before any CRLF CRLF of the body, and the hold drops."""
         if self._sock_fd is None:
             super().data_received(data)
             return
-        end = data.find(b"\r\n\r\n")
-        if end >= 0:
-            end += 4
-        elif self._head_tail:
-            end = (self._head_tail + data[:3]).find(b"\r\n\r\n")
-            end = end + 4 - len(self._head_tail) if end >= 0 else -1
-        if end < 0:
-            self._head_tail = data[-3:]
-            super().data_received(data)
-            return
-        self._head_tail = b""
-        self._splitting = True
-        try:
-            super().data_received(data[:end] if end < len(data) else data)
-        finally:
-            self._splitting = False
-        if end == len(data) or self._lingering or self.transport.is_closing():
-            return
-        rest = data[end:]
-        if self._held is not None:
-            self._held[1].extend(rest)
-        elif self._head_open:
-            self._feed_head(rest)  # the head had not ended there (its bytes are counted already)
-        else:
-            super().data_received(rest)
+        while True:
+            end = -1
+            if self._head_tail:  # the end may straddle the previous piece and this one
+                end = (self._head_tail + data[:3]).find(b"\r\n\r\n")
+                end = end + 4 - len(self._head_tail) if end >= 0 else -1
+            if end < 0:
+                end = data.find(b"\r\n\r\n")
+                end = end + 4 if end >= 0 else -1
+            if end < 0:
+                self._head_tail = data[-3:]
+                super().data_received(data)
+                return
+            self._head_tail = b""
+            self._splitting = True
+            try:
+                super().data_received(data[:end] if end < len(data) else data)
+            finally:
+                self._splitting = False
+            if end == len(data) or self._lingering or self.transport.is_closing():
+                return
+            data = data[end:]
+            if self._held is not None:
+                self._held[1].extend(data)
+                return
+            if not self._head_open:
+                super().data_received(data)
+                return
+            # the head had not ended there (leading empty lines): look again in the rest
 
     def _unhold(self) -> None:
         """A held chunked body goes back to the parser (the upload reads the ASGI stream)."""

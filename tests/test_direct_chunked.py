@@ -405,3 +405,15 @@ def test_docker_push_of_a_layer_is_received_by_the_thread(make_registry_server: 
     cid = made.stdout.strip()
     copied = subprocess.run([cli, "cp", f"{cid}:/big", "-"], env=env, capture_output=True, check=True).stdout
     assert (layer / "big").read_bytes() in copied  # docker cp writes a tar of the file
+
+
+def test_empty_lines_before_a_head_are_skipped_in_one_read(make_registry_server: Any) -> None:
+    server = make_registry_server()
+    data = os.urandom(2 * MiB)
+    where = start_upload(server, "chunked/lines")
+    with connect(server) as s:
+        # 2,000 CRLF CRLF before the head: each is a place the head could have ended, in one read.
+        s.sendall(b"\r\n\r\n" * 2000 + head("PATCH", where, {"Transfer-Encoding": "chunked"})
+                  + chunked([data]))
+        status, headers, _ = Reader(s).answer()
+    assert status == 202 and headers["range"] == f"0-{len(data) - 1}"
