@@ -481,7 +481,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _direct_done(self, cycle: Any, body: directbody.SocketBody) -> None:
         """A thread has done with the socket: the next request is parsed afresh, or the
         connection closes (after the answer, or at once when the client went away)."""
-        cycle.scope["extensions"][directbody.EXTENSION]["received"] = body.received  # the access log's
+        cycle.scope["extensions"][directbody.EXTENSION]["received"] = getattr(  # the access log's
+            body, "decoded", body.received)  # a chunked body counts its data, as the stream path does
         if not body.from_socket:
             return
         with contextlib.suppress(AttributeError):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import ClientDisconnect
 
 from tests.fixtures.registry import RegistryServer
@@ -185,6 +186,11 @@ def test_chunked_patch_stored_then_put_and_a_pipelined_request(make_registry_ser
         status, headers, _ = reader.answer()
         assert status == 201 and headers["docker-content-digest"] == digest_of(data)
     assert httpx.get(f"{server.url}/v2/chunked/pipe/blobs/{digest_of(data)}").content == data
+    # The body bytes count in the metrics as the stream path counts them: the data, not the framing.
+    received = sum(sample.value for family in text_string_to_metric_families(
+        httpx.get(f"{server.url}/metrics").text) for sample in family.samples
+        if sample.name == "pyreg_http_received_bytes_total" and sample.labels.get("route") == "upload")
+    assert received == len(data)
 
 
 def test_chunk_framing_split_across_reads(make_registry_server: Any) -> None:
