@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 import time
 from collections import deque
@@ -41,6 +42,13 @@ BUFFER = 1 << 20  # one step of the pipeline: received, then written while hashe
 BUFFERS = 4  # per upload: one being received, up to three being hashed
 _POLL_MS = 200  # how often a waiting read looks whether the connection was lost
 _SPARE_SETS = 1  # buffer sets kept for the next uploads (memory touched once: no new page faults)
+# A slow client (docker gzips a layer as it pushes it: ~40 MB/s) would wake the reading thread for
+# every segment that arrives; once a body is large, a wait asks the kernel to wake it only when
+# _LOWAT bytes are there (SO_RCVLOWAT), or after _LOWAT_WAIT_MS, whichever comes first (the end
+# of a chunked body is not known in advance, so that wait stays short).
+_LOWAT = 256 * 1024
+_LOWAT_AFTER = 1 << 20  # body bytes received before waits are batched (small bodies never wait)
+_LOWAT_WAIT_MS = 4
 
 
 class BodyStalled(ClientDisconnect):
@@ -66,6 +74,7 @@ class SocketBody:
         self._done = done
         self.failed = False  # the client went away or stalled: the connection cannot go on
         self._cancelled = False
+        self._lowat = 1  # the socket's SO_RCVLOWAT as this body set it
 
     def cancel(self) -> None:
         """The request was cancelled: ``readinto`` stops at its next wait."""
@@ -115,9 +124,28 @@ class SocketBody:
             elif now >= deadline:
                 self.failed = True
                 raise BodyStalled(f"no body bytes for {self._stall:g} s")
-            poller.poll(min(_POLL_MS, max(1, int((deadline - now) * 1000))))
+            wait = min(_POLL_MS, max(1, int((deadline - now) * 1000)))
+            lowat = min(_LOWAT, self.remaining) if self.received >= _LOWAT_AFTER else 1
+            if lowat != self._lowat:
+                self._set_lowat(lowat)
+            if lowat > 1:
+                wait = min(wait, _LOWAT_WAIT_MS)
+            poller.poll(wait)
+
+    def _set_lowat(self, value: int) -> None:
+        assert self._fd is not None
+        sock = socket.socket(fileno=self._fd)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, value)
+            self._lowat = value
+        except OSError:
+            pass
+        finally:
+            sock.detach()
 
     def close_fd(self) -> None:
+        if self._lowat != 1 and self._fd is not None:
+            self._set_lowat(1)  # the protocol reads the connection again: every byte wakes it
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)

@@ -26,7 +26,12 @@ made (uvicorn copies each piece twice: into a bytearray, then out of it); on pla
 ``pyreg.sendfile`` ASGI extension lets a route have the kernel send an open file's bytes
 (registry/zerocopy.py: trusted blobs), and ``pyreg.directbody`` lets a blob upload with a
 Content-Length receive the rest of its body from the socket in a thread (registry/directbody.py),
-after which a fresh parser takes the next request of the connection.
+after which a fresh parser takes the next request of the connection. A chunked upload body
+(``Transfer-Encoding: chunked``, as docker and containerd send a layer) is kept from the parser
+altogether: the parser is fed exactly up to the end of each head (``_feed_head``), the bytes
+after an upload's head are held with reading paused, and either a thread decodes them and the
+rest of the body (registry/chunkedbody.py), handing back any bytes it read past the body's end,
+or, when the upload reads the ASGI stream or answers first, the parser gets them after all.
 
 Errors are written with a lingering close (write side shut, input read and dropped for a moment),
 so a client still sending its oversized head reads the ``431`` instead of a connection reset.
@@ -53,7 +58,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from pyreg.registry import directbody, zerocopy
+from pyreg.registry import chunkedbody, directbody, zerocopy
 
 log = logging.getLogger("pyreg.http")
 
@@ -138,6 +143,17 @@ def _plain_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
     return max(length, 0)
 
 
+def _only_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """The body is framed by ``Transfer-Encoding: chunked`` alone (no Content-Length, no other coding)."""
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length" or (name == b"transfer-encoding" and (
+                chunked or value.strip().lower() != b"chunked")):
+            return False
+        chunked = chunked or name == b"transfer-encoding"
+    return chunked
+
+
 def _resume_later() -> None:
     """Stands in for FlowControl.resume_reading while a thread reads the socket directly."""
 
@@ -205,6 +221,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._lost = threading.Event()  # set when the connection goes: a sendfile thread stops
         self._sock_fd: int | None = None
         self._body_seen = 0  # body bytes of the current message the parser has handed on
+        self._head_tail = b""  # the last bytes of a head not yet complete (its end may straddle reads)
+        self._splitting = False  # the parser is fed exactly up to a head's end (see _feed_head)
+        self._held: tuple[Any, bytearray] | None = None  # a chunked upload's raw body, kept from the parser
 
     # -- connection life ---------------------------------------------------------------------
 
@@ -262,6 +281,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # after an error answer: read and dropped until the linger ends
+        if self._held is not None:
+            self._held[1].extend(data)  # reading is paused: at most what one read had already taken
+            return
         if not self._head_open:
             super().data_received(data)
             return
@@ -270,12 +292,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         room = self._limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
-            super().data_received(data)
+            self._feed_head(data)
             return
         self._head_bytes = self._limits.max_head_bytes
         done = self._heads_done
         if room > 0:
-            super().data_received(data[:room])
+            self._feed_head(data[:room])
         if self.transport.is_closing():
             return
         if self._heads_done == done:  # the head did not end within the limit
@@ -286,12 +308,75 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._send_error(431, "request header fields too large")
             return
+        if self._held is not None:
+            self._held[1].extend(data[room:])  # a chunked upload's body (reading is paused now)
+            return
         super().data_received(data[room:])
+
+    def _feed_head(self, data: bytes) -> None:
+        """Feed a piece that holds (part of) a request head. On plain HTTP the parser is fed
+        exactly up to the head's end when the piece holds it, so a chunked upload's body can be
+        kept from the parser (``_held``) for a thread to decode (registry/chunkedbody.py). Should
+        the parser read past a head's end after all (a head not ended by CRLF CRLF), it calls
+        ``on_chunk_header`` or ``on_body`` before any CRLF CRLF of the body, and the hold drops."""
+        if self._sock_fd is None:
+            super().data_received(data)
+            return
+        while True:
+            end = -1
+            if self._head_tail:  # the end may straddle the previous piece and this one
+                end = (self._head_tail + data[:3]).find(b"\r\n\r\n")
+                end = end + 4 - len(self._head_tail) if end >= 0 else -1
+            if end < 0:
+                end = data.find(b"\r\n\r\n")
+                end = end + 4 if end >= 0 else -1
+            if end < 0:
+                self._head_tail = data[-3:]
+                super().data_received(data)
+                return
+            self._head_tail = b""
+            self._splitting = True
+            try:
+                super().data_received(data[:end] if end < len(data) else data)
+            finally:
+                self._splitting = False
+            if end == len(data) or self._lingering or self.transport.is_closing():
+                return
+            data = data[end:]
+            if self._held is not None:
+                self._held[1].extend(data)
+                return
+            if not self._head_open:
+                super().data_received(data)
+                return
+            # the head had not ended there (leading empty lines): look again in the rest
+
+    def _unhold(self) -> None:
+        """A held chunked body goes back to the parser (the upload reads the ASGI stream)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        with contextlib.suppress(AttributeError):
+            del self.flow.resume_reading
+        if held[1] and not self.transport.is_closing():
+            self.data_received(bytes(held[1]))
+
+    def _drop_hold(self) -> None:
+        """The parser has read into the held body after all (a head not ended by CRLF CRLF): the
+        body is the stream's."""
+        if self._held is not None:
+            self._held = None
+            with contextlib.suppress(AttributeError):
+                del self.flow.resume_reading
+
+    def on_chunk_header(self) -> None:
+        self._drop_hold()
 
     def on_body(self, body: bytes) -> None:
         """A body piece that arrives while the app has taken everything before it is handed on
         as the very bytes object the parser made; uvicorn would append it to a bytearray and
         copy that again into the ``http.request`` message (two copies of every uploaded byte)."""
+        self._drop_hold()
         self._body_seen += len(body)
         cycle = self.cycle
         if (cycle is None or cycle.body or cycle.response_complete
@@ -304,7 +389,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def on_headers_complete(self) -> None:
+        idle = self.cycle is None or self.cycle.response_complete  # not a pipelined request
         self._head_open = False
+        self._head_tail = b""
         self._heads_done += 1
         self._head_since = None
         self._waiting.pop(self, None)
@@ -326,6 +413,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 if length:  # a blob upload's body may be received by a thread (registry/directbody.py)
                     scope.setdefault("extensions", {})[directbody.EXTENSION] = {
                         "open": functools.partial(self._open_direct, cycle, length)}
+                elif self._splitting and idle and _only_chunked(scope["headers"]):
+                    self._hold(cycle)
+
+    def _hold(self, cycle: Any) -> None:
+        """Keep a chunked upload's body from the parser until the upload takes it: by a thread
+        (``_open_chunked``) or, when it reads the ASGI stream or answers first, by the parser."""
+        self._held = (cycle, bytearray())
+        self.flow.pause_reading()
+        self.flow.resume_reading = _resume_later  # type: ignore[method-assign]
+        cycle.scope.setdefault("extensions", {})[directbody.EXTENSION] = {
+            "open": functools.partial(self._open_chunked, cycle)}
+        receive = cycle.receive
+
+        async def receive_held() -> Any:
+            if self._held is not None and self._held[0] is cycle:
+                self._unhold()
+            return await receive()
+
+        cycle.receive = receive_held
+        respond = cycle.on_response
+
+        def responded() -> None:
+            if self._held is not None and self._held[0] is cycle:
+                self._unhold()  # answered without the body: the parser skips it, as uvicorn does
+            respond()
+
+        cycle.on_response = responded
 
     # -- bodies received by a thread (registry/directbody.py) ------------------------------------
 
@@ -349,10 +463,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return directbody.SocketBody(fd, first, length - self._body_seen, self._lost, stall,
                                      functools.partial(self._direct_done, cycle))
 
+    def _open_chunked(self, cycle: Any) -> directbody.SocketBody | None:
+        """The held chunked body of ``cycle`` for a thread to decode, from the held bytes on."""
+        held = self._held
+        if (held is None or held[0] is not cycle or cycle.disconnected or cycle.response_complete
+                or self.transport.is_closing()):
+            return None  # the ASGI stream reports it
+        self._held = None
+        if cycle.waiting_for_100_continue:
+            cycle.transport.write(_CONTINUE)
+            cycle.waiting_for_100_continue = False
+        assert self._sock_fd is not None
+        fd = os.dup(self._sock_fd)
+        return chunkedbody.ChunkedSocketBody(fd, bytes(held[1]), self._lost, self._limits.head_timeout,
+                                             functools.partial(self._direct_done, cycle))
+
     def _direct_done(self, cycle: Any, body: directbody.SocketBody) -> None:
         """A thread has done with the socket: the next request is parsed afresh, or the
         connection closes (after the answer, or at once when the client went away)."""
-        cycle.scope["extensions"][directbody.EXTENSION]["received"] = body.received  # the access log's
+        cycle.scope["extensions"][directbody.EXTENSION]["received"] = getattr(  # the access log's
+            body, "decoded", body.received)  # a chunked body counts its data, as the stream path does
         if not body.from_socket:
             return
         with contextlib.suppress(AttributeError):
@@ -365,6 +495,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
             self.on_message_complete()
             self.flow.resume_reading()
+            leftover = getattr(body, "leftover", b"")  # read past a chunked body's end
+            if leftover:
+                self.data_received(leftover)
             return
         cycle.keep_alive = False  # the parser is mid-body: no next request on this connection
         if body.failed:
@@ -403,6 +536,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return hooked
 
     def on_message_complete(self) -> None:
+        self._drop_hold()
         super().on_message_complete()
         self._head_open, self._head_bytes = True, 0
 

@@ -1,8 +1,8 @@
 """Blob upload bodies a thread receives straight from the socket (registry/directbody.py through
 registry/http_protocol.py's ``pyreg.directbody`` extension), on a real ``pyreg serve``: the
 upload's rules hold (lock, digest, resume after a cut), the connection stays right for the next
-request, a stalled body is cut off, and what is not plain HTTP with a Content-Length keeps the
-stream path."""
+request, a stalled body is cut off, and TLS keeps the stream path (chunked bodies:
+tests/test_direct_chunked.py)."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def test_stored_trusted_digest_pushed_again_is_hashed_not_written(make_registry_
     assert httpx.head(f"{server.url}/v2/direct/wrong/blobs/{digest}").status_code == 404
 
 
-def test_chunked_transfer_encoding_keeps_the_stream_path(make_registry_server: Any) -> None:
+def test_chunked_transfer_encoding_then_a_pipelined_request(make_registry_server: Any) -> None:
     server = make_registry_server()
     data = os.urandom(3 * MiB + 11)
     where = start_upload(server, "direct/te")
