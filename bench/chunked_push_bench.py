@@ -30,92 +30,45 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from benchservers import (  # noqa: E402
+    MiB,
+    curl_headers,
+    location,
+    start_distribution,
+    start_pyreg_tree,
+    with_digest,
+)
 from registry_bench import cpu_seconds, export_tree  # noqa: E402
-
-from tests.fixtures.peers import DistributionRegistry, free_port, stop_process, wait_for_http  # noqa: E402
-
-MiB = 1 << 20
-
-
-class Target:
-    def __init__(self, name: str, url: str, pid: int, stop: Callable[[], None]) -> None:
-        self.name, self.url, self.pid, self.stop = name, url, pid, stop
-
-
-def start_pyreg(tree: Path, work: Path, name: str) -> Target:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(tree), PYREG_LOG_ACCESSLOG_DISABLED="true",
-               PYTHONPYCACHEPREFIX=str(work / f"pycache-{name}"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--data-dir", str(work / f"{name}-data"), "--workers", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v2/", proc, log=work / f"{name}.log")
-
-    def stop() -> None:
-        stop_process(proc)
-        log.close()
-
-    return Target(name, url, proc.pid, stop)
-
-
-def start_distribution(work: Path) -> Target:
-    reg = DistributionRegistry(work / "distribution-root", work / "distribution", cache=True)
-    reg.start()
-    assert reg.proc is not None
-    return Target("distribution", reg.url, reg.proc.pid, reg.stop)
-
-
-def _location(url: str, headers: str) -> str:
-    found = re.search(r"(?im)^location:\s*(\S+)", headers)
-    assert found, headers
-    loc = found.group(1)
-    return url + loc if loc.startswith("/") else loc
-
-
-def curl(*args: str) -> str:
-    """curl's response headers (the last response's, after any 100 Continue)."""
-    out = subprocess.run(["curl", "-sS", "-f", "-D", "-", "-o", "/dev/null", *args],
-                         capture_output=True, text=True, check=True).stdout
-    return out
-
-
-def _with_digest(loc: str, digest: str) -> str:
-    return loc + ("&" if "?" in loc else "?") + f"digest={digest}"
 
 
 def push_oci_chunked(url: str, repo: str, parts: list[Path], digest: str) -> None:
-    loc = _location(url, curl("-X", "POST", f"{url}/v2/{repo}/blobs/uploads/"))
+    loc = location(url, curl_headers("-X", "POST", f"{url}/v2/{repo}/blobs/uploads/"))
     start = 0
     for part in parts:
         size = part.stat().st_size
-        loc = _location(url, curl("-X", "PATCH", "-T", str(part),
+        loc = location(url, curl_headers("-X", "PATCH", "-T", str(part),
                                   "-H", "Content-Type: application/octet-stream",
                                   "-H", f"Content-Range: {start}-{start + size - 1}", loc))
         start += size
-    curl("-X", "PUT", "-H", "Content-Length: 0", _with_digest(loc, digest))
+    curl_headers("-X", "PUT", "-H", "Content-Length: 0", with_digest(loc, digest))
 
 
 def push_te_chunked(url: str, repo: str, blob: Path, digest: str) -> None:
-    loc = _location(url, curl("-X", "POST", f"{url}/v2/{repo}/blobs/uploads/"))
-    loc = _location(url, curl("-X", "PATCH", "-T", str(blob), "-H", "Transfer-Encoding: chunked",
+    loc = location(url, curl_headers("-X", "POST", f"{url}/v2/{repo}/blobs/uploads/"))
+    loc = location(url, curl_headers("-X", "PATCH", "-T", str(blob), "-H", "Transfer-Encoding: chunked",
                               "-H", "Content-Type: application/octet-stream", loc))
-    curl("-X", "PUT", "-H", "Content-Length: 0", _with_digest(loc, digest))
+    curl_headers("-X", "PUT", "-H", "Content-Length: 0", with_digest(loc, digest))
 
 
 def new_docker_image(work: Path, size: int, tag: str, env: dict[str, str]) -> None:
@@ -173,9 +126,9 @@ def main() -> int:
     results: dict[tuple[str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="chunked-push-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
-        targets = [start_distribution(work), start_pyreg(REPO, work, "pyreg")]
+        targets = [start_distribution(work), start_pyreg_tree(work, REPO, "pyreg")]
         if args.base:
-            targets.append(start_pyreg(export_tree(args.base, work / "base-tree"), work, "base"))
+            targets.append(start_pyreg_tree(work, export_tree(args.base, work / "base-tree"), "base"))
         try:
             time.sleep(1.0)
             for rnd in range(args.rounds):

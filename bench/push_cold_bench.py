@@ -27,57 +27,29 @@ docker-registry.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.peers import DistributionRegistry, free_port, stop_process, wait_for_http  # noqa: E402
+from benchservers import (  # noqa: E402
+    MiB,
+    Target,
+    curl_headers,
+    push_monolithic,
+    random_blob,
+    start_distribution,
+    start_pyreg_tree,
+)
+from registry_bench import cpu_seconds  # noqa: E402
 
-MiB = 1 << 20
 REPORTING = "/sys/module/page_reporting/parameters/reported_kib"
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    pid: int
-    stop: Callable[[], None]
-
-
-def cpu_seconds(root_pid: int) -> float:
-    """User + system CPU of a process and its descendants (pyreg's workers), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_blocks_mib() -> list[int]:
@@ -115,61 +87,6 @@ def hold(path: Path, order: int, limit_mib: int) -> int:
     return added
 
 
-def start_pyreg(work: Path, tree: Path, name: str, workers: int) -> Server:
-    port = free_port()
-    logfile = work / f"{name}.log"
-    log = open(logfile, "ab")  # noqa: SIM115 - lives as long as the server
-    env = dict(os.environ, PYREG_LOG_ACCESSLOG_DISABLED="true", PYTHONPATH=str(tree),
-               PYTHONPYCACHEPREFIX=str(work / f"pycache-{name}"))
-    proc = subprocess.Popen([sys.executable, "-m", "pyreg", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--data-dir", str(work / f"{name}-data"), "--workers", str(workers)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                            cwd=str(work))
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v2/", proc, log=logfile)
-    time.sleep(1.0)  # every worker up
-
-    def stop() -> None:
-        stop_process(proc)
-        log.close()
-
-    return Server(name, url, proc.pid, stop)
-
-
-def start_distribution(work: Path) -> Server:
-    reg = DistributionRegistry(work / "distribution-root", work / "distribution", cache=True)
-    reg.start()
-    assert reg.proc is not None
-    return Server("distribution", reg.url, reg.proc.pid, reg.stop)
-
-
-def curl(*args: str) -> str:
-    result = subprocess.run(["curl", "-sS", "-f", *args], capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"curl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
-
-
-def push(server: Server, repo: str, path: Path, digest: str) -> None:
-    headers = curl("-X", "POST", "-D", "-", "-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/uploads/")
-    match = re.search(r"(?im)^location:\s*(\S+)", headers)
-    assert match, headers
-    loc = match.group(1)
-    loc = server.url + loc if loc.startswith("/") else loc
-    loc += ("&" if "?" in loc else "?") + f"digest={digest}"
-    curl("-X", "PUT", "-H", "Content-Type: application/octet-stream", "-T", str(path), "-o", "/dev/null", loc)
-
-
-def random_blob(path: Path, size: int) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(size // MiB):
-            chunk = os.urandom(MiB)
-            f.write(chunk)
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -184,11 +101,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="push-cold-"))
     holder = work / "holder.bin"
-    servers: list[Server] = []
+    servers: list[Target] = []
     holder_mib = 0
     rows: dict[tuple[str, str, str], list[float]] = {}
 
-    def record(condition: str, metric: str, server: Server, value: float) -> None:
+    def record(condition: str, metric: str, server: Target, value: float) -> None:
         rows.setdefault((condition, metric, server.name), []).append(value)
 
     try:
@@ -199,8 +116,8 @@ def main() -> int:
             archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], check=True,
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-            servers.append(start_pyreg(work, base, "pyreg-base", args.workers))
-        servers.append(start_pyreg(work, REPO, "pyreg", args.workers))
+            servers.append(start_pyreg_tree(work, base, "pyreg-base", args.workers))
+        servers.append(start_pyreg_tree(work, REPO, "pyreg", args.workers))
         for round_ in range(args.rounds):
             order = servers if round_ % 2 == 0 else servers[::-1]
             for condition in conditions:
@@ -212,12 +129,12 @@ def main() -> int:
                     rep0 = reported_mib()
                     repo = f"bench/{condition}-{round_}"
                     t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
-                    push(server, repo, blob, digest)
+                    push_monolithic(server.url, repo, blob, digest)
                     wall, cpu = time.perf_counter() - t0, cpu_seconds(server.pid) - cpu0
                     record(condition, "push MB/s", server, args.size_mib * MiB / 1e6 / wall)
                     record(condition, "push, server CPU s", server, cpu)
                     t0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
-                    curl("-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/{digest}")
+                    curl_headers(f"{server.url}/v2/{repo}/blobs/{digest}")
                     pwall, pcpu = time.perf_counter() - t0, cpu_seconds(server.pid) - cpu0
                     record(condition, "first pull MB/s", server, args.size_mib * MiB / 1e6 / pwall)
                     record(condition, "first pull, server CPU s", server, pcpu)
