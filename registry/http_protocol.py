@@ -46,6 +46,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
 import weakref
 from collections import OrderedDict
@@ -59,6 +60,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from pyreg.registry import chunkedbody, directbody, zerocopy
+from pyreg.storage.netaddr import is_loopback
 
 log = logging.getLogger("pyreg.http")
 
@@ -154,6 +156,29 @@ def _only_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return chunked
 
 
+_PACING = (b"bbr",)  # congestion controls that pace their sends (timers between segments)
+_UNPACED = (b"cubic", b"reno")  # the kernel's default, then the one any user may choose
+
+
+def unpaced_on_loopback(sock: Any, peer: Any) -> None:
+    """A client on this host (nginx in front, a local pull) gets a congestion control that does
+    not pace: pacing spaces segments out for a network path's bottleneck, and loopback has none,
+    so with bbr (a common host default) a big blob's answer waits on pacing timers and its reader
+    on wake-ups. Any other peer keeps the host's choice."""
+    if not (isinstance(peer, tuple) and peer and isinstance(peer[0], str) and is_loopback(peer[0])):
+        return
+    try:
+        current = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+        if current not in _PACING:
+            return
+        for name in _UNPACED:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name)
+                return
+    except (OSError, AttributeError):
+        return  # not TCP, or not Linux
+
+
 def _resume_later() -> None:
     """Stands in for FlowControl.resume_reading while a thread reads the socket directly."""
 
@@ -234,6 +259,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if sock is not None and tls is None:  # under TLS the socket carries ciphertext: no sendfile
             with contextlib.suppress(OSError, AttributeError):
                 self._sock_fd = sock.fileno()
+        if sock is not None:
+            unpaced_on_loopback(sock, transport.get_extra_info("peername"))
         self._wait_for_head()
         self._head_since = self.loop.time()
         _start_sweep(self.server_state, self.loop, self._limits.head_timeout)
